@@ -1,0 +1,13 @@
+/**
+ * Structured logs (pino) to stderr only: in the Port's stdio mode stdout
+ * carries frames and nothing else. Prompt text is logged at debug level
+ * at most, never at info.
+ */
+import pino, { type Logger } from 'pino';
+
+export type { Logger };
+
+export function createLogger(level: string = process.env.LOG_LEVEL ?? 'info', name = 'prompt-engine'): Logger {
+  // pino.destination(2) writes synchronously to fd 2, so nothing is lost at exit.
+  return pino({ name, level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
+}

@@ -1,0 +1,156 @@
+/**
+ * Argument readers for op validators. Written by hand rather than with a
+ * schema library because the input is Erlang-shaped: an enum may arrive as
+ * an atom (Elixir) or a string (JSON over NATS), a float as an `ErlFloat`
+ * or a number, a map with atom or binary keys. Every failure names the
+ * field: `bad_request "breadth: expected an integer in 1..50"`.
+ */
+import { Atom, ErlFloat, isTermObject, Tuple, type Term, type TermObject } from '../codec/terms.js';
+import { badRequest } from './types.js';
+
+export type Path = string;
+
+const has = (o: TermObject, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k) && o[k] !== null && o[k] !== undefined;
+
+export function requireMap(v: Term | undefined, field: Path): TermObject {
+  if (v === undefined || !isTermObject(v)) throw badRequest(field, 'expected a map');
+  return v as TermObject;
+}
+
+export function str(o: TermObject, k: string, opts: { max?: number; min?: number; path?: Path } = {}): string {
+  const field = opts.path ?? k;
+  if (!has(o, k)) throw badRequest(field, 'is required (a string)');
+  return asString(o[k], field, opts);
+}
+
+export function optStr(o: TermObject, k: string, opts: { max?: number; min?: number; path?: Path } = {}): string | undefined {
+  return has(o, k) ? asString(o[k], opts.path ?? k, opts) : undefined;
+}
+
+export function asString(v: Term | undefined, field: Path, opts: { max?: number; min?: number } = {}): string {
+  let s: string;
+  if (typeof v === 'string') s = v;
+  else if (v instanceof Atom && v.name !== 'true' && v.name !== 'false') s = v.name;
+  else throw badRequest(field, 'expected a string');
+  const max = opts.max ?? 1_048_576 * 8;
+  if (s.length > max) throw badRequest(field, `expected a string of at most ${max} characters`);
+  if (opts.min !== undefined && s.length < opts.min) throw badRequest(field, `expected a string of at least ${opts.min} characters`);
+  return s;
+}
+
+export function oneOf<T extends string>(o: TermObject, k: string, allowed: readonly T[], path?: Path): T {
+  const field = path ?? k;
+  if (!has(o, k)) throw badRequest(field, `is required (one of ${allowed.join(', ')})`);
+  return asOneOf(o[k], field, allowed);
+}
+
+export function optOneOf<T extends string>(o: TermObject, k: string, allowed: readonly T[], path?: Path): T | undefined {
+  return has(o, k) ? asOneOf(o[k], path ?? k, allowed) : undefined;
+}
+
+function asOneOf<T extends string>(v: Term | undefined, field: Path, allowed: readonly T[]): T {
+  const s = v instanceof Atom ? v.name : typeof v === 'string' ? v : undefined;
+  if (s === undefined || !(allowed as readonly string[]).includes(s)) throw badRequest(field, `expected one of ${allowed.join(', ')}`);
+  return s as T;
+}
+
+export function asNumber(v: Term | undefined, field: Path, opts: { min?: number; max?: number } = {}): number {
+  let n: number;
+  if (typeof v === 'number') n = v;
+  else if (v instanceof ErlFloat) n = v.value;
+  else if (typeof v === 'bigint' && v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER)) n = Number(v);
+  else throw badRequest(field, 'expected a number');
+  if (!Number.isFinite(n)) throw badRequest(field, 'expected a finite number');
+  if ((opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max))
+    throw badRequest(field, `expected a number in ${opts.min ?? '-inf'}..${opts.max ?? 'inf'}`);
+  return n;
+}
+
+export function num(o: TermObject, k: string, opts: { min?: number; max?: number; path?: Path } = {}): number {
+  if (!has(o, k)) throw badRequest(opts.path ?? k, 'is required (a number)');
+  return asNumber(o[k], opts.path ?? k, opts);
+}
+
+export function optNum(o: TermObject, k: string, opts: { min?: number; max?: number; path?: Path } = {}): number | undefined {
+  return has(o, k) ? asNumber(o[k], opts.path ?? k, opts) : undefined;
+}
+
+export function asInt(v: Term | undefined, field: Path, opts: { min?: number; max?: number } = {}): number {
+  const ok = typeof v === 'number' ? Number.isInteger(v) : typeof v === 'bigint';
+  if (!ok) throw badRequest(field, `expected an integer${range(opts)}`);
+  const n = typeof v === 'bigint' ? Number(v) : (v as number);
+  if (!Number.isSafeInteger(n) || (opts.min !== undefined && n < opts.min) || (opts.max !== undefined && n > opts.max))
+    throw badRequest(field, `expected an integer${range(opts)}`);
+  return n;
+}
+const range = (o: { min?: number; max?: number }): string =>
+  o.min === undefined && o.max === undefined ? '' : ` in ${o.min ?? '-inf'}..${o.max ?? 'inf'}`;
+
+export function int(o: TermObject, k: string, opts: { min?: number; max?: number; path?: Path } = {}): number {
+  if (!has(o, k)) throw badRequest(opts.path ?? k, `is required (an integer${range(opts)})`);
+  return asInt(o[k], opts.path ?? k, opts);
+}
+
+export function optInt(o: TermObject, k: string, opts: { min?: number; max?: number; path?: Path } = {}): number | undefined {
+  return has(o, k) ? asInt(o[k], opts.path ?? k, opts) : undefined;
+}
+
+export function asBool(v: Term | undefined, field: Path): boolean {
+  if (typeof v !== 'boolean') throw badRequest(field, 'expected a boolean');
+  return v;
+}
+export function bool(o: TermObject, k: string, path?: Path): boolean {
+  if (!has(o, k)) throw badRequest(path ?? k, 'is required (a boolean)');
+  return asBool(o[k], path ?? k);
+}
+export function optBool(o: TermObject, k: string, path?: Path): boolean | undefined {
+  return has(o, k) ? asBool(o[k], path ?? k) : undefined;
+}
+
+export function list(o: TermObject, k: string, opts: { max?: number; path?: Path } = {}): Term[] {
+  const field = opts.path ?? k;
+  if (!has(o, k)) throw badRequest(field, 'is required (a list)');
+  return asList(o[k], field, opts);
+}
+export function optList(o: TermObject, k: string, opts: { max?: number; path?: Path } = {}): Term[] | undefined {
+  return has(o, k) ? asList(o[k], opts.path ?? k, opts) : undefined;
+}
+export function asList(v: Term | undefined, field: Path, opts: { max?: number } = {}): Term[] {
+  if (!Array.isArray(v)) throw badRequest(field, 'expected a list');
+  if (opts.max !== undefined && v.length > opts.max) throw badRequest(field, `expected a list of at most ${opts.max} items`);
+  return v;
+}
+
+export function optMap(o: TermObject, k: string, path?: Path): TermObject | undefined {
+  return has(o, k) ? requireMap(o[k], path ?? k) : undefined;
+}
+
+/** A map of string → string (metadata). Atom keys/values become their names. */
+export function stringMap(v: Term | undefined, field: Path, opts: { maxEntries?: number; maxBytes?: number } = {}): Record<string, string> {
+  const m = requireMap(v, field);
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  const keys = Object.keys(m);
+  const maxEntries = opts.maxEntries ?? 256;
+  if (keys.length > maxEntries) throw badRequest(field, `expected at most ${maxEntries} entries`);
+  let bytes = 0;
+  for (const key of keys) {
+    const val = m[key];
+    const s = typeof val === 'string' ? val : val instanceof Atom ? val.name : typeof val === 'number' ? String(val) : undefined;
+    if (s === undefined) throw badRequest(`${field}.${key}`, 'expected a string');
+    bytes += Buffer.byteLength(key) + Buffer.byteLength(s);
+    out[key] = s;
+  }
+  const maxBytes = opts.maxBytes ?? 64 * 1024;
+  if (bytes > maxBytes) throw badRequest(field, `expected at most ${maxBytes} bytes in total`);
+  return out;
+}
+
+/** `{a, b}` tuples are accepted where a 2-element list is: Elixir users write both. */
+export function asPairList(v: Term | undefined, field: Path): Array<[Term, Term]> {
+  const items = v instanceof Tuple ? [v] : asList(v, field);
+  return items.map((it, i) => {
+    if (it instanceof Tuple && it.items.length === 2) return [it.items[0]!, it.items[1]!];
+    if (Array.isArray(it) && it.length === 2) return [it[0]!, it[1]!];
+    throw badRequest(`${field}[${i}]`, 'expected a pair');
+  });
+}

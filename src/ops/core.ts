@@ -1,0 +1,76 @@
+/** Core ops: `echo` (codec cross-checks, latency benchmarks), `health`, `stats`. */
+import os from 'node:os';
+import { float, record, type Term, type TermObject } from '../codec/terms.js';
+import { PROTOCOL_VERSION, VERSION } from '../version.js';
+import { optInt } from './args.js';
+import type { OpTable } from './registry.js';
+import { defineOp, OpError, type OpSpec } from './types.js';
+
+/** `echo`: returns its args unchanged. `delay_ms` (0..60000) waits first, abortably: the slow op of the tests. */
+export const echo = defineOp<{ args: TermObject; delayMs: number }>({
+  name: 'echo',
+  summary: 'returns its args unchanged (optional delay_ms, cancellable)',
+  validate: (args) => ({ args, delayMs: optInt(args, 'delay_ms', { min: 0, max: 60_000 }) ?? 0 }),
+  async handle({ args, delayMs }, { signal }) {
+    if (delayMs > 0) await abortableDelay(delayMs, signal);
+    return args;
+  },
+});
+
+export function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new OpError('cancelled', 'request was cancelled'));
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(new OpError('cancelled', 'request was cancelled'));
+    };
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** `health` and `stats` need the table they are in (op names, in-flight counts). */
+export function coreOps(table: () => OpTable): OpSpec<unknown>[] {
+  const health = defineOp<Record<string, never>>({
+    name: 'health',
+    summary: 'status, versions, uptime, in-flight',
+    validate: () => ({}),
+    async handle(_a, { engine }) {
+      return record({
+        status: 'ok',
+        version: VERSION,
+        protocol: PROTOCOL_VERSION,
+        node_version: process.version,
+        os_pid: process.pid,
+        uptime_ms: Date.now() - engine.startedAt,
+        in_flight: table().inFlight - 1,
+        services: engine.startedServices.slice(),
+      });
+    },
+  });
+  const stats = defineOp<Record<string, never>>({
+    name: 'stats',
+    summary: 'per-op counters, memory, and the figures of every started service',
+    validate: () => ({}),
+    async handle(_a, { engine }) {
+      const ops: Record<string, Term> = Object.create(null) as Record<string, Term>;
+      for (const [name, c] of Object.entries(table().stats()))
+        ops[name] = record({ calls: c.calls, errors: c.errors, mean_ms: float(c.calls ? c.totalMs / c.calls : 0) });
+      const services: Record<string, Term> = Object.create(null) as Record<string, Term>;
+      for (const [name, s] of Object.entries(await engine.serviceStats())) services[name] = s;
+      const mem = process.memoryUsage();
+      return record({
+        uptime_ms: Date.now() - engine.startedAt,
+        in_flight: table().inFlight - 1,
+        ops: ops as TermObject,
+        services: services as TermObject,
+        memory: record({ rss: mem.rss, heap_used: mem.heapUsed, external: mem.external }),
+        load: os.loadavg().map((x) => float(x)),
+      });
+    },
+  });
+  return [echo as OpSpec<unknown>, health as OpSpec<unknown>, stats as OpSpec<unknown>];
+}

@@ -1,0 +1,85 @@
+/**
+ * The op table: one registry of `{name, validate, handle}` shared by every
+ * transport. `dispatch` validates, runs, and turns every failure into a
+ * `{reason, message}` pair, so a bad request can never take the sidecar
+ * down. It also keeps the per-op counters that `stats` reports.
+ */
+import { isTermObject, type Term, type TermObject } from '../codec/terms.js';
+import { OpError, type ErrorReason, type OpContext, type OpSpec } from './types.js';
+
+export type OpResult = { ok: true; value: Term } | { ok: false; reason: ErrorReason; message: string };
+
+interface OpCounters {
+  calls: number;
+  errors: number;
+  totalMs: number;
+}
+
+export class OpTable {
+  private readonly ops = new Map<string, OpSpec<unknown>>();
+  private readonly counters = new Map<string, OpCounters>();
+  private inFlightCount = 0;
+
+  constructor(specs: Iterable<OpSpec<unknown>> = []) {
+    for (const s of specs) this.add(s);
+  }
+
+  add(spec: OpSpec<unknown>): this {
+    if (this.ops.has(spec.name)) throw new Error(`op ${spec.name} is defined twice`);
+    this.ops.set(spec.name, spec);
+    return this;
+  }
+
+  get names(): string[] {
+    return [...this.ops.keys()].sort();
+  }
+
+  has(name: string): boolean {
+    return this.ops.has(name);
+  }
+
+  get inFlight(): number {
+    return this.inFlightCount;
+  }
+
+  async dispatch(name: string, args: Term, ctx: OpContext): Promise<OpResult> {
+    const spec = this.ops.get(name);
+    if (spec === undefined) return { ok: false, reason: 'unknown_op', message: `no op named ${JSON.stringify(name)}; known: ${this.names.join(', ')}` };
+    const c = this.counter(name);
+    c.calls++;
+    this.inFlightCount++;
+    const t0 = performance.now();
+    try {
+      if (!isTermObject(args)) throw new OpError('bad_request', 'args: expected a map');
+      const valid = spec.validate(args as TermObject);
+      if (ctx.signal.aborted) throw new OpError('cancelled', 'request was cancelled before it started');
+      const value = await spec.handle(valid, ctx);
+      return { ok: true, value };
+    } catch (err) {
+      c.errors++;
+      return toErrorResult(err, ctx);
+    } finally {
+      this.inFlightCount--;
+      c.totalMs += performance.now() - t0;
+    }
+  }
+
+  stats(): Record<string, OpCounters> {
+    return Object.fromEntries(this.counters);
+  }
+
+  private counter(name: string): OpCounters {
+    let c = this.counters.get(name);
+    if (c === undefined) this.counters.set(name, (c = { calls: 0, errors: 0, totalMs: 0 }));
+    return c;
+  }
+}
+
+export function toErrorResult(err: unknown, ctx: Pick<OpContext, 'signal' | 'log'>): OpResult {
+  if (err instanceof OpError) return { ok: false, reason: err.reason, message: err.message };
+  if (ctx.signal.aborted || (err instanceof Error && err.name === 'AbortError'))
+    return { ok: false, reason: 'cancelled', message: 'request was cancelled' };
+  ctx.log.error({ err }, 'op failed');
+  const message = err instanceof Error ? err.message : String(err);
+  return { ok: false, reason: 'internal', message };
+}
