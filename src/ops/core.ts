@@ -6,12 +6,24 @@ import { optInt } from './args.js';
 import type { OpTable } from './registry.js';
 import { defineOp, OpError, type OpSpec } from './types.js';
 
-/** `echo`: returns its args unchanged. `delay_ms` (0..60000) waits first, abortably: the slow op of the tests. */
-export const echo = defineOp<{ args: TermObject; delayMs: number }>({
+/**
+ * `echo`: returns its args unchanged. Diagnostics for tests and benchmarks:
+ * `delay_ms` (0..60000) waits first, abortably (a slow op); `spin_ms`
+ * (0..10000) blocks the event loop (what a runaway handler looks like).
+ */
+export const echo = defineOp<{ args: TermObject; delayMs: number; spinMs: number }>({
   name: 'echo',
-  summary: 'returns its args unchanged (optional delay_ms, cancellable)',
-  validate: (args) => ({ args, delayMs: optInt(args, 'delay_ms', { min: 0, max: 60_000 }) ?? 0 }),
-  async handle({ args, delayMs }, { signal }) {
+  summary: 'returns its args unchanged (optional delay_ms, cancellable; spin_ms blocks the loop)',
+  validate: (args) => ({
+    args,
+    delayMs: optInt(args, 'delay_ms', { min: 0, max: 60_000 }) ?? 0,
+    spinMs: optInt(args, 'spin_ms', { min: 0, max: 10_000 }) ?? 0,
+  }),
+  async handle({ args, delayMs, spinMs }, { signal }) {
+    if (spinMs > 0) {
+      const until = performance.now() + spinMs;
+      while (performance.now() < until && !signal.aborted);
+    }
     if (delayMs > 0) await abortableDelay(delayMs, signal);
     return args;
   },

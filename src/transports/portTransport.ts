@@ -1,0 +1,255 @@
+/**
+ * The transports part, Erlang Port side: `{:packet, 4}` ETF frames on a
+ * pair of file descriptors (3/4 with `--port-fds`, else 0/1), opened as
+ * `net.Socket({fd})` (fs streams on pipes cost three times the latency).
+ *
+ * It knows frames, request ids, cancellation and shutdown; it knows nothing
+ * of what ops do. Requests run concurrently and are answered in completion
+ * order. Output honours backpressure: while the output socket is congested
+ * input is paused, so a flood of requests cannot grow memory without bound.
+ */
+import net from 'node:net';
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import { decode, encode, EtfError } from '../codec/etf.js';
+import { Atom, atom, record, tuple, Tuple, type Term, type TermObject } from '../codec/terms.js';
+import type { Engine, EngineEvent } from '../engine.js';
+import type { OpResult, OpTable } from '../ops/index.js';
+import { PROTOCOL_VERSION, VERSION } from '../version.js';
+import { frame, FrameReader } from './frameReader.js';
+
+export interface PortTransportOptions {
+  inFd: number;
+  outFd: number;
+  maxFrameBytes: number;
+  /** How long in-flight requests may run after input EOF / SIGTERM before they are aborted. */
+  drainMs?: number;
+}
+
+const A_REPLY = atom('reply');
+const A_EVENT = atom('event');
+const A_OK = atom('ok');
+const A_ERROR = atom('error');
+
+/** Open an fd as a socket; fall back to fs streams for regular files (e.g. input redirected from a file). */
+function openInput(fd: number): NodeJS.ReadableStream & { pause(): unknown; resume(): unknown; destroy(): unknown } {
+  try {
+    return new net.Socket({ fd, readable: true, writable: false });
+  } catch {
+    return fs.createReadStream('', { fd, autoClose: false });
+  }
+}
+
+function openOutput(fd: number): NodeJS.WritableStream & { destroyed: boolean; writableNeedDrain: boolean } {
+  try {
+    return new net.Socket({ fd, readable: false, writable: true });
+  } catch {
+    return fs.createWriteStream('', { fd, autoClose: false });
+  }
+}
+
+export class PortTransport {
+  private readonly input;
+  private readonly output;
+  private readonly reader: FrameReader;
+  private readonly inFlight = new Map<number | bigint, AbortController>();
+  private readonly log: Logger;
+  private closing: Promise<void> | undefined;
+  private outputBroken = false;
+  private stats = { frames_in: 0, frames_out: 0, protocol_errors: 0, cancels: 0 };
+  private readonly onEngineEvent = (e: EngineEvent): void => this.send(tuple(A_EVENT, atom(e.name), e.payload));
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly table: OpTable,
+    private readonly opts: PortTransportOptions,
+  ) {
+    this.log = engine.log.child({ transport: 'port' });
+    this.input = openInput(opts.inFd);
+    this.output = openOutput(opts.outFd);
+    this.reader = new FrameReader(opts.maxFrameBytes, {
+      onFrame: (f) => this.onFrame(f),
+      onOversized: (n) => this.protocolError(`frame of ${n} bytes exceeds the limit of ${opts.maxFrameBytes}`),
+    });
+  }
+
+  /** Send the ready handshake and start reading. Resolves when the transport has shut down. */
+  start(): Promise<void> {
+    this.output.on('error', (err: Error) => {
+      // The BEAM closed its end: nobody is left to answer. Shut down.
+      this.outputBroken = true;
+      this.log.info({ err: err.message }, 'port output closed');
+      void this.shutdown('output closed');
+    });
+    this.send(
+      tuple(
+        A_EVENT,
+        atom('ready'),
+        record({ protocol: PROTOCOL_VERSION, version: VERSION, os_pid: process.pid, ops: this.table.names, max_frame_bytes: this.opts.maxFrameBytes }),
+      ),
+    );
+    this.engine.events.on('event', this.onEngineEvent);
+    this.input.on('data', (chunk: Buffer | string) => this.reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
+    this.input.on('end', () => void this.shutdown('input EOF'));
+    this.input.on('error', (err: Error) => {
+      this.log.warn({ err: err.message }, 'port input error');
+      void this.shutdown('input error');
+    });
+    return new Promise((resolve) => {
+      this.resolveDone = resolve;
+    });
+  }
+
+  private resolveDone: (() => void) | undefined;
+
+  get figures(): TermObject {
+    return record({ ...this.stats, in_flight: this.inFlight.size, pending_input_bytes: this.reader.pendingBytes });
+  }
+
+  private onFrame(buf: Buffer): void {
+    this.stats.frames_in++;
+    let msg: Term;
+    try {
+      msg = decode(buf);
+    } catch (err) {
+      const m = err instanceof EtfError ? `${err.code}: ${err.message}` : String(err);
+      return this.protocolError(`undecodable frame: ${m}`);
+    }
+    if (!(msg instanceof Tuple) || !(msg.items[0] instanceof Atom)) return this.protocolError('expected {:req, id, op, args} or {:cancel, id}');
+    const kind = msg.items[0].name;
+    const id = msg.items[1];
+    if (!isRequestId(id)) return this.protocolError('request id must be a non-negative integer');
+    if (kind === 'req' && msg.items.length === 4) {
+      const op = msg.items[2];
+      const opName = op instanceof Atom ? op.name : typeof op === 'string' ? op : undefined;
+      if (opName === undefined) return this.reply(id, { ok: false, reason: 'bad_request', message: 'op: expected an atom' });
+      return this.startRequest(id, opName, msg.items[3] ?? null);
+    }
+    if (kind === 'cancel' && msg.items.length === 2) {
+      const ctl = this.inFlight.get(id);
+      if (ctl !== undefined) {
+        this.stats.cancels++;
+        ctl.abort();
+      }
+      return;
+    }
+    this.protocolError(`unknown message {:${kind}, ...} of ${msg.items.length} elements`);
+  }
+
+  private startRequest(id: number | bigint, op: string, args: Term): void {
+    if (this.closing !== undefined) return this.reply(id, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' });
+    if (this.inFlight.has(id)) return this.protocolError(`request id ${id} is already in flight`);
+    const ctl = new AbortController();
+    this.inFlight.set(id, ctl);
+    void this.table
+      .dispatch(op, args, { signal: ctl.signal, engine: this.engine, log: this.log, transport: 'port' })
+      .then((result) => {
+        this.inFlight.delete(id);
+        this.reply(id, result);
+        if (this.closing !== undefined && this.inFlight.size === 0) this.allDone?.();
+      });
+  }
+
+  private reply(id: number | bigint, r: OpResult): void {
+    const body = r.ok ? tuple(A_OK, r.value) : tuple(A_ERROR, tuple(atom(r.reason), r.message));
+    this.send(tuple(A_REPLY, id, body), id);
+  }
+
+  private protocolError(message: string): void {
+    this.stats.protocol_errors++;
+    this.log.warn({ message }, 'protocol error');
+    this.send(tuple(A_EVENT, atom('protocol_error'), record({ message })));
+  }
+
+  /** Encode and write one frame; pause input while the output is congested. */
+  private send(t: Term, id?: number | bigint): void {
+    if (this.outputBroken) return;
+    let payload: Buffer;
+    try {
+      payload = encode(t);
+    } catch (err) {
+      // A result with no Erlang form (NaN, a function): tell the caller instead of dying.
+      this.log.error({ err }, 'reply could not be encoded');
+      if (id === undefined) return;
+      payload = encode(tuple(A_REPLY, id, tuple(A_ERROR, tuple(atom('internal'), `reply could not be encoded: ${(err as Error).message}`))));
+    }
+    this.stats.frames_out++;
+    const okToWrite = this.output.write(frame(payload));
+    if (!okToWrite && !this.pausedForDrain) {
+      this.pausedForDrain = true;
+      this.input.pause();
+      this.output.once('drain', () => {
+        this.pausedForDrain = false;
+        if (this.closing === undefined) this.input.resume();
+      });
+    }
+  }
+  private pausedForDrain = false;
+  private allDone: (() => void) | undefined;
+
+  /**
+   * Stop taking work, let in-flight requests finish (aborting them after
+   * `drainMs`), close the engine (flushes tracking writes), flush output.
+   * Idempotent.
+   */
+  shutdown(reason: string): Promise<void> {
+    if (this.closing !== undefined) return this.closing;
+    this.closing = (async () => {
+      this.log.info({ reason, in_flight: this.inFlight.size }, 'draining');
+      this.input.pause();
+      const drainMs = this.opts.drainMs ?? 1000;
+      if (this.inFlight.size > 0) {
+        await new Promise<void>((resolve) => {
+          this.allDone = resolve;
+          const t = setTimeout(() => {
+            for (const ctl of this.inFlight.values()) ctl.abort();
+            // Aborted handlers answer promptly; give them a moment, then go on regardless.
+            setTimeout(resolve, 100).unref();
+          }, drainMs);
+          t.unref();
+        });
+      }
+      this.engine.events.off('event', this.onEngineEvent);
+      try {
+        await withTimeout(this.engine.close(), 600);
+      } catch (err) {
+        this.log.error({ err }, 'engine close failed');
+      }
+      await this.flushOutput();
+      this.input.destroy();
+      this.resolveDone?.();
+    })();
+    return this.closing;
+  }
+
+  private flushOutput(): Promise<void> {
+    if (this.outputBroken || this.output.destroyed) return Promise.resolve();
+    return withTimeout(
+      new Promise<void>((resolve) => {
+        this.output.end(() => resolve());
+      }),
+      300,
+    ).catch(() => undefined);
+  }
+}
+
+function isRequestId(v: Term | undefined): v is number | bigint {
+  return (typeof v === 'number' && Number.isInteger(v) && v >= 0) || (typeof v === 'bigint' && v >= 0n);
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    t.unref();
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}
