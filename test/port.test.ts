@@ -1,0 +1,163 @@
+/**
+ * The live Port, driven from real Erlang (test/erlang/port_check.erl) and
+ * from Node, in both fd (--port-fds) and stdio modes.
+ */
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { decode } from '../src/codec/etf.js';
+import { Atom, Tuple, record, type TermObject } from '../src/codec/terms.js';
+import { FrameReader } from '../src/transports/frameReader.js';
+import { REPO, SIDECAR, processAlive, runErl, spawnErl, waitGone } from './helpers/erlang.js';
+import { PortClient } from './helpers/portClient.js';
+
+const asTuple = (t: unknown): unknown[] => (t as Tuple).items;
+const name = (t: unknown): string => (t as Atom).name;
+
+describe.each(['fds', 'stdio'])('Port in %s mode, driven from Erlang', (mode) => {
+  it('answers 10,000 pipelined echo requests from 100 concurrent processes, each matched by id', () => {
+    const [r] = runErl('port_check', [SIDECAR, mode, 'pipelined']);
+    const [tag, okProcs, matched] = asTuple(r);
+    expect(name(tag)).toBe('pipelined');
+    expect(okProcs).toBe(100);
+    expect(matched).toBe(10_000);
+  });
+
+  it('does not let a slow op delay fast ones', () => {
+    const [r] = runErl('port_check', [SIDECAR, mode, 'slow_fast']);
+    const [, lastId, slowAt, fastMax] = asTuple(r) as [unknown, number, number, number];
+    expect(lastId).toBe(1); // the slow request is answered last
+    expect(slowAt).toBeGreaterThanOrEqual(1500);
+    expect(fastMax).toBeLessThan(1000);
+  });
+
+  it('delivers {:cancel, id} to the handler as an abort signal, and keeps serving', () => {
+    const [r] = runErl('port_check', [SIDECAR, mode, 'cancel']);
+    const [, reply, dt, health] = asTuple(r) as [unknown, unknown, number, unknown];
+    const [kind, id, result] = asTuple(reply);
+    expect(name(kind)).toBe('reply');
+    expect(id).toBe(7);
+    const [err, [reason]] = [asTuple(result)[0], asTuple(asTuple(result)[1])];
+    expect(name(err)).toBe('error');
+    expect(name(reason)).toBe('cancelled');
+    expect(dt).toBeLessThan(1000); // not the 5 s the request asked for
+    expect(health).toBe('ok');
+  });
+
+  it('exits within 2 s of input EOF, after finishing in-flight work', () => {
+    const [r] = runErl('port_check', [SIDECAR, mode, 'eof']);
+    const [, gone, ms] = asTuple(r) as [unknown, boolean, number];
+    expect(gone).toBe(true);
+    expect(ms).toBeLessThan(2000);
+  });
+
+  it('leaves no Node process when the BEAM is killed with SIGKILL while the event loop is busy', async () => {
+    const erl = spawnErl('port_check', [SIDECAR, mode, 'hold_busy']);
+    let out = '';
+    const osPid = await new Promise<number>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no os pid; got ${out}`)), 15_000);
+      erl.stdout!.on('data', (c: Buffer) => {
+        out += c.toString();
+        const line = out.split('\n').find((l) => l.startsWith('result '));
+        if (line === undefined) return;
+        clearTimeout(t);
+        const [, pid] = (decode(Buffer.from(line.slice(7).trim(), 'hex')) as Tuple).items;
+        resolve(pid as number);
+      });
+    });
+    await new Promise((r) => setTimeout(r, 300)); // the spin has started
+    expect(processAlive(osPid)).toBe(true);
+    erl.kill('SIGKILL');
+    expect(await waitGone(osPid, 2000)).toBe(true);
+  });
+});
+
+describe('Port from Node (stdio mode)', () => {
+  it('sends the ready handshake first, then answers in completion order', async () => {
+    const c = new PortClient();
+    const ready = await c.ready;
+    expect(ready.protocol).toBe(1);
+    expect(ready.os_pid).toBe(c.pid);
+    expect(ready.ops).toContain('echo');
+    const slow = c.request('echo', record({ delay_ms: 200, n: 1 }));
+    const fast = c.request('echo', record({ n: 2 }));
+    let order: number[] = [];
+    await Promise.all([slow.then(() => order.push(1)), fast.then(() => order.push(2))]);
+    expect(order).toEqual([2, 1]);
+    order = [];
+    expect((await c.close()).code).toBe(0);
+  });
+
+  it('reports bad frames and bad requests with typed errors and keeps serving', async () => {
+    const c = new PortClient({ env: { PROMPT_ENGINE_MAX_FRAME_BYTES: '1024' } });
+    await c.ready;
+    c.sendRaw(Buffer.from([0, 0, 0, 3, 131, 255, 0])); // unknown tag
+    c.sendRaw(Buffer.concat([Buffer.from([0, 0, 8, 0]), Buffer.alloc(2048, 7)])); // above the 1 KiB limit
+    const unknown = await c.request('no_such_op', record({}));
+    expect(unknown).toMatchObject({ ok: false, reason: 'unknown_op' });
+    const bad = await c.request('echo', record({ delay_ms: 'soon' }));
+    expect(bad).toEqual({ ok: false, reason: 'bad_request', message: 'delay_ms: expected an integer in 0..60000' });
+    const missing = await c.request('cache_put', record({ key: 'k' }));
+    expect(missing).toMatchObject({ ok: false, reason: 'bad_request', message: 'value: is required (any term)' });
+    const health = await c.request('health', record({}));
+    expect(health.ok).toBe(true);
+    expect(c.events.map((e) => e.name)).toEqual(['protocol_error', 'protocol_error']);
+    expect(String((c.events[0]!.payload as TermObject).message)).toMatch(/unknown_tag/);
+    expect(String((c.events[1]!.payload as TermObject).message)).toMatch(/exceeds the limit of 1024/);
+    expect((await c.close()).code).toBe(0);
+  });
+
+  it('serves the cache ops with the NIF shapes (hit_rate a float)', async () => {
+    const c = new PortClient();
+    await c.ready;
+    expect(await c.request('cache_get', record({ key: 'a' }))).toMatchObject({ ok: true, value: { found: false, value: null } });
+    expect((await c.request('cache_put', record({ key: 'a', value: record({ x: [1, 2] }) }))).ok).toBe(true);
+    const got = await c.request('cache_get', record({ key: 'a' }));
+    expect(got).toMatchObject({ ok: true, value: { found: true, value: { x: [1, 2] } } });
+    const stats = await c.request('cache_stats', record({}));
+    expect(stats).toMatchObject({ ok: true, value: { total_entries: 1, hits: 1, misses: 1 } });
+    expect((stats as { value: TermObject }).value.hit_rate).toMatchObject({ value: 0.5 });
+    await c.request('cache_clear', record({}));
+    expect(await c.request('cache_stats', record({}))).toMatchObject({ ok: true, value: { total_entries: 0 } });
+    await c.close();
+  });
+
+  it('drains on SIGTERM: in-flight work is answered, then exit 0', async () => {
+    const c = new PortClient();
+    await c.ready;
+    const inflight = c.request('echo', record({ delay_ms: 300, n: 9 }));
+    await new Promise((r) => setTimeout(r, 50));
+    c.kill('SIGTERM');
+    expect(await inflight).toMatchObject({ ok: true, value: { n: 9 } });
+    expect((await c.exited).code).toBe(0);
+  });
+
+  it('keeps stdout for frames only, with debug logging on and stray console output in an op', async () => {
+    const proc = spawn(process.execPath, [path.join(REPO, 'test', 'fixtures', 'stray-output-sidecar.mjs')], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, LOG_LEVEL: 'debug' },
+    });
+    const stdout: Buffer[] = [];
+    let stderr = '';
+    proc.stdout.on('data', (c: Buffer) => stdout.push(c));
+    proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    const { frame } = await import('../src/transports/frameReader.js');
+    const { encode } = await import('../src/codec/etf.js');
+    const { atom, tuple } = await import('../src/codec/terms.js');
+    for (let i = 1; i <= 5; i++) proc.stdin.write(frame(encode(tuple(atom('req'), i, atom(i % 2 ? 'stray' : 'health'), record({})))));
+    await new Promise((r) => setTimeout(r, 500));
+    proc.stdin.end();
+    const code = await new Promise<number | null>((r) => proc.on('exit', r));
+    expect(code).toBe(0);
+    // Every byte of stdout parses as whole frames of valid terms.
+    const all = Buffer.concat(stdout);
+    const frames: unknown[] = [];
+    const reader = new FrameReader(1 << 20, { onFrame: (f) => frames.push(decode(f)), onOversized: () => frames.push('oversized') });
+    reader.push(all);
+    expect(reader.pendingBytes).toBe(0);
+    expect(frames).toHaveLength(6); // ready + 5 replies
+    expect(frames).not.toContain('oversized');
+    expect(stderr).toContain('stray console.log from an op');
+    expect(stderr).toContain('raw process.stdout.write');
+  });
+});
