@@ -174,6 +174,15 @@ export class PortTransport {
       payload = encode(tuple(A_REPLY, id, tuple(A_ERROR, tuple(atom('internal'), `reply could not be encoded: ${(err as Error).message}`))));
     }
     this.stats.frames_out++;
+    // Replies finishing in the same tick leave in one write(2).
+    if (!this.corked) {
+      this.corked = true;
+      (this.output as net.Socket).cork?.();
+      process.nextTick(() => {
+        this.corked = false;
+        (this.output as net.Socket).uncork?.();
+      });
+    }
     const okToWrite = this.output.write(frame(payload));
     if (!okToWrite && !this.pausedForDrain) {
       this.pausedForDrain = true;
@@ -185,6 +194,7 @@ export class PortTransport {
     }
   }
   private pausedForDrain = false;
+  private corked = false;
   private allDone: (() => void) | undefined;
 
   /**
