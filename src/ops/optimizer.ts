@@ -1,4 +1,262 @@
-/** Ops of the optimizer part (filled in by its issue). */
-import type { OpSpec } from './types.js';
+/**
+ * Ops of the optimizer part: `optimize_prompt` (COPRO), `call_llm`
+ * (OpenAI-compatible chat completions), `select_variant` (Thompson
+ * sampling over tracked outcomes).
+ */
+import { createHash } from 'node:crypto';
+import '../cache/service.js';
+import { float, newMap, record, type TermObject } from '../codec/terms.js';
+import type { Engine } from '../engine.js';
+import { CoproOptimizer, COPRO_DEFAULTS } from '../optimizer/copro.js';
+import { optimizerDeps } from '../optimizer/deps.js';
+import { DevsetEvaluator, LearnedEvaluator, promptIdOf, type DevExample, type Evaluator } from '../optimizer/evaluators.js';
+import { chat, LlmError, type ChatMessage, type ChatOptions, type LlmEndpoint } from '../optimizer/llmClient.js';
+import type { OptimizeContext } from '../optimizer/promptBits.js';
+import { LlmProposer, OfflineProposer, hashSeed, seededRandom, type Proposer } from '../optimizer/proposers.js';
+import { asList, asString, optInt, optList, optMap, optNum, optStr, requireMap, str, stringMap } from './args.js';
+import { badRequest, defineOp, OpError, type OpSpec } from './types.js';
 
-export const optimizerOps: OpSpec<unknown>[] = [];
+/** The `llm` argument (or LLM_URL/LLM_MODEL/LLM_API_KEY): where an OpenAI-compatible endpoint is. */
+function llmEndpoint(engine: Engine, arg: TermObject | undefined): LlmEndpoint | undefined {
+  const url = arg ? optStr(arg, 'url', { path: 'llm.url' }) : undefined;
+  const resolvedUrl = url ?? engine.config.llmUrl;
+  if (resolvedUrl === undefined) return undefined;
+  return {
+    url: resolvedUrl,
+    model: (arg ? optStr(arg, 'model', { path: 'llm.model' }) : undefined) ?? engine.config.llmModel,
+    apiKey: (arg ? optStr(arg, 'api_key', { path: 'llm.api_key' }) : undefined) ?? engine.config.llmApiKey,
+    timeoutMs: arg ? optInt(arg, 'timeout_ms', { min: 100, max: 600_000, path: 'llm.timeout_ms' }) : undefined,
+  };
+}
+
+interface OptimizeArgs {
+  prompt: string;
+  context: Record<string, string>;
+  language?: string;
+  breadth: number;
+  depth: number;
+  temperature: number;
+  devset?: DevExample[];
+  llm?: TermObject;
+  budget: number;
+  templateId?: string;
+  useCache: boolean;
+}
+
+function toOptimizeContext(a: OptimizeArgs): OptimizeContext {
+  const c = a.context;
+  return {
+    language: a.language ?? c.language,
+    framework: c.framework,
+    domain: c.domain,
+    task: c.task,
+    context: c.description ?? c.context,
+    examples: a.devset?.slice(0, 2),
+  };
+}
+
+const optimizePrompt = defineOp<OptimizeArgs>({
+  name: 'optimize_prompt',
+  summary: 'COPRO over the prompt: offline or LLM proposer, devset or learned evaluator',
+  validate: (a) => {
+    const devsetRaw = optList(a, 'devset', { max: 1000 });
+    const devset = devsetRaw?.map((ex, i) => {
+      const m = requireMap(ex, `devset[${i}]`);
+      return { input: str(m, 'input', { path: `devset[${i}].input` }), output: str(m, 'output', { path: `devset[${i}].output` }) };
+    });
+    const ctx = a.context === undefined || a.context === null ? {} : typeof a.context === 'string' ? { context: a.context } : stringMap(a.context, 'context');
+    return {
+      prompt: str(a, 'prompt', { min: 1, max: 100_000 }),
+      context: ctx,
+      language: optStr(a, 'language', { max: 100 }),
+      breadth: optInt(a, 'breadth', { min: 1, max: 50 }) ?? COPRO_DEFAULTS.breadth,
+      depth: optInt(a, 'depth', { min: 0, max: 10 }) ?? COPRO_DEFAULTS.depth,
+      temperature: optNum(a, 'temperature', { min: 0, max: 2 }) ?? COPRO_DEFAULTS.initTemperature,
+      devset,
+      llm: optMap(a, 'llm'),
+      budget: optInt(a, 'budget', { min: 1, max: 100_000 }) ?? 500,
+      templateId: optStr(a, 'template_id', { max: 200 }),
+      useCache: a.cache !== false,
+    };
+  },
+  async handle(a, { engine, signal, log }) {
+    const deps = optimizerDeps(engine);
+    const endpoint = llmEndpoint(engine, a.llm);
+    if (a.devset !== undefined && a.devset.length > 0 && endpoint === undefined)
+      throw badRequest('devset', 'needs an LLM to run on (pass llm: %{url: ...} or set LLM_URL)');
+    const modelVersion = await deps.modelVersion();
+    const cache = await engine.service('cache');
+    const signature = createHash('sha256')
+      .update(JSON.stringify([a.prompt, a.context, a.language ?? null, a.breadth, a.depth, a.temperature, a.devset ?? null, endpoint?.url ?? null, modelVersion]))
+      .digest('hex');
+    const cacheKey = `optimize:${signature}`;
+    if (a.useCache) {
+      const hit = cache.get(cacheKey);
+      if (hit.found) return record({ ...(hit.value as TermObject), cached: true });
+    }
+
+    const proposer: Proposer = endpoint ? new LlmProposer(endpoint) : new OfflineProposer();
+    const evaluator: Evaluator =
+      endpoint && a.devset && a.devset.length > 0
+        ? new DevsetEvaluator(endpoint, a.devset, a.budget)
+        : new LearnedEvaluator({
+            predict: async (xs) => (await deps.predict(xs, a.context)).p,
+            outcomes: (ids) => deps.outcomes(ids),
+          });
+    const copro = new CoproOptimizer(proposer, evaluator, { breadth: a.breadth, depth: a.depth, initTemperature: a.temperature }, (p) =>
+      log.debug(p, 'copro round'),
+    );
+    const r = await copro.optimize(a.prompt, toOptimizeContext(a), signal);
+    const improvement = r.best.score - r.base.score;
+    const changed = r.best.instruction !== a.prompt;
+    const summary = changed
+      ? `${proposer.kind} proposer, ${evaluator.kind} evaluator: ${r.candidates.length} candidates over ${r.rounds + 1} rounds; score ${r.base.score.toFixed(3)} → ${r.best.score.toFixed(3)} (${improvement >= 0 ? '+' : ''}${improvement.toFixed(3)})`
+      : `${proposer.kind} proposer, ${evaluator.kind} evaluator: ${r.candidates.length} candidates over ${r.rounds + 1} rounds; none beat the original (${r.base.score.toFixed(3)})`;
+
+    const evolutionId = await deps
+      .recordEvolution({
+        original_prompt_id: promptIdOf(a.prompt),
+        evolved_prompt_id: promptIdOf(r.best.instruction),
+        evolution_type: 'optimization',
+        performance_improvement: improvement,
+        evolution_timestamp: new Date().toISOString(),
+        evolution_metadata: {
+          proposer: proposer.kind,
+          evaluator: evaluator.kind,
+          rounds: String(r.rounds + 1),
+          candidates: String(r.candidates.length),
+          metric_calls: String(r.metricCalls),
+          model_version: modelVersion,
+        },
+      })
+      .catch((err: unknown) => {
+        log.warn({ err }, 'could not record the evolution');
+        return undefined;
+      });
+
+    const result = record({
+      prompt: a.prompt,
+      optimized_prompt: r.best.instruction,
+      optimization_score: float(r.best.score),
+      confidence: float(r.best.confidence),
+      improvement_summary: summary,
+      candidates: r.candidates.slice(0, 20).map((c) => record({ prompt: c.instruction, score: float(c.score), round: c.round, prompt_id: promptIdOf(c.instruction) })),
+      template_used: a.templateId ?? null,
+      cached: false,
+      model_version: modelVersion,
+      prompt_id: promptIdOf(r.best.instruction),
+      evolution_id: evolutionId ?? null,
+      metric_calls: r.metricCalls,
+    });
+    const tags = [`model:${modelVersion}`, ...(a.templateId ? [`template:${a.templateId}`] : [])];
+    cache.put(cacheKey, result, tags);
+    return result;
+  },
+});
+
+interface CallLlmArgs {
+  model?: string;
+  messages: ChatMessage[];
+  options: ChatOptions;
+  llm?: TermObject;
+}
+
+const callLlm = defineOp<CallLlmArgs>({
+  name: 'call_llm',
+  summary: 'one chat completion on the configured OpenAI-compatible endpoint',
+  validate: (a) => {
+    const messages = asList(a.messages, 'messages', { max: 500 }).map((m, i) => {
+      const mm = requireMap(m, `messages[${i}]`);
+      const role = asString(mm.role, `messages[${i}].role`);
+      if (role !== 'system' && role !== 'user' && role !== 'assistant') throw badRequest(`messages[${i}].role`, 'expected one of system, user, assistant');
+      return { role, content: asString(mm.content, `messages[${i}].content`, { max: 1_000_000 }) } as ChatMessage;
+    });
+    if (messages.length === 0) throw badRequest('messages', 'expected at least one message');
+    const o = optMap(a, 'options') ?? newMap();
+    const options: ChatOptions = {};
+    const temperature = optNum(o, 'temperature', { min: 0, max: 2, path: 'options.temperature' });
+    if (temperature !== undefined) options.temperature = temperature;
+    const maxTokens = optInt(o, 'max_tokens', { min: 1, max: 1_000_000, path: 'options.max_tokens' });
+    if (maxTokens !== undefined) options.max_tokens = maxTokens;
+    const topP = optNum(o, 'top_p', { min: 0, max: 1, path: 'options.top_p' });
+    if (topP !== undefined) options.top_p = topP;
+    return { model: optStr(a, 'model', { max: 200 }), messages, options, llm: optMap(a, 'llm') ?? optMap(o, 'llm') };
+  },
+  async handle(a, { engine, signal }) {
+    const endpoint = llmEndpoint(engine, a.llm);
+    if (endpoint === undefined) throw new OpError('unavailable', 'no LLM endpoint configured: set LLM_URL or pass llm: %{url: ...}');
+    try {
+      const r = await chat(endpoint, a.model, a.messages, a.options, signal);
+      return record({ text: r.texts[0] ?? '', model: r.model, usage: record(r.usage) });
+    } catch (err) {
+      if (err instanceof LlmError) throw new OpError('llm_error', err.message);
+      throw err;
+    }
+  },
+});
+
+interface SelectArgs {
+  testId: string;
+  variants: string[];
+  key?: string;
+}
+
+const selectVariant = defineOp<SelectArgs>({
+  name: 'select_variant',
+  summary: 'Thompson sampling over the tracked outcomes of each variant (prompt id)',
+  validate: (a) => {
+    const variants = asList(a.variants, 'variants', { max: 100 }).map((v, i) => asString(v, `variants[${i}]`, { max: 500 }));
+    if (variants.length === 0) throw badRequest('variants', 'expected at least one variant');
+    return { testId: str(a, 'test_id', { max: 500 }), variants, key: optStr(a, 'key', { max: 500 }) };
+  },
+  async handle(a, { engine }) {
+    const outcomes = await optimizerDeps(engine).outcomes(a.variants);
+    // With a key, the draw is seeded by (test, key): the same user keeps seeing the same variant
+    // until the evidence moves; without one, a fresh draw each call.
+    const rnd = a.key !== undefined ? seededRandom(hashSeed(`${a.testId}\u0000${a.key}`)) : Math.random;
+    let chosen = a.variants[0]!;
+    let bestDraw = -1;
+    const posteriors = newMap();
+    for (const v of a.variants) {
+      const h = outcomes.get(v) ?? { successes: 0, count: 0 };
+      const alpha = 1 + h.successes;
+      const beta = 1 + h.count - h.successes;
+      const draw = sampleBeta(alpha, beta, rnd);
+      posteriors[v] = record({ successes: h.successes, failures: h.count - h.successes, mean: float(alpha / (alpha + beta)), draw: float(draw) });
+      if (draw > bestDraw) {
+        bestDraw = draw;
+        chosen = v;
+      }
+    }
+    return record({ test_id: a.testId, variant: chosen, posteriors });
+  },
+});
+
+/** Beta(α, β) from two Gamma draws (Marsaglia–Tsang). */
+export function sampleBeta(alpha: number, beta: number, rnd: () => number): number {
+  const x = sampleGamma(alpha, rnd);
+  const y = sampleGamma(beta, rnd);
+  return x / (x + y);
+}
+
+function sampleGamma(shape: number, rnd: () => number): number {
+  if (shape < 1) return sampleGamma(shape + 1, rnd) * Math.pow(rnd() || Number.MIN_VALUE, 1 / shape);
+  const d = shape - 1 / 3;
+  const c = 1 / Math.sqrt(9 * d);
+  for (;;) {
+    let x: number;
+    let v: number;
+    do {
+      // Box–Muller normal
+      const u1 = rnd() || Number.MIN_VALUE;
+      const u2 = rnd();
+      x = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
+      v = 1 + c * x;
+    } while (v <= 0);
+    v = v * v * v;
+    const u = rnd() || Number.MIN_VALUE;
+    if (Math.log(u) < 0.5 * x * x + d - d * v + d * Math.log(v)) return d * v;
+  }
+}
+
+export const optimizerOps: OpSpec<unknown>[] = [optimizePrompt, callLlm, selectVariant] as OpSpec<unknown>[];
