@@ -83,8 +83,16 @@ export class Engine {
     this.events.emit('event', { name, payload } satisfies EngineEvent);
   }
 
+  private readonly figureSources = new Map<string, () => TermObject>();
+
+  /** Figures of something that is not a service (a transport's queue depths) for `stats`. */
+  registerFigures(name: string, source: () => TermObject): void {
+    this.figureSources.set(name, source);
+  }
+
   async serviceStats(): Promise<Record<string, TermObject>> {
     const out: Record<string, TermObject> = {};
+    for (const [name, source] of this.figureSources) out[name] = source();
     for (const name of this.startOrder) {
       const def = definitions.get(name);
       if (def?.stats === undefined) continue;

@@ -89,6 +89,7 @@ export class PortTransport {
       ),
     );
     this.engine.events.on('event', this.onEngineEvent);
+    this.engine.registerFigures('port', () => this.figures);
     this.input.on('data', (chunk: Buffer | string) => this.reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
     this.input.on('end', () => void this.shutdown('input EOF'));
     this.input.on('error', (err: Error) => {
@@ -103,7 +104,14 @@ export class PortTransport {
   private resolveDone: (() => void) | undefined;
 
   get figures(): TermObject {
-    return record({ ...this.stats, in_flight: this.inFlight.size, pending_input_bytes: this.reader.pendingBytes });
+    const out = this.output as net.Socket;
+    return record({
+      ...this.stats,
+      in_flight: this.inFlight.size,
+      pending_input_bytes: this.reader.pendingBytes,
+      pending_output_bytes: out.writableLength ?? 0,
+      output_paused: this.pausedForDrain,
+    });
   }
 
   private onFrame(buf: Buffer): void {
