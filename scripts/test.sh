@@ -9,12 +9,12 @@ npm run build --silent
 out=$(mktemp -d /tmp/prompt-engine-results.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 bash scripts/with-services.sh bash -c '
+  set -o pipefail
   out=$1; shift
   rc=0
   npx vitest run --reporter=default --reporter=json --outputFile.json="$out/vitest.json" "$@" || rc=1
   if [ $# -eq 0 ]; then
     (cd elixir_client && MIX_ENV=test mix test 2>&1) | tee "$out/exunit.txt" || rc=1
-    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   fi
   exit $rc
 ' test-suites "$out" "$@" && rc=0 || rc=$?
