@@ -10,6 +10,8 @@ export interface FrameReaderHandlers {
   onOversized(declaredBytes: number): void;
 }
 
+const EMPTY = Buffer.alloc(0);
+
 export class FrameReader {
   private chunks: Buffer[] = [];
   private buffered = 0;
@@ -28,6 +30,7 @@ export class FrameReader {
       chunk = chunk.subarray(n);
       if (chunk.length === 0) return;
     }
+    if (chunk.length === 0) return;
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     this.drain();
@@ -65,6 +68,7 @@ export class FrameReader {
 
   /** Take `n` bytes off the front; copies only when a frame spans chunks. */
   private consume(n: number): Buffer {
+    if (n === 0) return EMPTY;
     this.buffered -= n;
     const first = this.chunks[0]!;
     if (first.length > n) {
