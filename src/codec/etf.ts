@@ -284,7 +284,7 @@ class Decoder {
     if (tag === TAG.ATOM || tag === TAG.SMALL_ATOM) return bytes.toString('latin1');
     if (!isUtf8(bytes)) throw new EtfError('bad_atom', 'atom is not valid UTF-8', start);
     const name = bytes.toString('utf8');
-    if ([...name].length > 255) throw new EtfError('bad_atom', 'atom longer than 255 characters', start);
+    if (n > 255 && [...name].length > 255) throw new EtfError('bad_atom', 'atom longer than 255 characters', start);
     return name;
   }
 
@@ -356,8 +356,9 @@ class Decoder {
       }
       const k = stringKey(key);
       if (k !== undefined && !Object.prototype.hasOwnProperty.call(obj, k.name)) {
-        // defineProperty, not assignment: no key (`__proto__` included) can reach a prototype.
-        Object.defineProperty(obj, k.name, { value, enumerable: true, writable: true, configurable: true });
+        // obj has a null prototype: there is no inherited `__proto__` setter, so even that key
+        // lands as a plain own property and no key can reach a prototype.
+        obj[k.name] = value;
         if (k.atom) atomKeys.add(k.name);
         continue;
       }
@@ -527,7 +528,7 @@ function encodeString(w: Writer, s: string): void {
 
 function encodeAtom(w: Writer, name: string): void {
   const n = Buffer.byteLength(name, 'utf8');
-  if ([...name].length > 255) throw new EtfError('unencodable', `atom longer than 255 characters`);
+  if (name.length > 255 && [...name].length > 255) throw new EtfError('unencodable', `atom longer than 255 characters`);
   if (n < 256) {
     w.ensure(2 + n);
     w.buf[w.pos++] = TAG.SMALL_ATOM_UTF8;
@@ -645,8 +646,12 @@ function encodeTermMap(w: Writer, m: TermMap, depth: number, maxDepth: number): 
   }
 }
 
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/** UTF-8 byte order. UTF-16 code-unit order is the same unless a string has astral characters. */
 function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  if (SURROGATE.test(a) || SURROGATE.test(b)) return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 /** Erlang term order by type class: number < atom < reference < fun < port < pid < tuple < map < nil < list < bitstring. */
