@@ -38,6 +38,10 @@ const best = (f: () => { p50: number; p99: number; rate: number }) => {
 };
 progress(`C echo port (${rounds} rounds)`);
 const c = best(() => run(cEcho, []));
+progress(`Node echo port, no decoding (${rounds} rounds)`);
+const nodeEcho = path.join(tmp, 'node_echo_port');
+fs.writeFileSync(nodeEcho, `#!/bin/sh\nexec "${process.execPath}" "${path.join(REPO_ROOT, 'bench', 'node_echo_port.mjs')}"\n`, { mode: 0o755 });
+const n = best(() => run(nodeEcho, []));
 progress(`prompt-engine sidecar (${rounds} rounds)`);
 const s = best(() => run(path.join(REPO_ROOT, 'port', 'prompt_engine'), ['--port-fds']));
 
@@ -46,7 +50,9 @@ const table = [
   '| port | p50 µs | p99 µs | pipelined req/s |',
   '|---|---:|---:|---:|',
   `| C echo port (baseline) | ${f(c.p50)} | ${f(c.p99)} | ${f(c.rate, 0)} |`,
+  `| Node echo port, no decoding (baseline) | ${f(n.p50)} | ${f(n.p99)} | ${f(n.rate, 0)} |`,
   `| prompt-engine sidecar | ${f(s.p50)} | ${f(s.p99)} | ${f(s.rate, 0)} |`,
+  `| ratio sidecar / Node echo | ${f(s.p50 / n.p50, 2)}× | ${f(s.p99 / n.p99, 2)}× | ${f(s.rate / n.rate, 2)}× |`,
   `| ratio sidecar / C | ${f(s.p50 / c.p50, 2)}× | ${f(s.p99 / c.p99, 2)}× | ${f(s.rate / c.rate, 2)}× |`,
 ].join('\n');
 process.stdout.write(`${table}\n`);
