@@ -23,9 +23,10 @@ export interface PromptBit {
   apply(prompt: string, ctx: OptimizeContext): string;
 }
 
-const HBS = /\{\{[\s\S]*?\}\}/g;
+/** Handlebars expressions, and single-brace `{name}` placeholders (format-string templates). */
+const HBS = /\{\{[\s\S]*?\}\}|\{[A-Za-z_]\w*\}/g;
 
-/** The Handlebars expressions of a template, in order (`{{language}}`, `{{#if x}}`, ...). */
+/** The placeholders of a template, in order (`{{language}}`, `{{#if x}}`, `{sentence}`, ...). */
 export function handlebarsExpressions(text: string): string[] {
   return text.match(HBS) ?? [];
 }
