@@ -64,6 +64,23 @@ export class OpTable {
     }
   }
 
+  /**
+   * Validate args without running the op (the NATS transport checks a
+   * tracking entry before it enters the JetStream stream). Undefined = valid.
+   */
+  check(name: string, args: Term): Extract<OpResult, { ok: false }> | undefined {
+    const spec = this.ops.get(name);
+    if (spec === undefined) return { ok: false, reason: 'unknown_op', message: `no op named ${JSON.stringify(name)}` };
+    try {
+      if (!isTermObject(args)) throw new OpError('bad_request', 'args: expected a map');
+      spec.validate(args as TermObject);
+      return undefined;
+    } catch (err) {
+      if (err instanceof OpError) return { ok: false, reason: err.reason, message: err.message };
+      return { ok: false, reason: 'bad_request', message: err instanceof Error ? err.message : String(err) };
+    }
+  }
+
   stats(): Record<string, OpCounters> {
     return Object.fromEntries(this.counters);
   }

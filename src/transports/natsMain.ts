@@ -1,0 +1,111 @@
+/**
+ * `serve`: NATS peer mode, optionally with the Port in the same process.
+ *   prompt-engine serve --nats <url>[,<url>...] [--port [--port-fds]]
+ * Connection settings beyond the URL come from NATS_* variables (natsOptions.ts).
+ *
+ * SIGTERM/SIGINT: NATS drains first (unsubscribe so other instances take new
+ * requests, finish in-flight ones, ack tracking writes), then the Port
+ * drains and the engine closes (flushes the store), then exit.
+ */
+import { loadConfig } from '../config.js';
+import { Engine } from '../engine.js';
+import { createLogger } from '../log.js';
+import { createOpTable } from '../ops/index.js';
+import { startNatsService } from './natsService.js';
+import { splitServers } from './natsOptions.js';
+import { PortTransport } from './portTransport.js';
+import { startParentWatchdog } from './watchdog.js';
+
+export async function runServe(flags: Map<string, string | true>): Promise<number> {
+  const str = (k: string): string | undefined => {
+    const v = flags.get(k);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const withPort = flags.has('port');
+  const portFds = flags.has('port-fds');
+  if (withPort && !portFds) redirectStdoutToStderr();
+  const maxFrame = str('max-frame-bytes');
+  const config = loadConfig(process.env, {
+    dataDir: str('data-dir'),
+    databaseUrl: str('database-url'),
+    natsUrl: str('nats'),
+    logLevel: str('log-level'),
+    maxFrameBytes: maxFrame === undefined ? undefined : Number(maxFrame),
+  });
+  const log = createLogger(config.logLevel);
+  if (config.natsUrl === undefined) {
+    log.error('serve: no NATS server (give --nats <url> or set NATS_URL)');
+    return 2;
+  }
+  const engine = new Engine(config, log);
+  const table = createOpTable();
+  const transport = withPort ? new PortTransport(engine, table, { inFd: portFds ? 3 : 0, outFd: portFds ? 4 : 1, maxFrameBytes: config.maxFrameBytes }) : undefined;
+  const nats = await startNatsService(engine, table, { settings: { servers: splitServers(config.natsUrl) } });
+
+  let stopping: Promise<void> | undefined;
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => (resolveStopped = r));
+  const stop = (why: string): Promise<void> =>
+    (stopping ??= (async () => {
+      log.info({ reason: why }, 'shutting down');
+      await nats.stop();
+      if (transport !== undefined) await transport.shutdown(why);
+      else await engine.close();
+      resolveStopped();
+    })());
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGPIPE', () => undefined);
+  const watchdog = withPort ? startParentWatchdog(() => void stop('parent process gone')) : undefined;
+  if (transport !== undefined) {
+    // Port EOF ends the process too (the BEAM that owns us is gone).
+    await transport.start();
+    await stop('port closed');
+  } else {
+    // The NATS connection keeps the loop alive (also while it reconnects); the timer covers the gap before it connects.
+    const keepAlive = setInterval(() => undefined, 1 << 30);
+    await stopped;
+    clearInterval(keepAlive);
+  }
+  await stopping;
+  await watchdog?.stop();
+  return 0;
+}
+
+function redirectStdoutToStderr(): void {
+  const toErr = process.stderr.write.bind(process.stderr) as typeof process.stdout.write;
+  process.stdout.write = toErr;
+  console.log = console.error;
+  console.info = console.error;
+  console.debug = console.error;
+  console.warn = console.error;
+}
+
+/** Flags as cli.ts parses them (`--k v`, `--k=v`, `--flag`). */
+function parseFlags(argv: string[]): Map<string, string | true> {
+  const flags = new Map<string, string | true>();
+  const valued = new Set(['nats', 'max-frame-bytes', 'data-dir', 'database-url', 'log-level']);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith('--')) continue;
+    const eq = a.indexOf('=');
+    if (eq > 0) flags.set(a.slice(2, eq), a.slice(eq + 1));
+    else if (valued.has(a.slice(2)) && argv[i + 1] !== undefined) flags.set(a.slice(2), argv[++i]!);
+    else flags.set(a.slice(2), true);
+  }
+  return flags;
+}
+
+const isMain = process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+if (isMain) {
+  runServe(parseFlags(process.argv.slice(2).filter((a) => a !== 'serve'))).then(
+    (code) => {
+      process.exitCode = code;
+      setImmediate(() => process.exit(code));
+    },
+    (err: unknown) => {
+      process.stderr.write(`prompt-engine serve: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,283 @@
+/**
+ * The transports part, NATS side (DESIGN §7): every op of the op table as
+ * an endpoint `prompt_engine.<op>` of one NATS micro-service named
+ * `prompt_engine`, in queue group `prompt_engine`, so any number of
+ * sidecars share the load and each answers `$SRV.PING/INFO/STATS`.
+ *
+ * Client library: the `nats` v2 package (nats.js). It bundles the services
+ * API and JetStream in one stable release; the v3 split packages
+ * (`@nats-io/transport-node`, `@nats-io/services`) still ship the services
+ * API only as a prerelease.
+ *
+ * Bodies are JSON or ETF (see natsPayload.ts); `track_*` go through a
+ * JetStream stream when the server has JetStream (natsTracking.ts).
+ *
+ * One thing is patched by hand: nats.js v2 times an endpoint handler and
+ * counts its errors only around the synchronous call, which for our async
+ * ops would report ~0 latency and no errors. We add the rest of each
+ * request's latency and its error to the library's own per-endpoint
+ * figures when the op completes, so `$SRV.STATS` tells the truth.
+ */
+import { connect, Events, type ConnectionOptions, type NatsConnection, type Service, type ServiceMsg } from 'nats';
+import type { Logger } from 'pino';
+import type { TermObject } from '../codec/terms.js';
+import { record } from '../codec/terms.js';
+import type { Engine } from '../engine.js';
+import type { OpResult, OpTable } from '../ops/index.js';
+import { PROTOCOL_VERSION, VERSION } from '../version.js';
+import { encodeReply, encodingOf, ETF_CONTENT_TYPE, JSON_CONTENT_TYPE, parseArgs } from './natsPayload.js';
+import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff, type NatsSettings } from './natsOptions.js';
+import { DEFAULT_TRACKING, TRACK_OPS, TrackingStream, type TrackingStreamOptions } from './natsTracking.js';
+
+export interface NatsServiceOptions {
+  /** Connection settings (servers, auth, TLS); default: from NATS_* environment variables. */
+  settings?: Partial<NatsSettings>;
+  /** Use this connection instead of opening one (it is then not closed by `stop`). */
+  connection?: NatsConnection;
+  /** Subject prefix and service name. Default `prompt_engine`. */
+  prefix?: string;
+  /** Queue group. Default `prompt_engine`. */
+  queue?: string;
+  /** `auto` (default): durable tracking when the server has JetStream; `off`: straight to the store. */
+  jetstream?: 'auto' | 'off';
+  tracking?: Partial<Omit<TrackingStreamOptions, 'prefix'>>;
+  /** Requests running at once in this instance; beyond it callers get `overloaded`. */
+  maxInFlight?: number;
+  /** How long in-flight requests may run after `stop()` before they are aborted. */
+  drainMs?: number;
+  /** How long `startNatsService` waits for the first connect before returning (serving starts when it connects). */
+  connectWaitMs?: number;
+}
+
+export interface NatsServiceHandle {
+  /** Resolves when the service is registered (after the first connect). */
+  readonly ready: Promise<void>;
+  readonly connection: Promise<NatsConnection>;
+  /** Stop taking requests (drain the subscriptions), finish in-flight ones, flush, close. Idempotent. */
+  stop(): Promise<void>;
+  figures(): TermObject;
+}
+
+interface EndpointFigures {
+  num_requests: number;
+  num_errors: number;
+  last_error?: string;
+  processing_time: number;
+  average_processing_time: number;
+  countError(err: Error): void;
+}
+
+export async function startNatsService(engine: Engine, table: OpTable, opts: NatsServiceOptions = {}): Promise<NatsServiceHandle> {
+  const svc = new NatsPeer(engine, table, opts);
+  await Promise.race([svc.ready.catch(() => undefined), new Promise((r) => setTimeout(r, opts.connectWaitMs ?? 3000).unref())]);
+  return svc;
+}
+
+class NatsPeer implements NatsServiceHandle {
+  readonly ready: Promise<void>;
+  readonly connection: Promise<NatsConnection>;
+  private readonly log: Logger;
+  private readonly prefix: string;
+  private readonly queue: string;
+  private service: Service | undefined;
+  private tracking: TrackingStream | undefined;
+  private readonly inFlight = new Map<Promise<void>, AbortController>();
+  private stopping: Promise<void> | undefined;
+  private readonly ownsConnection: boolean;
+  private readonly endpointFigures = new Map<string, EndpointFigures>();
+  private counts = { requests: 0, errors: 0, overloaded: 0, disconnects: 0, reconnects: 0 };
+  private connected = false;
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly table: OpTable,
+    private readonly opts: NatsServiceOptions,
+  ) {
+    this.log = engine.log.child({ transport: 'nats' });
+    this.prefix = opts.prefix ?? 'prompt_engine';
+    this.queue = opts.queue ?? 'prompt_engine';
+    this.ownsConnection = opts.connection === undefined;
+    let connOpts: ConnectionOptions | undefined;
+    if (opts.connection !== undefined) this.connection = Promise.resolve(opts.connection);
+    else {
+      const settings = natsSettingsFromEnv(process.env, opts.settings ?? {});
+      if (settings.servers.length === 0 && engine.config.natsUrl !== undefined) settings.servers = engine.config.natsUrl.split(',').map((s) => s.trim());
+      connOpts = natsConnectOptions(settings);
+      this.log.info({ servers: redactServers(settings.servers) }, 'connecting to NATS');
+      this.connection = connect(connOpts);
+    }
+    this.ready = this.connection.then(async (nc) => {
+      this.connected = true;
+      this.watchStatus(nc, connOpts);
+      await this.register(nc);
+    });
+    this.ready.catch((err: unknown) => this.log.error({ err }, 'NATS peer mode failed to start'));
+    engine.registerFigures('nats', () => this.figures());
+  }
+
+  private watchStatus(nc: NatsConnection, connOpts: ConnectionOptions | undefined): void {
+    void (async () => {
+      for await (const s of nc.status()) {
+        if (s.type === Events.Disconnect) {
+          this.connected = false;
+          this.counts.disconnects++;
+          this.log.warn({ server: s.data }, 'NATS disconnected; Port callers are still served, reconnecting');
+        } else if (s.type === Events.Reconnect) {
+          this.connected = true;
+          this.counts.reconnects++;
+          if (connOpts !== undefined) resetBackoff(connOpts);
+          this.log.info({ server: s.data }, 'NATS reconnected; subscriptions restored');
+        } else if (s.type === Events.Error) {
+          this.log.warn({ err: String(s.data) }, 'NATS error');
+        }
+      }
+    })().catch(() => undefined);
+  }
+
+  private async register(nc: NatsConnection): Promise<void> {
+    if (this.opts.jetstream !== 'off') {
+      const t = new TrackingStream(nc, this.engine, this.table, this.log, { ...DEFAULT_TRACKING, ...this.opts.tracking, prefix: this.prefix });
+      if (await t.setup()) this.tracking = t;
+    }
+    if (this.stopping !== undefined) return;
+    const service = await nc.services.add({
+      name: this.prefix,
+      version: VERSION,
+      description: 'prompt-engine: prompt optimization, templates, tracking and learning for Elixir apps',
+      queue: this.queue,
+      metadata: {
+        protocol: String(PROTOCOL_VERSION),
+        encodings: `${JSON_CONTENT_TYPE},${ETF_CONTENT_TYPE}`,
+        durable_tracking: this.tracking !== undefined ? 'jetstream' : 'direct',
+        os_pid: String(process.pid),
+      },
+      statsHandler: async () => ({ in_flight: this.inFlight.size }),
+    });
+    const group = service.addGroup(this.prefix, this.queue);
+    for (const op of this.table.names) {
+      group.addEndpoint(op, {
+        handler: (err, msg) => {
+          if (err !== null) return void this.log.error({ err: err.message, op }, 'NATS endpoint error');
+          this.onRequest(op, msg);
+        },
+        metadata: { op, ...(op in TRACK_OPS && this.tracking !== undefined ? { durable: 'jetstream' } : {}) },
+      });
+    }
+    this.service = service;
+    this.findEndpointFigures(service);
+    this.log.info({ ops: this.table.names.length, queue: this.queue, jetstream: this.tracking !== undefined, id: service.info().id }, 'NATS peer mode serving');
+  }
+
+  /** The library's per-endpoint figures (see the header); empty if its internals moved. */
+  private findEndpointFigures(service: Service): void {
+    const handlers = (service as unknown as { handlers?: unknown }).handlers;
+    if (!Array.isArray(handlers)) return;
+    for (const h of handlers as Array<{ name?: unknown; stats?: Partial<EndpointFigures> }>) {
+      const s = h.stats;
+      if (typeof h.name === 'string' && s !== undefined && typeof s.countError === 'function' && typeof s.processing_time === 'number')
+        this.endpointFigures.set(h.name, s as EndpointFigures);
+    }
+  }
+
+  private onRequest(op: string, msg: ServiceMsg): void {
+    const t0 = performance.now();
+    this.counts.requests++;
+    const enc = encodingOf(msg.headers);
+    if (this.stopping !== undefined) return this.respond(op, msg, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' }, enc, t0);
+    if (this.inFlight.size >= (this.opts.maxInFlight ?? 4096)) {
+      this.counts.overloaded++;
+      return this.respond(op, msg, { ok: false, reason: 'overloaded', message: `more than ${this.opts.maxInFlight ?? 4096} requests in flight` }, enc, t0);
+    }
+    const parsed = parseArgs(msg.data, enc);
+    if (!parsed.ok) return this.respond(op, msg, parsed, enc, t0);
+    const ctl = new AbortController();
+    const run = async (): Promise<OpResult> => {
+      if (this.tracking !== undefined && op in TRACK_OPS) {
+        const bad = this.table.check(op, parsed.args);
+        if (bad !== undefined) return bad;
+        return this.tracking.publish(op, parsed.args as TermObject, ctl.signal);
+      }
+      return this.table.dispatch(op, parsed.args, { signal: ctl.signal, engine: this.engine, log: this.log, transport: 'nats' });
+    };
+    const p: Promise<void> = run()
+      .catch((err: unknown): OpResult => ({ ok: false, reason: 'internal', message: err instanceof Error ? err.message : String(err) }))
+      .then((r) => this.respond(op, msg, r, enc, t0))
+      .finally(() => this.inFlight.delete(p));
+    this.inFlight.set(p, ctl);
+  }
+
+  private respond(op: string, msg: ServiceMsg, r: OpResult, enc: 'json' | 'etf', t0: number): void {
+    const reply = encodeReply(r, enc);
+    if (msg.reply) {
+      try {
+        msg.respond(reply.body, { headers: reply.headers });
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message, op }, 'NATS reply not sent');
+      }
+    }
+    const f = this.endpointFigures.get(op);
+    if (f !== undefined) {
+      // The library already counted this request and the synchronous part of its time.
+      f.processing_time += Math.round((performance.now() - t0) * 1e6);
+      f.average_processing_time = f.num_requests > 0 ? Math.round(f.processing_time / f.num_requests) : 0;
+      if (reply.error !== undefined) f.countError(new Error(`${reply.error.code}:${reply.error.reason}: ${reply.error.message}`));
+    }
+    if (reply.error !== undefined) this.counts.errors++;
+  }
+
+  figures(): TermObject {
+    return record({
+      connected: this.connected,
+      serving: this.service !== undefined && this.stopping === undefined,
+      in_flight: this.inFlight.size,
+      ...this.counts,
+      jetstream: this.tracking !== undefined ? record({ ...this.tracking.figures }) : null,
+    });
+  }
+
+  stop(): Promise<void> {
+    if (this.stopping !== undefined) return this.stopping;
+    this.stopping = (async () => {
+      const nc = await Promise.race([this.connection.catch(() => undefined), new Promise<undefined>((r) => setTimeout(() => r(undefined), 50))]);
+      this.log.info({ in_flight: this.inFlight.size }, 'NATS peer mode draining');
+      // Unsubscribe (drain) first: new requests go to other instances from now on.
+      if (this.service !== undefined) await withTimeout(this.service.stop(), 2000).catch(() => undefined);
+      // Let requests in flight finish; abort them after drainMs.
+      if (this.inFlight.size > 0) {
+        const done = Promise.allSettled([...this.inFlight.keys()]);
+        const t = setTimeout(() => {
+          for (const c of this.inFlight.values()) c.abort();
+        }, this.opts.drainMs ?? 5000);
+        await done;
+        clearTimeout(t);
+      }
+      await this.tracking?.stop();
+      if (nc !== undefined && !nc.isClosed()) {
+        await withTimeout(nc.flush(), 1000).catch(() => undefined);
+        if (this.ownsConnection) await withTimeout(nc.drain(), 2000).catch(() => nc.close());
+      } else if (nc === undefined && this.ownsConnection) {
+        // Never connected: stop trying.
+        void this.connection.then((c) => c.close()).catch(() => undefined);
+      }
+      this.log.info('NATS peer mode stopped');
+    })();
+    return this.stopping;
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    t.unref();
+    p.then(
+      (v) => {
+        clearTimeout(t);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(t);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}

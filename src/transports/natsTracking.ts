@@ -1,0 +1,241 @@
+/**
+ * Durable tracking through JetStream (DESIGN §7). A `track_*` request is
+ * validated, given an entry id (a UUID, unless the caller sent one), and
+ * published to the stream PROMPT_ENGINE_TRACK on
+ * `prompt_engine.track.<kind>` with the id as `Nats-Msg-Id`, so a retried
+ * publish of the same entry is dropped by the server (duplicate window).
+ * The caller is answered once the stream has the entry (PubAck).
+ *
+ * Every sidecar also pulls from one durable consumer shared by all
+ * instances and writes each entry through the same op handler the Port
+ * uses (`table.dispatch('track_<kind>', entry)`), acking only after the
+ * store has committed it. A sidecar killed mid-write leaves the message
+ * unacked; after `ack_wait` it is redelivered (to any instance) and the
+ * store's id-idempotence makes the second write a no-op.
+ */
+import { randomUUID } from 'node:crypto';
+import { AckPolicy, DeliverPolicy, headers as natsHeaders, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection } from 'nats';
+import type { Logger } from 'pino';
+import { decode, encode } from '../codec/etf.js';
+import { record, type Term, type TermObject } from '../codec/terms.js';
+import type { Engine } from '../engine.js';
+import type { OpResult, OpTable } from '../ops/index.js';
+import type { ErrorReason } from '../ops/types.js';
+import { ETF_CONTENT_TYPE } from './natsPayload.js';
+
+export const TRACK_OPS: Record<string, string> = {
+  track_execution: 'execution',
+  track_feedback: 'feedback',
+  track_evolution: 'evolution',
+  track_ab_result: 'ab_result',
+  track_context_signature: 'context_signature',
+};
+
+export interface TrackingStreamOptions {
+  prefix: string;
+  stream: string;
+  durable: string;
+  ackWaitMs: number;
+  /** Server-side dedupe window for `Nats-Msg-Id`. */
+  duplicateWindowMs: number;
+  /** Entries written concurrently by this instance (the store group-commits them). */
+  concurrency: number;
+  publishTimeoutMs: number;
+}
+
+export const DEFAULT_TRACKING: Omit<TrackingStreamOptions, 'prefix'> = {
+  stream: 'PROMPT_ENGINE_TRACK',
+  durable: 'prompt_engine_track',
+  ackWaitMs: 10_000,
+  duplicateWindowMs: 10 * 60_000,
+  concurrency: 256,
+  publishTimeoutMs: 5_000,
+};
+
+/** Errors that a retry cannot fix: the message is terminated (and logged) instead of redelivered forever. */
+const PERMANENT: ReadonlySet<ErrorReason> = new Set(['bad_request', 'unknown_op', 'not_found', 'conflict', 'insufficient_data']);
+
+const nanos = (ms: number): number => ms * 1_000_000;
+
+export class TrackingStream {
+  private js: JetStreamClient | undefined;
+  private messages: ConsumerMessages | undefined;
+  private stopping = false;
+  private loop: Promise<void> | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  readonly figures = { published: 0, duplicates: 0, written: 0, redelivered: 0, terminated: 0, retried: 0 };
+
+  constructor(
+    private readonly nc: NatsConnection,
+    private readonly engine: Engine,
+    private readonly table: OpTable,
+    private readonly log: Logger,
+    private readonly opts: TrackingStreamOptions,
+  ) {}
+
+  /** Ensure the stream and the durable consumer; false when the server has no JetStream. */
+  async setup(): Promise<boolean> {
+    let jsm: JetStreamManager;
+    try {
+      jsm = await this.nc.jetstreamManager({ timeout: 3000 });
+      await jsm.getAccountInfo();
+    } catch (err) {
+      this.log.info({ err: (err as Error).message }, 'JetStream not available: tracking goes straight to the store');
+      return false;
+    }
+    await this.ensure(jsm);
+    this.js = this.nc.jetstream({ timeout: this.opts.publishTimeoutMs });
+    this.loop = this.consumeLoop();
+    return true;
+  }
+
+  get enabled(): boolean {
+    return this.js !== undefined;
+  }
+
+  private async ensure(jsm: JetStreamManager): Promise<void> {
+    const subjects = [`${this.opts.prefix}.track.>`];
+    const cfg = {
+      name: this.opts.stream,
+      subjects,
+      retention: RetentionPolicy.Workqueue,
+      storage: StorageType.File,
+      duplicate_window: nanos(this.opts.duplicateWindowMs),
+    };
+    try {
+      await jsm.streams.info(this.opts.stream);
+    } catch {
+      try {
+        await jsm.streams.add(cfg);
+      } catch (err) {
+        // Another instance created it in between.
+        await jsm.streams.info(this.opts.stream).catch(() => {
+          throw err;
+        });
+      }
+    }
+    const ccfg = {
+      durable_name: this.opts.durable,
+      ack_policy: AckPolicy.Explicit,
+      deliver_policy: DeliverPolicy.All,
+      ack_wait: nanos(this.opts.ackWaitMs),
+      max_deliver: -1,
+      max_ack_pending: 10_000,
+      filter_subject: `${this.opts.prefix}.track.>`,
+    };
+    try {
+      await jsm.consumers.info(this.opts.stream, this.opts.durable);
+    } catch {
+      await jsm.consumers.add(this.opts.stream, ccfg).catch(async (err: unknown) => {
+        await jsm.consumers.info(this.opts.stream, this.opts.durable).catch(() => {
+          throw err;
+        });
+      });
+    }
+  }
+
+  /**
+   * Publish one entry; resolves with the op's reply once the stream has it.
+   * `args` must already be valid for `op`. Falls back to the direct op path
+   * when the stream cannot be reached (the store dedupes by id either way).
+   */
+  async publish(op: string, args: TermObject, signal: AbortSignal): Promise<OpResult> {
+    const kind = TRACK_OPS[op]!;
+    let id = args['id'];
+    if (typeof id !== 'string' || id === '') {
+      id = randomUUID();
+      args['id'] = id;
+    }
+    const h = natsHeaders();
+    h.set('Content-Type', ETF_CONTENT_TYPE);
+    try {
+      const ack = await this.js!.publish(`${this.opts.prefix}.track.${kind}`, encode(args), { msgID: id, headers: h, timeout: this.opts.publishTimeoutMs });
+      this.figures.published++;
+      if (ack.duplicate) this.figures.duplicates++;
+      return { ok: true, value: trackReply(id) };
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, op }, 'JetStream publish failed; writing through the store directly');
+      return this.table.dispatch(op, args, { signal, engine: this.engine, log: this.log, transport: 'nats' });
+    }
+  }
+
+  /** Pull from the durable consumer until stopped; restart the pull after errors (server restart, consumer lost). */
+  private async consumeLoop(): Promise<void> {
+    let backoff = 250;
+    while (!this.stopping) {
+      try {
+        const jsm = await this.nc.jetstreamManager({ timeout: 3000 });
+        await this.ensure(jsm);
+        const consumer = await this.js!.consumers.get(this.opts.stream, this.opts.durable);
+        this.messages = await consumer.consume({ max_messages: this.opts.concurrency });
+        backoff = 250;
+        for await (const m of this.messages) {
+          if (this.stopping) {
+            // Not taken: left unacked, redelivered to an instance that is still running.
+            m.nak();
+            continue;
+          }
+          while (this.inFlight.size >= this.opts.concurrency) await Promise.race(this.inFlight);
+          const p = this.write(m).finally(() => this.inFlight.delete(p));
+          this.inFlight.add(p);
+        }
+      } catch (err) {
+        if (this.stopping) break;
+        this.log.warn({ err: (err as Error).message }, 'tracking consumer interrupted; retrying');
+      }
+      if (this.stopping) break;
+      await new Promise((r) => setTimeout(r, backoff));
+      backoff = Math.min(backoff * 2, 5000);
+    }
+  }
+
+  private async write(m: JsMsg): Promise<void> {
+    const kind = m.subject.slice(`${this.opts.prefix}.track.`.length);
+    const op = `track_${kind}`;
+    if (m.redelivered) this.figures.redelivered++;
+    let args: Term;
+    try {
+      args = decode(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
+    } catch (err) {
+      this.figures.terminated++;
+      this.log.error({ err: (err as Error).message, seq: m.seq }, 'undecodable tracking entry in the stream; terminated');
+      m.term();
+      return;
+    }
+    const ctl = new AbortController();
+    const r = await this.table.dispatch(op, args, { signal: ctl.signal, engine: this.engine, log: this.log, transport: 'nats' });
+    if (r.ok) {
+      this.figures.written++;
+      try {
+        await m.ackAck({ timeout: 5000 });
+      } catch {
+        // The ack was lost (connection gone): the entry is redelivered and deduped by id.
+      }
+    } else if (PERMANENT.has(r.reason)) {
+      this.figures.terminated++;
+      this.log.error({ op, reason: r.reason, message: r.message, seq: m.seq }, 'tracking entry rejected by the store; terminated');
+      m.term(`${r.reason}: ${r.message}`);
+    } else {
+      this.figures.retried++;
+      this.log.warn({ op, reason: r.reason, message: r.message }, 'tracking write failed; redelivering');
+      m.nak(1000);
+    }
+  }
+
+  /** Stop pulling, finish and ack the writes in flight. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    try {
+      await this.messages?.close();
+    } catch {
+      /* already closed */
+    }
+    await Promise.allSettled([...this.inFlight]);
+    await Promise.race([this.loop, new Promise((r) => setTimeout(r, 1000).unref())]);
+  }
+}
+
+/** What a `track_*` request answers through the stream (the same shape as the op's own reply). */
+export function trackReply(id: string): Term {
+  return record({ id });
+}
