@@ -136,7 +136,9 @@ class NatsPeer implements NatsServiceHandle {
 
   private async register(nc: NatsConnection): Promise<void> {
     if (this.opts.jetstream !== 'off') {
-      const t = new TrackingStream(nc, this.engine, this.table, this.log, { ...DEFAULT_TRACKING, ...this.opts.tracking, prefix: this.prefix });
+      const ackWait = Number(process.env.PROMPT_ENGINE_TRACK_ACK_WAIT_MS);
+      const fromEnv = Number.isSafeInteger(ackWait) && ackWait > 0 ? { ackWaitMs: ackWait } : {};
+      const t = new TrackingStream(nc, this.engine, this.table, this.log, { ...DEFAULT_TRACKING, ...fromEnv, ...this.opts.tracking, prefix: this.prefix });
       if (await t.setup()) this.tracking = t;
     }
     if (this.stopping !== undefined) return;
