@@ -167,6 +167,8 @@ class NatsPeer implements NatsServiceHandle {
     }
     this.service = service;
     this.findEndpointFigures(service);
+    // The server has our subscriptions once this round trip returns: only then are we "serving".
+    await nc.flush();
     this.log.info({ ops: this.table.names.length, queue: this.queue, jetstream: this.tracking !== undefined, id: service.info().id }, 'NATS peer mode serving');
   }
 
