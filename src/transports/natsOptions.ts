@@ -99,7 +99,7 @@ export function natsConnectOptions(s: NatsSettings): ConnectionOptions {
   const auths: Authenticator[] = [];
   if (s.credsFile !== undefined) auths.push(credsAuthenticator(new Uint8Array(fs.readFileSync(s.credsFile))));
   if (s.nkeySeed !== undefined) {
-    const seed = s.nkeySeed.startsWith('S') && !s.nkeySeed.includes('/') ? s.nkeySeed : fs.readFileSync(s.nkeySeed, 'utf8').trim();
+    const seed = /^S[A-Z2-7]{50,}$/.test(s.nkeySeed) ? s.nkeySeed : fs.readFileSync(s.nkeySeed, 'utf8').trim();
     auths.push(nkeyAuthenticator(new TextEncoder().encode(seed)));
   }
   if (auths.length > 0) opts.authenticator = auths.length === 1 ? auths[0] : auths;

@@ -42,18 +42,21 @@ export function freePort(): Promise<number> {
 export class OwnNatsServer {
   proc: ChildProcess | undefined;
   readonly storeDir = tmpDir('pe-nats-js-');
-  constructor(readonly port: number) {}
+  constructor(
+    readonly port: number,
+    readonly extraArgs: string[] = [],
+  ) {}
   get url(): string {
     return `nats://127.0.0.1:${this.port}`;
   }
-  static async start(): Promise<OwnNatsServer> {
-    const s = new OwnNatsServer(await freePort());
+  static async start(extraArgs: string[] = []): Promise<OwnNatsServer> {
+    const s = new OwnNatsServer(await freePort(), extraArgs);
     await s.start();
     return s;
   }
   async start(): Promise<void> {
     const bin = requireEnv('TEST_NATS_SERVER');
-    this.proc = spawn(bin, ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir], { stdio: ['ignore', 'ignore', 'pipe'] });
+    this.proc = spawn(bin, ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir, ...this.extraArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.resume();
     const until = Date.now() + 10_000;
     while (Date.now() < until) {
