@@ -11,7 +11,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from 'nats';
 import { record } from '../src/codec/terms.js';
-import { NatsSidecar, OwnNatsServer, natsConnect, requestJson, sleep } from './helpers/nats.js';
+import { NatsSidecar, OwnNatsServer, freePort, natsConnect, requestJson, sleep } from './helpers/nats.js';
 
 const cleanups: Array<() => Promise<void>> = [];
 afterAll(async () => {
@@ -167,3 +167,24 @@ describe('nats-server restarted under load', () => {
     expect(Math.max(...port.map((p) => p.ms))).toBeLessThan(500);
   });
 });
+
+describe('NATS down at start-up', () => {
+  it('the Port is ready and serving at once; NATS serving starts when the server comes up', async () => {
+    const server = new OwnNatsServer(await freePort());
+    cleanups.push(() => server.stop());
+    const sc = new NatsSidecar({ natsUrl: server.url, withPort: true });
+    cleanups.push(() => sc.kill());
+    const t0 = Date.now();
+    await sc.port!.ready;
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect((await sc.port!.request('echo', record({ x: 1 }))).ok).toBe(true);
+    await sleep(700);
+    await server.start();
+    await sc.ready(15_000);
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+    expect((await requestJson(nc, 'echo', { y: 2 })).body).toEqual({ ok: { y: 2 } });
+    expect((await sc.port!.request('echo', record({ x: 2 }))).ok).toBe(true);
+  });
+});
+

@@ -40,7 +40,8 @@ export async function runServe(flags: Map<string, string | true>): Promise<numbe
   const engine = new Engine(config, log);
   const table = createOpTable();
   const transport = withPort ? new PortTransport(engine, table, { inFd: portFds ? 3 : 0, outFd: portFds ? 4 : 1, maxFrameBytes: config.maxFrameBytes }) : undefined;
-  const nats = await startNatsService(engine, table, { settings: { servers: splitServers(config.natsUrl) } });
+  // With a Port, its ready handshake must not wait for NATS: connect in the background.
+  const nats = await startNatsService(engine, table, { settings: { servers: splitServers(config.natsUrl) }, connectWaitMs: withPort ? 0 : 3000 });
 
   let stopping: Promise<void> | undefined;
   let resolveStopped!: () => void;

@@ -87,6 +87,7 @@ class NatsPeer implements NatsServiceHandle {
   private readonly endpointFigures = new Map<string, EndpointFigures>();
   private counts = { requests: 0, errors: 0, overloaded: 0, disconnects: 0, reconnects: 0 };
   private connected = false;
+  private drained = false;
 
   constructor(
     private readonly engine: Engine,
@@ -187,7 +188,8 @@ class NatsPeer implements NatsServiceHandle {
     const t0 = performance.now();
     this.counts.requests++;
     const enc = encodingOf(msg.headers);
-    if (this.stopping !== undefined) return this.respond(op, msg, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' }, enc, t0);
+    // Requests already routed to us while the subscriptions drain are served; only after that do we refuse.
+    if (this.drained) return this.respond(op, msg, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' }, enc, t0);
     if (this.inFlight.size >= (this.opts.maxInFlight ?? 4096)) {
       this.counts.overloaded++;
       return this.respond(op, msg, { ok: false, reason: 'overloaded', message: `more than ${this.opts.maxInFlight ?? 4096} requests in flight` }, enc, t0);
@@ -246,6 +248,7 @@ class NatsPeer implements NatsServiceHandle {
       this.log.info({ in_flight: this.inFlight.size }, 'NATS peer mode draining');
       // Unsubscribe (drain) first: new requests go to other instances from now on.
       if (this.service !== undefined) await withTimeout(this.service.stop(), 2000).catch(() => undefined);
+      this.drained = true;
       // Let requests in flight finish; abort them after drainMs.
       if (this.inFlight.size > 0) {
         const done = Promise.allSettled([...this.inFlight.keys()]);

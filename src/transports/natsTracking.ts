@@ -16,12 +16,12 @@
 import { randomUUID } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, headers as natsHeaders, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection } from 'nats';
 import type { Logger } from 'pino';
-import { decode, encode } from '../codec/etf.js';
+import { encode } from '../codec/etf.js';
 import { record, type Term, type TermObject } from '../codec/terms.js';
 import type { Engine } from '../engine.js';
 import type { OpResult, OpTable } from '../ops/index.js';
 import type { ErrorReason } from '../ops/types.js';
-import { ETF_CONTENT_TYPE } from './natsPayload.js';
+import { encodingOf, ETF_CONTENT_TYPE, parseArgs } from './natsPayload.js';
 
 export const TRACK_OPS: Record<string, string> = {
   track_execution: 'execution',
@@ -193,15 +193,15 @@ export class TrackingStream {
     const kind = m.subject.slice(`${this.opts.prefix}.track.`.length);
     const op = `track_${kind}`;
     if (m.redelivered) this.figures.redelivered++;
-    let args: Term;
-    try {
-      args = decode(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
-    } catch (err) {
+    // Entries we published are ETF; a client may also publish JSON straight to the stream.
+    const parsed = parseArgs(m.data, encodingOf(m.headers));
+    if (!parsed.ok) {
       this.figures.terminated++;
-      this.log.error({ err: (err as Error).message, seq: m.seq }, 'undecodable tracking entry in the stream; terminated');
+      this.log.error({ message: parsed.message, seq: m.seq }, 'undecodable tracking entry in the stream; terminated');
       m.term();
       return;
     }
+    const args: Term = parsed.args;
     const ctl = new AbortController();
     const r = await this.table.dispatch(op, args, { signal: ctl.signal, engine: this.engine, log: this.log, transport: 'nats' });
     if (r.ok) {
