@@ -96,7 +96,7 @@ export class EtfError extends Error {
 }
 
 export interface DecodeOptions {
-  /** Deepest nesting of lists/tuples/maps accepted. Default 512. */
+  /** Deepest nesting of lists/tuples/maps accepted. Default 512, at most 2048. */
   maxDepth?: number;
   /** Largest accepted uncompressed size of a compressed term. Default 64 MiB. */
   maxDecompressedBytes?: number;
@@ -105,6 +105,7 @@ export interface DecodeOptions {
 }
 
 const DEFAULT_MAX_DEPTH = 512;
+const HARD_MAX_DEPTH = 2048;
 const DEFAULT_MAX_DECOMPRESSED = 64 * 1024 * 1024;
 const DEFAULT_MAX_BIG = 8192;
 
@@ -129,8 +130,16 @@ export function decode(buf: Buffer, opts: DecodeOptions = {}): Term {
     body = inflated;
     pos = 0;
   }
-  const d = new Decoder(body, pos, opts.maxDepth ?? DEFAULT_MAX_DEPTH, opts.maxBigBytes ?? DEFAULT_MAX_BIG);
-  const term = d.term(0);
+  // The decoder recurses; past a few thousand levels the JS stack would overflow first.
+  const maxDepth = Math.min(opts.maxDepth ?? DEFAULT_MAX_DEPTH, HARD_MAX_DEPTH);
+  const d = new Decoder(body, pos, maxDepth, opts.maxBigBytes ?? DEFAULT_MAX_BIG);
+  let term: Term;
+  try {
+    term = d.term(0);
+  } catch (err) {
+    if (err instanceof RangeError) throw new EtfError('too_deep', 'nesting too deep for the stack', d.pos);
+    throw err;
+  }
   if (d.pos !== body.length) throw new EtfError('trailing_bytes', `${body.length - d.pos} bytes after the term`, d.pos);
   return term;
 }

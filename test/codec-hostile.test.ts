@@ -1,0 +1,252 @@
+/**
+ * The decoder on hostile input: every failure is a typed EtfError, fast,
+ * without allocating what a declared length claims; property tests for
+ * encode→decode round trips; a seeded fuzz of 100,000+ random and mutated
+ * frames through the decoder.
+ */
+import fc from 'fast-check';
+import { isUtf8 } from 'node:buffer';
+import zlib from 'node:zlib';
+import { describe, expect, it } from 'vitest';
+import { decode, encode, EtfError, type EtfErrorCode } from '../src/codec/etf.js';
+import { Atom, BitBinary, ErlFloat, ImproperList, TermMap, Tuple, atom, newMap, type Term } from '../src/codec/terms.js';
+import { seededRandom } from '../src/optimizer/proposers.js';
+
+const b = (...bytes: number[]): Buffer => Buffer.from(bytes);
+const u32 = (n: number): number[] => [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+
+function expectCode(buf: Buffer, code: EtfErrorCode): EtfError {
+  try {
+    decode(buf);
+  } catch (err) {
+    expect(err).toBeInstanceOf(EtfError);
+    expect((err as EtfError).code).toBe(code);
+    return err as EtfError;
+  }
+  throw new Error(`decoded without error; expected ${code}`);
+}
+
+describe('hostile input', () => {
+  it('rejects truncated terms at every cut point', () => {
+    const full = encode(new Tuple([atom('req'), 1, atom('echo'), { a: [1, 2, 'x'], b: new ErlFloat(1.5) } as unknown as Term]));
+    for (let cut = 1; cut < full.length; cut++) expectCode(full.subarray(0, cut), 'truncated');
+  });
+
+  it('rejects declared lengths larger than the input before allocating', () => {
+    const huge = 0xffffffff;
+    for (const tag of [108 /* list */, 105 /* large tuple */, 116 /* map */, 109 /* binary */, 111 /* large big */]) {
+      const t0 = performance.now();
+      const e = expectCode(b(131, tag, ...u32(huge), 0), tag === 111 ? 'too_large' : 'truncated');
+      expect(performance.now() - t0).toBeLessThan(50);
+      expect(e.message).toMatch(/declares|need|limit/);
+    }
+    expectCode(b(131, 107, 0xff, 0xff, 1, 2), 'truncated'); // STRING_EXT of 65535
+    expectCode(b(131, 77, ...u32(1000), 3, 1), 'truncated'); // bit binary
+    expectCode(b(131, 90, 0, 5, 119, 1, 97, 0), 'truncated'); // reference cut short
+  });
+
+  it('bounds nesting depth (10,000-deep lists, tuples and maps)', () => {
+    const deepList = Buffer.concat([b(131), Buffer.from(Array.from({ length: 10_000 }, () => [108, 0, 0, 0, 1]).flat()), b(106), Buffer.alloc(10_000, 106)]);
+    expect(expectCode(deepList, 'too_deep').message).toMatch(/deeper than 512/);
+    const deepTuple = Buffer.concat([b(131), Buffer.from(Array.from({ length: 10_000 }, () => [104, 1]).flat()), b(106)]);
+    expectCode(deepTuple, 'too_deep');
+    const deepMap = Buffer.concat([b(131), Buffer.from(Array.from({ length: 10_000 }, () => [116, 0, 0, 0, 1, 97, 1]).flat()), b(106)]);
+    expectCode(deepMap, 'too_deep');
+    // the limit is configurable up to a hard ceiling that the JS stack can take
+    const tuples = (n: number): Buffer => Buffer.concat([b(131), Buffer.from(Array.from({ length: n }, () => [104, 1]).flat()), b(106)]);
+    expect(() => decode(tuples(1500), { maxDepth: 2000 })).not.toThrow();
+    expectCode(tuples(1500), 'too_deep');
+    expect(() => decode(deepTuple, { maxDepth: 1e9 })).toThrow(EtfError);
+  });
+
+  it('bounds decompression (zip bombs)', () => {
+    // 200 MB of zeros in a ~200 KB compressed term: refused from the declared size.
+    const bomb = zlib.deflateSync(Buffer.concat([b(109), Buffer.from(u32(200 * 1024 * 1024 - 5)), Buffer.alloc(200 * 1024 * 1024 - 5)]));
+    const t0 = performance.now();
+    expectCode(Buffer.concat([b(131, 80, ...u32(200 * 1024 * 1024)), bomb]), 'too_large');
+    expect(performance.now() - t0).toBeLessThan(100);
+    // A term that lies about its size: declares 100 bytes, inflates to much more. Stopped at 100.
+    const liar = zlib.deflateSync(Buffer.concat([b(109), Buffer.from(u32(1_000_000)), Buffer.alloc(1_000_000)]));
+    expectCode(Buffer.concat([b(131, 80, ...u32(100)), liar]), 'bad_compressed');
+    expectCode(b(131, 80, 0, 0, 0, 10, 1, 2, 3), 'bad_compressed'); // not zlib
+    expectCode(Buffer.concat([b(131, 80, ...u32(10_000)), bomb]), 'bad_compressed');
+    // a compressed term inside a term is not valid ETF
+    expectCode(b(131, 104, 1, 80, 0, 0, 0, 1, 0), 'unsupported');
+  });
+
+  it('keeps __proto__ and constructor keys away from prototypes', () => {
+    const m = newMap();
+    m['__proto__'] = { polluted: true } as unknown as Term;
+    m['constructor'] = 'c';
+    const decoded = decode(encode(m)) as Record<string, unknown>;
+    expect(Object.getPrototypeOf(decoded)).toBe(null);
+    expect(Object.keys(decoded).sort()).toEqual(['__proto__', 'constructor']);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+    expect(Object.prototype.hasOwnProperty.call(Object.prototype, 'polluted')).toBe(false);
+  });
+
+  it('treats invalid UTF-8 binaries as raw bytes, and rejects invalid UTF-8 atoms', () => {
+    expect(decode(b(131, 109, 0, 0, 0, 2, 0xc3, 0x28))).toEqual(Buffer.from([0xc3, 0x28]));
+    expectCode(b(131, 119, 2, 0xc3, 0x28), 'bad_atom');
+    expectCode(b(131, 118, 0, 2, 0xff, 0xfe), 'bad_atom');
+  });
+
+  it('rejects unknown tags, funs, LOCAL_EXT, atom cache refs, non-finite floats, trailing bytes and bad versions', () => {
+    expectCode(b(131, 200), 'unknown_tag');
+    expectCode(b(131, 112, 0, 0, 0, 0), 'unsupported'); // NEW_FUN_EXT
+    expectCode(b(131, 113, 119, 1, 109, 119, 1, 102, 97, 1), 'unsupported'); // EXPORT_EXT
+    expectCode(b(131, 117, 0, 0, 0, 0), 'unsupported'); // FUN_EXT
+    expectCode(b(131, 121, 1, 2, 3), 'unsupported'); // LOCAL_EXT
+    expectCode(b(131, 82, 0), 'unsupported'); // ATOM_CACHE_REF
+    expectCode(b(131, 70, 0x7f, 0xf0, 0, 0, 0, 0, 0, 0), 'bad_float'); // +Inf
+    expectCode(b(131, 70, 0x7f, 0xf8, 0, 0, 0, 0, 0, 1), 'bad_float'); // NaN
+    expectCode(b(131, 97, 1, 0), 'trailing_bytes');
+    expectCode(b(130, 97, 1), 'bad_version');
+    expectCode(b(), 'truncated');
+    expect(() => encode(NaN)).toThrow(EtfError);
+    expect(() => encode(new ErlFloat(Infinity))).toThrow(EtfError);
+    expect(() => encode((() => 1) as unknown as Term)).toThrow(EtfError);
+  });
+});
+
+/** Arbitrary terms of the mapping (what the codec must round-trip). */
+const termArb: fc.Arbitrary<Term> = fc.letrec<{ term: Term }>((tie) => ({
+  term: fc.oneof(
+    { maxDepth: 4, depthIdentifier: 'term' },
+    fc.constantFrom<Term>(null, true, false, []),
+    fc.integer(),
+    fc.maxSafeInteger(),
+    fc.bigInt({ min: -(2n ** 300n), max: 2n ** 300n }).filter((x) => x > BigInt(Number.MAX_SAFE_INTEGER) || x < BigInt(Number.MIN_SAFE_INTEGER)),
+    fc.double({ noNaN: true, noDefaultInfinity: true }).map((x) => new ErlFloat(x)),
+    fc.string({ unit: 'grapheme', maxLength: 20 }),
+    fc.uint8Array({ minLength: 1, maxLength: 20 }).map((a) => Buffer.from(a)).filter((x) => !isUtf8(x)), // non-UTF-8 binaries stay Buffers
+    fc.string({ unit: 'grapheme-ascii', minLength: 1, maxLength: 20 }).map((s) => Atom.of(`a_${s}`)),
+    fc.tuple(fc.uint8Array({ minLength: 1, maxLength: 8 }), fc.integer({ min: 1, max: 8 })).map(([bytes, bits]) => new BitBinary(Buffer.from(bytes), bits)),
+    fc.array(tie('term'), { maxLength: 5 }),
+    fc.array(tie('term'), { maxLength: 5 }).map((xs) => new Tuple(xs)),
+    fc.tuple(fc.array(tie('term'), { minLength: 1, maxLength: 3 }), fc.oneof(fc.integer(), fc.string({ maxLength: 3 }))).map(([xs, tail]) => new ImproperList(xs, tail)),
+    fc.dictionary(fc.string({ maxLength: 8 }), tie('term'), { maxKeys: 5 }).map((d) => {
+      const m = newMap();
+      for (const k of Object.keys(d)) m[k] = d[k]!;
+      return m;
+    }),
+    fc.array(fc.tuple(fc.integer(), tie('term')), { maxLength: 4 }).map((es) => new TermMap(uniqueBy(es, (e) => e[0]))),
+  ),
+})).term;
+
+function uniqueBy<T, K>(xs: T[], key: (x: T) => K): T[] {
+  const seen = new Set<K>();
+  return xs.filter((x) => (seen.has(key(x)) ? false : (seen.add(key(x)), true)));
+}
+
+describe('properties', () => {
+  it('encode → decode → encode is stable for every term of the mapping', () => {
+    fc.assert(
+      fc.property(termArb, (t) => {
+        const once = encode(t);
+        const twice = encode(decode(once));
+        expect(twice.equals(once)).toBe(true);
+      }),
+      { numRuns: 3000, seed: 2026 },
+    );
+  });
+
+  it('decode throws nothing but EtfError on arbitrary bytes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+        try {
+          decode(Buffer.concat([b(131), Buffer.from(bytes)]));
+        } catch (err) {
+          expect(err).toBeInstanceOf(EtfError);
+        }
+      }),
+      { numRuns: 20_000, seed: 7 },
+    );
+  });
+});
+
+describe('seeded fuzz', () => {
+  it('survives 100,000 random and mutated frames: only EtfError, never a hang', () => {
+    const rnd = seededRandom(0xfeed);
+    const seeds: Buffer[] = [];
+    fc.assert(
+      fc.property(termArb, (t) => {
+        seeds.push(encode(t));
+      }),
+      { numRuns: 300, seed: 99 },
+    );
+    seeds.push(encode(new Tuple([atom('req'), 1, atom('optimize_prompt'), { prompt: 'x'.repeat(100), breadth: 10 } as unknown as Term])), encode('y'.repeat(5000), { compressAbove: 10 }));
+    const pick = (n: number): number => Math.floor(rnd() * n);
+    let decoded = 0;
+    let rejected = 0;
+    const t0 = performance.now();
+    for (let i = 0; i < 100_000; i++) {
+      const base = seeds[pick(seeds.length)]!;
+      let buf: Buffer;
+      switch (i % 5) {
+        case 0: // random bytes after the version byte
+          buf = Buffer.concat([b(131), Buffer.from(Array.from({ length: pick(40) }, () => pick(256)))]);
+          break;
+        case 1: // bit flips
+          buf = Buffer.from(base);
+          for (let k = 0; k <= pick(3); k++) buf[pick(buf.length)] ^= 1 << pick(8);
+          break;
+        case 2: // truncation
+          buf = base.subarray(0, pick(base.length + 1));
+          break;
+        case 3: {
+          // inflate a length field: overwrite 4 bytes with a large count
+          buf = Buffer.from(base);
+          if (buf.length > 5) buf.writeUInt32BE(0x7fffffff - pick(1000), 1 + pick(buf.length - 4));
+          break;
+        }
+        default: {
+          // splice two encodings
+          const other = seeds[pick(seeds.length)]!;
+          buf = Buffer.concat([base.subarray(0, pick(base.length)), other.subarray(1 + pick(Math.max(1, other.length - 1)))]);
+        }
+      }
+      try {
+        decode(buf);
+        decoded++;
+      } catch (err) {
+        if (!(err instanceof EtfError)) throw new Error(`non-EtfError on frame ${buf.toString('hex')}: ${String(err)}`);
+        rejected++;
+      }
+    }
+    expect(decoded + rejected).toBe(100_000);
+    expect(rejected).toBeGreaterThan(50_000);
+    expect(performance.now() - t0).toBeLessThan(30_000);
+  });
+});
+
+describe('fuzz through the live sidecar', () => {
+  it('takes 20,000 random and mutated frames without crashing or hanging, then answers health', async () => {
+    const { PortClient } = await import('./helpers/portClient.js');
+    const { frame } = await import('../src/transports/frameReader.js');
+    const { record } = await import('../src/codec/terms.js');
+    const c = new PortClient({ env: { LOG_LEVEL: 'silent' } });
+    await c.ready;
+    const rnd = seededRandom(0xbeef);
+    const pick = (n: number): number => Math.floor(rnd() * n);
+    const seeds = [
+      encode(new Tuple([atom('req'), 1, atom('health'), newMap()])),
+      encode(new Tuple([atom('cancel'), 5])),
+      encode({ a: [1, 2.5, 'x'], b: new Tuple([atom('ok')]) } as unknown as Term),
+      encode('z'.repeat(300), { compressAbove: 10 }),
+    ];
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const base = Buffer.from(seeds[pick(seeds.length)]!);
+      if (i % 2 === 0) for (let k = 0; k <= pick(3); k++) base[pick(base.length)] ^= 1 << pick(8);
+      else base.writeUInt8(pick(256), pick(base.length));
+      chunks.push(frame(i % 7 === 0 ? base.subarray(0, pick(base.length)) : base));
+      if (chunks.length === 500) c.sendRaw(Buffer.concat(chunks.splice(0)));
+    }
+    c.sendRaw(Buffer.concat(chunks));
+    const health = await Promise.race([c.request('health', record({}), 9_999_999), new Promise((r) => setTimeout(() => r('hang'), 20_000))]);
+    expect(health).toMatchObject({ ok: true, value: { status: 'ok' } });
+    expect(c.events.filter((e) => e.name === 'protocol_error').length).toBeGreaterThan(5_000);
+    expect((await c.close()).code).toBe(0);
+  });
+});
