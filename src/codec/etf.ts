@@ -19,7 +19,6 @@
 import { isUtf8 } from 'node:buffer';
 import zlib from 'node:zlib';
 import {
-  ATOM_KEYS,
   Atom,
   BitBinary,
   ErlFloat,
@@ -29,6 +28,7 @@ import {
   Tuple,
   atomKeysOf,
   isTermObject,
+  setAtomKeys,
   type Term,
   type TermObject,
 } from './terms.js';
@@ -233,8 +233,11 @@ class Decoder {
       case TAG.BINARY: {
         const n = this.u32();
         this.need(n);
-        const bytes = this.buf.subarray(this.pos, this.pos + n);
+        const start = this.pos;
         this.pos += n;
+        const ascii = n <= SHORT ? asciiString(this.buf, start, n) : undefined;
+        if (ascii !== undefined) return ascii;
+        const bytes = this.buf.subarray(start, start + n);
         return isUtf8(bytes) ? bytes.toString('utf8') : Buffer.from(bytes);
       }
       case TAG.BIT_BINARY: {
@@ -288,6 +291,11 @@ class Decoder {
   private atomName(tag: number, start: number): string {
     const n = tag === TAG.ATOM || tag === TAG.ATOM_UTF8 ? this.u16() : this.u8();
     this.need(n);
+    const cached = cachedAtomName(this.buf, this.pos, n);
+    if (cached !== undefined) {
+      this.pos += n;
+      return cached;
+    }
     const bytes = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
     if (tag === TAG.ATOM || tag === TAG.SMALL_ATOM) return bytes.toString('latin1');
@@ -354,32 +362,96 @@ class Decoder {
     const n = this.count(this.u32(), 2, 'map');
     const d = this.deeper(depth);
     const obj = Object.create(null) as TermObject;
-    const atomKeys = new Set<string>();
+    let atomKeys: Set<string> | undefined;
     let entries: Array<[Term, Term]> | undefined;
     for (let i = 0; i < n; i++) {
-      const key = this.term(d);
-      const value = this.term(d);
       if (entries !== undefined) {
-        entries.push([key, value]);
+        const key = this.term(d);
+        entries.push([key, this.term(d)]);
         continue;
       }
-      const k = stringKey(key);
-      if (k !== undefined && !Object.prototype.hasOwnProperty.call(obj, k.name)) {
+      // Atom and binary keys become property names without building Atom values.
+      const keyStart = this.pos;
+      const keyTag = this.buf[this.pos];
+      let name: string | undefined;
+      let isAtom = false;
+      if (keyTag === TAG.SMALL_ATOM_UTF8 || keyTag === TAG.ATOM_UTF8 || keyTag === TAG.SMALL_ATOM || keyTag === TAG.ATOM) {
+        this.pos++;
+        name = this.atomName(keyTag, keyStart);
+        isAtom = true;
+      } else {
+        const key = this.term(d);
+        if (typeof key === 'string') name = key;
+        else {
+          entries = this.toEntries(obj, atomKeys);
+          entries.push([key, this.term(d)]);
+          continue;
+        }
+      }
+      const value = this.term(d);
+      if (!(name in obj)) {
         // obj has a null prototype: there is no inherited `__proto__` setter, so even that key
         // lands as a plain own property and no key can reach a prototype.
-        obj[k.name] = value;
-        if (k.atom) atomKeys.add(k.name);
+        obj[name] = value;
+        if (isAtom) (atomKeys ??= new Set()).add(name);
         continue;
       }
-      // A key that is not an atom/binary, or an atom and a binary with the same text:
-      // keep the exact keys in a TermMap.
-      entries = Object.keys(obj).map((name): [Term, Term] => [atomKeys.has(name) ? atomValue(name) : name, obj[name]!]);
-      entries.push([key, value]);
+      // An atom and a binary with the same text: keep the exact keys in a TermMap.
+      entries = this.toEntries(obj, atomKeys);
+      entries.push([isAtom ? atomValue(name) : name, value]);
     }
     if (entries !== undefined) return new TermMap(entries);
-    Object.defineProperty(obj, ATOM_KEYS, { value: atomKeys, enumerable: false, configurable: true });
+    if (atomKeys !== undefined) setAtomKeys(obj, atomKeys);
     return obj;
   }
+
+  private toEntries(obj: TermObject, atomKeys: Set<string> | undefined): Array<[Term, Term]> {
+    return Object.keys(obj).map((name): [Term, Term] => [atomKeys?.has(name) ? atomValue(name) : name, obj[name]!]);
+  }
+}
+
+/**
+ * Atom names by their bytes. The same few atoms (field names, tags) arrive in
+ * every frame; handing back one interned string per name saves building and
+ * re-hashing a fresh string for every map key. Bounded: the BEAM's atom table
+ * is finite, but a hostile peer could send many names, so only the first
+ * 4,096 distinct ASCII names are kept.
+ */
+const atomNames = new Map<number, { bytes: Uint8Array; name: string }>();
+const MAX_CACHED_ATOMS = 4096;
+
+function cachedAtomName(buf: Buffer, start: number, n: number): string | undefined {
+  if (n > SHORT) return undefined;
+  let h = 2166136261 ^ n;
+  for (let i = start; i < start + n; i++) {
+    const c = buf[i]!;
+    if (c > 0x7f) return undefined;
+    h = Math.imul(h ^ c, 16777619);
+  }
+  const hit = atomNames.get(h);
+  if (hit !== undefined && hit.bytes.length === n) {
+    let same = true;
+    for (let i = 0; i < n; i++) if (hit.bytes[i] !== buf[start + i]) same = false;
+    if (same) return hit.name;
+  }
+  const name = asciiString(buf, start, n)!;
+  if (atomNames.size < MAX_CACHED_ATOMS && hit === undefined) atomNames.set(h, { bytes: Uint8Array.from(buf.subarray(start, start + n)), name });
+  return name;
+}
+
+/** Below this many bytes, decoding ASCII in JS beats a call into Buffer's native toString. */
+const SHORT = 64;
+
+/** The bytes as a string when they are all ASCII (then UTF-8 and Latin-1 agree), else undefined. */
+function asciiString(buf: Buffer, start: number, n: number): string | undefined {
+  if (n > SHORT) return undefined;
+  let s = '';
+  for (let i = start; i < start + n; i++) {
+    const c = buf[i]!;
+    if (c > 0x7f) return undefined;
+    s += String.fromCharCode(c);
+  }
+  return s;
 }
 
 function atomValue(name: string): Atom | boolean | null {
@@ -387,15 +459,6 @@ function atomValue(name: string): Atom | boolean | null {
   if (name === 'false') return false;
   if (name === 'nil') return null;
   return Atom.of(name);
-}
-
-function stringKey(key: Term): { name: string; atom: boolean } | undefined {
-  if (typeof key === 'string') return { name: key, atom: false };
-  if (key instanceof Atom) return { name: key.name, atom: true };
-  if (key === true) return { name: 'true', atom: true };
-  if (key === false) return { name: 'false', atom: true };
-  if (key === null) return { name: 'nil', atom: true };
-  return undefined;
 }
 
 // ---------------------------------------------------------------- encoding
@@ -527,12 +590,30 @@ function encodeTerm(w: Writer, t: Term, depth: number, maxDepth: number): void {
 }
 
 function encodeString(w: Writer, s: string): void {
+  if (s.length <= SHORT && writeAsciiBinary(w, s)) return;
   const n = Buffer.byteLength(s, 'utf8');
   w.ensure(5 + n);
   w.buf[w.pos++] = TAG.BINARY;
   w.buf.writeUInt32BE(n, w.pos);
   w.pos += 4;
   w.pos += w.buf.write(s, w.pos, 'utf8');
+}
+
+/** BINARY_EXT of an ASCII string, written byte by byte; false (nothing written) if `s` is not ASCII. */
+function writeAsciiBinary(w: Writer, s: string): boolean {
+  const n = s.length;
+  for (let i = 0; i < n; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  w.ensure(5 + n);
+  const buf = w.buf;
+  let p = w.pos;
+  buf[p++] = TAG.BINARY;
+  buf[p++] = 0;
+  buf[p++] = 0;
+  buf[p++] = 0;
+  buf[p++] = n;
+  for (let i = 0; i < n; i++) buf[p++] = s.charCodeAt(i);
+  w.pos = p;
+  return true;
 }
 
 function encodeAtom(w: Writer, name: string): void {

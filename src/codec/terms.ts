@@ -118,14 +118,14 @@ export type Term =
   | TermObject;
 
 /**
- * Which keys of a map object are atoms. The decoder sets it on every map it
- * decodes (so atom keys stay atoms on re-encode); `record()` sets it for
- * maps we build whose keys are contract field names. Keys not in the set
- * are encoded as binaries, so user data never mints atoms on the BEAM.
+ * Which keys of a map object are atoms. The decoder records it for every
+ * map it decodes (so atom keys stay atoms on re-encode); `record()` records
+ * it for maps we build whose keys are contract field names. Keys not
+ * recorded are encoded as binaries, so user data never mints atoms on the
+ * BEAM. Kept beside the object (a WeakMap), not on it: nothing to copy,
+ * enumerate or serialise by mistake.
  */
-export const ATOM_KEYS: unique symbol = Symbol('prompt-engine.atomKeys');
-
-type WithAtomKeys = { [ATOM_KEYS]?: ReadonlySet<string> };
+const atomKeySets = new WeakMap<object, ReadonlySet<string>>();
 
 /** Create a null-prototype map object. */
 export function newMap(): TermObject {
@@ -146,21 +146,25 @@ export function record(fields: Record<string, Term | undefined>): TermObject {
     out[k] = v;
     keys.add(k);
   }
-  Object.defineProperty(out, ATOM_KEYS, { value: keys, enumerable: false });
+  atomKeySets.set(out, keys);
   return out;
 }
 
 /** Mark `keys` of `obj` as atom keys (in addition to any already marked). */
 export function markAtomKeys(obj: TermObject, keys: Iterable<string>): TermObject {
-  const prev = atomKeysOf(obj);
-  const next = new Set<string>(prev ?? []);
+  const next = new Set<string>(atomKeySets.get(obj) ?? []);
   for (const k of keys) next.add(k);
-  Object.defineProperty(obj, ATOM_KEYS, { value: next, enumerable: false, configurable: true });
+  atomKeySets.set(obj, next);
   return obj;
 }
 
+/** Record the atom keys of a decoded map (the set is taken as it is). */
+export function setAtomKeys(obj: TermObject, keys: ReadonlySet<string>): void {
+  atomKeySets.set(obj, keys);
+}
+
 export function atomKeysOf(obj: object): ReadonlySet<string> | undefined {
-  return (obj as WithAtomKeys)[ATOM_KEYS];
+  return atomKeySets.get(obj);
 }
 
 export function isTermObject(v: unknown): v is TermObject {
