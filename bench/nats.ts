@@ -158,14 +158,15 @@ async function main(): Promise<void> {
       generateNote = `generate_prompt not measured: ${(err as Error).message.slice(0, 200)}`;
     }
     await stopAll(sc);
-    rows.push(`| ${n} | bare nats.js echo (baseline) | ${f(b.rate)} | ${f(b.p50)} | ${f(b.p99)} | 1.00× |`);
-    rows.push(`| ${n} | sidecar \`echo\` | ${f(e.rate)} | ${f(e.p50)} | ${f(e.p99)} | ${(e.rate / b.rate).toFixed(2)}× |`);
-    if (g !== undefined) rows.push(`| ${n} | sidecar \`generate_prompt\` | ${f(g.rate)} | ${f(g.p50)} | ${f(g.p99)} | ${(g.rate / b.rate).toFixed(2)}× |`);
+    const ratio = (x: Figures): string => `${(x.rate / b.rate).toFixed(2)}× | ${(x.p50 / b.p50).toFixed(2)}×`;
+    rows.push(`| ${n} | bare nats.js echo (baseline) | ${f(b.rate)} | ${f(b.p50)} | ${f(b.p99)} | 1.00× | 1.00× |`);
+    rows.push(`| ${n} | sidecar \`echo\` | ${f(e.rate)} | ${f(e.p50)} | ${f(e.p99)} | ${ratio(e)} |`);
+    if (g !== undefined) rows.push(`| ${n} | sidecar \`generate_prompt\` | ${f(g.rate)} | ${f(g.p50)} | ${f(g.p99)} | ${ratio(g)} |`);
   }
   await nc.close();
   const table = [
-    `| instances | responder | req/s (${CONCURRENCY} in flight) | p50 µs (1 in flight) | p99 µs | req/s vs bare |`,
-    '|---:|---|---:|---:|---:|---:|',
+    `| instances | responder | req/s (${CONCURRENCY} in flight) | p50 µs (1 in flight) | p99 µs | req/s vs bare | p50 vs bare |`,
+    '|---:|---|---:|---:|---:|---:|---:|',
     ...rows,
   ].join('\n');
   process.stdout.write(`${table}\n${generateNote ? `\n${generateNote}\n` : ''}`);
