@@ -83,7 +83,7 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   process.once('SIGTERM', stop('SIGTERM'));
   process.once('SIGINT', stop('SIGINT'));
   process.on('SIGPIPE', () => undefined);
-  const watchdog = startParentWatchdog(stop('parent process gone'));
+  const watchdog = startParentWatchdog(() => void transport.shutdown('parent process gone', 0));
   const nats = flags.get('nats') !== undefined || config.natsUrl !== undefined ? await startNatsIfAvailable(engine, table, log) : undefined;
   await transport.start();
   await nats?.stop();

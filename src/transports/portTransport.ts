@@ -79,7 +79,7 @@ export class PortTransport {
       // The BEAM closed its end: nobody is left to answer. Shut down.
       this.outputBroken = true;
       this.log.info({ err: err.message }, 'port output closed');
-      void this.shutdown('output closed');
+      void this.shutdown('output closed', 0);
     });
     this.send(
       tuple(
@@ -91,7 +91,8 @@ export class PortTransport {
     this.engine.events.on('event', this.onEngineEvent);
     this.engine.registerFigures('port', () => this.figures);
     this.input.on('data', (chunk: Buffer | string) => this.reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
-    this.input.on('end', () => void this.shutdown('input EOF'));
+    // If the parent is gone too (the BEAM was killed), nobody can receive replies: abort at once.
+    this.input.on('end', () => void this.shutdown('input EOF', process.ppid !== this.originalPpid ? 0 : undefined));
     this.input.on('error', (err: Error) => {
       this.log.warn({ err: err.message }, 'port input error');
       void this.shutdown('input error');
@@ -102,6 +103,7 @@ export class PortTransport {
   }
 
   private resolveDone: (() => void) | undefined;
+  private readonly originalPpid = process.ppid;
 
   get figures(): TermObject {
     const out = this.output as net.Socket;
@@ -210,12 +212,11 @@ export class PortTransport {
    * `drainMs`), close the engine (flushes tracking writes), flush output.
    * Idempotent.
    */
-  shutdown(reason: string): Promise<void> {
+  shutdown(reason: string, drainMs = this.opts.drainMs ?? 1000): Promise<void> {
     if (this.closing !== undefined) return this.closing;
     this.closing = (async () => {
       this.log.info({ reason, in_flight: this.inFlight.size }, 'draining');
       this.input.pause();
-      const drainMs = this.opts.drainMs ?? 1000;
       if (this.inFlight.size > 0) {
         await new Promise<void>((resolve) => {
           this.allDone = resolve;
