@@ -1,4 +1,106 @@
-/** Ops of the tracking part (filled in by its issue). */
-import type { OpSpec } from './types.js';
+/**
+ * Ops of the tracking store: `track_*` (answered with the id once the row is
+ * durable), `query` (seven kinds), `prompt_stats` (per-prompt aggregates).
+ */
+import '../store/service.js';
+import { record, type TermObject } from '../codec/terms.js';
+import { parseEntry, type EntryKind, type EntryRow } from '../store/entries.js';
+import { aggregateRecord, QUERY_KINDS, type QueryArgs, type QueryKind } from '../store/trackingStore.js';
+import { asList, asString, oneOf, optInt, optNum, optStr, str } from './args.js';
+import { badRequest, defineOp, type OpSpec } from './types.js';
 
-export const trackingOps: OpSpec<unknown>[] = [];
+function trackOp(name: string, kind: EntryKind): OpSpec<unknown> {
+  return defineOp<EntryRow>({
+    name,
+    summary: `record a ${kind} entry; answered with its id once the row is durable`,
+    validate: (a) => parseEntry(kind, a),
+    async handle(row, { engine }) {
+      await (await engine.service('store')).write(row);
+      return record({ id: row.id });
+    },
+  }) as OpSpec<unknown>;
+}
+
+/** "24h", "30m", "7d", "90s" or milliseconds. */
+function duration(a: TermObject): number | undefined {
+  const ms = optInt(a, 'since_ms', { min: 0 });
+  if (ms !== undefined) return ms;
+  const d = optStr(a, 'duration', { max: 32 });
+  if (d === undefined) return undefined;
+  const m = /^(\d+)\s*(ms|s|m|h|d)$/.exec(d.trim());
+  if (m === null) throw badRequest('duration', 'expected a duration like "90s", "30m", "24h" or "7d"');
+  return Number(m[1]) * { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms' | 's' | 'm' | 'h' | 'd'];
+}
+
+function techStack(a: TermObject): string[] | undefined {
+  const v = a.project_tech_stack ?? a.tech_stack;
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'string') return [v];
+  return asList(v, 'project_tech_stack', { max: 100 }).map((x, i) => asString(x, `project_tech_stack[${i}]`, { max: 200 }));
+}
+
+const query = defineOp<{ kind: QueryKind; args: QueryArgs }>({
+  name: 'query',
+  summary: `query the tracking store: kind = ${QUERY_KINDS.join(' | ')}`,
+  validate: (a) => {
+    const kind = oneOf(a, 'kind', QUERY_KINDS);
+    const args: QueryArgs = { limit: optInt(a, 'limit', { min: 1, max: 10_000 }) ?? 100 };
+    switch (kind) {
+      case 'by_id': {
+        args.id = str(a, 'id', { max: 36 });
+        if (!/^[0-9a-f-]{36}$/i.test(args.id)) throw badRequest('id', 'expected a UUID');
+        break;
+      }
+      case 'similar':
+        args.techStack = techStack(a) ?? [];
+        args.projectType = optStr(a, 'project_type', { max: 200 });
+        if (args.techStack.length === 0 && args.projectType === undefined) throw badRequest('project_tech_stack', 'expected a tech stack or a project_type to match');
+        break;
+      case 'by_tech_stack':
+        args.techStack = techStack(a);
+        if (args.techStack === undefined || args.techStack.length === 0) throw badRequest('project_tech_stack', 'is required (a list of strings)');
+        break;
+      case 'prompt_executions':
+      case 'evolution_history':
+        args.promptId = str(a, 'prompt_id', { max: 512 });
+        break;
+      case 'recent_feedback':
+        args.sinceMs = duration(a);
+        args.promptId = optStr(a, 'prompt_id', { max: 512 });
+        break;
+      case 'high_performance':
+        args.minSuccessRate = optNum(a, 'threshold', { min: 0, max: 1 }) ?? optNum(a, 'min_success_rate', { min: 0, max: 1 });
+        args.minCount = optInt(a, 'min_count', { min: 1 });
+        break;
+    }
+    return { kind, args };
+  },
+  async handle({ kind, args }, { engine }) {
+    const rows = await (await engine.service('store')).query(kind, args);
+    return record({ kind, rows });
+  },
+});
+
+const promptStats = defineOp<{ ids: string[] }>({
+  name: 'prompt_stats',
+  summary: 'per-prompt aggregates: count, success rate, mean confidence, latency p50/p95',
+  validate: (a) => {
+    const ids = a.prompt_ids !== undefined ? asList(a.prompt_ids, 'prompt_ids', { max: 1000 }).map((x, i) => asString(x, `prompt_ids[${i}]`, { max: 512 })) : [str(a, 'prompt_id', { max: 512 })];
+    return { ids };
+  },
+  async handle({ ids }, { engine }) {
+    const aggs = await (await engine.service('store')).promptAggregates(ids);
+    const empty = { count: 0, successes: 0, success_rate: 0, mean_confidence: 0, p50_ms: 0, p95_ms: 0 };
+    return record({ prompts: ids.map((id) => aggregateRecord(id, aggs.get(id) ?? empty)) });
+  },
+});
+
+export const trackingOps: OpSpec<unknown>[] = [
+  trackOp('track_execution', 'execution'),
+  trackOp('track_feedback', 'feedback'),
+  trackOp('track_evolution', 'evolution'),
+  trackOp('track_ab_result', 'ab_result'),
+  trackOp('track_context_signature', 'context_signature'),
+  query as OpSpec<unknown>,
+  promptStats as OpSpec<unknown>,
+];

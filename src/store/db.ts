@@ -1,0 +1,75 @@
+/**
+ * The two backends behind one small interface: PostgreSQL through a `pg`
+ * pool, or embedded PGlite in a data directory. The store above speaks
+ * only `query` and `transaction`.
+ */
+import fs from 'node:fs';
+import type { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+
+export type SqlParam = string | number | boolean | null | string[];
+export type Row = Record<string, unknown>;
+
+export interface SqlClient {
+  readonly backend: 'postgres' | 'pglite';
+  query<R extends Row = Row>(sql: string, params?: SqlParam[]): Promise<R[]>;
+  /** Run `fn` in one transaction (one connection). */
+  transaction<T>(fn: (q: (sql: string, params?: SqlParam[]) => Promise<Row[]>) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export async function openPostgres(url: string, opts: { max?: number } = {}): Promise<SqlClient> {
+  const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 4, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
+  // An idle client losing its server (restart) must not crash the process.
+  pool.on('error', () => undefined);
+  // bigint columns (seq, test_duration) as JS numbers: they stay below 2^53 here.
+  const types = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) };
+  return {
+    backend: 'postgres',
+    async query<R extends Row>(sql: string, params: SqlParam[] = []) {
+      const r = await pool.query<R>({ text: sql, values: params, types });
+      return r.rows;
+    },
+    async transaction(fn) {
+      const client = await pool.connect();
+      let broken = false;
+      try {
+        await client.query('BEGIN');
+        const out = await fn(async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[]);
+        await client.query('COMMIT');
+        return out;
+      } catch (err) {
+        broken = isConnectionError(err);
+        if (!broken) await client.query('ROLLBACK').catch(() => undefined);
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    },
+    close: () => pool.end(),
+  };
+}
+
+export async function openPglite(dir: string): Promise<SqlClient> {
+  fs.mkdirSync(dir, { recursive: true });
+  const { PGlite } = await import('@electric-sql/pglite');
+  const db: PGlite = await PGlite.create(dir);
+  const fix = (rows: Row[]): Row[] => rows.map((r) => (typeof r.seq === 'bigint' ? { ...r, seq: Number(r.seq) } : r));
+  return {
+    backend: 'pglite',
+    async query<R extends Row>(sql: string, params: SqlParam[] = []) {
+      return fix((await db.query<Row>(sql, params)).rows) as R[];
+    },
+    transaction: (fn) => db.transaction(async (tx) => fn(async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows))),
+    close: () => db.close(),
+  };
+}
+
+/** Errors that mean "the database is not reachable right now" (as opposed to a bad statement). */
+export function isConnectionError(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: string }).code ?? '';
+  if (['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', '57P01', '57P02', '57P03', '53300'].includes(code)) return true;
+  if (code.startsWith('08')) return true;
+  return /Connection terminated|connection timeout|terminating connection|Client has encountered a connection error|not queryable|timeout exceeded when trying to connect/i.test(err.message);
+}

@@ -1,0 +1,183 @@
+/**
+ * The five tracking entry types (DESIGN.md §2): validation at the edge and
+ * the row each becomes. Field names are the contract. A bad entry is a
+ * `bad_request` naming the field; nothing partial is ever written.
+ */
+import { randomUUID } from 'node:crypto';
+import { Atom, isTermObject, type Term, type TermObject } from '../codec/terms.js';
+import { asList, asNumber, asString, bool, int, num, oneOf, optInt, optNum, optStr, str, stringMap } from '../ops/args.js';
+import { badRequest } from '../ops/types.js';
+
+export const FEEDBACK_TYPES = ['quality', 'accuracy', 'performance', 'usability', 'completeness', 'other'] as const;
+export const EVOLUTION_TYPES = ['optimization', 'refinement', 'expansion', 'simplification', 'adaptation', 'other'] as const;
+export const WINNERS = ['a', 'b', 'tie'] as const;
+
+export type EntryKind = 'execution' | 'feedback' | 'evolution' | 'ab_result' | 'context_signature';
+
+export interface TableSpec {
+  table: string;
+  /** Columns in insert order; `id` first. */
+  columns: readonly string[];
+  /** Postgres casts for parameters ($n::jsonb). */
+  casts: Readonly<Record<string, string>>;
+}
+
+export const TABLES: Readonly<Record<EntryKind, TableSpec>> = {
+  execution: {
+    table: 'prompt_executions',
+    columns: ['id', 'prompt_id', 'execution_time_ms', 'success', 'confidence_score', 'context_signature', 'response_length', 'timestamp', 'metadata'],
+    casts: { metadata: 'jsonb', timestamp: 'timestamptz' },
+  },
+  feedback: {
+    table: 'prompt_feedback',
+    columns: ['id', 'prompt_id', 'feedback_type', 'rating', 'comment', 'user_id', 'timestamp', 'context'],
+    casts: { context: 'jsonb', timestamp: 'timestamptz' },
+  },
+  evolution: {
+    table: 'prompt_evolutions',
+    columns: ['id', 'original_prompt_id', 'evolved_prompt_id', 'evolution_type', 'performance_improvement', 'evolution_timestamp', 'evolution_metadata'],
+    casts: { evolution_metadata: 'jsonb', evolution_timestamp: 'timestamptz' },
+  },
+  ab_result: {
+    table: 'ab_test_results',
+    columns: ['id', 'test_id', 'variant_a_prompt_id', 'variant_b_prompt_id', 'winner', 'confidence_level', 'sample_size', 'test_duration', 'test_timestamp', 'metrics'],
+    casts: { metrics: 'jsonb', test_timestamp: 'timestamptz' },
+  },
+  context_signature: {
+    table: 'context_signatures',
+    columns: ['id', 'signature_hash', 'project_tech_stack', 'project_type', 'complexity_level', 'created_at', 'metadata'],
+    casts: { metadata: 'jsonb', created_at: 'timestamptz', project_tech_stack: 'text[]' },
+  },
+};
+
+/** A validated entry: values in the order of its table's columns (jsonb as JSON text). */
+export interface EntryRow {
+  kind: EntryKind;
+  id: string;
+  values: Array<string | number | boolean | null | string[]>;
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAX_JSON_BYTES = 64 * 1024;
+
+function entryId(e: TermObject): string {
+  const id = optStr(e, 'id', { max: 36 });
+  if (id === undefined) return randomUUID();
+  if (!UUID_RE.test(id)) throw badRequest('id', 'expected a UUID');
+  return id.toLowerCase();
+}
+
+/** ISO-8601 text or integer unix milliseconds; defaults to now when absent. */
+function timestamp(e: TermObject, field: string): string {
+  const v = e[field];
+  if (v === undefined || v === null) return new Date().toISOString();
+  let d: Date;
+  if (typeof v === 'string') {
+    if (!/^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(v)) throw badRequest(field, 'expected an ISO-8601 timestamp or unix milliseconds');
+    d = new Date(v);
+  } else if (typeof v === 'number' && Number.isInteger(v)) d = new Date(v);
+  else throw badRequest(field, 'expected an ISO-8601 timestamp or unix milliseconds');
+  if (Number.isNaN(d.getTime()) || d.getUTCFullYear() < 1970 || d.getUTCFullYear() > 9999) throw badRequest(field, 'expected a valid timestamp');
+  return d.toISOString();
+}
+
+function jsonField(v: Term | undefined, field: string, convert: (v: Term | undefined, field: string) => Record<string, string | number>): string {
+  const obj = v === undefined || v === null ? {} : convert(v, field);
+  const text = JSON.stringify(obj);
+  if (Buffer.byteLength(text) > MAX_JSON_BYTES) throw badRequest(field, `expected at most ${MAX_JSON_BYTES} bytes`);
+  return text;
+}
+
+/** string → number maps (A/B metrics). */
+function floatMap(v: Term | undefined, field: string): Record<string, number> {
+  if (!isTermObject(v)) throw badRequest(field, 'expected a map of string to number');
+  const out: Record<string, number> = {};
+  for (const k of Object.keys(v)) out[k] = asNumber(v[k], `${field}.${k}`);
+  return out;
+}
+
+const text = (e: TermObject, k: string): string => str(e, k, { min: 1, max: 512 });
+
+export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
+  const id = entryId(e);
+  switch (kind) {
+    case 'execution':
+      return {
+        kind,
+        id,
+        values: [
+          id,
+          text(e, 'prompt_id'),
+          int(e, 'execution_time_ms', { min: 0, max: 2_147_483_647 }),
+          bool(e, 'success'),
+          optNum(e, 'confidence_score', { min: 0, max: 1 }) ?? null,
+          optStr(e, 'context_signature', { max: 512 }) ?? null,
+          optInt(e, 'response_length', { min: 0, max: 2_147_483_647 }) ?? null,
+          timestamp(e, 'timestamp'),
+          jsonField(e.metadata, 'metadata', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES })),
+        ],
+      };
+    case 'feedback':
+      return {
+        kind,
+        id,
+        values: [
+          id,
+          text(e, 'prompt_id'),
+          oneOf(e, 'feedback_type', FEEDBACK_TYPES),
+          num(e, 'rating', { min: -1e6, max: 1e6 }),
+          optStr(e, 'comment', { max: 10_000 }) ?? null,
+          optStr(e, 'user_id', { max: 512 }) ?? null,
+          timestamp(e, 'timestamp'),
+          jsonField(e.context, 'context', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES })),
+        ],
+      };
+    case 'evolution':
+      return {
+        kind,
+        id,
+        values: [
+          id,
+          text(e, 'original_prompt_id'),
+          text(e, 'evolved_prompt_id'),
+          oneOf(e, 'evolution_type', EVOLUTION_TYPES),
+          num(e, 'performance_improvement'),
+          timestamp(e, 'evolution_timestamp'),
+          jsonField(e.evolution_metadata, 'evolution_metadata', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES })),
+        ],
+      };
+    case 'ab_result':
+      return {
+        kind,
+        id,
+        values: [
+          id,
+          text(e, 'test_id'),
+          text(e, 'variant_a_prompt_id'),
+          text(e, 'variant_b_prompt_id'),
+          oneOf(e, 'winner', WINNERS),
+          num(e, 'confidence_level', { min: 0, max: 1 }),
+          int(e, 'sample_size', { min: 0, max: 2_147_483_647 }),
+          int(e, 'test_duration', { min: 0 }),
+          timestamp(e, 'test_timestamp'),
+          jsonField(e.metrics, 'metrics', floatMap),
+        ],
+      };
+    case 'context_signature': {
+      const stack = e.project_tech_stack === undefined ? [] : asList(e.project_tech_stack, 'project_tech_stack', { max: 100 });
+      return {
+        kind,
+        id,
+        values: [
+          id,
+          text(e, 'signature_hash'),
+          stack.map((s, i) => asString(s instanceof Atom ? s.name : s, `project_tech_stack[${i}]`, { max: 200 }).toLowerCase()),
+          text(e, 'project_type'),
+          text(e, 'complexity_level'),
+          timestamp(e, 'created_at'),
+          jsonField(e.metadata, 'metadata', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES })),
+        ],
+      };
+    }
+  }
+}

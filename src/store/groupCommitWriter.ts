@@ -1,0 +1,163 @@
+/**
+ * Group commit: concurrent `track_*` writes are coalesced into multi-row
+ * INSERTs, one transaction per batch, one batch in flight at a time (so
+ * commit order is arrival order). Writes that arrive while a batch commits
+ * form the next batch; a write is answered only after its row is committed
+ * — or, while the database is unreachable, after it is fsync'd to the
+ * journal, which a recovery loop replays in order when the database returns.
+ */
+import type { Logger } from 'pino';
+import type { SqlClient, SqlParam } from './db.js';
+import { isConnectionError } from './db.js';
+import { TABLES, type EntryKind, type EntryRow } from './entries.js';
+import type { Journal } from './journal.js';
+
+interface Pending {
+  row: EntryRow;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+export interface WriterFigures {
+  batches: number;
+  rows: number;
+  journaled: number;
+  replayed: number;
+  db_up: boolean;
+}
+
+export class GroupCommitWriter {
+  private queue: Pending[] = [];
+  private flushing: Promise<void> | undefined;
+  private dbUp = true;
+  private recovering: NodeJS.Timeout | undefined;
+  private closed = false;
+  readonly figures: WriterFigures = { batches: 0, rows: 0, journaled: 0, replayed: 0, db_up: true };
+
+  constructor(
+    private readonly db: SqlClient,
+    private readonly journal: Journal,
+    private readonly log: Logger,
+    private readonly opts: { maxBatch: number; recoverEveryMs: number; onRecovered?: () => Promise<void> } = { maxBatch: 500, recoverEveryMs: 500 },
+  ) {}
+
+  /** Resolves when the row is committed (or durably journaled). */
+  write(row: EntryRow): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('the store is closed'));
+    return new Promise<void>((resolve, reject) => {
+      this.queue.push({ row, resolve, reject });
+      if (this.flushing === undefined) this.flushing = this.flushLoop();
+    });
+  }
+
+  /** Start in the journaling state (the database was unreachable at start, or the journal holds entries). */
+  startRecovery(): void {
+    this.dbUp = false;
+    this.figures.db_up = false;
+    this.scheduleRecovery(0);
+  }
+
+  private async flushLoop(): Promise<void> {
+    // Let the writes of this tick join the first batch.
+    await new Promise<void>((r) => setImmediate(r));
+    try {
+      while (this.queue.length > 0) {
+        const batch = this.queue.splice(0, this.opts.maxBatch);
+        await this.commit(batch);
+      }
+    } finally {
+      this.flushing = undefined;
+      if (this.queue.length > 0) this.flushing = this.flushLoop();
+    }
+  }
+
+  private async commit(batch: Pending[]): Promise<void> {
+    const rows = batch.map((p) => p.row);
+    if (this.dbUp && this.journal.depth === 0) {
+      try {
+        await insertRows(this.db, rows);
+        this.figures.batches++;
+        this.figures.rows += rows.length;
+        for (const p of batch) p.resolve();
+        return;
+      } catch (err) {
+        if (!isConnectionError(err)) {
+          for (const p of batch) p.reject(err);
+          return;
+        }
+        this.log.warn({ err: (err as Error).message }, 'database unreachable: journaling tracking writes');
+        this.dbUp = false;
+        this.figures.db_up = false;
+        this.scheduleRecovery(this.opts.recoverEveryMs);
+      }
+    }
+    try {
+      await this.journal.append(rows);
+      this.figures.journaled += rows.length;
+      for (const p of batch) p.resolve();
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+    }
+  }
+
+  private scheduleRecovery(ms: number): void {
+    if (this.recovering !== undefined || this.closed) return;
+    this.recovering = setTimeout(() => {
+      this.recovering = undefined;
+      void this.recover();
+    }, ms);
+    this.recovering.unref();
+  }
+
+  /** Probe the database; when it answers, replay the journal, then write directly again. */
+  private async recover(): Promise<void> {
+    try {
+      await this.db.query('SELECT 1');
+      await this.opts.onRecovered?.();
+      const n = await this.journal.replay((rows) => insertRows(this.db, rows), this.opts.maxBatch);
+      this.figures.replayed += n;
+      if (this.journal.depth === 0) {
+        this.dbUp = true;
+        this.figures.db_up = true;
+        if (n > 0) this.log.info({ replayed: n }, 'database back: journal replayed');
+        return;
+      }
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'database still unreachable');
+    }
+    this.scheduleRecovery(this.opts.recoverEveryMs);
+  }
+
+  /** Wait for queued writes; stop recovering. Journaled entries stay for the next start. */
+  async close(): Promise<void> {
+    while (this.flushing !== undefined) await this.flushing;
+    this.closed = true;
+    if (this.recovering !== undefined) clearTimeout(this.recovering);
+  }
+}
+
+/** One multi-row INSERT per table, all in one transaction; duplicates of an id are ignored. */
+export async function insertRows(db: SqlClient, rows: EntryRow[]): Promise<void> {
+  const byKind = new Map<EntryKind, EntryRow[]>();
+  for (const r of rows) {
+    let list = byKind.get(r.kind);
+    if (list === undefined) byKind.set(r.kind, (list = []));
+    list.push(r);
+  }
+  await db.transaction(async (q) => {
+    for (const [kind, list] of byKind) {
+      const spec = TABLES[kind];
+      const params: SqlParam[] = [];
+      const tuples = list.map((r) => {
+        const ph = spec.columns.map((c, i) => {
+          params.push(r.values[i] as SqlParam);
+          const cast = spec.casts[c];
+          return cast ? `$${params.length}::${cast}` : `$${params.length}`;
+        });
+        return `(${ph.join(',')})`;
+      });
+      const cols = spec.columns.map((c) => `"${c}"`).join(',');
+      await q(`INSERT INTO ${spec.table} (${cols}) VALUES ${tuples.join(',')} ON CONFLICT (id) DO NOTHING`, params);
+    }
+  });
+}

@@ -1,0 +1,105 @@
+/**
+ * The store's schema, as versioned migrations shared by PostgreSQL and PGlite.
+ * Kept as TypeScript strings (not .sql files) so the compiled `dist/` carries
+ * them. Applied in order under an advisory lock; each version once.
+ */
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: 'tracking tables',
+    sql: `
+CREATE TABLE IF NOT EXISTS prompt_executions (
+  id uuid PRIMARY KEY,
+  seq bigserial NOT NULL,
+  prompt_id text NOT NULL,
+  execution_time_ms integer NOT NULL CHECK (execution_time_ms >= 0),
+  success boolean NOT NULL,
+  confidence_score double precision,
+  context_signature text,
+  response_length integer,
+  "timestamp" timestamptz NOT NULL,
+  metadata jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX IF NOT EXISTS prompt_executions_prompt_ts ON prompt_executions (prompt_id, "timestamp");
+CREATE INDEX IF NOT EXISTS prompt_executions_seq ON prompt_executions (seq);
+
+CREATE TABLE IF NOT EXISTS prompt_feedback (
+  id uuid PRIMARY KEY,
+  seq bigserial NOT NULL,
+  prompt_id text NOT NULL,
+  feedback_type text NOT NULL CHECK (feedback_type IN ('quality','accuracy','performance','usability','completeness','other')),
+  rating double precision NOT NULL,
+  comment text,
+  user_id text,
+  "timestamp" timestamptz NOT NULL,
+  context jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX IF NOT EXISTS prompt_feedback_ts ON prompt_feedback ("timestamp");
+CREATE INDEX IF NOT EXISTS prompt_feedback_prompt ON prompt_feedback (prompt_id);
+
+CREATE TABLE IF NOT EXISTS prompt_evolutions (
+  id uuid PRIMARY KEY,
+  seq bigserial NOT NULL,
+  original_prompt_id text NOT NULL,
+  evolved_prompt_id text NOT NULL,
+  evolution_type text NOT NULL CHECK (evolution_type IN ('optimization','refinement','expansion','simplification','adaptation','other')),
+  performance_improvement double precision NOT NULL,
+  evolution_timestamp timestamptz NOT NULL,
+  evolution_metadata jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX IF NOT EXISTS prompt_evolutions_original ON prompt_evolutions (original_prompt_id, evolution_timestamp);
+CREATE INDEX IF NOT EXISTS prompt_evolutions_evolved ON prompt_evolutions (evolved_prompt_id);
+
+CREATE TABLE IF NOT EXISTS ab_test_results (
+  id uuid PRIMARY KEY,
+  seq bigserial NOT NULL,
+  test_id text NOT NULL,
+  variant_a_prompt_id text NOT NULL,
+  variant_b_prompt_id text NOT NULL,
+  winner text NOT NULL CHECK (winner IN ('a','b','tie')),
+  confidence_level double precision NOT NULL,
+  sample_size integer NOT NULL CHECK (sample_size >= 0),
+  test_duration bigint NOT NULL CHECK (test_duration >= 0),
+  test_timestamp timestamptz NOT NULL,
+  metrics jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX IF NOT EXISTS ab_test_results_test ON ab_test_results (test_id);
+
+CREATE TABLE IF NOT EXISTS context_signatures (
+  id uuid PRIMARY KEY,
+  seq bigserial NOT NULL,
+  signature_hash text NOT NULL,
+  project_tech_stack text[] NOT NULL DEFAULT '{}',
+  project_type text NOT NULL,
+  complexity_level text NOT NULL,
+  created_at timestamptz NOT NULL,
+  metadata jsonb NOT NULL DEFAULT '{}'::jsonb
+);
+CREATE INDEX IF NOT EXISTS context_signatures_hash ON context_signatures (signature_hash);
+CREATE INDEX IF NOT EXISTS context_signatures_stack ON context_signatures USING gin (project_tech_stack);
+`,
+  },
+  {
+    version: 2,
+    name: 'model registry',
+    sql: `
+CREATE TABLE IF NOT EXISTS models (
+  version text PRIMARY KEY,
+  feature_spec_hash text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  samples integer NOT NULL,
+  metrics jsonb NOT NULL DEFAULT '{}'::jsonb,
+  promoted boolean NOT NULL DEFAULT false,
+  promoted_at timestamptz,
+  path text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS models_promoted ON models (promoted_at) WHERE promoted;
+`,
+  },
+];

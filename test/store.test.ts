@@ -1,0 +1,159 @@
+/**
+ * The tracking store on both backends (PGlite and a real PostgreSQL): every
+ * track op and query kind, idempotent ids, validation naming the field, and
+ * the same results from both.
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErlFloat, record, type Term, type TermObject } from '../src/codec/terms.js';
+import { localEngine, type LocalEngine } from './helpers/engine.js';
+import { freshDatabase } from './helpers/pg.js';
+
+const results: Record<string, unknown> = {};
+const ok = (r: { ok: boolean }): TermObject => {
+  if (!r.ok) throw new Error(`op failed: ${JSON.stringify(r)}`);
+  return (r as { value: TermObject }).value;
+};
+const plain = (t: unknown): unknown => JSON.parse(JSON.stringify(t, (_k, v: unknown) => (v instanceof ErlFloat ? v.value : typeof v === 'bigint' ? String(v) : v)));
+const ids = {
+  e1: '11111111-1111-4111-8111-111111111111',
+  f1: '22222222-2222-4222-8222-222222222222',
+  v1: '33333333-3333-4333-8333-333333333333',
+  ab: '44444444-4444-4444-8444-444444444444',
+  cs: '55555555-5555-4555-8555-555555555555',
+};
+
+describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
+  let pe: LocalEngine;
+  let dbUrl: string | undefined;
+
+  beforeAll(async () => {
+    dbUrl = backend === 'postgres' ? await freshDatabase('pe_store') : undefined;
+    pe = localEngine({ databaseUrl: dbUrl });
+  });
+  afterAll(async () => {
+    await pe.close();
+  });
+
+  it('tracks each entry type and answers with its id', async () => {
+    const at = Date.parse('2026-11-20T10:00:00Z');
+    for (let i = 0; i < 30; i++) {
+      const r = ok(
+        await pe.call(
+          'track_execution',
+          record({
+            ...(i === 0 ? { id: ids.e1 } : {}),
+            prompt_id: i % 3 === 0 ? 'p_fast' : 'p_slow',
+            execution_time_ms: i % 3 === 0 ? 100 + i : 1000 + i * 10,
+            success: i % 3 === 0 ? true : i % 2 === 0,
+            confidence_score: new ErlFloat(0.5 + (i % 5) / 10),
+            context_signature: 'sig-a',
+            response_length: 500,
+            timestamp: new Date(at + i * 60_000).toISOString(),
+            metadata: { model: 'm1', task: 't' } as unknown as Term,
+          }),
+        ),
+      );
+      expect(typeof r.id).toBe('string');
+    }
+    expect(ok(await pe.call('track_feedback', record({ id: ids.f1, prompt_id: 'p_fast', feedback_type: 'quality', rating: 4, comment: 'good', user_id: 'u1', context: { lang: 'elixir' } as unknown as Term }))).id).toBe(ids.f1);
+    ok(await pe.call('track_feedback', record({ prompt_id: 'p_slow', feedback_type: 'accuracy', rating: 2, timestamp: '2020-01-01T00:00:00Z' })));
+    ok(await pe.call('track_evolution', record({ id: ids.v1, original_prompt_id: 'p_slow', evolved_prompt_id: 'p_fast', evolution_type: 'optimization', performance_improvement: new ErlFloat(0.25), evolution_metadata: { proposer: 'offline' } as unknown as Term })));
+    ok(await pe.call('track_ab_result', record({ id: ids.ab, test_id: 'ab1', variant_a_prompt_id: 'p_fast', variant_b_prompt_id: 'p_slow', winner: 'a', confidence_level: new ErlFloat(0.95), sample_size: 200, test_duration: 3_600_000, metrics: { lift: new ErlFloat(0.1) } as unknown as Term })));
+    ok(await pe.call('track_context_signature', record({ id: ids.cs, signature_hash: 'sig-a', project_tech_stack: ['Elixir', 'phoenix', 'postgres'], project_type: 'web', complexity_level: 'medium' })));
+    ok(await pe.call('track_context_signature', record({ signature_hash: 'sig-b', project_tech_stack: ['rust', 'tokio'], project_type: 'cli', complexity_level: 'low' })));
+    ok(await pe.call('track_context_signature', record({ signature_hash: 'sig-c', project_tech_stack: ['elixir', 'nerves'], project_type: 'embedded', complexity_level: 'high' })));
+  });
+
+  it('stores an id written twice once', async () => {
+    const entry = record({ id: ids.e1, prompt_id: 'p_fast', execution_time_ms: 1, success: false });
+    expect(ok(await pe.call('track_execution', entry)).id).toBe(ids.e1);
+    const rows = ok(await pe.call('query', record({ kind: 'by_id', id: ids.e1 }))).rows as TermObject[];
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.execution_time_ms).toBe(100); // the first write stands
+  });
+
+  it('rejects bad entries naming the field, and writes nothing', async () => {
+    const before = (ok(await pe.call('prompt_stats', record({ prompt_id: 'p_bad' }))).prompts as TermObject[])[0]!.count;
+    const cases: Array<[string, TermObject, RegExp]> = [
+      ['track_execution', record({ execution_time_ms: 1, success: true }), /^prompt_id: is required/],
+      ['track_execution', record({ prompt_id: 'p_bad', execution_time_ms: 'slow', success: true }), /^execution_time_ms: expected an integer/],
+      ['track_execution', record({ prompt_id: 'p_bad', execution_time_ms: 1, success: true, timestamp: 'yesterday' }), /^timestamp: expected an ISO-8601/],
+      ['track_execution', record({ prompt_id: 'p_bad', execution_time_ms: 1, success: true, metadata: { big: 'x'.repeat(70_000) } as unknown as Term }), /^metadata: expected at most/],
+      ['track_execution', record({ prompt_id: 'p_bad', execution_time_ms: 1, success: true, id: 'not-a-uuid' }), /^id: expected a UUID/],
+      ['track_feedback', record({ prompt_id: 'p_bad', feedback_type: 'vibes', rating: 1 }), /^feedback_type: expected one of quality/],
+      ['track_ab_result', record({ test_id: 't', variant_a_prompt_id: 'a', variant_b_prompt_id: 'b', winner: 'c', confidence_level: 0.5, sample_size: 1, test_duration: 1 }), /^winner: expected one of a, b, tie/],
+      ['track_ab_result', record({ test_id: 't', variant_a_prompt_id: 'a', variant_b_prompt_id: 'b', winner: 'a', confidence_level: 0.5, sample_size: 1, test_duration: 1, metrics: { x: 'high' } as unknown as Term }), /^metrics\.x: expected a number/],
+      ['track_evolution', record({ original_prompt_id: 'a', evolved_prompt_id: 'b', evolution_type: 'optimization' }), /^performance_improvement: is required/],
+    ];
+    for (const [op, entry, msg] of cases) {
+      const r = await pe.call(op, entry);
+      expect(r.ok, `${op} ${JSON.stringify(plain(entry))}`).toBe(false);
+      expect(r).toMatchObject({ reason: 'bad_request' });
+      expect((r as { message: string }).message).toMatch(msg);
+    }
+    expect((ok(await pe.call('prompt_stats', record({ prompt_id: 'p_bad' }))).prompts as TermObject[])[0]!.count).toBe(before);
+  });
+
+  it('answers the seven query kinds and per-prompt aggregates', async () => {
+    const q = async (args: Record<string, Term>) => ok(await pe.call('query', record(args))).rows as TermObject[];
+    const out: Record<string, unknown> = {};
+    out.by_id = plain(await q({ kind: 'by_id', id: ids.f1 }));
+    out.similar = (await q({ kind: 'similar', project_tech_stack: ['elixir', 'postgres'], project_type: 'web' })).map((r) => [r.signature_hash, r.overlap]);
+    out.by_tech_stack = (await q({ kind: 'by_tech_stack', project_tech_stack: ['elixir'] })).map((r) => r.signature_hash).sort();
+    out.prompt_executions = (await q({ kind: 'prompt_executions', prompt_id: 'p_fast', limit: 3 })).map((r) => r.execution_time_ms);
+    out.recent_feedback = (await q({ kind: 'recent_feedback', duration: '24h' })).map((r) => r.prompt_id);
+    out.evolution_history = plain((await q({ kind: 'evolution_history', prompt_id: 'p_fast' })).map((r) => [r.original_prompt_id, r.evolved_prompt_id, r.performance_improvement, r.evolution_metadata]));
+    out.high_performance = plain(await q({ kind: 'high_performance', threshold: new ErlFloat(0.9), min_count: 5 }));
+    const stats = ok(await pe.call('prompt_stats', record({ prompt_ids: ['p_fast', 'p_slow', 'p_none'] }))).prompts as TermObject[];
+    out.stats = plain(stats);
+
+    expect(out.similar).toEqual([
+      ['sig-a', 2],
+      ['sig-c', 1],
+    ]);
+    expect(out.by_tech_stack).toEqual(['sig-a', 'sig-c']);
+    expect(out.prompt_executions).toEqual([127, 124, 121]);
+    expect(out.recent_feedback).toEqual(['p_fast']); // the 2020 one is older than 24h
+    expect(out.evolution_history).toEqual([['p_slow', 'p_fast', 0.25, { proposer: 'offline' }]]);
+    expect(out.high_performance).toEqual([{ prompt_id: 'p_fast', count: 10, successes: 10, success_rate: 1, mean_confidence: expect.any(Number), p50_ms: 113.5, p95_ms: expect.any(Number) }]);
+    const [fast, slow, none] = stats;
+    expect(fast).toMatchObject({ prompt_id: 'p_fast', count: 10, successes: 10 });
+    expect(fast!.success_rate).toBeInstanceOf(ErlFloat);
+    expect(slow).toMatchObject({ prompt_id: 'p_slow', count: 20, successes: 10 });
+    expect((slow!.success_rate as ErlFloat).value).toBe(0.5);
+    expect(none).toMatchObject({ count: 0 });
+    const byId = (out.by_id as Array<Record<string, unknown>>)[0]!;
+    expect(byId).toMatchObject({ kind: 'feedback', prompt_id: 'p_fast', feedback_type: 'quality', rating: 4, comment: 'good', context: { lang: 'elixir' } });
+    results[backend] = out;
+  });
+
+  it('rejects bad queries naming the field', async () => {
+    expect(await pe.call('query', record({ kind: 'nope' }))).toMatchObject({ ok: false, reason: 'bad_request', message: expect.stringMatching(/^kind: expected one of by_id/) });
+    expect(await pe.call('query', record({ kind: 'recent_feedback', duration: 'soon' }))).toMatchObject({ ok: false, message: expect.stringMatching(/^duration:/) });
+    expect(await pe.call('query', record({ kind: 'prompt_executions' }))).toMatchObject({ ok: false, message: 'prompt_id: is required (a string)' });
+  });
+
+  it('applies migrations once, also when two stores open the same database', async () => {
+    if (dbUrl === undefined) return; // one PGlite directory belongs to one process
+    const { TrackingStore } = await import('../src/store/trackingStore.js');
+    const { createLogger } = await import('../src/log.js');
+    const log = createLogger('silent');
+    const [a, b] = await Promise.all([TrackingStore.open({ databaseUrl: dbUrl, dataDir: pe.dataDir + '/a', log }), TrackingStore.open({ databaseUrl: dbUrl, dataDir: pe.dataDir + '/b', log })]);
+    const c = new pg.Client({ connectionString: dbUrl });
+    await c.connect();
+    const rows = (await c.query('SELECT version FROM schema_migrations ORDER BY version')).rows;
+    await c.end();
+    expect(rows.map((r: { version: number }) => r.version)).toEqual([1, 2]);
+    await a.close();
+    await b.close();
+  });
+});
+
+describe('both backends', () => {
+  it('give the same results for the same history', () => {
+    expect(results.pglite).toBeDefined();
+    const strip = (o: unknown) => JSON.parse(JSON.stringify(o, (k, v: unknown) => (k === 'timestamp' || k === 'mean_confidence' ? undefined : v)));
+    expect(strip(results.postgres)).toEqual(strip(results.pglite));
+  });
+});
