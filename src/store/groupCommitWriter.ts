@@ -95,19 +95,27 @@ export class GroupCommitWriter {
       await this.journal.append(rows);
       this.figures.journaled += rows.length;
       for (const p of batch) p.resolve();
+      // Whatever sits in the journal gets replayed, also if recovery finished while we appended.
+      this.scheduleRecovery(this.dbUp ? 0 : this.opts.recoverEveryMs);
     } catch (err) {
       for (const p of batch) p.reject(err);
     }
   }
 
   private scheduleRecovery(ms: number): void {
-    if (this.recovering !== undefined || this.closed) return;
+    // One recovery at a time: two replays of one journal would interleave.
+    if (this.recovering !== undefined || this.recoveryRunning || this.closed) return;
     this.recovering = setTimeout(() => {
       this.recovering = undefined;
-      void this.recover();
+      this.recoveryRunning = true;
+      void this.recover().finally(() => {
+        this.recoveryRunning = false;
+        if (this.journal.depth > 0 || !this.dbUp) this.scheduleRecovery(this.opts.recoverEveryMs);
+      });
     }, ms);
     this.recovering.unref();
   }
+  private recoveryRunning = false;
 
   /** Probe the database; when it answers, replay the journal, then write directly again. */
   private async recover(): Promise<void> {
@@ -125,7 +133,6 @@ export class GroupCommitWriter {
     } catch (err) {
       this.log.debug({ err: (err as Error).message }, 'database still unreachable');
     }
-    this.scheduleRecovery(this.opts.recoverEveryMs);
   }
 
   /** Wait for queued writes; stop recovering. Journaled entries stay for the next start. */

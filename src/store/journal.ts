@@ -27,7 +27,12 @@ export class Journal {
   /** Open the file and count what an earlier process left in it. */
   async open(): Promise<void> {
     this.fh = await fs.promises.open(this.file, 'a+');
-    const text = await fs.promises.readFile(this.file, 'utf8');
+    let text = await fs.promises.readFile(this.file, 'utf8');
+    if (text.length > 0 && !text.endsWith('\n')) {
+      // A torn last append (the process was killed mid-write) was never acknowledged: drop it.
+      text = text.slice(0, text.lastIndexOf('\n') + 1);
+      await this.fh.truncate(Buffer.byteLength(text));
+    }
     this.size = Buffer.byteLength(text);
     this.entries = text.split('\n').filter((l) => l.length > 0).length;
   }
@@ -68,16 +73,18 @@ export class Journal {
         return buf;
       });
       if (pending === undefined) return total;
+      // Only whole lines; a line still being appended waits for the next pass.
       const text = pending.toString('utf8');
-      const lines = text.split('\n').filter((l) => l.length > 0);
+      const lines = text.slice(0, text.lastIndexOf('\n') + 1).split('\n').slice(0, -1);
       for (let i = 0; i < lines.length; i += batch) {
         const chunk = lines.slice(i, i + batch);
         // A torn last line (killed mid-append) was never acknowledged: skip it.
         await insert(chunk.flatMap((l) => parseLine(l)));
-        this.replayedEntries += chunk.length;
+        // Advance per chunk, so a failure part-way does not replay (and count) a chunk twice.
+        this.replayedBytes += chunk.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
+        this.replayedEntries += chunk.filter((l) => l.length > 0).length;
         total += chunk.length;
       }
-      this.replayedBytes += pending.length;
     }
   }
 
