@@ -143,4 +143,29 @@ describe('optimize_prompt and call_llm through the op table', () => {
     const bad = await pe.call('call_llm', record({ messages: [record({ role: 'robot', content: 'hi' })] }));
     expect(bad).toMatchObject({ ok: false, reason: 'bad_request', message: 'messages[0].role: expected one of system, user, assistant' });
   });
+
+  it('records every optimization as a PromptEvolutionEntry', async () => {
+    const r = value(await pe.call('optimize_prompt', record({ prompt: 'List the risks of {{context}}.', breadth: 3, depth: 1 })));
+    const hist = value(await pe.call('query', record({ kind: 'evolution_history', prompt_id: String(r.prompt_id) })));
+    const rows = hist.rows as TermObject[];
+    expect(rows.length).toBeGreaterThanOrEqual(1);
+    expect(rows[0]).toMatchObject({ evolution_type: 'optimization', evolved_prompt_id: r.prompt_id });
+  });
+
+  it('select_variant follows the tracked outcomes (Thompson sampling) and is sticky per key', async () => {
+    for (let i = 0; i < 60; i++) {
+      await pe.call('track_execution', record({ prompt_id: 'variant-good', execution_time_ms: 10, success: i % 10 !== 0 }));
+      await pe.call('track_execution', record({ prompt_id: 'variant-bad', execution_time_ms: 10, success: i % 10 === 0 }));
+    }
+    const picks: string[] = [];
+    for (let i = 0; i < 50; i++) picks.push(String(value(await pe.call('select_variant', record({ test_id: 'ab-1', variants: ['variant-bad', 'variant-good'] }))).variant));
+    expect(picks.filter((p) => p === 'variant-good').length).toBeGreaterThan(45);
+    const fresh: string[] = [];
+    for (let i = 0; i < 40; i++) fresh.push(String(value(await pe.call('select_variant', record({ test_id: 'ab-2', variants: ['new-a', 'new-b'] }))).variant));
+    expect(new Set(fresh).size).toBe(2); // no evidence: both arms explored
+    const a = value(await pe.call('select_variant', record({ test_id: 'ab-2', variants: ['new-a', 'new-b'], key: 'user-7' })));
+    const b = value(await pe.call('select_variant', record({ test_id: 'ab-2', variants: ['new-a', 'new-b'], key: 'user-7' })));
+    expect(a.variant).toBe(b.variant);
+    expect((a.posteriors as TermObject)['new-a']).toMatchObject({ successes: 0, failures: 0 });
+  });
 });

@@ -5,6 +5,8 @@
  * key). Each falls back to a neutral answer when its part is unavailable,
  * so optimization keeps working (with less evidence) rather than failing.
  */
+import '../store/service.js';
+import type { TermObject } from '../codec/terms.js';
 import type { Engine } from '../engine.js';
 import type { OutcomeHistory } from './evaluators.js';
 
@@ -24,20 +26,39 @@ export interface OptimizerDeps {
   modelVersion(): Promise<string>;
 }
 
+/** The learned scorer, when the learning part provides one (service 'scorer'). */
+export interface ScorerLike {
+  score(items: Array<{ prompt: string; context: Record<string, string> }>): Promise<{ p: number[]; modelVersion: string }>;
+  readonly modelVersion: string;
+}
+
+async function scorerOf(engine: Engine): Promise<ScorerLike | undefined> {
+  const get = (engine as unknown as { service(name: string): Promise<unknown> }).service.bind(engine);
+  try {
+    return (await get('scorer')) as ScorerLike;
+  } catch {
+    return undefined;
+  }
+}
+
 export function optimizerDeps(engine: Engine): OptimizerDeps {
   return {
-    async predict(instructions) {
-      return { p: instructions.map(() => 0.5), modelVersion: 'none' };
+    async predict(instructions, context) {
+      const scorer = await scorerOf(engine);
+      if (scorer === undefined) return { p: instructions.map(() => 0.5), modelVersion: 'none' };
+      return scorer.score(instructions.map((prompt) => ({ prompt, context })));
     },
-    async outcomes() {
-      return new Map();
+    async outcomes(promptIds) {
+      const store = await engine.service('store');
+      const aggs = await store.promptAggregates(promptIds);
+      return new Map([...aggs].map(([id, a]) => [id, { successes: a.successes, count: a.count }]));
     },
-    async recordEvolution() {
-      void engine;
-      return undefined;
+    async recordEvolution(entry) {
+      const store = await engine.service('store');
+      return store.track('evolution', entry as unknown as TermObject);
     },
     async modelVersion() {
-      return 'none';
+      return (await scorerOf(engine))?.modelVersion ?? 'none';
     },
   };
 }

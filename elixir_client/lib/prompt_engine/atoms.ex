@@ -35,7 +35,8 @@ defmodule PromptEngine.Atoms do
     :evolution_timestamp, :evolution_metadata, :variant_a_prompt_id, :variant_b_prompt_id,
     :winner, :confidence_level, :sample_size, :test_duration, :test_timestamp, :metrics,
     :signature_hash, :project_tech_stack, :project_type, :complexity_level, :rows, :count,
-    :success_rate, :mean_confidence, :p50_ms, :p95_ms, :kind, :journal_depth,
+    :success_rate, :mean_confidence, :p50_ms, :p95_ms, :kind, :journal_depth, :overlap, :prompts,
+    :backend, :db_up, :batches, :mean_batch, :journaled, :replayed, :path,
     # learning
     :samples, :auc, :log_loss, :accuracy, :duration_ms, :promoted, :scores, :p, :ece,
     :spearman, :regret, :feature_spec_hash
