@@ -1,0 +1,127 @@
+/**
+ * Sustained tracking writes/s into PostgreSQL through the store (group
+ * commit), beside a raw COPY of the same rows (pg-copy-streams: the floor of
+ * what PostgreSQL can ingest) and per-row INSERTs (the naive baseline), in
+ * the same run; then the same store path and per-row INSERT on PGlite.
+ *   npm run build && bash scripts/with-services.sh node dist/bench/store.js
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { record, type Term } from '../src/codec/terms.js';
+import { createLogger } from '../src/log.js';
+import { openPglite } from '../src/store/db.js';
+import { parseEntry, TABLES } from '../src/store/entries.js';
+import { TrackingStore } from '../src/store/trackingStore.js';
+
+const progress = (m: string): void => void process.stderr.write(`[bench:store] ${m}\n`);
+const base = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
+if (!base) throw new Error('run through scripts/with-services.sh (TEST_DATABASE_URL)');
+const N = Number(process.env.BENCH_ROWS ?? 50_000);
+const NAIVE = Number(process.env.BENCH_NAIVE_ROWS ?? 5_000);
+const log = createLogger('silent');
+
+const entry = (i: number) =>
+  record({ prompt_id: `p_${i % 50}`, execution_time_ms: 100 + (i % 900), success: i % 3 !== 0, confidence_score: 0.75, context_signature: 'sig', response_length: 640, metadata: { model: 'vicuna-13b', task: 'bench' } as unknown as Term });
+
+async function freshDb(name: string): Promise<string> {
+  const c = new pg.Client({ connectionString: base });
+  await c.connect();
+  await c.query(`DROP DATABASE IF EXISTS ${name}`);
+  await c.query(`CREATE DATABASE ${name}`);
+  await c.end();
+  const u = new URL(base!);
+  u.pathname = `/${name}`;
+  return u.toString();
+}
+
+async function storePath(databaseUrl: string | undefined, n: number): Promise<number> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-store-'));
+  const store = await TrackingStore.open({ databaseUrl, dataDir, log });
+  await Promise.all(Array.from({ length: 2_000 }, (_, i) => store.track('execution', entry(i)))); // warm-up
+  const t0 = performance.now();
+  // A sustained load: 1,000 concurrent writers, each writing its next entry when the last is acknowledged.
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 1_000 }, async () => {
+      while (next < n) await store.track('execution', entry(next++));
+    }),
+  );
+  const rate = n / ((performance.now() - t0) / 1000);
+  await store.close();
+  fs.rmSync(dataDir, { recursive: true, force: true });
+  return rate;
+}
+
+async function copyPath(url: string, n: number): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  const spec = TABLES.execution;
+  const rows = Array.from({ length: n }, (_, i) => parseEntry('execution', entry(i)).values);
+  const esc = (v: unknown): string => (v === null ? '\\N' : String(v).replace(/\\/g, '\\\\').replace(/\t/g, '\\t').replace(/\n/g, '\\n'));
+  const text = rows.map((r) => r.map(esc).join('\t')).join('\n') + '\n';
+  const t0 = performance.now();
+  await pipeline(Readable.from([text]), c.query(copyFrom(`COPY ${spec.table} (${spec.columns.map((x) => `"${x}"`).join(',')}) FROM STDIN`)));
+  const rate = n / ((performance.now() - t0) / 1000);
+  await c.end();
+  return rate;
+}
+
+async function naivePg(url: string, n: number): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  const spec = TABLES.execution;
+  const sql = `INSERT INTO ${spec.table} (${spec.columns.map((x) => `"${x}"`).join(',')}) VALUES (${spec.columns.map((x, i) => `$${i + 1}${spec.casts[x] ? `::${spec.casts[x]}` : ''}`).join(',')})`;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await c.query(sql, parseEntry('execution', entry(i)).values);
+  const rate = n / ((performance.now() - t0) / 1000);
+  await c.end();
+  return rate;
+}
+
+async function naivePglite(n: number): Promise<number> {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-pglite-'));
+  const store = await TrackingStore.open({ dataDir, log }); // creates the schema
+  await store.close();
+  const db = await openPglite(path.join(dataDir, 'pglite'));
+  const spec = TABLES.execution;
+  const sql = `INSERT INTO ${spec.table} (${spec.columns.map((x) => `"${x}"`).join(',')}) VALUES (${spec.columns.map((x, i) => `$${i + 1}${spec.casts[x] ? `::${spec.casts[x]}` : ''}`).join(',')})`;
+  const t0 = performance.now();
+  for (let i = 0; i < n; i++) await db.query(sql, parseEntry('execution', entry(i)).values);
+  const rate = n / ((performance.now() - t0) / 1000);
+  await db.close();
+  fs.rmSync(dataDir, { recursive: true, force: true });
+  return rate;
+}
+
+const f = (x: number): string => Math.round(x).toLocaleString('en-US');
+progress(`PostgreSQL: store (group commit), ${N} entries`);
+const pgStore = await storePath(await freshDb('pe_bench_store'), N);
+progress(`PostgreSQL: raw COPY, ${N} rows`);
+const copyUrl = await freshDb('pe_bench_copy');
+await (await TrackingStore.open({ databaseUrl: copyUrl, dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'pe-b-')), log })).close();
+const pgCopy = await copyPath(copyUrl, N);
+progress(`PostgreSQL: per-row INSERT, ${NAIVE} rows`);
+const naiveUrl = await freshDb('pe_bench_naive');
+await (await TrackingStore.open({ databaseUrl: naiveUrl, dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'pe-b-')), log })).close();
+const pgNaive = await naivePg(naiveUrl, NAIVE);
+progress(`PGlite: store (group commit), ${N} entries`);
+const liteStore = await storePath(undefined, N);
+progress(`PGlite: per-row INSERT, ${NAIVE} rows`);
+const liteNaive = await naivePglite(NAIVE);
+
+process.stdout.write(
+  [
+    '| backend | path | entries/s | ratio |',
+    '|---|---|---:|---:|',
+    `| PostgreSQL | store: group commit, each caller answered after commit | ${f(pgStore)} | ${(pgStore / pgCopy).toFixed(2)}× of COPY, ${(pgStore / pgNaive).toFixed(1)}× per-row |`,
+    `| PostgreSQL | raw COPY (pg-copy-streams), no per-entry answer | ${f(pgCopy)} | 1.00× |`,
+    `| PostgreSQL | per-row INSERT, autocommit (naive) | ${f(pgNaive)} | ${(pgNaive / pgCopy).toFixed(3)}× of COPY |`,
+    `| PGlite | store: group commit | ${f(liteStore)} | ${(liteStore / liteNaive).toFixed(1)}× per-row |`,
+    `| PGlite | per-row INSERT (naive) | ${f(liteNaive)} | 1.00× |`,
+  ].join('\n') + '\n',
+);
