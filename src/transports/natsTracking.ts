@@ -141,11 +141,10 @@ export class TrackingStream {
    */
   async publish(op: string, args: TermObject, signal: AbortSignal): Promise<OpResult> {
     const kind = TRACK_OPS[op]!;
-    let id = args['id'];
-    if (typeof id !== 'string' || id === '') {
-      id = randomUUID();
-      args['id'] = id;
-    }
+    // The same id the op would answer with (the store keeps UUIDs lower-case).
+    const given = args['id'];
+    const id = typeof given === 'string' && given !== '' ? given.toLowerCase() : randomUUID();
+    args['id'] = id;
     const h = natsHeaders();
     h.set('Content-Type', ETF_CONTENT_TYPE);
     try {
