@@ -142,3 +142,23 @@ describe('durable tracking through JetStream', () => {
     expect(js?.duplicates).toBe(20);
   });
 });
+
+describe('tracking without JetStream', () => {
+  it('goes straight to the store: answered with the id once the row is durable', async () => {
+    const server = await OwnNatsServer.start(['--no-js']);
+    cleanups.push(() => server.stop());
+    const sc = new NatsSidecar({ natsUrl: server.url });
+    cleanups.push(() => sc.kill());
+    await sc.ready();
+    expect(sc.stderr).toContain('JetStream not available');
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+    const ping = JSON.parse(Buffer.from((await nc.request('$SRV.INFO.prompt_engine', new Uint8Array(), { timeout: 3000 })).data).toString()) as { metadata: Record<string, string> };
+    expect(ping.metadata.durable_tracking).toBe('direct');
+    const id = randomUUID();
+    expect((await requestJson(nc, 'track_execution', entry(1, id))).body).toEqual({ ok: { id } });
+    const q = (await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: Array<{ id: string; prompt_id: string }> } };
+    expect(q.ok.rows.map((r) => r.id)).toEqual([id]);
+  });
+});
+

@@ -56,7 +56,8 @@ export class OwnNatsServer {
   }
   async start(): Promise<void> {
     const bin = requireEnv('TEST_NATS_SERVER');
-    this.proc = spawn(bin, ['-a', '127.0.0.1', '-p', String(this.port), '-js', '-sd', this.storeDir, ...this.extraArgs], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const js = this.extraArgs.includes('--no-js') ? [] : ['-js', '-sd', this.storeDir];
+    this.proc = spawn(bin, ['-a', '127.0.0.1', '-p', String(this.port), ...js, ...this.extraArgs.filter((a) => a !== '--no-js')], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.proc.stderr!.resume();
     const until = Date.now() + 10_000;
     while (Date.now() < until) {
