@@ -1,4 +1,239 @@
-/** Ops of the templates part (filled in by its issue). */
-import type { OpSpec } from './types.js';
+/**
+ * Ops of the templates part: `generate_prompt` (the NIF's shape),
+ * `get_template`, `search_templates`, `store_template`, `render_template`,
+ * `get_sparc_prompt`, `list_templates`.
+ *
+ * generate_prompt picks its template by `template_id`; else by `category`
+ * (a template name, or a template_type such as "sparc"); else by
+ * `trigger_type`/`trigger_value` ("sparc"/"architecture" → sparc_architecture,
+ * "mode"/"plan" → system_plan_mode, "analysis"/"<language>" →
+ * <language>_code_analysis, "command"/... → general_command); else the
+ * general command template. `confidence` says how direct that choice was.
+ */
+import { createHash } from 'node:crypto';
+import '../cache/service.js';
+import '../templates/service.js';
+import { float, isTermObject, newMap, record, type Term, type TermObject } from '../codec/terms.js';
+import { termToJson } from '../codec/json.js';
+import type { Engine } from '../engine.js';
+import { MissingVariablesError, TemplateSyntaxError, type Vars } from '../templates/renderer.js';
+import type { TemplateRegistry } from '../templates/registry.js';
+import { CentralCloudError } from '../templates/centralCloud.js';
+import { parseTemplate, templateRecord, type Template } from '../templates/template.js';
+import { optBool, optInt, optMap, optStr, str } from './args.js';
+import { badRequest, defineOp, OpError, type OpSpec } from './types.js';
 
-export const templatesOps: OpSpec<unknown>[] = [];
+const SPARC_PHASES = ['specification', 'pseudocode', 'architecture', 'refinement', 'completion'] as const;
+
+function varsOf(v: Term | undefined, field: string): Vars {
+  if (v === undefined || v === null) return {};
+  if (!isTermObject(v)) throw badRequest(field, 'expected a map of variables');
+  return termToJson(v) as Vars;
+}
+
+async function findTemplate(reg: TemplateRegistry, name: string): Promise<Template> {
+  const hit = await reg.get(name);
+  if (hit === undefined) throw new OpError('not_found', `no template named ${JSON.stringify(name)}`);
+  return hit.template;
+}
+
+function renderOrFail(reg: TemplateRegistry, t: Template, vars: Vars, strict: boolean): string {
+  try {
+    return reg.render(t, vars, strict);
+  } catch (err) {
+    if (err instanceof MissingVariablesError) throw new OpError('bad_request', `variables: missing ${err.missing.join(', ')}`);
+    if (err instanceof TemplateSyntaxError) throw new OpError('bad_request', `template ${t.template_name}: ${err.message}`);
+    throw err;
+  }
+}
+
+function noteUse(reg: TemplateRegistry, t: Template, op: string, language?: string): void {
+  reg.central?.recordUse({ template_id: t.template_name, op, language: language ?? t.language, used_at: new Date().toISOString() });
+}
+
+/** The cached prompt for (template, variables), tagged so an update of the template (or a partial) drops it. */
+async function cachedRender(engine: Engine, reg: TemplateRegistry, t: Template, vars: Vars, strict: boolean): Promise<{ prompt: string; cached: boolean }> {
+  const cache = await engine.service('cache');
+  const key = `prompt:${t.template_name}:${createHash('sha256').update(t.template_content).update(JSON.stringify(vars)).update(String(strict)).digest('hex')}`;
+  const hit = cache.get(key);
+  if (hit.found) return { prompt: String(hit.value), cached: true };
+  const prompt = renderOrFail(reg, t, vars, strict);
+  cache.put(key, prompt, [`template:${t.template_name}`, ...reg.partialsOf(t).map((p) => `template:${p}`)]);
+  return { prompt, cached: false };
+}
+
+interface GenerateArgs {
+  context: Vars;
+  language: string;
+  templateId?: string;
+  triggerType?: string;
+  triggerValue?: string;
+  category?: string;
+  strict: boolean;
+}
+
+async function chooseTemplate(reg: TemplateRegistry, a: GenerateArgs): Promise<{ template: Template; confidence: number }> {
+  if (a.templateId !== undefined) return { template: await findTemplate(reg, a.templateId), confidence: 1 };
+  const all = reg.list().filter((t) => t.template_type !== 'partial');
+  const lang = a.language.toLowerCase();
+  if (a.category !== undefined) {
+    const c = a.category.toLowerCase();
+    const byName = await reg.get(c);
+    if (byName !== undefined && byName.template.template_type !== 'partial') return { template: byName.template, confidence: 0.95 };
+    const byType = all.filter((t) => t.template_type === c);
+    const pick = byType.find((t) => t.language === lang) ?? byType[0] ?? all.find((t) => t.template_name.includes(c));
+    if (pick !== undefined) return { template: pick, confidence: 0.85 };
+  }
+  if (a.triggerType !== undefined) {
+    const type = a.triggerType.toLowerCase();
+    const value = (a.triggerValue ?? '').toLowerCase().trim();
+    const candidates: string[] = [];
+    if (type === 'sparc' || type === 'phase') candidates.push(`sparc_${value || 'specification'}`);
+    if (type === 'mode' || type === 'system') candidates.push(`system_${value}_mode`, `system_${value}`);
+    if (type === 'analysis' || type === 'review') candidates.push(`${value || lang}_code_analysis`, `${lang}_code_analysis`);
+    if (type === 'blueprint' || type === 'service') candidates.push('service_blueprint');
+    if (type === 'flow' || type === 'coordination') candidates.push('flow_coordination');
+    candidates.push(...all.filter((t) => t.template_type === type && (value === '' || t.template_name.includes(value))).map((t) => t.template_name));
+    for (const name of candidates) {
+      const hit = await reg.get(name);
+      if (hit !== undefined && hit.template.template_type !== 'partial') return { template: hit.template, confidence: 0.75 };
+    }
+  }
+  return { template: await findTemplate(reg, 'general_command'), confidence: 0.5 };
+}
+
+const generatePrompt = defineOp<GenerateArgs>({
+  name: 'generate_prompt',
+  summary: 'assemble a prompt from a template for a context and language (the NIF shape)',
+  validate: (a) => {
+    const ctx = a.context;
+    const context: Vars = typeof ctx === 'string' ? { context: ctx } : varsOf(ctx, 'context');
+    if (typeof ctx !== 'string' && !isTermObject(ctx)) throw badRequest('context', 'is required (a string or a map)');
+    return {
+      context,
+      language: str(a, 'language', { min: 1, max: 100 }),
+      templateId: optStr(a, 'template_id', { max: 200 }),
+      triggerType: optStr(a, 'trigger_type', { max: 100 }),
+      triggerValue: optStr(a, 'trigger_value', { max: 200 }),
+      category: optStr(a, 'category', { max: 200 }),
+      strict: optBool(a, 'strict') ?? false,
+    };
+  },
+  async handle(a, { engine }) {
+    const reg = await engine.service('templates');
+    const { template, confidence } = await chooseTemplate(reg, a);
+    const vars: Vars = { language: a.language, ...a.context };
+    if (vars.command === undefined && typeof vars.context === 'string') vars.command = vars.context;
+    const { prompt, cached } = await cachedRender(engine, reg, template, vars, a.strict);
+    noteUse(reg, template, 'generate_prompt', a.language);
+    return record({ prompt, confidence: float(confidence), template_used: template.template_name, optimization_score: float(structureScore(prompt)), cached });
+  },
+});
+
+/** A cheap structural score of an assembled prompt (role, steps, format, constraints), 0..1. */
+function structureScore(p: string): number {
+  let s = 0.4;
+  if (/^\s*you are/im.test(p)) s += 0.15;
+  if (/^\s*\d+\./m.test(p)) s += 0.15;
+  if (/output rules|format/i.test(p)) s += 0.15;
+  if (/\b(must|never|do not|always)\b/i.test(p)) s += 0.1;
+  return Math.min(1, s);
+}
+
+const getTemplate = defineOp<{ id: string }>({
+  name: 'get_template',
+  validate: (a) => ({ id: str(a, 'template_id', { min: 1, max: 200 }) }),
+  async handle({ id }, { engine }) {
+    const reg = await engine.service('templates');
+    const hit = await reg.get(id);
+    if (hit === undefined) throw new OpError('not_found', `no template named ${JSON.stringify(id)}`);
+    return record({ template: templateRecord(hit.template), source: hit.source });
+  },
+});
+
+const searchTemplates = defineOp<{ query: string; opts: TermObject }>({
+  name: 'search_templates',
+  validate: (a) => ({ query: optStr(a, 'query', { max: 1000 }) ?? '', opts: optMap(a, 'opts') ?? newMap() }),
+  async handle({ query, opts }, { engine }) {
+    const reg = await engine.service('templates');
+    const o = termToJson(opts) as Record<string, unknown>;
+    if (reg.central?.connected) {
+      try {
+        const found = await reg.central.search(query, o);
+        return record({ templates: found.map(templateRecord), source: 'central_cloud' });
+      } catch {
+        /* fall back to the local registry */
+      }
+    }
+    const local = reg.searchLocal(query, { template_type: typeof o.template_type === 'string' ? o.template_type : undefined, language: typeof o.language === 'string' ? o.language : undefined, limit: typeof o.limit === 'number' ? o.limit : undefined });
+    return record({ templates: local.map(templateRecord), source: 'local' });
+  },
+});
+
+const storeTemplate = defineOp<{ template: Template }>({
+  name: 'store_template',
+  summary: 'store a template in central_cloud (local-only when not connected, said so in `stored`)',
+  validate: (a) => ({ template: parseTemplate(a.template ?? a, 'template') }),
+  async handle({ template }, { engine }) {
+    const reg = await engine.service('templates');
+    try {
+      reg.renderer.check(template.template_content);
+    } catch (err) {
+      throw new OpError('bad_request', `template.template_content: ${(err as Error).message}`);
+    }
+    const cache = await engine.service('cache');
+    if (reg.central?.connected) {
+      try {
+        const stored = await reg.central.store(template);
+        reg.put(stored);
+        cache.invalidateTag(`template:${stored.template_name}`);
+        return record({ template: templateRecord(stored), stored: 'central_cloud' });
+      } catch (err) {
+        if (err instanceof CentralCloudError && !/failed|not connected/.test(err.message)) throw new OpError('conflict', err.message);
+      }
+    }
+    reg.put(template);
+    cache.invalidateTag(`template:${template.template_name}`);
+    return record({ template: templateRecord(template), stored: 'local' });
+  },
+});
+
+const renderTemplate = defineOp<{ id: string; vars: Vars; strict: boolean }>({
+  name: 'render_template',
+  validate: (a) => ({ id: str(a, 'template_id', { min: 1, max: 200 }), vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? false }),
+  async handle({ id, vars, strict }, { engine }) {
+    const reg = await engine.service('templates');
+    const t = await findTemplate(reg, id);
+    const { prompt, cached } = await cachedRender(engine, reg, t, vars, strict);
+    noteUse(reg, t, 'render_template');
+    return record({ prompt, template_used: t.template_name, cached });
+  },
+});
+
+const getSparcPrompt = defineOp<{ phase: string; vars: Vars; strict: boolean }>({
+  name: 'get_sparc_prompt',
+  validate: (a) => {
+    const name = str(a, 'name', { min: 1, max: 100 }).toLowerCase().replace(/^sparc_/, '');
+    if (!(SPARC_PHASES as readonly string[]).includes(name)) throw badRequest('name', `expected one of ${SPARC_PHASES.join(', ')}`);
+    return { phase: name, vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? false };
+  },
+  async handle({ phase, vars, strict }, { engine }) {
+    const reg = await engine.service('templates');
+    const t = await findTemplate(reg, `sparc_${phase}`);
+    const { prompt, cached } = await cachedRender(engine, reg, t, vars, strict);
+    noteUse(reg, t, 'get_sparc_prompt');
+    return record({ prompt, template_used: t.template_name, cached });
+  },
+});
+
+const listTemplates = defineOp<{ type?: string; limit: number }>({
+  name: 'list_templates',
+  validate: (a) => ({ type: optStr(a, 'template_type', { max: 100 }), limit: optInt(a, 'limit', { min: 1, max: 10_000 }) ?? 1_000 }),
+  async handle({ type, limit }, { engine }) {
+    const reg = await engine.service('templates');
+    const list = reg.list().filter((t) => type === undefined || t.template_type === type).slice(0, limit);
+    return record({ templates: list.map((t) => record({ template_name: t.template_name, template_type: t.template_type, language: t.language, variables: reg.renderer.variablesOf(t.template_content) })) });
+  },
+});
+
+export const templatesOps: OpSpec<unknown>[] = [generatePrompt, getTemplate, searchTemplates, storeTemplate, renderTemplate, getSparcPrompt, listTemplates] as OpSpec<unknown>[];

@@ -1,0 +1,105 @@
+/**
+ * The templates part, lookup: in-memory registry → central_cloud (when
+ * NATS is configured and connected; bounded timeout; a failure falls back,
+ * never fails the call) → the shipped `templates_data/`. No network is
+ * needed for the shipped templates. Updates from central_cloud replace the
+ * memory copy; the caller drops prompts cached from the old version.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { CentralCloudClient } from './centralCloud.js';
+import { TemplateRenderer, type Vars } from './renderer.js';
+import { parseTemplate, type Template } from './template.js';
+
+export type TemplateSource = 'memory' | 'central_cloud' | 'shipped';
+
+export class TemplateRegistry {
+  readonly renderer = new TemplateRenderer();
+  private readonly shipped = new Map<string, Template>();
+  private readonly memory = new Map<string, Template>();
+  readonly figures = { lookups: 0, memory_hits: 0, central_hits: 0, shipped_hits: 0, central_fallbacks: 0 };
+
+  constructor(
+    shippedDir: string,
+    readonly central: CentralCloudClient | undefined,
+  ) {
+    for (const file of fs.existsSync(shippedDir) ? fs.readdirSync(shippedDir).sort() : []) {
+      if (!file.endsWith('.json')) continue;
+      const t = parseTemplate(JSON.parse(fs.readFileSync(path.join(shippedDir, file), 'utf8')), file);
+      this.renderer.check(t.template_content);
+      this.shipped.set(t.template_name, t);
+      if (t.template_type === 'partial') this.renderer.setPartial(t.template_name, t.template_content);
+    }
+  }
+
+  get centralConnected(): boolean {
+    return this.central?.connected ?? false;
+  }
+
+  async get(name: string): Promise<{ template: Template; source: TemplateSource } | undefined> {
+    this.figures.lookups++;
+    const mem = this.memory.get(name);
+    if (mem !== undefined) {
+      this.figures.memory_hits++;
+      return { template: mem, source: 'memory' };
+    }
+    if (this.central?.connected) {
+      try {
+        const t = await this.central.get(name);
+        if (t !== undefined) {
+          this.put(t);
+          this.figures.central_hits++;
+          return { template: t, source: 'central_cloud' };
+        }
+      } catch {
+        this.figures.central_fallbacks++; // down or slow: the shipped copy serves
+      }
+    }
+    const s = this.shipped.get(name);
+    if (s !== undefined) {
+      this.figures.shipped_hits++;
+      return { template: s, source: 'shipped' };
+    }
+    return undefined;
+  }
+
+  /** Put a template in memory (a fetch, a local store, an update broadcast). */
+  put(t: Template): void {
+    this.renderer.check(t.template_content);
+    this.memory.set(t.template_name, t);
+    if (t.template_type === 'partial') this.renderer.setPartial(t.template_name, t.template_content);
+  }
+
+  /** Every known template (memory copies override shipped ones), sorted by name. */
+  list(): Template[] {
+    const all = new Map(this.shipped);
+    for (const [k, v] of this.memory) all.set(k, v);
+    return [...all.values()].sort((a, b) => a.template_name.localeCompare(b.template_name));
+  }
+
+  /** Local search: every word of the query in the name, type, language or content. */
+  searchLocal(query: string, opts: { template_type?: string; language?: string; limit?: number } = {}): Template[] {
+    const words = query.toLowerCase().split(/\s+/).filter(Boolean);
+    return this.list()
+      .filter((t) => (opts.template_type === undefined || t.template_type === opts.template_type) && (opts.language === undefined || t.language === opts.language || t.language === 'any'))
+      .map((t) => {
+        const name = `${t.template_name} ${t.template_type} ${t.language}`.toLowerCase();
+        const body = t.template_content.toLowerCase();
+        const score = words.reduce((s, w) => s + (name.includes(w) ? 3 : body.includes(w) ? 1 : -100), 0);
+        return { t, score };
+      })
+      .filter((x) => x.score > 0 || words.length === 0)
+      .sort((a, b) => b.score - a.score || a.t.template_name.localeCompare(b.t.template_name))
+      .slice(0, opts.limit ?? 20)
+      .map((x) => x.t);
+  }
+
+  render(t: Template, vars: Vars, strict: boolean): string {
+    return this.renderer.render(t.template_content, vars, { strict });
+  }
+
+  /** Partials a template includes (their updates must drop prompts built from it too). */
+  partialsOf(t: Template): string[] {
+    return [...t.template_content.matchAll(/\{\{>\s*([A-Za-z0-9_.:-]+)/g)].map((m) => m[1]!);
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * The templates part, rendering: Handlebars in an isolated environment.
+ * Prompts are text, so nothing is HTML-escaped. Templates are compiled once
+ * and cached by content. Template content can never run code or reach a
+ * prototype: only the built-in block helpers plus `join`/`default` exist
+ * (no `log`), prototype property and method access stay disabled, and the
+ * data handed to a template is copied onto null-prototype objects.
+ *
+ * Strict mode fails naming every missing variable: the required variables
+ * are the ones a template (or a partial it includes) uses outside any block,
+ * found by walking the AST, so the error lists all of them at once rather
+ * than the first one Handlebars trips over.
+ */
+import Handlebars from 'handlebars';
+
+export type Vars = Record<string, unknown>;
+
+export class MissingVariablesError extends Error {
+  constructor(readonly missing: string[]) {
+    super(`missing variables: ${missing.join(', ')}`);
+    this.name = 'MissingVariablesError';
+  }
+}
+
+export class TemplateSyntaxError extends Error {}
+
+type HbsNode = { type: string; [k: string]: unknown };
+
+export class TemplateRenderer {
+  private readonly hbs = Handlebars.create();
+  private readonly compiled = new Map<string, HandlebarsTemplateDelegate>();
+  private readonly partials = new Map<string, string>();
+
+  constructor() {
+    this.hbs.unregisterHelper('log');
+    this.hbs.registerHelper('join', (list: unknown, sep: unknown) => (Array.isArray(list) ? list.map(String).join(typeof sep === 'string' ? sep : ', ') : ''));
+    this.hbs.registerHelper('default', (v: unknown, fallback: unknown) => (v === undefined || v === null || v === '' ? fallback : v));
+  }
+
+  /** Register (or replace) a partial usable as `{{> name}}`. */
+  setPartial(name: string, content: string): void {
+    this.partials.set(name, content);
+    this.hbs.registerPartial(name, content);
+  }
+
+  hasPartial(name: string): boolean {
+    return this.partials.has(name);
+  }
+
+  /** Throws TemplateSyntaxError when the content does not parse. */
+  check(content: string): void {
+    this.compile(content);
+  }
+
+  render(content: string, vars: Vars, opts: { strict?: boolean } = {}): string {
+    const data = toSafeData(vars) as Vars;
+    if (opts.strict) {
+      const missing = this.requiredVariables(content).filter((v) => isMissing(data, v));
+      if (missing.length > 0) throw new MissingVariablesError(missing);
+    }
+    try {
+      return this.compile(content)(data, {
+        allowProtoPropertiesByDefault: false,
+        allowProtoMethodsByDefault: false,
+        allowCallsToHelperMissing: false,
+      });
+    } catch (err) {
+      if (err instanceof MissingVariablesError) throw err;
+      throw new TemplateSyntaxError((err as Error).message);
+    }
+  }
+
+  /** Every variable a template refers to anywhere (for candidates that must keep them). */
+  variablesOf(content: string): string[] {
+    const out = new Set<string>();
+    walk(this.parse(content), (n) => {
+      if (n.type === 'PathExpression' && !(n.data as boolean) && (n.depth as number) === 0) {
+        const head = (n.parts as string[])[0];
+        if (head !== undefined && !BUILTINS.has(head)) out.add(head);
+      }
+    });
+    for (const p of this.partials.keys()) out.delete(p);
+    return [...out];
+  }
+
+  /** Variables used outside any block, in this template and the partials it includes (top level). */
+  requiredVariables(content: string, seen = new Set<string>()): string[] {
+    const out = new Set<string>();
+    for (const stmt of (this.parse(content).body as HbsNode[]) ?? []) {
+      if (stmt.type === 'MustacheStatement') {
+        const path = stmt.path as HbsNode;
+        const params = (stmt.params as HbsNode[]) ?? [];
+        if (path.type === 'PathExpression' && params.length === 0 && !(path.data as boolean)) {
+          const head = (path.parts as string[])[0];
+          if (head !== undefined && !BUILTINS.has(head) && !this.hbs.helpers[head]) out.add((path.original as string) ?? head);
+        }
+      } else if (stmt.type === 'PartialStatement') {
+        const name = (stmt.name as HbsNode).original as string;
+        const partial = this.partials.get(name);
+        if (partial !== undefined && !seen.has(name)) {
+          seen.add(name);
+          for (const v of this.requiredVariables(partial, seen)) out.add(v);
+        }
+      }
+    }
+    return [...out];
+  }
+
+  private parse(content: string): HbsNode {
+    try {
+      return this.hbs.parse(content) as unknown as HbsNode;
+    } catch (err) {
+      throw new TemplateSyntaxError((err as Error).message);
+    }
+  }
+
+  private compile(content: string): HandlebarsTemplateDelegate {
+    let t = this.compiled.get(content);
+    if (t === undefined) {
+      this.parse(content); // syntax errors surface here, typed
+      t = this.hbs.compile(content, { noEscape: true, strict: false, knownHelpersOnly: false });
+      if (this.compiled.size > 5_000) this.compiled.clear();
+      this.compiled.set(content, t);
+    }
+    return t;
+  }
+}
+
+const BUILTINS = new Set(['this', 'if', 'unless', 'each', 'with', 'lookup', 'else']);
+
+function walk(node: unknown, visit: (n: HbsNode) => void): void {
+  if (node === null || typeof node !== 'object') return;
+  if (Array.isArray(node)) {
+    for (const x of node) walk(x, visit);
+    return;
+  }
+  const n = node as HbsNode;
+  if (typeof n.type === 'string') visit(n);
+  for (const k of Object.keys(n)) if (k !== 'loc') walk(n[k], visit);
+}
+
+function isMissing(data: Vars, path: string): boolean {
+  let cur: unknown = data;
+  for (const part of path.split('.')) {
+    if (cur === null || typeof cur !== 'object' || !Object.prototype.hasOwnProperty.call(cur, part)) return true;
+    cur = (cur as Record<string, unknown>)[part];
+  }
+  return cur === undefined || cur === null || cur === '';
+}
+
+/** Deep copy onto null-prototype objects: a template can reach data, never a prototype. */
+function toSafeData(v: unknown, depth = 0): unknown {
+  if (depth > 20) return undefined;
+  if (Array.isArray(v)) return v.map((x) => toSafeData(x, depth + 1));
+  if (v !== null && typeof v === 'object' && !Buffer.isBuffer(v)) {
+    const proto = Object.getPrototypeOf(v) as unknown;
+    if (proto !== null && proto !== Object.prototype) {
+      // ErlFloat, Atom and other term classes render as their value.
+      const prim = (v as { valueOf(): unknown }).valueOf();
+      if (prim !== v) return prim;
+      return String(v);
+    }
+    const out = Object.create(null) as Record<string, unknown>;
+    for (const k of Object.keys(v)) out[k] = toSafeData((v as Record<string, unknown>)[k], depth + 1);
+    return out;
+  }
+  return v;
+}

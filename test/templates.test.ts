@@ -1,0 +1,244 @@
+/**
+ * Templates: every shipped template renders, strict mode names every missing
+ * variable, template content cannot reach prototypes, and central_cloud's
+ * contract over a real nats-server (a responder that speaks
+ * template_service.ex's subjects and JSON shapes): get/search/store round
+ * trips, an update broadcast changes the next generate_prompt and drops the
+ * cached prompt, and a down or slow central_cloud falls back in time.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { connect, JSONCodec, type NatsConnection } from 'nats';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErlFloat, record, type TermObject } from '../src/codec/terms.js';
+import { REPO_ROOT } from '../src/config.js';
+import { TemplateRenderer } from '../src/templates/renderer.js';
+import { localEngine, type LocalEngine } from './helpers/engine.js';
+import { requireEnv } from './helpers/pg.js';
+
+const json = JSONCodec<Record<string, unknown>>();
+const ok = (r: { ok: boolean }): TermObject => {
+  if (!r.ok) throw new Error(`op failed: ${JSON.stringify(r)}`);
+  return (r as { value: TermObject }).value;
+};
+
+const realistic = {
+  language: 'elixir',
+  framework: 'phoenix',
+  domain: 'billing',
+  project: 'ledger',
+  context: 'Issue invoices monthly and retry failed card payments with backoff.',
+  constraints: ['money is integer cents', 'idempotent webhooks'],
+  command: 'add a retry policy',
+  arguments: { max_attempts: '5' },
+  service_name: 'invoicer',
+  code: 'fn main() { let v: Vec<u8> = Vec::new(); println!("{}", v.len()); }',
+  crate_name: 'ledger-core',
+  agents: ['planner', 'coder', 'reviewer'],
+  specification: 'FR-1: invoices are issued on the 1st.',
+  os: 'Debian',
+};
+
+describe('shipped templates', () => {
+  const dir = path.join(REPO_ROOT, 'templates_data');
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.json'));
+  let pe: LocalEngine;
+  beforeAll(() => {
+    pe = localEngine();
+  });
+  afterAll(() => pe.close());
+
+  it('ship the required set in central_cloud PromptTemplate shape', () => {
+    const names = files.map((f) => (JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { template_name: string }).template_name);
+    for (const n of ['sparc_specification', 'sparc_pseudocode', 'sparc_architecture', 'sparc_refinement', 'sparc_completion', 'system_plan_mode', 'system_beast_mode', 'system_cli_mode', 'flow_coordination', 'rust_code_analysis', 'general_command', 'service_blueprint'])
+      expect(names).toContain(n);
+    for (const f of files) {
+      const t = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as Record<string, unknown>;
+      expect(Object.keys(t).sort()).toEqual(expect.arrayContaining(['template_content', 'template_name', 'template_type', 'language']));
+      expect(Object.keys(t).every((k) => ['template_name', 'template_content', 'template_type', 'language', 'id', 'package_id', 'created_at'].includes(k))).toBe(true);
+    }
+  });
+
+  it('render every template strictly with a realistic context, no leftovers, no HTML escaping', async () => {
+    for (const f of files) {
+      const t = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { template_name: string; template_type: string };
+      if (t.template_type === 'partial') continue;
+      const r = ok(await pe.call('render_template', record({ template_id: t.template_name, variables: realistic as unknown as TermObject, strict: true })));
+      const prompt = String(r.prompt);
+      expect(prompt, t.template_name).not.toMatch(/\{\{|\}\}/);
+      expect(prompt.length).toBeGreaterThan(200);
+      if (prompt.includes('println')) expect(prompt).toContain('println!("{}", v.len());'); // quotes not &quot;
+    }
+  });
+
+  it('strict mode names every missing variable at once; lenient mode renders them empty', async () => {
+    const r = await pe.call('render_template', record({ template_id: 'service_blueprint', variables: record({ language: 'go' }), strict: true }));
+    expect(r).toEqual({ ok: false, reason: 'bad_request', message: 'variables: missing domain, service_name, context' });
+    const lenient = ok(await pe.call('render_template', record({ template_id: 'service_blueprint', variables: record({ language: 'go' }) })));
+    expect(String(lenient.prompt)).toContain('production go service');
+  });
+
+  it('cannot reach prototypes or run code from template content', () => {
+    const r = new TemplateRenderer();
+    const data = { name: 'x', nested: { a: 1 } };
+    const evil = [
+      '{{constructor}}',
+      '{{__proto__}}',
+      '{{constructor.name}}',
+      '{{lookup this "constructor"}}',
+      '{{#with __proto__}}{{polluted}}{{/with}}',
+      '{{#with constructor}}{{name}}{{/with}}',
+      '{{nested.constructor.constructor}}',
+      '{{#with "s"}}{{#with split as |a|}}{{pop (push "alert(1)")}}{{/with}}{{/with}}',
+      '{{log "x"}}',
+    ];
+    for (const tpl of evil) {
+      let out = '';
+      try {
+        out = r.render(tpl, data);
+      } catch {
+        out = '';
+      }
+      expect(out, tpl).not.toMatch(/function|Object|\[native code\]|alert/);
+    }
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
+  it('generate_prompt keeps the NIF shape and picks templates by id, category and trigger', async () => {
+    const byId = ok(await pe.call('generate_prompt', record({ context: 'plan a migration', language: 'elixir', template_id: 'system_plan_mode' })));
+    expect(byId).toMatchObject({ template_used: 'system_plan_mode' });
+    expect(byId.confidence).toEqual(new ErlFloat(1));
+    expect(byId.optimization_score).toBeInstanceOf(ErlFloat);
+    expect(String(byId.prompt)).toContain('PLAN MODE');
+    expect(ok(await pe.call('generate_prompt', record({ context: 'x', language: 'elixir', category: 'sparc_architecture' }))).template_used).toBe('sparc_architecture');
+    expect(ok(await pe.call('generate_prompt', record({ context: 'x', language: 'elixir', trigger_type: 'mode', trigger_value: 'beast' }))).template_used).toBe('system_beast_mode');
+    expect(ok(await pe.call('generate_prompt', record({ context: 'x', language: 'rust', trigger_type: 'analysis' }))).template_used).toBe('rust_code_analysis');
+    expect(ok(await pe.call('generate_prompt', record({ context: 'x', language: 'elixir' }))).template_used).toBe('general_command');
+    expect(await pe.call('generate_prompt', record({ context: 'x', language: 'elixir', template_id: 'nope' }))).toMatchObject({ ok: false, reason: 'not_found' });
+    expect(await pe.call('generate_prompt', record({ context: 'x' }))).toMatchObject({ ok: false, reason: 'bad_request', message: 'language: is required (a string)' });
+  });
+});
+
+/** A stand-in for central_cloud's template_service.ex: same subjects, same JSON. */
+async function startCentralCloud(url: string, opts: { delayMs?: number } = {}) {
+  const nc = await connect({ servers: url });
+  const store = new Map<string, Record<string, unknown>>([
+    ['cloud_only', { id: 'c1', template_name: 'cloud_only', template_type: 'command', language: 'any', template_content: 'From the cloud: {{context}}' }],
+  ]);
+  const delay = () => new Promise((r) => setTimeout(r, opts.delayMs ?? 0));
+  nc.subscribe('central.template.get', {
+    callback: async (_e, m) => {
+      await delay();
+      const { template_id } = json.decode(m.data) as { template_id: string };
+      const t = store.get(template_id);
+      m.respond(json.encode(t ? { template: t } : { error: 'not_found' }));
+    },
+  });
+  nc.subscribe('central.template.search', {
+    callback: async (_e, m) => {
+      await delay();
+      const { query } = json.decode(m.data) as { query: string; opts: unknown };
+      m.respond(json.encode({ templates: [...store.values()].filter((t) => String(t.template_name).includes(query)) }));
+    },
+  });
+  nc.subscribe('central.template.store', {
+    callback: async (_e, m) => {
+      await delay();
+      const t = json.decode(m.data) as Record<string, unknown>;
+      if (typeof t.template_name !== 'string' || typeof t.template_content !== 'string') return m.respond(json.encode({ error: 'invalid_template' }));
+      const saved = { ...t, id: t.id ?? `c${store.size + 1}`, created_at: '2026-11-24T12:00:00Z' };
+      store.set(t.template_name, saved);
+      m.respond(json.encode({ template: saved }));
+      nc.publish(`template.updated.${String(t.template_type)}.${t.template_name}`, json.encode(saved));
+    },
+  });
+  const analytics: unknown[] = [];
+  nc.subscribe('template.analytics', { callback: (_e, m) => analytics.push(json.decode(m.data)) });
+  await nc.flush();
+  return { nc, store, analytics, close: () => nc.close() };
+}
+
+describe('central_cloud over NATS', () => {
+  let url: string;
+  let cloud: Awaited<ReturnType<typeof startCentralCloud>>;
+  let pe: LocalEngine;
+  beforeAll(async () => {
+    url = requireEnv('TEST_NATS_URL');
+    cloud = await startCentralCloud(url);
+    pe = localEngine({ natsUrl: url });
+    const reg = await pe.engine.service('templates');
+    for (let i = 0; i < 50 && !reg.centralConnected; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(reg.centralConnected).toBe(true);
+  });
+  afterAll(async () => {
+    await pe.close();
+    await cloud.close();
+  });
+
+  it('gets, searches and stores through template_service.ex subjects', async () => {
+    const got = ok(await pe.call('get_template', record({ template_id: 'cloud_only' })));
+    expect(got).toMatchObject({ source: 'central_cloud', template: { template_name: 'cloud_only', id: 'c1' } });
+    const again = ok(await pe.call('get_template', record({ template_id: 'cloud_only' })));
+    expect(again.source).toBe('memory');
+    const shipped = ok(await pe.call('get_template', record({ template_id: 'sparc_completion' })));
+    expect(shipped.source).toBe('shipped'); // central_cloud answered not_found: the shipped copy serves
+    const found = ok(await pe.call('search_templates', record({ query: 'cloud', opts: record({ limit: 5 }) })));
+    expect(found).toMatchObject({ source: 'central_cloud', templates: [{ template_name: 'cloud_only' }] });
+    const stored = ok(await pe.call('store_template', record({ template: record({ template_name: 'team_rules', template_type: 'command', language: 'any', template_content: 'Rules v1 for {{context}}' }) })));
+    expect(stored).toMatchObject({ stored: 'central_cloud', template: { template_name: 'team_rules', created_at: '2026-11-24T12:00:00Z' } });
+    expect(cloud.store.has('team_rules')).toBe(true);
+  });
+
+  it('an update broadcast changes the next generate_prompt and drops the cached prompt', async () => {
+    const events: string[] = [];
+    pe.engine.events.on('event', (e: { name: string }) => events.push(e.name));
+    const args = record({ context: 'deploy', language: 'elixir', template_id: 'team_rules' });
+    const first = ok(await pe.call('generate_prompt', args));
+    expect(first.prompt).toBe('Rules v1 for deploy');
+    expect(ok(await pe.call('generate_prompt', args)).cached).toBe(true);
+    const before = ok(await pe.call('cache_stats', record({}))).invalidations as number;
+    cloud.nc.publish('template.updated.command.team_rules', json.encode({ template_name: 'team_rules', template_type: 'command', language: 'any', template_content: 'Rules v2 for {{context}}' }));
+    await cloud.nc.flush();
+    for (let i = 0; i < 50 && !events.includes('template_updated'); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(events).toContain('template_updated');
+    expect(ok(await pe.call('cache_stats', record({}))).invalidations).toBeGreaterThan(before);
+    const second = ok(await pe.call('generate_prompt', args));
+    expect(second).toMatchObject({ prompt: 'Rules v2 for deploy', cached: false });
+  });
+
+  it('publishes template.analytics for template uses', async () => {
+    await pe.call('render_template', record({ template_id: 'sparc_refinement', variables: record({ context: 'x' }) }));
+    for (let i = 0; i < 50 && !cloud.analytics.some((a) => (a as { template_id: string }).template_id === 'sparc_refinement'); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(cloud.analytics).toContainEqual(expect.objectContaining({ template_id: 'sparc_refinement', op: 'render_template' }));
+  });
+});
+
+describe('central_cloud down or slow', () => {
+  it('serves shipped templates within the timeout when central_cloud is slow', async () => {
+    const url = requireEnv('TEST_NATS_URL');
+    // a responder that answers after 3 s on a subject prefix of its own would be ignored; this one is on the real subjects
+    const slow = await startCentralCloud(url, { delayMs: 3_000 });
+    const pe = localEngine({ natsUrl: url });
+    const reg = await pe.engine.service('templates');
+    for (let i = 0; i < 50 && !reg.centralConnected; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(reg.centralConnected).toBe(true);
+    const t0 = performance.now();
+    const r = ok(await pe.call('get_sparc_prompt', record({ name: 'architecture', variables: record({ context: 'x', language: 'go' }) })));
+    expect(performance.now() - t0).toBeLessThan(1_500); // the 500 ms timeout, not the 3 s reply
+    expect(String(r.prompt)).toContain('ARCHITECTURE phase');
+    expect(reg.figures.central_fallbacks).toBe(1);
+    await pe.close();
+    await slow.close();
+  });
+
+  it('serves shipped templates when NATS is unreachable', async () => {
+    const pe = localEngine({ natsUrl: 'nats://127.0.0.1:9' });
+    const t0 = performance.now();
+    const r = ok(await pe.call('generate_prompt', record({ context: 'x', language: 'elixir', category: 'sparc_specification' })));
+    expect(performance.now() - t0).toBeLessThan(1_000);
+    expect(r.template_used).toBe('sparc_specification');
+    const stored = ok(await pe.call('store_template', record({ template: record({ template_name: 'offline_one', template_type: 'command', language: 'any', template_content: 'hi {{context}}' }) })));
+    expect(stored.stored).toBe('local');
+    await pe.close();
+  });
+});
