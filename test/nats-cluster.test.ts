@@ -8,6 +8,7 @@
  *    reconnects and serves again, while its Port callers were served
  *    throughout.
  */
+import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, type NatsConnection } from 'nats';
 import { record } from '../src/codec/terms.js';
@@ -160,6 +161,17 @@ describe('nats-server restarted under load', () => {
     expect(backAt).toBeDefined();
     expect(nats.filter((n) => n.at > backAt! + 200).every((n) => n.ok)).toBe(true);
     expect(sc.stderr).toContain('NATS reconnected');
+    // The JetStream tracking consumer resumed too: an entry tracked now reaches the store.
+    const id = randomUUID();
+    const entry = { id, prompt_id: 'p-restart', execution_time_ms: 5, success: true, timestamp: new Date().toISOString(), metadata: {} };
+    expect((await requestJson(nc, 'track_execution', entry)).body).toEqual({ ok: { id } });
+    let rows: unknown[] = [];
+    const until2 = Date.now() + 15_000;
+    while (Date.now() < until2 && rows.length === 0) {
+      rows = ((await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: unknown[] } }).ok.rows;
+      if (rows.length === 0) await sleep(100);
+    }
+    expect(rows).toHaveLength(1);
     // The Port never stopped: every request answered, none slowed by the outage.
     const during = port.filter((p) => p.at > downAt && p.at < upAt);
     expect(during.length).toBeGreaterThan(30);

@@ -167,6 +167,9 @@ class NatsPeer implements NatsServiceHandle {
       });
     }
     this.service = service;
+    void service.stopped.then((err) => {
+      if (this.stopping === undefined) this.log.error({ err: err instanceof Error ? err.message : null }, 'NATS service stopped unexpectedly');
+    });
     this.findEndpointFigures(service);
     // The server has our subscriptions once this round trip returns: only then are we "serving".
     await nc.flush();
