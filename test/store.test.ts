@@ -157,3 +157,26 @@ describe('both backends', () => {
     expect(strip(results.postgres)).toEqual(strip(results.pglite));
   });
 });
+
+describe('PGlite data directory', () => {
+  it('refuses a second process on the same directory with a clear unavailable error', async () => {
+    const { PortClient } = await import('./helpers/portClient.js');
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-lock-'));
+    const env = { PROMPT_ENGINE_DATA_DIR: dir, DATABASE_URL: '', LOG_LEVEL: 'silent' };
+    const a = new PortClient({ env });
+    const b = new PortClient({ env });
+    await Promise.all([a.ready, b.ready]);
+    const entry = record({ prompt_id: 'lock', execution_time_ms: 1, success: true });
+    expect((await a.request('track_execution', entry)).ok).toBe(true);
+    const second = await b.request('track_execution', entry);
+    expect(second).toMatchObject({ ok: false, reason: 'unavailable' });
+    expect((second as { message: string }).message).toMatch(/in use by process \d+/);
+    await a.close();
+    // the lock goes with its owner: now the second sidecar can open it
+    expect((await b.request('track_execution', entry)).ok).toBe(true);
+    await b.close();
+  }, 60_000);
+});

@@ -5,7 +5,9 @@ defmodule PromptEngineTest do
   setup context do
     name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
     opts = Map.get(context, :engine_opts, [])
-    start_supervised!({PromptEngine, [name: name, env: [{"LOG_LEVEL", "warn"}]] ++ opts})
+    dir = Path.join(System.tmp_dir!(), "pe-ex-#{System.unique_integer([:positive])}")
+    start_supervised!({PromptEngine, [name: name, env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", ""}]] ++ opts})
+    on_exit(fn -> File.rm_rf(dir) end)
     {:ok, name: name}
   end
 

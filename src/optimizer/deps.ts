@@ -49,9 +49,14 @@ export function optimizerDeps(engine: Engine): OptimizerDeps {
       return scorer.score(instructions.map((prompt) => ({ prompt, context })));
     },
     async outcomes(promptIds) {
-      const store = await engine.service('store');
-      const aggs = await store.promptAggregates(promptIds);
-      return new Map([...aggs].map(([id, a]) => [id, { successes: a.successes, count: a.count }]));
+      try {
+        const store = await engine.service('store');
+        const aggs = await store.promptAggregates(promptIds);
+        return new Map([...aggs].map(([id, a]) => [id, { successes: a.successes, count: a.count }]));
+      } catch (err) {
+        engine.log.warn({ err: (err as Error).message }, 'no tracked outcomes: the store is unavailable');
+        return new Map();
+      }
     },
     async recordEvolution(entry) {
       const store = await engine.service('store');

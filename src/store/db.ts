@@ -4,6 +4,7 @@
  * only `query` and `transaction`.
  */
 import fs from 'node:fs';
+import path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 
@@ -50,10 +51,49 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
   };
 }
 
+/**
+ * PGlite keeps its database in one process's memory and writes the directory
+ * as it likes: two processes on one directory corrupt it. A lock file with
+ * the owner's pid makes the second one fail with a clear message instead
+ * (several sidecars want PostgreSQL, or a data directory each).
+ */
+function lockDir(dir: string): () => void {
+  const lock = path.join(dir, 'prompt-engine.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      fs.writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      return () => fs.rmSync(lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const owner = Number(fs.readFileSync(lock, 'utf8'));
+      if (Number.isInteger(owner) && owner !== process.pid && pidAlive(owner))
+        throw new Error(`the PGlite data directory ${dir} is in use by process ${owner}: give each sidecar its own PROMPT_ENGINE_DATA_DIR, or share a PostgreSQL through DATABASE_URL`);
+      fs.rmSync(lock, { force: true }); // left by a process that is gone
+    }
+  }
+  throw new Error(`could not lock ${dir}`);
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export async function openPglite(dir: string): Promise<SqlClient> {
   fs.mkdirSync(dir, { recursive: true });
+  const unlock = lockDir(dir);
   const { PGlite } = await import('@electric-sql/pglite');
-  const db: PGlite = await PGlite.create(dir);
+  let db: PGlite;
+  try {
+    db = await PGlite.create(dir);
+  } catch (err) {
+    unlock();
+    throw err;
+  }
   const fix = (rows: Row[]): Row[] => rows.map((r) => (typeof r.seq === 'bigint' ? { ...r, seq: Number(r.seq) } : r));
   return {
     backend: 'pglite',
@@ -61,7 +101,10 @@ export async function openPglite(dir: string): Promise<SqlClient> {
       return fix((await db.query<Row>(sql, params)).rows) as R[];
     },
     transaction: (fn) => db.transaction(async (tx) => fn(async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows))),
-    close: () => db.close(),
+    close: async () => {
+      await db.close();
+      unlock();
+    },
   };
 }
 

@@ -1,5 +1,6 @@
 /** Registers the `store` service: PostgreSQL when DATABASE_URL is set, else PGlite under the data dir. */
 import { defineService } from '../engine.js';
+import { OpError } from '../ops/types.js';
 import { TrackingStore } from './trackingStore.js';
 
 declare module '../engine.js' {
@@ -9,7 +10,11 @@ declare module '../engine.js' {
 }
 
 defineService('store', {
-  create: (engine) => TrackingStore.open({ databaseUrl: engine.config.databaseUrl, dataDir: engine.config.dataDir, log: engine.log.child({ part: 'store' }) }),
+  create: (engine) =>
+    TrackingStore.open({ databaseUrl: engine.config.databaseUrl, dataDir: engine.config.dataDir, log: engine.log.child({ part: 'store' }) }).catch((err: unknown) => {
+      // e.g. a PGlite directory held by another sidecar: the caller gets {:error, {:unavailable, why}}
+      throw new OpError('unavailable', `tracking store: ${(err as Error).message}`);
+    }),
   close: (s) => s.close(),
   stats: (s) => s.figures,
 });

@@ -27,7 +27,9 @@ defmodule PromptEngine.Atoms do
     :total_tokens, :test_id, :variant, :posteriors, :successes, :failures, :mean, :draw,
     # templates
     :template, :templates, :template_name, :template_content, :template_type, :language, :id,
-    :package_id, :created_at, :stored, :variables, :missing, :name, :source,
+    :package_id, :created_at, :stored, :variables, :missing, :name, :source, :dropped, :lookups,
+    :memory_hits, :central_hits, :shipped_hits, :central_fallbacks, :requests, :failures,
+    :analytics_sent, :analytics_dropped, :updates, :central_connected,
     # tracking entries and queries
     :execution_time_ms, :success, :confidence_score, :context_signature, :response_length,
     :timestamp, :metadata, :feedback_type, :rating, :comment, :user_id, :context,
