@@ -12,7 +12,6 @@ import { Engine } from '../engine.js';
 import { createLogger } from '../log.js';
 import { createOpTable } from '../ops/index.js';
 import { startNatsService } from './natsService.js';
-import { splitServers } from './natsOptions.js';
 import { PortTransport } from './portTransport.js';
 import { startParentWatchdog } from './watchdog.js';
 
@@ -41,7 +40,7 @@ export async function runServe(flags: Map<string, string | true>): Promise<numbe
   const table = createOpTable();
   const transport = withPort ? new PortTransport(engine, table, { inFd: portFds ? 3 : 0, outFd: portFds ? 4 : 1, maxFrameBytes: config.maxFrameBytes }) : undefined;
   // With a Port, its ready handshake must not wait for NATS: connect in the background.
-  const nats = await startNatsService(engine, table, { settings: { servers: splitServers(config.natsUrl) }, connectWaitMs: withPort ? 0 : 3000 });
+  const nats = await startNatsService(engine, table, { connectWaitMs: withPort ? 0 : 3000 });
 
   let stopping: Promise<void> | undefined;
   let resolveStopped!: () => void;

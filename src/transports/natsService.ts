@@ -27,10 +27,14 @@ import type { OpResult, OpTable } from '../ops/index.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
 import { encodeReply, encodingOf, ETF_CONTENT_TYPE, JSON_CONTENT_TYPE, parseArgs } from './natsPayload.js';
 import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff, type NatsSettings } from './natsOptions.js';
+import './natsLink.js';
 import { DEFAULT_TRACKING, TRACK_OPS, TrackingStream, type TrackingStreamOptions } from './natsTracking.js';
 
 export interface NatsServiceOptions {
-  /** Connection settings (servers, auth, TLS); default: from NATS_* environment variables. */
+  /**
+   * Connection settings (servers, auth, TLS; the rest from NATS_* variables) for a
+   * connection of our own. Default: the engine's shared connection (service 'nats').
+   */
   settings?: Partial<NatsSettings>;
   /** Use this connection instead of opening one (it is then not closed by `stop`). */
   connection?: NatsConnection;
@@ -97,15 +101,26 @@ class NatsPeer implements NatsServiceHandle {
     this.log = engine.log.child({ transport: 'nats' });
     this.prefix = opts.prefix ?? 'prompt_engine';
     this.queue = opts.queue ?? 'prompt_engine';
-    this.ownsConnection = opts.connection === undefined;
     let connOpts: ConnectionOptions | undefined;
-    if (opts.connection !== undefined) this.connection = Promise.resolve(opts.connection);
-    else {
-      const settings = natsSettingsFromEnv(process.env, opts.settings ?? {});
-      if (settings.servers.length === 0 && engine.config.natsUrl !== undefined) settings.servers = engine.config.natsUrl.split(',').map((s) => s.trim());
+    if (opts.connection !== undefined) {
+      this.ownsConnection = false;
+      this.connection = Promise.resolve(opts.connection);
+    } else if (opts.settings?.servers !== undefined && opts.settings.servers.length > 0) {
+      // Explicit settings: a connection of our own.
+      this.ownsConnection = true;
+      const settings = natsSettingsFromEnv(process.env, opts.settings);
       connOpts = natsConnectOptions(settings);
       this.log.info({ servers: redactServers(settings.servers) }, 'connecting to NATS');
       this.connection = connect(connOpts);
+    } else {
+      // The engine's shared connection (service 'nats', natsLink.ts, to engine.config.natsUrl);
+      // the engine closes it after we have drained.
+      this.ownsConnection = false;
+      this.connection = engine.service('nats').then((link) => {
+        if (link === undefined) throw new Error('NATS peer mode: no server URL (give --nats <url> or set NATS_URL)');
+        this.log.info('waiting for the NATS connection');
+        return new Promise<NatsConnection>((resolve) => link.whenConnected(resolve));
+      });
     }
     this.ready = this.connection.then(async (nc) => {
       this.connected = true;
