@@ -3,6 +3,9 @@
  * talk to central_cloud. It connects in the background and keeps
  * reconnecting, so nothing waits for NATS: callers ask `current()` and fall
  * back when it is `undefined` (not configured, or not connected yet / now).
+ * NATS peer mode (natsService.ts) serves on this same connection, so a
+ * sidecar holds one NATS connection. Connection settings (server list,
+ * auth, TLS, reconnect backoff) come from natsOptions.ts.
  */
 import { connect, type NatsConnection } from 'nats';
 import { defineService } from '../engine.js';
