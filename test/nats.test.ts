@@ -38,6 +38,7 @@ const SAMPLES: Record<string, () => TermObject> = {
   cache_get: () => record({ key: 'nats-k1' }),
   optimize_prompt: () => record({ prompt: 'Write a function that sorts a list of users by age', breadth: 2, depth: 1 }),
   select_variant: () => record({ test_id: 'nats-t1', variants: ['a', 'b'] }),
+  generate_prompt: () => record({ context: 'Write a GenServer that caches HTTP responses', language: 'elixir' }),
   // Fixed ids: the Port writes the entry, the NATS calls go through JetStream with the same id and answer the same.
   track_execution: () =>
     record({ id: '0b5e3c52-6f0e-4d55-9a57-3d4c0c7a0001', prompt_id: 'p-nats', execution_time_ms: 12, success: true, confidence_score: float(0.75), timestamp: '2026-11-24T10:00:00Z', metadata: newMapOf({ k: 'v' }) }),
@@ -59,7 +60,7 @@ function newMapOf(o: Record<string, Term>): TermObject {
   return m;
 }
 /** Results that legitimately differ call to call (clocks, counters, sampling, cache hits): compare their keys. */
-const VOLATILE = new Set(['health', 'stats', 'cache_stats', 'optimize_prompt', 'select_variant', 'query', 'prompt_stats']);
+const VOLATILE = new Set(['health', 'stats', 'cache_stats', 'optimize_prompt', 'select_variant', 'query', 'prompt_stats', 'generate_prompt']);
 
 function keysOf(t: Term): string[] {
   return isTermObject(t) ? Object.keys(t).sort() : [];
@@ -117,6 +118,17 @@ describe('every op over NATS, JSON and ETF, matches the Port', () => {
     const args = record({ at: atom('hello'), f: float(1), t: new Tuple([1, 'two', atom('three')]), b: Buffer.from([0, 255, 1]), big: 2n ** 70n, nested: [record({ k: [] })] });
     const { term } = await requestEtf(nc, 'echo', args);
     expect(encode(term).equals(encode(new Tuple([atom('ok'), args])))).toBe(true);
+  });
+
+  it('generate_prompt over JSON gives the prompt the Port gives (only `cached` differs on a repeat)', async () => {
+    const args = { context: 'Write a supervisor for three workers', language: 'elixir' };
+    const viaPort = await sc.port!.request('generate_prompt', record(args));
+    expect(viaPort.ok).toBe(true);
+    const { body } = await requestJson(nc, 'generate_prompt', args);
+    const ok = (body as { ok: Record<string, unknown> }).ok;
+    const port = termToJson((viaPort as { value: Term }).value) as Record<string, unknown>;
+    expect(typeof ok.prompt).toBe('string');
+    expect({ ...ok, cached: null }).toEqual({ ...port, cached: null });
   });
 
   it('JSON: empty body is the empty args map; results are wrapped in {"ok": ...}; atoms become strings', async () => {
