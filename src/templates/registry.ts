@@ -43,7 +43,7 @@ export class TemplateRegistry {
       this.figures.memory_hits++;
       return { template: mem, source: 'memory' };
     }
-    if (this.central?.connected) {
+    if (this.central?.connected && !this.recentlyMissed(name)) {
       try {
         const t = await this.central.get(name);
         if (t !== undefined) {
@@ -51,8 +51,10 @@ export class TemplateRegistry {
           this.figures.central_hits++;
           return { template: t, source: 'central_cloud' };
         }
+        this.missed.set(name, Date.now());
       } catch {
         this.figures.central_fallbacks++; // down or slow: the shipped copy serves
+        this.missed.set(name, Date.now());
       }
     }
     const s = this.shipped.get(name);
@@ -63,8 +65,25 @@ export class TemplateRegistry {
     return undefined;
   }
 
+  /**
+   * Names central_cloud did not have (or could not answer for) lately: not asked
+   * again for `missTtlMs`, so a template served from templates_data does not pay
+   * a NATS round trip per use. An update broadcast for the name ends it early.
+   */
+  private readonly missed = new Map<string, number>();
+  missTtlMs = 30_000;
+
+  private recentlyMissed(name: string): boolean {
+    const at = this.missed.get(name);
+    if (at === undefined) return false;
+    if (Date.now() - at < this.missTtlMs) return true;
+    this.missed.delete(name);
+    return false;
+  }
+
   /** Put a template in memory (a fetch, a local store, an update broadcast). */
   put(t: Template): void {
+    this.missed.delete(t.template_name);
     this.renderer.check(t.template_content);
     this.memory.set(t.template_name, t);
     if (t.template_type === 'partial') this.renderer.setPartial(t.template_name, t.template_content);

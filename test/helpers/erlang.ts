@@ -8,8 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { decode } from '../../src/codec/etf.js';
 import type { Term } from '../../src/codec/terms.js';
+import { REPO_ROOT } from '../../src/config.js';
 
-export const REPO = path.resolve(import.meta.dirname, '..', '..');
+export const REPO = REPO_ROOT;
 export const SIDECAR = path.join(REPO, 'port', 'prompt_engine');
 
 let ebin: string | undefined;
