@@ -231,12 +231,21 @@ class NatsPeer implements NatsServiceHandle {
   }
 
   private respond(op: string, msg: ServiceMsg, r: OpResult, enc: 'json' | 'etf', t0: number): void {
-    const reply = encodeReply(r, enc);
+    let reply = encodeReply(r, enc);
     if (msg.reply) {
       try {
         msg.respond(reply.body, { headers: reply.headers });
       } catch (err) {
-        this.log.warn({ err: (err as Error).message, op }, 'NATS reply not sent');
+        // Typically a reply above the server's max_payload: tell the caller instead of letting it time out.
+        this.log.warn({ err: (err as Error).message, op, bytes: reply.body.length }, 'NATS reply not sent');
+        if (reply.error === undefined) {
+          reply = encodeReply({ ok: false, reason: 'internal', message: `reply of ${reply.body.length} bytes could not be sent: ${(err as Error).message}` }, enc);
+          try {
+            msg.respond(reply.body, { headers: reply.headers });
+          } catch {
+            /* connection gone: the caller times out */
+          }
+        }
       }
     }
     const f = this.endpointFigures.get(op);
