@@ -231,6 +231,26 @@ describe('real Erlang payloads', () => {
     expect(verdict).toBe('true');
   });
 
+  it('a track_execution entry encoded by Erlang (atom keys, float, binary-keyed metadata) goes through JetStream into the store', async () => {
+    const entry = '#{prompt_id => <<"p-erl">>, execution_time_ms => 12, success => true, confidence_score => 0.9, timestamp => <<"2026-11-24T10:00:00Z">>, metadata => #{<<"k">> => <<"v">>}}';
+    const hex = execFileSync('erl', ['-noshell', '-eval', `io:format("~s", [binary:encode_hex(term_to_binary(${entry}))]), halt().`]).toString().trim();
+    const { msg } = await requestEtf(nc, 'track_execution', Buffer.from(hex, 'hex'));
+    const replyHex = Buffer.from(msg.data).toString('hex');
+    const id = execFileSync('erl', ['-noshell', '-eval', `{ok, #{id := Id}} = binary_to_term(binary:decode_hex(<<"${replyHex}">>), [safe]), io:format("~s", [Id]), halt().`])
+      .toString()
+      .trim();
+    expect(id).toMatch(/^[0-9a-f-]{36}$/);
+    let rows: TermObject[] = [];
+    const until = Date.now() + 15_000;
+    while (rows.length === 0 && Date.now() < until) {
+      const r = await sc.port!.request('query', record({ kind: 'by_id', id }));
+      rows = r.ok ? (((r.value as TermObject).rows as TermObject[]) ?? []) : [];
+      if (rows.length === 0) await sleep(100);
+    }
+    expect(rows).toHaveLength(1);
+    expect(rows[0]!.prompt_id).toBe('p-erl');
+  });
+
   it('compressed term_to_binary(T, [compressed]) bodies are accepted too', async () => {
     const hex = execFileSync('erl', ['-noshell', '-eval', `io:format("~s", [binary:encode_hex(term_to_binary(#{<<"pad">> => binary:copy(<<"ab">>, 500)}, [compressed]))]), halt().`])
       .toString()
