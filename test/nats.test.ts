@@ -6,6 +6,7 @@
  * Erlang; graceful drain on SIGTERM.
  */
 import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { NatsConnection } from 'nats';
 import { decode, encode } from '../src/codec/etf.js';
@@ -249,6 +250,24 @@ describe('real Erlang payloads', () => {
     }
     expect(rows).toHaveLength(1);
     expect(rows[0]!.prompt_id).toBe('p-erl');
+  });
+
+  it('a JSON entry published straight to the stream (with Nats-Msg-Id, twice) is stored once', async () => {
+    const id = randomUUID();
+    const js = nc.jetstream();
+    const body = Buffer.from(JSON.stringify({ id, prompt_id: 'p-direct', execution_time_ms: 3, success: false, timestamp: '2026-11-24T10:00:00Z', metadata: {} }));
+    const first = await js.publish('prompt_engine.track.execution', body, { msgID: id });
+    const again = await js.publish('prompt_engine.track.execution', body, { msgID: id });
+    expect(first.stream).toBe('PROMPT_ENGINE_TRACK');
+    expect(again.duplicate).toBe(true);
+    let rows: TermObject[] = [];
+    const until = Date.now() + 15_000;
+    while (rows.length === 0 && Date.now() < until) {
+      const r = await sc.port!.request('query', record({ kind: 'by_id', id }));
+      rows = r.ok ? (((r.value as TermObject).rows as TermObject[]) ?? []) : [];
+      if (rows.length === 0) await sleep(100);
+    }
+    expect(rows.map((r) => r.prompt_id)).toEqual(['p-direct']);
   });
 
   it('compressed term_to_binary(T, [compressed]) bodies are accepted too', async () => {
