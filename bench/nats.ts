@@ -77,7 +77,7 @@ async function startBare(url: string, n: number): Promise<ChildProcess[]> {
 }
 
 async function startSidecars(url: string, n: number): Promise<ChildProcess[]> {
-  const entry = path.join(REPO_ROOT, 'dist', 'src', 'transports', 'natsMain.js');
+  const entry = path.join(REPO_ROOT, 'dist', 'src', 'cli.js');
   const ps = Array.from({ length: n }, (_, i) =>
     spawn(process.execPath, [entry, 'serve', '--nats', url], {
       stdio: ['ignore', 'ignore', 'pipe'],

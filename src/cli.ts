@@ -12,6 +12,8 @@ import { createOpTable } from './ops/index.js';
 import type { OpSpec } from './ops/types.js';
 import { PortTransport } from './transports/portTransport.js';
 import { startParentWatchdog } from './transports/watchdog.js';
+import { runServe } from './transports/natsMain.js';
+import { redirectStdoutToStderr } from './transports/stdioGuard.js';
 
 export interface CliArgs {
   command: string;
@@ -53,19 +55,6 @@ function configFrom(flags: Map<string, string | true>): EngineConfig {
   });
 }
 
-/** Keep stdout for frames: everything that would print there goes to stderr. */
-function redirectStdoutToStderr(): void {
-  const toErr = process.stderr.write.bind(process.stderr) as typeof process.stdout.write;
-  process.stdout.write = toErr;
-  console.log = console.error;
-  console.info = console.error;
-  console.debug = console.error;
-  console.warn = console.error;
-  console.trace = console.error;
-  console.dir = (obj: unknown) => console.error(obj);
-  console.table = (obj: unknown) => console.error(obj);
-}
-
 export async function runPort(flags: Map<string, string | true>, extraOps: OpSpec<unknown>[] = []): Promise<number> {
   const portFds = flags.has('port-fds');
   if (!portFds) redirectStdoutToStderr();
@@ -84,24 +73,10 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   process.once('SIGINT', stop('SIGINT'));
   process.on('SIGPIPE', () => undefined);
   const watchdog = startParentWatchdog(() => void transport.shutdown('parent process gone', 0));
-  const nats = flags.get('nats') !== undefined || config.natsUrl !== undefined ? await startNatsIfAvailable(engine, table, log) : undefined;
   await transport.start();
-  await nats?.stop();
   await watchdog?.stop();
   log.info('port transport stopped');
   return 0;
-}
-
-/** NATS peer mode lives in transports/natsService.ts (issue 6); the Port keeps working without it. */
-async function startNatsIfAvailable(
-  engine: Engine,
-  table: ReturnType<typeof createOpTable>,
-  log: ReturnType<typeof createLogger>,
-): Promise<{ stop(): Promise<void> } | undefined> {
-  void engine;
-  void table;
-  log.debug('NATS peer mode not wired yet');
-  return undefined;
 }
 
 async function main(argv: string[]): Promise<void> {
@@ -109,6 +84,9 @@ async function main(argv: string[]): Promise<void> {
   switch (command) {
     case 'port':
       process.exitCode = await runPort(flags);
+      break;
+    case 'serve':
+      process.exitCode = await runServe(flags);
       break;
     default:
       process.stderr.write(`prompt-engine: unknown command ${command}\nusage: prompt-engine port [--port-fds] | serve --nats <url>\n`);

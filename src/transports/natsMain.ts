@@ -14,6 +14,7 @@ import { createOpTable } from '../ops/index.js';
 import { startNatsService } from './natsService.js';
 import { PortTransport } from './portTransport.js';
 import { startParentWatchdog } from './watchdog.js';
+import { redirectStdoutToStderr } from './stdioGuard.js';
 
 export async function runServe(flags: Map<string, string | true>): Promise<number> {
   const str = (k: string): string | undefined => {
@@ -70,42 +71,4 @@ export async function runServe(flags: Map<string, string | true>): Promise<numbe
   await stopping;
   await watchdog?.stop();
   return 0;
-}
-
-function redirectStdoutToStderr(): void {
-  const toErr = process.stderr.write.bind(process.stderr) as typeof process.stdout.write;
-  process.stdout.write = toErr;
-  console.log = console.error;
-  console.info = console.error;
-  console.debug = console.error;
-  console.warn = console.error;
-}
-
-/** Flags as cli.ts parses them (`--k v`, `--k=v`, `--flag`). */
-function parseFlags(argv: string[]): Map<string, string | true> {
-  const flags = new Map<string, string | true>();
-  const valued = new Set(['nats', 'max-frame-bytes', 'data-dir', 'database-url', 'log-level']);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith('--')) continue;
-    const eq = a.indexOf('=');
-    if (eq > 0) flags.set(a.slice(2, eq), a.slice(eq + 1));
-    else if (valued.has(a.slice(2)) && argv[i + 1] !== undefined) flags.set(a.slice(2), argv[++i]!);
-    else flags.set(a.slice(2), true);
-  }
-  return flags;
-}
-
-const isMain = process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (isMain) {
-  runServe(parseFlags(process.argv.slice(2).filter((a) => a !== 'serve'))).then(
-    (code) => {
-      process.exitCode = code;
-      setImmediate(() => process.exit(code));
-    },
-    (err: unknown) => {
-      process.stderr.write(`prompt-engine serve: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-      process.exit(1);
-    },
-  );
 }

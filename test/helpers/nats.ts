@@ -15,7 +15,7 @@ import { REPO, processAlive, waitGone } from './erlang.js';
 import { PortClient } from './portClient.js';
 
 /** The real sidecar entry (compiled): `serve --nats <url>` (see README: NATS peer mode). */
-export const SERVE_JS = path.join(REPO, 'dist', 'src', 'transports', 'natsMain.js');
+export const SERVE_JS = path.join(REPO, 'dist', 'src', 'cli.js');
 
 export function requireEnv(name: string): string {
   const v = process.env[name];

@@ -1,0 +1,143 @@
+/**
+ * The learning part, features: what the scorer sees of a prompt in a
+ * context. Hashed word uni/bi-grams of the prompt, structural features
+ * (length, lines, sections, role line, output format, options, question
+ * form, placeholders, examples, constraint words), hashed context (model,
+ * task, language, domain, framework, template) and interactions of the
+ * structural features with the model (rankings transfer poorly between
+ * models: the model is part of the context).
+ *
+ * The spec is versioned and hashed; a model records the hash it was trained
+ * with and is never served with another.
+ */
+import { createHash } from 'node:crypto';
+
+export interface FeatureSpec {
+  version: number;
+  ngramBuckets: number;
+  contextBuckets: number;
+  interactionBuckets: number;
+  structural: readonly string[];
+  contextKeys: readonly string[];
+}
+
+export const STRUCTURAL = [
+  'len_log',
+  'lines_log',
+  'sections',
+  'role_line',
+  'output_format',
+  'options_list',
+  'question',
+  'placeholders',
+  'examples',
+  'constraints',
+  'step_by_step',
+  'answer_prefix',
+  'quotes',
+  'imperative',
+] as const;
+
+export const FEATURE_SPEC: FeatureSpec = {
+  version: 1,
+  ngramBuckets: 2048,
+  contextBuckets: 256,
+  interactionBuckets: 512,
+  structural: STRUCTURAL,
+  contextKeys: ['model', 'task', 'language', 'domain', 'framework', 'template'],
+};
+
+export function featureDim(spec: FeatureSpec = FEATURE_SPEC): number {
+  return spec.ngramBuckets + spec.structural.length + spec.contextBuckets + spec.interactionBuckets;
+}
+
+export function specHash(spec: FeatureSpec = FEATURE_SPEC): string {
+  return createHash('sha256').update(JSON.stringify(spec)).digest('hex').slice(0, 16);
+}
+
+/** A sparse feature vector: sorted unique indices and their values. */
+export interface SparseVec {
+  idx: Int32Array;
+  val: Float32Array;
+}
+
+function fnv(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+const WORD = /[a-z0-9]+(?:'[a-z]+)?/g;
+
+/** Structural features in [0, 1] (lengths log-scaled). */
+export function structuralFeatures(prompt: string): number[] {
+  const p = prompt;
+  const lower = p.toLowerCase();
+  const lines = p.split('\n');
+  const words = lower.match(WORD) ?? [];
+  return [
+    Math.min(1, Math.log1p(p.length) / Math.log1p(4000)),
+    Math.min(1, Math.log1p(lines.length) / Math.log1p(100)),
+    Math.min(1, lines.filter((l) => /^\s*(#+\s|\d+\.\s|[-*]\s|[A-Z][A-Za-z ]{2,30}:\s*$)/.test(l)).length / 10),
+    /^\s*(you are|act as|as an? [a-z]+,)/im.test(p) ? 1 : 0,
+    /\b(answer|respond|reply|output|return)\b[^.\n]*\b(with|in|as|only)\b/i.test(p) || /\bformat\b/i.test(p) ? 1 : 0,
+    /(\n\s*(\(?[a-e]\)|[a-e]\.|option)\s)|options?:/i.test(p) ? 1 : 0,
+    /\?\s*("|$|\n|A:)/m.test(p) || /^(is|are|does|do|can|which|what|who|how|why)\b/i.test(p.trim()) ? 1 : 0,
+    Math.min(1, (p.match(/\{\{?[a-z_][\w.]*\}?\}/gi) ?? []).length / 5),
+    /\b(for example|e\.g\.|example:|examples:|input:.*\n.*output:)/i.test(p) ? 1 : 0,
+    /\b(must|never|do not|don't|always|only|exactly)\b/i.test(p) ? 1 : 0,
+    /step[- ]by[- ]step|\bstep \d|think (carefully|through)/i.test(p) ? 1 : 0,
+    /(^|\n)\s*(a|answer)\s*:\s*$/i.test(p) ? 1 : 0,
+    /["“”]/.test(p) ? 1 : 0,
+    words.length > 0 && ['identify', 'determine', 'decide', 'answer', 'choose', 'select', 'write', 'list', 'find', 'tell', 'classify', 'evaluate', 'given', 'read'].includes(words[0]!) ? 1 : 0,
+  ];
+}
+
+/** Featurize one prompt in a context. */
+export function featurize(prompt: string, context: Record<string, string>, spec: FeatureSpec = FEATURE_SPEC): SparseVec {
+  const acc = new Map<number, number>();
+  const add = (i: number, v: number): void => void acc.set(i, (acc.get(i) ?? 0) + v);
+  // n-grams (placeholders normalised so {sentence} and {{sentence}} read the same)
+  const words = prompt
+    .toLowerCase()
+    .replace(/\{\{?\s*[a-z_][\w.]*\s*\}?\}/g, ' _slot_ ')
+    .match(/_slot_|[a-z0-9]+(?:'[a-z]+)?/g) ?? [];
+  const grams: string[] = [];
+  for (let i = 0; i < words.length; i++) {
+    grams.push(`u:${words[i]}`);
+    if (i + 1 < words.length) grams.push(`b:${words[i]} ${words[i + 1]}`);
+  }
+  const gw = grams.length === 0 ? 0 : 1 / Math.sqrt(grams.length);
+  for (const g of grams) add(fnv(g) % spec.ngramBuckets, gw);
+  // structural
+  const base = spec.ngramBuckets;
+  const st = structuralFeatures(prompt);
+  st.forEach((v, i) => {
+    if (v !== 0) add(base + i, v);
+  });
+  // context
+  const cbase = base + spec.structural.length;
+  for (const k of spec.contextKeys) {
+    const v = context[k];
+    if (v !== undefined && v !== '') add(cbase + (fnv(`${k}=${v.toLowerCase()}`) % spec.contextBuckets), 1);
+  }
+  // structural × model interactions
+  const ibase = cbase + spec.contextBuckets;
+  const model = (context.model ?? '').toLowerCase();
+  if (model !== '')
+    st.forEach((v, i) => {
+      if (v !== 0) add(ibase + (fnv(`${model}*${spec.structural[i]}`) % spec.interactionBuckets), v);
+    });
+  const idx = Int32Array.from([...acc.keys()].sort((a, b) => a - b));
+  const val = Float32Array.from(idx, (i) => acc.get(i)!);
+  return { idx, val };
+}
+
+/** Dense rows for onnxruntime: [n, dim] float32. */
+export function toDense(vecs: SparseVec[], dim: number): Float32Array {
+  const out = new Float32Array(vecs.length * dim);
+  vecs.forEach((v, r) => {
+    for (let k = 0; k < v.idx.length; k++) out[r * dim + v.idx[k]!] = v.val[k]!;
+  });
+  return out;
+}
