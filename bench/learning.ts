@@ -1,0 +1,85 @@
+/**
+ * Scoring throughput (prompts/s) through onnxruntime-node in batches of 1,
+ * 10 and 100 beside the TypeScript forward pass of the same model (both
+ * including featurization), training time for the whole multiprompt history
+ * and for 100k synthetic executions, and memory.
+ *   npm run build && node dist/bench/learning.js
+ */
+import path from 'node:path';
+import { REPO_ROOT } from '../src/config.js';
+import { featureDim, featurize, FEATURE_SPEC } from '../src/learning/features.js';
+import { readModel } from '../src/learning/modelFile.js';
+import { predictAll, seeded, trainMlp, type Example } from '../src/learning/mlp.js';
+import { loadCells } from '../src/learning/multiprompt.js';
+import { readOnnxWeights } from '../src/learning/onnx.js';
+import { Scorer } from '../src/learning/scorer.js';
+import { cellExample } from '../src/learning/evaluation.js';
+
+const progress = (m: string): void => void process.stderr.write(`[bench:learning] ${m}\n`);
+const { onnx, meta } = readModel(path.join(REPO_ROOT, 'models', 'default.onnx'));
+const scorer = await Scorer.load(onnx, meta);
+const weights = readOnnxWeights(onnx);
+const cells = loadCells();
+const items = cells.slice(0, 2000).map((c) => ({ prompt: c.template, context: { model: c.model, task: c.task } }));
+
+async function rate(batch: number, f: (xs: typeof items) => Promise<unknown> | unknown, ms = 1500): Promise<number> {
+  let n = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms) {
+    const start = (n * batch) % (items.length - batch);
+    await f(items.slice(start, start + batch));
+    n++;
+  }
+  return (n * batch) / ((performance.now() - t0) / 1000);
+}
+
+const rows: string[] = [];
+for (const b of [1, 10, 100]) {
+  progress(`scoring, batch ${b}`);
+  const ort = await rate(b, (xs) => scorer.score(xs));
+  const ts = await rate(b, (xs) => predictAll(weights, xs.map((x) => featurize(x.prompt, x.context))));
+  rows.push(`| ${b} | ${Math.round(ort).toLocaleString('en-US')} | ${Math.round(ts).toLocaleString('en-US')} | ${(ort / ts).toFixed(2)}× |`);
+}
+
+progress(`training on the whole multiprompt history (${cells.length} cells), 12 epochs max`);
+const ex = cells.map(cellExample);
+const rnd = seeded(1);
+const split = (xs: Example[]) => {
+  const tr: Example[] = [];
+  const va: Example[] = [];
+  for (const e of xs) (rnd() < 0.1 ? va : tr).push(e);
+  return [tr, va] as const;
+};
+let t0 = performance.now();
+const [tr, va] = split(ex);
+const full = trainMlp(tr, va, featureDim(FEATURE_SPEC), { epochs: 12, seed: 42 });
+const fullS = (performance.now() - t0) / 1000;
+
+progress('training on 100,000 synthetic executions (one row each), 5 epochs');
+const words = 'answer explain list choose exactly word sentence briefly step reason options format json plausible'.split(' ');
+const synth: Example[] = Array.from({ length: 100_000 }, (_, i) => {
+  const p = Array.from({ length: 8 + (i % 20) }, (_, k) => words[(i * 7 + k * 3) % words.length]).join(' ');
+  const good = p.includes('exactly') && p.includes('format');
+  return { x: featurize(p, { model: `m${i % 7}`, task: `t${i % 11}` }), y: good ? (rnd() < 0.8 ? 1 : 0) : rnd() < 0.3 ? 1 : 0, w: 1 };
+});
+t0 = performance.now();
+const [str, sva] = split(synth);
+trainMlp(str, sva, featureDim(FEATURE_SPEC), { epochs: 5, seed: 42, patience: 10 });
+const synthS = (performance.now() - t0) / 1000;
+const mem = process.memoryUsage();
+
+process.stdout.write(
+  [
+    '| batch | onnxruntime prompts/s | TS forward prompts/s | ratio |',
+    '|---:|---:|---:|---:|',
+    ...rows,
+    '',
+    '| training | examples | epochs run | seconds |',
+    '|---|---:|---:|---:|',
+    `| whole multiprompt history (one weighted example per cell) | ${ex.length.toLocaleString('en-US')} | ${full.epochs} (best) | ${fullS.toFixed(1)} |`,
+    `| 100k synthetic executions (one row each) | 100,000 | 5 | ${synthS.toFixed(1)} |`,
+    '',
+    `memory after both: rss ${(mem.rss / 2 ** 20).toFixed(0)} MiB, heap used ${(mem.heapUsed / 2 ** 20).toFixed(0)} MiB (model file ${(onnx.length / 1024).toFixed(0)} KiB)`,
+  ].join('\n') + '\n',
+);
+await scorer.close();
