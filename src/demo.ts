@@ -5,29 +5,34 @@
  * NATS serve, so what it prints is what an Elixir caller would get.
  *
  *   1. assemble a SPARC prompt from the shipped templates
- *   2. optimize it with COPRO (offline proposer, learned evaluator)
- *   3. track executions of real prompts (multiprompt data) and print their aggregates
- *   4. train a scorer on that history, and rank prompts it has not seen
- *   5. pick an A/B variant by Thompson sampling over the tracked outcomes
+ *   2. track executions of real prompts (multiprompt data) and print their aggregates
+ *   3. train a scorer on that history (promoted only when no worse)
+ *   4. rank prompts it has never seen, against their real accuracy
+ *   5. optimize a prompt with COPRO (offline proposer, learned evaluator)
+ *   6. pick an A/B variant by Thompson sampling over the tracked outcomes
  *
  * Results go to stdout; progress to stderr.
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ErlFloat, record, type Term, type TermObject } from './codec/terms.js';
+import { ErlFloat, float, record, type Term, type TermObject } from './codec/terms.js';
 import { loadConfig, REPO_ROOT } from './config.js';
 import { Engine } from './engine.js';
 import { createLogger } from './log.js';
 import { createOpTable, type OpResult } from './ops/index.js';
+import { isHistory } from './learning/evaluation.js';
+import { cellToEntry, loadCells, promptIdOfTemplate } from './learning/multiprompt.js';
 
 const out = (s = ''): void => void process.stdout.write(`${s}\n`);
 const progress = (s: string): void => void process.stderr.write(`[demo] ${s}\n`);
 const num = (t: Term | undefined): number => (t instanceof ErlFloat ? t.value : typeof t === 'number' ? t : NaN);
 const indent = (s: string, by = '    '): string => s.split('\n').map((l) => by + l).join('\n');
+const oneLine = (s: string, n: number): string => (s.replace(/\s+/g, ' ').length > n ? `${s.replace(/\s+/g, ' ').slice(0, n - 1)}…` : s.replace(/\s+/g, ' '));
 
 async function main(): Promise<void> {
   const dataDir = path.join(REPO_ROOT, '.data', 'demo');
-  if (process.argv.includes('--fresh')) fs.rmSync(dataDir, { recursive: true, force: true });
+  // A fresh store each run, so the figures are the same every time (keep it with --keep).
+  if (!process.argv.includes('--keep')) fs.rmSync(dataDir, { recursive: true, force: true });
   const config = loadConfig({ ...process.env, DATABASE_URL: '', NATS_URL: '' }, { dataDir });
   const engine = new Engine(config, createLogger(process.env.LOG_LEVEL ?? 'warn'));
   const table = createOpTable();
@@ -53,17 +58,60 @@ async function main(): Promise<void> {
     if (prompt.split('\n').length > 12) out(`    … (${prompt.split('\n').length} lines)`);
   }
 
-  // 2. optimize
-  progress('optimizing with COPRO (offline proposer, learned evaluator)');
-  const base = 'Answer the question about the sentence. Q: Is the following sentence plausible? "{sentence}"';
-  const opt = await call('optimize_prompt', record({ prompt: base, context: record({ task: 'sports_understanding', model: 'vicuna-13b' }), breadth: 6, depth: 2 }));
-  out('\n## 2. COPRO optimization');
-  out(`model version: ${String(opt.model_version)}`);
-  out(`original  (score ${num(opt.candidates && (opt.candidates as TermObject[]).find((c) => c.prompt === base)?.score).toFixed(3)}):`);
+  // 2. track real history (multiprompt: each cell is one entry standing for its n executions)
+  const task = 'sports_understanding';
+  const model = 'vicuna-13b';
+  const cells = loadCells(undefined, [task, 'hyperbaton', 'causal_judgement']);
+  const history = cells.filter((c) => isHistory(c.templateId));
+  progress(`tracking ${history.length} executions-cells of 3 BBH tasks (the history half of their templates)`);
+  const t0 = Date.now();
+  const ids = await Promise.all(history.map((c) => call('track_execution', record(cellToEntry(c) as Record<string, Term>))));
+  out(`\n## 2. Tracked ${ids.length} entries (${history.reduce((n, c) => n + c.n, 0).toLocaleString('en-US')} executions) in the embedded store in ${Date.now() - t0} ms`);
+  const top = await call('query', record({ kind: 'high_performance', threshold: float(0.6), min_count: 5, limit: 5 }));
+  out('top prompts by tracked success rate (query high_performance):');
+  for (const r of top.rows as TermObject[]) {
+    const text = history.find((c) => promptIdOfTemplate(c.template) === r.prompt_id)?.template ?? '';
+    out(`  ${String(r.prompt_id)}  n=${String(r.count)}  success ${(num(r.success_rate) * 100).toFixed(1)}%  "${oneLine(text, 70)}"`);
+  }
+
+  // 3. learn from it
+  progress('training a scorer on the tracked history (worker thread)');
+  const trained = await call('train', record({ min_samples: 50, epochs: 12 }));
+  const m = trained.metrics as TermObject;
+  const sm = trained.serving_metrics as TermObject | null;
+  out(`\n## 3. Trained ${String(trained.model_version)} on ${String(trained.samples)} examples in ${String(trained.duration_ms)} ms`);
+  out(`held-out: AUC ${num(m.auc).toFixed(3)}, log-loss ${num(m.log_loss).toFixed(4)}, calibration error ${num(m.ece).toFixed(3)}, Spearman ${num(m.spearman).toFixed(3)}`);
+  if (sm) out(`serving model on the same split: log-loss ${num(sm.log_loss).toFixed(4)} → ${trained.promoted ? 'promoted (no worse)' : 'kept the serving model (the new one is worse on this split)'}`);
+
+  // 4. rank prompts it has never seen, against their real accuracy
+  const unseen = cells.filter((c) => c.task === task && c.model === model && !isHistory(c.templateId));
+  const scored = await call('score', record({ prompts: unseen.map((c) => c.template), context: record({ model, task }) }));
+  const ranked = unseen.map((c, i) => ({ c, p: num((scored.scores as Term[])[i]) })).sort((a, b) => b.p - a.p);
+  const best = Math.max(...unseen.map((c) => c.acc));
+  const mean = unseen.reduce((s, c) => s + c.acc, 0) / unseen.length;
+  out(`\n## 4. Ranking ${unseen.length} unseen ${task} prompts for ${model} (model ${String(scored.model_version)})`);
+  for (const { c, p } of ranked.slice(0, 3)) out(`  predicted ${p.toFixed(3)}  real accuracy ${c.acc.toFixed(2)}  "${oneLine(c.template, 60)}"`);
+  out(`top-1 pick: real accuracy ${ranked[0]!.c.acc.toFixed(2)} (best possible ${best.toFixed(2)}, a random pick averages ${mean.toFixed(2)})`);
+
+  // 5. optimize with what it learned
+  progress('optimizing with COPRO (offline proposer, learned evaluator + tracked outcomes)');
+  const base = history.find((c) => c.task === task && c.method === 'default')?.template ?? unseen[0]!.template;
+  const opt = await call('optimize_prompt', record({ prompt: base, context: record({ task, model }), breadth: 6, depth: 2 }));
+  out('\n## 5. COPRO optimization');
+  out(`original (score ${num((opt.candidates as TermObject[]).find((c) => c.prompt === base)?.score).toFixed(3)}):`);
   out(indent(base));
-  out(`optimized (score ${num(opt.optimization_score).toFixed(3)}, confidence ${num(opt.confidence).toFixed(2)}):`);
+  out(`optimized (score ${num(opt.optimization_score).toFixed(3)}, confidence ${num(opt.confidence).toFixed(2)}, model ${String(opt.model_version)}):`);
   out(indent(String(opt.optimized_prompt)));
   out(`summary: ${String(opt.improvement_summary)}`);
+  const evo = await call('query', record({ kind: 'evolution_history', prompt_id: String(opt.prompt_id) }));
+  out(`recorded as a PromptEvolutionEntry: ${(evo.rows as TermObject[]).length} row(s) for ${String(opt.prompt_id)}`);
+
+  // 6. A/B choice from tracked outcomes
+  const [a, b] = (top.rows as TermObject[]).slice(0, 2).map((r) => String(r.prompt_id));
+  if (a && b) {
+    const pick = await call('select_variant', record({ test_id: 'demo-ab', variants: [a, b] }));
+    out(`\n## 6. select_variant (Thompson sampling over tracked outcomes): ${String(pick.variant)}`);
+  }
 
   engine.log.flush?.();
   await engine.close();

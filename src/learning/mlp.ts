@@ -10,7 +10,10 @@
  * inputs). The same forward pass is exported to ONNX (onnx.ts) and the two
  * are checked to agree.
  */
+import { seededRandom as seeded } from '../random.js';
 import type { SparseVec } from './features.js';
+
+export { seeded };
 
 export interface MlpWeights {
   dims: [number, number, number]; // input, hidden1, hidden2
@@ -40,17 +43,6 @@ export interface TrainOptions {
   seed?: number;
   onEpoch?: (e: { epoch: number; trainLoss: number; valLoss: number }) => void;
   shouldStop?: () => boolean;
-}
-
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function initWeights(input: number, h1: number, h2: number, rnd: () => number): MlpWeights {

@@ -6,6 +6,7 @@
  * with COPRO's meta-prompt. Both drop candidates that lose a Handlebars
  * variable.
  */
+import { hashSeed, seededRandom } from '../random.js';
 import { chat, type LlmEndpoint } from './llmClient.js';
 import { ALL_BITS, keepsVariables, type OptimizeContext } from './promptBits.js';
 
@@ -30,23 +31,7 @@ export interface Proposer {
   propose(req: ProposeRequest): Promise<string[]>;
 }
 
-/** mulberry32: a small seeded PRNG, so optimization is reproducible. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export function hashSeed(text: string): number {
-  let h = 2166136261;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 16777619);
-  return h >>> 0;
-}
+export { hashSeed, seededRandom };
 
 export class OfflineProposer implements Proposer {
   readonly kind = 'offline' as const;

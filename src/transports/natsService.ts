@@ -18,6 +18,7 @@
  * request's latency and its error to the library's own per-endpoint
  * figures when the op completes, so `$SRV.STATS` tells the truth.
  */
+import { withTimeout } from './timeouts.js';
 import { connect, Events, type ConnectionOptions, type NatsConnection, type Service, type ServiceMsg } from 'nats';
 import type { Logger } from 'pino';
 import type { TermObject } from '../codec/terms.js';
@@ -299,19 +300,3 @@ class NatsPeer implements NatsServiceHandle {
   }
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    t.unref();
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}

@@ -11,6 +11,7 @@
 import net from 'node:net';
 import fs from 'node:fs';
 import type { Logger } from 'pino';
+import { withTimeout } from './timeouts.js';
 import { decode, encode, EtfError } from '../codec/etf.js';
 import { Atom, atom, record, tuple, Tuple, type Term, type TermObject } from '../codec/terms.js';
 import type { Engine, EngineEvent } from '../engine.js';
@@ -256,19 +257,3 @@ function isRequestId(v: Term | undefined): v is number | bigint {
   return (typeof v === 'number' && Number.isInteger(v) && v >= 0) || (typeof v === 'bigint' && v >= 0n);
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    t.unref();
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
-}

@@ -41,7 +41,7 @@ defmodule PromptEngine.Atoms do
     :backend, :db_up, :batches, :mean_batch, :journaled, :replayed, :path,
     # learning
     :samples, :auc, :log_loss, :accuracy, :duration_ms, :promoted, :scores, :p, :ece,
-    :spearman, :regret, :feature_spec_hash
+    :spearman, :regret, :feature_spec_hash, :serving_metrics, :serving_version, :epochs, :examples
   ]
 
   @doc false
