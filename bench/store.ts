@@ -71,13 +71,17 @@ async function copyPath(url: string, n: number): Promise<number> {
   return rate;
 }
 
+/** The naive baseline: one autocommit INSERT per entry. */
+const ONE_ROW_INSERT = (() => {
+  const spec = TABLES.execution;
+  return `INSERT INTO ${spec.table} (${spec.columns.map((x) => `"${x}"`).join(',')}) VALUES (${spec.columns.map((x, i) => `$${i + 1}${spec.casts[x] ? `::${spec.casts[x]}` : ''}`).join(',')})`;
+})();
+
 async function naivePg(url: string, n: number): Promise<number> {
   const c = new pg.Client({ connectionString: url });
   await c.connect();
-  const spec = TABLES.execution;
-  const sql = `INSERT INTO ${spec.table} (${spec.columns.map((x) => `"${x}"`).join(',')}) VALUES (${spec.columns.map((x, i) => `$${i + 1}${spec.casts[x] ? `::${spec.casts[x]}` : ''}`).join(',')})`;
   const t0 = performance.now();
-  for (let i = 0; i < n; i++) await c.query(sql, parseEntry('execution', entry(i)).values);
+  for (let i = 0; i < n; i++) await c.query(ONE_ROW_INSERT, parseEntry('execution', entry(i)).values);
   const rate = n / ((performance.now() - t0) / 1000);
   await c.end();
   return rate;
@@ -88,10 +92,8 @@ async function naivePglite(n: number): Promise<number> {
   const store = await TrackingStore.open({ dataDir, log }); // creates the schema
   await store.close();
   const db = await openPglite(path.join(dataDir, 'pglite'));
-  const spec = TABLES.execution;
-  const sql = `INSERT INTO ${spec.table} (${spec.columns.map((x) => `"${x}"`).join(',')}) VALUES (${spec.columns.map((x, i) => `$${i + 1}${spec.casts[x] ? `::${spec.casts[x]}` : ''}`).join(',')})`;
   const t0 = performance.now();
-  for (let i = 0; i < n; i++) await db.query(sql, parseEntry('execution', entry(i)).values);
+  for (let i = 0; i < n; i++) await db.query(ONE_ROW_INSERT, parseEntry('execution', entry(i)).values);
   const rate = n / ((performance.now() - t0) / 1000);
   await db.close();
   fs.rmSync(dataDir, { recursive: true, force: true });
