@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/provision.sh
 npm run build --silent
+npx tsc -p tsconfig.test.json   # the suites are strict TypeScript too
 out=$(mktemp -d /tmp/prompt-engine-results.XXXXXX)
 trap 'rm -rf "$out"' EXIT
 bash scripts/with-services.sh bash -c '

@@ -150,7 +150,7 @@ describe('ETF codec against real Erlang', () => {
     expect(withProto.length).toBeGreaterThan(0);
     for (const m of withProto) {
       expect(Object.getPrototypeOf(m)).toBe(null);
-      expect(Object.keys(m)).toContain('__proto__');
+      expect(Object.keys(m as object)).toContain('__proto__');
     }
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     // an atom key and a binary key with the same text stay two distinct keys

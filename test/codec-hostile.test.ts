@@ -189,7 +189,10 @@ describe('seeded fuzz', () => {
           break;
         case 1: // bit flips
           buf = Buffer.from(base);
-          for (let k = 0; k <= pick(3); k++) buf[pick(buf.length)] ^= 1 << pick(8);
+          for (let k = 0; k <= pick(3); k++) {
+            const at = pick(buf.length);
+            buf[at] = buf[at]! ^ (1 << pick(8));
+          }
           break;
         case 2: // truncation
           buf = base.subarray(0, pick(base.length + 1));
@@ -238,7 +241,11 @@ describe('fuzz through the live sidecar', () => {
     const chunks: Buffer[] = [];
     for (let i = 0; i < 20_000; i++) {
       const base = Buffer.from(seeds[pick(seeds.length)]!);
-      if (i % 2 === 0) for (let k = 0; k <= pick(3); k++) base[pick(base.length)] ^= 1 << pick(8);
+      if (i % 2 === 0)
+        for (let k = 0; k <= pick(3); k++) {
+          const at = pick(base.length);
+          base[at] = base[at]! ^ (1 << pick(8));
+        }
       else base.writeUInt8(pick(256), pick(base.length));
       chunks.push(frame(i % 7 === 0 ? base.subarray(0, pick(base.length)) : base));
       if (chunks.length === 500) c.sendRaw(Buffer.concat(chunks.splice(0)));

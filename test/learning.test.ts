@@ -16,11 +16,9 @@ import { forwardDense, initWeights, seeded } from '../src/learning/mlp.js';
 import { exportOnnx, readOnnxWeights } from '../src/learning/onnx.js';
 import { Scorer } from '../src/learning/scorer.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
+import { okValue } from './helpers/results.js';
 
-const ok = (r: { ok: boolean }): TermObject => {
-  if (!r.ok) throw new Error(`op failed: ${JSON.stringify(r)}`);
-  return (r as { value: TermObject }).value;
-};
+const ok = okValue;
 const num = (t: unknown): number => (t instanceof ErlFloat ? t.value : (t as number));
 
 describe('ONNX export', () => {

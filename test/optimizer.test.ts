@@ -10,11 +10,9 @@ import { handlebarsExpressions, keepsVariables } from '../src/optimizer/promptBi
 import { OfflineProposer } from '../src/optimizer/proposers.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { startFakeLlm, type ChatRequest } from './helpers/fakeLlm.js';
+import { okValue } from './helpers/results.js';
 
-const value = (r: { ok: boolean }): TermObject => {
-  if (!r.ok) throw new Error(`op failed: ${JSON.stringify(r)}`);
-  return (r as { value: TermObject }).value;
-};
+const value = okValue;
 const num = (t: unknown): number => (t instanceof ErlFloat ? t.value : (t as number));
 
 const TEMPLATE = 'Please write a {{language}} function for {{#if framework}}{{framework}} {{/if}}that parses {{context}}.\n{{#each rules}}- {{this}}\n{{/each}}';

@@ -8,12 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErlFloat, record, type Term, type TermObject } from '../src/codec/terms.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { freshDatabase } from './helpers/pg.js';
+import { okValue } from './helpers/results.js';
 
 const results: Record<string, unknown> = {};
-const ok = (r: { ok: boolean }): TermObject => {
-  if (!r.ok) throw new Error(`op failed: ${JSON.stringify(r)}`);
-  return (r as { value: TermObject }).value;
-};
+const ok = okValue;
 const plain = (t: unknown): unknown => JSON.parse(JSON.stringify(t, (_k, v: unknown) => (v instanceof ErlFloat ? v.value : typeof v === 'bigint' ? String(v) : v)));
 const ids = {
   e1: '11111111-1111-4111-8111-111111111111',

@@ -15,12 +15,10 @@ import { REPO_ROOT } from '../src/config.js';
 import { TemplateRenderer } from '../src/templates/renderer.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { requireEnv } from './helpers/pg.js';
+import { okValue } from './helpers/results.js';
 
 const json = JSONCodec<Record<string, unknown>>();
-const ok = (r: { ok: boolean }): TermObject => {
-  if (!r.ok) throw new Error(`op failed: ${JSON.stringify(r)}`);
-  return (r as { value: TermObject }).value;
-};
+const ok = okValue;
 
 const realistic = {
   language: 'elixir',
