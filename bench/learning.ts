@@ -10,10 +10,10 @@ import { REPO_ROOT } from '../src/config.js';
 import { featureDim, featurize, FEATURE_SPEC } from '../src/learning/features.js';
 import { readModel } from '../src/learning/modelFile.js';
 import { predictAll, seeded, trainMlp, type Example } from '../src/learning/mlp.js';
-import { loadCells } from '../src/learning/multiprompt.js';
+import { loadCells } from '../src/learning/offline/multiprompt.js';
 import { readOnnxWeights } from '../src/learning/onnx.js';
 import { Scorer } from '../src/learning/scorer.js';
-import { cellExample } from '../src/learning/evaluation.js';
+import { cellExample } from '../src/learning/offline/evaluation.js';
 
 const progress = (m: string): void => void process.stderr.write(`[bench:learning] ${m}\n`);
 const { onnx, meta } = readModel(path.join(REPO_ROOT, 'models', 'default.onnx'));

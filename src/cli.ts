@@ -5,14 +5,15 @@
  *   prompt-engine serve --nats <url> [--port [--port-fds]]  serve every op as a NATS service (optionally the Port too)
  * Environment: DATABASE_URL, NATS_URL, LOG_LEVEL, PROMPT_ENGINE_DATA_DIR, ...
  */
-import { loadConfig, type EngineConfig } from './config.js';
-import { Engine } from './engine.js';
+import { configFromFlags } from './config.js';
+import { createEngine } from './services.js';
+import { withTimeout } from './transports/timeouts.js';
 import { createLogger } from './log.js';
 import { createOpTable } from './ops/index.js';
 import type { OpSpec } from './ops/types.js';
 import { PortTransport } from './transports/portTransport.js';
 import { startParentWatchdog } from './transports/watchdog.js';
-import { runServe } from './transports/natsMain.js';
+import { runServe } from './serve.js';
 import { redirectStdoutToStderr } from './transports/stdioGuard.js';
 
 export interface CliArgs {
@@ -40,27 +41,12 @@ export function parseArgs(argv: string[]): CliArgs {
 }
 const VALUE_FLAGS = new Set(['nats', 'max-frame-bytes', 'data-dir', 'database-url', 'log-level']);
 
-function configFrom(flags: Map<string, string | true>): EngineConfig {
-  const str = (k: string): string | undefined => {
-    const v = flags.get(k);
-    return typeof v === 'string' ? v : undefined;
-  };
-  const maxFrame = str('max-frame-bytes');
-  return loadConfig(process.env, {
-    dataDir: str('data-dir'),
-    databaseUrl: str('database-url'),
-    natsUrl: str('nats'),
-    logLevel: str('log-level'),
-    maxFrameBytes: maxFrame === undefined ? undefined : Number(maxFrame),
-  });
-}
-
 export async function runPort(flags: Map<string, string | true>, extraOps: OpSpec<unknown>[] = []): Promise<number> {
   const portFds = flags.has('port-fds');
   if (!portFds) redirectStdoutToStderr();
-  const config = configFrom(flags);
+  const config = configFromFlags(flags);
   const log = createLogger(config.logLevel);
-  const engine = new Engine(config, log);
+  const engine = createEngine(config, log);
   const table = createOpTable();
   for (const op of extraOps) table.add(op);
   const transport = new PortTransport(engine, table, {
@@ -73,7 +59,13 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   process.once('SIGINT', stop('SIGINT'));
   process.on('SIGPIPE', () => undefined);
   const watchdog = startParentWatchdog(() => void transport.shutdown('parent process gone', 0));
-  await transport.start();
+  const done = transport.start();
+  // Start the store now, not on the first request: the journal of an earlier process is replayed at
+  // once, and the first track is not held up by PGlite's first open.
+  void engine.service('store').catch(() => undefined);
+  await done;
+  // The entry point owns the engine: close it (flushes tracking writes to the store or the journal) once the Port has drained.
+  await withTimeout(engine.close(), 600).catch((err: unknown) => log.error({ err }, 'engine close failed'));
   await watchdog?.stop();
   log.info('port transport stopped');
   return 0;

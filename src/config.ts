@@ -58,3 +58,19 @@ function positiveInt(v: string | undefined, dflt: number): number {
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
+
+/** Configuration from command-line flags over the environment (`--data-dir`, `--database-url`, `--nats`, `--log-level`, `--max-frame-bytes`). */
+export function configFromFlags(flags: ReadonlyMap<string, string | true>, env: NodeJS.ProcessEnv = process.env): EngineConfig {
+  const str = (k: string): string | undefined => {
+    const v = flags.get(k);
+    return typeof v === 'string' ? v : undefined;
+  };
+  const maxFrame = str('max-frame-bytes');
+  return loadConfig(env, {
+    dataDir: str('data-dir') === undefined ? undefined : path.resolve(str('data-dir')!),
+    databaseUrl: str('database-url'),
+    natsUrl: str('nats'),
+    logLevel: str('log-level'),
+    maxFrameBytes: maxFrame === undefined ? undefined : positiveInt(maxFrame, 0),
+  });
+}

@@ -17,11 +17,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { ErlFloat, float, record, type Term, type TermObject } from './codec/terms.js';
 import { loadConfig, REPO_ROOT } from './config.js';
-import { Engine } from './engine.js';
+import { createEngine } from './services.js';
 import { createLogger } from './log.js';
 import { createOpTable, type OpResult } from './ops/index.js';
-import { isHistory } from './learning/evaluation.js';
-import { cellToEntry, loadCells, promptIdOfTemplate } from './learning/multiprompt.js';
+import { isHistory } from './learning/offline/evaluation.js';
+import { cellToEntry, loadCells, promptIdOfTemplate } from './learning/offline/multiprompt.js';
 
 const out = (s = ''): void => void process.stdout.write(`${s}\n`);
 const progress = (s: string): void => void process.stderr.write(`[demo] ${s}\n`);
@@ -34,7 +34,7 @@ async function main(): Promise<void> {
   // A fresh store each run, so the figures are the same every time (keep it with --keep).
   if (!process.argv.includes('--keep')) fs.rmSync(dataDir, { recursive: true, force: true });
   const config = loadConfig({ ...process.env, DATABASE_URL: '', NATS_URL: '' }, { dataDir });
-  const engine = new Engine(config, createLogger(process.env.LOG_LEVEL ?? 'warn'));
+  const engine = createEngine(config, createLogger(process.env.LOG_LEVEL ?? 'warn'));
   const table = createOpTable();
   const signal = new AbortController().signal;
   const call = async (op: string, args: TermObject): Promise<TermObject> => {

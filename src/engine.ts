@@ -1,89 +1,80 @@
 /**
- * The engine: configuration, logger, event bus, and the lazily started
- * services every part registers (cache, templates, store, scorer, ...).
+ * Layer: core (imports codec types and config only). The engine is a typed
+ * container: configuration, logger, event bus, and the services it was
+ * built with, each started on first use (so the Port's ready handshake is
+ * not held up by PGlite's first open) or eagerly by `start`, and closed in
+ * reverse start order by whoever owns the engine (the entry point).
  *
- * Parts do not import each other's internals through here: each part adds
- * its service type to `Services` by module augmentation and registers a
- * factory with `defineService`. The engine starts a service on first use
- * (so the Port's ready handshake is not held up by PGlite's first open)
- * and closes services in reverse start order on shutdown.
+ * The engine knows no service by name: `services.ts` is the one place that
+ * lists them and builds an `Engine<Services>`. Services live on the
+ * instance, so two engines in one process share nothing.
  */
 import { EventEmitter } from 'node:events';
 import type { Logger } from 'pino';
 import type { TermObject } from './codec/terms.js';
 import type { EngineConfig } from './config.js';
 
-/** Augmented by each part: `declare module '../engine.js' { interface Services { store: TrackingStore } }`. */
-// eslint-disable-next-line @typescript-eslint/no-empty-interface
-export interface Services {}
-
-export interface ServiceDefinition<T> {
-  create(engine: Engine): Promise<T> | T;
-  /** Flush and release. Called once, on shutdown, for services that were started. */
+export interface ServiceDefinition<S, T> {
+  create(engine: Engine<S>): Promise<T> | T;
+  /** Flush and release. Called once, on close, for services that were started. */
   close?(service: T): Promise<void> | void;
   /** Figures for `stats`. */
   stats?(service: T): TermObject | Promise<TermObject>;
-  /** Names of services this one needs started first (for close order). */
 }
 
-const definitions = new Map<string, ServiceDefinition<unknown>>();
-
-export function defineService<K extends keyof Services & string>(name: K, def: ServiceDefinition<Services[K]>): void {
-  definitions.set(name, def as ServiceDefinition<unknown>);
-}
+export type ServiceDefinitions<S> = { readonly [K in keyof S]: ServiceDefinition<S, S[K]> };
 
 export interface EngineEvent {
   name: string;
   payload: TermObject;
 }
 
-export class Engine {
+export class Engine<S = Record<string, never>> {
   readonly startedAt = Date.now();
   /** 'event' → EngineEvent: forwarded to the Port owner as `{:event, name, payload}`. */
   readonly events = new EventEmitter();
-  private readonly started = new Map<string, Promise<unknown>>();
-  private readonly startOrder: string[] = [];
+  private readonly started = new Map<keyof S, Promise<unknown>>();
+  private readonly startOrder: Array<keyof S> = [];
+  private readonly figureSources = new Map<string, () => TermObject>();
   private closing = false;
 
   constructor(
     readonly config: EngineConfig,
     readonly log: Logger,
+    private readonly definitions: ServiceDefinitions<S>,
   ) {
     this.events.setMaxListeners(100);
   }
 
-  /** The named service, started on first call. Concurrent first calls share one start. */
-  service<K extends keyof Services & string>(name: K): Promise<Services[K]> {
-    let p = this.started.get(name);
+  /** The named service, started on first call. Concurrent first calls share one start; a failed start is retried by the next caller. */
+  service<K extends keyof S & string>(name: K): Promise<S[K]> {
+    let p = this.started.get(name) as Promise<S[K]> | undefined;
     if (p === undefined) {
       if (this.closing) return Promise.reject(new Error(`engine is shutting down; ${name} not started`));
-      const def = definitions.get(name);
-      if (def === undefined) return Promise.reject(new Error(`no service named ${name} is registered`));
-      p = Promise.resolve().then(() => def.create(this));
-      this.started.set(name, p);
-      p.then(
+      const def = this.definitions[name];
+      const started = Promise.resolve().then(() => def.create(this));
+      p = started;
+      this.started.set(name, started);
+      started.then(
         () => this.startOrder.push(name),
         (err: unknown) => {
-          // A failed start may be retried by the next caller (e.g. the database came back).
           this.started.delete(name);
           this.log.error({ err, service: name }, 'service failed to start');
         },
       );
     }
-    return p as Promise<Services[K]>;
+    return p;
   }
 
-  /** The service if it is already started, else undefined (for stats without side effects). */
-  async startedService<K extends keyof Services & string>(name: K): Promise<Services[K] | undefined> {
+  /** The service if it has started, else undefined (for stats and events without side effects). */
+  async startedService<K extends keyof S & string>(name: K): Promise<S[K] | undefined> {
     if (!this.startOrder.includes(name)) return undefined;
-    return (await this.started.get(name)) as Services[K];
+    return (await this.started.get(name)) as S[K];
   }
 
   emit(name: string, payload: TermObject): void {
     this.events.emit('event', { name, payload } satisfies EngineEvent);
   }
-
-  private readonly figureSources = new Map<string, () => TermObject>();
 
   /** Figures of something that is not a service (a transport's queue depths) for `stats`. */
   registerFigures(name: string, source: () => TermObject): void {
@@ -94,10 +85,10 @@ export class Engine {
     const out: Record<string, TermObject> = {};
     for (const [name, source] of this.figureSources) out[name] = source();
     for (const name of this.startOrder) {
-      const def = definitions.get(name);
-      if (def?.stats === undefined) continue;
+      const def = this.definitions[name];
+      if (def.stats === undefined) continue;
       try {
-        out[name] = await def.stats(await this.started.get(name));
+        out[String(name)] = await def.stats((await this.started.get(name)) as S[typeof name]);
       } catch (err) {
         this.log.warn({ err, service: name }, 'stats failed');
       }
@@ -106,18 +97,22 @@ export class Engine {
   }
 
   get startedServices(): readonly string[] {
-    return this.startOrder;
+    return this.startOrder.map(String);
   }
 
-  /** Close started services in reverse start order; waits for services still starting. */
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
+  /** Close started services in reverse start order; waits for services still starting. Idempotent. */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     await Promise.allSettled([...this.started.values()]);
     for (const name of [...this.startOrder].reverse()) {
-      const def = definitions.get(name);
+      const def = this.definitions[name];
       try {
-        await def?.close?.(await this.started.get(name));
+        await def.close?.((await this.started.get(name)) as S[typeof name]);
       } catch (err) {
         this.log.error({ err, service: name }, 'service failed to close');
       }

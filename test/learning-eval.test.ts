@@ -5,8 +5,8 @@
  * (seeded); the figures go to MODEL_CARD.md via `npm run train:default`.
  */
 import { describe, expect, it } from 'vitest';
-import { evaluate } from '../src/learning/evaluation.js';
-import { loadCells } from '../src/learning/multiprompt.js';
+import { evaluate } from '../src/learning/offline/evaluation.js';
+import { loadCells } from '../src/learning/offline/multiprompt.js';
 
 describe('scorer evaluation on multiprompt', () => {
   it('beats random choice and a length-only model on top-1 regret, within tasks and on unseen tasks', () => {

@@ -104,8 +104,8 @@ describe('train and score through the op table', () => {
   });
 
   it('serves the last promoted model after a restart', async () => {
-    const models = (await (await pe.engine.service('store')).listModels()).filter((m) => m.promoted);
-    const last = (await (await pe.engine.service('store')).promotedModel())!;
+    const models = (await (await pe.engine.service('store')).models.list()).filter((m) => m.promoted);
+    const last = (await (await pe.engine.service('store')).models.promoted())!;
     expect(models.length).toBeGreaterThan(0);
     await pe.close();
     pe = localEngine({ dataDir: pe.dataDir });

@@ -1,5 +1,5 @@
 /**
- * Connection settings a deployment needs (natsOptions.ts), each against a
+ * Connection settings a deployment needs (nats/options.ts), each against a
  * real nats-server configured for it: several URLs, token, user/password,
  * NKEY seed, TLS with a private CA and client certificates; and the real
  * sidecar reading them from NATS_* variables.
@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, nkeys, type ConnectionOptions } from 'nats';
-import { natsConnectOptions, natsSettingsFromEnv } from '../src/transports/natsOptions.js';
+import { natsConnectOptions, natsSettingsFromEnv } from '../src/nats/options.js';
 import { NatsSidecar, OwnNatsServer, freePort, requestJson, tmpDir } from './helpers/nats.js';
 
 const cleanups: Array<() => Promise<void>> = [];

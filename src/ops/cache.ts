@@ -1,8 +1,8 @@
 /** `cache_get` / `cache_put` / `cache_clear` / `cache_stats` on the engine's PromptCache. */
-import '../cache/service.js';
 import { atom, float, record, type Term } from '../codec/terms.js';
-import { str } from './args.js';
-import { badRequest, defineOp, type OpSpec } from './types.js';
+import { str } from '../contract/args.js';
+import { defineOp, type OpSpec } from './types.js';
+import { badRequest } from '../contract/errors.js';
 
 const cacheGet = defineOp<{ key: string }>({
   name: 'cache_get',

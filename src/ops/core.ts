@@ -2,9 +2,10 @@
 import os from 'node:os';
 import { float, record, type Term, type TermObject } from '../codec/terms.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
-import { optInt } from './args.js';
+import { optInt } from '../contract/args.js';
 import type { OpTable } from './registry.js';
-import { defineOp, OpError, type OpSpec } from './types.js';
+import { defineOp, type OpSpec } from './types.js';
+import { OpError } from '../contract/errors.js';
 
 /**
  * `echo`: returns its args unchanged. Diagnostics for tests and benchmarks:

@@ -1,14 +1,12 @@
 /** Ops of the learning part: `train` (from the tracking store, in a worker thread) and `score` (batched). */
 import fs from 'node:fs';
 import path from 'node:path';
-import '../cache/service.js';
-import '../learning/service.js';
-import '../store/service.js';
 import { float, record, type TermObject } from '../codec/terms.js';
 import { readModel } from '../learning/modelFile.js';
 import { trainFromStore, type HeldOutMetrics } from '../learning/trainer.js';
-import { asList, asString, optInt, optNum, stringMap } from './args.js';
-import { badRequest, defineOp, OpError, type OpSpec } from './types.js';
+import { asList, asString, optInt, optNum, stringMap } from '../contract/args.js';
+import { defineOp, type OpSpec } from './types.js';
+import { badRequest, OpError } from '../contract/errors.js';
 
 const metricsRecord = (m: HeldOutMetrics): TermObject =>
   record({ auc: float(m.auc), log_loss: float(m.log_loss), accuracy: float(m.accuracy), ece: float(m.ece), spearman: float(m.spearman), examples: m.examples });
@@ -33,7 +31,7 @@ const train = defineOp<TrainArgs>({
     const t0 = Date.now();
     const store = await engine.service('store');
     const scorer = await engine.service('scorer');
-    const servingFile = (await store.promotedModel())?.path ?? path.join(engine.config.modelsDir, 'default.onnx');
+    const servingFile = (await store.models.promoted())?.path ?? path.join(engine.config.modelsDir, 'default.onnx');
     const serving = fs.existsSync(servingFile) ? readModel(servingFile) : undefined;
     const out = await trainFromStore({
       store,
@@ -46,10 +44,10 @@ const train = defineOp<TrainArgs>({
       log,
     });
     if ('insufficient' in out) throw new OpError('insufficient_data', `need at least ${a.minSamples} executions with prompt text (metadata.prompt), have ${out.insufficient}`);
-    await store.saveModel({ version: out.meta.version, feature_spec_hash: out.meta.feature_spec_hash, samples: out.samples, metrics: out.meta.metrics, path: out.file, promoted: false });
+    await store.models.save({ version: out.meta.version, feature_spec_hash: out.meta.feature_spec_hash, samples: out.samples, metrics: out.meta.metrics, path: out.file, promoted: false });
     const previous = scorer.modelVersion;
     if (out.promoted) {
-      await store.promoteModel(out.meta.version);
+      await store.models.promote(out.meta.version);
       await scorer.replace(out.onnx, out.meta);
       (await engine.service('cache')).invalidateTag(`model:${previous}`);
     }

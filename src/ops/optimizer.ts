@@ -4,20 +4,20 @@
  * sampling over tracked outcomes).
  */
 import { createHash } from 'node:crypto';
-import '../cache/service.js';
 import { float, newMap, record, type TermObject } from '../codec/terms.js';
-import type { Engine } from '../engine.js';
+import type { EngineConfig } from '../config.js';
 import { CoproOptimizer, COPRO_DEFAULTS } from '../optimizer/copro.js';
-import { optimizerDeps } from '../optimizer/deps.js';
+import { thompson } from '../optimizer/bandit.js';
 import { DevsetEvaluator, LearnedEvaluator, promptIdOf, type DevExample, type Evaluator } from '../optimizer/evaluators.js';
 import { chat, LlmError, type ChatMessage, type ChatOptions, type LlmEndpoint } from '../optimizer/llmClient.js';
 import type { OptimizeContext } from '../optimizer/promptBits.js';
 import { LlmProposer, OfflineProposer, hashSeed, seededRandom, type Proposer } from '../optimizer/proposers.js';
-import { asList, asString, optInt, optList, optMap, optNum, optStr, requireMap, str, stringMap } from './args.js';
-import { badRequest, defineOp, OpError, type OpSpec } from './types.js';
+import { asList, asString, optInt, optList, optMap, optNum, optStr, requireMap, str, stringMap } from '../contract/args.js';
+import { defineOp, type OpSpec } from './types.js';
+import { badRequest, OpError } from '../contract/errors.js';
 
 /** The `llm` argument (or LLM_URL/LLM_MODEL/LLM_API_KEY): where an OpenAI-compatible endpoint is. */
-function llmEndpoint(engine: Engine, arg: TermObject | undefined): LlmEndpoint | undefined {
+function llmEndpoint(engine: { config: EngineConfig }, arg: TermObject | undefined): LlmEndpoint | undefined {
   const url = arg ? optStr(arg, 'url', { path: 'llm.url' }) : undefined;
   const resolvedUrl = url ?? engine.config.llmUrl;
   if (resolvedUrl === undefined) return undefined;
@@ -80,7 +80,7 @@ const optimizePrompt = defineOp<OptimizeArgs>({
     };
   },
   async handle(a, { engine, signal, log }) {
-    const deps = optimizerDeps(engine);
+    const deps = await engine.service('optimizer');
     const endpoint = llmEndpoint(engine, a.llm);
     if (a.devset !== undefined && a.devset.length > 0 && endpoint === undefined)
       throw badRequest('devset', 'needs an LLM to run on (pass llm: %{url: ...} or set LLM_URL)');
@@ -210,53 +210,15 @@ const selectVariant = defineOp<SelectArgs>({
     return { testId: str(a, 'test_id', { max: 500 }), variants, key: optStr(a, 'key', { max: 500 }) };
   },
   async handle(a, { engine }) {
-    const outcomes = await optimizerDeps(engine).outcomes(a.variants);
+    const outcomes = await (await engine.service('optimizer')).outcomes(a.variants);
     // With a key, the draw is seeded by (test, key): the same user keeps seeing the same variant
     // until the evidence moves; without one, a fresh draw each call.
     const rnd = a.key !== undefined ? seededRandom(hashSeed(`${a.testId}\u0000${a.key}`)) : Math.random;
-    let chosen = a.variants[0]!;
-    let bestDraw = -1;
+    const { chosen, draws } = thompson(a.variants, outcomes, rnd);
     const posteriors = newMap();
-    for (const v of a.variants) {
-      const h = outcomes.get(v) ?? { successes: 0, count: 0 };
-      const alpha = 1 + h.successes;
-      const beta = 1 + h.count - h.successes;
-      const draw = sampleBeta(alpha, beta, rnd);
-      posteriors[v] = record({ successes: h.successes, failures: h.count - h.successes, mean: float(alpha / (alpha + beta)), draw: float(draw) });
-      if (draw > bestDraw) {
-        bestDraw = draw;
-        chosen = v;
-      }
-    }
+    for (const d of draws) posteriors[d.id] = record({ successes: d.alpha - 1, failures: d.beta - 1, mean: float(d.alpha / (d.alpha + d.beta)), draw: float(d.draw) });
     return record({ test_id: a.testId, variant: chosen, posteriors });
   },
 });
-
-/** Beta(α, β) from two Gamma draws (Marsaglia–Tsang). */
-export function sampleBeta(alpha: number, beta: number, rnd: () => number): number {
-  const x = sampleGamma(alpha, rnd);
-  const y = sampleGamma(beta, rnd);
-  return x / (x + y);
-}
-
-function sampleGamma(shape: number, rnd: () => number): number {
-  if (shape < 1) return sampleGamma(shape + 1, rnd) * Math.pow(rnd() || Number.MIN_VALUE, 1 / shape);
-  const d = shape - 1 / 3;
-  const c = 1 / Math.sqrt(9 * d);
-  for (;;) {
-    let x: number;
-    let v: number;
-    do {
-      // Box–Muller normal
-      const u1 = rnd() || Number.MIN_VALUE;
-      const u2 = rnd();
-      x = Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * u2);
-      v = 1 + c * x;
-    } while (v <= 0);
-    v = v * v * v;
-    const u = rnd() || Number.MIN_VALUE;
-    if (Math.log(u) < 0.5 * x * x + d - d * v + d * Math.log(v)) return d * v;
-  }
-}
 
 export const optimizerOps: OpSpec<unknown>[] = [optimizePrompt, callLlm, selectVariant] as OpSpec<unknown>[];

@@ -5,7 +5,8 @@
  * down. It also keeps the per-op counters that `stats` reports.
  */
 import { isTermObject, type Term, type TermObject } from '../codec/terms.js';
-import { OpError, type ErrorReason, type OpContext, type OpSpec } from './types.js';
+import { type OpContext, type OpSpec } from './types.js';
+import { OpError, type ErrorReason } from '../contract/errors.js';
 
 export type OpResult = { ok: true; value: Term } | { ok: false; reason: ErrorReason; message: string };
 
@@ -36,6 +37,17 @@ export class OpTable {
 
   has(name: string): boolean {
     return this.ops.has(name);
+  }
+
+  /** The tracking kind an op records (see `OpSpec.durableKind`), if any. */
+  durableKindOf(name: string): string | undefined {
+    return this.ops.get(name)?.durableKind;
+  }
+
+  /** The op that records tracking entries of `kind`. */
+  opOfDurableKind(kind: string): string | undefined {
+    for (const spec of this.ops.values()) if (spec.durableKind === kind) return spec.name;
+    return undefined;
   }
 
   get inFlight(): number {

@@ -10,18 +10,15 @@
  * <language>_code_analysis, "command"/... → general_command); else the
  * general command template. `confidence` says how direct that choice was.
  */
-import { createHash } from 'node:crypto';
-import '../cache/service.js';
-import '../templates/service.js';
 import { float, isTermObject, newMap, record, type Term, type TermObject } from '../codec/terms.js';
 import { termToJson } from '../codec/json.js';
-import type { Engine } from '../engine.js';
-import { MissingVariablesError, TemplateSyntaxError, type Vars } from '../templates/renderer.js';
-import type { TemplateRegistry } from '../templates/registry.js';
+import { structureScore, type TemplateChoice } from '../templates/assembly.js';
+import type { Vars } from '../templates/renderer.js';
 import { CentralCloudError } from '../templates/centralCloud.js';
 import { parseTemplate, templateRecord, type Template } from '../templates/template.js';
-import { optBool, optInt, optMap, optStr, str } from './args.js';
-import { badRequest, defineOp, OpError, type OpSpec } from './types.js';
+import { optBool, optInt, optMap, optStr, str } from '../contract/args.js';
+import { defineOp, type OpSpec } from './types.js';
+import { badRequest, OpError } from '../contract/errors.js';
 
 const SPARC_PHASES = ['specification', 'pseudocode', 'architecture', 'refinement', 'completion'] as const;
 
@@ -31,75 +28,9 @@ function varsOf(v: Term | undefined, field: string): Vars {
   return termToJson(v) as Vars;
 }
 
-async function findTemplate(reg: TemplateRegistry, name: string): Promise<Template> {
-  const hit = await reg.get(name);
-  if (hit === undefined) throw new OpError('not_found', `no template named ${JSON.stringify(name)}`);
-  return hit.template;
-}
-
-function renderOrFail(reg: TemplateRegistry, t: Template, vars: Vars, strict: boolean): string {
-  try {
-    return reg.render(t, vars, strict);
-  } catch (err) {
-    if (err instanceof MissingVariablesError) throw new OpError('bad_request', `variables: missing ${err.missing.join(', ')}`);
-    if (err instanceof TemplateSyntaxError) throw new OpError('bad_request', `template ${t.template_name}: ${err.message}`);
-    throw err;
-  }
-}
-
-function noteUse(reg: TemplateRegistry, t: Template, op: string, language?: string): void {
-  reg.central?.recordUse({ template_id: t.template_name, op, language: language ?? t.language, used_at: new Date().toISOString() });
-}
-
-/** The cached prompt for (template, variables), tagged so an update of the template (or a partial) drops it. */
-async function cachedRender(engine: Engine, reg: TemplateRegistry, t: Template, vars: Vars, strict: boolean): Promise<{ prompt: string; cached: boolean }> {
-  const cache = await engine.service('cache');
-  const key = `prompt:${t.template_name}:${createHash('sha256').update(t.template_content).update(JSON.stringify(vars)).update(String(strict)).digest('hex')}`;
-  const hit = cache.get(key);
-  if (hit.found) return { prompt: String(hit.value), cached: true };
-  const prompt = renderOrFail(reg, t, vars, strict);
-  cache.put(key, prompt, [`template:${t.template_name}`, ...reg.partialsOf(t).map((p) => `template:${p}`)]);
-  return { prompt, cached: false };
-}
-
-interface GenerateArgs {
+interface GenerateArgs extends TemplateChoice {
   context: Vars;
-  language: string;
-  templateId?: string;
-  triggerType?: string;
-  triggerValue?: string;
-  category?: string;
   strict: boolean;
-}
-
-async function chooseTemplate(reg: TemplateRegistry, a: GenerateArgs): Promise<{ template: Template; confidence: number }> {
-  if (a.templateId !== undefined) return { template: await findTemplate(reg, a.templateId), confidence: 1 };
-  const all = reg.list().filter((t) => t.template_type !== 'partial');
-  const lang = a.language.toLowerCase();
-  if (a.category !== undefined) {
-    const c = a.category.toLowerCase();
-    const byName = await reg.get(c);
-    if (byName !== undefined && byName.template.template_type !== 'partial') return { template: byName.template, confidence: 0.95 };
-    const byType = all.filter((t) => t.template_type === c);
-    const pick = byType.find((t) => t.language === lang) ?? byType[0] ?? all.find((t) => t.template_name.includes(c));
-    if (pick !== undefined) return { template: pick, confidence: 0.85 };
-  }
-  if (a.triggerType !== undefined) {
-    const type = a.triggerType.toLowerCase();
-    const value = (a.triggerValue ?? '').toLowerCase().trim();
-    const candidates: string[] = [];
-    if (type === 'sparc' || type === 'phase') candidates.push(`sparc_${value || 'specification'}`);
-    if (type === 'mode' || type === 'system') candidates.push(`system_${value}_mode`, `system_${value}`);
-    if (type === 'analysis' || type === 'review') candidates.push(`${value || lang}_code_analysis`, `${lang}_code_analysis`);
-    if (type === 'blueprint' || type === 'service') candidates.push('service_blueprint');
-    if (type === 'flow' || type === 'coordination') candidates.push('flow_coordination');
-    candidates.push(...all.filter((t) => t.template_type === type && (value === '' || t.template_name.includes(value))).map((t) => t.template_name));
-    for (const name of candidates) {
-      const hit = await reg.get(name);
-      if (hit !== undefined && hit.template.template_type !== 'partial') return { template: hit.template, confidence: 0.75 };
-    }
-  }
-  return { template: await findTemplate(reg, 'general_command'), confidence: 0.5 };
 }
 
 const generatePrompt = defineOp<GenerateArgs>({
@@ -120,25 +51,15 @@ const generatePrompt = defineOp<GenerateArgs>({
     };
   },
   async handle(a, { engine }) {
-    const reg = await engine.service('templates');
-    const { template, confidence } = await chooseTemplate(reg, a);
+    const prompts = await engine.service('prompts');
+    const { template, confidence } = await prompts.choose(a);
     const vars: Vars = { language: a.language, ...a.context };
     if (vars.command === undefined && typeof vars.context === 'string') vars.command = vars.context;
-    const { prompt, cached } = await cachedRender(engine, reg, template, vars, a.strict);
-    noteUse(reg, template, 'generate_prompt', a.language);
+    const { prompt, cached } = prompts.cachedRender(template, vars, a.strict);
+    prompts.noteUse(template, 'generate_prompt', a.language);
     return record({ prompt, confidence: float(confidence), template_used: template.template_name, optimization_score: float(structureScore(prompt)), cached });
   },
 });
-
-/** A cheap structural score of an assembled prompt (role, steps, format, constraints), 0..1. */
-function structureScore(p: string): number {
-  let s = 0.4;
-  if (/^\s*you are/im.test(p)) s += 0.15;
-  if (/^\s*\d+\./m.test(p)) s += 0.15;
-  if (/output rules|format/i.test(p)) s += 0.15;
-  if (/\b(must|never|do not|always)\b/i.test(p)) s += 0.1;
-  return Math.min(1, s);
-}
 
 const getTemplate = defineOp<{ id: string }>({
   name: 'get_template',
@@ -202,10 +123,10 @@ const renderTemplate = defineOp<{ id: string; vars: Vars; strict: boolean }>({
   name: 'render_template',
   validate: (a) => ({ id: str(a, 'template_id', { min: 1, max: 200 }), vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? false }),
   async handle({ id, vars, strict }, { engine }) {
-    const reg = await engine.service('templates');
-    const t = await findTemplate(reg, id);
-    const { prompt, cached } = await cachedRender(engine, reg, t, vars, strict);
-    noteUse(reg, t, 'render_template');
+    const prompts = await engine.service('prompts');
+    const t = await prompts.find(id);
+    const { prompt, cached } = prompts.cachedRender(t, vars, strict);
+    prompts.noteUse(t, 'render_template');
     return record({ prompt, template_used: t.template_name, cached });
   },
 });
@@ -218,10 +139,10 @@ const getSparcPrompt = defineOp<{ phase: string; vars: Vars; strict: boolean }>(
     return { phase: name, vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? false };
   },
   async handle({ phase, vars, strict }, { engine }) {
-    const reg = await engine.service('templates');
-    const t = await findTemplate(reg, `sparc_${phase}`);
-    const { prompt, cached } = await cachedRender(engine, reg, t, vars, strict);
-    noteUse(reg, t, 'get_sparc_prompt');
+    const prompts = await engine.service('prompts');
+    const t = await prompts.find(`sparc_${phase}`);
+    const { prompt, cached } = prompts.cachedRender(t, vars, strict);
+    prompts.noteUse(t, 'get_sparc_prompt');
     return record({ prompt, template_used: t.template_name, cached });
   },
 });

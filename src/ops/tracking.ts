@@ -2,17 +2,19 @@
  * Ops of the tracking store: `track_*` (answered with the id once the row is
  * durable), `query` (seven kinds), `prompt_stats` (per-prompt aggregates).
  */
-import '../store/service.js';
 import { record, type TermObject } from '../codec/terms.js';
 import { parseEntry, type EntryKind, type EntryRow } from '../store/entries.js';
-import { aggregateRecord, QUERY_KINDS, type QueryArgs, type QueryKind } from '../store/trackingStore.js';
-import { asList, asString, oneOf, optInt, optNum, optStr, str } from './args.js';
-import { badRequest, defineOp, type OpSpec } from './types.js';
+import { QUERY_KINDS, type QueryArgs, type QueryKind } from '../store/queries.js';
+import { aggregateRecord } from '../store/rowTerms.js';
+import { asList, asString, oneOf, optInt, optNum, optStr, str } from '../contract/args.js';
+import { defineOp, type OpSpec } from './types.js';
+import { badRequest } from '../contract/errors.js';
 
 function trackOp(name: string, kind: EntryKind): OpSpec<unknown> {
   return defineOp<EntryRow>({
     name,
     summary: `record a ${kind} entry; answered with its id once the row is durable`,
+    durableKind: kind,
     validate: (a) => parseEntry(kind, a),
     async handle(row, { engine }) {
       await (await engine.service('store')).write(row);

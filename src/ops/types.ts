@@ -5,12 +5,12 @@
  */
 import type { Logger } from 'pino';
 import type { Term, TermObject } from '../codec/terms.js';
-import type { Engine } from '../engine.js';
+import type { AppEngine } from '../services.js';
 
 export interface OpContext {
   /** Aborted when the caller cancels (`{:cancel, id}`), times out, or the sidecar drains. */
   readonly signal: AbortSignal;
-  readonly engine: Engine;
+  readonly engine: AppEngine;
   readonly log: Logger;
   /** Which transport carried the request: 'port' | 'nats' | 'local'. */
   readonly transport: string;
@@ -20,6 +20,12 @@ export interface OpSpec<A = unknown> {
   readonly name: string;
   /** One line for `health`/docs. */
   readonly summary?: string;
+  /**
+   * Set when the op records a tracking entry of this kind: a transport with
+   * a durable log (JetStream in NATS peer mode) may store the validated
+   * args there first and run the op from the log.
+   */
+  readonly durableKind?: string;
   /** Throws `OpError('bad_request', 'field: expected ...')` on bad input. */
   validate(args: TermObject): A;
   handle(args: A, ctx: OpContext): Promise<Term>;
@@ -29,38 +35,3 @@ export interface OpSpec<A = unknown> {
 export function defineOp<A>(spec: OpSpec<A>): OpSpec<A> {
   return spec;
 }
-
-/**
- * An error an op reports to its caller as `{:error, {reason, message}}`.
- * `reason` must be one of the atoms the Elixir client knows (it decodes
- * with `[:safe]`): see `ERROR_REASONS`.
- */
-export class OpError extends Error {
-  constructor(
-    readonly reason: ErrorReason,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'OpError';
-  }
-}
-
-/** Every reason atom the sidecar may send. The Elixir client references each of them. */
-export const ERROR_REASONS = [
-  'bad_request',
-  'unknown_op',
-  'not_found',
-  'cancelled',
-  'timeout',
-  'unavailable',
-  'overloaded',
-  'conflict',
-  'llm_error',
-  'internal',
-  'shutting_down',
-  'insufficient_data',
-] as const;
-export type ErrorReason = (typeof ERROR_REASONS)[number];
-
-export const badRequest = (field: string, expected: string): OpError =>
-  new OpError('bad_request', `${field}: ${expected}`);

@@ -5,8 +5,8 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Atom, isTermObject, type Term, type TermObject } from '../codec/terms.js';
-import { asList, asNumber, asString, bool, int, num, oneOf, optInt, optNum, optStr, str, stringMap } from '../ops/args.js';
-import { badRequest } from '../ops/types.js';
+import { asList, asNumber, asString, bool, int, num, oneOf, optInt, optNum, optStr, str, stringMap } from '../contract/args.js';
+import { badRequest } from '../contract/errors.js';
 
 export const FEEDBACK_TYPES = ['quality', 'accuracy', 'performance', 'usability', 'completeness', 'other'] as const;
 export const EVOLUTION_TYPES = ['optimization', 'refinement', 'expansion', 'simplification', 'adaptation', 'other'] as const;
@@ -180,4 +180,43 @@ export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
       };
     }
   }
+}
+
+/** An evolution written by the engine itself (the optimizer, the closed loop): already typed, so no term readers. */
+export interface EvolutionInput {
+  original_prompt_id: string;
+  evolved_prompt_id: string;
+  evolution_type: (typeof EVOLUTION_TYPES)[number];
+  performance_improvement: number;
+  evolution_timestamp?: string;
+  evolution_metadata: Record<string, string>;
+}
+
+export function evolutionRow(e: EvolutionInput, id: string = randomUUID()): EntryRow {
+  return {
+    kind: 'evolution',
+    id,
+    values: [id, e.original_prompt_id, e.evolved_prompt_id, e.evolution_type, e.performance_improvement, e.evolution_timestamp ?? new Date().toISOString(), JSON.stringify(e.evolution_metadata)],
+  };
+}
+
+/** An A/B result written by the engine itself (a retired variant of the closed loop). */
+export interface AbResultInput {
+  test_id: string;
+  variant_a_prompt_id: string;
+  variant_b_prompt_id: string;
+  winner: (typeof WINNERS)[number];
+  confidence_level: number;
+  sample_size: number;
+  test_duration: number;
+  test_timestamp?: string;
+  metrics: Record<string, number>;
+}
+
+export function abResultRow(e: AbResultInput, id: string = randomUUID()): EntryRow {
+  return {
+    kind: 'ab_result',
+    id,
+    values: [id, e.test_id, e.variant_a_prompt_id, e.variant_b_prompt_id, e.winner, e.confidence_level, e.sample_size, e.test_duration, e.test_timestamp ?? new Date().toISOString(), JSON.stringify(e.metrics)],
+  };
 }

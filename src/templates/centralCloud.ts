@@ -11,7 +11,7 @@
  * and dropped (counted) while NATS is down, so no call ever waits on them.
  */
 import { JSONCodec, type NatsConnection, type Subscription } from 'nats';
-import type { NatsLink } from '../transports/natsLink.js';
+import type { NatsLink } from '../nats/link.js';
 import { parseTemplate, type Template } from './template.js';
 
 const json = JSONCodec<unknown>();

@@ -1,6 +1,6 @@
 /** central_cloud's PromptTemplate shape, validated wherever a template enters (files, NATS, ops). */
 import { Atom, isTermObject, record, type Term, type TermObject } from '../codec/terms.js';
-import { badRequest } from '../ops/types.js';
+import { badRequest } from '../contract/errors.js';
 
 export interface Template {
   template_name: string;

@@ -14,7 +14,7 @@ import { decode, EtfError, encode } from '../codec/etf.js';
 import { parseJsonTerm, termToJson } from '../codec/json.js';
 import { atom, isTermObject, newMap, tuple, type Term } from '../codec/terms.js';
 import type { OpResult } from '../ops/index.js';
-import type { ErrorReason } from '../ops/types.js';
+import type { ErrorReason } from '../contract/errors.js';
 
 export const ETF_CONTENT_TYPE = 'application/x-erlang-binary';
 export const JSON_CONTENT_TYPE = 'application/json';

@@ -23,13 +23,14 @@ import { connect, Events, type ConnectionOptions, type NatsConnection, type Serv
 import type { Logger } from 'pino';
 import type { TermObject } from '../codec/terms.js';
 import { record } from '../codec/terms.js';
-import type { Engine } from '../engine.js';
+import type { AppEngine } from '../services.js';
+import { InFlight } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
 import { encodeReply, encodingOf, ETF_CONTENT_TYPE, JSON_CONTENT_TYPE, parseArgs } from './natsPayload.js';
-import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff, type NatsSettings } from './natsOptions.js';
-import './natsLink.js';
-import { DEFAULT_TRACKING, TRACK_OPS, TrackingStream, type TrackingStreamOptions } from './natsTracking.js';
+import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff, type NatsSettings } from '../nats/options.js';
+
+import { DEFAULT_TRACKING, TrackingStream, type TrackingStreamOptions } from './natsTracking.js';
 
 export interface NatsServiceOptions {
   /**
@@ -72,7 +73,7 @@ interface EndpointFigures {
   countError(err: Error): void;
 }
 
-export async function startNatsService(engine: Engine, table: OpTable, opts: NatsServiceOptions = {}): Promise<NatsServiceHandle> {
+export async function startNatsService(engine: AppEngine, table: OpTable, opts: NatsServiceOptions = {}): Promise<NatsServiceHandle> {
   const svc = new NatsPeer(engine, table, opts);
   await Promise.race([svc.ready.catch(() => undefined), new Promise((r) => setTimeout(r, opts.connectWaitMs ?? 3000).unref())]);
   return svc;
@@ -86,7 +87,7 @@ class NatsPeer implements NatsServiceHandle {
   private readonly queue: string;
   private service: Service | undefined;
   private tracking: TrackingStream | undefined;
-  private readonly inFlight = new Map<Promise<void>, AbortController>();
+  private readonly inFlight = new InFlight<number>();
   private stopping: Promise<void> | undefined;
   private readonly ownsConnection: boolean;
   private readonly endpointFigures = new Map<string, EndpointFigures>();
@@ -95,7 +96,7 @@ class NatsPeer implements NatsServiceHandle {
   private drained = false;
 
   constructor(
-    private readonly engine: Engine,
+    private readonly engine: AppEngine,
     private readonly table: OpTable,
     private readonly opts: NatsServiceOptions,
   ) {
@@ -114,7 +115,7 @@ class NatsPeer implements NatsServiceHandle {
       this.log.info({ servers: redactServers(settings.servers) }, 'connecting to NATS');
       this.connection = connect(connOpts);
     } else {
-      // The engine's shared connection (service 'nats', natsLink.ts, to engine.config.natsUrl);
+      // The engine's shared connection (service 'nats', nats/link.ts, to engine.config.natsUrl);
       // the engine closes it after we have drained.
       this.ownsConnection = false;
       this.connection = engine.service('nats').then((link) => {
@@ -179,7 +180,7 @@ class NatsPeer implements NatsServiceHandle {
           if (err !== null) return void this.log.error({ err: err.message, op }, 'NATS endpoint error');
           this.onRequest(op, msg);
         },
-        metadata: { op, ...(op in TRACK_OPS && this.tracking !== undefined ? { durable: 'jetstream' } : {}) },
+        metadata: { op, ...(this.table.durableKindOf(op) !== undefined && this.tracking !== undefined ? { durable: 'jetstream' } : {}) },
       });
     }
     this.service = service;
@@ -215,20 +216,18 @@ class NatsPeer implements NatsServiceHandle {
     }
     const parsed = parseArgs(msg.data, enc);
     if (!parsed.ok) return this.respond(op, msg, parsed, enc, t0);
-    const ctl = new AbortController();
-    const run = async (): Promise<OpResult> => {
-      if (this.tracking !== undefined && op in TRACK_OPS) {
+    const run = async (signal: AbortSignal): Promise<OpResult> => {
+      if (this.tracking !== undefined && this.table.durableKindOf(op) !== undefined) {
         const bad = this.table.check(op, parsed.args);
         if (bad !== undefined) return bad;
-        return this.tracking.publish(op, parsed.args as TermObject, ctl.signal);
+        return this.tracking.publish(op, parsed.args as TermObject, signal);
       }
-      return this.table.dispatch(op, parsed.args, { signal: ctl.signal, engine: this.engine, log: this.log, transport: 'nats' });
+      return this.table.dispatch(op, parsed.args, { signal, engine: this.engine, log: this.log, transport: 'nats' });
     };
-    const p: Promise<void> = run()
+    void this.inFlight
+      .start(this.inFlight.key(), run)
       .catch((err: unknown): OpResult => ({ ok: false, reason: 'internal', message: err instanceof Error ? err.message : String(err) }))
-      .then((r) => this.respond(op, msg, r, enc, t0))
-      .finally(() => this.inFlight.delete(p));
-    this.inFlight.set(p, ctl);
+      .then((r) => this.respond(op, msg, r, enc, t0));
   }
 
   private respond(op: string, msg: ServiceMsg, r: OpResult, enc: 'json' | 'etf', t0: number): void {
@@ -278,14 +277,7 @@ class NatsPeer implements NatsServiceHandle {
       if (this.service !== undefined) await withTimeout(this.service.stop(), 2000).catch(() => undefined);
       this.drained = true;
       // Let requests in flight finish; abort them after drainMs.
-      if (this.inFlight.size > 0) {
-        const done = Promise.allSettled([...this.inFlight.keys()]);
-        const t = setTimeout(() => {
-          for (const c of this.inFlight.values()) c.abort();
-        }, this.opts.drainMs ?? 5000);
-        await done;
-        clearTimeout(t);
-      }
+      await this.inFlight.drain(this.opts.drainMs ?? 5000, 1000);
       await this.tracking?.stop();
       if (nc !== undefined && !nc.isClosed()) {
         await withTimeout(nc.flush(), 1000).catch(() => undefined);

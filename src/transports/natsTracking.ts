@@ -18,18 +18,11 @@ import { AckPolicy, DeliverPolicy, headers as natsHeaders, RetentionPolicy, Stor
 import type { Logger } from 'pino';
 import { encode } from '../codec/etf.js';
 import { record, type Term, type TermObject } from '../codec/terms.js';
-import type { Engine } from '../engine.js';
+import type { AppEngine } from '../services.js';
+import { InFlight } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
-import type { ErrorReason } from '../ops/types.js';
+import type { ErrorReason } from '../contract/errors.js';
 import { encodingOf, ETF_CONTENT_TYPE, parseArgs } from './natsPayload.js';
-
-export const TRACK_OPS: Record<string, string> = {
-  track_execution: 'execution',
-  track_feedback: 'feedback',
-  track_evolution: 'evolution',
-  track_ab_result: 'ab_result',
-  track_context_signature: 'context_signature',
-};
 
 export interface TrackingStreamOptions {
   prefix: string;
@@ -62,12 +55,12 @@ export class TrackingStream {
   private messages: ConsumerMessages | undefined;
   private stopping = false;
   private loop: Promise<void> | undefined;
-  private readonly inFlight = new Set<Promise<void>>();
+  private readonly inFlight = new InFlight<number>();
   readonly figures = { published: 0, duplicates: 0, written: 0, redelivered: 0, terminated: 0, retried: 0 };
 
   constructor(
     private readonly nc: NatsConnection,
-    private readonly engine: Engine,
+    private readonly engine: AppEngine,
     private readonly table: OpTable,
     private readonly log: Logger,
     private readonly opts: TrackingStreamOptions,
@@ -140,7 +133,7 @@ export class TrackingStream {
    * when the stream cannot be reached (the store dedupes by id either way).
    */
   async publish(op: string, args: TermObject, signal: AbortSignal): Promise<OpResult> {
-    const kind = TRACK_OPS[op]!;
+    const kind = this.table.durableKindOf(op)!;
     // The same id the op would answer with (the store keeps UUIDs lower-case).
     const given = args['id'];
     const id = typeof given === 'string' && given !== '' ? given.toLowerCase() : randomUUID();
@@ -174,9 +167,8 @@ export class TrackingStream {
             m.nak();
             continue;
           }
-          while (this.inFlight.size >= this.opts.concurrency) await Promise.race(this.inFlight);
-          const p = this.write(m).finally(() => this.inFlight.delete(p));
-          this.inFlight.add(p);
+          await this.inFlight.below(this.opts.concurrency);
+          void this.inFlight.start(this.inFlight.key(), (signal) => this.write(m, signal));
         }
       } catch (err) {
         if (this.stopping) break;
@@ -188,9 +180,15 @@ export class TrackingStream {
     }
   }
 
-  private async write(m: JsMsg): Promise<void> {
+  private async write(m: JsMsg, signal: AbortSignal): Promise<void> {
     const kind = m.subject.slice(`${this.opts.prefix}.track.`.length);
-    const op = `track_${kind}`;
+    const op = this.table.opOfDurableKind(kind);
+    if (op === undefined) {
+      this.figures.terminated++;
+      this.log.error({ subject: m.subject, seq: m.seq }, 'tracking entry of an unknown kind in the stream; terminated');
+      m.term();
+      return;
+    }
     if (m.redelivered) this.figures.redelivered++;
     // Entries we published are ETF; a client may also publish JSON straight to the stream.
     const parsed = parseArgs(m.data, encodingOf(m.headers));
@@ -201,8 +199,7 @@ export class TrackingStream {
       return;
     }
     const args: Term = parsed.args;
-    const ctl = new AbortController();
-    const r = await this.table.dispatch(op, args, { signal: ctl.signal, engine: this.engine, log: this.log, transport: 'nats' });
+    const r = await this.table.dispatch(op, args, { signal, engine: this.engine, log: this.log, transport: 'nats' });
     if (r.ok) {
       this.figures.written++;
       try {
@@ -229,7 +226,8 @@ export class TrackingStream {
     } catch {
       /* already closed */
     }
-    await Promise.allSettled([...this.inFlight]);
+    // Writes are never aborted: an entry taken from the stream is committed and acked, or left for redelivery.
+    await this.inFlight.drain(30_000);
     await Promise.race([this.loop, new Promise((r) => setTimeout(r, 1000).unref())]);
   }
 }

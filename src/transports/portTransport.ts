@@ -14,7 +14,9 @@ import type { Logger } from 'pino';
 import { withTimeout } from './timeouts.js';
 import { decode, encode, EtfError } from '../codec/etf.js';
 import { Atom, atom, record, tuple, Tuple, type Term, type TermObject } from '../codec/terms.js';
-import type { Engine, EngineEvent } from '../engine.js';
+import type { EngineEvent } from '../engine.js';
+import type { AppEngine } from '../services.js';
+import { InFlight } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
 import { frame, FrameReader } from './frameReader.js';
@@ -53,7 +55,7 @@ export class PortTransport {
   private readonly input;
   private readonly output;
   private readonly reader: FrameReader;
-  private readonly inFlight = new Map<number | bigint, AbortController>();
+  private readonly inFlight = new InFlight<number | bigint>();
   private readonly log: Logger;
   private closing: Promise<void> | undefined;
   private outputBroken = false;
@@ -61,7 +63,7 @@ export class PortTransport {
   private readonly onEngineEvent = (e: EngineEvent): void => this.send(tuple(A_EVENT, atom(e.name), e.payload));
 
   constructor(
-    private readonly engine: Engine,
+    private readonly engine: AppEngine,
     private readonly table: OpTable,
     private readonly opts: PortTransportOptions,
   ) {
@@ -137,11 +139,7 @@ export class PortTransport {
       return this.startRequest(id, opName, msg.items[3] ?? null);
     }
     if (kind === 'cancel' && msg.items.length === 2) {
-      const ctl = this.inFlight.get(id);
-      if (ctl !== undefined) {
-        this.stats.cancels++;
-        ctl.abort();
-      }
+      if (this.inFlight.cancel(id)) this.stats.cancels++;
       return;
     }
     this.protocolError(`unknown message {:${kind}, ...} of ${msg.items.length} elements`);
@@ -150,15 +148,9 @@ export class PortTransport {
   private startRequest(id: number | bigint, op: string, args: Term): void {
     if (this.closing !== undefined) return this.reply(id, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' });
     if (this.inFlight.has(id)) return this.protocolError(`request id ${id} is already in flight`);
-    const ctl = new AbortController();
-    this.inFlight.set(id, ctl);
-    void this.table
-      .dispatch(op, args, { signal: ctl.signal, engine: this.engine, log: this.log, transport: 'port' })
-      .then((result) => {
-        this.inFlight.delete(id);
-        this.reply(id, result);
-        if (this.closing !== undefined && this.inFlight.size === 0) this.allDone?.();
-      });
+    void this.inFlight
+      .start(id, (signal) => this.table.dispatch(op, args, { signal, engine: this.engine, log: this.log, transport: 'port' }))
+      .then((result) => this.reply(id, result));
   }
 
   private reply(id: number | bigint, r: OpResult): void {
@@ -206,35 +198,19 @@ export class PortTransport {
   }
   private pausedForDrain = false;
   private corked = false;
-  private allDone: (() => void) | undefined;
 
   /**
    * Stop taking work, let in-flight requests finish (aborting them after
-   * `drainMs`), close the engine (flushes tracking writes), flush output.
-   * Idempotent.
+   * `drainMs`), flush output. The engine is not closed here: its owner (the
+   * entry point) closes it once every transport has drained. Idempotent.
    */
   shutdown(reason: string, drainMs = this.opts.drainMs ?? 1000): Promise<void> {
     if (this.closing !== undefined) return this.closing;
     this.closing = (async () => {
       this.log.info({ reason, in_flight: this.inFlight.size }, 'draining');
       this.input.pause();
-      if (this.inFlight.size > 0) {
-        await new Promise<void>((resolve) => {
-          this.allDone = resolve;
-          const t = setTimeout(() => {
-            for (const ctl of this.inFlight.values()) ctl.abort();
-            // Aborted handlers answer promptly; give them a moment, then go on regardless.
-            setTimeout(resolve, 100).unref();
-          }, drainMs);
-          t.unref();
-        });
-      }
+      await this.inFlight.drain(drainMs);
       this.engine.events.off('event', this.onEngineEvent);
-      try {
-        await withTimeout(this.engine.close(), 600);
-      } catch (err) {
-        this.log.error({ err }, 'engine close failed');
-      }
       await this.flushOutput();
       this.input.destroy();
       this.resolveDone?.();

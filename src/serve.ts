@@ -1,43 +1,33 @@
 /**
  * `serve`: NATS peer mode, optionally with the Port in the same process.
  *   prompt-engine serve --nats <url>[,<url>...] [--port [--port-fds]]
- * Connection settings beyond the URL come from NATS_* variables (natsOptions.ts).
+ * Connection settings beyond the URL come from NATS_* variables (nats/options.ts).
  *
  * SIGTERM/SIGINT: NATS drains first (unsubscribe so other instances take new
  * requests, finish in-flight ones, ack tracking writes), then the Port
  * drains and the engine closes (flushes the store), then exit.
  */
-import { loadConfig } from '../config.js';
-import { Engine } from '../engine.js';
-import { createLogger } from '../log.js';
-import { createOpTable } from '../ops/index.js';
-import { startNatsService } from './natsService.js';
-import { PortTransport } from './portTransport.js';
-import { startParentWatchdog } from './watchdog.js';
-import { redirectStdoutToStderr } from './stdioGuard.js';
+import { configFromFlags } from './config.js';
+import { createEngine } from './services.js';
+import { withTimeout } from './transports/timeouts.js';
+import { createLogger } from './log.js';
+import { createOpTable } from './ops/index.js';
+import { startNatsService } from './transports/natsService.js';
+import { PortTransport } from './transports/portTransport.js';
+import { startParentWatchdog } from './transports/watchdog.js';
+import { redirectStdoutToStderr } from './transports/stdioGuard.js';
 
 export async function runServe(flags: Map<string, string | true>): Promise<number> {
-  const str = (k: string): string | undefined => {
-    const v = flags.get(k);
-    return typeof v === 'string' ? v : undefined;
-  };
   const withPort = flags.has('port');
   const portFds = flags.has('port-fds');
   if (withPort && !portFds) redirectStdoutToStderr();
-  const maxFrame = str('max-frame-bytes');
-  const config = loadConfig(process.env, {
-    dataDir: str('data-dir'),
-    databaseUrl: str('database-url'),
-    natsUrl: str('nats'),
-    logLevel: str('log-level'),
-    maxFrameBytes: maxFrame === undefined ? undefined : Number(maxFrame),
-  });
+  const config = configFromFlags(flags);
   const log = createLogger(config.logLevel);
   if (config.natsUrl === undefined) {
     log.error('serve: no NATS server (give --nats <url> or set NATS_URL)');
     return 2;
   }
-  const engine = new Engine(config, log);
+  const engine = createEngine(config, log);
   const table = createOpTable();
   const transport = withPort ? new PortTransport(engine, table, { inFd: portFds ? 3 : 0, outFd: portFds ? 4 : 1, maxFrameBytes: config.maxFrameBytes }) : undefined;
   // With a Port, its ready handshake must not wait for NATS: connect in the background.
@@ -51,12 +41,14 @@ export async function runServe(flags: Map<string, string | true>): Promise<numbe
       log.info({ reason: why }, 'shutting down');
       await nats.stop();
       if (transport !== undefined) await transport.shutdown(why);
-      else await engine.close();
+      await withTimeout(engine.close(), 2000).catch((err: unknown) => log.error({ err }, 'engine close failed'));
       resolveStopped();
     })());
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
   process.on('SIGPIPE', () => undefined);
+  // The store starts now, not on the first request (journal replay at start; no stall on the first track).
+  void engine.service('store').catch(() => undefined);
   const watchdog = withPort ? startParentWatchdog(() => void stop('parent process gone')) : undefined;
   if (transport !== undefined) {
     // Port EOF ends the process too (the BEAM that owns us is gone).

@@ -6,7 +6,7 @@
  * field: `bad_request "breadth: expected an integer in 1..50"`.
  */
 import { Atom, ErlFloat, isTermObject, Tuple, type Term, type TermObject } from '../codec/terms.js';
-import { badRequest } from './types.js';
+import { badRequest } from './errors.js';
 
 export type Path = string;
 

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import { REPO_ROOT } from '../config.js';
+import { REPO_ROOT } from '../../config.js';
 
 export interface Cell {
   task: string;

@@ -11,9 +11,9 @@
  * the held-out cells.
  */
 import { createHash } from 'node:crypto';
-import { featureDim, featurize, FEATURE_SPEC, type SparseVec } from './features.js';
-import { auc, ece, logLoss, spearman, top1Regret } from './metrics.js';
-import { predictAll, seeded, trainMlp, type Example, type MlpWeights, type TrainOptions } from './mlp.js';
+import { featureDim, featurize, FEATURE_SPEC, type SparseVec } from '../features.js';
+import { auc, ece, logLoss, spearman, top1Regret } from '../metrics.js';
+import { predictAll, seeded, trainMlp, type Example, type MlpWeights, type TrainOptions } from '../mlp.js';
 import type { Cell } from './multiprompt.js';
 
 export function cellContext(c: Cell): Record<string, string> {

@@ -5,11 +5,10 @@
  * back when it is `undefined` (not configured, or not connected yet / now).
  * NATS peer mode (natsService.ts) serves on this same connection, so a
  * sidecar holds one NATS connection. Connection settings (server list,
- * auth, TLS, reconnect backoff) come from natsOptions.ts.
+ * auth, TLS, reconnect backoff) come from nats/options.ts.
  */
 import { connect, type NatsConnection } from 'nats';
-import { defineService } from '../engine.js';
-import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff, splitServers } from './natsOptions.js';
+import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff } from './options.js';
 
 export class NatsLink {
   private nc: NatsConnection | undefined;
@@ -57,17 +56,3 @@ export class NatsLink {
     void this.ready;
   }
 }
-
-declare module '../engine.js' {
-  interface Services {
-    nats: NatsLink | undefined;
-  }
-}
-
-defineService('nats', {
-  create: (engine) => {
-    const servers = splitServers(engine.config.natsUrl);
-    return servers.length === 0 ? undefined : new NatsLink(servers, engine.log.child({ part: 'nats' }));
-  },
-  close: (link) => link?.close(),
-});

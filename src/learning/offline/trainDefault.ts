@@ -7,12 +7,12 @@
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { REPO_ROOT } from '../config.js';
+import { REPO_ROOT } from '../../config.js';
 import { evaluate, trainOn } from './evaluation.js';
-import { FEATURE_SPEC, specHash } from './features.js';
-import { writeModel } from './modelFile.js';
+import { FEATURE_SPEC, specHash } from '../features.js';
+import { writeModel } from '../modelFile.js';
 import { loadCells } from './multiprompt.js';
-import { exportOnnx } from './onnx.js';
+import { exportOnnx } from '../onnx.js';
 
 const SEED = 42;
 /**

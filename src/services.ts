@@ -1,0 +1,122 @@
+/**
+ * Layer: services (the composition root of that layer). The one place that
+ * lists the engine's services, their types, how each is built from the
+ * others and how it closes: `createEngine` returns an `Engine<Services>`
+ * whose `service('store')` is typed. Ops and transports import only the
+ * `AppEngine` type from here.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { PromptCache } from './cache/promptCache.js';
+import { float, record } from './codec/terms.js';
+import type { EngineConfig } from './config.js';
+import { OpError } from './contract/errors.js';
+import { Engine, type ServiceDefinitions } from './engine.js';
+import { readModel } from './learning/modelFile.js';
+import { Scorer } from './learning/scorer.js';
+import type { Logger } from './log.js';
+import { NatsLink } from './nats/link.js';
+import { splitServers } from './nats/options.js';
+import { OptimizerDeps } from './optimizer/deps.js';
+import { TrackingStore } from './store/trackingStore.js';
+import { PromptAssembler } from './templates/assembly.js';
+import { CentralCloudClient } from './templates/centralCloud.js';
+import { TemplateRegistry } from './templates/registry.js';
+
+export type Services = {
+  cache: PromptCache;
+  /** The engine's one NATS connection (central_cloud, peer mode); undefined when NATS is not configured. */
+  nats: NatsLink | undefined;
+  store: TrackingStore;
+  scorer: Scorer;
+  templates: TemplateRegistry;
+  prompts: PromptAssembler;
+  optimizer: OptimizerDeps;
+};
+
+export type AppEngine = Engine<Services>;
+
+export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
+  cache: {
+    create: (engine) => new PromptCache(engine.config.cacheMaxEntries),
+    stats: (c) => {
+      const s = c.stats();
+      return record({ ...s, hit_rate: float(s.hit_rate) });
+    },
+  },
+
+  nats: {
+    create: (engine) => {
+      const servers = splitServers(engine.config.natsUrl);
+      return servers.length === 0 ? undefined : new NatsLink(servers, engine.log.child({ part: 'nats' }));
+    },
+    close: (link) => link?.close(),
+  },
+
+  store: {
+    create: (engine) =>
+      TrackingStore.open({ databaseUrl: engine.config.databaseUrl, dataDir: engine.config.dataDir, log: engine.log.child({ part: 'store' }) }).catch((err: unknown) => {
+        // e.g. a PGlite directory held by another sidecar: the caller gets {:error, {:unavailable, why}}
+        throw new OpError('unavailable', `tracking store: ${(err as Error).message}`);
+      }),
+    close: (s) => s.close(),
+    stats: (s) => s.figures,
+  },
+
+  // The last promoted model of the registry, else the shipped models/default.onnx.
+  scorer: {
+    create: async (engine) => {
+      try {
+        const promoted = await (await engine.service('store')).models.promoted();
+        if (promoted !== undefined && fs.existsSync(promoted.path)) {
+          const { onnx, meta } = readModel(promoted.path);
+          return await Scorer.load(onnx, meta);
+        }
+      } catch (err) {
+        engine.log.warn({ err: (err as Error).message }, 'no promoted model from the registry: serving the shipped default');
+      }
+      const { onnx, meta } = readModel(path.join(engine.config.modelsDir, 'default.onnx'));
+      return Scorer.load(onnx, meta);
+    },
+    close: (s) => s.close(),
+    stats: (s) => record({ model_version: s.modelVersion, samples: s.info.samples }),
+  },
+
+  // The shipped templates, with central_cloud behind them when NATS is configured. An update broadcast
+  // replaces the registry's copy, drops every cached prompt built from that template (or a partial it
+  // includes), and tells the Port owner with an `{:event, :template_updated, ...}` frame.
+  templates: {
+    create: async (engine) => {
+      const link = await engine.service('nats');
+      const central = link === undefined ? undefined : new CentralCloudClient(link, { timeoutMs: centralTimeoutMs(), maxQueue: 1_000, flushMs: 250 });
+      const registry = new TemplateRegistry(engine.config.templatesDir, central);
+      const cache = await engine.service('cache');
+      central?.onUpdate((t) => {
+        registry.put(t);
+        const dropped = cache.invalidateTag(`template:${t.template_name}`);
+        engine.log.info({ template: t.template_name, dropped }, 'template updated by central_cloud');
+        engine.emit('template_updated', record({ template_name: t.template_name, template_type: t.template_type, language: t.language, dropped }));
+      });
+      return registry;
+    },
+    close: (r) => r.central?.close(),
+    stats: (r) => record({ ...r.figures, templates: r.list().length, central_connected: r.centralConnected, ...(r.central ? r.central.figures : {}) }),
+  },
+
+  prompts: {
+    create: async (engine) => new PromptAssembler(await engine.service('templates'), await engine.service('cache')),
+  },
+
+  optimizer: {
+    create: (engine) => new OptimizerDeps({ scorer: () => engine.service('scorer'), store: () => engine.service('store') }, engine.log.child({ part: 'optimizer' })),
+  },
+};
+
+function centralTimeoutMs(): number {
+  const n = Number(process.env.CENTRAL_CLOUD_TIMEOUT_MS ?? 500);
+  return Number.isFinite(n) && n > 0 ? n : 500;
+}
+
+export function createEngine(config: EngineConfig, log: Logger): AppEngine {
+  return new Engine<Services>(config, log, SERVICE_DEFINITIONS);
+}

@@ -1,0 +1,83 @@
+/**
+ * The one registry of requests in flight, shared by every transport (Port,
+ * NATS service, JetStream tracking consumer): start a piece of work under a
+ * key with its own AbortSignal, cancel it by key, count it, and drain —
+ * wait for everything to finish, aborting what still runs after a grace
+ * period. Keeping this in one place keeps drain semantics identical across
+ * transports.
+ */
+
+interface Entry {
+  readonly ctl: AbortController;
+  readonly done: Promise<unknown>;
+}
+
+export class InFlight<K> {
+  private readonly entries = new Map<K, Entry>();
+  private readonly waiters: Array<() => void> = [];
+  private nextKey = 0;
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  has(key: K): boolean {
+    return this.entries.has(key);
+  }
+
+  /**
+   * Run `work` under `key`; the entry lives until the work settles. The
+   * returned promise is the work's own (callers attach their reply to it).
+   */
+  start<T>(key: K, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    if (this.entries.has(key)) throw new Error(`key ${String(key)} is already in flight`);
+    const ctl = new AbortController();
+    const done = work(ctl.signal);
+    this.entries.set(key, { ctl, done });
+    const settle = (): void => {
+      this.entries.delete(key);
+      if (this.waiters.length > 0) for (const w of this.waiters.splice(0)) w();
+    };
+    done.then(settle, settle);
+    return done;
+  }
+
+  /** A fresh numeric key for transports whose requests carry no id of their own. */
+  key(): number {
+    return this.nextKey++;
+  }
+
+  /** Abort one request; false when no such key is in flight. */
+  cancel(key: K): boolean {
+    const e = this.entries.get(key);
+    if (e === undefined) return false;
+    e.ctl.abort();
+    return true;
+  }
+
+  abortAll(): void {
+    for (const e of this.entries.values()) e.ctl.abort();
+  }
+
+  /** Resolves once fewer than `n` requests are in flight (a concurrency limit). */
+  async below(n: number): Promise<void> {
+    while (this.entries.size >= n) await new Promise<void>((r) => this.waiters.push(r));
+  }
+
+  /**
+   * Wait for everything in flight. After `graceMs` what still runs is
+   * aborted; aborted work gets `afterAbortMs` to answer, then drain returns
+   * regardless.
+   */
+  async drain(graceMs: number, afterAbortMs = 100): Promise<void> {
+    if (this.entries.size === 0) return;
+    const all = (): Promise<unknown> => Promise.allSettled([...this.entries.values()].map((e) => e.done));
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<'expired'>((r) => (timer = setTimeout(() => r('expired'), graceMs)));
+    const first = await Promise.race([all(), expired]);
+    clearTimeout(timer);
+    if (first !== 'expired') return;
+    this.abortAll();
+    await Promise.race([all(), new Promise((r) => setTimeout(r, afterAbortMs).unref())]);
+  }
+}
