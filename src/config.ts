@@ -29,6 +29,12 @@ export interface EngineConfig {
   llmUrl?: string;
   llmModel?: string;
   llmApiKey?: string;
+  /** Closed loop: retrain the scorer after this many reported outcomes (0 = only when `train` is called). */
+  retrainEvery: number;
+  /** Closed loop: wait for a proposal batch before serving the next choice (replayable simulations). */
+  loopAwaitProposals: boolean;
+  /** Closed loop policy overrides (PROMPT_ENGINE_LOOP_POOL_SIZE, ..._BATCH_SIZE, ..._MIN_SAMPLES, ..._REFILL_AFTER, ..._MAX_VARIANTS, ..._PRIOR_STRENGTH). */
+  loopPolicy: Partial<Record<'poolSize' | 'batchSize' | 'minSamples' | 'refillAfter' | 'maxVariants' | 'priorStrength', number>>;
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<EngineConfig> = {}): EngineConfig {
@@ -44,6 +50,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     llmUrl: env.LLM_URL || undefined,
     llmModel: env.LLM_MODEL || undefined,
     llmApiKey: env.LLM_API_KEY || undefined,
+    retrainEvery: nonNegativeInt(env.PROMPT_ENGINE_RETRAIN_EVERY, 5_000),
+    loopAwaitProposals: env.PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS === '1' || env.PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS === 'true',
+    loopPolicy: loopPolicyFrom(env),
   };
   return { ...base, ...stripUndefined(overrides) };
 }
@@ -53,6 +62,29 @@ function positiveInt(v: string | undefined, dflt: number): number {
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`expected a positive integer, got ${JSON.stringify(v)}`);
   return n;
+}
+
+function nonNegativeInt(v: string | undefined, dflt: number): number {
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < 0) throw new Error(`expected a non-negative integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function loopPolicyFrom(env: NodeJS.ProcessEnv): EngineConfig['loopPolicy'] {
+  const out: EngineConfig['loopPolicy'] = {};
+  const names = { poolSize: 'POOL_SIZE', batchSize: 'BATCH_SIZE', minSamples: 'MIN_SAMPLES', refillAfter: 'REFILL_AFTER', maxVariants: 'MAX_VARIANTS' } as const;
+  for (const [k, suffix] of Object.entries(names) as Array<[keyof typeof names, string]>) {
+    const v = env[`PROMPT_ENGINE_LOOP_${suffix}`];
+    if (v !== undefined && v !== '') out[k] = positiveInt(v, 1);
+  }
+  const s = env.PROMPT_ENGINE_LOOP_PRIOR_STRENGTH;
+  if (s !== undefined && s !== '') {
+    const n = Number(s);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`PROMPT_ENGINE_LOOP_PRIOR_STRENGTH: expected a non-negative number, got ${JSON.stringify(s)}`);
+    out.priorStrength = n;
+  }
+  return out;
 }
 
 function stripUndefined<T extends object>(o: T): Partial<T> {

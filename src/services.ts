@@ -18,6 +18,11 @@ import type { Logger } from './log.js';
 import { NatsLink } from './nats/link.js';
 import { splitServers } from './nats/options.js';
 import { OptimizerDeps } from './optimizer/deps.js';
+import { DEFAULT_POLICY } from './experiments/experiment.js';
+import { FallbackProposer, LlmLoopProposer, OfflineLoopProposer } from './experiments/proposers.js';
+import { ExperimentService } from './experiments/service.js';
+import { Learner } from './learning/learner.js';
+import { trainRecord } from './learning/resultTerms.js';
 import { TrackingStore } from './store/trackingStore.js';
 import { PromptAssembler } from './templates/assembly.js';
 import { CentralCloudClient } from './templates/centralCloud.js';
@@ -32,6 +37,8 @@ export type Services = {
   templates: TemplateRegistry;
   prompts: PromptAssembler;
   optimizer: OptimizerDeps;
+  learner: Learner;
+  experiments: ExperimentService;
 };
 
 export type AppEngine = Engine<Services>;
@@ -109,6 +116,47 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
 
   optimizer: {
     create: (engine) => new OptimizerDeps({ scorer: () => engine.service('scorer'), store: () => engine.service('store') }, engine.log.child({ part: 'optimizer' })),
+  },
+
+  learner: {
+    create: (engine) =>
+      new Learner(
+        {
+          store: () => engine.service('store'),
+          scorer: () => engine.service('scorer'),
+          modelsDir: engine.config.modelsDir,
+          trainedDir: path.join(engine.config.dataDir, 'models'),
+          log: engine.log.child({ part: 'learner' }),
+          onPromoted: (previous) => {
+            void engine.startedService('cache').then((c) => c?.invalidateTag(`model:${previous}`));
+          },
+          onTrained: (r) => {
+            if (!('insufficient' in r)) engine.emit('model_trained', trainRecord(r));
+          },
+        },
+        engine.config.retrainEvery,
+      ),
+    stats: (l) => record({ ...l.figures, training: l.training }),
+  },
+
+  // The closed loop. Proposals come from the LLM when one is configured, else (or when it fails) offline.
+  experiments: {
+    create: (engine) => {
+      const log = engine.log.child({ part: 'experiments' });
+      const c = engine.config;
+      const llm = c.llmUrl === undefined ? undefined : new LlmLoopProposer({ url: c.llmUrl, model: c.llmModel, apiKey: c.llmApiKey, timeoutMs: 30_000 });
+      return ExperimentService.start({
+        store: () => engine.service('store'),
+        scorer: () => engine.service('scorer'),
+        learner: () => engine.service('learner'),
+        proposer: new FallbackProposer(llm, new OfflineLoopProposer(), log),
+        log,
+        policy: { ...DEFAULT_POLICY, ...c.loopPolicy },
+        awaitProposals: c.loopAwaitProposals,
+      });
+    },
+    close: (x) => x.close(),
+    stats: (x) => record({ ...x.figures, experiments: x.list().length }),
   },
 };
 

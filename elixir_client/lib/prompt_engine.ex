@@ -247,6 +247,75 @@ defmodule PromptEngine do
   @spec select_variant(String.t(), [String.t()], opts()) :: result()
   def select_variant(test_id, variants, opts \\ []), do: call_with(:select_variant, %{test_id: test_id, variants: variants}, opts)
 
+  # -- the closed loop ------------------------------------------------------------
+
+  @doc """
+  The prompt to use now for `experiment` (keyed by experiment and `context.model`):
+  the engine serves the base, proposes and tries variants, learns from the outcomes you
+  report with `report_outcome/3`, and serves better prompts over time, with guardrails.
+
+  `base` is the prompt text, or `%{template_id: id, variables: map}` to render a template.
+  The first argument may be the instance name (as in `choose_prompt(pe, "triage", base, %{model: m})`).
+
+      {:ok, choice} = PromptEngine.choose_prompt("ticket_triage", base_prompt, %{model: "gpt-4o-mini"})
+      # run choice.prompt on the model, judge the answer
+      :ok = PromptEngine.report_outcome(choice, true)
+  """
+  @spec choose_prompt(atom() | String.t(), String.t() | map(), map() | String.t(), map() | opts()) :: result()
+  def choose_prompt(a, b, c \\ %{}, d \\ [])
+
+  def choose_prompt(pe, experiment, base, context) when is_atom(pe) and is_binary(experiment) and is_map(context),
+    do: choose_prompt(experiment, base, context, name: pe)
+
+  def choose_prompt(experiment, base, context, opts) when is_binary(experiment) and is_map(context) and is_list(opts) do
+    args =
+      case base do
+        %{template_id: id} = t -> %{template_id: id, variables: Map.get(t, :variables, %{})}
+        text -> %{prompt: text}
+      end
+
+    call_with(:choose_prompt, Map.merge(args, %{experiment: experiment, context: context}), opts)
+  end
+
+  def choose_prompt(experiment, _base, context, _opts),
+    do: {:error, {:bad_request, "choose_prompt: expected an experiment name (a string) and a context map, got #{inspect(experiment)} and #{inspect(context)}"}}
+
+  @doc """
+  Report how a chosen prompt did: `success?` is whether the answer was good. It is an
+  ordinary `track_execution` carrying the choice's prompt id and metadata; options
+  `:execution_time_ms`, `:confidence_score`, `:response_length`, `:metadata` (merged).
+  The first argument may be the instance name.
+  """
+  @spec report_outcome(atom() | map(), map() | boolean(), boolean() | opts(), opts()) :: :ok | {:error, term()}
+  def report_outcome(a, b, c \\ [], d \\ [])
+
+  def report_outcome(pe, choice, success?, opts) when is_atom(pe) and is_map(choice) and is_boolean(success?),
+    do: report_outcome(choice, success?, Keyword.put(opts, :name, pe))
+
+  def report_outcome(%{prompt_id: id, metadata: meta}, success?, opts, []) when is_boolean(success?) and is_list(opts) do
+    {call_opts, extra} = Keyword.split(opts, @call_opts)
+
+    entry =
+      %{prompt_id: id, success: success?, execution_time_ms: Keyword.get(extra, :execution_time_ms, 0), metadata: Map.merge(meta, Keyword.get(extra, :metadata, %{}))}
+      |> put_present(:confidence_score, Keyword.get(extra, :confidence_score))
+      |> put_present(:response_length, Keyword.get(extra, :response_length))
+
+    case call(:track_execution, entry, call_opts) do
+      {:ok, _} -> :ok
+      error -> error
+    end
+  end
+
+  def report_outcome(choice, success?, _opts, _),
+    do: {:error, {:bad_request, "report_outcome: expected a choice from choose_prompt and a boolean, got #{inspect(choice, limit: 5)} and #{inspect(success?)}"}}
+
+  defp put_present(map, _key, nil), do: map
+  defp put_present(map, key, value), do: Map.put(map, key, value)
+
+  @doc "A closed-loop experiment: variants, outcomes, posteriors, P(best), leader. Options: `:model`, `:action` (`:pin`, `:unpin`, `:reset`, `:stop`, `:resume`), `:prompt_id`."
+  @spec experiment(String.t(), opts()) :: result()
+  def experiment(name, opts \\ []), do: call_with(:experiment, %{experiment: name}, opts)
+
   @spec health(opts()) :: result()
   def health(opts \\ []), do: call(:health, %{}, opts)
 

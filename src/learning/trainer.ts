@@ -20,12 +20,32 @@ import type { TrainRow } from './trainWorker.js';
 
 const CONTEXT_KEYS = ['model', 'task', 'language', 'domain', 'framework', 'template'] as const;
 
+/** The text of a closed-loop variant (executions of experiments carry only its prompt id). */
+export interface VariantText {
+  text: string;
+  experiment: string;
+  model: string;
+}
+
 /** Executions → training rows. An aggregated cell (metadata n, successes) is one row of weight n. */
-export function rowsFromHistory(executions: ExecutionRow[], feedback: FeedbackRow[], holdoutFraction: number): TrainRow[] {
+export function rowsFromHistory(executions: ExecutionRow[], feedback: FeedbackRow[], holdoutFraction: number, variantTexts: ReadonlyMap<string, VariantText> = new Map()): TrainRow[] {
   const rows: TrainRow[] = [];
   const textOf = new Map<string, { prompt: string; context: Record<string, string> }>();
   const holdout = (promptId: string): boolean => parseInt(createHash('sha256').update(`holdout:${promptId}`).digest('hex').slice(0, 8), 16) / 0xffffffff < holdoutFraction;
+  // Closed-loop outcomes carry no text: one row per (variant, model), weighted by its outcomes.
+  const loop = new Map<string, { prompt: string; context: Record<string, string>; k: number; n: number; id: string }>();
   for (const e of executions) {
+    const experiment = e.metadata.experiment;
+    const known = experiment !== undefined && e.metadata.prompt === undefined ? variantTexts.get(e.prompt_id) : undefined;
+    if (known !== undefined && experiment !== undefined) {
+      const model = e.metadata.model ?? known.model;
+      const key = `${e.prompt_id}\u0000${model}`;
+      const agg = loop.get(key) ?? { prompt: known.text, context: { model, task: experiment }, k: 0, n: 0, id: e.prompt_id };
+      loop.set(key, agg);
+      agg.n++;
+      if (e.success) agg.k++;
+      continue;
+    }
     const prompt = e.metadata.prompt;
     if (prompt === undefined || prompt === '') continue;
     const context: Record<string, string> = {};
@@ -35,6 +55,10 @@ export function rowsFromHistory(executions: ExecutionRow[], feedback: FeedbackRo
     const k = Number(e.metadata.successes);
     const aggregated = Number.isFinite(n) && n > 0 && Number.isFinite(k) && k >= 0 && k <= n;
     rows.push({ prompt, context, y: aggregated ? k / n : e.success ? 1 : 0, w: aggregated ? n : 1, holdout: holdout(e.prompt_id) });
+  }
+  for (const a of loop.values()) {
+    textOf.set(a.id, { prompt: a.prompt, context: a.context });
+    rows.push({ prompt: a.prompt, context: a.context, y: a.k / a.n, w: a.n, holdout: holdout(a.id) });
   }
   for (const f of feedback) {
     const known = textOf.get(f.prompt_id);
@@ -141,8 +165,8 @@ export async function trainFromStore(opts: {
   signal: AbortSignal;
   log: Logger;
 }): Promise<TrainOutcome | { insufficient: number }> {
-  const [executions, feedback] = await Promise.all([opts.store.trainingExecutions(), opts.store.trainingFeedback()]);
-  const rows = rowsFromHistory(executions, feedback, opts.holdout);
+  const [executions, feedback, texts] = await Promise.all([opts.store.trainingExecutions(), opts.store.trainingFeedback(), opts.store.experiments.variantTexts()]);
+  const rows = rowsFromHistory(executions, feedback, opts.holdout, texts);
   if (rows.length < opts.minSamples || !rows.some((r) => r.holdout) || rows.every((r) => r.holdout)) return { insufficient: rows.length };
   process.stderr.write(`[train] ${rows.length} examples (${rows.filter((r) => r.holdout).length} held out)\n`);
   const { weights, epochs } = await trainInWorker(rows, opts.options, opts.signal, opts.log);

@@ -18,6 +18,8 @@ function trackOp(name: string, kind: EntryKind): OpSpec<unknown> {
     validate: (a) => parseEntry(kind, a),
     async handle(row, { engine }) {
       await (await engine.service('store')).write(row);
+      // A closed-loop outcome moves its experiment once the row is durable (a restart recounts it from the store).
+      if (row.outcome !== undefined) (await engine.service('experiments')).observe(row.outcome);
       return record({ id: row.id });
     },
   }) as OpSpec<unknown>;

@@ -55,6 +55,24 @@ export interface EntryRow {
   kind: EntryKind;
   id: string;
   values: Array<string | number | boolean | null | string[]>;
+  /** For an execution whose metadata names a closed-loop experiment: the outcome it reports. */
+  outcome?: LoopOutcome;
+}
+
+export interface LoopOutcome {
+  experiment: string;
+  model: string;
+  generation?: number;
+  promptId: string;
+  success: boolean;
+}
+
+function loopOutcome(promptId: string, success: boolean, metadataJson: string): LoopOutcome | undefined {
+  if (!metadataJson.includes('"experiment"')) return undefined;
+  const m = JSON.parse(metadataJson) as Record<string, string>;
+  if (m.experiment === undefined) return undefined;
+  const g = m.generation === undefined ? undefined : Number(m.generation);
+  return { experiment: m.experiment, model: m.model ?? 'default', generation: g !== undefined && Number.isSafeInteger(g) ? g : undefined, promptId, success };
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -101,22 +119,27 @@ const text = (e: TermObject, k: string): string => str(e, k, { min: 1, max: 512 
 export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
   const id = entryId(e);
   switch (kind) {
-    case 'execution':
+    case 'execution': {
+      const promptId = text(e, 'prompt_id');
+      const success = bool(e, 'success');
+      const metadata = jsonField(e.metadata, 'metadata', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES }));
       return {
         kind,
         id,
         values: [
           id,
-          text(e, 'prompt_id'),
+          promptId,
           int(e, 'execution_time_ms', { min: 0, max: 2_147_483_647 }),
-          bool(e, 'success'),
+          success,
           optNum(e, 'confidence_score', { min: 0, max: 1 }) ?? null,
           optStr(e, 'context_signature', { max: 512 }) ?? null,
           optInt(e, 'response_length', { min: 0, max: 2_147_483_647 }) ?? null,
           timestamp(e, 'timestamp'),
-          jsonField(e.metadata, 'metadata', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES })),
+          metadata,
         ],
+        outcome: loopOutcome(promptId, success, metadata),
       };
+    }
     case 'feedback':
       return {
         kind,

@@ -102,4 +102,39 @@ CREATE TABLE IF NOT EXISTS models (
 CREATE INDEX IF NOT EXISTS models_promoted ON models (promoted_at) WHERE promoted;
 `,
   },
+  {
+    version: 3,
+    name: 'closed-loop experiments',
+    sql: `
+CREATE TABLE IF NOT EXISTS experiments (
+  name text NOT NULL,
+  model text NOT NULL,
+  generation integer NOT NULL,
+  base_prompt_id text NOT NULL,
+  status text NOT NULL DEFAULT 'running',
+  pinned_prompt_id text,
+  proposals_made integer NOT NULL DEFAULT 0,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (name, model)
+);
+CREATE TABLE IF NOT EXISTS experiment_variants (
+  name text NOT NULL,
+  model text NOT NULL,
+  generation integer NOT NULL,
+  prompt_id text NOT NULL,
+  text text NOT NULL,
+  origin text NOT NULL,
+  prior_alpha float8 NOT NULL,
+  prior_beta float8 NOT NULL,
+  predicted float8,
+  state text NOT NULL DEFAULT 'active',
+  seq bigserial NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (name, model, generation, prompt_id)
+);
+CREATE INDEX IF NOT EXISTS experiment_variants_prompt ON experiment_variants (prompt_id);
+CREATE INDEX IF NOT EXISTS prompt_executions_experiment ON prompt_executions ((metadata->>'experiment'), (metadata->>'model'), prompt_id)
+`,
+  },
 ];

@@ -14,6 +14,7 @@ import { abResultRow, evolutionRow, parseEntry, type AbResultInput, type EntryKi
 import { GroupCommitWriter } from './groupCommitWriter.js';
 import { Journal } from './journal.js';
 import { MIGRATIONS } from './migrations.js';
+import { ExperimentRecords } from './experimentRecords.js';
 import { ModelRegistry } from './modelRegistry.js';
 import { runQuery, toAggregate, type PromptAggregate, type QueryArgs, type QueryKind } from './queries.js';
 import { iso } from './rowTerms.js';
@@ -44,6 +45,8 @@ export class TrackingStore {
   private migrated = false;
   /** The model registry (trained scorers, which one is promoted). */
   readonly models: ModelRegistry;
+  /** The closed loop's experiments and variants. */
+  readonly experiments: ExperimentRecords;
 
   private constructor(
     readonly db: SqlClient,
@@ -51,6 +54,7 @@ export class TrackingStore {
     private readonly log: Logger,
   ) {
     this.models = new ModelRegistry(db, () => this.migrate());
+    this.experiments = new ExperimentRecords(db, () => this.migrate());
     this.writer = new GroupCommitWriter(db, journal, log, { maxBatch: 500, recoverEveryMs: 300, onRecovered: () => this.migrate() });
   }
 

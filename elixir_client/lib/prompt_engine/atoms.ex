@@ -41,7 +41,12 @@ defmodule PromptEngine.Atoms do
     :backend, :db_up, :batches, :mean_batch, :journaled, :replayed, :path,
     # learning
     :samples, :auc, :log_loss, :accuracy, :duration_ms, :promoted, :scores, :p, :ece,
-    :spearman, :regret, :feature_spec_hash, :serving_metrics, :serving_version, :epochs, :examples
+    :spearman, :regret, :feature_spec_hash, :serving_metrics, :serving_version, :epochs, :examples,
+    # closed loop
+    :experiment, :experiments, :generation, :origin, :exploring, :leader_id, :variants, :status,
+    :pinned, :outcomes, :proposals_made, :leader, :base, :improvement, :active, :state,
+    :posterior_mean, :p_best, :predicted, :running, :stopped, :retired, :banned, :llm, :offline,
+    :model_promoted
   ]
 
   @doc false

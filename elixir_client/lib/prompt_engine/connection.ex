@@ -347,10 +347,20 @@ defmodule PromptEngine.Connection do
     end)
   end
 
+  # Replies are decoded with [:safe] first. A field this client version does not list in
+  # PromptEngine.Atoms (a newer sidecar) would make that fail and leave the caller waiting
+  # for its timeout, so the fallback decodes without [:safe]: the sidecar is our own child
+  # process and sends atoms only for its own field names, reasons and enums (text from
+  # users always travels as binaries), so the atoms it can create are bounded by its code.
   defp safe_decode(data) do
     {:ok, :erlang.binary_to_term(data, [:safe])}
   rescue
-    ArgumentError -> {:error, :undecodable}
+    ArgumentError ->
+      try do
+        {:ok, :erlang.binary_to_term(data)}
+      rescue
+        ArgumentError -> {:error, :undecodable}
+      end
   end
 
   defp normalize({:ok, :ok}), do: :ok

@@ -1,0 +1,20 @@
+/** A training result as the contract returns it (the `train` op's reply and the `model_trained` event). */
+import { float, record, type TermObject } from '../codec/terms.js';
+import type { TrainResult } from './learner.js';
+import type { HeldOutMetrics } from './trainer.js';
+
+const metricsRecord = (m: HeldOutMetrics): TermObject =>
+  record({ auc: float(m.auc), log_loss: float(m.log_loss), accuracy: float(m.accuracy), ece: float(m.ece), spearman: float(m.spearman), examples: m.examples });
+
+export function trainRecord(r: Exclude<TrainResult, { insufficient: number }>): TermObject {
+  return record({
+    model_version: r.modelVersion,
+    samples: r.samples,
+    epochs: r.epochs,
+    metrics: metricsRecord(r.metrics),
+    serving_metrics: r.servingMetrics ? metricsRecord(r.servingMetrics) : null,
+    promoted: r.promoted,
+    serving_version: r.servingVersion,
+    duration_ms: r.durationMs,
+  });
+}

@@ -1,0 +1,140 @@
+/**
+ * Ops of the closed loop: `choose_prompt` (which prompt to use now for an
+ * experiment and model; the outcome comes back as an ordinary
+ * `track_execution` carrying the reply's `metadata`) and `experiment` (an
+ * experiment's variants, outcomes, posteriors and leader; operator actions
+ * pin/unpin/reset/stop/resume).
+ */
+import { isTermObject, float, record, type Term, type TermObject } from '../codec/terms.js';
+import { termToJson } from '../codec/json.js';
+import { optOneOf, optStr, str, stringMap } from '../contract/args.js';
+import { badRequest } from '../contract/errors.js';
+import { posteriorMean, successRate, type Experiment } from '../experiments/experiment.js';
+import type { Vars } from '../templates/renderer.js';
+import { defineOp, type OpSpec } from './types.js';
+
+interface ChooseArgs {
+  experiment: string;
+  prompt?: string;
+  templateId?: string;
+  variables: Vars;
+  context: Record<string, string>;
+  model: string;
+}
+
+function contextOf(v: Term | undefined): Record<string, string> {
+  if (v === undefined || v === null) return {};
+  return stringMap(v, 'context');
+}
+
+const choosePrompt = defineOp<ChooseArgs>({
+  name: 'choose_prompt',
+  summary: 'the prompt to use now for an experiment and model (the closed loop); report the outcome with track_execution and the reply metadata',
+  validate: (a) => {
+    const context = contextOf(a.context);
+    const prompt = optStr(a, 'prompt', { min: 1, max: 100_000 });
+    const templateId = optStr(a, 'template_id', { min: 1, max: 200 });
+    if (prompt === undefined && templateId === undefined) throw badRequest('prompt', 'is required (a string), or give template_id and variables');
+    if (prompt !== undefined && templateId !== undefined) throw badRequest('template_id', 'give either prompt or template_id, not both');
+    const vars = a.variables;
+    if (vars !== undefined && vars !== null && !isTermObject(vars)) throw badRequest('variables', 'expected a map of variables');
+    const model = optStr(a, 'model', { min: 1, max: 200 }) ?? context.model ?? 'default';
+    if (model.length === 0 || model.length > 200) throw badRequest('context.model', 'expected a string of 1..200 characters');
+    return {
+      experiment: str(a, 'experiment', { min: 1, max: 200 }),
+      prompt,
+      templateId,
+      variables: vars === undefined || vars === null ? {} : (termToJson(vars as TermObject) as Vars),
+      context,
+      model,
+    };
+  },
+  async handle(a, { engine, signal }) {
+    let base = a.prompt;
+    if (base === undefined) {
+      const prompts = await engine.service('prompts');
+      const t = await prompts.find(a.templateId!);
+      base = prompts.cachedRender(t, a.variables, false).prompt;
+    }
+    const c = await (await engine.service('experiments')).choose({ name: a.experiment, model: a.model, base, context: a.context }, signal);
+    return record({
+      prompt: c.prompt,
+      prompt_id: c.promptId,
+      experiment: c.experiment,
+      model: c.model,
+      generation: c.generation,
+      origin: c.origin,
+      exploring: c.exploring,
+      leader_id: c.leaderId,
+      variants: c.variants,
+      // Put this in the execution's metadata (the Elixir client's report_outcome does).
+      metadata: { experiment: c.experiment, model: c.model, generation: String(c.generation) },
+    });
+  },
+});
+
+const ACTIONS = ['pin', 'unpin', 'reset', 'stop', 'resume'] as const;
+
+interface ExperimentArgs {
+  name?: string;
+  model?: string;
+  action?: (typeof ACTIONS)[number];
+  promptId?: string;
+}
+
+function describe(e: Experiment, withVariants: boolean): TermObject {
+  const pBest = withVariants ? e.pBest() : new Map<string, number>();
+  const leader = e.leader;
+  return record({
+    experiment: e.name,
+    model: e.model,
+    generation: e.generation,
+    status: e.status,
+    pinned: e.pinned ?? null,
+    outcomes: e.outcomes,
+    proposals_made: e.proposalsMade,
+    leader: record({ prompt_id: leader.id, origin: leader.origin, success_rate: float(successRate(leader)), count: leader.count }),
+    base: record({ prompt_id: e.base.id, success_rate: float(successRate(e.base)), count: e.base.count }),
+    improvement: float(leader.count > 0 && e.base.count > 0 ? successRate(leader) - successRate(e.base) : 0),
+    active: e.active.length,
+    variants: withVariants
+      ? [...e.variants.values()].map((v) =>
+          record({
+            prompt_id: v.id,
+            text: v.text,
+            origin: v.origin,
+            state: v.state,
+            successes: v.successes,
+            count: v.count,
+            success_rate: float(successRate(v)),
+            posterior_mean: float(posteriorMean(v)),
+            p_best: float(pBest.get(v.id) ?? 0),
+            predicted: v.predicted === null ? null : float(v.predicted),
+          }),
+        )
+      : e.variants.size,
+  });
+}
+
+const experiment = defineOp<ExperimentArgs>({
+  name: 'experiment',
+  summary: 'a closed-loop experiment: variants, outcomes, posteriors, P(best), leader; action pin | unpin | reset | stop | resume. Without a name: every experiment, in brief',
+  validate: (a) => {
+    const action = optOneOf(a, 'action', ACTIONS);
+    const name = optStr(a, 'experiment', { min: 1, max: 200 }) ?? optStr(a, 'name', { min: 1, max: 200 });
+    if (action !== undefined && name === undefined) throw badRequest('experiment', 'is required with an action');
+    return { name, model: optStr(a, 'model', { min: 1, max: 200 }), action, promptId: optStr(a, 'prompt_id', { max: 200 }) };
+  },
+  async handle(a, { engine }) {
+    const svc = await engine.service('experiments');
+    if (a.name === undefined) return record({ experiments: svc.list().map((e) => describe(e, false)) });
+    let exps = svc.get(a.name, a.model);
+    if (a.action !== undefined) {
+      if (exps.length > 1 && a.model === undefined) throw badRequest('model', `experiment ${a.name} runs for ${exps.length} models: say which (${exps.map((e) => e.model).join(', ')})`);
+      exps = [svc.act(exps[0]!, a.action, a.promptId)];
+    }
+    return record({ experiments: exps.map((e) => describe(e, true)) });
+  },
+});
+
+export const experimentOps: OpSpec<unknown>[] = [choosePrompt, experiment] as OpSpec<unknown>[];
