@@ -46,6 +46,7 @@ const FOLDS = Number(flag('folds', '4'));
 const RETRAIN_EVERY = flag('retrain-every', '0');
 const SEEDS = Number(flag('seeds', '1'));
 const ONLY = flag('tasks', '');
+const ONLY_FOLD = Number(flag('fold', '0'));
 const OUT = path.join(REPO_ROOT, 'bench', '.out', 'loop');
 const progress = (m: string): void => void process.stderr.write(`[bench:loop] ${m}\n`);
 
@@ -150,6 +151,7 @@ async function main(): Promise<void> {
   const rates: number[] = [];
   for (let seed = 1; seed <= SEEDS; seed++) {
     for (const [i, heldOut] of parts.entries()) {
+      if (ONLY_FOLD > 0 && i + 1 !== ONLY_FOLD) continue;
       const modelsDir = foldModelDir(heldOut);
       const groups = heldOut.flatMap(groupsOf);
       progress(`fold ${i + 1}/${parts.length} (seed ${seed}): ${heldOut.map((t) => t.name).join(', ')} — ${groups.length} groups × ${ROUNDS} rounds`);
@@ -182,7 +184,7 @@ async function main(): Promise<void> {
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
   fs.mkdirSync(path.join(REPO_ROOT, 'bench', 'results'), { recursive: true });
-  if (ONLY === '') fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'loop.md'), `${lines.join('\n')}\n`);
+  if (ONLY === '' && ONLY_FOLD === 0) fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'loop.md'), `${lines.join('\n')}\n`);
 }
 
 await main();

@@ -160,7 +160,7 @@ describe('the closed loop through the op table', () => {
       expect(served.length).toBe(60);
       const stats = (await ok(pe, 'stats', {})).services as TermObject;
       const exp = (await ok(pe, 'experiment', { experiment: 'triage' })).experiments as TermObject[];
-      const origins = new Set((exp[0]!.variants as TermObject[]).map((v) => String(v.origin)));
+      const origins = new Set((exp[0]!.variants as TermObject[]).map((v) => String((v.origin as { name?: string }).name)));
       expect(origins.has('offline')).toBe(true);
       expect(stats.experiments).toBeDefined();
     }
@@ -171,7 +171,7 @@ describe('the closed loop through the op table', () => {
     await play(pe, 30, BASE, () => 0.5);
     const exp = (await ok(pe, 'experiment', { experiment: 'triage' })).experiments as TermObject[];
     const variants = exp[0]!.variants as TermObject[];
-    expect(variants.filter((v) => v.origin === 'offline').length).toBeGreaterThan(0);
+    expect(variants.filter((v) => (v.origin as { name?: string }).name === 'offline').length).toBeGreaterThan(0);
     expect(variants.every((v) => sameVariables(BASE, String(v.text)))).toBe(true);
   }, 60_000);
 
@@ -214,7 +214,7 @@ describe('the closed loop through the op table', () => {
     expect(after.generation).toBe(before.generation);
     expect((after.leader as TermObject).prompt_id).toBe((before.leader as TermObject).prompt_id);
     expect(after.pinned).toBe((before.leader as TermObject).prompt_id);
-    const byId = (vs: TermObject[]) => Object.fromEntries(vs.map((v) => [String(v.prompt_id), [v.count, v.successes, v.state]]));
+    const byId = (vs: TermObject[]) => Object.fromEntries(vs.map((v) => [String(v.prompt_id), [v.count, v.successes, String((v.state as { name?: string }).name)]]));
     expect(byId(after.variants as TermObject[])).toEqual(byId(before.variants as TermObject[]));
   }, 60_000);
 });

@@ -28,6 +28,8 @@ export interface Group {
   model: string;
   /** Accuracy by paraphrase text for this model. */
   accOf: Map<string, number>;
+  /** The same, by text without leading and trailing white space (a proposer trims what a model answers). */
+  accOfTrimmed: Map<string, number>;
   baseAcc: number;
   bestAcc: number;
   medianAcc: number;
@@ -56,7 +58,8 @@ export function groupsOf(task: Task): Group[] {
       const accOf = new Map<string, number>();
       for (const p of task.paraphrases) if (p.accs[model] !== undefined && !accOf.has(p.text)) accOf.set(p.text, p.accs[model]!);
       const accs = [...accOf.values()].sort((a, b) => a - b);
-      return { task, model, accOf, baseAcc: task.base.accs[model]!, bestAcc: accs[accs.length - 1]!, medianAcc: accs[Math.floor(accs.length / 2)]! };
+      const accOfTrimmed = new Map([...accOf].map(([t, a]) => [t.trim(), a]));
+      return { task, model, accOf, accOfTrimmed, baseAcc: task.base.accs[model]!, bestAcc: accs[accs.length - 1]!, medianAcc: accs[Math.floor(accs.length / 2)]! };
     });
 }
 
@@ -66,7 +69,7 @@ export function groupsOf(task: Task): Group[] {
  * edit wraps the base); else the pool's median.
  */
 export function accuracyOf(g: Group, text: string): number {
-  const exact = g.accOf.get(text);
+  const exact = g.accOf.get(text) ?? g.accOfTrimmed.get(text.trim());
   if (exact !== undefined) return exact;
   let best: { len: number; acc: number } | undefined;
   for (const [t, acc] of g.accOf) if (text.includes(t) && (best === undefined || t.length > best.len)) best = { len: t.length, acc };

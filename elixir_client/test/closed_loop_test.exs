@@ -10,6 +10,7 @@ defmodule PromptEngine.ClosedLoopTest do
     start_supervised!(
       {PromptEngine,
        name: name,
+       timeout: 30_000,
        env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", ""}, {"LLM_URL", ""}, {"PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS", "1"}]}
     )
 

@@ -42,18 +42,31 @@ export interface LoopPolicy {
   priorStrength: number;
   /** A challenger becomes the leader when it beats the current one with this confidence (hysteresis: no flapping). */
   leaderConfidence: number;
+  /** Measured variants a candidate is compared with when the reserve is ranked. */
+  neighbourK: number;
+  /** Weight of the scorer's prediction beside the measured neighbours when ranking the reserve. */
+  scorerWeight: number;
+  /** Outcomes a new variant gets before it competes by Thompson sampling (0 = none). */
+  warmup: number;
 }
 
+/**
+ * Defaults chosen on data/multiprompt with the simulation of `npm run bench:loop`
+ * (leave-tasks-out scorers; figures and the grid that chose them in BENCHMARKS.md).
+ */
 export const DEFAULT_POLICY: LoopPolicy = {
   poolSize: 8,
   batchSize: 24,
-  minSamples: 20,
-  retireBelow: 0.05,
+  minSamples: 8,
+  retireBelow: 0.25,
   guardConfidence: 0.95,
   refillAfter: 50,
-  maxVariants: 40,
+  maxVariants: 30,
   priorStrength: 2,
   leaderConfidence: 0.9,
+  neighbourK: 5,
+  scorerWeight: 0.5,
+  warmup: 6,
 };
 
 export interface Variant {
@@ -111,6 +124,8 @@ export class Experiment {
   outcomes = 0;
   private outcomesAtLastBatch = 0;
   private leaderId: string;
+  /** Warm-up servings handed out per variant (outcomes may arrive later than choices). */
+  private readonly servedSince = new Map<string, number>();
   private readonly rnd: () => number;
 
   constructor(
@@ -152,6 +167,15 @@ export class Experiment {
     if (this.status === 'stopped') return { variant: this.leader, exploring: false };
     const active = this.active;
     if (active.length === 0) return { variant: this.leader, exploring: false };
+    // A newcomer is measured before it competes: it is served until it has `warmup` outcomes.
+    if (this.policy.warmup > 0) {
+      let newest: Variant | undefined;
+      for (const v of active) if (v.count < this.policy.warmup && (newest === undefined || v.count < newest.count)) newest = v;
+      if (newest !== undefined && (this.servedSince.get(newest.id) ?? 0) <= newest.count) {
+        this.servedSince.set(newest.id, (this.servedSince.get(newest.id) ?? 0) + 1);
+        return { variant: newest, exploring: newest.id !== this.leaderId };
+      }
+    }
     let best = active[0]!;
     let bestDraw = -1;
     if (active.length > 1)
@@ -236,9 +260,16 @@ export class Experiment {
     return room;
   }
 
-  /** Take up to `room` candidates from the reserve into the pool (most promising first). */
+  /**
+   * Take up to `room` candidates from the reserve into the pool, most
+   * promising first: once variants have measured outcomes, a candidate's
+   * promise is what its nearest measured neighbours (by wording) achieved,
+   * blended with the scorer's prediction — the experiment learns which
+   * wordings work for this task and model as it goes.
+   */
   admitFromReserve(room: number): Variant[] {
     const added: Variant[] = [];
+    if (room > 0 && this.reserve.length > 1) this.rankReserve();
     while (added.length < room && this.reserve.length > 0) {
       const c = this.reserve.shift()!;
       if (this.variants.has(c.id)) continue;
@@ -248,6 +279,29 @@ export class Experiment {
     }
     if (added.length > 0) this.outcomesAtLastBatch = this.outcomes;
     return added;
+  }
+
+  private rankReserve(): void {
+    const measured = [...this.variants.values()].filter((v) => v.count >= 5).map((v) => ({ grams: wordGrams(v.text), rate: (v.successes + 1) / (v.count + 2), weight: v.count / (v.count + 10) }));
+    if (measured.length === 0) return;
+    const overall = measured.reduce((a, m) => a + m.rate * m.weight, 0) / measured.reduce((a, m) => a + m.weight, 0);
+    const k = this.policy.neighbourK;
+    const estimate = (c: Candidate): number => {
+      const grams = wordGrams(c.text);
+      const sims = measured.map((m) => ({ m, sim: jaccard(grams, m.grams) })).sort((a, b) => b.sim - a.sim).slice(0, k);
+      let num = 0.5 * overall;
+      let den = 0.5;
+      for (const { m, sim } of sims) {
+        const w = Math.pow(sim, 2) * m.weight * 4;
+        num += w * m.rate;
+        den += w;
+      }
+      const knn = num / den;
+      return knn + this.policy.scorerWeight * ((c.predicted ?? 0.5) - 0.5);
+    };
+    const scored = this.reserve.map((c) => ({ c, e: estimate(c) }));
+    scored.sort((a, b) => b.e - a.e);
+    this.reserve = scored.map((x) => x.c);
   }
 
   /** A new screened batch: kept in the reserve, most promising first; returns what was admitted now. */
@@ -279,6 +333,19 @@ export class Experiment {
     }
     return new Map([...wins].map(([id, w]) => [id, w / draws]));
   }
+}
+
+function wordGrams(text: string): Set<string> {
+  const words = text.toLowerCase().replace(/\{\{?[^}]*\}?\}/g, ' var ').match(/[a-z0-9:]+/g) ?? [];
+  const out = new Set<string>(words);
+  for (let i = 1; i < words.length; i++) out.add(`${words[i - 1]} ${words[i]}`);
+  return out;
+}
+
+function jaccard(a: ReadonlySet<string>, b: ReadonlySet<string>): number {
+  let inter = 0;
+  for (const x of a) if (b.has(x)) inter++;
+  return inter === 0 ? 0 : inter / (a.size + b.size - inter);
 }
 
 export const experimentKey = (name: string, model: string): string => `${name}\u0000${model}`;

@@ -66,7 +66,9 @@ export class ExperimentService {
   static async start(deps: ExperimentServiceDeps): Promise<ExperimentService> {
     const svc = new ExperimentService(deps);
     const store = await deps.store();
-    for (const row of await store.experiments.loadExperiments()) {
+    const rows = await store.experiments.loadExperiments();
+    const counts = rows.length === 0 ? new Map() : await store.experiments.allOutcomes();
+    for (const row of rows) {
       const variants = await store.experiments.loadVariants(row.name, row.model, row.generation);
       const baseRow = variants.find((v) => v.prompt_id === row.base_prompt_id);
       if (baseRow === undefined) continue;
@@ -75,7 +77,14 @@ export class ExperimentService {
       exp.status = row.status;
       exp.pinned = row.pinned_prompt_id ?? undefined;
       exp.proposalsMade = row.proposals_made;
-      exp.restoreOutcomes(await store.experiments.outcomes(row.name, row.model, row.generation));
+      const key = `${row.name}\u0000${row.model}\u0000`;
+      const merged = new Map<string, { successes: number; count: number }>();
+      for (const part of [counts.get(`${key}${row.generation}`), counts.get(`${key}*`)])
+        for (const [id, c] of part ?? []) {
+          const m = merged.get(id) ?? { successes: 0, count: 0 };
+          merged.set(id, { successes: m.successes + c.successes, count: m.count + c.count });
+        }
+      exp.restoreOutcomes(merged);
       svc.experiments.set(exp.key, exp);
     }
     if (svc.experiments.size > 0) deps.log.info({ experiments: svc.experiments.size }, 'closed-loop experiments restored from the store');

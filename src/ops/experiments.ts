@@ -5,7 +5,7 @@
  * experiment's variants, outcomes, posteriors and leader; operator actions
  * pin/unpin/reset/stop/resume).
  */
-import { isTermObject, float, record, type Term, type TermObject } from '../codec/terms.js';
+import { atom, isTermObject, float, newMap, record, type Term, type TermObject } from '../codec/terms.js';
 import { termToJson } from '../codec/json.js';
 import { optOneOf, optStr, str, stringMap } from '../contract/args.js';
 import { badRequest } from '../contract/errors.js';
@@ -63,15 +63,24 @@ const choosePrompt = defineOp<ChooseArgs>({
       experiment: c.experiment,
       model: c.model,
       generation: c.generation,
-      origin: c.origin,
+      origin: atom(c.origin),
       exploring: c.exploring,
       leader_id: c.leaderId,
       variants: c.variants,
       // Put this in the execution's metadata (the Elixir client's report_outcome does).
-      metadata: { experiment: c.experiment, model: c.model, generation: String(c.generation) },
+      metadata: loopMetadata(c.experiment, c.model, c.generation),
     });
   },
 });
+
+/** Binary keys: this map goes back as the execution's metadata (a user map). */
+function loopMetadata(experiment: string, model: string, generation: number): TermObject {
+  const m = newMap();
+  m.experiment = experiment;
+  m.model = model;
+  m.generation = String(generation);
+  return m;
+}
 
 const ACTIONS = ['pin', 'unpin', 'reset', 'stop', 'resume'] as const;
 
@@ -89,11 +98,11 @@ function describe(e: Experiment, withVariants: boolean): TermObject {
     experiment: e.name,
     model: e.model,
     generation: e.generation,
-    status: e.status,
+    status: atom(e.status),
     pinned: e.pinned ?? null,
     outcomes: e.outcomes,
     proposals_made: e.proposalsMade,
-    leader: record({ prompt_id: leader.id, origin: leader.origin, success_rate: float(successRate(leader)), count: leader.count }),
+    leader: record({ prompt_id: leader.id, origin: atom(leader.origin), success_rate: float(successRate(leader)), count: leader.count }),
     base: record({ prompt_id: e.base.id, success_rate: float(successRate(e.base)), count: e.base.count }),
     improvement: float(leader.count > 0 && e.base.count > 0 ? successRate(leader) - successRate(e.base) : 0),
     active: e.active.length,
@@ -102,8 +111,8 @@ function describe(e: Experiment, withVariants: boolean): TermObject {
           record({
             prompt_id: v.id,
             text: v.text,
-            origin: v.origin,
-            state: v.state,
+            origin: atom(v.origin),
+            state: atom(v.state),
             successes: v.successes,
             count: v.count,
             success_rate: float(successRate(v)),

@@ -84,16 +84,28 @@ export class ExperimentRecords {
     return rows.map(toVariant);
   }
 
-  /** Outcomes per variant of one generation, counted from the tracked executions. */
-  async outcomes(name: string, model: string, generation: number): Promise<Map<string, { successes: number; count: number }>> {
+  /**
+   * Outcomes per (experiment, model, generation, prompt id), counted from the
+   * tracked executions in one scan (a restart loads every experiment at once).
+   * Key: `name \0 model \0 generation`; executions without a generation count
+   * for the experiment's current one.
+   */
+  async allOutcomes(): Promise<Map<string, Map<string, { successes: number; count: number }>>> {
     const rows = await this.db.query(
-      `SELECT prompt_id, count(*)::int AS count, sum(CASE WHEN success THEN 1 ELSE 0 END)::int AS successes
+      `SELECT metadata->>'experiment' AS name, coalesce(metadata->>'model', 'default') AS model, metadata->>'generation' AS generation, prompt_id,
+              count(*)::int AS count, sum(CASE WHEN success THEN 1 ELSE 0 END)::int AS successes
          FROM prompt_executions
-        WHERE metadata->>'experiment' = $1 AND metadata->>'model' = $2 AND coalesce(metadata->>'generation', $3) = $3
-        GROUP BY prompt_id`,
-      [name, model, String(generation)],
+        WHERE metadata ? 'experiment'
+        GROUP BY 1, 2, 3, 4`,
     );
-    return new Map(rows.map((r) => [String(r.prompt_id), { count: Number(r.count), successes: Number(r.successes) }]));
+    const out = new Map<string, Map<string, { successes: number; count: number }>>();
+    for (const r of rows) {
+      const key = `${String(r.name)}\u0000${String(r.model)}\u0000${r.generation === null ? '*' : String(r.generation)}`;
+      let m = out.get(key);
+      if (m === undefined) out.set(key, (m = new Map()));
+      m.set(String(r.prompt_id), { count: Number(r.count), successes: Number(r.successes) });
+    }
+    return out;
   }
 
   /** The text of a prompt any experiment has tried (the trainer's fallback when an execution carries no text). */

@@ -1,0 +1,66 @@
+%% The closed loop's hot path from the BEAM (bench/loopPort.ts runs it):
+%% p50/p99 of `echo` and of `choose_prompt` one at a time with 100 live
+%% experiments, then choose_prompt + track_execution pairs pipelined
+%% (Window pairs in flight, each track sent when its choice arrives).
+%% Prints `result <hex of term_to_binary({EchoP50, EchoP99, ChooseP50, ChooseP99, PairsPerSec})>`.
+-module(loop_bench).
+-export([main/1]).
+
+main([Exe | Args]) ->
+    Seq = list_to_integer(os:getenv("BENCH_SEQ", "5000")),
+    Pairs = list_to_integer(os:getenv("BENCH_PAIRS", "40000")),
+    Window = list_to_integer(os:getenv("BENCH_WINDOW", "256")),
+    Experiments = 100,
+    P = open_port({spawn_executable, Exe}, [binary, {packet, 4}, exit_status, nouse_stdio, {args, Args}]),
+    receive {P, {data, _}} -> ok after 20000 -> exit(no_ready) end,
+    Base = <<"Classify the support ticket {ticket} as billing, bug or other. Answer with one word.">>,
+    Choose = fun(I) -> #{experiment => <<"exp-", (integer_to_binary(I rem Experiments))/binary>>, prompt => Base, context => #{<<"model">> => <<"gpt-4o-mini">>}} end,
+    %% the store and the 100 experiments exist before anything is timed
+    [call(P, I, choose_prompt, Choose(I), 60000) || I <- lists:seq(1, Experiments)],
+    Echo = #{prompt => Base, n => 1},
+    [call(P, I, echo, Echo, 5000) || I <- lists:seq(1, 500)],
+    {EP50, EP99} = latencies(P, Seq, fun(I) -> call(P, I, echo, Echo, 5000) end),
+    {CP50, CP99} = latencies(P, Seq, fun(I) -> call(P, I, choose_prompt, Choose(I), 5000) end),
+    T1 = erlang:monotonic_time(nanosecond),
+    pairs(P, Choose, 1, Pairs, Window, #{}, 0),
+    Rate = Pairs / ((erlang:monotonic_time(nanosecond) - T1) / 1.0e9),
+    port_close(P),
+    io:format("result ~s~n", [binary:encode_hex(term_to_binary({EP50, EP99, CP50, CP99, Rate}))]),
+    halt(0).
+
+call(P, Id, Op, Args, Timeout) ->
+    port_command(P, term_to_binary({req, Id, Op, Args})),
+    receive
+        {P, {data, D}} ->
+            case binary_to_term(D) of
+                {reply, Id, {ok, R}} -> R;
+                Other -> exit({unexpected, Other})
+            end
+    after Timeout -> exit({timeout, Op})
+    end.
+
+latencies(_P, Seq, F) ->
+    Lat = lists:sort([begin T0 = erlang:monotonic_time(nanosecond), F(I), erlang:monotonic_time(nanosecond) - T0 end || I <- lists:seq(1, Seq)]),
+    {lists:nth(max(1, Seq div 2), Lat) / 1000, lists:nth(max(1, (Seq * 99) div 100), Lat) / 1000}.
+
+%% Ids: 2N for the choice of pair N, 2N+1 for its track. Done counts finished pairs.
+pairs(_P, _C, Next, N, _W, Pending, Done) when Done >= N, map_size(Pending) =:= 0, Next > N -> ok;
+pairs(P, C, Next, N, W, Pending, Done) when map_size(Pending) < W, Next =< N ->
+    Id = 1000000 + 2 * Next,
+    port_command(P, term_to_binary({req, Id, choose_prompt, C(Next)})),
+    pairs(P, C, Next + 1, N, W, Pending#{Id => choose}, Done);
+pairs(P, C, Next, N, W, Pending, Done) ->
+    receive
+        {P, {data, D}} ->
+            case binary_to_term(D) of
+                {reply, Id, {ok, #{prompt_id := Pid, metadata := Meta}}} when is_map_key(Id, Pending) ->
+                    Track = #{prompt_id => Pid, success => (Id rem 3) =/= 0, execution_time_ms => 10, metadata => Meta},
+                    port_command(P, term_to_binary({req, Id + 1, track_execution, Track})),
+                    pairs(P, C, Next, N, W, maps:put(Id + 1, track, maps:remove(Id, Pending)), Done);
+                {reply, Id, {ok, _}} when is_map_key(Id, Pending) ->
+                    pairs(P, C, Next, N, W, maps:remove(Id, Pending), Done + 1);
+                Other ->
+                    exit({unexpected, Other})
+            end
+    after 30000 -> exit(pairs_timeout)
+    end.

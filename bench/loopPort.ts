@@ -1,0 +1,51 @@
+/**
+ * The closed loop's hot path through the real Port, from Erlang: `choose_prompt`
+ * latency with 100 live experiments beside `echo` in the same run, and
+ * choose_prompt + track_execution pairs per second pipelined through one
+ * sidecar (PGlite, or PostgreSQL when DATABASE_URL is set).
+ *   npm run build && node dist/bench/loopPort.js
+ */
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { decode } from '../src/codec/etf.js';
+import { REPO_ROOT } from '../src/config.js';
+import { ErlFloat, Tuple, type Term } from '../src/codec/terms.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-loop-'));
+const progress = (m: string): void => void process.stderr.write(`[bench:loop-port] ${m}\n`);
+execFileSync('erlc', ['-o', tmp, path.join(REPO_ROOT, 'bench', 'erlang', 'loop_bench.erl')]);
+
+function run(): number[] {
+  const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
+  const out = execFileSync('erl', ['-noshell', '-pa', tmp, '-eval', `loop_bench:main(${JSON.stringify([path.join(REPO_ROOT, 'port', 'prompt_engine'), '--port-fds'])})`], {
+    env: { ...process.env, LOG_LEVEL: 'warn', PROMPT_ENGINE_DATA_DIR: dataDir, LLM_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  }).toString();
+  const line = out.split('\n').find((l) => l.startsWith('result '));
+  if (line === undefined) throw new Error(`no result: ${out}`);
+  return (decode(Buffer.from(line.slice(7), 'hex')) as Tuple).items.map((x: Term) => (x instanceof ErlFloat ? x.value : Number(x)));
+}
+
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const rs: number[][] = [];
+for (let i = 0; i < rounds; i++) {
+  progress(`round ${i + 1}/${rounds} (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`);
+  rs.push(run());
+}
+const best = (k: number, max = false): number => (max ? Math.max(...rs.map((r) => r[k]!)) : Math.min(...rs.map((r) => r[k]!)));
+const [eP50, eP99, cP50, cP99, rate] = [best(0), best(1), best(2), best(3), best(4, true)];
+const f = (n: number, d = 1): string => n.toFixed(d);
+process.stdout.write(
+  [
+    `| through the Port from Erlang (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'}, 100 live experiments, best of ${rounds}) | p50 µs | p99 µs |`,
+    '|---|---:|---:|',
+    `| echo (baseline) | ${f(eP50)} | ${f(eP99)} |`,
+    `| choose_prompt | ${f(cP50)} | ${f(cP99)} |`,
+    `| ratio choose_prompt / echo | ${f(cP50 / eP50, 2)}× | ${f(cP99 / eP99, 2)}× |`,
+    '',
+    `choose_prompt + track_execution pairs, pipelined (256 pairs in flight): **${f(rate, 0)} pairs/s**`,
+  ].join('\n') + '\n',
+);
+fs.rmSync(tmp, { recursive: true, force: true });
