@@ -32,9 +32,9 @@ import { loadCells } from '../src/learning/offline/multiprompt.js';
 import { createOpTable } from '../src/ops/index.js';
 import { hashSeed, seededRandom } from '../src/random.js';
 import { createEngine } from '../src/services.js';
-import { alwaysOriginal, plainThompson, score, summary, type GroupScore } from './loop/baselines.js';
-import { accuracyOf, groupsOf, loadTasks, type Group, type Task } from './loop/data.js';
-import { startFakeParaphraser } from './loop/fakeParaphraser.js';
+import { alwaysOriginal, plainThompson, score, summary, type GroupScore } from '../src/learning/offline/loopSim/baselines.js';
+import { accuracyOf, groupsOf, loadTasks, type Group, type Task } from '../src/learning/offline/loopSim/world.js';
+import { startFakeParaphraser } from '../src/learning/offline/loopSim/fakeParaphraser.js';
 
 const argv = process.argv.slice(2);
 const flag = (name: string, dflt: string): string => {

@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { MULTIPROMPT_DIR } from '../../src/learning/offline/multiprompt.js';
+import { MULTIPROMPT_DIR } from '../multiprompt.js';
 
 export interface Paraphrase {
   id: string;

@@ -11,8 +11,8 @@
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { hashSeed, seededRandom } from '../../src/random.js';
-import type { Task } from './data.js';
+import { hashSeed, seededRandom } from '../../../random.js';
+import type { Task } from './world.js';
 
 export interface FakeParaphraser {
   url: string;

@@ -4,8 +4,8 @@
  * Thompson sampling (uniform priors, no proposals, no scorer) over k random
  * paraphrases of the task.
  */
-import { thompson } from '../../src/optimizer/bandit.js';
-import type { Group } from './data.js';
+import { thompson } from '../../../optimizer/bandit.js';
+import type { Group } from './world.js';
 
 export function alwaysOriginal(g: Group, rounds: number): number[] {
   return new Array<number>(rounds).fill(g.baseAcc);
