@@ -77,6 +77,18 @@ describe('experiment state machine', () => {
     expect(e.wantsProposals()).toBe(1);
   });
 
+  it('serves a newcomer `warmup` times before it competes', () => {
+    const e = experiment({ ...DEFAULT_POLICY, warmup: 4 });
+    for (let i = 0; i < 30; i++) e.observe(e.base.id, true);
+    const [v] = e.addBatch([cand('new {x}', 0.1)], 1);
+    for (let i = 0; i < 4; i++) {
+      const c = e.choose();
+      expect(c.variant).toBe(v);
+      e.observe(v!.id, false);
+    }
+    expect(v!.count).toBe(4);
+  });
+
   it('serves only the pinned variant, and the leader once stopped', () => {
     const e = experiment();
     const [v] = e.addBatch([cand('v {x}')], 1);
@@ -197,6 +209,31 @@ describe('the closed loop through the op table', () => {
     const bad = await pe.call('choose_prompt', { experiment: 'triage' });
     expect(bad).toMatchObject({ ok: false, reason: 'bad_request' });
   }, 60_000);
+
+  it('retrains the scorer by itself every R outcomes, in the background, while choices keep being served', async () => {
+    let k = 0;
+    const llm = await startFakeLlm((req) => Array.from({ length: req.n ?? 1 }, () => `${(k++ % 2 === 0 ? 'Sort' : 'Read')} ticket ${k}: {ticket}. Answer billing, bug or other.`));
+    cleanups.push(() => llm.close());
+    const pe = localEngine({ llmUrl: llm.url, loopAwaitProposals: true, retrainEvery: 150 });
+    cleanups.push(() => pe.close());
+    const trained: TermObject[] = [];
+    pe.engine.events.on('event', (e: { name: string; payload: TermObject }) => e.name === 'model_trained' && trained.push(e.payload));
+    const learner = await pe.engine.service('learner');
+    let servedWhileTraining = 0;
+    for (let i = 0; i < 400 || (learner.training && i < 5000); i++) {
+      const c = await ok(pe, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
+      if (learner.training) servedWhileTraining++;
+      await ok(pe, 'track_execution', { prompt_id: c.prompt_id!, success: String(c.prompt).startsWith('Sort') ? i % 10 < 8 : i % 10 < 3, execution_time_ms: 1, metadata: c.metadata! });
+    }
+    await new Promise<void>((resolve) => {
+      const t = setInterval(() => !learner.training && (clearInterval(t), resolve()), 50);
+    });
+    expect(learner.figures.continuous).toBeGreaterThanOrEqual(1);
+    expect(trained.length).toBeGreaterThanOrEqual(1);
+    expect(servedWhileTraining).toBeGreaterThan(0);
+    const models = await (await pe.engine.service('store')).models.list();
+    expect(models.length).toBeGreaterThanOrEqual(1);
+  }, 120_000);
 
   it('comes back from the store after a restart with every variant, outcome, pin and leader', async () => {
     const llm = await startFakeLlm((req) => [`Variant ${req.messages.length} of: label the ticket {ticket}.`, 'Sort the ticket {ticket} into billing, bug or other.']);

@@ -55,7 +55,7 @@ export interface LearnerDeps {
 export class Learner {
   private running: Promise<TrainResult> | undefined;
   private outcomesSinceTraining = 0;
-  readonly figures = { trainings: 0, promotions: 0, continuous: 0, last_error: '' };
+  readonly figures = { trainings: 0, promotions: 0, continuous: 0, insufficient: 0, last_error: '' };
 
   constructor(
     private readonly deps: LearnerDeps,
@@ -80,7 +80,7 @@ export class Learner {
     if (this.outcomesSinceTraining < this.retrainEvery || this.running !== undefined) return;
     this.outcomesSinceTraining = 0;
     this.figures.continuous++;
-    this.train(DEFAULT_TRAIN_REQUEST, new AbortController().signal).catch((err: unknown) => {
+    this.train({ ...DEFAULT_TRAIN_REQUEST, minSamples: 10 }, new AbortController().signal).catch((err: unknown) => {
       this.figures.last_error = (err as Error).message;
       this.deps.log.warn({ err: (err as Error).message }, 'continuous training failed; serving the current model');
     });
@@ -102,7 +102,10 @@ export class Learner {
       signal,
       log: this.deps.log,
     });
-    if ('insufficient' in out) return out;
+    if ('insufficient' in out) {
+      this.figures.insufficient++;
+      return out;
+    }
     this.figures.trainings++;
     await store.models.save({ version: out.meta.version, feature_spec_hash: out.meta.feature_spec_hash, samples: out.samples, metrics: out.meta.metrics, path: out.file, promoted: false });
     const previousVersion = scorer.modelVersion;
