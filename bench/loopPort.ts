@@ -45,7 +45,7 @@ process.stdout.write(
     `| choose_prompt | ${f(cP50)} | ${f(cP99)} |`,
     `| ratio choose_prompt / echo | ${f(cP50 / eP50, 2)}× | ${f(cP99 / eP99, 2)}× |`,
     '',
-    `choose_prompt + track_execution pairs, pipelined (256 pairs in flight): **${f(rate, 0)} pairs/s**`,
+    `choose_prompt + track_execution pairs, pipelined (${process.env.BENCH_WINDOW ?? 256} pairs in flight): **${f(rate, 0)} pairs/s**`,
   ].join('\n') + '\n',
 );
 fs.rmSync(tmp, { recursive: true, force: true });

@@ -65,7 +65,7 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   void engine.service('store').catch(() => undefined);
   await done;
   // The entry point owns the engine: close it (flushes tracking writes to the store or the journal) once the Port has drained.
-  await withTimeout(engine.close(), 600).catch((err: unknown) => log.error({ err }, 'engine close failed'));
+  await withTimeout(engine.close(), 2000).catch((err: unknown) => log.error({ err }, 'engine close failed'));
   await watchdog?.stop();
   log.info('port transport stopped');
   return 0;

@@ -5,6 +5,7 @@
  */
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MIGRATIONS } from '../src/store/migrations.js';
 import { ErlFloat, record, type Term, type TermObject } from '../src/codec/terms.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { freshDatabase } from './helpers/pg.js';
@@ -142,7 +143,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     await c.connect();
     const rows = (await c.query('SELECT version FROM schema_migrations ORDER BY version')).rows;
     await c.end();
-    expect(rows.map((r: { version: number }) => r.version)).toEqual([1, 2]);
+    expect(rows.map((r: { version: number }) => r.version)).toEqual(MIGRATIONS.map((m) => m.version));
     await a.close();
     await b.close();
   });
@@ -168,13 +169,15 @@ describe('PGlite data directory', () => {
     const b = new PortClient({ env });
     await Promise.all([a.ready, b.ready]);
     const entry = record({ prompt_id: 'lock', execution_time_ms: 1, success: true });
-    expect((await a.request('track_execution', entry)).ok).toBe(true);
-    const second = await b.request('track_execution', entry);
-    expect(second).toMatchObject({ ok: false, reason: 'unavailable' });
-    expect((second as { message: string }).message).toMatch(/in use by process \d+/);
-    await a.close();
-    // the lock goes with its owner: now the second sidecar can open it
-    expect((await b.request('track_execution', entry)).ok).toBe(true);
-    await b.close();
+    // Each opens its store at start: exactly one of them holds the directory.
+    const [ra, rb] = await Promise.all([a.request('track_execution', entry), b.request('track_execution', entry)]);
+    expect([ra.ok, rb.ok].sort()).toEqual([false, true]);
+    const [owner, other, refused] = ra.ok ? [a, b, rb] : [b, a, ra];
+    expect(refused).toMatchObject({ ok: false, reason: 'unavailable' });
+    expect((refused as { message: string }).message).toMatch(/in use by process \d+/);
+    await owner.close();
+    // the lock goes with its owner: now the other sidecar can open it
+    expect((await other.request('track_execution', entry)).ok).toBe(true);
+    await other.close();
   }, 60_000);
 });

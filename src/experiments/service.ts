@@ -56,7 +56,11 @@ const MAX_PROMPT_CHARS = 100_000;
 export class ExperimentService {
   private readonly experiments = new Map<string, Experiment>();
   private readonly pending = new Map<string, Promise<void>>();
-  private writes: Promise<void> = Promise.resolve();
+  /** Changes not yet in the store, flushed in one transaction per turn of the event loop. */
+  private readonly dirtyExperiments = new Map<string, Experiment>();
+  private readonly dirtyVariants = new Map<string, { exp: Experiment; v: Variant }>();
+  private readonly entries: Array<(store: TrackingStore) => Promise<unknown>> = [];
+  private flushing: Promise<void> | undefined;
   private closed = false;
   readonly figures = { choices: 0, outcomes: 0, unmatched_outcomes: 0, batches: 0, proposals_screened: 0, proposals_rejected: 0, retired: 0, banned: 0, leader_changes: 0, write_errors: 0 };
 
@@ -234,8 +238,8 @@ export class ExperimentService {
     for (const d of decisions) {
       if (d.kind === 'leader') {
         this.figures.leader_changes++;
-        this.enqueue(async (store) => {
-          await store.recordEvolution({
+        this.entries.push((store) =>
+          store.recordEvolution({
             original_prompt_id: d.from.id,
             evolved_prompt_id: d.to.id,
             evolution_type: 'optimization',
@@ -251,75 +255,93 @@ export class ExperimentService {
               to_count: String(d.to.count),
               measured: 'outcomes',
             },
-          });
-        });
+          }),
+        );
         continue;
       }
       if (d.kind === 'retired') this.figures.retired++;
       else this.figures.banned++;
-      this.enqueue(async (store) => {
-        await store.experiments.setVariantState(exp.name, exp.model, exp.generation, d.variant.id, d.variant.state);
-        await store.recordAbResult({
-          test_id: `${exp.name}/${exp.model}/${exp.generation}`,
-          variant_a_prompt_id: d.against.id,
-          variant_b_prompt_id: d.variant.id,
-          winner: 'a',
-          confidence_level: Math.min(1, Math.max(0, d.confidence)),
-          sample_size: d.against.count + d.variant.count,
-          test_duration: 0,
-          metrics: { a_rate: successRate(d.against), a_count: d.against.count, b_rate: successRate(d.variant), b_count: d.variant.count, banned: d.kind === 'banned' ? 1 : 0 },
-        });
-      });
+      this.persistVariants(exp, [d.variant]);
+      const ab = {
+        test_id: `${exp.name}/${exp.model}/${exp.generation}`,
+        variant_a_prompt_id: d.against.id,
+        variant_b_prompt_id: d.variant.id,
+        winner: 'a' as const,
+        confidence_level: Math.min(1, Math.max(0, d.confidence)),
+        sample_size: d.against.count + d.variant.count,
+        test_duration: 0,
+        metrics: { a_rate: successRate(d.against), a_count: d.against.count, b_rate: successRate(d.variant), b_count: d.variant.count, banned: d.kind === 'banned' ? 1 : 0 },
+      };
+      this.entries.push((store) => store.recordAbResult(ab));
     }
+    this.scheduleFlush();
   }
 
   private persistExperiment(exp: Experiment): void {
-    this.enqueue((store) =>
-      store.experiments.saveExperiment({
-        name: exp.name,
-        model: exp.model,
-        generation: exp.generation,
-        base_prompt_id: exp.base.id,
-        status: exp.status,
-        pinned_prompt_id: exp.pinned ?? null,
-        proposals_made: exp.proposalsMade,
-      }),
-    );
+    this.dirtyExperiments.set(exp.key, exp);
+    this.scheduleFlush();
   }
 
   private persistVariants(exp: Experiment, vs: Variant[]): void {
-    if (vs.length === 0) return;
-    const rows: VariantRow[] = vs.map((v) => ({
-      name: exp.name,
-      model: exp.model,
-      generation: exp.generation,
-      prompt_id: v.id,
-      text: v.text,
-      origin: v.origin,
-      prior_alpha: v.priorAlpha,
-      prior_beta: v.priorBeta,
-      predicted: v.predicted,
-      state: v.state,
-    }));
-    this.enqueue((store) => store.experiments.saveVariants(rows));
+    for (const v of vs) this.dirtyVariants.set(`${exp.key}\u0000${exp.generation}\u0000${v.id}`, { exp, v });
+    if (vs.length > 0) this.scheduleFlush();
   }
 
-  /** One ordered queue of writes behind the hot path; a failed write is logged and counted, never thrown at a caller. */
-  private enqueue(write: (store: TrackingStore) => Promise<unknown>): void {
-    this.writes = this.writes.then(async () => {
-      try {
-        await write(await this.deps.store());
-      } catch (err) {
-        this.figures.write_errors++;
-        this.deps.log.warn({ err: (err as Error).message }, 'closed-loop state not written to the store');
+  private scheduleFlush(): void {
+    this.flushing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
+  }
+
+  /**
+   * Write what changed since the last flush: experiments and variants in one
+   * transaction (their latest state), then the evolutions and A/B results
+   * through the group-commit writer. A failed write is logged and counted,
+   * never thrown at a caller; the next change writes the latest state again.
+   */
+  private async flush(): Promise<void> {
+    try {
+      while (this.dirtyExperiments.size > 0 || this.dirtyVariants.size > 0 || this.entries.length > 0) {
+        const exps = [...this.dirtyExperiments.values()].map((exp) => ({
+          name: exp.name,
+          model: exp.model,
+          generation: exp.generation,
+          base_prompt_id: exp.base.id,
+          status: exp.status,
+          pinned_prompt_id: exp.pinned ?? null,
+          proposals_made: exp.proposalsMade,
+        }));
+        const vars: VariantRow[] = [...this.dirtyVariants.values()].map(({ exp, v }) => ({
+          name: exp.name,
+          model: exp.model,
+          generation: exp.generation,
+          prompt_id: v.id,
+          text: v.text,
+          origin: v.origin,
+          prior_alpha: v.priorAlpha,
+          prior_beta: v.priorBeta,
+          predicted: v.predicted,
+          state: v.state,
+        }));
+        const entries = this.entries.splice(0);
+        this.dirtyExperiments.clear();
+        this.dirtyVariants.clear();
+        try {
+          const store = await this.deps.store();
+          await store.experiments.saveState(exps, vars);
+          await Promise.all(entries.map((write) => write(store)));
+        } catch (err) {
+          this.figures.write_errors++;
+          this.deps.log.warn({ err: (err as Error).message }, 'closed-loop state not written to the store');
+        }
       }
-    });
+    } finally {
+      this.flushing = undefined;
+    }
   }
 
   /** Wait for proposal batches and queued writes (tests, shutdown). */
   async settle(): Promise<void> {
     await Promise.allSettled([...this.pending.values()]);
-    await this.writes;
+    while (this.flushing !== undefined) await this.flushing;
   }
 
   async close(): Promise<void> {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 
-export type SqlParam = string | number | boolean | null | string[];
+export type SqlParam = string | number | boolean | null | string[] | Array<string | number | boolean | null>;
 export type Row = Record<string, unknown>;
 
 export interface SqlClient {

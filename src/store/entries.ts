@@ -20,6 +20,12 @@ export interface TableSpec {
   columns: readonly string[];
   /** Postgres casts for parameters ($n::jsonb). */
   casts: Readonly<Record<string, string>>;
+  /**
+   * Column types for a batch insert as one array parameter per column
+   * (`unnest($1::uuid[], ...)`); absent for tables with an array column,
+   * which unnest would flatten.
+   */
+  arrayTypes?: readonly string[];
 }
 
 export const TABLES: Readonly<Record<EntryKind, TableSpec>> = {
@@ -27,21 +33,25 @@ export const TABLES: Readonly<Record<EntryKind, TableSpec>> = {
     table: 'prompt_executions',
     columns: ['id', 'prompt_id', 'execution_time_ms', 'success', 'confidence_score', 'context_signature', 'response_length', 'timestamp', 'metadata'],
     casts: { metadata: 'jsonb', timestamp: 'timestamptz' },
+    arrayTypes: ['uuid', 'text', 'int4', 'bool', 'float8', 'text', 'int4', 'timestamptz', 'jsonb'],
   },
   feedback: {
     table: 'prompt_feedback',
     columns: ['id', 'prompt_id', 'feedback_type', 'rating', 'comment', 'user_id', 'timestamp', 'context'],
     casts: { context: 'jsonb', timestamp: 'timestamptz' },
+    arrayTypes: ['uuid', 'text', 'text', 'float8', 'text', 'text', 'timestamptz', 'jsonb'],
   },
   evolution: {
     table: 'prompt_evolutions',
     columns: ['id', 'original_prompt_id', 'evolved_prompt_id', 'evolution_type', 'performance_improvement', 'evolution_timestamp', 'evolution_metadata'],
     casts: { evolution_metadata: 'jsonb', evolution_timestamp: 'timestamptz' },
+    arrayTypes: ['uuid', 'text', 'text', 'text', 'float8', 'timestamptz', 'jsonb'],
   },
   ab_result: {
     table: 'ab_test_results',
     columns: ['id', 'test_id', 'variant_a_prompt_id', 'variant_b_prompt_id', 'winner', 'confidence_level', 'sample_size', 'test_duration', 'test_timestamp', 'metrics'],
     casts: { metrics: 'jsonb', test_timestamp: 'timestamptz' },
+    arrayTypes: ['uuid', 'text', 'text', 'text', 'text', 'float8', 'int4', 'int8', 'timestamptz', 'jsonb'],
   },
   context_signature: {
     table: 'context_signatures',

@@ -40,30 +40,50 @@ export class ExperimentRecords {
     private readonly migrate: () => Promise<void>,
   ) {}
 
-  async saveExperiment(e: ExperimentRow): Promise<void> {
-    await this.migrate();
-    await this.db.query(
-      `INSERT INTO experiments (name, model, generation, base_prompt_id, status, pinned_prompt_id, proposals_made) VALUES ($1, $2, $3, $4, $5, $6, $7)
-       ON CONFLICT (name, model) DO UPDATE SET generation = $3, base_prompt_id = $4, status = $5, pinned_prompt_id = $6, proposals_made = $7, updated_at = now()`,
-      [e.name, e.model, e.generation, e.base_prompt_id, e.status, e.pinned_prompt_id, e.proposals_made],
-    );
-  }
-
-  async saveVariants(vs: readonly VariantRow[]): Promise<void> {
-    if (vs.length === 0) return;
+  /**
+   * Upsert experiments and variants in one transaction (the closed loop
+   * flushes its changes in groups, like the tracking writes): a variant's
+   * text, origin and prior never change after it is written; its state does.
+   */
+  async saveState(experiments: readonly ExperimentRow[], variants: readonly VariantRow[]): Promise<void> {
+    if (experiments.length === 0 && variants.length === 0) return;
     await this.migrate();
     await this.db.transaction(async (q) => {
-      for (const v of vs)
+      if (experiments.length > 0)
         await q(
-          `INSERT INTO experiment_variants (name, model, generation, prompt_id, text, origin, prior_alpha, prior_beta, predicted, state) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-           ON CONFLICT (name, model, generation, prompt_id) DO UPDATE SET state = $10`,
-          [v.name, v.model, v.generation, v.prompt_id, v.text, v.origin, v.prior_alpha, v.prior_beta, v.predicted, v.state],
+          `INSERT INTO experiments (name, model, generation, base_prompt_id, status, pinned_prompt_id, proposals_made)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::int4[])
+           ON CONFLICT (name, model) DO UPDATE SET generation = excluded.generation, base_prompt_id = excluded.base_prompt_id, status = excluded.status,
+             pinned_prompt_id = excluded.pinned_prompt_id, proposals_made = excluded.proposals_made, updated_at = now()`,
+          [
+            experiments.map((e) => e.name),
+            experiments.map((e) => e.model),
+            experiments.map((e) => e.generation),
+            experiments.map((e) => e.base_prompt_id),
+            experiments.map((e) => e.status),
+            experiments.map((e) => e.pinned_prompt_id),
+            experiments.map((e) => e.proposals_made),
+          ],
+        );
+      if (variants.length > 0)
+        await q(
+          `INSERT INTO experiment_variants (name, model, generation, prompt_id, text, origin, prior_alpha, prior_beta, predicted, state)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::text[])
+           ON CONFLICT (name, model, generation, prompt_id) DO UPDATE SET state = excluded.state`,
+          [
+            variants.map((v) => v.name),
+            variants.map((v) => v.model),
+            variants.map((v) => v.generation),
+            variants.map((v) => v.prompt_id),
+            variants.map((v) => v.text),
+            variants.map((v) => v.origin),
+            variants.map((v) => v.prior_alpha),
+            variants.map((v) => v.prior_beta),
+            variants.map((v) => v.predicted),
+            variants.map((v) => v.state),
+          ],
         );
     });
-  }
-
-  async setVariantState(name: string, model: string, generation: number, promptId: string, state: VariantState): Promise<void> {
-    await this.db.query(`UPDATE experiment_variants SET state = $5 WHERE name = $1 AND model = $2 AND generation = $3 AND prompt_id = $4`, [name, model, generation, promptId, state]);
   }
 
   async loadExperiments(): Promise<ExperimentRow[]> {

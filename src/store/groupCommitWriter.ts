@@ -143,7 +143,13 @@ export class GroupCommitWriter {
   }
 }
 
-/** One multi-row INSERT per table, all in one transaction; duplicates of an id are ignored. */
+/**
+ * One INSERT per table, all in one transaction; duplicates of an id are
+ * ignored. Rows travel as one array parameter per column
+ * (`INSERT ... SELECT * FROM unnest($1::uuid[], ...)`): a constant-size
+ * statement that PostgreSQL parses once per batch, instead of a VALUES list
+ * with a parameter per cell.
+ */
 export async function insertRows(db: SqlClient, rows: EntryRow[]): Promise<void> {
   const byKind = new Map<EntryKind, EntryRow[]>();
   for (const r of rows) {
@@ -151,20 +157,33 @@ export async function insertRows(db: SqlClient, rows: EntryRow[]): Promise<void>
     if (list === undefined) byKind.set(r.kind, (list = []));
     list.push(r);
   }
+  const statements = [...byKind].map(([kind, list]) => insertStatement(kind, list));
+  // One statement is atomic on its own: one round trip instead of BEGIN, INSERT, COMMIT.
+  if (statements.length === 1) {
+    await db.query(statements[0]!.sql, statements[0]!.params);
+    return;
+  }
   await db.transaction(async (q) => {
-    for (const [kind, list] of byKind) {
-      const spec = TABLES[kind];
-      const params: SqlParam[] = [];
-      const tuples = list.map((r) => {
-        const ph = spec.columns.map((c, i) => {
-          params.push(r.values[i] as SqlParam);
-          const cast = spec.casts[c];
-          return cast ? `$${params.length}::${cast}` : `$${params.length}`;
-        });
-        return `(${ph.join(',')})`;
-      });
-      const cols = spec.columns.map((c) => `"${c}"`).join(',');
-      await q(`INSERT INTO ${spec.table} (${cols}) VALUES ${tuples.join(',')} ON CONFLICT (id) DO NOTHING`, params);
-    }
+    for (const st of statements) await q(st.sql, st.params);
   });
+}
+
+function insertStatement(kind: EntryKind, list: EntryRow[]): { sql: string; params: SqlParam[] } {
+  const spec = TABLES[kind];
+  const cols = spec.columns.map((c) => `"${c}"`).join(',');
+  if (spec.arrayTypes !== undefined) {
+    const params: SqlParam[] = spec.columns.map((_, i) => list.map((r) => r.values[i] as string | number | boolean | null));
+    const unnest = spec.arrayTypes.map((t, i) => `$${i + 1}::${t}[]`).join(',');
+    return { sql: `INSERT INTO ${spec.table} (${cols}) SELECT * FROM unnest(${unnest}) ON CONFLICT (id) DO NOTHING`, params };
+  }
+  const params: SqlParam[] = [];
+  const tuples = list.map((r) => {
+    const ph = spec.columns.map((c, i) => {
+      params.push(r.values[i] as SqlParam);
+      const cast = spec.casts[c];
+      return cast ? `$${params.length}::${cast}` : `$${params.length}`;
+    });
+    return `(${ph.join(',')})`;
+  });
+  return { sql: `INSERT INTO ${spec.table} (${cols}) VALUES ${tuples.join(',')} ON CONFLICT (id) DO NOTHING`, params };
 }
