@@ -1,6 +1,6 @@
 /**
  * The codec part: Erlang External Term Format (version 131) ⇄ the term
- * mapping of DESIGN.md §1 (see terms.ts). Knows nothing of ops or
+ * mapping of docs/protocol.md (see terms.ts). Knows nothing of ops or
  * transports.
  *
  * Written by hand because every ETF codec on npm gets part of the mapping

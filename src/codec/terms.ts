@@ -1,5 +1,5 @@
 /**
- * The TypeScript side of the Erlang term mapping (DESIGN.md §1).
+ * The TypeScript side of the Erlang term mapping (docs/protocol.md).
  *
  * Plain JS values carry the common cases (string = UTF-8 binary, number,
  * bigint, boolean, null = nil, array = proper list, null-prototype object =

@@ -1,5 +1,5 @@
 /**
- * The five tracking entry types (DESIGN.md §2): validation at the edge and
+ * The five tracking entry types (docs/tracking.md): validation at the edge and
  * the row each becomes. Field names are the contract. A bad entry is a
  * `bad_request` naming the field; nothing partial is ever written.
  */

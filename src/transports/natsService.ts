@@ -1,5 +1,5 @@
 /**
- * The transports part, NATS side (DESIGN §7): every op of the op table as
+ * The transports part, NATS side (README: NATS peer mode): every op of the op table as
  * an endpoint `prompt_engine.<op>` of one NATS micro-service named
  * `prompt_engine`, in queue group `prompt_engine`, so any number of
  * sidecars share the load and each answers `$SRV.PING/INFO/STATS`.

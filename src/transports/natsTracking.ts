@@ -1,5 +1,5 @@
 /**
- * Durable tracking through JetStream (DESIGN §7). A `track_*` request is
+ * Durable tracking through JetStream (README: NATS peer mode). A `track_*` request is
  * validated, given an entry id (a UUID, unless the caller sent one), and
  * published to the stream PROMPT_ENGINE_TRACK on
  * `prompt_engine.track.<kind>` with the id as `Nats-Msg-Id`, so a retried
