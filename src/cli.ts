@@ -60,9 +60,9 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   process.on('SIGPIPE', () => undefined);
   const watchdog = startParentWatchdog(() => void transport.shutdown('parent process gone', 0));
   const done = transport.start();
-  // Start the store now, not on the first request: the journal of an earlier process is replayed at
-  // once, and the first track is not held up by PGlite's first open.
-  void engine.service('store').catch(() => undefined);
+  // With PostgreSQL, start the store now, not on the first request: what an earlier process left in the
+  // journal is replayed at once. PGlite opens on first use (sidecars of a pool may share its directory).
+  if (config.databaseUrl !== undefined) void engine.service('store').catch(() => undefined);
   await done;
   // The entry point owns the engine: close it (flushes tracking writes to the store or the journal) once the Port has drained.
   await withTimeout(engine.close(), 2000).catch((err: unknown) => log.error({ err }, 'engine close failed'));

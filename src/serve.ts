@@ -47,8 +47,9 @@ export async function runServe(flags: Map<string, string | true>): Promise<numbe
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
   process.on('SIGPIPE', () => undefined);
-  // The store starts now, not on the first request (journal replay at start; no stall on the first track).
-  void engine.service('store').catch(() => undefined);
+  // With PostgreSQL the store starts now, not on the first request (journal replay at start; no stall
+  // on the first track). PGlite opens on first use.
+  if (config.databaseUrl !== undefined) void engine.service('store').catch(() => undefined);
   const watchdog = withPort ? startParentWatchdog(() => void stop('parent process gone')) : undefined;
   if (transport !== undefined) {
     // Port EOF ends the process too (the BEAM that owns us is gone).

@@ -5,14 +5,13 @@
  * whose `service('store')` is typed. Ops and transports import only the
  * `AppEngine` type from here.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import { PromptCache } from './cache/promptCache.js';
 import { float, record } from './codec/terms.js';
 import type { EngineConfig } from './config.js';
 import { OpError } from './contract/errors.js';
 import { Engine, type ServiceDefinitions } from './engine.js';
-import { readModel } from './learning/modelFile.js';
+import { followPromotions, servingModel } from './learning/modelSync.js';
 import { Scorer } from './learning/scorer.js';
 import type { Logger } from './log.js';
 import { NatsLink } from './nats/link.js';
@@ -70,20 +69,22 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
     stats: (s) => s.figures,
   },
 
-  // The last promoted model of the registry, else the shipped models/default.onnx.
+  // The last promoted model of the registry (its bytes, from the table), else the shipped default;
+  // then every promotion made by any instance sharing the database, hot-swapped within a second.
   scorer: {
     create: async (engine) => {
-      try {
-        const promoted = await (await engine.service('store')).models.promoted();
-        if (promoted !== undefined && fs.existsSync(promoted.path)) {
-          const { onnx, meta } = readModel(promoted.path);
-          return await Scorer.load(onnx, meta);
-        }
-      } catch (err) {
-        engine.log.warn({ err: (err as Error).message }, 'no promoted model from the registry: serving the shipped default');
+      const log = engine.log.child({ part: 'scorer' });
+      const store = await engine.service('store').catch(() => undefined);
+      const m = await servingModel(store, engine.config.modelsDir, log);
+      const scorer = await Scorer.load(m.onnx, m.meta);
+      if (store !== undefined) {
+        const stop = await followPromotions(store, scorer, log, (previous, version) => modelPromoted(engine, previous, version, 'another instance')).catch((err: unknown) => {
+          log.warn({ err: (err as Error).message }, 'not following promotions of other instances');
+          return undefined;
+        });
+        if (stop !== undefined) scorer.onClose(stop);
       }
-      const { onnx, meta } = readModel(path.join(engine.config.modelsDir, 'default.onnx'));
-      return Scorer.load(onnx, meta);
+      return scorer;
     },
     close: (s) => s.close(),
     stats: (s) => record({ model_version: s.modelVersion, samples: s.info.samples }),
@@ -127,11 +128,11 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
           modelsDir: engine.config.modelsDir,
           trainedDir: path.join(engine.config.dataDir, 'models'),
           log: engine.log.child({ part: 'learner' }),
-          onPromoted: (previous) => {
-            void engine.startedService('cache').then((c) => c?.invalidateTag(`model:${previous}`));
+          onPromoted: (previous, r) => {
+            if ('modelVersion' in r) modelPromoted(engine, previous, r.modelVersion, 'this instance');
           },
           onTrained: (r) => {
-            if (!('insufficient' in r)) engine.emit('model_trained', trainRecord(r));
+            if ('modelVersion' in r) engine.emit('model_trained', trainRecord(r));
           },
         },
         engine.config.retrainEvery,
@@ -159,6 +160,21 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
     stats: (x) => record({ ...x.figures, experiments: x.list().length }),
   },
 };
+
+/**
+ * A new model serves here: drop results cached under the old one, tell the
+ * Port owner (`{:event, :model_promoted, ...}`), and, when this instance made
+ * it, announce it on NATS too (`prompt_engine.model.promoted`).
+ */
+function modelPromoted(engine: AppEngine, previous: string, version: string, by: 'this instance' | 'another instance'): void {
+  void engine.startedService('cache').then((c) => c?.invalidateTag(`model:${previous}`));
+  engine.emit('model_promoted', record({ model_version: version, previous_version: previous, promoted_by: by }));
+  if (by === 'this instance')
+    void engine.startedService('nats').then((link) => {
+      const nc = link?.current();
+      nc?.publish('prompt_engine.model.promoted', JSON.stringify({ model_version: version, previous_version: previous }));
+    });
+}
 
 function centralTimeoutMs(): number {
   const n = Number(process.env.CENTRAL_CLOUD_TIMEOUT_MS ?? 500);

@@ -7,11 +7,9 @@
  * tracked outcomes, one training at a time, serving never paused) both go
  * through here.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import type { Logger } from 'pino';
 import type { TrackingStore } from '../store/trackingStore.js';
-import { readModel } from './modelFile.js';
+import { servingModel } from './modelSync.js';
 import type { Scorer } from './scorer.js';
 import { trainFromStore, type HeldOutMetrics } from './trainer.js';
 
@@ -26,6 +24,7 @@ export const DEFAULT_TRAIN_REQUEST: TrainRequest = { minSamples: 50, epochs: 20,
 
 export type TrainResult =
   | { insufficient: number }
+  | { busy: true }
   | {
       modelVersion: string;
       samples: number;
@@ -55,7 +54,7 @@ export interface LearnerDeps {
 export class Learner {
   private running: Promise<TrainResult> | undefined;
   private outcomesSinceTraining = 0;
-  readonly figures = { trainings: 0, promotions: 0, continuous: 0, insufficient: 0, last_error: '' };
+  readonly figures = { trainings: 0, promotions: 0, continuous: 0, insufficient: 0, busy: 0, last_error: '' };
 
   constructor(
     private readonly deps: LearnerDeps,
@@ -87,11 +86,21 @@ export class Learner {
   }
 
   private async run(req: TrainRequest, signal: AbortSignal): Promise<TrainResult> {
-    const t0 = Date.now();
     const store = await this.deps.store();
+    // One trainer among the instances sharing the database; another takes over when it dies.
+    const r = await store.withTrainingLock(() => this.trainLocked(store, req, signal));
+    if (!r.locked) {
+      this.figures.busy++;
+      this.deps.log.info('another instance is training: skipped');
+      return { busy: true };
+    }
+    return r.value;
+  }
+
+  private async trainLocked(store: TrackingStore, req: TrainRequest, signal: AbortSignal): Promise<TrainResult> {
+    const t0 = Date.now();
     const scorer = await this.deps.scorer();
-    const servingFile = (await store.models.promoted())?.path ?? path.join(this.deps.modelsDir, 'default.onnx');
-    const serving = fs.existsSync(servingFile) ? readModel(servingFile) : undefined;
+    const serving = await servingModel(store, this.deps.modelsDir, this.deps.log);
     const out = await trainFromStore({
       store,
       modelsDir: this.deps.trainedDir,
@@ -107,7 +116,15 @@ export class Learner {
       return out;
     }
     this.figures.trainings++;
-    await store.models.save({ version: out.meta.version, feature_spec_hash: out.meta.feature_spec_hash, samples: out.samples, metrics: out.meta.metrics, path: out.file, promoted: false });
+    await store.models.save({
+      version: out.meta.version,
+      feature_spec_hash: out.meta.feature_spec_hash,
+      samples: out.samples,
+      metrics: out.meta.metrics,
+      onnx: out.onnx,
+      meta: out.meta as unknown as Record<string, unknown>,
+      promoted: false,
+    });
     const previousVersion = scorer.modelVersion;
     if (out.promoted) {
       await store.models.promote(out.meta.version);

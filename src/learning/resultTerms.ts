@@ -6,7 +6,7 @@ import type { HeldOutMetrics } from './trainer.js';
 const metricsRecord = (m: HeldOutMetrics): TermObject =>
   record({ auc: float(m.auc), log_loss: float(m.log_loss), accuracy: float(m.accuracy), ece: float(m.ece), spearman: float(m.spearman), examples: m.examples });
 
-export function trainRecord(r: Exclude<TrainResult, { insufficient: number }>): TermObject {
+export function trainRecord(r: Exclude<TrainResult, { insufficient: number } | { busy: true }>): TermObject {
   return record({
     model_version: r.modelVersion,
     samples: r.samples,

@@ -56,7 +56,15 @@ export class Scorer {
     return { p: out, modelVersion: version };
   }
 
+  private readonly closers: Array<() => Promise<void>> = [];
+
+  /** Run `f` when the scorer closes (e.g. stop following promotions). */
+  onClose(f: () => Promise<void>): void {
+    this.closers.push(f);
+  }
+
   async close(): Promise<void> {
+    for (const f of this.closers.splice(0)) await f().catch(() => undefined);
     await this.session.release();
   }
 }

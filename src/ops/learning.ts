@@ -17,6 +17,7 @@ const train = defineOp<TrainRequest>({
   }),
   async handle(a, { engine, signal }) {
     const r = await (await engine.service('learner')).train(a, signal);
+    if ('busy' in r) throw new OpError('conflict', 'another instance sharing the database is training; its model is announced to every instance when promoted');
     if ('insufficient' in r) throw new OpError('insufficient_data', `need at least ${a.minSamples} executions with prompt text (metadata.prompt), have ${r.insufficient}`);
     return trainRecord(r);
   },

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 
-export type SqlParam = string | number | boolean | null | string[] | Array<string | number | boolean | null>;
+export type SqlParam = string | number | boolean | null | Uint8Array | string[] | Array<string | number | boolean | null>;
 export type Row = Record<string, unknown>;
 
 export interface SqlClient {
@@ -16,6 +16,17 @@ export interface SqlClient {
   query<R extends Row = Row>(sql: string, params?: SqlParam[]): Promise<R[]>;
   /** Run `fn` in one transaction (one connection). */
   transaction<T>(fn: (q: (sql: string, params?: SqlParam[]) => Promise<Row[]>) => Promise<T>): Promise<T>;
+  /**
+   * Run `fn` holding a PostgreSQL session-level advisory lock on a connection
+   * of its own, or return `{ locked: false }` at once when another session
+   * holds it. The lock dies with its connection, so an instance that dies
+   * mid-work frees it for the next. PGlite (one process) just runs `fn`.
+   */
+  withAdvisoryLock<T>(key: number, fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }>;
+  /** Announce `payload` on `channel` (NOTIFY); a no-op on PGlite. */
+  notify(channel: string, payload: string): Promise<void>;
+  /** Call `onMessage` for every NOTIFY on `channel` from any session; resolves once listening. Returns a stop function. */
+  listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -46,6 +57,51 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
       } finally {
         client.release(broken);
       }
+    },
+    async withAdvisoryLock(key, fn) {
+      const client = await pool.connect();
+      let broken = false;
+      try {
+        const got = (await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [key])).rows[0]?.ok === true;
+        if (!got) return { locked: false };
+        try {
+          return { locked: true, value: await fn() };
+        } finally {
+          await client.query('SELECT pg_advisory_unlock($1)', [key]).catch((err: unknown) => (broken = isConnectionError(err)));
+        }
+      } catch (err) {
+        broken = isConnectionError(err);
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    },
+    async notify(channel, payload) {
+      await pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
+    },
+    async listen(channel, onMessage) {
+      // A connection of its own for as long as we listen (a pooled one would be handed to others);
+      // reconnected with backoff when the server goes away.
+      let stopped = false;
+      let client: pg.Client | undefined;
+      const start = async (): Promise<void> => {
+        const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+        c.on('error', () => undefined);
+        c.on('notification', (m) => {
+          if (m.channel === channel) onMessage(m.payload ?? '');
+        });
+        c.on('end', () => {
+          if (!stopped) setTimeout(() => void start().catch(() => undefined), 1_000).unref();
+        });
+        await c.connect();
+        await c.query(`LISTEN "${channel.replace(/"/g, '')}"`);
+        client = c;
+      };
+      await start();
+      return async () => {
+        stopped = true;
+        await client?.end().catch(() => undefined);
+      };
     },
     close: () => pool.end(),
   };
@@ -101,6 +157,9 @@ export async function openPglite(dir: string): Promise<SqlClient> {
       return fix((await db.query<Row>(sql, params)).rows) as R[];
     },
     transaction: (fn) => db.transaction(async (tx) => fn(async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows))),
+    withAdvisoryLock: async (_key, fn) => ({ locked: true, value: await fn() }),
+    notify: async () => undefined,
+    listen: async () => async () => undefined,
     close: async () => {
       await db.close();
       unlock();

@@ -138,4 +138,14 @@ CREATE TABLE IF NOT EXISTS experiment_variants (
 CREATE INDEX IF NOT EXISTS experiment_variants_prompt ON experiment_variants (prompt_id)
 `,
   },
+  {
+    version: 4,
+    // Model bytes in the registry, so every instance sharing the database can load the promoted model.
+    name: 'model bytes in the registry',
+    sql: `
+ALTER TABLE models ADD COLUMN IF NOT EXISTS onnx bytea;
+ALTER TABLE models ADD COLUMN IF NOT EXISTS meta jsonb;
+ALTER TABLE models ALTER COLUMN path DROP NOT NULL
+`,
+  },
 ];

@@ -1,7 +1,9 @@
 /**
  * The model registry: every trained scorer (version, feature spec hash,
- * samples, held-out metrics, where its bytes are) and which one is
- * promoted (served).
+ * samples, held-out metrics, its ONNX bytes and metadata) and which one is
+ * promoted (served). The bytes live in the table, not in a local file, so
+ * any instance sharing the database can load any model; a promotion is
+ * announced on the `prompt_engine_model` channel (NOTIFY) for the others.
  */
 import type { Row, SqlClient } from './db.js';
 import { iso } from './rowTerms.js';
@@ -13,8 +15,17 @@ export interface ModelRow {
   samples: number;
   metrics: Record<string, number>;
   promoted: boolean;
-  path: string;
+  /** Where an older row's bytes were written (rows from before the bytes moved into the table). */
+  path: string | null;
 }
+
+export interface StoredModel {
+  onnx: Uint8Array;
+  /** The model's metadata as written (the learner checks its feature spec before serving it). */
+  meta: Record<string, unknown>;
+}
+
+export const MODEL_CHANNEL = 'prompt_engine_model';
 
 export class ModelRegistry {
   constructor(
@@ -22,27 +33,48 @@ export class ModelRegistry {
     private readonly migrate: () => Promise<void>,
   ) {}
 
-  async save(m: Omit<ModelRow, 'created_at' | 'promoted'> & { promoted?: boolean }): Promise<void> {
+  async save(m: Omit<ModelRow, 'created_at' | 'promoted' | 'path'> & StoredModel & { promoted?: boolean }): Promise<void> {
     await this.migrate();
     await this.db.query(
-      `INSERT INTO models (version, feature_spec_hash, samples, metrics, promoted, promoted_at, path) VALUES ($1, $2, $3, $4::jsonb, $5, CASE WHEN $5 THEN now() END, $6)
+      `INSERT INTO models (version, feature_spec_hash, samples, metrics, promoted, promoted_at, onnx, meta) VALUES ($1, $2, $3, $4::jsonb, $5, CASE WHEN $5 THEN now() END, $6, $7::jsonb)
        ON CONFLICT (version) DO NOTHING`,
-      [m.version, m.feature_spec_hash, m.samples, JSON.stringify(m.metrics), m.promoted ?? false, m.path],
+      [m.version, m.feature_spec_hash, m.samples, JSON.stringify(m.metrics), m.promoted ?? false, m.onnx, JSON.stringify(m.meta)],
     );
   }
 
+  /** Mark a model promoted and tell every instance listening on the database. */
   async promote(version: string): Promise<void> {
     await this.db.query(`UPDATE models SET promoted = true, promoted_at = now() WHERE version = $1`, [version]);
+    await this.db.notify(MODEL_CHANNEL, version);
+  }
+
+  /** A model's bytes and metadata (from the table; from its file for rows written before the bytes moved in). */
+  async load(version: string): Promise<StoredModel | undefined> {
+    const r = (await this.db.query(`SELECT onnx, meta, path FROM models WHERE version = $1`, [version]))[0];
+    if (r === undefined) return undefined;
+    if (r.onnx !== null && r.onnx !== undefined && r.meta !== null && r.meta !== undefined)
+      return { onnx: new Uint8Array(r.onnx as Uint8Array), meta: r.meta as Record<string, unknown> };
+    return undefined;
+  }
+
+  /** Promotions announced by any instance (PostgreSQL only); returns a stop function. */
+  onPromoted(f: (version: string) => void): Promise<() => Promise<void>> {
+    return this.db.listen(MODEL_CHANNEL, f);
   }
 
   /** The most recently promoted model. */
   async promoted(): Promise<ModelRow | undefined> {
-    const rows = await this.db.query(`SELECT * FROM models WHERE promoted ORDER BY promoted_at DESC LIMIT 1`);
+    const rows = await this.db.query(`SELECT version, feature_spec_hash, created_at, samples, metrics, promoted, path FROM models WHERE promoted ORDER BY promoted_at DESC LIMIT 1`);
     return rows[0] === undefined ? undefined : toModel(rows[0]);
   }
 
+  /** Every promoted model's version, the most recent promotion first. */
+  async promotedVersions(): Promise<string[]> {
+    return (await this.db.query(`SELECT version FROM models WHERE promoted ORDER BY promoted_at DESC`)).map((r) => String(r.version));
+  }
+
   async list(): Promise<ModelRow[]> {
-    return (await this.db.query(`SELECT * FROM models ORDER BY created_at DESC`)).map(toModel);
+    return (await this.db.query(`SELECT version, feature_spec_hash, created_at, samples, metrics, promoted, path FROM models ORDER BY created_at DESC`)).map(toModel);
   }
 }
 
@@ -54,6 +86,6 @@ function toModel(r: Row): ModelRow {
     samples: Number(r.samples),
     metrics: (r.metrics ?? {}) as Record<string, number>,
     promoted: Boolean(r.promoted),
-    path: String(r.path),
+    path: r.path === null || r.path === undefined ? null : String(r.path),
   };
 }

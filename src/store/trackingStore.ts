@@ -39,6 +39,7 @@ export interface FeedbackRow {
 }
 
 const MIGRATION_LOCK = 7_403_221; // pg_advisory_lock key for migrations
+const TRAINING_LOCK = 7_403_222; // pg_try_advisory_lock key: one trainer at a time
 
 export class TrackingStore {
   private readonly writer: GroupCommitWriter;
@@ -99,6 +100,15 @@ export class TrackingStore {
     const row = parseEntry(kind, entry);
     await this.writer.write(row);
     return row.id;
+  }
+
+  /**
+   * Run `fn` as the only trainer among the instances sharing this database
+   * (a PostgreSQL advisory lock held on its own connection: it dies with the
+   * instance). `{ locked: false }` at once when another instance trains.
+   */
+  withTrainingLock<T>(fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }> {
+    return this.db.withAdvisoryLock(TRAINING_LOCK, fn);
   }
 
   /** Record an evolution the engine made (typed: no term readers). Resolves with its id once durable. */

@@ -46,7 +46,7 @@ defmodule PromptEngine.Atoms do
     :experiment, :experiments, :generation, :origin, :exploring, :leader_id, :variants, :status,
     :pinned, :outcomes, :proposals_made, :leader, :base, :improvement, :active, :state,
     :posterior_mean, :p_best, :predicted, :running, :stopped, :retired, :banned, :llm, :offline,
-    :model_promoted
+    :model_promoted, :previous_version, :promoted_by
   ]
 
   @doc false
