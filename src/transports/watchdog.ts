@@ -1,9 +1,12 @@
 /**
  * Parent watchdog: a worker thread that notices when the process that
  * spawned us (the BEAM's erl_child_setup) is gone, even if the main event
- * loop is busy and never sees input EOF. It asks the main thread to drain;
- * if the process is still alive `graceMs` later, it SIGKILLs it. No orphan
- * Node process, ever.
+ * loop is busy and never sees input EOF. It asks the main thread to stop
+ * (nobody is left to receive a reply: no drain, just flush tracking writes
+ * to the store or the journal); if the process is still alive `graceMs`
+ * later, it SIGKILLs it. Parent gone → process gone within ~200 ms, busy or
+ * not. No orphan Node process, ever. (A graceful close by a live owner is
+ * input EOF with the same parent: that keeps its drain.)
  */
 import { Worker } from 'node:worker_threads';
 
@@ -30,7 +33,7 @@ export function startParentWatchdog(onParentGone: () => void, opts: { intervalMs
   if (originalPpid <= 1) return undefined; // already orphaned or started by init: nothing to watch
   const worker = new Worker(WORKER_SOURCE, {
     eval: true,
-    workerData: { originalPpid, intervalMs: opts.intervalMs ?? 200, graceMs: opts.graceMs ?? 1500 },
+    workerData: { originalPpid, intervalMs: opts.intervalMs ?? 50, graceMs: opts.graceMs ?? 150 },
   });
   worker.on('message', (m) => {
     if (m === 'parent-gone') onParentGone();

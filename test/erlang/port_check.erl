@@ -85,11 +85,27 @@ run(Exe, Mode, eof) ->
     result({eof, Gone, erlang:monotonic_time(millisecond) - T0});
 
 %% Open a port, keep the sidecar's event loop busy, print its os pid, then wait to be killed.
-run(Exe, Mode, hold_busy) ->
+run(Exe, Mode, hold_busy) -> run(Exe, Mode, hold_spin);
+%% the event loop blocked by a spinning op
+run(Exe, Mode, hold_spin) ->
     P = open(Exe, Mode),
     #{os_pid := OsPid} = ready(P),
     port_command(P, term_to_binary({req, 1, echo, #{spin_ms => 8000}})),
     port_command(P, term_to_binary({req, 2, echo, #{delay_ms => 8000}})),
+    result({os_pid, OsPid}),
+    timer:sleep(60000);
+%% a long optimization in progress
+run(Exe, Mode, hold_optimize) ->
+    P = open(Exe, Mode),
+    #{os_pid := OsPid} = ready(P),
+    port_command(P, term_to_binary({req, 1, optimize_prompt, #{prompt => <<"Write a {{language}} function that parses {{context}} and reports errors.">>, breadth => 50, depth => 10, cache => false}})),
+    result({os_pid, OsPid}),
+    timer:sleep(60000);
+%% 500 requests in flight
+run(Exe, Mode, hold_inflight) ->
+    P = open(Exe, Mode),
+    #{os_pid := OsPid} = ready(P),
+    [port_command(P, term_to_binary({req, I, echo, #{delay_ms => 8000, i => I}})) || I <- lists:seq(1, 500)],
     result({os_pid, OsPid}),
     timer:sleep(60000).
 
