@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { decode } from '../src/codec/etf.js';
-import { Atom, Tuple, record, type TermObject } from '../src/codec/terms.js';
+import { Atom, Tuple, record, type Term, type TermObject } from '../src/codec/terms.js';
 import { FrameReader } from '../src/transports/frameReader.js';
 import { REPO, SIDECAR, processAlive, runErl, spawnErl, waitGone } from './helpers/erlang.js';
 import { PortClient } from './helpers/portClient.js';
@@ -42,6 +42,19 @@ describe.each(['fds', 'stdio'])('Port in %s mode, driven from Erlang', (mode) =>
     expect(name(reason)).toBe('cancelled');
     expect(dt).toBeLessThan(1000); // not the 5 s the request asked for
     expect(health).toBe('ok');
+  });
+
+  it('answers the id of every request it cannot decode (a fun, too deep, an atom cache ref, over the size limit) and keeps serving', () => {
+    const [r] = runErl('port_check', [SIDECAR, mode, 'undecodable']);
+    const [tag, replies] = asTuple(r) as [unknown, Term[]];
+    expect(name(tag)).toBe('undecodable');
+    for (const reply of replies.slice(0, 4)) {
+      const [err, [reason, message]] = [asTuple(reply)[0], asTuple(asTuple(reply)[1])];
+      expect(name(err)).toBe('error');
+      expect(name(reason)).toBe('bad_request');
+      expect(String(message)).toMatch(/undecodable frame|exceeds the limit/);
+    }
+    expect(name(asTuple(replies[4]!)[0])).toBe('ok');
   });
 
   it('exits within 2 s of input EOF, after finishing in-flight work', () => {

@@ -7,7 +7,8 @@
  */
 export interface FrameReaderHandlers {
   onFrame(frame: Buffer): void;
-  onOversized(declaredBytes: number): void;
+  /** `head`: the frame's first bytes as far as they have arrived (at most 64), to read a request id from. */
+  onOversized(declaredBytes: number, head: Buffer): void;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -46,10 +47,11 @@ export class FrameReader {
       const len = this.peekLength();
       if (len > this.maxFrameBytes) {
         this.consume(4);
+        const head = Buffer.from(Buffer.concat(this.chunks, Math.min(this.buffered, 64)));
         const skipNow = Math.min(len, this.buffered);
         this.consume(skipNow);
         this.skipping = len - skipNow;
-        this.handlers.onOversized(len);
+        this.handlers.onOversized(len, head);
         if (this.skipping > 0) return;
         continue;
       }

@@ -20,6 +20,7 @@ import { InFlight } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
 import { frame, FrameReader } from './frameReader.js';
+import { peekRequestId } from './requestId.js';
 
 export interface PortTransportOptions {
   inFd: number;
@@ -72,7 +73,7 @@ export class PortTransport {
     this.output = openOutput(opts.outFd);
     this.reader = new FrameReader(opts.maxFrameBytes, {
       onFrame: (f) => this.onFrame(f),
-      onOversized: (n) => this.protocolError(`frame of ${n} bytes exceeds the limit of ${opts.maxFrameBytes}`),
+      onOversized: (n, head) => this.refuse(head, `frame of ${n} bytes exceeds the limit of ${opts.maxFrameBytes}`),
     });
   }
 
@@ -126,7 +127,7 @@ export class PortTransport {
       msg = decode(buf);
     } catch (err) {
       const m = err instanceof EtfError ? `${err.code}: ${err.message}` : String(err);
-      return this.protocolError(`undecodable frame: ${m}`);
+      return this.refuse(buf, `undecodable frame: ${m}`);
     }
     if (!(msg instanceof Tuple) || !(msg.items[0] instanceof Atom)) return this.protocolError('expected {:req, id, op, args} or {:cancel, id}');
     const kind = msg.items[0].name;
@@ -156,6 +157,17 @@ export class PortTransport {
   private reply(id: number | bigint, r: OpResult): void {
     const body = r.ok ? tuple(A_OK, r.value) : tuple(A_ERROR, tuple(atom(r.reason), r.message));
     this.send(tuple(A_REPLY, id, body), id);
+  }
+
+  /**
+   * A frame we cannot take: answer its request id with `bad_request` when
+   * its head names one (the caller is not left waiting for its timeout),
+   * and report a protocol error either way.
+   */
+  private refuse(head: Buffer, message: string): void {
+    const id = peekRequestId(head);
+    this.protocolError(message);
+    if (id !== undefined && !this.inFlight.has(id)) this.reply(id, { ok: false, reason: 'bad_request', message });
   }
 
   private protocolError(message: string): void {

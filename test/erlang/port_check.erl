@@ -27,6 +27,27 @@ main([Exe, ModeS, Check]) ->
     end,
     halt(0).
 
+%% Frames the sidecar cannot decode but whose head names a request id: a fun, nesting
+%% beyond the depth limit, an atom cache reference (only valid between nodes), and a
+%% frame over the size limit. Each id must be answered with bad_request, and the
+%% sidecar must keep serving.
+run(Exe, Mode, undecodable) ->
+    P = open(Exe, Mode),
+    #{os_pid := _, max_frame_bytes := Max} = ready(P),
+    F = fun() -> ok end,
+    Deep = lists:foldl(fun(_, Acc) -> [Acc] end, [], lists:seq(1, 20000)),
+    %% {req, 13, echo, #{a => <atom cache ref 0>}}: patch the atom `x` (SMALL_ATOM_UTF8) into ATOM_CACHE_REF
+    Good = term_to_binary({req, 13, echo, #{a => x}}, [{minor_version, 2}]),
+    [Before, After] = binary:split(Good, <<119, 1, $x>>),
+    CacheRef = <<Before/binary, 82, 0, After/binary>>,
+    port_command(P, term_to_binary({req, 11, echo, #{f => F}})),
+    port_command(P, term_to_binary({req, 12, echo, #{d => Deep}})),
+    port_command(P, CacheRef),
+    port_command(P, term_to_binary({req, 14, echo, #{b => binary:copy(<<0>>, Max + 1)}})),
+    port_command(P, term_to_binary({req, 15, echo, #{still => serving}})),
+    Replies = collect(P, [11, 12, 13, 14, 15], #{}),
+    result({undecodable, [maps:get(I, Replies, missing) || I <- [11, 12, 13, 14, 15]]});
+
 %% 100 processes, 100 pipelined echo requests each; the owner routes replies by id.
 run(Exe, Mode, pipelined) ->
     P = open(Exe, Mode),
@@ -108,6 +129,17 @@ run(Exe, Mode, hold_inflight) ->
     [port_command(P, term_to_binary({req, I, echo, #{delay_ms => 8000, i => I}})) || I <- lists:seq(1, 500)],
     result({os_pid, OsPid}),
     timer:sleep(60000).
+
+collect(_P, [], Acc) -> Acc;
+collect(P, Want, Acc) ->
+    receive
+        {P, {data, D}} ->
+            case binary_to_term(D) of
+                {reply, Id, R} -> collect(P, lists:delete(Id, Want), Acc#{Id => R});
+                {event, protocol_error, _} -> collect(P, Want, Acc)
+            end
+    after 10000 -> Acc
+    end.
 
 worker(Owner, P, W, N) ->
     Ids = [W * 1000 + K || K <- lists:seq(1, N)],
