@@ -35,6 +35,7 @@ export class InFlight<K> {
     const done = work(ctl.signal);
     this.entries.set(key, { ctl, done });
     const settle = (): void => {
+      if (this.entries.get(key)?.ctl !== ctl) return; // expired already
       this.entries.delete(key);
       if (this.waiters.length > 0) for (const w of this.waiters.splice(0)) w();
     };
@@ -52,6 +53,19 @@ export class InFlight<K> {
     const e = this.entries.get(key);
     if (e === undefined) return false;
     e.ctl.abort();
+    return true;
+  }
+
+  /**
+   * Give up on one request: abort its work and free its slot now, whether
+   * or not the work honours the abort (its late result is ignored).
+   */
+  expire(key: K): boolean {
+    const e = this.entries.get(key);
+    if (e === undefined) return false;
+    e.ctl.abort();
+    this.entries.delete(key);
+    if (this.waiters.length > 0) for (const w of this.waiters.splice(0)) w();
     return true;
   }
 

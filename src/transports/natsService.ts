@@ -53,7 +53,17 @@ export interface NatsServiceOptions {
   drainMs?: number;
   /** How long `startNatsService` waits for the first connect before returning (serving starts when it connects). */
   connectWaitMs?: number;
+  /**
+   * Deadline of a request that names none (header `Prompt-Engine-Timeout-Ms`
+   * or `timeout_ms` in a JSON body): past it the work is cancelled, its slot
+   * freed and a `timeout` error replied. Default PROMPT_ENGINE_NATS_DEADLINE_MS or 30 s.
+   */
+  defaultDeadlineMs?: number;
 }
+
+/** The request header that carries a caller's deadline in milliseconds. */
+export const DEADLINE_HEADER = 'Prompt-Engine-Timeout-Ms';
+const MAX_DEADLINE_MS = 3_600_000;
 
 export interface NatsServiceHandle {
   /** Resolves when the service is registered (after the first connect). */
@@ -91,7 +101,7 @@ class NatsPeer implements NatsServiceHandle {
   private stopping: Promise<void> | undefined;
   private readonly ownsConnection: boolean;
   private readonly endpointFigures = new Map<string, EndpointFigures>();
-  private counts = { requests: 0, errors: 0, overloaded: 0, disconnects: 0, reconnects: 0 };
+  private counts = { requests: 0, errors: 0, overloaded: 0, expired: 0, disconnects: 0, reconnects: 0 };
   private connected = false;
   private drained = false;
 
@@ -216,6 +226,8 @@ class NatsPeer implements NatsServiceHandle {
     }
     const parsed = parseArgs(msg.data, enc);
     if (!parsed.ok) return this.respond(op, msg, parsed, enc, t0);
+    const deadline = this.deadlineOf(msg, parsed.args as TermObject);
+    if (typeof deadline === 'string') return this.respond(op, msg, { ok: false, reason: 'bad_request', message: deadline }, enc, t0);
     const run = async (signal: AbortSignal): Promise<OpResult> => {
       if (this.tracking !== undefined && this.table.durableKindOf(op) !== undefined) {
         const bad = this.table.check(op, parsed.args);
@@ -224,10 +236,39 @@ class NatsPeer implements NatsServiceHandle {
       }
       return this.table.dispatch(op, parsed.args, { signal, engine: this.engine, log: this.log, transport: 'nats' });
     };
+    // A caller that gave up is gone: past its deadline the work is cancelled and its slot freed at once.
+    const key = this.inFlight.key();
+    let expired = false;
+    const timer = setTimeout(() => {
+      expired = true;
+      this.counts.expired++;
+      this.inFlight.expire(key);
+      this.respond(op, msg, { ok: false, reason: 'timeout', message: `no result within the request's deadline of ${deadline} ms; the work was cancelled` }, enc, t0);
+    }, deadline);
     void this.inFlight
-      .start(this.inFlight.key(), run)
+      .start(key, run)
       .catch((err: unknown): OpResult => ({ ok: false, reason: 'internal', message: err instanceof Error ? err.message : String(err) }))
-      .then((r) => this.respond(op, msg, r, enc, t0));
+      .then((r) => {
+        clearTimeout(timer);
+        if (!expired) this.respond(op, msg, r, enc, t0);
+      });
+  }
+
+  /** The request's deadline in ms (header, then `timeout_ms` in the body, then the default), or an error message. */
+  private deadlineOf(msg: ServiceMsg, args: TermObject): number | string {
+    const fromHeader = msg.headers?.get(DEADLINE_HEADER);
+    const raw: unknown = fromHeader !== undefined && fromHeader !== '' ? Number(fromHeader) : args.timeout_ms;
+    if ('timeout_ms' in args) delete args.timeout_ms;
+    if (raw === undefined || raw === null) return this.defaultDeadlineMs;
+    const n = typeof raw === 'bigint' ? Number(raw) : raw;
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_DEADLINE_MS) return `timeout_ms: expected an integer in 1..${MAX_DEADLINE_MS}`;
+    return n;
+  }
+
+  private get defaultDeadlineMs(): number {
+    if (this.opts.defaultDeadlineMs !== undefined) return this.opts.defaultDeadlineMs;
+    const env = Number(process.env.PROMPT_ENGINE_NATS_DEADLINE_MS);
+    return Number.isInteger(env) && env > 0 ? env : 30_000;
   }
 
   private respond(op: string, msg: ServiceMsg, r: OpResult, enc: 'json' | 'etf', t0: number): void {

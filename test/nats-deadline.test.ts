@@ -1,0 +1,51 @@
+/**
+ * NATS peer mode honours a caller's deadline (header Prompt-Engine-Timeout-Ms,
+ * or timeout_ms in a JSON body, else a default): work whose caller gave up is
+ * cancelled and its slot freed, so abandoned requests cannot starve the
+ * others. Real nats-server, real sidecar process.
+ */
+import { headers } from 'nats';
+import { afterAll, describe, expect, it } from 'vitest';
+import { NatsSidecar, OwnNatsServer, natsConnect, requestJson, sleep } from './helpers/nats.js';
+
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+describe('NATS deadlines', () => {
+  it('after 5,000 abandoned requests, health is answered within 1 s and nothing stays in flight', async () => {
+    const server = await OwnNatsServer.start();
+    cleanups.push(() => server.stop());
+    const sc = new NatsSidecar({ natsUrl: server.url, env: { PROMPT_ENGINE_NATS_DEADLINE_MS: '60000' } });
+    cleanups.push(() => sc.kill());
+    await sc.ready();
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+
+    // 5,000 slow requests whose callers give up: half name their deadline in the body, half in the header;
+    // their reply subject has no subscriber (the caller is gone).
+    const h = headers();
+    h.set('Prompt-Engine-Timeout-Ms', '300');
+    for (let i = 0; i < 5000; i++) {
+      if (i % 2 === 0) nc.publish('prompt_engine.echo', JSON.stringify({ delay_ms: 60_000, timeout_ms: 300, i }), { reply: `gone.${i}` });
+      else nc.publish('prompt_engine.echo', JSON.stringify({ delay_ms: 60_000, i }), { reply: `gone.${i}`, headers: h });
+    }
+    await nc.flush();
+    await sleep(600);
+    const t0 = Date.now();
+    const health = (await requestJson(nc, 'health', {}, 1_000)).body as { ok: { status: string } };
+    expect(health.ok.status).toBe('ok');
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    const stats = (await requestJson(nc, 'stats', {}, 2_000)).body as { ok: { services: { nats: { in_flight: number; expired: number } } } };
+    expect(stats.ok.services.nats.in_flight).toBeLessThanOrEqual(1);
+    expect(stats.ok.services.nats.expired).toBeGreaterThan(4000);
+
+    // A caller still waiting gets a timeout error at its deadline, not silence; a bad deadline is a bad request.
+    const late = (await requestJson(nc, 'echo', { delay_ms: 5_000, timeout_ms: 200 }, 3_000)).body as { error: { reason: string } };
+    expect(late.error.reason).toBe('timeout');
+    const bad = (await requestJson(nc, 'echo', { timeout_ms: -1 })).body as { error: { reason: string; message: string } };
+    expect(bad.error).toMatchObject({ reason: 'bad_request' });
+    expect(bad.error.message).toMatch(/timeout_ms/);
+  }, 60_000);
+});
