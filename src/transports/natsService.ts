@@ -163,6 +163,10 @@ class NatsPeer implements NatsServiceHandle {
   }
 
   private async register(nc: NatsConnection): Promise<void> {
+    // What serving needs starts before we announce ourselves: the first track must not stall every
+    // request behind the store's first open (seconds for PGlite). A store that cannot start is not
+    // waited for: its ops answer {:unavailable, _} and the rest are served.
+    await withTimeout(this.engine.service('store'), 15_000).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'serving without a tracking store'));
     if (this.opts.jetstream !== 'off') {
       const ackWait = Number(process.env.PROMPT_ENGINE_TRACK_ACK_WAIT_MS);
       const fromEnv = Number.isSafeInteger(ackWait) && ackWait > 0 ? { ackWaitMs: ackWait } : {};
