@@ -14,6 +14,7 @@ import { ErlFloat, record, type TermObject } from '../src/codec/terms.js';
 import { REPO_ROOT } from '../src/config.js';
 import { TemplateRenderer } from '../src/templates/renderer.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
+import { PortClient } from './helpers/portClient.js';
 import { requireEnv } from './helpers/pg.js';
 import { okValue } from './helpers/results.js';
 
@@ -211,6 +212,25 @@ describe('central_cloud over NATS', () => {
   });
 });
 
+describe('central_cloud at cold start', () => {
+  it('serves a template that lives only in central_cloud on the first call after start', async () => {
+    const url = requireEnv('TEST_NATS_URL');
+    const cloud = await startCentralCloud(url);
+    try {
+      // The first call arrives before NATS is connected: it waits for the connection instead of answering not_found.
+      const c = new PortClient({ env: { NATS_URL: url, DATABASE_URL: '', LOG_LEVEL: 'warn' } });
+      await c.ready;
+      const r = await c.request('render_template', record({ template_id: 'cloud_only', variables: record({ context: 'a cold start' }) }));
+      expect(r).toMatchObject({ ok: true, value: { prompt: 'From the cloud: a cold start' } });
+      const again = await c.request('get_template', record({ template_id: 'cloud_only' }));
+      expect(again).toMatchObject({ ok: true, value: { source: 'memory' } });
+      await c.close();
+    } finally {
+      await cloud.close();
+    }
+  }, 30_000);
+});
+
 describe('central_cloud down or slow', () => {
   it('serves shipped templates within the timeout when central_cloud is slow', async () => {
     const url = requireEnv('TEST_NATS_URL');
@@ -231,10 +251,14 @@ describe('central_cloud down or slow', () => {
 
   it('serves shipped templates when NATS is unreachable', async () => {
     const pe = localEngine({ natsUrl: 'nats://127.0.0.1:9' });
-    const t0 = performance.now();
+    // The first lookup waits for the first connect at most the cold-start bound (2 s); later ones not at all.
+    let t0 = performance.now();
     const r = ok(await pe.call('generate_prompt', record({ context: 'x', language: 'elixir', category: 'sparc_specification' })));
-    expect(performance.now() - t0).toBeLessThan(1_000);
+    expect(performance.now() - t0).toBeLessThan(2_500);
     expect(r.template_used).toBe('sparc_specification');
+    t0 = performance.now();
+    ok(await pe.call('generate_prompt', record({ context: 'y', language: 'elixir', category: 'sparc_pseudocode' })));
+    expect(performance.now() - t0).toBeLessThan(200);
     const stored = ok(await pe.call('store_template', record({ template: record({ template_name: 'offline_one', template_type: 'command', language: 'any', template_content: 'hi {{context}}' }) })));
     expect(stored.stored).toBe('local');
     await pe.close();

@@ -10,6 +10,8 @@
 import { connect, type NatsConnection } from 'nats';
 import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff } from './options.js';
 
+const COLD_START_MS = 2_000;
+
 export class NatsLink {
   private nc: NatsConnection | undefined;
   private connected = false;
@@ -35,8 +37,27 @@ export class NatsLink {
           }
         }
       },
-      (err: unknown) => log.warn({ err: (err as Error).message }, 'NATS connection failed'),
+      (err: unknown) => {
+        this.failed = true;
+        log.warn({ err: (err as Error).message }, 'NATS connection failed');
+      },
     );
+  }
+
+  /** The cold start ends with the first connect, a failure for good, or `COLD_START_MS` after creation. */
+  private readonly coldUntil = Date.now() + COLD_START_MS;
+  private failed = false;
+
+  /**
+   * During the cold start, wait (at most `ms`) for the first connect; afterwards
+   * answer at once (a later outage is not waited for). True when connected.
+   */
+  async waitConnected(ms: number): Promise<boolean> {
+    if (this.current() !== undefined) return true;
+    const left = Math.min(ms, this.coldUntil - Date.now());
+    if (this.nc !== undefined || this.closed || this.failed || left <= 0) return false;
+    await Promise.race([this.ready, new Promise((r) => setTimeout(r, left).unref())]);
+    return this.current() !== undefined;
   }
 
   /** The connection while it is up; undefined otherwise. */

@@ -38,6 +38,11 @@ export class CentralCloudClient {
     return this.link.current() !== undefined;
   }
 
+  /** At cold start, wait (bounded) for the first NATS connect before anything is decided without asking. */
+  waitConnected(ms: number): Promise<boolean> {
+    return this.link.waitConnected(ms);
+  }
+
   /** undefined when central_cloud does not have it; throws CentralCloudError when it cannot answer. */
   async get(name: string): Promise<Template | undefined> {
     const body = await this.request('central.template.get', { template_id: name });

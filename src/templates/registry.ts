@@ -43,7 +43,8 @@ export class TemplateRegistry {
       this.figures.memory_hits++;
       return { template: mem, source: 'memory' };
     }
-    if (this.central?.connected && !this.recentlyMissed(name)) {
+    // At cold start NATS may not be connected yet: wait for it (bounded) rather than decide without asking.
+    if (this.central !== undefined && !this.recentlyMissed(name) && (await this.central.waitConnected(this.connectWaitMs))) {
       try {
         const t = await this.central.get(name);
         if (t !== undefined) {
@@ -51,10 +52,10 @@ export class TemplateRegistry {
           this.figures.central_hits++;
           return { template: t, source: 'central_cloud' };
         }
-        this.missed.set(name, Date.now());
+        this.missed.set(name, Date.now()); // central_cloud said it has no such template
       } catch {
-        this.figures.central_fallbacks++; // down or slow: the shipped copy serves
-        this.missed.set(name, Date.now());
+        this.figures.central_fallbacks++; // down or slow: the shipped copy serves; ask again a little later
+        this.missed.set(name, Date.now() - this.missTtlMs + this.failureTtlMs);
       }
     }
     const s = this.shipped.get(name);
@@ -66,12 +67,18 @@ export class TemplateRegistry {
   }
 
   /**
-   * Names central_cloud did not have (or could not answer for) lately: not asked
-   * again for `missTtlMs`, so a template served from templates_data does not pay
-   * a NATS round trip per use. An update broadcast for the name ends it early.
+   * Names central_cloud did not have lately: not asked again for `missTtlMs`,
+   * so a template served from templates_data does not pay a NATS round trip
+   * per use; a lookup that failed is retried after `failureTtlMs`. A miss is
+   * only remembered when central_cloud was asked. An update broadcast for the
+   * name ends it early.
    */
   private readonly missed = new Map<string, number>();
   missTtlMs = 30_000;
+  /** How long a failed lookup (timeout, error) is remembered: shorter than a real miss. */
+  failureTtlMs = 5_000;
+  /** How long a lookup waits for the first NATS connect at cold start. */
+  connectWaitMs = 2_000;
 
   private recentlyMissed(name: string): boolean {
     const at = this.missed.get(name);
