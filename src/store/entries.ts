@@ -77,9 +77,7 @@ export interface LoopOutcome {
   success: boolean;
 }
 
-function loopOutcome(promptId: string, success: boolean, metadataJson: string): LoopOutcome | undefined {
-  if (!metadataJson.includes('"experiment"')) return undefined;
-  const m = JSON.parse(metadataJson) as Record<string, string>;
+function loopOutcome(promptId: string, success: boolean, m: Record<string, string>): LoopOutcome | undefined {
   if (m.experiment === undefined) return undefined;
   const g = m.generation === undefined ? undefined : Number(m.generation);
   return { experiment: m.experiment, model: m.model ?? 'default', generation: g !== undefined && Number.isSafeInteger(g) ? g : undefined, promptId, success };
@@ -110,9 +108,13 @@ function timestamp(e: TermObject, field: string): string {
 }
 
 function jsonField(v: Term | undefined, field: string, convert: (v: Term | undefined, field: string) => Record<string, string | number>): string {
-  const obj = v === undefined || v === null ? {} : convert(v, field);
+  return jsonText(v === undefined || v === null ? {} : convert(v, field), field);
+}
+
+function jsonText(obj: Record<string, string | number>, field: string): string {
   const text = JSON.stringify(obj);
-  if (Buffer.byteLength(text) > MAX_JSON_BYTES) throw badRequest(field, `expected at most ${MAX_JSON_BYTES} bytes`);
+  // A JS string's length bounds its UTF-8 size from below and 3× from above: measure only when it could be over.
+  if (text.length * 3 > MAX_JSON_BYTES && Buffer.byteLength(text) > MAX_JSON_BYTES) throw badRequest(field, `expected at most ${MAX_JSON_BYTES} bytes`);
   return text;
 }
 
@@ -132,7 +134,8 @@ export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
     case 'execution': {
       const promptId = text(e, 'prompt_id');
       const success = bool(e, 'success');
-      const metadata = jsonField(e.metadata, 'metadata', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES }));
+      const meta = e.metadata === undefined || e.metadata === null ? {} : stringMap(e.metadata, 'metadata', { maxBytes: MAX_JSON_BYTES });
+      const metadata = jsonText(meta, 'metadata');
       return {
         kind,
         id,
@@ -147,7 +150,7 @@ export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
           timestamp(e, 'timestamp'),
           metadata,
         ],
-        outcome: loopOutcome(promptId, success, metadata),
+        outcome: loopOutcome(promptId, success, meta),
       };
     }
     case 'feedback':
