@@ -95,12 +95,12 @@ export class ExperimentService {
     return svc;
   }
 
-  async choose(req: ChooseRequest, signal: AbortSignal): Promise<Choice> {
+  async choose(req: ChooseRequest): Promise<Choice> {
     const baseId = promptIdOf(req.base);
     let exp = this.experiments.get(experimentKey(req.name, req.model));
     if (exp === undefined || exp.base.id !== baseId) exp = this.newGeneration(req, baseId, exp);
     if (this.deps.awaitProposals) await this.pending.get(exp.key);
-    this.refill(exp, req.context, signal);
+    this.refill(exp, req.context);
     if (this.deps.awaitProposals) await this.pending.get(exp.key);
     const { variant, exploring } = exp.choose();
     this.figures.choices++;
@@ -182,12 +182,12 @@ export class ExperimentService {
   }
 
   /** Admit screened candidates from the reserve, or start a proposal batch, when the pool has room. */
-  private refill(exp: Experiment, context: Record<string, string>, signal: AbortSignal): void {
+  private refill(exp: Experiment, context: Record<string, string>): void {
     const room = exp.wantsProposals();
     if (room === 0 || this.pending.has(exp.key)) return;
     const admitted = exp.admitFromReserve(room);
     if (admitted.length > 0) return this.persistVariants(exp, admitted);
-    const p = this.batch(exp, context, signal)
+    const p = this.batch(exp, context)
       .catch((err: unknown) => {
         this.deps.log.warn({ err: (err as Error).message, experiment: exp.name }, 'proposal batch failed; serving the current pool');
       })
@@ -197,9 +197,8 @@ export class ExperimentService {
     this.pending.set(exp.key, p);
   }
 
-  private async batch(exp: Experiment, context: Record<string, string>, signal: AbortSignal): Promise<void> {
-    // The batch outlives the request that triggered it: only the service's own close aborts it.
-    void signal;
+  // The batch outlives the request that triggered it: it is not cancelled with that request.
+  private async batch(exp: Experiment, context: Record<string, string>): Promise<void> {
     const tried = [...exp.variants.values()]
       .filter((v) => v.state !== 'banned')
       .sort((a, b) => posteriorMean(b) - posteriorMean(a))

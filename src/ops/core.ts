@@ -20,12 +20,13 @@ export const echo = defineOp<{ args: TermObject; delayMs: number; spinMs: number
     delayMs: optInt(args, 'delay_ms', { min: 0, max: 60_000 }) ?? 0,
     spinMs: optInt(args, 'spin_ms', { min: 0, max: 10_000 }) ?? 0,
   }),
-  async handle({ args, delayMs, spinMs }, { signal }) {
+  // ctx.signal is read only when needed: the transports create it lazily (an AbortController per request is costly).
+  async handle({ args, delayMs, spinMs }, ctx) {
     if (spinMs > 0) {
       const until = performance.now() + spinMs;
-      while (performance.now() < until && !signal.aborted);
+      while (performance.now() < until && !ctx.signal.aborted);
     }
-    if (delayMs > 0) await abortableDelay(delayMs, signal);
+    if (delayMs > 0) await abortableDelay(delayMs, ctx.signal);
     return args;
   },
 });

@@ -49,14 +49,14 @@ const choosePrompt = defineOp<ChooseArgs>({
       model,
     };
   },
-  async handle(a, { engine, signal }) {
+  async handle(a, { engine }) {
     let base = a.prompt;
     if (base === undefined) {
       const prompts = await engine.service('prompts');
       const t = await prompts.find(a.templateId!);
       base = prompts.cachedRender(t, a.variables, false).prompt;
     }
-    const c = await (await engine.service('experiments')).choose({ name: a.experiment, model: a.model, base, context: a.context }, signal);
+    const c = await (await engine.service('experiments')).choose({ name: a.experiment, model: a.model, base, context: a.context });
     return record({
       prompt: c.prompt,
       prompt_id: c.promptId,

@@ -64,7 +64,7 @@ export class OpTable {
     try {
       if (!isTermObject(args)) throw new OpError('bad_request', 'args: expected a map');
       const valid = spec.validate(args as TermObject);
-      if (ctx.signal.aborted) throw new OpError('cancelled', 'request was cancelled before it started');
+      if (ctx.cancelled !== undefined ? ctx.cancelled() : ctx.signal.aborted) throw new OpError('cancelled', 'request was cancelled before it started');
       const value = await spec.handle(valid, ctx);
       return { ok: true, value };
     } catch (err) {

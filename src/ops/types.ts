@@ -10,6 +10,8 @@ import type { AppEngine } from '../services.js';
 export interface OpContext {
   /** Aborted when the caller cancels (`{:cancel, id}`), times out, or the sidecar drains. */
   readonly signal: AbortSignal;
+  /** Cheaper than `signal.aborted` where the transport creates the signal lazily. */
+  readonly cancelled?: () => boolean;
   readonly engine: AppEngine;
   readonly log: Logger;
   /** Which transport carried the request: 'port' | 'nats' | 'local'. */

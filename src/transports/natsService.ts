@@ -24,7 +24,7 @@ import type { Logger } from 'pino';
 import type { TermObject } from '../codec/terms.js';
 import { record } from '../codec/terms.js';
 import type { AppEngine } from '../services.js';
-import { InFlight } from './inFlight.js';
+import { InFlight, type Cancellation } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
 import { encodeReply, encodingOf, ETF_CONTENT_TYPE, JSON_CONTENT_TYPE, parseArgs } from './natsPayload.js';
@@ -232,7 +232,8 @@ class NatsPeer implements NatsServiceHandle {
     if (!parsed.ok) return this.respond(op, msg, parsed, enc, t0);
     const deadline = this.deadlineOf(msg, parsed.args as TermObject);
     if (typeof deadline === 'string') return this.respond(op, msg, { ok: false, reason: 'bad_request', message: deadline }, enc, t0);
-    const run = async (signal: AbortSignal): Promise<OpResult> => {
+    const run = async (c: Cancellation): Promise<OpResult> => {
+      const signal = c.signal;
       if (this.tracking !== undefined && this.table.durableKindOf(op) !== undefined) {
         const bad = this.table.check(op, parsed.args);
         if (bad !== undefined) return bad;

@@ -168,7 +168,7 @@ export class TrackingStream {
             continue;
           }
           await this.inFlight.below(this.opts.concurrency);
-          void this.inFlight.start(this.inFlight.key(), (signal) => this.write(m, signal));
+          void this.inFlight.start(this.inFlight.key(), (c) => this.write(m, c.signal));
         }
       } catch (err) {
         if (this.stopping) break;

@@ -150,7 +150,7 @@ export class PortTransport {
     if (this.closing !== undefined) return this.reply(id, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' });
     if (this.inFlight.has(id)) return this.protocolError(`request id ${id} is already in flight`);
     void this.inFlight
-      .start(id, (signal) => this.table.dispatch(op, args, { signal, engine: this.engine, log: this.log, transport: 'port' }))
+      .start(id, (c) => this.table.dispatch(op, args, { get signal() { return c.signal; }, cancelled: () => c.aborted, engine: this.engine, log: this.log, transport: 'port' }))
       .then((result) => this.reply(id, result));
   }
 
