@@ -1,10 +1,13 @@
 /**
- * Group commit: concurrent `track_*` writes are coalesced into multi-row
- * INSERTs, one transaction per batch, one batch in flight at a time (so
- * commit order is arrival order). Writes that arrive while a batch commits
- * form the next batch; a write is answered only after its row is committed
- * — or, while the database is unreachable, after it is fsync'd to the
- * journal, which a recovery loop replays in order when the database returns.
+ * Group commit: concurrent `track_*` writes are coalesced into one INSERT
+ * per batch. Writes that arrive while batches commit form the next batch;
+ * on PostgreSQL up to `maxInFlight` batches commit at once on the pool's
+ * connections (a caller that awaits each write still sees its writes
+ * committed in its order; the order across callers is not promised), on
+ * PGlite one. A write is answered only after its row is committed — or,
+ * while the database is unreachable, after it is fsync'd to the journal,
+ * which a recovery loop replays in order when the database returns; while
+ * the journal holds entries, one batch at a time.
  */
 import type { Logger } from 'pino';
 import type { SqlClient, SqlParam } from './db.js';
@@ -29,6 +32,8 @@ export interface WriterFigures {
 export class GroupCommitWriter {
   private queue: Pending[] = [];
   private flushing: Promise<void> | undefined;
+  private inFlightBatches = 0;
+  private idle: Array<() => void> = [];
   private dbUp = true;
   private recovering: NodeJS.Timeout | undefined;
   private closed = false;
@@ -38,7 +43,7 @@ export class GroupCommitWriter {
     private readonly db: SqlClient,
     private readonly journal: Journal,
     private readonly log: Logger,
-    private readonly opts: { maxBatch: number; recoverEveryMs: number; onRecovered?: () => Promise<void> } = { maxBatch: 500, recoverEveryMs: 500 },
+    private readonly opts: { maxBatch: number; recoverEveryMs: number; maxInFlight?: number; onRecovered?: () => Promise<void> } = { maxBatch: 500, recoverEveryMs: 500 },
   ) {}
 
   /** Resolves when the row is committed (or durably journaled). */
@@ -46,7 +51,8 @@ export class GroupCommitWriter {
     if (this.closed) return Promise.reject(new Error('the store is closed'));
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ row, resolve, reject });
-      if (this.flushing === undefined) this.flushing = this.flushLoop();
+      // Let the writes of this tick join the first batch.
+      if (this.flushing === undefined) this.flushing = new Promise<void>((r) => setImmediate(r)).then(() => this.pump());
     });
   }
 
@@ -57,18 +63,23 @@ export class GroupCommitWriter {
     this.scheduleRecovery(0);
   }
 
-  private async flushLoop(): Promise<void> {
-    // Let the writes of this tick join the first batch.
-    await new Promise<void>((r) => setImmediate(r));
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.queue.splice(0, this.opts.maxBatch);
-        await this.commit(batch);
-      }
-    } finally {
-      this.flushing = undefined;
-      if (this.queue.length > 0) this.flushing = this.flushLoop();
+  /** Start batches while there is work and room; resolves when nothing is queued or committing. */
+  private pump(): Promise<void> {
+    const max = this.dbUp && this.journal.depth === 0 ? (this.opts.maxInFlight ?? 1) : 1;
+    while (this.queue.length > 0 && this.inFlightBatches < max) {
+      const batch = this.queue.splice(0, this.opts.maxBatch);
+      this.inFlightBatches++;
+      void this.commit(batch).finally(() => {
+        this.inFlightBatches--;
+        void this.pump();
+      });
     }
+    if (this.queue.length === 0 && this.inFlightBatches === 0) {
+      this.flushing = undefined;
+      for (const f of this.idle.splice(0)) f();
+      return Promise.resolve();
+    }
+    return new Promise<void>((r) => this.idle.push(r));
   }
 
   private async commit(batch: Pending[]): Promise<void> {
@@ -138,6 +149,7 @@ export class GroupCommitWriter {
   /** Wait for queued writes; stop recovering. Journaled entries stay for the next start. */
   async close(): Promise<void> {
     while (this.flushing !== undefined) await this.flushing;
+    while (this.inFlightBatches > 0) await new Promise<void>((r) => this.idle.push(r));
     this.closed = true;
     if (this.recovering !== undefined) clearTimeout(this.recovering);
   }

@@ -56,7 +56,7 @@ export class TrackingStore {
   ) {
     this.models = new ModelRegistry(db, () => this.migrate());
     this.experiments = new ExperimentRecords(db, () => this.migrate());
-    this.writer = new GroupCommitWriter(db, journal, log, { maxBatch: 500, recoverEveryMs: 300, onRecovered: () => this.migrate() });
+    this.writer = new GroupCommitWriter(db, journal, log, { maxBatch: 500, recoverEveryMs: 300, maxInFlight: db.backend === 'postgres' ? 3 : 1, onRecovered: () => this.migrate() });
   }
 
   /** Open the backend, migrate, and replay what an earlier process left in the journal. */
