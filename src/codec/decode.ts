@@ -441,7 +441,13 @@ function atomValue(name: string): Atom | boolean | null {
  * the general path.
  */
 class Shape {
-  /** The shape first reached from this one, checked before the maps. */
+  /**
+   * The shape first reached from this one, checked before the maps, and the
+   * exact bytes of its key on the wire (tag, length, name): a map that
+   * repeats them is read by comparing bytes, without decoding or hashing
+   * the key. Equal bytes decode to the equal key, so nothing is skipped.
+   */
+  nextBytes: Uint8Array | undefined = undefined;
   nextName: string | undefined = undefined;
   nextIsAtom = false;
   next: Shape | undefined = undefined;
@@ -459,7 +465,7 @@ let root = new Shape([], undefined);
 let shapeCount = 0;
 
 /** The shape after `shape` when the next key is `name`; undefined if none may be made. */
-function extend(shape: Shape, name: string, isAtom: boolean): Shape | undefined {
+function extend(shape: Shape, name: string, isAtom: boolean, keyStart: number): Shape | undefined {
   const known = (isAtom ? shape.moreAtoms : shape.moreBinaries)?.get(name);
   if (known !== undefined) return known;
   if (shape.keys.length >= MAX_SHAPE_KEYS || name.length > MAX_SHAPE_KEY || shape.keys.includes(name)) return undefined;
@@ -477,6 +483,7 @@ function extend(shape: Shape, name: string, isAtom: boolean): Shape | undefined 
   }
   const next = new Shape([...shape.keys, name], atomKeys);
   if (shape.next === undefined) {
+    shape.nextBytes = Uint8Array.prototype.slice.call(buf, keyStart, pos);
     shape.nextName = name;
     shape.nextIsAtom = isAtom;
     shape.next = next;
@@ -518,10 +525,26 @@ function map(depth: number): TermObject | TermMap {
   Object.setPrototypeOf(obj, null);
   let shape = root;
   for (let i = 0; i < n; i++) {
+    const nb = shape.nextBytes;
+    if (nb !== undefined && nb.length <= end - pos) {
+      // The key this shape saw first, again? Compare its bytes.
+      const k = nb.length;
+      const b = buf;
+      const p = pos;
+      let j = 0;
+      while (j < k && b[p + j] === nb[j]) j++;
+      if (j === k) {
+        pos = p + k;
+        obj[shape.nextName!] = term(d);
+        shape = shape.next!;
+        continue;
+      }
+    }
+    const keyStart = pos;
     const key = mapKey(d);
     const isAtom = keyIsAtom;
     if (typeof key !== 'string') return mapRest(obj, shape.atomKeys, i, n, d, key, false);
-    const next = shape.nextName === key && shape.nextIsAtom === isAtom ? shape.next! : extend(shape, key, isAtom);
+    const next = shape.nextName === key && shape.nextIsAtom === isAtom ? shape.next! : extend(shape, key, isAtom, keyStart);
     if (next === undefined) return mapRest(obj, shape.atomKeys, i, n, d, key, isAtom);
     obj[key] = term(d);
     shape = next;

@@ -4,12 +4,24 @@
 import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, type Term } from './terms.js';
 import { encode } from './encode.js';
 
-const SURROGATE = /[\uD800-\uDFFF]/;
-
-/** UTF-8 byte order. UTF-16 code-unit order is the same unless a string has astral characters. */
+/**
+ * UTF-8 byte order of two strings. It equals UTF-16 code-unit order up to
+ * the first unit that differs, unless one of the two differing units is a
+ * surrogate (an astral character sorts after U+E000–U+FFFF in UTF-8 but
+ * before them in UTF-16): only then are the strings encoded and compared
+ * as bytes (which also gives lone surrogates their U+FFFD encoding).
+ */
 export function compareUtf8(a: string, b: string): number {
-  if (SURROGATE.test(a) || SURROGATE.test(b)) return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
-  return a < b ? -1 : a > b ? 1 : 0;
+  if (a === b) return 0;
+  const n = a.length < b.length ? a.length : b.length;
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if ((x & 0xf800) === 0xd800 || (y & 0xf800) === 0xd800) return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+    return x - y;
+  }
+  return a.length - b.length;
 }
 
 /** Erlang term order by type class: number < atom < reference < fun < port < pid < tuple < map < nil < list < bitstring. */
