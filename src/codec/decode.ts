@@ -483,7 +483,7 @@ function extend(shape: Shape, name: string, isAtom: boolean, keyStart: number): 
   }
   const next = new Shape([...shape.keys, name], atomKeys);
   if (shape.next === undefined) {
-    shape.nextBytes = Uint8Array.prototype.slice.call(buf, keyStart, pos);
+    shape.nextBytes = Uint8Array.from(buf.subarray(keyStart, pos));
     shape.nextName = name;
     shape.nextIsAtom = isAtom;
     shape.next = next;

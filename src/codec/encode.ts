@@ -41,44 +41,56 @@ interface Utf8Writer {
 }
 const hasUtf8Write = typeof (Buffer.prototype as unknown as Partial<Utf8Writer>).utf8Write === 'function';
 
-const SCRATCH_BYTES = 64 * 1024;
-/** A scratch grown beyond this is dropped after the call rather than kept for the next one. */
-const MAX_KEPT_SCRATCH = 1024 * 1024;
-/** Results up to this size are copied out; larger ones that fill half the scratch take it over. */
-const COPY_BELOW = 16 * 1024;
+/**
+ * Results are carved one after another from a slab of SLAB_BYTES, the way
+ * Buffer.allocUnsafe carves small buffers from its 8 KiB pool: encoding
+ * writes straight into the slab, and the caller gets the written range as
+ * its own Buffer (never written again), with no copy and no allocation of
+ * its own backing store. A result keeps its slab alive as long as it is
+ * held. An encode that outgrows the slab moves to a larger buffer of its
+ * own, which is not reused after it.
+ */
+const SLAB_BYTES = 128 * 1024;
+/** With fewer free bytes than this left, the next encode starts a new slab. */
+const MIN_FREE = 2048;
 /** Strings up to this many UTF-16 units are written in JS when ASCII. */
 const SHORT_STRING = 48;
 
-// The state of the encode in progress.
-let out: Buffer = Buffer.allocUnsafe(SCRATCH_BYTES);
+// The state of the encode in progress: the buffer, where this term started in it, where it is.
+let out: Buffer = Buffer.allocUnsafe(SLAB_BYTES);
+/** A view of `out` for writing four bytes at once (big-endian, any alignment). */
+let view = new DataView(out.buffer, out.byteOffset, out.length);
+let base = 0;
 let pos = 0;
+/** Where the next encode starts in `out`. */
+let free = 0;
 let maxDepth = DEFAULT_MAX_DEPTH;
 let busy = false;
+
+function setOut(b: Buffer): void {
+  out = b;
+  view = new DataView(b.buffer, b.byteOffset, b.length);
+}
 
 /** Encode one term with the version byte. Throws `EtfError('unencodable')` for values with no Erlang form. */
 export function encode(term: Term, opts: EncodeOptions = {}): Buffer {
   if (busy) return encodeNested(term, opts);
   busy = true;
   try {
-    pos = 0;
+    if (out.length - free < MIN_FREE || out.length > SLAB_BYTES) {
+      setOut(Buffer.allocUnsafe(SLAB_BYTES));
+      free = 0;
+    }
+    base = pos = free;
     maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH;
     out[pos++] = VERSION;
     encodeTerm(term, 0);
-    const n = pos;
-    if (opts.compressAbove !== undefined && n > opts.compressAbove) {
-      const c = compress(out, n);
-      if (c !== undefined) return c;
+    if (opts.compressAbove !== undefined && pos - base > opts.compressAbove) {
+      const c = compress(out.subarray(base, pos));
+      if (c !== undefined) return c; // and the slab range is free again
     }
-    let result: Buffer;
-    if (n >= COPY_BELOW && 2 * n >= out.length) {
-      // Most of the scratch is the result: hand it over and start a new scratch.
-      result = out.subarray(0, n);
-      out = Buffer.allocUnsafe(SCRATCH_BYTES);
-    } else {
-      result = Buffer.allocUnsafe(n);
-      out.copy(result, 0, 0, n);
-      if (out.length > MAX_KEPT_SCRATCH) out = Buffer.allocUnsafe(SCRATCH_BYTES);
-    }
+    const result = out.subarray(base, pos);
+    free = (pos + 7) & ~7;
     return result;
   } finally {
     busy = false;
@@ -88,28 +100,29 @@ export function encode(term: Term, opts: EncodeOptions = {}): Buffer {
 /** An encode inside an encode: its own buffer, the outer state restored after. */
 function encodeNested(term: Term, opts: EncodeOptions): Buffer {
   const outerOut = out;
+  const outerBase = base;
   const outerPos = pos;
   const outerMax = maxDepth;
   try {
-    out = Buffer.allocUnsafe(256);
-    pos = 0;
+    setOut(Buffer.allocUnsafe(256));
+    base = pos = 0;
     maxDepth = opts.maxDepth ?? DEFAULT_MAX_DEPTH;
     out[pos++] = VERSION;
     encodeTerm(term, 0);
-    if (opts.compressAbove !== undefined && pos > opts.compressAbove) {
-      const c = compress(out, pos);
-      if (c !== undefined) return c;
-    }
-    return out.subarray(0, pos);
+    const bytes = out.subarray(0, pos);
+    if (opts.compressAbove !== undefined && pos > opts.compressAbove) return compress(bytes) ?? bytes;
+    return bytes;
   } finally {
-    out = outerOut;
+    setOut(outerOut);
+    base = outerBase;
     pos = outerPos;
     maxDepth = outerMax;
   }
 }
 
-/** The compressed form (tag 80) of `bytes[0, n)`, if smaller. */
-function compress(bytes: Buffer, n: number): Buffer | undefined {
+/** The compressed form (tag 80) of an encoded term, if smaller. */
+function compress(bytes: Buffer): Buffer | undefined {
+  const n = bytes.length;
   const body = bytes.subarray(1, n);
   const z = zlib.deflateSync(body);
   if (z.length + 6 >= n) return undefined;
@@ -126,12 +139,15 @@ function compress(bytes: Buffer, n: number): Buffer | undefined {
 function ensure(n: number): void {
   if (pos + n > out.length) grow(n);
 }
+/** Move the term written so far to a buffer with room for `n` more bytes (and half as much again). */
 function grow(n: number): void {
-  let size = out.length * 2;
-  while (size < pos + n) size *= 2;
-  const next = Buffer.allocUnsafe(size);
-  out.copy(next, 0, 0, pos);
-  out = next;
+  const used = pos - base;
+  const need = used + n;
+  const next = Buffer.allocUnsafe(Math.max(SLAB_BYTES, need + (need >> 1)));
+  out.copy(next, 0, base, pos);
+  setOut(next);
+  base = 0;
+  pos = used;
 }
 function put32(v: number): void {
   out[pos] = v >>> 24;
@@ -218,23 +234,29 @@ function encodeTerm(t: Term, depth: number): void {
 function encodeString(s: string): void {
   const n = s.length;
   if (n <= SHORT_STRING) {
-    ensure(5 + n);
-    const b = out;
-    const p0 = pos;
-    let p = p0 + 5;
+    // Four characters to a 32-bit write; the ASCII check is on all of them at the end.
+    ensure(8 + n);
+    const dv = view;
+    const p0 = pos + 5;
+    let or = 0;
     let i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const a = s.charCodeAt(i);
+      const b = s.charCodeAt(i + 1);
+      const c = s.charCodeAt(i + 2);
+      const d = s.charCodeAt(i + 3);
+      or |= a | b | c | d;
+      dv.setInt32(p0 + i, (a << 24) | (b << 16) | (c << 8) | d);
+    }
     for (; i < n; i++) {
       const c = s.charCodeAt(i);
-      if (c > 0x7f) break;
-      b[p++] = c;
+      or |= c;
+      out[p0 + i] = c;
     }
-    if (i === n) {
-      b[p0] = TAG.BINARY;
-      b[p0 + 1] = 0;
-      b[p0 + 2] = 0;
-      b[p0 + 3] = 0;
-      b[p0 + 4] = n;
-      pos = p;
+    if (or < 0x80) {
+      out[pos] = TAG.BINARY;
+      dv.setInt32(pos + 1, n);
+      pos = p0 + n;
       return;
     }
   }
@@ -386,6 +408,96 @@ function isByteList(items: Term[]): boolean {
 // ---------------------------------------------------------------- maps
 
 /**
+ * A map layout: the keys of a map object as Object.keys lists them, which
+ * are atoms, the order term_to_binary writes them in, and each key already
+ * encoded. Maps of one layout (every reply record of one kind, every map
+ * decoded along one shape) are written by copying the key bytes in the
+ * cached order, with no sorting and no text encoding of keys.
+ *
+ * Found by a hash of the key count and the first and last keys in a fixed
+ * table of LAYOUT_SLOTS slots, a new layout replacing the one in its slot,
+ * and checked key by key before use. Only maps of at most LAYOUT_MAX_KEYS
+ * keys of at most LAYOUT_MAX_KEY characters are cached, so the table holds
+ * a bounded number of bytes whatever maps go through it.
+ */
+class Layout {
+  constructor(
+    readonly keys: readonly string[],
+    /** The atom-key set the layout was made for: a map with the same set needs no look-ups. */
+    readonly atoms: ReadonlySet<string> | undefined,
+    readonly isAtom: Uint8Array,
+    /** Position in term order → index in `keys`. */
+    readonly order: Int32Array,
+    /** Position in term order → that key's encoding, as big-endian 32-bit words (the last one padded)… */
+    readonly keyWords: readonly Int32Array[],
+    /** …and its length in bytes. */
+    readonly keyLengths: Int32Array,
+  ) {}
+}
+const LAYOUT_SLOTS = 1024;
+const LAYOUT_MAX_KEYS = 64;
+const LAYOUT_MAX_KEY = 64;
+const layouts: Array<Layout | undefined> = new Array<Layout | undefined>(LAYOUT_SLOTS).fill(undefined);
+
+function layoutSlot(keys: string[], n: number): number {
+  const first = keys[0]!;
+  const last = keys[n - 1]!;
+  const h = Math.imul(n, 0x9e3779b1) ^ Math.imul(first.length * 131 + first.charCodeAt(first.length - 1), 0x85ebca6b) ^ Math.imul(last.length * 131 + last.charCodeAt(0), 0xc2b2ae35);
+  return (h ^ (h >>> 15)) & (LAYOUT_SLOTS - 1);
+}
+
+/** The cached layout of `keys` under `atoms`, or undefined. */
+function findLayout(keys: string[], n: number, atoms: ReadonlySet<string> | undefined): Layout | undefined {
+  const l = layouts[layoutSlot(keys, n)];
+  if (l === undefined || l.keys.length !== n) return undefined;
+  const lk = l.keys;
+  for (let i = 0; i < n; i++) if (lk[i] !== keys[i]) return undefined;
+  if (l.atoms === atoms) return l;
+  const a = l.isAtom;
+  for (let i = 0; i < n; i++) if ((atoms !== undefined && atoms.has(keys[i]!) ? 1 : 0) !== a[i]) return undefined;
+  return l;
+}
+
+/** Make (and cache) the layout of `keys` under `atoms`; undefined if a key cannot be encoded. */
+function makeLayout(keys: string[], n: number, atoms: ReadonlySet<string> | undefined): Layout | undefined {
+  const isAtom = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    if (keys[i]!.length > LAYOUT_MAX_KEY) return undefined;
+    isAtom[i] = atoms !== undefined && atoms.has(keys[i]!) ? 1 : 0;
+  }
+  // term order, as term_to_binary writes a flatmap: atoms before binaries; each by its bytes.
+  const order = new Int32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  order.sort((x, y) => isAtom[y]! - isAtom[x]! || compareUtf8(keys[x]!, keys[y]!));
+  const keyBytes: Uint8Array[] = [];
+  const outerOut = out;
+  const outerPos = pos;
+  try {
+    setOut(Buffer.allocUnsafe(256));
+    for (let j = 0; j < n; j++) {
+      pos = 0;
+      const k = keys[order[j]!]!;
+      if (isAtom[order[j]!] === 1) encodeAtom(k);
+      else encodeString(k);
+      keyBytes.push(Uint8Array.from(out.subarray(0, pos)));
+    }
+  } catch {
+    return undefined; // the general path will throw it, where the first encoder did
+  } finally {
+    setOut(outerOut);
+    pos = outerPos;
+  }
+  const keyWords = keyBytes.map((kb) => {
+    const w = new Int32Array((kb.length + 3) >> 2);
+    for (let i = 0; i < kb.length; i++) w[i >> 2]! |= kb[i]! << (24 - 8 * (i & 3));
+    return w;
+  });
+  const l = new Layout(keys.slice(), atoms, isAtom, order, keyWords, Int32Array.from(keyBytes, (kb) => kb.length));
+  layouts[layoutSlot(keys, n)] = l;
+  return l;
+}
+
+/**
  * A map object, keys in term order as term_to_binary writes a flatmap:
  * atoms before binaries, each by their UTF-8 bytes; keys whose value is
  * `undefined` left out.
@@ -394,85 +506,51 @@ function encodeObject(obj: TermObject, depth: number): void {
   const atoms = atomKeysOf(obj);
   const keys = Object.keys(obj);
   const n = keys.length;
+  const l = n === 0 || n > LAYOUT_MAX_KEYS ? undefined : (findLayout(keys, n, atoms) ?? makeLayout(keys, n, atoms));
+  if (l === undefined) return encodeObjectSlowly(obj, keys, atoms, depth);
   ensure(5);
   out[pos++] = TAG.MAP;
-  const countAt = pos;
+  const countAt = pos - base; // relative: the buffer may move while the values are written
   pos += 4;
-  const order = keyOrder(keys, atoms);
+  const order = l.order;
+  const keyWords = l.keyWords;
+  const keyLengths = l.keyLengths;
+  const values = Object.values(obj);
   let written = 0;
-  for (let i = 0; i < n; i++) {
-    const k = order === undefined ? keys[i]! : order[i]!;
-    const v = obj[k];
+  for (let j = 0; j < n; j++) {
+    const v = values[order[j]!];
     if (v === undefined) continue;
-    if (atoms !== undefined && atoms.has(k)) encodeAtom(k);
-    else encodeString(k);
+    const kw = keyWords[j]!;
+    const m = keyLengths[j]!;
+    ensure(m + 3);
+    const dv = view;
+    const p = pos;
+    for (let i = 0; i < kw.length; i++) dv.setInt32(p + 4 * i, kw[i]!);
+    pos = p + m;
     encodeTerm(v, depth + 1);
     written++;
   }
-  out[countAt] = written >>> 24;
-  out[countAt + 1] = written >>> 16;
-  out[countAt + 2] = written >>> 8;
-  out[countAt + 3] = written;
+  view.setInt32(base + countAt, written);
 }
 
-/** `keys` in term order, or undefined when they already are. */
-function keyOrder(keys: string[], atoms: ReadonlySet<string> | undefined): string[] | undefined {
-  const n = keys.length;
-  let prevAtom = true;
-  let prev = '';
-  for (let i = 0; i < n; i++) {
-    const k = keys[i]!;
-    const isAtom = atoms !== undefined && atoms.has(k);
-    if (i > 0 && ((isAtom && !prevAtom) || (isAtom === prevAtom && compareUtf8(prev, k) >= 0))) return sortedKeys(keys, atoms);
-    prevAtom = isAtom;
-    prev = k;
-  }
-  return undefined;
-}
-
-/**
- * Sorted key lists of maps built in code (records), by their key list and
- * atom-key set: the same record layout is sorted once. A fixed table of
- * slots by a hash of the first and last keys; a different layout in a slot
- * replaces it. Entries hold only key names the process already holds.
- */
-const ORDER_SLOTS = 256;
-const orderKeys: Array<string[] | undefined> = new Array<string[] | undefined>(ORDER_SLOTS).fill(undefined);
-const orderAtoms: Array<ReadonlySet<string> | undefined> = new Array<ReadonlySet<string> | undefined>(ORDER_SLOTS).fill(undefined);
-const orderSorted: Array<string[] | undefined> = new Array<string[] | undefined>(ORDER_SLOTS).fill(undefined);
-
-function sortedKeys(keys: string[], atoms: ReadonlySet<string> | undefined): string[] {
-  const n = keys.length;
-  const first = keys[0]!;
-  const last = keys[n - 1]!;
-  const slot = (n * 31 + first.length * 7 + last.length + first.charCodeAt(0) * 3 + last.charCodeAt(last.length - 1)) & (ORDER_SLOTS - 1);
-  const ck = orderKeys[slot];
-  if (ck !== undefined && ck.length === n) {
-    let same = true;
-    const ca = orderAtoms[slot];
-    for (let i = 0; i < n; i++) {
-      const k = keys[i]!;
-      if (ck[i] !== k || (ca !== atoms && (atoms !== undefined && atoms.has(k)) !== (ca !== undefined && ca.has(k)))) {
-        same = false;
-        break;
-      }
-    }
-    if (same) return orderSorted[slot]!;
-  }
+/** A map with no cacheable layout (many or long keys): sorted here, each time. */
+function encodeObjectSlowly(obj: TermObject, keys: string[], atoms: ReadonlySet<string> | undefined, depth: number): void {
   const atomK: string[] = [];
   const binK: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const k = keys[i]!;
-    if (atoms !== undefined && atoms.has(k)) atomK.push(k);
-    else binK.push(k);
-  }
+  for (const k of keys) if (obj[k] !== undefined) (atoms?.has(k) ? atomK : binK).push(k);
   atomK.sort(compareUtf8);
   binK.sort(compareUtf8);
-  const sorted = binK.length === 0 ? atomK : atomK.concat(binK);
-  orderKeys[slot] = keys;
-  orderAtoms[slot] = atoms;
-  orderSorted[slot] = sorted;
-  return sorted;
+  ensure(5);
+  out[pos++] = TAG.MAP;
+  put32(atomK.length + binK.length);
+  for (const k of atomK) {
+    encodeAtom(k);
+    encodeTerm(obj[k]!, depth + 1);
+  }
+  for (const k of binK) {
+    encodeString(k);
+    encodeTerm(obj[k]!, depth + 1);
+  }
 }
 
 function encodeTermMap(m: TermMap, depth: number): void {
