@@ -54,6 +54,8 @@ const hasSlicers = typeof (Buffer.prototype as unknown as Partial<Slicers>).utf8
 
 // The state of the one decode in progress.
 let buf: Buffer = Buffer.alloc(0);
+/** `buf` read four bytes at a time (to compare map keys with those of a known shape). */
+let view: DataView<ArrayBufferLike> = new DataView(new ArrayBuffer(0));
 let pos = 0;
 let end = 0;
 let maxDepth = DEFAULT_MAX_DEPTH;
@@ -73,6 +75,7 @@ export function decode(input: Buffer, opts: DecodeOptions = {}): Term {
   maxDepth = Math.min(opts.maxDepth ?? DEFAULT_MAX_DEPTH, HARD_MAX_DEPTH);
   maxBig = opts.maxBigBytes ?? DEFAULT_MAX_BIG;
   buf = body;
+  view = new DataView(body.buffer, body.byteOffset, body.length);
   pos = start;
   end = body.length;
   let result: Term;
@@ -83,11 +86,13 @@ export function decode(input: Buffer, opts: DecodeOptions = {}): Term {
     throw err;
   } finally {
     buf = EMPTY; // do not keep the caller's buffer alive
+    view = EMPTY_VIEW;
   }
   if (pos !== end) throw new EtfError('trailing_bytes', `${end - pos} bytes after the term`, pos);
   return result;
 }
 const EMPTY = Buffer.alloc(0);
+const EMPTY_VIEW = new DataView(new ArrayBuffer(0));
 
 function inflate(input: Buffer, maxDecompressed: number): Buffer {
   if (input.length < 6) throw new EtfError('truncated', 'compressed term header cut short', 1);
@@ -441,36 +446,56 @@ function atomValue(name: string): Atom | boolean | null {
  * the general path.
  */
 class Shape {
-  /**
-   * The shape first reached from this one, checked before the maps, and the
-   * exact bytes of its key on the wire (tag, length, name): a map that
-   * repeats them is read by comparing bytes, without decoding or hashing
-   * the key. Equal bytes decode to the equal key, so nothing is skipped.
-   */
-  nextBytes: Uint8Array | undefined = undefined;
-  nextName: string | undefined = undefined;
-  nextIsAtom = false;
-  next: Shape | undefined = undefined;
+  /** Up to KIDS_SCANNED of the shapes reached from this one, tried in turn by their key bytes. */
+  readonly kids: Shape[] = [];
+  /** Every shape reached from this one, by its key's name. */
   moreAtoms: Map<string, Shape> | undefined = undefined;
   moreBinaries: Map<string, Shape> | undefined = undefined;
+  /** The last key's exact bytes on the wire (tag, length, name) as big-endian 32-bit words, a last partial word left out. */
+  readonly keyWords: Int32Array;
   constructor(
     readonly keys: readonly string[],
     readonly atomKeys: ReadonlySet<string> | undefined,
-  ) {}
+    /**
+     * The key that leads here from the parent shape, and its exact bytes: a
+     * map that repeats them is read by comparing bytes, without decoding or
+     * hashing the key. Equal bytes decode to the equal key.
+     */
+    readonly keyName: string,
+    readonly keyBytes: Uint8Array,
+  ) {
+    const words = new Int32Array(keyBytes.length >> 2);
+    for (let i = 0; i < words.length; i++) words[i] = (keyBytes[4 * i]! << 24) | (keyBytes[4 * i + 1]! << 16) | (keyBytes[4 * i + 2]! << 8) | keyBytes[4 * i + 3]!;
+    this.keyWords = words;
+  }
 }
 const MAX_SHAPES = 2048;
 const MAX_SHAPE_KEYS = 32;
 const MAX_SHAPE_KEY = 64;
-let root = new Shape([], undefined);
+const KIDS_SCANNED = 8;
+let root = new Shape([], undefined, '', new Uint8Array(0));
 let shapeCount = 0;
 
-/** The shape after `shape` when the next key is `name`; undefined if none may be made. */
+/** Whether the bytes at `pos` are the key that leads to `kid`. */
+function atKey(kid: Shape): boolean {
+  const kb = kid.keyBytes;
+  const k = kb.length;
+  if (k > end - pos) return false;
+  const w = kid.keyWords;
+  const dv = view;
+  const p = pos;
+  for (let j = 0; j < w.length; j++) if (dv.getInt32(p + 4 * j) !== w[j]) return false;
+  for (let j = 4 * w.length; j < k; j++) if (buf[p + j] !== kb[j]) return false;
+  return true;
+}
+
+/** The shape after `shape` when the next key is `name` (read from `keyStart`); undefined if none may be made. */
 function extend(shape: Shape, name: string, isAtom: boolean, keyStart: number): Shape | undefined {
   const known = (isAtom ? shape.moreAtoms : shape.moreBinaries)?.get(name);
   if (known !== undefined) return known;
   if (shape.keys.length >= MAX_SHAPE_KEYS || name.length > MAX_SHAPE_KEY || shape.keys.includes(name)) return undefined;
   if (shapeCount >= MAX_SHAPES) {
-    root = new Shape([], undefined);
+    root = new Shape([], undefined, '', new Uint8Array(0));
     shapeCount = 0;
     return undefined;
   }
@@ -481,13 +506,9 @@ function extend(shape: Shape, name: string, isAtom: boolean, keyStart: number): 
     s.add(name);
     atomKeys = s;
   }
-  const next = new Shape([...shape.keys, name], atomKeys);
-  if (shape.next === undefined) {
-    shape.nextBytes = Uint8Array.from(buf.subarray(keyStart, pos));
-    shape.nextName = name;
-    shape.nextIsAtom = isAtom;
-    shape.next = next;
-  } else if (isAtom) (shape.moreAtoms ??= new Map()).set(name, next);
+  const next = new Shape([...shape.keys, name], atomKeys, name, Uint8Array.from(buf.subarray(keyStart, pos)));
+  if (shape.kids.length < KIDS_SCANNED) shape.kids.push(next);
+  if (isAtom) (shape.moreAtoms ??= new Map()).set(name, next);
   else (shape.moreBinaries ??= new Map()).set(name, next);
   return next;
 }
@@ -525,26 +546,25 @@ function map(depth: number): TermObject | TermMap {
   Object.setPrototypeOf(obj, null);
   let shape = root;
   for (let i = 0; i < n; i++) {
-    const nb = shape.nextBytes;
-    if (nb !== undefined && nb.length <= end - pos) {
-      // The key this shape saw first, again? Compare its bytes.
-      const k = nb.length;
-      const b = buf;
-      const p = pos;
-      let j = 0;
-      while (j < k && b[p + j] === nb[j]) j++;
-      if (j === k) {
-        pos = p + k;
-        obj[shape.nextName!] = term(d);
-        shape = shape.next!;
-        continue;
+    // A key seen after this shape before? Compare bytes.
+    const kids = shape.kids;
+    let kid: Shape | undefined;
+    for (let c = 0; c < kids.length; c++)
+      if (atKey(kids[c]!)) {
+        kid = kids[c]!;
+        break;
       }
+    if (kid !== undefined) {
+      pos += kid.keyBytes.length;
+      obj[kid.keyName] = term(d);
+      shape = kid;
+      continue;
     }
     const keyStart = pos;
     const key = mapKey(d);
     const isAtom = keyIsAtom;
     if (typeof key !== 'string') return mapRest(obj, shape.atomKeys, i, n, d, key, false);
-    const next = shape.nextName === key && shape.nextIsAtom === isAtom ? shape.next! : extend(shape, key, isAtom, keyStart);
+    const next = extend(shape, key, isAtom, keyStart);
     if (next === undefined) return mapRest(obj, shape.atomKeys, i, n, d, key, isAtom);
     obj[key] = term(d);
     shape = next;
