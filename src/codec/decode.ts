@@ -119,13 +119,13 @@ function u8(): number {
 }
 function u16(): number {
   if (end - pos < 2) throw truncated(2);
-  const v = (buf[pos]! << 8) | buf[pos + 1]!;
+  const v = view.getUint16(pos);
   pos += 2;
   return v;
 }
 function u32(): number {
   if (end - pos < 4) throw truncated(4);
-  const v = buf[pos]! * 0x1000000 + ((buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!);
+  const v = view.getUint32(pos);
   pos += 4;
   return v;
 }
@@ -166,14 +166,14 @@ function term(depth: number): Term {
     case 98: {
       // INTEGER
       if (end - pos < 4) throw truncated(4);
-      const v = (buf[pos]! << 24) | (buf[pos + 1]! << 16) | (buf[pos + 2]! << 8) | buf[pos + 3]!;
+      const v = view.getInt32(pos);
       pos += 4;
       return v;
     }
     case 70: {
       // NEW_FLOAT
       if (end - pos < 8) throw truncated(8);
-      const v = buf.readDoubleBE(pos);
+      const v = view.getFloat64(pos);
       pos += 8;
       if (v - v !== 0) throw new EtfError('bad_float', 'non-finite float', start);
       return new ErlFloat(v);
