@@ -188,6 +188,9 @@ function encodeTerm(t: Term, depth: number): void {
   if (Array.isArray(t)) return encodeList(t, depth);
   const proto = Object.getPrototypeOf(t) as unknown;
   if (proto === null || proto === Object.prototype) return encodeObject(t as TermObject, depth);
+  // The exact classes first (a pointer comparison each), then instanceof for subclasses.
+  if (proto === ErlFloat.prototype) return encodeFloat((t as ErlFloat).value);
+  if (proto === Atom.prototype) return encodeAtom((t as Atom).name);
   if (t instanceof Atom) return encodeAtom(t.name);
   if (t instanceof ErlFloat) return encodeFloat(t.value);
   if (t instanceof Tuple) {
@@ -426,6 +429,8 @@ class Layout {
     /** The atom-key set the layout was made for: a map with the same set needs no look-ups. */
     readonly atoms: ReadonlySet<string> | undefined,
     readonly isAtom: Uint8Array,
+    /** Whether every key is an atom. */
+    readonly allAtoms: boolean,
     /** Position in term order → index in `keys`. */
     readonly order: Int32Array,
     /** Position in term order → that key's encoding, as big-endian 32-bit words (the last one padded)… */
@@ -453,6 +458,15 @@ function findLayout(keys: string[], n: number, atoms: ReadonlySet<string> | unde
   const lk = l.keys;
   for (let i = 0; i < n; i++) if (lk[i] !== keys[i]) return undefined;
   if (l.atoms === atoms) return l;
+  if (l.allAtoms && atoms !== undefined && atoms.size === n) {
+    // A record's set lists its keys in the order the object does: walk both at once.
+    let i = 0;
+    for (const k of atoms) {
+      if (k !== keys[i]) break;
+      i++;
+    }
+    if (i === n) return l;
+  }
   const a = l.isAtom;
   for (let i = 0; i < n; i++) if ((atoms !== undefined && atoms.has(keys[i]!) ? 1 : 0) !== a[i]) return undefined;
   return l;
@@ -492,7 +506,7 @@ function makeLayout(keys: string[], n: number, atoms: ReadonlySet<string> | unde
     for (let i = 0; i < kb.length; i++) w[i >> 2]! |= kb[i]! << (24 - 8 * (i & 3));
     return w;
   });
-  const l = new Layout(keys.slice(), atoms, isAtom, order, keyWords, Int32Array.from(keyBytes, (kb) => kb.length));
+  const l = new Layout(keys.slice(), atoms, isAtom, isAtom.every((x) => x === 1), order, keyWords, Int32Array.from(keyBytes, (kb) => kb.length));
   layouts[layoutSlot(keys, n)] = l;
   return l;
 }
