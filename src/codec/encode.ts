@@ -485,9 +485,11 @@ function makeLayout(keys: string[], n: number, atoms: ReadonlySet<string> | unde
   order.sort((x, y) => isAtom[y]! - isAtom[x]! || compareUtf8(keys[x]!, keys[y]!));
   const keyBytes: Uint8Array[] = [];
   const outerOut = out;
+  const outerBase = base;
   const outerPos = pos;
   try {
     setOut(Buffer.allocUnsafe(256));
+    base = 0;
     for (let j = 0; j < n; j++) {
       pos = 0;
       const k = keys[order[j]!]!;
@@ -499,6 +501,7 @@ function makeLayout(keys: string[], n: number, atoms: ReadonlySet<string> | unde
     return undefined; // the general path will throw it, where the first encoder did
   } finally {
     setOut(outerOut);
+    base = outerBase;
     pos = outerPos;
   }
   const keyWords = keyBytes.map((kb) => {
