@@ -321,22 +321,69 @@ const fromCharCode = String.fromCharCode;
 
 /**
  * A BINARY_EXT body: a string when it is valid UTF-8, else a copy of the
- * bytes. Up to 8 ASCII bytes are built in JS (cheaper than a call into
- * native code); anything else is one native UTF-8 decode. That decode
- * replaces each invalid sequence with U+FFFD, so a result without U+FFFD
- * proves the bytes valid; only a result holding one is checked again.
+ * bytes. Short ASCII binaries (up to 16 bytes: names, statuses, enum-like
+ * values) come from a small string table, like the one V8's JSON.parse
+ * keeps for short values; anything else is one native UTF-8 decode. That
+ * decode replaces each invalid sequence with U+FFFD, so a result without
+ * U+FFFD proves the bytes valid; only a result holding one is checked again.
  */
 function binary(s: number, n: number): string | Buffer {
   const b = buf;
-  if (n <= 8) {
-    let or = 0;
-    for (let i = s; i < s + n; i++) or |= b[i]!;
-    if (or < 0x80) return shortAscii(b, s, n);
+  if (n <= SHORT_STRING) {
+    const str = shortString(s, n);
+    if (str !== undefined) return str;
   }
   const str = hasSlicers ? (b as unknown as Slicers).utf8Slice(s, s + n) : b.toString('utf8', s, s + n);
   if (str.indexOf('\uFFFD') === -1) return str;
   const bytes = b.subarray(s, s + n);
   return isUtf8(bytes) ? str : Buffer.from(bytes);
+}
+
+/**
+ * Short ASCII strings by their bytes: a fixed table of STRING_SLOTS slots
+ * indexed by a hash of the (up to four) 32-bit words of the bytes, a new
+ * string replacing whatever shared its slot. At most STRING_SLOTS strings
+ * of at most SHORT_STRING characters are held, whatever a peer sends.
+ */
+const SHORT_STRING = 16;
+const STRING_SLOTS = 4096;
+const slotWords = new Int32Array(STRING_SLOTS * 4);
+const slotLength = new Int8Array(STRING_SLOTS).fill(-1);
+const slotString: string[] = new Array<string>(STRING_SLOTS).fill('');
+
+/** The string of the `n` ≤ 16 bytes at `s` if they are ASCII, else undefined. */
+function shortString(s: number, n: number): string | undefined {
+  const dv = view;
+  const b = buf;
+  const full = n >> 2;
+  let w0 = full > 0 ? dv.getInt32(s) : 0;
+  let w1 = full > 1 ? dv.getInt32(s + 4) : 0;
+  let w2 = full > 2 ? dv.getInt32(s + 8) : 0;
+  let w3 = full > 3 ? dv.getInt32(s + 12) : 0;
+  if ((n & 3) !== 0) {
+    let tail = 0;
+    for (let i = s + 4 * full; i < s + n; i++) tail = (tail << 8) | b[i]!;
+    if (full === 0) w0 = tail;
+    else if (full === 1) w1 = tail;
+    else if (full === 2) w2 = tail;
+    else w3 = tail;
+  }
+  if (((w0 | w1 | w2 | w3) & 0x80808080) !== 0) return undefined;
+  let h = Math.imul(w0 ^ n, 0x9e3779b1);
+  h = Math.imul(h ^ (h >>> 15) ^ w1, 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13) ^ w2, 0xc2b2ae35);
+  h = Math.imul(h ^ (h >>> 16) ^ w3, 0x27d4eb2f);
+  const slot = (h ^ (h >>> 15)) & (STRING_SLOTS - 1);
+  const at = slot * 4;
+  if (slotLength[slot] === n && slotWords[at] === w0 && slotWords[at + 1] === w1 && slotWords[at + 2] === w2 && slotWords[at + 3] === w3) return slotString[slot]!;
+  const str = n <= 8 ? shortAscii(b, s, n) : shortAscii(b, s, 8) + shortAscii(b, s + 8, n - 8);
+  slotLength[slot] = n;
+  slotWords[at] = w0;
+  slotWords[at + 1] = w1;
+  slotWords[at + 2] = w2;
+  slotWords[at + 3] = w3;
+  slotString[slot] = str;
+  return str;
 }
 
 function shortAscii(b: Buffer, p: number, n: number): string {
