@@ -29,7 +29,7 @@
  */
 import { isUtf8 } from 'node:buffer';
 import zlib from 'node:zlib';
-import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, setAtomKeys, type Term, type TermObject } from './terms.js';
+import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, initAtomKeys, type Term, type TermObject } from './terms.js';
 import { DEFAULT_MAX_DEPTH, EtfError, TAG, VERSION } from './format.js';
 
 export interface DecodeOptions {
@@ -616,7 +616,7 @@ function map(depth: number): TermObject | TermMap {
     obj[key] = term(d);
     shape = next;
   }
-  if (shape.atomKeys !== undefined) setAtomKeys(obj, shape.atomKeys);
+  if (shape.atomKeys !== undefined) initAtomKeys(obj, shape.atomKeys);
   return obj;
 }
 
@@ -659,7 +659,7 @@ function mapRest(obj: TermObject, shapeAtoms: ReadonlySet<string> | undefined, i
     entries.push([isAtom ? atomValue(k) : k, value]);
   }
   if (entries !== undefined) return new TermMap(entries);
-  if (atomKeys.size > 0) setAtomKeys(obj, atomKeys);
+  if (atomKeys.size > 0) initAtomKeys(obj, atomKeys);
   return obj;
 }
 

@@ -174,6 +174,14 @@ class AtomKeyField extends Receiver {
       }
     }
   }
+  /** For an object that has no atom-key set yet. */
+  static init(o: object, keys: ReadonlySet<string>): void {
+    try {
+      new AtomKeyField(o, keys);
+    } catch {
+      fallbackAtomKeys.set(o, keys);
+    }
+  }
   static get(o: object): ReadonlySet<string> | undefined {
     return #keys in o ? (o as AtomKeyField).#keys : fallbackAtomKeys.get(o);
   }
@@ -221,6 +229,11 @@ export function markAtomKeys(obj: TermObject, keys: Iterable<string>): TermObjec
 /** Record the atom keys of a decoded map (the set is taken as it is). */
 export function setAtomKeys(obj: TermObject, keys: ReadonlySet<string>): void {
   AtomKeyField.set(obj, keys);
+}
+
+/** Record the atom keys of a map object just made, that has none recorded yet (the decoder's). */
+export function initAtomKeys(obj: TermObject, keys: ReadonlySet<string>): void {
+  AtomKeyField.init(obj, keys);
 }
 
 export function atomKeysOf(obj: object): ReadonlySet<string> | undefined {
