@@ -9,7 +9,10 @@
  * short warm-up, the six of a payload one after the other; a figure is the
  * best of ROUNDS rounds, so that a round slowed by another process on the
  * machine does not count. Ratios are between figures of this one run.
- *   npm run build && node dist/bench/codec.js [rounds]
+ * With `--cpu`, ops are counted per second of this process's CPU time
+ * (user + system, all threads, so GC helpers count) instead of wall time:
+ * steadier when other jobs share the cores.
+ *   npm run build && node dist/bench/codec.js [rounds] [--cpu]
  */
 import { createRequire } from 'node:module';
 import { decode, encode } from '../src/codec/etf.js';
@@ -23,7 +26,9 @@ interface ErlangJs {
 const { Erlang } = require('erlang_js') as { Erlang: ErlangJs };
 const progress = (m: string): void => void process.stderr.write(`[bench:codec] ${m}\n`);
 
-const ROUNDS = Number(process.argv[2] ?? 7);
+const args = process.argv.slice(2);
+const CPU = args.includes('--cpu');
+const ROUNDS = Number(args.find((a) => /^\d+$/.test(a)) ?? 7);
 const ROUND_MS = 150;
 
 const words = 'the quick brown fox jumps over the lazy dog while the engine optimizes a prompt for elixir services'.split(' ');
@@ -60,6 +65,7 @@ function bigTemplate(asTerm: boolean): Term | object {
 function opsPerSec(f: () => void, ms: number): number {
   for (let i = 0; i < 3; i++) f();
   let n = 0;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   let t = t0;
   while (t - t0 < ms) {
@@ -68,7 +74,9 @@ function opsPerSec(f: () => void, ms: number): number {
     if ((n & 3) === 0) t = performance.now();
   }
   t = performance.now();
-  return n / ((t - t0) / 1000);
+  if (!CPU) return n / ((t - t0) / 1000);
+  const c = process.cpuUsage(c0);
+  return n / ((c.user + c.system) / 1e6);
 }
 
 type Col = 'ours' | 'erlang_js' | 'json';
@@ -128,5 +136,13 @@ const table = (dir: 'dec' | 'enc', jsonName: string): string[] => [
   ...rows.map((r) => `| ${r.name} | ${(r.etfBytes / 1024).toFixed(1)} KiB | ${f(r[dir].ours)} | ${f(r[dir].erlang_js)} | ${f(r[dir].json)} | ${x(r[dir].ours, r[dir].erlang_js)} | ${x(r[dir].ours, r[dir].json)} |`),
 ];
 process.stdout.write(
-  [`Decode (best of ${ROUNDS} rounds)`, '', ...table('dec', 'JSON.parse'), '', `Encode (best of ${ROUNDS} rounds)`, '', ...table('enc', 'JSON.stringify')].join('\n') + '\n',
+  [
+    `Decode (ops per ${CPU ? 'CPU' : 'wall-clock'} second, best of ${ROUNDS} rounds)`,
+    '',
+    ...table('dec', 'JSON.parse'),
+    '',
+    `Encode (ops per ${CPU ? 'CPU' : 'wall-clock'} second, best of ${ROUNDS} rounds)`,
+    '',
+    ...table('enc', 'JSON.stringify'),
+  ].join('\n') + '\n',
 );
