@@ -12,14 +12,17 @@
  * made decoding slower than JSON.parse.
  *
  * How it is fast: one pass over the buffer with the read position in a
- * module variable (decode is synchronous and never re-entered); tags
- * dispatched as numeric literals; short ASCII binaries built in JS, longer
- * ones by one native UTF-8 decode whose validity is checked only when the
- * result holds U+FFFD; atom names and their terms interned by their bytes in
- * a fixed-size table; maps whose keys follow a shape seen before (the
- * protocol's records) built along a cached chain of shapes that carries the
- * shared atom-key set, so a map costs one object and no Set. Every cache is
- * bounded whatever a peer sends (see ATOM_SLOTS, MAX_SHAPES).
+ * module variable (decode is synchronous and never re-entered) and
+ * multi-byte fields read through a DataView; tags dispatched as numeric
+ * literals; atom names (and their terms) and short ASCII binaries taken
+ * from fixed-size tables keyed by their bytes, longer binaries made by one
+ * native UTF-8 decode whose validity is checked again only when the result
+ * holds U+FFFD; maps whose keys follow a shape seen before (the protocol's
+ * records) matched key by key against the cached wire bytes of the shape's
+ * keys, four bytes at a time, and built as fast-layout objects that share
+ * the shape's atom-key set, so a map costs one object and no Set. Every
+ * cache is bounded whatever a peer sends (ATOM_SLOTS, STRING_SLOTS,
+ * MAX_SHAPES) and wire atoms are interned only up to Atom.MAX_WIRE_ATOMS.
  *
  * Safety, unchanged from the first decoder: every declared length is
  * checked against the bytes left before anything is allocated, nesting

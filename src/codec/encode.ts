@@ -10,15 +10,16 @@
  * each map's keys with a regular expression test per comparison and went
  * through Buffer's native `write` for every atom.
  *
- * How it is fast: one scratch buffer, reused across calls and grown rarely,
- * with the write position in a module variable; the caller gets a copy of
- * the bytes (or, for a result that fills most of the scratch, the scratch
- * itself, which is then replaced), so nothing it holds is overwritten later.
- * Atoms and short strings are written byte by byte in JS when ASCII, long
- * strings by one native UTF-8 write straight into the scratch. A map's keys
- * are checked for term order in one pass and sorted only when they are not
- * in it already (maps that were decoded are); records built in code are
- * sorted once per key layout and the order is cached (bounded).
+ * How it is fast: encoding writes straight into a reused slab, with the
+ * write position in a module variable, and the caller gets the written
+ * range as its own Buffer (no copy, no allocation of a backing store per
+ * result; see SLAB_BYTES). Atoms and short strings are written in JS when
+ * ASCII, four characters to a 32-bit write; long strings by one native
+ * UTF-8 write into the slab. A map object is written through its layout
+ * (its key list and which keys are atoms): the term order of the keys and
+ * each key's bytes are worked out once per layout and cached in a bounded
+ * table, so a record is written by copying key bytes between its values,
+ * with no sorting and no text encoding of keys.
  *
  * Re-entrancy: ordering a TermMap's keys may encode a term (order.ts); an
  * encode that starts inside another gets its own buffer.

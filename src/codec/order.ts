@@ -1,5 +1,9 @@
 /**
- * Erlang term order (split from etf.ts, unchanged).
+ * Erlang term order: how term_to_binary orders map keys (compareTerms), and
+ * the UTF-8 byte order of strings it rests on (compareUtf8). Owns ordering
+ * only; the encoder uses it to sort map keys (encode.ts caches the result
+ * per map layout). Hand-written with the rest of the codec (see decode.ts):
+ * no package implements Erlang's term order over this term mapping.
  */
 import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, type Term } from './terms.js';
 import { encode } from './encode.js';
