@@ -151,10 +151,7 @@ function grow(n: number): void {
   pos = used;
 }
 function put32(v: number): void {
-  out[pos] = v >>> 24;
-  out[pos + 1] = v >>> 16;
-  out[pos + 2] = v >>> 8;
-  out[pos + 3] = v;
+  view.setUint32(pos, v >>> 0);
   pos += 4;
 }
 function bytes(b: Uint8Array): void {
@@ -163,9 +160,6 @@ function bytes(b: Uint8Array): void {
   pos += b.length;
 }
 
-const f64 = new Float64Array(1);
-const f64Bytes = new Uint8Array(f64.buffer);
-const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 // ---------------------------------------------------------------- terms
 
@@ -176,7 +170,7 @@ function encodeTerm(t: Term, depth: number): void {
     case 'number':
       return Number.isInteger(t) ? encodeInteger(t) : encodeFloat(t);
     case 'boolean':
-      return encodeAtom(t ? 'true' : 'false');
+      return t ? encodeTrue() : encodeFalse();
     case 'bigint':
       return encodeBigInt(t);
     case 'object':
@@ -184,7 +178,7 @@ function encodeTerm(t: Term, depth: number): void {
     default:
       throw new EtfError('unencodable', `cannot encode a ${typeof t}`);
   }
-  if (t === null) return encodeAtom('nil');
+  if (t === null) return encodeNil();
   if (depth >= maxDepth) throw new EtfError('unencodable', `nesting deeper than ${maxDepth}`);
   if (Array.isArray(t)) return encodeList(t, depth);
   const proto = Object.getPrototypeOf(t) as unknown;
@@ -310,6 +304,26 @@ function encodeAtom(name: string): void {
   pos += out.write(name, pos, len, 'utf8');
 }
 
+// true, false and nil as SMALL_ATOM_UTF8, written as words: 119 4 't' 'r' | 'u' 'e'; 119 5 'f' 'a' | 'l' 's' 'e'; 119 3 'n' 'i' | 'l'.
+function encodeTrue(): void {
+  ensure(8);
+  view.setInt32(pos, 0x77047472);
+  view.setInt16(pos + 4, 0x7565);
+  pos += 6;
+}
+function encodeFalse(): void {
+  ensure(8);
+  view.setInt32(pos, 0x77056661);
+  view.setInt32(pos + 4, 0x6c736500);
+  pos += 7;
+}
+function encodeNil(): void {
+  ensure(8);
+  view.setInt32(pos, 0x77036e69);
+  out[pos + 4] = 0x6c;
+  pos += 5;
+}
+
 function encodeInteger(n: number): void {
   ensure(5);
   if (n >= 0 && n <= 255) {
@@ -360,21 +374,9 @@ function encodeBigInt(v: bigint): void {
 function encodeFloat(v: number): void {
   if (v - v !== 0) throw new EtfError('unencodable', `non-finite float ${v}`);
   ensure(9);
-  const b = out;
-  const p = pos;
-  b[p] = TAG.NEW_FLOAT;
-  f64[0] = v;
-  if (littleEndian) {
-    b[p + 1] = f64Bytes[7]!;
-    b[p + 2] = f64Bytes[6]!;
-    b[p + 3] = f64Bytes[5]!;
-    b[p + 4] = f64Bytes[4]!;
-    b[p + 5] = f64Bytes[3]!;
-    b[p + 6] = f64Bytes[2]!;
-    b[p + 7] = f64Bytes[1]!;
-    b[p + 8] = f64Bytes[0]!;
-  } else for (let i = 0; i < 8; i++) b[p + 1 + i] = f64Bytes[i]!;
-  pos = p + 9;
+  out[pos] = TAG.NEW_FLOAT;
+  view.setFloat64(pos + 1, v);
+  pos += 9;
 }
 
 function encodeList(items: Term[], depth: number): void {
