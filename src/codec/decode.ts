@@ -503,6 +503,7 @@ class Shape {
   moreBinaries: Map<string, Shape> | undefined = undefined;
   /** The last key's exact bytes on the wire (tag, length, name) as big-endian 32-bit words, a last partial word left out. */
   readonly keyWords: Int32Array;
+  readonly keyLastWord: number;
   constructor(
     readonly keys: readonly string[],
     readonly atomKeys: ReadonlySet<string> | undefined,
@@ -514,9 +515,13 @@ class Shape {
     readonly keyName: string,
     readonly keyBytes: Uint8Array,
   ) {
-    const words = new Int32Array(keyBytes.length >> 2);
-    for (let i = 0; i < words.length; i++) words[i] = (keyBytes[4 * i]! << 24) | (keyBytes[4 * i + 1]! << 16) | (keyBytes[4 * i + 2]! << 8) | keyBytes[4 * i + 3]!;
+    const k = keyBytes.length;
+    const word = (at: number): number => (keyBytes[at]! << 24) | (keyBytes[at + 1]! << 16) | (keyBytes[at + 2]! << 8) | keyBytes[at + 3]!;
+    const words = new Int32Array(k >> 2);
+    for (let i = 0; i < words.length; i++) words[i] = word(4 * i);
     this.keyWords = words;
+    // The last four bytes as one word (overlapping the words before) covers a partial last word.
+    this.keyLastWord = k >= 4 && (k & 3) !== 0 ? word(k - 4) : 0;
   }
 }
 const MAX_SHAPES = 2048;
@@ -535,7 +540,9 @@ function atKey(kid: Shape): boolean {
   const dv = view;
   const p = pos;
   for (let j = 0; j < w.length; j++) if (dv.getInt32(p + 4 * j) !== w[j]) return false;
-  for (let j = 4 * w.length; j < k; j++) if (buf[p + j] !== kb[j]) return false;
+  if ((k & 3) === 0) return true;
+  if (k >= 4) return dv.getInt32(p + k - 4) === kid.keyLastWord;
+  for (let j = 0; j < k; j++) if (buf[p + j] !== kb[j]) return false;
   return true;
 }
 
