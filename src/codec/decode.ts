@@ -593,6 +593,27 @@ function mapKey(d: number): Term {
   return term(d);
 }
 
+/** A map value: the commonest scalars read here, anything else by term(). */
+function value(d: number): Term {
+  if (end - pos >= 5) {
+    const tag = buf[pos]!;
+    if (tag === 109) {
+      // BINARY
+      const n = view.getUint32(pos + 1);
+      if (n <= end - pos - 5) {
+        const s = pos + 5;
+        pos = s + n;
+        return binary(s, n);
+      }
+    } else if (tag === 97) {
+      // SMALL_INTEGER
+      pos += 2;
+      return buf[pos - 1]!;
+    }
+  }
+  return term(d);
+}
+
 function map(depth: number): TermObject | TermMap {
   const n = count(u32(), 2, 'map');
   const d = deeper(depth);
@@ -613,7 +634,7 @@ function map(depth: number): TermObject | TermMap {
       }
     if (kid !== undefined) {
       pos += kid.keyBytes.length;
-      obj[kid.keyName] = term(d);
+      obj[kid.keyName] = value(d);
       shape = kid;
       continue;
     }
