@@ -609,6 +609,13 @@ function value(d: number): Term {
       // SMALL_INTEGER
       pos += 2;
       return buf[pos - 1]!;
+    } else if (tag === 70 && end - pos >= 9) {
+      // NEW_FLOAT
+      const v = view.getFloat64(pos + 1);
+      if (v - v === 0) {
+        pos += 9;
+        return new ErlFloat(v);
+      }
     }
   }
   return term(d);
