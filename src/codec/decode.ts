@@ -20,7 +20,8 @@
  * holds U+FFFD; maps whose keys follow a shape seen before (the protocol's
  * records) matched key by key against the cached wire bytes of the shape's
  * keys, four bytes at a time, and built as fast-layout objects that share
- * the shape's atom-key set, so a map costs one object and no Set. Every
+ * the shape's atom-key set, so a map costs one object and no Set (for the
+ * shapes most maps end at, by a generated builder: see Builder). Every
  * cache is bounded whatever a peer sends (ATOM_SLOTS, STRING_SLOTS,
  * MAX_SHAPES) and wire atoms are interned only up to Atom.MAX_WIRE_ATOMS.
  *
@@ -82,9 +83,11 @@ export function decode(input: Buffer, opts: DecodeOptions = {}): Term {
   pos = start;
   end = body.length;
   let result: Term;
+  valueTop = 0;
   try {
     result = term(0);
   } catch (err) {
+    values.fill(undefined as unknown as Term); // what the unfinished maps held
     if (err instanceof RangeError) throw new EtfError('too_deep', 'nesting too deep for the stack', pos);
     throw err;
   } finally {
@@ -504,6 +507,9 @@ class Shape {
   /** The last key's exact bytes on the wire (tag, length, name) as big-endian 32-bit words, a last partial word left out. */
   readonly keyWords: Int32Array;
   readonly keyLastWord: number;
+  /** Maps that ended at this shape, until it has a builder. */
+  uses = 0;
+  build: Builder | undefined = undefined;
   constructor(
     readonly keys: readonly string[],
     readonly atomKeys: ReadonlySet<string> | undefined,
@@ -621,14 +627,68 @@ function value(d: number): Term {
   return term(d);
 }
 
+/**
+ * Builders: for a shape that many maps end at (a protocol record), a
+ * function that makes the object with one store per key written out by
+ * name, which V8 compiles to direct stores into a fixed layout where
+ * `obj[name] = value` with a different name each time is a lookup (the
+ * technique of msgpackr's record reader). Compiled from the shape's keys
+ * with `new Function`; each key appears in the source only as a string
+ * literal made by JSON.stringify, so no key can be anything but a property
+ * name. Bounded: a shape gets a builder after BUILD_AFTER maps, and at most
+ * MAX_BUILDERS are ever compiled. Where code generation is refused
+ * (`--disallow-code-generation-from-strings`), maps are built key by key.
+ */
+type Builder = (values: Term[], at: number) => TermObject;
+const BUILD_AFTER = 32;
+const MAX_BUILDERS = 512;
+let buildersMade = 0;
+let codegen = true;
+
+function compileBuilder(keys: readonly string[]): Builder | undefined {
+  if (!codegen || buildersMade >= MAX_BUILDERS) return undefined;
+  buildersMade++;
+  const stores = keys.map((k, i) => `o[${JSON.stringify(k)}] = v[a + ${i}];`).join(' ');
+  try {
+    const make = new Function('setPrototypeOf', `'use strict'; return function build(v, a) { const o = {}; setPrototypeOf(o, null); ${stores} return o; };`) as (
+      setPrototypeOf: typeof Object.setPrototypeOf,
+    ) => Builder;
+    return make(Object.setPrototypeOf);
+  } catch {
+    codegen = false;
+    return undefined;
+  }
+}
+
+/**
+ * The object of a map whose first `count` keys and values are known. A
+ * plain object given a null prototype before its first key: it keeps V8's
+ * fast (hidden-class) layout, unlike Object.create(null), and with no
+ * prototype there is no inherited `__proto__` setter, so even that key
+ * lands as a plain own property.
+ */
+function newObject(keys: readonly string[], count: number, at: number): TermObject {
+  const obj = {} as TermObject;
+  Object.setPrototypeOf(obj, null);
+  for (let j = 0; j < count; j++) obj[keys[j]!] = values[at + j]!;
+  return obj;
+}
+
+/** The values of the maps being decoded, until their objects are made (a stack: a nested map takes the slots after its parent's). */
+const values: Term[] = [];
+let valueTop = 0;
+
+function release(at: number, n: number): void {
+  for (let j = at; j < at + n; j++) values[j] = undefined as unknown as Term;
+  valueTop = at;
+}
+
 function map(depth: number): TermObject | TermMap {
   const n = count(u32(), 2, 'map');
   const d = deeper(depth);
-  // A plain object given a null prototype before its first key: it keeps V8's fast
-  // (hidden-class) layout, unlike Object.create(null), and with no prototype there is no
-  // inherited `__proto__` setter, so even that key lands as a plain own property.
-  const obj = {} as TermObject;
-  Object.setPrototypeOf(obj, null);
+  if (n > MAX_SHAPE_KEYS) return mapRest(newObject([], 0, 0), undefined, 0, n, d, mapKey(d), keyIsAtom);
+  const at = valueTop;
+  valueTop = at + n;
   let shape = root;
   for (let i = 0; i < n; i++) {
     // A key seen after this shape before? Compare bytes.
@@ -639,21 +699,25 @@ function map(depth: number): TermObject | TermMap {
         kid = kids[c]!;
         break;
       }
-    if (kid !== undefined) {
-      pos += kid.keyBytes.length;
-      obj[kid.keyName] = value(d);
-      shape = kid;
-      continue;
+    if (kid !== undefined) pos += kid.keyBytes.length;
+    else {
+      const keyStart = pos;
+      const key = mapKey(d);
+      const isAtom = keyIsAtom;
+      kid = typeof key === 'string' ? extend(shape, key, isAtom, keyStart) : undefined;
+      if (kid === undefined) {
+        const obj = newObject(shape.keys, i, at);
+        release(at, i);
+        return mapRest(obj, shape.atomKeys, i, n, d, key, isAtom);
+      }
     }
-    const keyStart = pos;
-    const key = mapKey(d);
-    const isAtom = keyIsAtom;
-    if (typeof key !== 'string') return mapRest(obj, shape.atomKeys, i, n, d, key, false);
-    const next = extend(shape, key, isAtom, keyStart);
-    if (next === undefined) return mapRest(obj, shape.atomKeys, i, n, d, key, isAtom);
-    obj[key] = term(d);
-    shape = next;
+    values[at + i] = value(d);
+    shape = kid;
   }
+  let build = shape.build;
+  if (build === undefined && ++shape.uses >= BUILD_AFTER) build = shape.build = compileBuilder(shape.keys);
+  const obj = build !== undefined ? build(values, at) : newObject(shape.keys, n, at);
+  release(at, n);
   if (shape.atomKeys !== undefined) initAtomKeys(obj, shape.atomKeys);
   return obj;
 }
