@@ -429,7 +429,8 @@ function shortAscii(b: Buffer, p: number, n: number): string {
 const ATOM_SLOTS = 4096;
 const MAX_CACHED_ATOM = 64;
 const slotName: Array<string | undefined> = new Array<string | undefined>(ATOM_SLOTS).fill(undefined);
-const slotTerm: Array<Atom | boolean | null> = new Array<Atom | boolean | null>(ATOM_SLOTS).fill(null);
+/** The term of each cached name, made when first needed (undefined until then): a name seen only as a map key never becomes an Atom. */
+const slotTerm: Array<Atom | boolean | null | undefined> = new Array<Atom | boolean | null | undefined>(ATOM_SLOTS).fill(undefined);
 /** Where atomName left the cache slot of the name it read (-1: not cacheable). */
 let lastSlot = -1;
 
@@ -460,7 +461,7 @@ function atomName(tag: number, n: number, start: number): string {
       }
       const name = n <= 8 ? shortAscii(b, p, n) : hasSlicers ? (b as unknown as Slicers).latin1Slice(p, p + n) : b.toString('latin1', p, p + n);
       slotName[slot] = name;
-      slotTerm[slot] = atomValue(name);
+      slotTerm[slot] = undefined;
       pos = p + n;
       return name;
     }
@@ -477,7 +478,10 @@ function atomName(tag: number, n: number, start: number): string {
 
 function atomTerm(tag: number, n: number, start: number): Atom | boolean | null {
   const name = atomName(tag, n, start);
-  return lastSlot >= 0 ? slotTerm[lastSlot]! : atomValue(name);
+  if (lastSlot < 0) return atomValue(name);
+  const cached = slotTerm[lastSlot];
+  if (cached !== undefined) return cached;
+  return (slotTerm[lastSlot] = atomValue(name));
 }
 
 function atomValue(name: string): Atom | boolean | null {
