@@ -3,8 +3,16 @@
  * 100 tracking entries, a 1 MB template — for our ETF codec, erlang_js
  * (npm; for comparison only: it encodes strings as Latin-1 charlists and
  * 2-element arrays as tuples, so its output is not what Elixir expects),
- * and JSON.stringify/parse of the same data, in the same run.
- *   npm run build && node dist/bench/codec.js
+ * and JSON.parse/JSON.stringify of the same data, in the same run.
+ *
+ * Each round times every (payload, codec, direction) for ROUND_MS after a
+ * short warm-up, the six of a payload one after the other; a figure is the
+ * best of ROUNDS rounds, so that a round slowed by another process on the
+ * machine does not count. Ratios are between figures of this one run.
+ * With `--cpu`, ops are counted per second of this process's CPU time
+ * (user + system, all threads, so GC helpers count) instead of wall time:
+ * steadier when other jobs share the cores.
+ *   npm run build && node dist/bench/codec.js [rounds] [--cpu]
  */
 import { createRequire } from 'node:module';
 import { decode, encode } from '../src/codec/etf.js';
@@ -17,6 +25,11 @@ interface ErlangJs {
 }
 const { Erlang } = require('erlang_js') as { Erlang: ErlangJs };
 const progress = (m: string): void => void process.stderr.write(`[bench:codec] ${m}\n`);
+
+const args = process.argv.slice(2);
+const CPU = args.includes('--cpu');
+const ROUNDS = Number(args.find((a) => /^\d+$/.test(a)) ?? 7);
+const ROUND_MS = 150;
 
 const words = 'the quick brown fox jumps over the lazy dog while the engine optimizes a prompt for elixir services'.split(' ');
 const text = (n: number, seed: number): string => Array.from({ length: n }, (_, i) => words[(i * 7 + seed) % words.length]).join(' ');
@@ -49,27 +62,38 @@ function bigTemplate(asTerm: boolean): Term | object {
   return asTerm ? record(t) : t;
 }
 
-function opsPerSec(f: () => void, minMs = 400): number {
+function opsPerSec(f: () => void, ms: number): number {
   for (let i = 0; i < 3; i++) f();
   let n = 0;
+  const c0 = process.cpuUsage();
   const t0 = performance.now();
   let t = t0;
-  while (t - t0 < minMs) {
+  while (t - t0 < ms) {
     f();
     n++;
-    if ((n & 7) === 0) t = performance.now();
+    if ((n & 3) === 0) t = performance.now();
   }
   t = performance.now();
-  return n / ((t - t0) / 1000);
+  if (!CPU) return n / ((t - t0) / 1000);
+  const c = process.cpuUsage(c0);
+  return n / ((c.user + c.system) / 1e6);
 }
 
-const rows: string[] = [];
+type Col = 'ours' | 'erlang_js' | 'json';
+interface Row {
+  name: string;
+  etfBytes: number;
+  dec: Record<Col, number>;
+  enc: Record<Col, number>;
+}
+
+const rows: Row[] = [];
+const cases: Array<{ row: Row; runs: Array<[keyof Row & ('dec' | 'enc'), Col, () => void]> }> = [];
 for (const [name, make] of [
   ['optimize request', optimizeRequest],
   ['100 tracking entries', trackingBatch],
   ['1 MB template', bigTemplate],
 ] as const) {
-  progress(name);
   const term = make(true) as Term;
   const plain = make(false);
   const etf = encode(term);
@@ -79,21 +103,46 @@ for (const [name, make] of [
     if (err) throw err;
     ejs = bin;
   });
-  const enc = opsPerSec(() => encode(term));
-  const dec = opsPerSec(() => decode(etf));
-  const jEnc = opsPerSec(() => JSON.stringify(plain));
-  const jDec = opsPerSec(() => JSON.parse(json));
-  const eEnc = opsPerSec(() => Erlang.term_to_binary(plain, () => undefined));
-  const eDec = opsPerSec(() => Erlang.binary_to_term(ejs, () => undefined));
-  const f = (x: number): string => (x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(1));
-  rows.push(
-    `| ${name} | ${(etf.length / 1024).toFixed(1)} KiB | ${f(enc)} / ${f(dec)} | ${f(eEnc)} / ${f(eDec)} | ${f(jEnc)} / ${f(jDec)} | ${(enc / eEnc).toFixed(2)}× / ${(dec / eDec).toFixed(2)}× | ${(enc / jEnc).toFixed(2)}× / ${(dec / jDec).toFixed(2)}× |`,
-  );
+  const row: Row = { name, etfBytes: etf.length, dec: { ours: 0, erlang_js: 0, json: 0 }, enc: { ours: 0, erlang_js: 0, json: 0 } };
+  rows.push(row);
+  cases.push({
+    row,
+    runs: [
+      ['dec', 'ours', () => decode(etf)],
+      ['dec', 'erlang_js', () => Erlang.binary_to_term(ejs, () => undefined)],
+      ['dec', 'json', () => JSON.parse(json)],
+      ['enc', 'ours', () => encode(term)],
+      ['enc', 'erlang_js', () => Erlang.term_to_binary(plain, () => undefined)],
+      ['enc', 'json', () => JSON.stringify(plain)],
+    ],
+  });
 }
+
+for (let r = 1; r <= ROUNDS; r++) {
+  progress(`round ${r}/${ROUNDS}`);
+  for (const { row, runs } of cases)
+    for (const [dir, col, f] of runs) {
+      // The 1 MB payload runs a few hundred times a second at most: give it longer rounds.
+      const v = opsPerSec(f, row.etfBytes > 100_000 ? 3 * ROUND_MS : ROUND_MS);
+      if (v > row[dir][col]) row[dir][col] = v;
+    }
+}
+
+const f = (x: number): string => (x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(1));
+const x = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
+const table = (dir: 'dec' | 'enc', jsonName: string): string[] => [
+  `| payload | ETF size | ours ops/s | erlang_js ops/s | ${jsonName} ops/s | ours ÷ erlang_js | ours ÷ ${jsonName} |`,
+  '|---|---:|---:|---:|---:|---:|---:|',
+  ...rows.map((r) => `| ${r.name} | ${(r.etfBytes / 1024).toFixed(1)} KiB | ${f(r[dir].ours)} | ${f(r[dir].erlang_js)} | ${f(r[dir].json)} | ${x(r[dir].ours, r[dir].erlang_js)} | ${x(r[dir].ours, r[dir].json)} |`),
+];
 process.stdout.write(
   [
-    '| payload | ETF size | ours enc/dec ops/s | erlang_js enc/dec ops/s | JSON stringify/parse ops/s | ours ÷ erlang_js | ours ÷ JSON |',
-    '|---|---:|---:|---:|---:|---:|---:|',
-    ...rows,
+    `Decode (ops per ${CPU ? 'CPU' : 'wall-clock'} second, best of ${ROUNDS} rounds)`,
+    '',
+    ...table('dec', 'JSON.parse'),
+    '',
+    `Encode (ops per ${CPU ? 'CPU' : 'wall-clock'} second, best of ${ROUNDS} rounds)`,
+    '',
+    ...table('enc', 'JSON.stringify'),
   ].join('\n') + '\n',
 );

@@ -257,3 +257,39 @@ describe('fuzz through the live sidecar', () => {
     expect((await c.close()).code).toBe(0);
   });
 });
+
+describe('bounded caches and owned results', () => {
+  it('leaves every encode result intact while later encodes reuse the buffer', () => {
+    const kept: Array<[Buffer, string]> = [];
+    for (let i = 0; i < 5000; i++) {
+      const t = i % 50 === 0 ? newMap() : new Tuple([atom('ok'), i, { s: `v${i}`, n: i } as unknown as Term]);
+      if (i % 50 === 0) (t as Record<string, Term>)['big'] = 'x'.repeat(1000 * (i % 200));
+      const bytes = encode(t, i % 97 === 0 ? { compressAbove: 10 } : {});
+      kept.push([bytes, Buffer.from(bytes).toString('hex')]);
+    }
+    for (const [bytes, hex] of kept) expect(bytes.toString('hex')).toBe(hex);
+  });
+
+  it('interns a bounded number of atoms from the wire, and decodes the same once its tables are full', () => {
+    const smallAtom = (name: string): number[] => [119, name.length, ...Buffer.from(name)];
+    const frame = (value: string, key: string): Buffer =>
+      Buffer.from([131, 104, 2, ...smallAtom(value), 116, 0, 0, 0, 1, ...smallAtom(key), 109, 0, 0, 0, 1, 120]);
+    // Far more distinct atom values and map shapes than any cache holds.
+    for (let i = 0; i < Atom.MAX_WIRE_ATOMS + 5000; i++) {
+      const t = decode(frame(`flood_${i}`, `key_${i}`)) as Tuple;
+      expect((t.items[0] as Atom).name).toBe(`flood_${i}`);
+      expect(Object.keys(t.items[1] as object)).toEqual([`key_${i}`]);
+    }
+    // Past the bound a new name is not interned: two decodes give two instances of it (a name
+    // longer than the decoder's own short-name table, which would hand back its last instance).
+    const long = `never_seen_before_${'x'.repeat(80)}`;
+    const a = (decode(frame(long, 'k')) as Tuple).items[0] as Atom;
+    const b = (decode(frame(long, 'k')) as Tuple).items[0] as Atom;
+    expect(a.name).toBe(long);
+    expect(a).not.toBe(b);
+    // Names our code uses stay interned, and records keep their atom keys through it all.
+    expect((decode(frame('ok', 'k')) as Tuple).items[0]).toBe(atom('ok'));
+    const rec = encode(new Tuple([atom('req'), 7, atom('echo'), { a: 1 } as unknown as Term]));
+    expect(encode(decode(rec)).equals(rec)).toBe(true);
+  });
+});

@@ -10,9 +10,19 @@
  * Nothing here knows about ops or transports.
  */
 
-/** An Erlang atom. Interned, so `Atom.of('ok') === Atom.of('ok')`. */
+/**
+ * An Erlang atom. Interned, so `Atom.of('ok') === Atom.of('ok')`: names our
+ * code uses are always interned. Atoms that arrive from a peer go through
+ * `fromWire`, which interns only the first `MAX_WIRE_ATOMS` names it has not
+ * seen (the BEAM's own atom table is finite, but a hostile peer may send
+ * any number of distinct names, and memory must stay bounded); past that,
+ * a new name gets a fresh, uninterned instance. Compare atoms by `.name`
+ * when they may come from outside.
+ */
 export class Atom {
   private static readonly table = new Map<string, Atom>();
+  private static wireInterned = 0;
+  static readonly MAX_WIRE_ATOMS = 10_000;
   private constructor(readonly name: string) {}
   static of(name: string): Atom {
     let a = Atom.table.get(name);
@@ -21,6 +31,16 @@ export class Atom {
       Atom.table.set(name, a);
     }
     return a;
+  }
+  /** The atom for a name decoded from a peer: interned up to a bound (see the class comment). */
+  static fromWire(name: string): Atom {
+    const a = Atom.table.get(name);
+    if (a !== undefined) return a;
+    if (Atom.wireInterned >= Atom.MAX_WIRE_ATOMS) return new Atom(name);
+    Atom.wireInterned++;
+    const b = new Atom(name);
+    Atom.table.set(name, b);
+    return b;
   }
   toString(): string {
     return this.name;
@@ -122,14 +142,62 @@ export type Term =
  * map it decodes (so atom keys stay atoms on re-encode); `record()` records
  * it for maps we build whose keys are contract field names. Keys not
  * recorded are encoded as binaries, so user data never mints atoms on the
- * BEAM. Kept beside the object (a WeakMap), not on it: nothing to copy,
- * enumerate or serialise by mistake.
+ * BEAM. Kept in a private class field stamped onto the object, not in a
+ * property: nothing to copy, enumerate or serialise by mistake (invisible to
+ * Object.keys, Reflect.ownKeys, JSON, spread and structuredClone).
+ *
+ * A private field rather than a WeakMap beside the object: a WeakMap insert
+ * cost ~0.5 µs per decoded map (ephemeron table, GC), a field store a few ns
+ * (it is a hidden-class transition that V8 caches per object shape). The
+ * WeakMap stays as a fallback should an engine refuse the field (for
+ * example on a non-extensible object).
  */
-const atomKeySets = new WeakMap<object, ReadonlySet<string>>();
+class Receiver {
+  constructor(o: object) {
+    // "return override": `super(o)` in a subclass makes `this` the given object.
+    return o;
+  }
+}
+class AtomKeyField extends Receiver {
+  #keys: ReadonlySet<string>;
+  private constructor(o: object, keys: ReadonlySet<string>) {
+    super(o);
+    this.#keys = keys;
+  }
+  static set(o: object, keys: ReadonlySet<string>): void {
+    if (#keys in o) (o as AtomKeyField).#keys = keys;
+    else {
+      try {
+        new AtomKeyField(o, keys);
+      } catch {
+        fallbackAtomKeys.set(o, keys);
+      }
+    }
+  }
+  /** For an object that has no atom-key set yet. */
+  static init(o: object, keys: ReadonlySet<string>): void {
+    try {
+      new AtomKeyField(o, keys);
+    } catch {
+      fallbackAtomKeys.set(o, keys);
+    }
+  }
+  static get(o: object): ReadonlySet<string> | undefined {
+    return #keys in o ? (o as AtomKeyField).#keys : fallbackAtomKeys.get(o);
+  }
+}
+const fallbackAtomKeys = new WeakMap<object, ReadonlySet<string>>();
 
-/** Create a null-prototype map object. */
+/**
+ * Create a null-prototype map object. Made as `{}` whose prototype is then
+ * set to null, before any key: V8 keeps such an object in its fast
+ * (hidden-class) layout, where `Object.create(null)` starts in dictionary
+ * mode (slower to fill, to read and to list with Object.keys).
+ */
 export function newMap(): TermObject {
-  return Object.create(null) as TermObject;
+  const m = {} as TermObject;
+  Object.setPrototypeOf(m, null);
+  return m;
 }
 
 /**
@@ -146,25 +214,30 @@ export function record(fields: Record<string, Term | undefined>): TermObject {
     out[k] = v;
     keys.add(k);
   }
-  atomKeySets.set(out, keys);
+  AtomKeyField.set(out, keys);
   return out;
 }
 
 /** Mark `keys` of `obj` as atom keys (in addition to any already marked). */
 export function markAtomKeys(obj: TermObject, keys: Iterable<string>): TermObject {
-  const next = new Set<string>(atomKeySets.get(obj) ?? []);
+  const next = new Set<string>(AtomKeyField.get(obj) ?? []);
   for (const k of keys) next.add(k);
-  atomKeySets.set(obj, next);
+  AtomKeyField.set(obj, next);
   return obj;
 }
 
 /** Record the atom keys of a decoded map (the set is taken as it is). */
 export function setAtomKeys(obj: TermObject, keys: ReadonlySet<string>): void {
-  atomKeySets.set(obj, keys);
+  AtomKeyField.set(obj, keys);
+}
+
+/** Record the atom keys of a map object just made, that has none recorded yet (the decoder's). */
+export function initAtomKeys(obj: TermObject, keys: ReadonlySet<string>): void {
+  AtomKeyField.init(obj, keys);
 }
 
 export function atomKeysOf(obj: object): ReadonlySet<string> | undefined {
-  return atomKeySets.get(obj);
+  return AtomKeyField.get(obj);
 }
 
 export function isTermObject(v: unknown): v is TermObject {
