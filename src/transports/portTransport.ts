@@ -19,7 +19,7 @@ import type { AppEngine } from '../services.js';
 import { InFlight } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
-import { frame, FrameReader } from './frameReader.js';
+import { FrameReader } from './frameReader.js';
 import { peekRequestId } from './requestId.js';
 
 export interface PortTransportOptions {
@@ -198,7 +198,11 @@ export class PortTransport {
         (this.output as net.Socket).uncork?.();
       });
     }
-    const okToWrite = this.output.write(frame(payload));
+    // The length prefix and the payload as two writes into the corked stream (one writev): no copy of the payload.
+    const header = Buffer.allocUnsafe(4);
+    header.writeUInt32BE(payload.length, 0);
+    this.output.write(header);
+    const okToWrite = this.output.write(payload);
     if (!okToWrite && !this.pausedForDrain) {
       this.pausedForDrain = true;
       this.input.pause();
