@@ -35,7 +35,7 @@ for (let i = 0; i < rounds; i++) {
   rs.push(run());
 }
 const best = (k: number, max = false): number => (max ? Math.max(...rs.map((r) => r[k]!)) : Math.min(...rs.map((r) => r[k]!)));
-const [eP50, eP99, cP50, cP99, rate] = [best(0), best(1), best(2), best(3), best(4, true)];
+const [eP50, eP99, cP50, cP99, rate, echoRate] = [best(0), best(1), best(2), best(3), best(4, true), best(5, true)];
 const f = (n: number, d = 1): string => n.toFixed(d);
 process.stdout.write(
   [
@@ -45,7 +45,10 @@ process.stdout.write(
     `| choose_prompt | ${f(cP50)} | ${f(cP99)} |`,
     `| ratio choose_prompt / echo | ${f(cP50 / eP50, 2)}× | ${f(cP99 / eP99, 2)}× |`,
     '',
-    `choose_prompt + track_execution pairs, pipelined (${process.env.BENCH_WINDOW ?? 256} pairs in flight): **${f(rate, 0)} pairs/s**`,
+    `| pipelined pairs (${process.env.BENCH_WINDOW ?? 256} in flight, the second request sent when the first is answered) | pairs/s | |`,
+    '|---|---:|---:|',
+    `| echo + echo (the ceiling of this driver and the Port) | ${f(echoRate, 0)} | |`,
+    `| choose_prompt + track_execution | ${f(rate, 0)} | ${f(rate / echoRate, 2)}× of echo pairs |`,
   ].join('\n') + '\n',
 );
 fs.rmSync(tmp, { recursive: true, force: true });

@@ -96,9 +96,12 @@ export class ExperimentService {
   }
 
   async choose(req: ChooseRequest): Promise<Choice> {
-    const baseId = promptIdOf(req.base);
     let exp = this.experiments.get(experimentKey(req.name, req.model));
-    if (exp === undefined || exp.base.id !== baseId) exp = this.newGeneration(req, baseId, exp);
+    // The same base text as before is the common case: compare text, hash only when it changed.
+    if (exp === undefined || exp.base.text !== req.base) {
+      const baseId = promptIdOf(req.base);
+      if (exp === undefined || exp.base.id !== baseId) exp = this.newGeneration(req, baseId, exp);
+    }
     if (this.deps.awaitProposals) await this.pending.get(exp.key);
     this.refill(exp, req.context);
     if (this.deps.awaitProposals) await this.pending.get(exp.key);

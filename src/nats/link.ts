@@ -7,7 +7,7 @@
  * sidecar holds one NATS connection. Connection settings (server list,
  * auth, TLS, reconnect backoff) come from nats/options.ts.
  */
-import { connect, type NatsConnection } from 'nats';
+import { connect, type NatsConnection, type Status } from 'nats';
 import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff } from './options.js';
 
 const COLD_START_MS = 2_000;
@@ -29,12 +29,14 @@ export class NatsLink {
         resetBackoff(opts);
         log.info({ servers: redactServers(servers) }, 'connected to NATS');
         for (const f of this.onConnect) f(nc);
+        // The one watcher of this connection's status: everyone else listens through onStatus.
         for await (const s of nc.status()) {
           if (s.type === 'disconnect' || s.type === 'reconnecting') this.connected = false;
           if (s.type === 'reconnect') {
             this.connected = true;
             resetBackoff(opts);
           }
+          for (const f of this.statusListeners) f(s);
         }
       },
       (err: unknown) => {
@@ -58,6 +60,13 @@ export class NatsLink {
     if (this.nc !== undefined || this.closed || this.failed || left <= 0) return false;
     await Promise.race([this.ready, new Promise((r) => setTimeout(r, left).unref())]);
     return this.current() !== undefined;
+  }
+
+  private readonly statusListeners: Array<(s: Status) => void> = [];
+
+  /** Status events of the shared connection (disconnect, reconnect, error), from its one watcher. */
+  onStatus(f: (s: Status) => void): void {
+    this.statusListeners.push(f);
   }
 
   /** The connection while it is up; undefined otherwise. */

@@ -19,7 +19,8 @@
  * figures when the op completes, so `$SRV.STATS` tells the truth.
  */
 import { withTimeout } from './timeouts.js';
-import { connect, Events, type ConnectionOptions, type NatsConnection, type Service, type ServiceMsg } from 'nats';
+import { connect, Events, type ConnectionOptions, type NatsConnection, type Service, type ServiceMsg, type Status } from 'nats';
+import type { NatsLink } from '../nats/link.js';
 import type { Logger } from 'pino';
 import type { TermObject } from '../codec/terms.js';
 import { record } from '../codec/terms.js';
@@ -114,6 +115,7 @@ class NatsPeer implements NatsServiceHandle {
     this.prefix = opts.prefix ?? 'prompt_engine';
     this.queue = opts.queue ?? 'prompt_engine';
     let connOpts: ConnectionOptions | undefined;
+    let shared: NatsLink | undefined;
     if (opts.connection !== undefined) {
       this.ownsConnection = false;
       this.connection = Promise.resolve(opts.connection);
@@ -130,13 +132,16 @@ class NatsPeer implements NatsServiceHandle {
       this.ownsConnection = false;
       this.connection = engine.service('nats').then((link) => {
         if (link === undefined) throw new Error('NATS peer mode: no server URL (give --nats <url> or set NATS_URL)');
+        shared = link;
         this.log.info('waiting for the NATS connection');
         return new Promise<NatsConnection>((resolve) => link.whenConnected(resolve));
       });
     }
     this.ready = this.connection.then(async (nc) => {
       this.connected = true;
-      this.watchStatus(nc, connOpts);
+      // One status watcher per connection: the shared one's is the link's; a connection of our own, ours.
+      if (shared !== undefined) shared.onStatus((st) => this.onStatus(st, undefined));
+      else this.watchStatus(nc, connOpts);
       await this.register(nc);
     });
     this.ready.catch((err: unknown) => this.log.error({ err }, 'NATS peer mode failed to start'));
@@ -145,21 +150,23 @@ class NatsPeer implements NatsServiceHandle {
 
   private watchStatus(nc: NatsConnection, connOpts: ConnectionOptions | undefined): void {
     void (async () => {
-      for await (const s of nc.status()) {
-        if (s.type === Events.Disconnect) {
-          this.connected = false;
-          this.counts.disconnects++;
-          this.log.warn({ server: s.data }, 'NATS disconnected; Port callers are still served, reconnecting');
-        } else if (s.type === Events.Reconnect) {
-          this.connected = true;
-          this.counts.reconnects++;
-          if (connOpts !== undefined) resetBackoff(connOpts);
-          this.log.info({ server: s.data }, 'NATS reconnected; subscriptions restored');
-        } else if (s.type === Events.Error) {
-          this.log.warn({ err: String(s.data) }, 'NATS error');
-        }
-      }
+      for await (const s of nc.status()) this.onStatus(s, connOpts);
     })().catch(() => undefined);
+  }
+
+  private onStatus(s: Status, connOpts: ConnectionOptions | undefined): void {
+    if (s.type === Events.Disconnect) {
+      this.connected = false;
+      this.counts.disconnects++;
+      this.log.warn({ server: s.data }, 'NATS disconnected; Port callers are still served, reconnecting');
+    } else if (s.type === Events.Reconnect) {
+      this.connected = true;
+      this.counts.reconnects++;
+      if (connOpts !== undefined) resetBackoff(connOpts);
+      this.log.info({ server: s.data }, 'NATS reconnected; subscriptions restored');
+    } else if (s.type === Events.Error) {
+      this.log.warn({ err: String(s.data) }, 'NATS error');
+    }
   }
 
   private async register(nc: NatsConnection): Promise<void> {
