@@ -226,7 +226,7 @@ describe('seeded fuzz', () => {
 describe('fuzz through the live sidecar', () => {
   it('takes 20,000 random and mutated frames without crashing or hanging, then answers health', async () => {
     const { PortClient } = await import('./helpers/portClient.js');
-    const { frame } = await import('../src/transports/frameReader.js');
+    const { mutatedFrame } = await import('./helpers/fuzz.js');
     const { record } = await import('../src/codec/terms.js');
     const c = new PortClient({ env: { LOG_LEVEL: 'silent' } });
     await c.ready;
@@ -240,14 +240,7 @@ describe('fuzz through the live sidecar', () => {
     ];
     const chunks: Buffer[] = [];
     for (let i = 0; i < 20_000; i++) {
-      const base = Buffer.from(seeds[pick(seeds.length)]!);
-      if (i % 2 === 0)
-        for (let k = 0; k <= pick(3); k++) {
-          const at = pick(base.length);
-          base[at] = base[at]! ^ (1 << pick(8));
-        }
-      else base.writeUInt8(pick(256), pick(base.length));
-      chunks.push(frame(i % 7 === 0 ? base.subarray(0, pick(base.length)) : base));
+      chunks.push(mutatedFrame(seeds, i, pick));
       if (chunks.length === 500) c.sendRaw(Buffer.concat(chunks.splice(0)));
     }
     c.sendRaw(Buffer.concat(chunks));

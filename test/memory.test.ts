@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { encode } from '../src/codec/etf.js';
 import { atom, newMap, record, Tuple, type Term, type TermObject } from '../src/codec/terms.js';
 import { seededRandom } from '../src/random.js';
-import { frame } from '../src/transports/frameReader.js';
+import { mutatedFrame } from './helpers/fuzz.js';
 import { PortClient } from './helpers/portClient.js';
 
 async function rss(c: PortClient): Promise<number> {
@@ -74,14 +74,7 @@ describe('bounded memory', () => {
     const largest = Math.max(...seeds.map((s) => s.length));
     const chunks: Buffer[] = [];
     for (let i = 0; i < 100_000; i++) {
-      const base = Buffer.from(seeds[pick(seeds.length)]!);
-      if (i % 2 === 0)
-        for (let k = 0; k <= pick(3); k++) {
-          const at = pick(base.length);
-          base[at] = base[at]! ^ (1 << pick(8));
-        }
-      else base.writeUInt8(pick(256), pick(base.length));
-      chunks.push(frame(i % 7 === 0 ? base.subarray(0, pick(base.length)) : base));
+      chunks.push(mutatedFrame(seeds, i, pick));
       if (chunks.length === 200) {
         c.sendRaw(Buffer.concat(chunks.splice(0)));
         if (i % 2000 === 1999) await c.request('echo', record({ sync: i })); // keep the pipe from running away
