@@ -67,7 +67,14 @@ describe('one model for every instance (PostgreSQL)', () => {
     a.kill('SIGKILL');
     await a.exited;
     void aTraining;
-    const trained = await ok(b, 'train', { epochs: 8, min_samples: 10 });
+    // PostgreSQL frees the lock when it notices the dead connection (milliseconds, longer under load).
+    let r = await b.request('train', record({ epochs: 8, min_samples: 10 }));
+    for (let i = 0; i < 50 && !r.ok && r.reason === 'conflict'; i++) {
+      await new Promise((res) => setTimeout(res, 100));
+      r = await b.request('train', record({ epochs: 8, min_samples: 10 }));
+    }
+    if (!r.ok) throw new Error(`train: ${r.reason}: ${r.message}`);
+    const trained = r.value as TermObject;
     expect(trained.promoted).toBe(true);
     const t0 = Date.now();
     expect(await version(b)).toBe(trained.model_version);
