@@ -74,7 +74,7 @@ async function main(): Promise<void> {
   progress(`tracking ${history.length} executions-cells of 3 BBH tasks (the history half of their templates)`);
   const t0 = Date.now();
   const ids = await Promise.all(history.map((c) => call('track_execution', record(cellToEntry(c) as Record<string, Term>))));
-  out(`\n## 2. Tracked ${ids.length} entries (${history.reduce((n, c) => n + c.n, 0).toLocaleString('en-US')} executions) in the embedded store in ${Date.now() - t0} ms`);
+  out(`\n## 3. Tracked ${ids.length} entries (${history.reduce((n, c) => n + c.n, 0).toLocaleString('en-US')} executions) in the embedded store in ${Date.now() - t0} ms`);
   const top = await call('query', record({ kind: 'high_performance', threshold: float(0.6), min_count: 5, limit: 5 }));
   out('top prompts by tracked success rate (query high_performance):');
   for (const r of top.rows as TermObject[]) {
@@ -87,7 +87,7 @@ async function main(): Promise<void> {
   const trained = await call('train', record({ min_samples: 50, epochs: 12 }));
   const m = trained.metrics as TermObject;
   const sm = trained.serving_metrics as TermObject | null;
-  out(`\n## 3. Trained ${String(trained.model_version)} on ${String(trained.samples)} examples in ${String(trained.duration_ms)} ms`);
+  out(`\n## 4. Trained ${String(trained.model_version)} on ${String(trained.samples)} examples in ${String(trained.duration_ms)} ms`);
   out(`held-out: AUC ${num(m.auc).toFixed(3)}, log-loss ${num(m.log_loss).toFixed(4)}, calibration error ${num(m.ece).toFixed(3)}, Spearman ${num(m.spearman).toFixed(3)}`);
   if (sm) out(`serving model on the same split: log-loss ${num(sm.log_loss).toFixed(4)} → ${trained.promoted ? 'promoted (no worse)' : 'kept the serving model (the new one is worse on this split)'}`);
 
@@ -97,7 +97,7 @@ async function main(): Promise<void> {
   const ranked = unseen.map((c, i) => ({ c, p: num((scored.scores as Term[])[i]) })).sort((a, b) => b.p - a.p);
   const best = Math.max(...unseen.map((c) => c.acc));
   const mean = unseen.reduce((s, c) => s + c.acc, 0) / unseen.length;
-  out(`\n## 4. Ranking ${unseen.length} unseen ${task} prompts for ${model} (model ${String(scored.model_version)})`);
+  out(`\n## 5. Ranking ${unseen.length} unseen ${task} prompts for ${model} (model ${String(scored.model_version)})`);
   for (const { c, p } of ranked.slice(0, 3)) out(`  predicted ${p.toFixed(3)}  real accuracy ${c.acc.toFixed(2)}  "${oneLine(c.template, 60)}"`);
   out(`top-1 pick: real accuracy ${ranked[0]!.c.acc.toFixed(2)} (best possible ${best.toFixed(2)}, a random pick averages ${mean.toFixed(2)})`);
 
@@ -105,7 +105,7 @@ async function main(): Promise<void> {
   progress('optimizing with COPRO (offline proposer, learned evaluator + tracked outcomes)');
   const base = history.find((c) => c.task === task && c.method === 'default')?.template ?? unseen[0]!.template;
   const opt = await call('optimize_prompt', record({ prompt: base, context: record({ task, model }), breadth: 6, depth: 2 }));
-  out('\n## 5. COPRO optimization');
+  out('\n## 6. COPRO optimization');
   out(`original (score ${num((opt.candidates as TermObject[]).find((c) => c.prompt === base)?.score).toFixed(3)}):`);
   out(indent(base));
   out(`optimized (score ${num(opt.optimization_score).toFixed(3)}, confidence ${num(opt.confidence).toFixed(2)}, model ${String(opt.model_version)}):`);
@@ -118,7 +118,7 @@ async function main(): Promise<void> {
   const [a, b] = (top.rows as TermObject[]).slice(0, 2).map((r) => String(r.prompt_id));
   if (a && b) {
     const pick = await call('select_variant', record({ test_id: 'demo-ab', variants: [a, b] }));
-    out(`\n## 6. select_variant (Thompson sampling over tracked outcomes): ${String(pick.variant)}`);
+    out(`\n## 7. select_variant (Thompson sampling over tracked outcomes): ${String(pick.variant)}`);
   }
 
   engine.log.flush?.();
@@ -149,7 +149,7 @@ async function closedLoop(dataDir: string): Promise<void> {
     return r.value as TermObject;
   };
   const ROUNDS = 1000;
-  out('\n## The closed loop: sports_understanding, 1,000 rounds per model, nothing but choose_prompt and track_execution');
+  out('\n## 2. The closed loop: sports_understanding, 1,000 rounds per model, nothing but choose_prompt and track_execution');
   out(`base prompt: "${oneLine(task.base.text, 90)}"`);
   const rows: string[] = [];
   let chart: string[] = [];
