@@ -5,14 +5,14 @@
  * NATS serve, so what it prints is what an Elixir caller would get.
  *
  *   1. assemble a SPARC prompt from the shipped templates
- *   L. the closed loop on one task the shipped model has never seen: choose_prompt →
+ *   2. the closed loop on one task the shipped model has never seen: choose_prompt →
  *      outcome drawn from the served prompt's measured accuracy → track_execution,
  *      1,000 rounds per model, against always serving the original
- *   2. track executions of real prompts (multiprompt data) and print their aggregates
- *   3. train a scorer on that history (promoted only when no worse)
- *   4. rank prompts it has never seen, against their real accuracy
- *   5. optimize a prompt with COPRO (offline proposer, learned evaluator)
- *   6. pick an A/B variant by Thompson sampling over the tracked outcomes
+ *   3. track executions of real prompts (multiprompt data) and print their aggregates
+ *   4. train a scorer on that history (promoted only when no worse)
+ *   5. rank prompts it has never seen, against their real accuracy
+ *   6. optimize a prompt with COPRO (offline proposer, learned evaluator)
+ *   7. pick an A/B variant by Thompson sampling over the tracked outcomes
  *
  * Results go to stdout; progress to stderr.
  */
