@@ -100,10 +100,6 @@ export class Engine<S = Record<string, never>> {
     return this.startOrder.map(String);
   }
 
-  get isClosing(): boolean {
-    return this.closing;
-  }
-
   /** Close started services in reverse start order; waits for services still starting. Idempotent. */
   async close(): Promise<void> {
     if (this.closing) return;

@@ -10,6 +10,7 @@
  *   is the prior of a Beta posterior that the tracked outcomes of that exact
  *   prompt update, so history outweighs the model as it accumulates.
  */
+import type { Outcomes } from './bandit.js';
 import { createHash } from 'node:crypto';
 import { chat, type LlmEndpoint } from './llmClient.js';
 
@@ -97,16 +98,11 @@ export class DevsetEvaluator implements Evaluator {
   }
 }
 
-export interface OutcomeHistory {
-  successes: number;
-  count: number;
-}
-
 export interface LearnedEvaluatorDeps {
   /** P(success) per instruction from the learned scorer. */
   predict(instructions: string[]): Promise<number[]>;
   /** Tracked outcomes per prompt id. */
-  outcomes(promptIds: string[]): Promise<Map<string, OutcomeHistory>>;
+  outcomes(promptIds: string[]): Promise<Map<string, Outcomes>>;
   /** Weight of the model's prediction, in pseudo-executions. */
   priorStrength?: number;
 }
