@@ -62,6 +62,7 @@ export class ExperimentService {
   private readonly entries: Array<(store: TrackingStore) => Promise<unknown>> = [];
   private flushing: Promise<void> | undefined;
   private closed = false;
+  private learner: Learner | undefined;
   readonly figures = { choices: 0, outcomes: 0, unmatched_outcomes: 0, batches: 0, proposals_screened: 0, proposals_rejected: 0, retired: 0, banned: 0, leader_changes: 0, write_errors: 0 };
 
   private constructor(private readonly deps: ExperimentServiceDeps) {}
@@ -133,7 +134,13 @@ export class ExperimentService {
     this.figures.outcomes++;
     const decisions = exp.observe(o.promptId, o.success);
     if (decisions.length > 0) this.apply(exp, decisions);
-    void this.deps.learner().then((l) => l.noteOutcomes(1), () => undefined);
+    // The learner is looked up once, not a promise per outcome on the hot path.
+    if (this.learner !== undefined) this.learner.noteOutcomes(1);
+    else
+      void this.deps.learner().then((l) => {
+        this.learner = l;
+        l.noteOutcomes(1);
+      }, () => undefined);
   }
 
   get(name: string, model?: string): Experiment[] {
