@@ -38,8 +38,8 @@ export interface RankingReport {
 }
 
 export interface EvalReport {
-  withinTask: RankingReport;
-  leaveTasksOut: RankingReport & { heldOutTasks: string[] };
+  withinTask: RankingReport & { perGroup: GroupResult[] };
+  leaveTasksOut: RankingReport & { folds: Array<RankingReport & { fold: number; heldOutTasks: string[]; epochs: number }>; perGroup: GroupResult[] };
   heldOutCells: { auc: number; logLoss: number; ece: number; cells: number; executions: number };
   train: { examples: number; epochs: number; seconds: number };
 }
@@ -115,34 +115,74 @@ function nearestNeighbour(history: Cell[]): Scorer {
     });
 }
 
-function rankGroups(unseen: Cell[], all: Cell[], scorers: Record<string, Scorer | 'random' | 'default'>): RankingReport {
+export interface GroupResult {
+  task: string;
+  model: string;
+  /** leave-tasks-out fold the group was held out in (absent within task) */
+  fold?: number;
+  prompts: number;
+  spearman: Record<string, number>;
+  regret: Record<string, number>;
+}
+
+function summarise(groups: GroupResult[]): RankingReport {
+  const sp: Record<string, number[]> = {};
+  const rg: Record<string, number[]> = {};
+  for (const g of groups) {
+    for (const [k, v] of Object.entries(g.spearman)) (sp[k] ??= []).push(v);
+    for (const [k, v] of Object.entries(g.regret)) (rg[k] ??= []).push(v);
+  }
+  const mean = (x: number[]): number => x.reduce((s, y) => s + y, 0) / Math.max(1, x.length);
+  return {
+    groups: groups.length,
+    spearman: Object.fromEntries(Object.entries(sp).map(([k, v]) => [k, mean(v)])),
+    regret: Object.fromEntries(Object.entries(rg).map(([k, v]) => [k, mean(v)])),
+  };
+}
+
+/**
+ * Spearman and top-1 regret of every scorer in every (task, model) group of
+ * `unseen` with 3+ prompts whose accuracies differ. `random` is the expected
+ * value of a random pick (Spearman 0, regret best − mean); `default` picks the
+ * task's benchmark template (its mean accuracy when the task has several) and
+ * ranks nothing (Spearman 0).
+ */
+function rankGroups(unseen: Cell[], all: Cell[], scorers: Record<string, Scorer | 'random' | 'default'>, fold?: number): GroupResult[] {
   const groups = groupBy(unseen, (c) => `${c.task}|${c.model}`);
-  const defaults = new Map(all.filter((c) => c.method === 'default').map((c) => [`${c.task}|${c.model}`, c.acc]));
+  const defaults = new Map<string, number[]>();
+  for (const c of all) {
+    if (c.method !== 'default') continue;
+    const key = `${c.task}|${c.model}`;
+    defaults.set(key, [...(defaults.get(key) ?? []), c.acc]);
+  }
   const scores: Record<string, number[]> = {};
   for (const [name, s] of Object.entries(scorers)) if (typeof s === 'function') scores[name] = s(unseen);
   const index = new Map(unseen.map((c, i) => [c, i]));
-  const sp: Record<string, number[]> = {};
-  const rg: Record<string, number[]> = {};
-  let n = 0;
+  const out: GroupResult[] = [];
+  const mean = (x: number[]): number => x.reduce((a, b) => a + b, 0) / x.length;
   for (const [key, cs] of groups) {
     if (cs.length < 3) continue;
     const truth = cs.map((c) => c.acc);
     if (Math.max(...truth) === Math.min(...truth)) continue; // nothing to rank
-    n++;
     const best = Math.max(...truth);
+    const g: GroupResult = { task: cs[0]!.task, model: cs[0]!.model, ...(fold === undefined ? {} : { fold }), prompts: cs.length, spearman: {}, regret: {} };
     for (const [name, s] of Object.entries(scorers)) {
-      (sp[name] ??= []).push(s === 'random' || s === 'default' ? 0 : spearman(cs.map((c) => scores[name]![index.get(c)!]!), truth));
-      if (s === 'random') (rg[name] ??= []).push(best - truth.reduce((a, b) => a + b, 0) / truth.length);
-      else if (s === 'default') (rg[name] ??= []).push(Math.max(0, best - (defaults.get(key) ?? truth.reduce((a, b) => a + b, 0) / truth.length)));
-      else (rg[name] ??= []).push(top1Regret(cs.map((c) => scores[name]![index.get(c)!]!), truth));
+      if (s === 'random') {
+        g.spearman[name] = 0;
+        g.regret[name] = best - mean(truth);
+      } else if (s === 'default') {
+        const d = defaults.get(key);
+        g.spearman[name] = 0;
+        g.regret[name] = Math.max(0, best - (d === undefined ? mean(truth) : mean(d)));
+      } else {
+        const sc = cs.map((c) => scores[name]![index.get(c)!]!);
+        g.spearman[name] = spearman(sc, truth);
+        g.regret[name] = top1Regret(sc, truth);
+      }
     }
+    out.push(g);
   }
-  const mean = (x: number[]): number => x.reduce((s, y) => s + y, 0) / Math.max(1, x.length);
-  return {
-    groups: n,
-    spearman: Object.fromEntries(Object.entries(sp).map(([k, v]) => [k, mean(v)])),
-    regret: Object.fromEntries(Object.entries(rg).map(([k, v]) => [k, mean(v)])),
-  };
+  return out;
 }
 
 export function trainOn(cells: Cell[], o: TrainOptions & { valFraction?: number } = {}): { weights: MlpWeights; epochs: number } {
@@ -165,28 +205,90 @@ function modelScorer(w: MlpWeights): Scorer {
   };
 }
 
-export function evaluate(cells: Cell[], o: TrainOptions & { heldOutTasks?: string[] } = {}): EvalReport {
+/**
+ * Task families: tasks that are variants of one another (the same puzzle with
+ * more objects, the opposite comparison). A family is held out together, so
+ * that "unseen task" never means "its sibling was in training".
+ */
+export function taskFamily(task: string): string {
+  if (task.startsWith('logical_deduction_')) return 'logical_deduction';
+  if (task === 'less_letters' || task === 'more_letters') return 'letters';
+  if (task === 'all_words_from_category' || task === 'any_words_from_category') return 'words_from_category';
+  return task;
+}
+
+/**
+ * Deterministic folds by task: families (largest first, ties by a hash of the
+ * name) go to the fold with the fewest tasks so far, BBH and LMentry spread
+ * across folds. Every task is held out exactly once.
+ */
+export function taskFolds(cells: Cell[], k: number): string[][] {
+  const suiteOf = new Map(cells.map((c) => [c.task, c.suite]));
+  const fams = groupBy([...suiteOf.keys()].map((t) => ({ task: t }) as Cell), (c) => taskFamily(c.task));
+  const order = [...fams.entries()]
+    .map(([f, cs]) => ({ f, tasks: cs.map((c) => c.task).sort(), suite: suiteOf.get(cs[0]!.task)! }))
+    .sort((a, b) => b.tasks.length - a.tasks.length || a.suite.localeCompare(b.suite) || h(`fold:${a.f}`) - h(`fold:${b.f}`));
+  const folds: string[][] = Array.from({ length: k }, () => []);
+  const suiteCount = Array.from({ length: k }, () => new Map<string, number>());
+  for (const fam of order) {
+    let best = 0;
+    for (let i = 1; i < k; i++) {
+      const a = [folds[i]!.length, suiteCount[i]!.get(fam.suite) ?? 0];
+      const b = [folds[best]!.length, suiteCount[best]!.get(fam.suite) ?? 0];
+      if (a[0]! < b[0]! || (a[0] === b[0] && a[1]! < b[1]!)) best = i;
+    }
+    folds[best]!.push(...fam.tasks);
+    suiteCount[best]!.set(fam.suite, (suiteCount[best]!.get(fam.suite) ?? 0) + fam.tasks.length);
+  }
+  return folds.map((f) => f.sort());
+}
+
+export interface EvalOptions extends TrainOptions {
+  /** number of leave-tasks-out folds (default 5) */
+  folds?: number;
+  /** progress lines (stderr in the CLI and the test) */
+  progress?: (line: string) => void;
+}
+
+export function evaluate(cells: Cell[], o: EvalOptions = {}): EvalReport {
+  const say = o.progress ?? ((): void => undefined);
   const t0 = performance.now();
   // within-task
   const history = cells.filter((c) => isHistory(c.templateId));
   const unseen = cells.filter((c) => !isHistory(c.templateId));
+  say(`within-task: training on the history half (${history.length} cells)`);
   const within = trainOn(history, o);
   const trainSeconds = (performance.now() - t0) / 1000;
   const mlp = modelScorer(within.weights);
-  const withinTask = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history) });
+  const withinGroups = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history) });
+  const withinTask = { ...summarise(withinGroups), perGroup: withinGroups };
+  say(`within-task: ${fmt(withinTask)}`);
   const p = mlp(unseen);
   const w = unseen.map((c, i) => ({ p: p[i]!, y: c.successes / c.n, w: c.n }));
   const heldOutCells = { auc: auc(w), logLoss: logLoss(w), ece: ece(w), cells: unseen.length, executions: unseen.reduce((s, c) => s + c.n, 0) };
 
-  // leave tasks out
-  const tasks = [...new Set(cells.map((c) => c.task))].sort();
-  const heldOutTasks = o.heldOutTasks ?? tasks.filter((t) => h(`lto:${t}`) % 4 === 0);
-  const trainTasks = cells.filter((c) => !heldOutTasks.includes(c.task));
-  const testTasks = cells.filter((c) => heldOutTasks.includes(c.task));
-  const lto = trainOn(trainTasks, o);
-  const leaveTasksOut = {
-    ...rankGroups(testTasks, cells, { model: modelScorer(lto.weights), random: 'random', default: 'default', length_only: lengthOnly(trainTasks), nearest_neighbour: nearestNeighbour(trainTasks) }),
-    heldOutTasks,
-  };
+  // leave tasks out: k folds by task (families together); the held-out tasks' cells never enter training
+  const folds = taskFolds(cells, o.folds ?? 5);
+  const ltoGroups: GroupResult[] = [];
+  const perFold: Array<RankingReport & { fold: number; heldOutTasks: string[]; epochs: number }> = [];
+  folds.forEach((heldOut, fold) => {
+    const trainCells = cells.filter((c) => !heldOut.includes(c.task));
+    const testCells = cells.filter((c) => heldOut.includes(c.task));
+    say(`leave-tasks-out fold ${fold + 1}/${folds.length}: holding out ${heldOut.join(', ')}; training on ${trainCells.length} cells`);
+    const lto = trainOn(trainCells, o);
+    const gs = rankGroups(testCells, cells, { model: modelScorer(lto.weights), random: 'random', default: 'default', length_only: lengthOnly(trainCells), nearest_neighbour: nearestNeighbour(trainCells) }, fold);
+    ltoGroups.push(...gs);
+    const r = { fold, heldOutTasks: heldOut, epochs: lto.epochs, ...summarise(gs) };
+    perFold.push(r);
+    say(`  fold ${fold + 1}: ${fmt(r)}`);
+  });
+  const leaveTasksOut = { ...summarise(ltoGroups), folds: perFold, perGroup: ltoGroups };
+  say(`leave-tasks-out overall: ${fmt(leaveTasksOut)}`);
   return { withinTask, leaveTasksOut, heldOutCells, train: { examples: history.length, epochs: within.epochs, seconds: trainSeconds } };
+}
+
+function fmt(r: RankingReport): string {
+  return Object.keys(r.regret)
+    .map((k) => `${k} ρ ${r.spearman[k]!.toFixed(3)} regret ${r.regret[k]!.toFixed(3)}`)
+    .join(' | ');
 }
