@@ -13,15 +13,23 @@
 import { createHash } from 'node:crypto';
 import { featureDim, featurize, FEATURE_SPEC, type SparseVec } from './features.js';
 import { auc, ece, logLoss, spearman, top1Regret } from './metrics.js';
-import { predictAll, seeded, trainMlp, type Example, type MlpWeights, type TrainOptions } from './mlp.js';
+import { initWeights, predictAll, seeded, trainMlp, type Example, type MlpWeights, type TrainOptions } from './mlp.js';
 import type { Cell } from './multiprompt.js';
 
 export function cellContext(c: Cell): Record<string, string> {
   return { model: c.model, task: c.task };
 }
 
+/** Features of a cell (memoised per cell: the spec is fixed, nothing in it is fitted to data). */
+const featureMemo = new WeakMap<Cell, SparseVec>();
+export function cellFeatures(c: Cell): SparseVec {
+  let x = featureMemo.get(c);
+  if (x === undefined) featureMemo.set(c, (x = featurize(c.template, cellContext(c))));
+  return x;
+}
+
 export function cellExample(c: Cell): Example {
-  return { x: featurize(c.template, cellContext(c)), y: c.successes / c.n, w: c.n };
+  return { x: cellFeatures(c), y: c.successes / c.n, w: c.n };
 }
 
 const h = (s: string): number => parseInt(createHash('sha256').update(s).digest('hex').slice(0, 8), 16);
@@ -185,9 +193,21 @@ function rankGroups(unseen: Cell[], all: Cell[], scorers: Record<string, Scorer 
   return out;
 }
 
+/** Ranking groups: one per (task, model). */
+export function groupIds(cells: Cell[]): number[] {
+  const ids = new Map<string, number>();
+  return cells.map((c) => {
+    const k = `${c.task}|${c.model}`;
+    let g = ids.get(k);
+    if (g === undefined) ids.set(k, (g = ids.size));
+    return g;
+  });
+}
+
 export function trainOn(cells: Cell[], o: TrainOptions & { valFraction?: number } = {}): { weights: MlpWeights; epochs: number } {
   const rnd = seeded(o.seed ?? 7);
-  const ex = cells.map(cellExample);
+  const gid = groupIds(cells);
+  const ex = cells.map((c, i) => ({ ...cellExample(c), group: gid[i]! }));
   const val: Example[] = [];
   const train: Example[] = [];
   for (const e of ex) (rnd() < (o.valFraction ?? 0.1) ? val : train).push(e);
@@ -199,7 +219,7 @@ function modelScorer(w: MlpWeights): Scorer {
   const memo = new Map<Cell, number>();
   return (cells) => {
     const todo = cells.filter((c) => !memo.has(c));
-    const xs: SparseVec[] = todo.map((c) => featurize(c.template, cellContext(c)));
+    const xs: SparseVec[] = todo.map(cellFeatures);
     predictAll(w, xs).forEach((p, i) => memo.set(todo[i]!, p));
     return cells.map((c) => memo.get(c)!);
   };
@@ -222,9 +242,9 @@ export function taskFamily(task: string): string {
  * name) go to the fold with the fewest tasks so far, BBH and LMentry spread
  * across folds. Every task is held out exactly once.
  */
-export function taskFolds(cells: Cell[], k: number): string[][] {
+export function taskFolds(cells: Cell[], k: number, families = true): string[][] {
   const suiteOf = new Map(cells.map((c) => [c.task, c.suite]));
-  const fams = groupBy([...suiteOf.keys()].map((t) => ({ task: t }) as Cell), (c) => taskFamily(c.task));
+  const fams = groupBy([...suiteOf.keys()].map((t) => ({ task: t }) as Cell), (c) => (families ? taskFamily(c.task) : c.task));
   const order = [...fams.entries()]
     .map(([f, cs]) => ({ f, tasks: cs.map((c) => c.task).sort(), suite: suiteOf.get(cs[0]!.task)! }))
     .sort((a, b) => b.tasks.length - a.tasks.length || a.suite.localeCompare(b.suite) || h(`fold:${a.f}`) - h(`fold:${b.f}`));
@@ -248,6 +268,10 @@ export interface EvalOptions extends TrainOptions {
   folds?: number;
   /** progress lines (stderr in the CLI and the test) */
   progress?: (line: string) => void;
+  /** run only one part (experiments); the other is reported empty */
+  only?: 'within' | 'lto';
+  /** hold task families out together (default true; false: every task is its own unit) */
+  families?: boolean;
 }
 
 export function evaluate(cells: Cell[], o: EvalOptions = {}): EvalReport {
@@ -255,9 +279,9 @@ export function evaluate(cells: Cell[], o: EvalOptions = {}): EvalReport {
   const t0 = performance.now();
   // within-task
   const history = cells.filter((c) => isHistory(c.templateId));
-  const unseen = cells.filter((c) => !isHistory(c.templateId));
+  const unseen = cells.filter((c) => !isHistory(c.templateId) && o.only !== 'lto');
   say(`within-task: training on the history half (${history.length} cells)`);
-  const within = trainOn(history, o);
+  const within = o.only === 'lto' ? { weights: initWeights(1, 1, 1, seeded(1)), epochs: 0 } : trainOn(history, o);
   const trainSeconds = (performance.now() - t0) / 1000;
   const mlp = modelScorer(within.weights);
   const withinGroups = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history) });
@@ -268,7 +292,7 @@ export function evaluate(cells: Cell[], o: EvalOptions = {}): EvalReport {
   const heldOutCells = { auc: auc(w), logLoss: logLoss(w), ece: ece(w), cells: unseen.length, executions: unseen.reduce((s, c) => s + c.n, 0) };
 
   // leave tasks out: k folds by task (families together); the held-out tasks' cells never enter training
-  const folds = taskFolds(cells, o.folds ?? 5);
+  const folds = o.only === 'within' ? [] : taskFolds(cells, o.folds ?? 5, o.families ?? true);
   const ltoGroups: GroupResult[] = [];
   const perFold: Array<RankingReport & { fold: number; heldOutTasks: string[]; epochs: number }> = [];
   folds.forEach((heldOut, fold) => {
