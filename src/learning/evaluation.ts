@@ -11,9 +11,9 @@
  * the held-out cells.
  */
 import { createHash } from 'node:crypto';
-import { featureDim, featurize, FEATURE_SPEC, type SparseVec } from './features.js';
+import { featureDim, featurize, FEATURE_SPEC, type FeatureSpec, type SparseVec } from './features.js';
 import { auc, ece, logLoss, spearman, top1Regret } from './metrics.js';
-import { initWeights, predictAll, seeded, trainMlp, type Example, type MlpWeights, type TrainOptions } from './mlp.js';
+import { initWeights, predictAll, seeded, stackWeights, trainMlp, type Example, type MlpWeights, type TrainOptions } from './mlp.js';
 import type { Cell } from './multiprompt.js';
 
 export function cellContext(c: Cell): Record<string, string> {
@@ -21,15 +21,17 @@ export function cellContext(c: Cell): Record<string, string> {
 }
 
 /** Features of a cell (memoised per cell: the spec is fixed, nothing in it is fitted to data). */
-const featureMemo = new WeakMap<Cell, SparseVec>();
-export function cellFeatures(c: Cell): SparseVec {
-  let x = featureMemo.get(c);
-  if (x === undefined) featureMemo.set(c, (x = featurize(c.template, cellContext(c))));
+const featureMemo = new WeakMap<FeatureSpec, WeakMap<Cell, SparseVec>>();
+export function cellFeatures(c: Cell, spec: FeatureSpec = FEATURE_SPEC): SparseVec {
+  let memo = featureMemo.get(spec);
+  if (memo === undefined) featureMemo.set(spec, (memo = new WeakMap()));
+  let x = memo.get(c);
+  if (x === undefined) memo.set(c, (x = featurize(c.template, cellContext(c), spec)));
   return x;
 }
 
-export function cellExample(c: Cell): Example {
-  return { x: cellFeatures(c), y: c.successes / c.n, w: c.n };
+export function cellExample(c: Cell, spec: FeatureSpec = FEATURE_SPEC): Example {
+  return { x: cellFeatures(c, spec), y: c.successes / c.n, w: c.n };
 }
 
 const h = (s: string): number => parseInt(createHash('sha256').update(s).digest('hex').slice(0, 8), 16);
@@ -204,22 +206,45 @@ export function groupIds(cells: Cell[]): number[] {
   });
 }
 
-export function trainOn(cells: Cell[], o: TrainOptions & { valFraction?: number } = {}): { weights: MlpWeights; epochs: number } {
+export interface TrainOnOptions extends TrainOptions {
+  /** share of the cells (valBy cell) or of the task families (valBy task) held out for early stopping; default 0.1 / 0.15 */
+  valFraction?: number;
+  /**
+   * cell: a random share of the cells (measures fit to the tasks seen);
+   * task: whole task families (measures transfer to tasks not seen, what ranking an unseen task needs)
+   */
+  valBy?: 'cell' | 'task';
+  spec?: FeatureSpec;
+  /** train this many networks (seeds seed, seed+1, …) and serve the mean of their logits as one network; default 1 */
+  ensemble?: number;
+}
+
+export function trainOn(cells: Cell[], o: TrainOnOptions = {}): { weights: MlpWeights; epochs: number } {
+  const k = o.ensemble ?? 1;
+  if (k > 1) {
+    const members = Array.from({ length: k }, (_, i) => trainOn(cells, { ...o, ensemble: 1, seed: (o.seed ?? 7) + i }));
+    return { weights: stackWeights(members.map((m) => m.weights)), epochs: Math.max(...members.map((m) => m.epochs)) };
+  }
   const rnd = seeded(o.seed ?? 7);
   const gid = groupIds(cells);
-  const ex = cells.map((c, i) => ({ ...cellExample(c), group: gid[i]! }));
+  const spec = o.spec ?? FEATURE_SPEC;
+  const ex = cells.map((c, i) => ({ ...cellExample(c, spec), group: gid[i]! }));
   const val: Example[] = [];
   const train: Example[] = [];
-  for (const e of ex) (rnd() < (o.valFraction ?? 0.1) ? val : train).push(e);
-  const r = trainMlp(train, val, featureDim(FEATURE_SPEC), o);
+  if (o.valBy === 'task') {
+    const fams = [...new Set(cells.map((c) => taskFamily(c.task)))].sort((a, b) => h(`val:${o.seed ?? 7}:${a}`) - h(`val:${o.seed ?? 7}:${b}`));
+    const held = new Set(fams.slice(0, Math.max(1, Math.round(fams.length * (o.valFraction ?? 0.15)))));
+    ex.forEach((e, i) => (held.has(taskFamily(cells[i]!.task)) ? val : train).push(e));
+  } else for (const e of ex) (rnd() < (o.valFraction ?? 0.1) ? val : train).push(e);
+  const r = trainMlp(train, val, featureDim(spec), o);
   return { weights: r.weights, epochs: r.epochs };
 }
 
-function modelScorer(w: MlpWeights): Scorer {
+function modelScorer(w: MlpWeights, spec: FeatureSpec = FEATURE_SPEC): Scorer {
   const memo = new Map<Cell, number>();
   return (cells) => {
     const todo = cells.filter((c) => !memo.has(c));
-    const xs: SparseVec[] = todo.map(cellFeatures);
+    const xs: SparseVec[] = todo.map((c) => cellFeatures(c, spec));
     predictAll(w, xs).forEach((p, i) => memo.set(todo[i]!, p));
     return cells.map((c) => memo.get(c)!);
   };
@@ -263,7 +288,7 @@ export function taskFolds(cells: Cell[], k: number, families = true): string[][]
   return folds.map((f) => f.sort());
 }
 
-export interface EvalOptions extends TrainOptions {
+export interface EvalOptions extends TrainOnOptions {
   /** number of leave-tasks-out folds (default 5) */
   folds?: number;
   /** progress lines (stderr in the CLI and the test) */
@@ -272,6 +297,8 @@ export interface EvalOptions extends TrainOptions {
   only?: 'within' | 'lto';
   /** hold task families out together (default true; false: every task is its own unit) */
   families?: boolean;
+  /** feature spec to evaluate (default: the current FEATURE_SPEC) */
+  spec?: FeatureSpec;
 }
 
 export function evaluate(cells: Cell[], o: EvalOptions = {}): EvalReport {
@@ -283,7 +310,7 @@ export function evaluate(cells: Cell[], o: EvalOptions = {}): EvalReport {
   say(`within-task: training on the history half (${history.length} cells)`);
   const within = o.only === 'lto' ? { weights: initWeights(1, 1, 1, seeded(1)), epochs: 0 } : trainOn(history, o);
   const trainSeconds = (performance.now() - t0) / 1000;
-  const mlp = modelScorer(within.weights);
+  const mlp = modelScorer(within.weights, o.spec);
   const withinGroups = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history) });
   const withinTask = { ...summarise(withinGroups), perGroup: withinGroups };
   say(`within-task: ${fmt(withinTask)}`);
@@ -300,7 +327,7 @@ export function evaluate(cells: Cell[], o: EvalOptions = {}): EvalReport {
     const testCells = cells.filter((c) => heldOut.includes(c.task));
     say(`leave-tasks-out fold ${fold + 1}/${folds.length}: holding out ${heldOut.join(', ')}; training on ${trainCells.length} cells`);
     const lto = trainOn(trainCells, o);
-    const gs = rankGroups(testCells, cells, { model: modelScorer(lto.weights), random: 'random', default: 'default', length_only: lengthOnly(trainCells), nearest_neighbour: nearestNeighbour(trainCells) }, fold);
+    const gs = rankGroups(testCells, cells, { model: modelScorer(lto.weights, o.spec), random: 'random', default: 'default', length_only: lengthOnly(trainCells), nearest_neighbour: nearestNeighbour(trainCells) }, fold);
     ltoGroups.push(...gs);
     const r = { fold, heldOutTasks: heldOut, epochs: lto.epochs, ...summarise(gs) };
     perFold.push(r);
