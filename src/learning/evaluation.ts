@@ -57,12 +57,6 @@ export interface EvalReport {
 type Scorer = (cells: Cell[]) => number[];
 
 const words = (s: string): Set<string> => new Set(s.toLowerCase().match(/[a-z0-9]+/g) ?? []);
-function jaccard(a: Set<string>, b: Set<string>): number {
-  let inter = 0;
-  for (const x of a) if (b.has(x)) inter++;
-  return inter === 0 ? 0 : inter / (a.size + b.size - inter);
-}
-
 /** Group key → cells. */
 function groupBy(cells: Cell[], key: (c: Cell) => string): Map<string, Cell[]> {
   const m = new Map<string, Cell[]>();
@@ -100,29 +94,60 @@ function lengthOnly(history: Cell[]): Scorer {
 
 /** Nearest seen neighbour: the accuracy of the most similar history template for the same model (same task when it has history). */
 function nearestNeighbour(history: Cell[]): Scorer {
-  const byTaskModel = groupBy(history, (c) => `${c.task}|${c.model}`);
-  const byModel = groupBy(history, (c) => c.model);
-  const cache = new Map<string, Set<string>>();
-  const ws = (t: string): Set<string> => {
-    let s = cache.get(t);
-    if (s === undefined) cache.set(t, (s = words(t)));
-    return s;
-  };
-  return (cells) =>
-    cells.map((c) => {
-      const pool = byTaskModel.get(`${c.task}|${c.model}`) ?? byModel.get(c.model) ?? [];
-      let best = -1;
-      let acc = 0.5;
-      const w = ws(c.template);
-      for (const p of pool) {
-        const s = jaccard(w, ws(p.template));
-        if (s > best) {
-          best = s;
-          acc = p.acc;
+  // Each distinct history template once (in history order), with its accuracy per model; a test
+  // template's similarity to each is computed once and serves every model (same result as scanning
+  // each model's pool in history order and keeping the first most similar).
+  const vocab = new Map<string, number>();
+  const ids = (t: string): Int32Array => Int32Array.from([...words(t)].map((w) => vocab.get(w) ?? vocab.set(w, vocab.size).get(w)!)).sort();
+  interface Entry { task: string; words: Int32Array; acc: Map<string, number> }
+  const entries: Entry[] = [];
+  const byKey = new Map<string, Entry>();
+  for (const c of history) {
+    const key = `${c.task}\u0000${c.templateId}`;
+    let e = byKey.get(key);
+    if (e === undefined) {
+      byKey.set(key, (e = { task: c.task, words: ids(c.template), acc: new Map() }));
+      entries.push(e);
+    }
+    e.acc.set(c.model, c.acc);
+  }
+  const taskModels = new Set(history.map((c) => `${c.task}|${c.model}`));
+  const memo = new Map<string, Map<string, number>>();
+  const bestPerModel = (template: string, task: string | undefined): Map<string, number> => {
+    const key = `${task ?? ''}\u0000${template}`;
+    let out = memo.get(key);
+    if (out !== undefined) return out;
+    const w = ids(template);
+    const best = new Map<string, number>();
+    out = new Map();
+    for (const e of entries) {
+      if (task !== undefined && e.task !== task) continue;
+      const s = jaccardIds(w, e.words);
+      for (const [model, acc] of e.acc)
+        if (s > (best.get(model) ?? -1)) {
+          best.set(model, s);
+          out.set(model, acc);
         }
-      }
-      return acc;
-    });
+    }
+    memo.set(key, out);
+    return out;
+  };
+  return (cells) => cells.map((c) => bestPerModel(c.template, taskModels.has(`${c.task}|${c.model}`) ? c.task : undefined).get(c.model) ?? 0.5);
+}
+
+function jaccardIds(a: Int32Array, b: Int32Array): number {
+  let i = 0;
+  let j = 0;
+  let inter = 0;
+  while (i < a.length && j < b.length) {
+    if (a[i] === b[j]) {
+      inter++;
+      i++;
+      j++;
+    } else if (a[i]! < b[j]!) i++;
+    else j++;
+  }
+  return inter === 0 ? 0 : inter / (a.length + b.length - inter);
 }
 
 export interface GroupResult {
@@ -326,7 +351,9 @@ export function evaluate(cells: Cell[], o: EvalOptions = {}): EvalReport {
     const trainCells = cells.filter((c) => !heldOut.includes(c.task));
     const testCells = cells.filter((c) => heldOut.includes(c.task));
     say(`leave-tasks-out fold ${fold + 1}/${folds.length}: holding out ${heldOut.join(', ')}; training on ${trainCells.length} cells`);
+    const t1 = performance.now();
     const lto = trainOn(trainCells, o);
+    say(`  trained in ${((performance.now() - t1) / 1000).toFixed(1)} s (best epoch ${lto.epochs})`);
     const gs = rankGroups(testCells, cells, { model: modelScorer(lto.weights, o.spec), random: 'random', default: 'default', length_only: lengthOnly(trainCells), nearest_neighbour: nearestNeighbour(trainCells) }, fold);
     ltoGroups.push(...gs);
     const r = { fold, heldOutTasks: heldOut, epochs: lto.epochs, ...summarise(gs) };
