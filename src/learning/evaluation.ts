@@ -11,10 +11,16 @@
  * the held-out cells.
  */
 import { createHash } from 'node:crypto';
-import { featureDim, featurize, FEATURE_SPEC, type FeatureSpec, type SparseVec } from './features.js';
+import os from 'node:os';
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { REPO_ROOT } from '../config.js';
+import { featurize, FEATURE_SPEC, specHash, type FeatureSpec, type SparseVec } from './features.js';
 import { auc, ece, logLoss, spearman, top1Regret } from './metrics.js';
-import { initWeights, predictAll, seeded, stackWeights, trainMlp, type Example, type MlpWeights, type TrainOptions } from './mlp.js';
+import { predictAll, type Example, type MlpWeights } from './mlp.js';
 import type { Cell } from './multiprompt.js';
+import { assemble, trainRanker, type RankerOptions } from './ranker.js';
+import type { RankJob } from './rankWorker.js';
 
 export function cellContext(c: Cell): Record<string, string> {
   return { model: c.model, task: c.task };
@@ -49,9 +55,10 @@ export interface RankingReport {
 
 export interface EvalReport {
   withinTask: RankingReport & { perGroup: GroupResult[] };
-  leaveTasksOut: RankingReport & { folds: Array<RankingReport & { fold: number; heldOutTasks: string[]; epochs: number }>; perGroup: GroupResult[] };
+  leaveTasksOut: RankingReport & { folds: FoldReport[]; perGroup: GroupResult[] };
   heldOutCells: { auc: number; logLoss: number; ece: number; cells: number; executions: number };
-  train: { examples: number; epochs: number; seconds: number };
+  /** within-task training set size, best epoch of each member, and the wall time of the whole evaluation */
+  train: { examples: number; epochs: number[]; seconds: number };
 }
 
 type Scorer = (cells: Cell[]) => number[];
@@ -231,38 +238,127 @@ export function groupIds(cells: Cell[]): number[] {
   });
 }
 
-export interface TrainOnOptions extends TrainOptions {
-  /** share of the cells (valBy cell) or of the task families (valBy task) held out for early stopping; default 0.1 / 0.15 */
-  valFraction?: number;
-  /**
-   * cell: a random share of the cells (measures fit to the tasks seen);
-   * task: whole task families (measures transfer to tasks not seen, what ranking an unseen task needs)
-   */
-  valBy?: 'cell' | 'task';
-  spec?: FeatureSpec;
-  /** train this many networks (seeds seed, seed+1, …) and serve the mean of their logits as one network; default 1 */
-  ensemble?: number;
+/** Which cells a model is trained on: all but some tasks, or the history half of every group. */
+export interface Selection {
+  excludeTasks?: string[];
+  historyOnly?: boolean;
 }
 
-export function trainOn(cells: Cell[], o: TrainOnOptions = {}): { weights: MlpWeights; epochs: number } {
-  const k = o.ensemble ?? 1;
-  if (k > 1) {
-    const members = Array.from({ length: k }, (_, i) => trainOn(cells, { ...o, ensemble: 1, seed: (o.seed ?? 7) + i }));
-    return { weights: stackWeights(members.map((m) => m.weights)), epochs: Math.max(...members.map((m) => m.epochs)) };
-  }
-  const rnd = seeded(o.seed ?? 7);
+export function selectCells(cells: Cell[], s: Selection): Cell[] {
+  const ex = new Set(s.excludeTasks ?? []);
+  return cells.filter((c) => !ex.has(c.task) && (s.historyOnly !== true || isHistory(c.templateId)));
+}
+
+/** Training examples of cells: soft target k/n, weight n, ranking group (task, model). */
+export function examplesOf(cells: Cell[], spec: FeatureSpec = FEATURE_SPEC): Example[] {
   const gid = groupIds(cells);
-  const spec = o.spec ?? FEATURE_SPEC;
-  const ex = cells.map((c, i) => ({ ...cellExample(c, spec), group: gid[i]! }));
-  const val: Example[] = [];
-  const train: Example[] = [];
-  if (o.valBy === 'task') {
-    const fams = [...new Set(cells.map((c) => taskFamily(c.task)))].sort((a, b) => h(`val:${o.seed ?? 7}:${a}`) - h(`val:${o.seed ?? 7}:${b}`));
-    const held = new Set(fams.slice(0, Math.max(1, Math.round(fams.length * (o.valFraction ?? 0.15)))));
-    ex.forEach((e, i) => (held.has(taskFamily(cells[i]!.task)) ? val : train).push(e));
-  } else for (const e of ex) (rnd() < (o.valFraction ?? 0.1) ? val : train).push(e);
-  const r = trainMlp(train, val, featureDim(spec), o);
-  return { weights: r.weights, epochs: r.epochs };
+  return cells.map((c, i) => ({ ...cellExample(c, spec), group: gid[i]! }));
+}
+
+/** Train the ranker on cells in this thread (members one after another). */
+export function trainOn(cells: Cell[], o: RankerOptions = {}): { weights: MlpWeights; epochs: number[] } {
+  return trainRanker(examplesOf(cells, o.spec), o, cells.map(cellContext));
+}
+
+/**
+ * Worker threads training ranking members in parallel (each holds the cells);
+ * members are assembled (difficulty head, calibration) in this thread. The
+ * workers run the compiled dist/ (build first); a worker whose feature spec
+ * differs from this build's is refused.
+ */
+export class RankPool {
+  private readonly workers: Worker[] = [];
+  private readonly idle: Worker[] = [];
+  private readonly queue: Array<{ job: RankJob; resolve: (r: { weights: MlpWeights; epochs: number }) => void; reject: (e: Error) => void }> = [];
+  private readonly pending = new Map<number, { resolve: (r: { weights: MlpWeights; epochs: number }) => void; reject: (e: Error) => void; worker: Worker }>();
+  private nextId = 0;
+  private readonly ready: Promise<void>;
+
+  constructor(
+    private readonly cells: Cell[],
+    private readonly options: RankerOptions,
+    size: number,
+  ) {
+    // plain data only (callbacks such as onEpoch or progress stay in this thread)
+    const plain = JSON.parse(JSON.stringify(options)) as RankerOptions;
+    const expected = specHash(options.spec ?? FEATURE_SPEC);
+    const readies: Array<Promise<void>> = [];
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(path.join(REPO_ROOT, 'dist', 'src', 'learning', 'rankWorker.js'), { workerData: { cells, options: plain } });
+      this.workers.push(w);
+      w.on('error', (err) => {
+        // a worker that dies fails every job it holds
+        for (const [id, p] of this.pending) if (p.worker === w) {
+          this.pending.delete(id);
+          p.reject(err);
+        }
+      });
+      readies.push(
+        new Promise<void>((resolve, reject) => {
+          w.once('error', reject);
+          w.on('message', (m: { type: string; id?: number; specHash?: string; weights?: MlpWeights; epochs?: number; message?: string }) => {
+            if (m.type === 'ready') {
+              if (m.specHash !== expected) reject(new Error(`the rank worker (dist/) computes feature spec ${m.specHash}, this build ${expected}: run npm run build`));
+              else resolve();
+              return;
+            }
+            const p = this.pending.get(m.id!);
+            if (p === undefined) return;
+            this.pending.delete(m.id!);
+            if (m.type === 'done') p.resolve({ weights: m.weights!, epochs: m.epochs! });
+            else p.reject(new Error(`rank worker: ${m.message}`));
+            this.idle.push(w);
+            this.pump();
+          });
+        }),
+      );
+    }
+    this.ready = Promise.all(readies).then(() => {
+      this.idle.push(...this.workers);
+      this.pump();
+    });
+  }
+
+  private pump(): void {
+    while (this.idle.length > 0 && this.queue.length > 0) {
+      const w = this.idle.shift()!;
+      const q = this.queue.shift()!;
+      this.pending.set(q.job.id, { resolve: q.resolve, reject: q.reject, worker: w });
+      w.postMessage(q.job);
+    }
+  }
+
+  member(selection: Selection, seed: number): Promise<{ weights: MlpWeights; epochs: number }> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ job: { id: this.nextId++, selection, seed }, resolve, reject });
+      void this.ready.then(() => this.pump(), reject);
+    });
+  }
+
+  /** The ranker on a selection of the cells: members in the workers, assembly here. */
+  async train(selection: Selection): Promise<{ weights: MlpWeights; epochs: number[] }> {
+    const seed = this.options.seed ?? 42;
+    const k = this.options.ensemble ?? 3;
+    const members = await Promise.all(Array.from({ length: k }, (_, i) => this.member(selection, seed + i)));
+    const cells = selectCells(this.cells, selection);
+    const { weights } = assemble(
+      members.map((m) => m.weights),
+      examplesOf(cells, this.options.spec),
+      seed,
+      this.options.spec,
+      cells.map(cellContext),
+    );
+    return { weights, epochs: members.map((m) => m.epochs) };
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+}
+
+/** Train on a selection with the pool when there is one, else in this thread. */
+function trainSelection(cells: Cell[], selection: Selection, o: RankerOptions, pool: RankPool | undefined): Promise<{ weights: MlpWeights; epochs: number[] }> {
+  return pool !== undefined ? pool.train(selection) : Promise.resolve(trainOn(selectCells(cells, selection), o));
 }
 
 function modelScorer(w: MlpWeights, spec: FeatureSpec = FEATURE_SPEC): Scorer {
@@ -313,56 +409,71 @@ export function taskFolds(cells: Cell[], k: number, families = true): string[][]
   return folds.map((f) => f.sort());
 }
 
-export interface EvalOptions extends TrainOnOptions {
+export interface EvalOptions extends RankerOptions {
   /** number of leave-tasks-out folds (default 5) */
   folds?: number;
+  /** hold task families out together (default true; false: every task is its own unit) */
+  families?: boolean;
+  /** worker threads training members in parallel (default: min(2, cores)); 0 trains in this thread */
+  workers?: number;
   /** progress lines (stderr in the CLI and the test) */
   progress?: (line: string) => void;
   /** run only one part (experiments); the other is reported empty */
   only?: 'within' | 'lto';
-  /** hold task families out together (default true; false: every task is its own unit) */
-  families?: boolean;
-  /** feature spec to evaluate (default: the current FEATURE_SPEC) */
-  spec?: FeatureSpec;
 }
 
-export function evaluate(cells: Cell[], o: EvalOptions = {}): EvalReport {
+export type FoldReport = RankingReport & { fold: number; heldOutTasks: string[]; epochs: number[] };
+
+export async function evaluate(cells: Cell[], o: EvalOptions = {}): Promise<EvalReport> {
   const say = o.progress ?? ((): void => undefined);
   const t0 = performance.now();
-  // within-task
-  const history = cells.filter((c) => isHistory(c.templateId));
-  const unseen = cells.filter((c) => !isHistory(c.templateId) && o.only !== 'lto');
-  say(`within-task: training on the history half (${history.length} cells)`);
-  const within = o.only === 'lto' ? { weights: initWeights(1, 1, 1, seeded(1)), epochs: 0 } : trainOn(history, o);
-  const trainSeconds = (performance.now() - t0) / 1000;
-  const mlp = modelScorer(within.weights, o.spec);
-  const withinGroups = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history) });
-  const withinTask = { ...summarise(withinGroups), perGroup: withinGroups };
-  say(`within-task: ${fmt(withinTask)}`);
-  const p = mlp(unseen);
-  const w = unseen.map((c, i) => ({ p: p[i]!, y: c.successes / c.n, w: c.n }));
-  const heldOutCells = { auc: auc(w), logLoss: logLoss(w), ece: ece(w), cells: unseen.length, executions: unseen.reduce((s, c) => s + c.n, 0) };
+  const since = (): string => `${((performance.now() - t0) / 1000).toFixed(0)} s`;
+  const nWorkers = o.workers ?? Math.min(2, os.availableParallelism());
+  const pool = nWorkers > 0 ? new RankPool(cells, o, nWorkers) : undefined;
+  try {
+    const folds = o.only === 'within' ? [] : taskFolds(cells, o.folds ?? 5, o.families ?? true);
+    const history = cells.filter((c) => isHistory(c.templateId));
+    // every model is started at once (the pool keeps the workers busy); results are taken in order
+    const withinModel = o.only === 'lto' ? undefined : trainSelection(cells, { historyOnly: true }, o, pool);
+    const foldModels = folds.map((heldOut) => trainSelection(cells, { excludeTasks: heldOut }, o, pool));
+    say(`training ${withinModel === undefined ? 0 : 1} within-task and ${folds.length} leave-tasks-out models (${o.ensemble ?? 3} members each) on ${nWorkers || 'no'} worker thread(s)`);
 
-  // leave tasks out: k folds by task (families together); the held-out tasks' cells never enter training
-  const folds = o.only === 'within' ? [] : taskFolds(cells, o.folds ?? 5, o.families ?? true);
-  const ltoGroups: GroupResult[] = [];
-  const perFold: Array<RankingReport & { fold: number; heldOutTasks: string[]; epochs: number }> = [];
-  folds.forEach((heldOut, fold) => {
-    const trainCells = cells.filter((c) => !heldOut.includes(c.task));
-    const testCells = cells.filter((c) => heldOut.includes(c.task));
-    say(`leave-tasks-out fold ${fold + 1}/${folds.length}: holding out ${heldOut.join(', ')}; training on ${trainCells.length} cells`);
-    const t1 = performance.now();
-    const lto = trainOn(trainCells, o);
-    say(`  trained in ${((performance.now() - t1) / 1000).toFixed(1)} s (best epoch ${lto.epochs})`);
-    const gs = rankGroups(testCells, cells, { model: modelScorer(lto.weights, o.spec), random: 'random', default: 'default', length_only: lengthOnly(trainCells), nearest_neighbour: nearestNeighbour(trainCells) }, fold);
-    ltoGroups.push(...gs);
-    const r = { fold, heldOutTasks: heldOut, epochs: lto.epochs, ...summarise(gs) };
-    perFold.push(r);
-    say(`  fold ${fold + 1}: ${fmt(r)}`);
-  });
-  const leaveTasksOut = { ...summarise(ltoGroups), folds: perFold, perGroup: ltoGroups };
-  say(`leave-tasks-out overall: ${fmt(leaveTasksOut)}`);
-  return { withinTask, leaveTasksOut, heldOutCells, train: { examples: history.length, epochs: within.epochs, seconds: trainSeconds } };
+    // within-task: trained on the history half of every group, ranks the other half
+    let withinTask: EvalReport['withinTask'] = { groups: 0, spearman: {}, regret: {}, perGroup: [] };
+    let heldOutCells: EvalReport['heldOutCells'] = { auc: 0.5, logLoss: 0, ece: 0, cells: 0, executions: 0 };
+    let withinEpochs: number[] = [];
+    if (withinModel !== undefined) {
+      const within = await withinModel;
+      withinEpochs = within.epochs;
+      const unseen = cells.filter((c) => !isHistory(c.templateId));
+      const mlp = modelScorer(within.weights, o.spec);
+      const groups = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history) });
+      withinTask = { ...summarise(groups), perGroup: groups };
+      say(`[${since()}] within-task (best epochs ${within.epochs.join('/')}): ${fmt(withinTask)}`);
+      const p = mlp(unseen);
+      const w = unseen.map((c, i) => ({ p: p[i]!, y: c.successes / c.n, w: c.n }));
+      heldOutCells = { auc: auc(w), logLoss: logLoss(w), ece: ece(w), cells: unseen.length, executions: unseen.reduce((s, c) => s + c.n, 0) };
+    }
+
+    // leave tasks out: k folds by task (families together); the held-out tasks' cells never enter training
+    const ltoGroups: GroupResult[] = [];
+    const perFold: FoldReport[] = [];
+    for (const [fold, heldOut] of folds.entries()) {
+      const model = await foldModels[fold]!;
+      const trainCells = cells.filter((c) => !heldOut.includes(c.task));
+      const testCells = cells.filter((c) => heldOut.includes(c.task));
+      const gs = rankGroups(testCells, cells, { model: modelScorer(model.weights, o.spec), random: 'random', default: 'default', length_only: lengthOnly(trainCells), nearest_neighbour: nearestNeighbour(trainCells) }, fold);
+      ltoGroups.push(...gs);
+      const r = { fold, heldOutTasks: heldOut, epochs: model.epochs, ...summarise(gs) };
+      perFold.push(r);
+      say(`[${since()}] leave-tasks-out fold ${fold + 1}/${folds.length} (${heldOut.join(', ')}; ${trainCells.length} training cells; best epochs ${model.epochs.join('/')}): ${fmt(r)}`);
+    }
+    const leaveTasksOut = { ...summarise(ltoGroups), folds: perFold, perGroup: ltoGroups };
+    if (folds.length > 0) say(`[${since()}] leave-tasks-out overall: ${fmt(leaveTasksOut)}`);
+    return { withinTask, leaveTasksOut, heldOutCells, train: { examples: history.length, epochs: withinEpochs, seconds: (performance.now() - t0) / 1000 } };
+  } finally {
+    await pool?.close();
+  }
 }
 
 function fmt(r: RankingReport): string {

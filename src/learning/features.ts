@@ -87,6 +87,12 @@ export function featureDim(spec: FeatureSpec = FEATURE_SPEC): number {
   return spec.ngramBuckets + spec.structural.length + spec.styleWords.length + spec.contextBuckets + spec.interactionBuckets;
 }
 
+/** [start, end) of the hashed context block (model, task, ...): the inputs a group shares. */
+export function contextBlock(spec: FeatureSpec = FEATURE_SPEC): [number, number] {
+  const start = spec.ngramBuckets + spec.structural.length + spec.styleWords.length;
+  return [start, start + spec.contextBuckets];
+}
+
 export function specHash(spec: FeatureSpec = FEATURE_SPEC): string {
   return createHash('sha256').update(JSON.stringify(spec)).digest('hex').slice(0, 16);
 }

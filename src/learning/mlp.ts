@@ -448,35 +448,6 @@ function rankingLoss(m: MlpWeights, xs: Example[], z: Float32Array, kind: 'listw
   return total / groups.length;
 }
 
-/**
- * Several networks as one: hidden layers side by side (the second layer block
- * diagonal), output weights divided by their number, so the single network
- * computes the mean of their logits — still input → Gemm → Relu → Gemm →
- * Relu → Gemm → Sigmoid, exported like any other.
- */
-export function stackWeights(members: MlpWeights[]): MlpWeights {
-  const k = members.length;
-  const [d, h1, h2] = members[0]!.dims;
-  if (members.some((m) => m.dims[0] !== d || m.dims[1] !== h1 || m.dims[2] !== h2)) throw new Error('stacked networks must have the same shape');
-  const H1 = k * h1;
-  const H2 = k * h2;
-  const w1 = new Float32Array(d * H1);
-  const w2 = new Float32Array(H1 * H2);
-  const b1 = new Float32Array(H1);
-  const b2 = new Float32Array(H2);
-  const w3 = new Float32Array(H2);
-  let b3 = 0;
-  members.forEach((m, q) => {
-    for (let r = 0; r < d; r++) w1.set(m.w1.subarray(r * h1, (r + 1) * h1), r * H1 + q * h1);
-    b1.set(m.b1, q * h1);
-    for (let i = 0; i < h1; i++) w2.set(m.w2.subarray(i * h2, (i + 1) * h2), (q * h1 + i) * H2 + q * h2);
-    b2.set(m.b2, q * h2);
-    for (let j = 0; j < h2; j++) w3[q * h2 + j] = m.w3[j]! / k;
-    b3 += m.b3[0]! / k;
-  });
-  return { dims: [d, H1, H2], w1, b1, w2, b2, w3, b3: Float32Array.of(b3) };
-}
-
 export function cloneWeights(m: MlpWeights): MlpWeights {
   return { dims: [...m.dims] as [number, number, number], w1: m.w1.slice(), b1: m.b1.slice(), w2: m.w2.slice(), b2: m.b2.slice(), w3: m.w3.slice(), b3: m.b3.slice() };
 }
