@@ -171,7 +171,9 @@ export function trainMlp(train: Example[], val: Example[], input: number, o: Tra
   let bad = 0;
   let epoch = 0;
   // rows of w1 touched in this step (sparse update of the big first layer)
-  const touched = new Set<number>();
+  const touched = new Int32Array(input);
+  const mark = new Uint8Array(input);
+  let nTouched = 0;
   // rows of w1 any training example touched: the others hold only their random initialisation
   const seen = new Uint8Array(input);
   for (const e of train) for (let k = 0; k < e.x.idx.length; k++) seen[e.x.idx[k]!] = 1;
@@ -186,20 +188,25 @@ export function trainMlp(train: Example[], val: Example[], input: number, o: Tra
     }
     for (let i = 0; i < h1; i++) {
       const a = a1[i]!;
+      if (a <= 0) {
+        d1[i] = 0; // ReLU off: no gradient through this unit
+        continue;
+      }
       let s = 0;
       const row = i * h2;
       for (let j = 0; j < h2; j++) {
-        if (a !== 0) gw2[row + j]! += d2[j]! * a;
+        gw2[row + j]! += d2[j]! * a;
         s += d2[j]! * m.w2[row + j]!;
       }
-      d1[i] = a > 0 ? s : 0;
-      gb1[i]! += d1[i]!;
+      d1[i] = s;
+      gb1[i]! += s;
     }
     for (let k = 0; k < e.x.idx.length; k++) {
       const r = e.x.idx[k]!;
       const v = e.x.val[k]!;
-      if (!touched.has(r)) {
-        touched.add(r);
+      if (mark[r] === 0) {
+        mark[r] = 1;
+        touched[nTouched++] = r;
         gw1.fill(0, r * h1, r * h1 + h1);
       }
       const row = r * h1;
@@ -218,12 +225,24 @@ export function trainMlp(train: Example[], val: Example[], input: number, o: Tra
       params[pi]![i]! -= lr * ((mm / c1) / (Math.sqrt(vv / c2) + 1e-8) + wd * params[pi]![i]!);
     };
     // first layer: only the rows this step touched (lazy Adam for sparse inputs)
-    for (const r of touched) for (let j = 0; j < h1; j++) update(0, r * h1 + j);
+    const w1 = params[0]!;
+    const m1 = mom[0]!;
+    const v1 = vel[0]!;
+    for (let t = 0; t < nTouched; t++) {
+      const r = touched[t]!;
+      for (let i = r * h1, end = i + h1; i < end; i++) {
+        const g = gw1[i]!;
+        const mm = (m1[i] = b1 * m1[i]! + (1 - b1) * g);
+        const vv = (v1[i] = b2 * v1[i]! + (1 - b2) * g * g);
+        w1[i]! -= lr * ((mm / c1) / (Math.sqrt(vv / c2) + 1e-8) + wd * w1[i]!);
+      }
+    }
     for (let pi = 1; pi < params.length; pi++) for (let i = 0; i < params[pi]!.length; i++) update(pi, i);
   };
 
   const resetGrads = (): void => {
-    touched.clear();
+    for (let t = 0; t < nTouched; t++) mark[touched[t]!] = 0;
+    nTouched = 0;
     for (const g of grads) if (g !== gw1) g.fill(0);
   };
 
