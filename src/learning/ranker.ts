@@ -77,36 +77,61 @@ export function trainDifficulty(examples: Example[], seed: number, spec: Feature
   return trainMlp(xs, xs, featureDim(spec), { hidden1: 8, hidden2: 4, epochs: 300, patience: 20, batch: 8, lr: 0.01, weightDecay: 0, seed }).weights;
 }
 
-/** Fit P = σ(a·r + d + b) by Newton's method on the weighted log-loss (a kept ≥ 1e-3, so the order stays). */
+/**
+ * Fit P = σ(a·r + d + b) on the weighted log-loss: Newton steps with
+ * backtracking (the loss never goes up; saturated logits cannot throw the
+ * step off), a kept in [1e-3, 1e3] so the order stays and stays finite.
+ */
 export function fitCalibration(r: Float64Array, d: Float64Array, examples: Example[]): { a: number; b: number } {
-  let a = 1;
+  const lossAt = (a: number, b: number): number => {
+    let l = 0;
+    examples.forEach((e, i) => {
+      const z = a * r[i]! + d[i]! + b;
+      // log(1 + e^z) − y·z, stable on both sides
+      l += e.w * ((z > 0 ? z + Math.log1p(Math.exp(-z)) : Math.log1p(Math.exp(z))) - e.y * z);
+    });
+    return l;
+  };
+  const sd = Math.sqrt(r.reduce((s, x) => s + x * x, 0) / Math.max(1, r.length) - (r.reduce((s, x) => s + x, 0) / Math.max(1, r.length)) ** 2);
+  let a = sd > 1e-9 ? Math.min(1e3, Math.max(1e-3, 1 / sd)) : 1;
   let b = 0;
-  for (let it = 0; it < 50; it++) {
+  let loss = lossAt(a, b);
+  for (let it = 0; it < 100; it++) {
     let ga = 0;
     let gb = 0;
     let haa = 1e-9;
     let hab = 0;
     let hbb = 1e-9;
-    let wsum = 0;
     examples.forEach((e, i) => {
       const z = a * r[i]! + d[i]! + b;
       const p = 1 / (1 + Math.exp(-z));
       const g = (p - e.y) * e.w;
-      const hw = p * (1 - p) * e.w;
+      const hw = Math.max(p * (1 - p), 1e-6) * e.w;
       ga += g * r[i]!;
       gb += g;
       haa += hw * r[i]! * r[i]!;
       hab += hw * r[i]!;
       hbb += hw;
-      wsum += e.w;
     });
     const det = haa * hbb - hab * hab;
-    if (!(det > 0) || wsum === 0) break;
+    if (!(det > 0)) break;
     const da = (hbb * ga - hab * gb) / det;
     const db = (haa * gb - hab * ga) / det;
-    a = Math.max(1e-3, a - da);
-    b -= db;
-    if (Math.abs(da) < 1e-7 && Math.abs(db) < 1e-7) break;
+    let t = 1;
+    let next = { a, b, loss };
+    while (t > 1e-6) {
+      const na = Math.min(1e3, Math.max(1e-3, a - t * da));
+      const nb = b - t * db;
+      const nl = lossAt(na, nb);
+      if (nl < loss) {
+        next = { a: na, b: nb, loss: nl };
+        break;
+      }
+      t /= 2;
+    }
+    const done = loss - next.loss < 1e-10 * Math.max(1, Math.abs(loss));
+    ({ a, b, loss } = next);
+    if (done) break;
   }
   return { a, b };
 }
