@@ -2,13 +2,16 @@
  * Offline evaluation of the scorer on the multiprompt data, shared by the
  * test suite, `npm run train:default` and the model card:
  *  - within-task: per (task, model) group, half the templates are history,
- *    half unseen; rank the unseen half;
- *  - leave-tasks-out: train on some tasks, rank the templates of tasks the
- *    model has never seen;
- * with Spearman and top-1 regret against baselines in the same run (random,
+ *    half unseen; one model trained on all history ranks the unseen half;
+ *  - leave-tasks-out: k folds by task (task families held out together by
+ *    default), every task held out once; each fold's model is trained on the
+ *    other tasks' cells only and ranks the templates of the held-out tasks;
+ * with Spearman and top-1 regret per (task, model) group — reported per
+ * group, per fold and overall — against baselines in the same run (random,
  * the task's `default` template, a length-only model, nearest seen
- * neighbour by text similarity), and execution-level AUC / log-loss / ECE on
- * the held-out cells.
+ * neighbour by text similarity; each fitted on the same training cells as
+ * the model), and execution-level AUC / log-loss / ECE on the within-task
+ * held-out cells. Models train in worker threads (RankPool).
  */
 import { createHash } from 'node:crypto';
 import os from 'node:os';
