@@ -27,7 +27,7 @@ import { createLogger } from '../src/log.js';
 import { FEATURE_SPEC, specHash } from '../src/learning/features.js';
 import { writeModel } from '../src/learning/modelFile.js';
 import { exportOnnx } from '../src/learning/onnx.js';
-import { RankPool } from '../src/learning/offline/evaluation.js';
+import { RankPool, taskFolds } from '../src/learning/offline/evaluation.js';
 import { SHIPPED_OPTIONS } from '../src/learning/ranker.js';
 import { loadCells } from '../src/learning/offline/multiprompt.js';
 import { createOpTable } from '../src/ops/index.js';
@@ -52,11 +52,16 @@ const OUT = path.join(REPO_ROOT, 'bench', '.out', 'loop');
 const progress = (m: string): void => void process.stderr.write(`[bench:loop] ${m}\n`);
 
 
-/** Folds by task: tasks sorted by name, dealt round-robin. */
+/**
+ * Folds by task, task families held out together (the scorer evaluation's
+ * `taskFolds`): logical_deduction ×3, less/more_letters and all/any_words_from_category
+ * are variants of one task, so a fold's scorer never trained on a sibling of
+ * the task it is judged on.
+ */
 function folds(tasks: Task[], k: number): Task[][] {
-  const out: Task[][] = Array.from({ length: k }, () => []);
-  [...tasks].sort((a, b) => a.name.localeCompare(b.name)).forEach((t, i) => out[i % k]!.push(t));
-  return out;
+  const byName = new Map(tasks.map((t) => [t.name, t]));
+  const cells = loadCells().filter((c) => byName.has(c.task));
+  return taskFolds(cells, k).map((names) => names.map((n) => byName.get(n)!)).filter((f) => f.length > 0);
 }
 
 /** A scorer trained on every task but `heldOut` (cached by content under bench/.out). */
