@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
 
 export type SqlParam = string | number | boolean | null | Uint8Array | string[] | Array<string | number | boolean | null>;
 export type Row = Record<string, unknown>;
@@ -23,6 +24,11 @@ export interface SqlClient {
    * mid-work frees it for the next. PGlite (one process) just runs `fn`.
    */
   withAdvisoryLock<T>(key: number, fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }>;
+  /**
+   * `COPY ... FROM STDIN` of rows already in COPY's text format (PostgreSQL
+   * only; one statement, so atomic on its own). Absent on PGlite.
+   */
+  copyIn?(sql: string, text: string): Promise<void>;
   /** Announce `payload` on `channel` (NOTIFY); a no-op on PGlite. */
   notify(channel: string, payload: string): Promise<void>;
   /** Call `onMessage` for every NOTIFY on `channel` from any session; resolves once listening. Returns a stop function. */
@@ -69,6 +75,23 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
         } finally {
           await client.query('SELECT pg_advisory_unlock($1)', [key]).catch((err: unknown) => (broken = isConnectionError(err)));
         }
+      } catch (err) {
+        broken = isConnectionError(err);
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    },
+    async copyIn(sql, text) {
+      const client = await pool.connect();
+      let broken = false;
+      try {
+        await new Promise<void>((resolve, reject) => {
+          const stream = client.query(copyFrom(sql));
+          stream.on('finish', resolve);
+          stream.on('error', reject);
+          stream.end(text);
+        });
       } catch (err) {
         broken = isConnectionError(err);
         throw err;
