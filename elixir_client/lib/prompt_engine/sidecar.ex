@@ -231,15 +231,18 @@ defmodule PromptEngine.Sidecar do
 
   defp instance_dir(name), do: name |> inspect() |> String.replace(~r/[^A-Za-z0-9_.-]/, "_")
 
-  # Under Mix (dev, test, `mix run`), the top project's build path; nil in a release.
-  # Called through apply/3: :mix is not a dependency of this application.
+  # Under Mix (dev, test, `mix run`), the top project's build path; nil in a release or a
+  # plain `elixir` VM (Mix loadable but not running). Called through apply/3: :mix is not a
+  # dependency of this application.
   defp mix_build_path do
     mod = Mix.Project
 
-    if Code.ensure_loaded?(mod) and apply(mod, :get, []) != nil do
+    if Process.whereis(Mix.ProjectStack) != nil and Code.ensure_loaded?(mod) and apply(mod, :get, []) != nil do
       apply(mod, :build_path, [])
     end
   rescue
     _ -> nil
+  catch
+    :exit, _ -> nil
   end
 end
