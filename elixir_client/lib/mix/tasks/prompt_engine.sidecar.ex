@@ -88,7 +88,11 @@ defmodule Mix.Tasks.PromptEngine.Sidecar do
 
       case dep do
         nil -> {:error, "no :prompt_engine dependency in this project (add it to deps in mix.exs, then mix deps.get)"}
-        dep -> {:ok, Path.expand(dep.opts[:dest] |> Path.join(dep.opts[:subdir] || ""))}
+        # :dest is the project dir (with a git subdir:, the subdir of the checkout)
+        dep ->
+          dest = dep.opts[:dest]
+          dir = Enum.find([dest, Path.join(dest, dep.opts[:subdir] || "")], &File.regular?(Path.join(&1, "mix.exs")))
+          if dir, do: {:ok, Path.expand(dir)}, else: {:error, "the :prompt_engine dependency at #{dest} has no mix.exs: run mix deps.get"}
       end
     end
   end
