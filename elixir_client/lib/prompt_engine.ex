@@ -8,10 +8,11 @@ defmodule PromptEngine do
   Add it to your supervision tree:
 
       children = [
-        {PromptEngine, pool_size: 2, env: [{"DATABASE_URL", "postgres://..."}]}
+        {PromptEngine, pool_size: 2, database_url: "postgres://..."}
       ]
 
-  then call it from anywhere:
+  (installing it as a path or git dependency, `mix release`, `config/runtime.exs`
+  settings: `docs/deploying.md` in the repository), then call it from anywhere:
 
       {:ok, %{prompt: prompt}} = PromptEngine.generate_prompt("a billing service", "elixir")
       {:ok, %{optimized_prompt: better}} = PromptEngine.optimize_prompt(prompt)

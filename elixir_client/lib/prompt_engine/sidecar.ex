@@ -1,4 +1,6 @@
 defmodule PromptEngine.Sidecar do
+  @min_node_major 20
+
   @moduledoc """
   How a sidecar process is started: which executable, which Node, which
   arguments and environment. Resolved at run time, each time a connection
@@ -20,7 +22,7 @@ defmodule PromptEngine.Sidecar do
   built by `mix compile` (the `:prompt_engine_sidecar` compiler) or
   `mix prompt_engine.sidecar`; see `docs/deploying.md`.
 
-  Node must be version #{20} or newer; it is checked when a connection starts.
+  Node must be version #{@min_node_major} or newer; it is checked when a connection starts.
   Pass `node: false` to skip the check (an executable that brings its own
   runtime).
 
@@ -31,7 +33,6 @@ defmodule PromptEngine.Sidecar do
   directory — never inside the dependency.
   """
 
-  @min_node_major 20
   @entry "sidecar/dist/port/main.js"
 
   @typedoc "What `PromptEngine.Connection` passes to `Port.open({:spawn_executable, executable}, args: args, env: env)`."
