@@ -93,13 +93,14 @@ defmodule PromptEngine.Connection do
   def init(opts) do
     Process.flag(:trap_exit, true)
     _ = PromptEngine.Atoms.known()
-    exe = Keyword.get(opts, :executable, PromptEngine.default_executable())
-    args = Keyword.get(opts, :args, ["--port-fds"])
-    env = for {k, v} <- Keyword.get(opts, :env, []), do: {to_charlist(k), to_charlist(v)}
+    # Executable, Node, args and env are resolved at run time: PromptEngine.Sidecar.
+    spec = PromptEngine.Sidecar.resolve(opts)
 
-    if not File.exists?(exe) do
-      {:stop, {:executable_not_found, exe}}
+    if match?({:error, _}, spec) do
+      {:stop, elem(spec, 1)}
     else
+      {:ok, %{executable: exe, args: args, env: env}} = spec
+
       port =
         Port.open({:spawn_executable, exe}, [
           :binary,

@@ -27,7 +27,7 @@ defmodule PromptEngine.Supervisor do
     children =
       [{Registry, keys: :duplicate, name: registry(name)}] ++
         for {conn, i} <- Enum.with_index(conns, 1) do
-          Supervisor.child_spec({PromptEngine.Connection, [name: conn, registry: registry(name)] ++ conn_opts}, id: {:connection, i})
+          Supervisor.child_spec({PromptEngine.Connection, [name: conn, registry: registry(name), instance: name, index: i] ++ conn_opts}, id: {:connection, i})
         end
 
     Supervisor.init(children, strategy: :one_for_one, max_restarts: Keyword.get(opts, :max_restarts, 3), max_seconds: Keyword.get(opts, :max_seconds, 5))
