@@ -20,7 +20,7 @@ execFileSync('erlc', ['-o', tmp, path.join(REPO_ROOT, 'bench', 'erlang', 'loop_b
 /** One run: [echoP50, echoP99, chooseP50, chooseP99, pairs/s, echoPairs/s] and CPU µs per pair. */
 interface Run {
   figures: number[];
-  cpu: { busy: number; idle: number; sidecar: number; beam: number; postgres: number; cores: number };
+  cpu: { busy: number; idle: number; sidecar: number; beam: number; postgres: number; cores: number; sidecarEcho: number };
 }
 const num = (x: Term): number => (x instanceof ErlFloat ? x.value : Number(x));
 
@@ -34,7 +34,7 @@ function run(): Run {
   if (line === undefined) throw new Error(`no result: ${out}`);
   const items = (decode(Buffer.from(line.slice(7), 'hex')) as Tuple).items;
   const [busy, idle, sidecar, beam, postgres, cores] = (items[6] as Tuple).items.map(num) as [number, number, number, number, number, number];
-  return { figures: items.slice(0, 6).map(num), cpu: { busy, idle, sidecar, beam, postgres, cores } };
+  return { figures: items.slice(0, 6).map(num), cpu: { busy, idle, sidecar, beam, postgres, cores, sidecarEcho: num(items[7]!) } };
 }
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -66,6 +66,7 @@ process.stdout.write(
     `| CPU per choose_prompt + track_execution pair (fastest round, from /proc) | µs |`,
     '|---|---:|',
     `| sidecar (node) | ${f(c.sidecar)} |`,
+    `| sidecar (node) per echo + echo pair, for comparison | ${f(c.sidecarEcho)} |`,
     `| driver (this BEAM) | ${f(c.beam)} |`,
     `| postgres (all its processes) | ${f(c.postgres)} |`,
     `| whole machine busy | ${f(c.busy)} |`,

@@ -6,8 +6,8 @@
 %% the sidecar, this BEAM, every postgres process): CPU µs per pair, by
 %% process, is what bounds pairs/s on a machine with this many cores.
 %% Prints `result <hex of term_to_binary({EchoP50, EchoP99, ChooseP50, ChooseP99,
-%% PairsPerSec, EchoPairsPerSec, {BusyUs, IdleUs, SidecarUs, BeamUs, PostgresUs, Cores}})>`
-%% (the CPU figures are µs per pair).
+%% PairsPerSec, EchoPairsPerSec, {BusyUs, IdleUs, SidecarUs, BeamUs, PostgresUs, Cores},
+%% SidecarUsPerEchoPair})>` (the CPU figures are µs per pair).
 -module(loop_bench).
 -export([main/1]).
 
@@ -34,11 +34,14 @@ main([Exe | Args]) ->
     C1 = cpu(SidecarPid),
     Cpu = list_to_tuple([(B - A) * 1.0e6 / 100 / Pairs || {A, B} <- lists:zip(tuple_to_list(C0), tuple_to_list(C1))] ++ [erlang:system_info(logical_processors_available)]),
     %% The same driver with echo + echo pairs: the ceiling of this harness and the Port.
+    E0 = cpu(SidecarPid),
     T2 = erlang:monotonic_time(nanosecond),
     echo_pairs(P, Echo, 1, Pairs, Window, #{}, 0),
     EchoRate = Pairs / ((erlang:monotonic_time(nanosecond) - T2) / 1.0e9),
+    E1 = cpu(SidecarPid),
+    EchoSidecarUs = (element(3, E1) - element(3, E0)) * 1.0e6 / 100 / Pairs,
     port_close(P),
-    io:format("result ~s~n", [binary:encode_hex(term_to_binary({EP50, EP99, CP50, CP99, Rate, EchoRate, Cpu}))]),
+    io:format("result ~s~n", [binary:encode_hex(term_to_binary({EP50, EP99, CP50, CP99, Rate, EchoRate, Cpu, EchoSidecarUs}))]),
     halt(0).
 
 %% {Busy, Idle} jiffies of the whole machine (/proc/stat, USER_HZ = 100) and
