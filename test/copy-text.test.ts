@@ -5,11 +5,13 @@
  * PostgreSQL round trip is in store.test.ts.
  */
 import { describe, expect, it } from 'vitest';
-import { COPY_MIN_ROWS, copyText, insertRows } from '../src/store/groupCommitWriter.js';
+import { copyText, insertRows } from '../src/store/groupCommitWriter.js';
 import type { EntryRow } from '../src/store/entries.js';
 import type { SqlClient, SqlParam } from '../src/store/db.js';
 
 const exec = (i: number, note = 'n'): EntryRow => ({ kind: 'execution', id: `id-${i}`, values: [`id-${i}`, 'p', i, true, 0.5, note, null, '2026-01-01T00:00:00.000Z', '{}'] }) as EntryRow;
+
+const COPY_MIN_ROWS = 64;
 
 function fakeDb(copyError?: { code: string }): { db: SqlClient; log: string[] } {
   const log: string[] = [];
@@ -23,9 +25,12 @@ function fakeDb(copyError?: { code: string }): { db: SqlClient; log: string[] } 
       log.push('transaction');
       return fn(async (sql) => (log.push(`tx ${sql.slice(0, 11)}`), []));
     },
-    async copyIn(sql: string, text: string) {
-      log.push(`copy ${sql.slice(0, 22)} ${text.split('\n').length - 1}`);
-      if (copyError) throw Object.assign(new Error('duplicate key'), copyError);
+    copy: {
+      minRows: COPY_MIN_ROWS,
+      async write(table: string, _columns: readonly string[], text: string) {
+        log.push(`copy ${table} ${text.split('\n').length - 1}`);
+        if (copyError) throw Object.assign(new Error('duplicate key'), copyError);
+      },
     },
   } as unknown as SqlClient;
   return { db, log };
@@ -36,10 +41,10 @@ describe('COPY in group commit', () => {
     expect(copyText([exec(1, 'a\tb\nc\\d\re')])).toBe('id-1\tp\t1\ttrue\t0.5\ta\\tb\\nc\\\\d\\re\t\\N\t2026-01-01T00:00:00.000Z\t{}\n');
   });
 
-  it('sends a batch of one kind and at least COPY_MIN_ROWS rows through COPY, smaller ones through INSERT', async () => {
+  it('sends a batch of one kind and at least the backend\'s copy.minRows rows through COPY, smaller ones through INSERT', async () => {
     const big = fakeDb();
     await insertRows(big.db, Array.from({ length: COPY_MIN_ROWS }, (_, i) => exec(i)));
-    expect(big.log).toEqual([`copy COPY prompt_executions ${COPY_MIN_ROWS}`]);
+    expect(big.log).toEqual([`copy prompt_executions ${COPY_MIN_ROWS}`]);
     const small = fakeDb();
     await insertRows(small.db, Array.from({ length: COPY_MIN_ROWS - 1 }, (_, i) => exec(i)));
     expect(small.log).toEqual(['query INSERT INTO']);
@@ -48,9 +53,9 @@ describe('COPY in group commit', () => {
   it('falls back to the INSERT (which skips duplicates) on unique_violation, and passes other errors on', async () => {
     const dup = fakeDb({ code: '23505' });
     await insertRows(dup.db, Array.from({ length: 100 }, (_, i) => exec(i)));
-    expect(dup.log).toEqual(['copy COPY prompt_executions 100', 'query INSERT INTO']);
+    expect(dup.log).toEqual(['copy prompt_executions 100', 'query INSERT INTO']);
     const bad = fakeDb({ code: '22P02' });
     await expect(insertRows(bad.db, Array.from({ length: 100 }, (_, i) => exec(i)))).rejects.toThrow('duplicate key');
-    expect(bad.log).toEqual(['copy COPY prompt_executions 100']);
+    expect(bad.log).toEqual(['copy prompt_executions 100']);
   });
 });

@@ -24,17 +24,22 @@ export interface SqlClient {
    * mid-work frees it for the next. PGlite (one process) just runs `fn`.
    */
   withAdvisoryLock<T>(key: number, fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }>;
-  /**
-   * `COPY ... FROM STDIN` of rows already in COPY's text format (PostgreSQL
-   * only; one statement, so atomic on its own). Absent on PGlite.
-   */
-  copyIn?(sql: string, text: string): Promise<void>;
+  /** Bulk load of rows already in COPY's text format (one statement, so atomic on its own). */
+  readonly copy: CopyIn;
   /** Announce `payload` on `channel` (NOTIFY); a no-op on PGlite. */
   notify(channel: string, payload: string): Promise<void>;
   /** Call `onMessage` for every NOTIFY on `channel` from any session; resolves once listening. Returns a stop function. */
   listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
+
+export interface CopyIn {
+  /** Smallest batch worth a COPY: on PostgreSQL its extra round trip (CopyIn, data, CopyDone) costs more than it saves below this. */
+  readonly minRows: number;
+  write(table: string, columns: readonly string[], text: string): Promise<void>;
+}
+
+const copySql = (table: string, columns: readonly string[], source: string): string => `COPY ${table} (${columns.map((c) => `"${c}"`).join(',')}) FROM ${source}`;
 
 export async function openPostgres(url: string, opts: { max?: number } = {}): Promise<SqlClient> {
   const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 4, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
@@ -82,22 +87,25 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
         client.release(broken);
       }
     },
-    async copyIn(sql, text) {
-      const client = await pool.connect();
-      let broken = false;
-      try {
-        await new Promise<void>((resolve, reject) => {
-          const stream = client.query(copyFrom(sql));
-          stream.on('finish', resolve);
-          stream.on('error', reject);
-          stream.end(text);
-        });
-      } catch (err) {
-        broken = isConnectionError(err);
-        throw err;
-      } finally {
-        client.release(broken);
-      }
+    copy: {
+      minRows: 64,
+      async write(table, columns, text) {
+        const client = await pool.connect();
+        let broken = false;
+        try {
+          await new Promise<void>((resolve, reject) => {
+            const stream = client.query(copyFrom(copySql(table, columns, 'STDIN')));
+            stream.on('finish', resolve);
+            stream.on('error', reject);
+            stream.end(text);
+          });
+        } catch (err) {
+          broken = isConnectionError(err);
+          throw err;
+        } finally {
+          client.release(broken);
+        }
+      },
     },
     async notify(channel, payload) {
       await pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
@@ -181,6 +189,13 @@ export async function openPglite(dir: string): Promise<SqlClient> {
     },
     transaction: (fn) => db.transaction(async (tx) => fn(async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows))),
     withAdvisoryLock: async (_key, fn) => ({ locked: true, value: await fn() }),
+    // PGlite reads COPY data from a Blob at /dev/blob: ~1.4× the rows/s of the unnest INSERT at any batch size (measured, 2–512 rows).
+    copy: {
+      minRows: 1,
+      async write(table, columns, text) {
+        await db.query(copySql(table, columns, `'/dev/blob'`), [], { blob: new Blob([text]) });
+      },
+    },
     notify: async () => undefined,
     listen: async () => async () => undefined,
     close: async () => {

@@ -156,44 +156,28 @@ export class GroupCommitWriter {
 }
 
 /**
- * Smallest batch that goes through COPY: below it COPY's extra round trip
- * (CopyIn response, data, CopyDone) costs more than it saves.
- */
-export const COPY_MIN_ROWS = 64;
-
-/**
  * One INSERT per table, all in one transaction; duplicates of an id are
  * ignored. Rows travel as one array parameter per column
  * (`INSERT ... SELECT * FROM unnest($1::uuid[], ...)`): a constant-size
  * statement that PostgreSQL parses once per batch, instead of a VALUES list
- * with a parameter per cell. On PostgreSQL a batch of one kind and at least
- * COPY_MIN_ROWS rows goes through COPY instead (~1.4× the rows/s of the
- * unnest INSERT per batch, measured); COPY has no ON CONFLICT, so a batch
+ * with a parameter per cell. A batch of one kind and at least the backend's
+ * `copy.minRows` rows goes through COPY instead (~1.4× the rows/s of the
+ * unnest INSERT per batch on both backends, measured); COPY has no ON CONFLICT, so a batch
  * that repeats an id already stored (a redelivered NATS message, a replayed
  * journal) fails whole with unique_violation and is written again by the
  * INSERT, which skips the duplicate.
  */
 export async function insertRows(db: SqlClient, rows: EntryRow[]): Promise<void> {
   const kind = rows[0]?.kind;
-  if (db.copyIn !== undefined && kind !== undefined && rows.length >= COPY_MIN_ROWS && TABLES[kind].arrayTypes !== undefined && rows.every((r) => r.kind === kind)) {
+  if (kind !== undefined && rows.length >= db.copy.minRows && TABLES[kind].arrayTypes !== undefined && rows.every((r) => r.kind === kind)) {
     try {
-      await db.copyIn(copyStatement(kind), copyText(rows));
+      await db.copy.write(TABLES[kind].table, TABLES[kind].columns, copyText(rows));
       return;
     } catch (err) {
       if ((err as { code?: string }).code !== '23505') throw err;
     }
   }
   return insertRowsByStatement(db, rows);
-}
-
-const copyStatements = new Map<EntryKind, string>();
-function copyStatement(kind: EntryKind): string {
-  let sql = copyStatements.get(kind);
-  if (sql === undefined) {
-    const spec = TABLES[kind];
-    copyStatements.set(kind, (sql = `COPY ${spec.table} (${spec.columns.map((c) => `"${c}"`).join(',')}) FROM STDIN`));
-  }
-  return sql;
 }
 
 /** Rows in COPY's text format: tab-separated, `\N` for NULL, backslash escapes. */
