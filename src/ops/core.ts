@@ -1,5 +1,6 @@
 /**
- * Core ops: `echo` (codec cross-checks, latency benchmarks), `health`, `stats`, and
+ * Core ops: `echo` (codec cross-checks, latency benchmarks), `health`
+ * (degraded when the database or NATS is unreachable), `stats`, and
  * `describe` (every op with its arguments, reply and errors, from the op
  * table itself).
  */
@@ -7,6 +8,7 @@ import os from 'node:os';
 import { float, record, type Term, type TermObject } from '../codec/terms.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
 import { optInt, optStr } from '../contract/args.js';
+import { probeDependencies } from '../services.js';
 import { describeOps, opDescriptionTerm } from './describe.js';
 import type { OpTable } from './registry.js';
 import { defineOp, type OpSpec } from './types.js';
@@ -62,15 +64,21 @@ export function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
 export function coreOps(table: () => OpTable): OpSpec<unknown>[] {
   const health = defineOp<Record<string, never>>({
     name: 'health',
-    summary: 'status, versions, uptime, in-flight',
+    summary: 'status ("ok", or "degraded" with the reasons when the database or NATS is unreachable), versions, uptime, in-flight',
     args: {},
     reply:
-      '%{status: "ok", version, protocol, node_version, os_pid, uptime_ms, in_flight, services: [binary]}',
+      '%{status: "ok" | "degraded", reasons: [binary], checks: %{database: %{status: "ok" | "down" | "not_started", detail: binary}, nats: %{status: "ok" | "down" | "not_configured", detail: binary}}, version, protocol, node_version, os_pid, uptime_ms, in_flight, services: [binary]}',
     examples: [{}],
     validate: () => ({}),
     async handle(_a, { engine }) {
+      const checks = await probeDependencies(engine);
+      const reasons = Object.entries(checks)
+        .filter(([, c]) => c.status === 'down')
+        .map(([name, c]) => `${name}: ${c.detail}`);
       return record({
-        status: 'ok',
+        status: reasons.length === 0 ? 'ok' : 'degraded',
+        reasons,
+        checks: record({ database: record({ ...checks.database }), nats: record({ ...checks.nats }) }),
         version: VERSION,
         protocol: PROTOCOL_VERSION,
         node_version: process.version,

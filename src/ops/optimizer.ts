@@ -256,11 +256,10 @@ const selectVariant = defineOp<SelectArgs>({
   summary: 'Thompson sampling over the tracked outcomes of each variant (prompt id)',
   args: {
     test_id: { type: 'string', required: true, doc: 'the A/B test' },
-    variants: { type: 'list of strings (1..100)', required: true, doc: 'prompt ids whose tracked executions are the evidence' },
+    variants: { type: 'list of strings (1..100)', required: true, doc: 'prompt ids whose tracked executions are the evidence (while the database is unreachable: no evidence, uniform priors, rather than an error)' },
     key: { type: 'string', doc: 'make the draw sticky per key (a user id): the same key sees the same variant until the evidence moves' },
   },
   reply: '%{test_id, variant, posteriors: %{prompt_id => %{successes, failures, mean: float, draw: float}}}',
-  errors: { unavailable: 'the database is unreachable' },
   examples: [{ test_id: 'greeting', variants: ['p-a', 'p-b'], key: 'user-42' }],
   validate: (a) => {
     const variants = asList(a.variants, 'variants', { max: 100 }).map((v, i) => asString(v, `variants[${i}]`, { max: 500 }));
