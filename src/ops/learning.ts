@@ -15,7 +15,7 @@ const train = defineOp<TrainRequest>({
     holdout: { type: 'number 0.05..0.5', default: DEFAULT_TRAIN_REQUEST.holdout, doc: 'share of prompts held out to compare the new model with the serving one' },
     seed: { type: 'integer 0..2147483648', default: DEFAULT_TRAIN_REQUEST.seed, doc: 'seed of the split and the initial weights' },
   },
-  reply: '%{model_version, samples, epochs, metrics: %{auc, log_loss, accuracy, ece, spearman, examples}, serving_metrics, promoted: boolean, previous_version, serving_version, duration_ms}',
+  reply: '%{model_version, samples, epochs, metrics: %{auc, log_loss, accuracy, ece, spearman, examples}, serving_metrics, promoted: boolean, serving_version, duration_ms}',
   errors: {
     insufficient_data: 'fewer than min_samples executions with prompt text (metadata.prompt) are tracked',
     conflict: 'another instance sharing the database is training (its model is announced to every instance when promoted)',
