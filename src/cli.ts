@@ -74,7 +74,7 @@ const serve: Verb = {
   run: (p) => runServe(flagMap(p)),
 };
 
-const VERBS: readonly Verb[] = [port, serve, ...ENGINE_VERBS];
+export const VERBS: readonly Verb[] = [port, serve, ...ENGINE_VERBS];
 
 function globalHelp(): string {
   const w = Math.max(...VERBS.map((v) => v.name.length));
