@@ -30,6 +30,8 @@ export class OpTable {
 
   add(spec: OpSpec<unknown>): this {
     if (this.ops.has(spec.name)) throw new Error(`op ${spec.name} is defined twice`);
+    // Ops from plain JS (test fixtures, extensions) are not type-checked: say what is missing.
+    if (spec.args === undefined || spec.args === null) throw new Error(`op ${spec.name} declares no args (give args: {} for none)`);
     this.ops.set(spec.name, spec);
     this.keyChecks.set(spec.name, keyCheck(spec.name, spec.args, { open: spec.openArgs }));
     return this;
