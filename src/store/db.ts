@@ -1,13 +1,16 @@
 /**
  * The two backends behind one small interface: PostgreSQL through a `pg`
  * pool, or embedded PGlite in a data directory. The store above speaks
- * only `query` and `transaction`.
+ * only `query` and `transaction`. A PostgreSQL that cannot be reached
+ * surfaces as `OpError('unavailable')` (see `unreachable`), whichever
+ * service's query met it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { OpError } from '../contract/errors.js';
 
 export type SqlParam = string | number | boolean | null | Uint8Array | string[] | Array<string | number | boolean | null>;
 export type Row = Record<string, unknown>;
@@ -50,11 +53,15 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
   return {
     backend: 'postgres',
     async query<R extends Row>(sql: string, params: SqlParam[] = []) {
-      const r = await pool.query<R>({ text: sql, values: params, types });
-      return r.rows;
+      try {
+        const r = await pool.query<R>({ text: sql, values: params, types });
+        return r.rows;
+      } catch (err) {
+        throw unreachable(err);
+      }
     },
     async transaction(fn) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
       let broken = false;
       try {
         await client.query('BEGIN');
@@ -64,13 +71,13 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
       } catch (err) {
         broken = isConnectionError(err);
         if (!broken) await client.query('ROLLBACK').catch(() => undefined);
-        throw err;
+        throw unreachable(err);
       } finally {
         client.release(broken);
       }
     },
     async withAdvisoryLock(key, fn) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
       let broken = false;
       try {
         const got = (await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [key])).rows[0]?.ok === true;
@@ -82,7 +89,7 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
         }
       } catch (err) {
         broken = isConnectionError(err);
-        throw err;
+        throw unreachable(err);
       } finally {
         client.release(broken);
       }
@@ -90,7 +97,7 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
     copy: {
       minRows: 64,
       async write(table, columns, text) {
-        const client = await pool.connect();
+        const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
         let broken = false;
         try {
           await new Promise<void>((resolve, reject) => {
@@ -101,14 +108,14 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
           });
         } catch (err) {
           broken = isConnectionError(err);
-          throw err;
+          throw unreachable(err);
         } finally {
           client.release(broken);
         }
       },
     },
     async notify(channel, payload) {
-      await pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
+      await pool.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((err: unknown) => Promise.reject(unreachable(err)));
     },
     async listen(channel, onMessage) {
       // A connection of its own for as long as we listen (a pooled one would be handed to others);
@@ -203,6 +210,19 @@ export async function openPglite(dir: string): Promise<SqlClient> {
       unlock();
     },
   };
+}
+
+/**
+ * A connection error as callers should see it: `{:error, {:unavailable, "database unreachable: ..."}}`
+ * rather than `internal`. It keeps the original `code` and message, so
+ * `isConnectionError` still recognises it (the group-commit writer journals on it).
+ */
+export function unreachable(err: unknown): unknown {
+  if (err instanceof OpError || !isConnectionError(err)) return err;
+  const e = err as Error & { code?: string };
+  // Node's AggregateError (every address of a host refused) has an empty message: its code says it.
+  const why = e.message !== '' ? e.message : (e.code ?? 'connection failed');
+  return Object.assign(new OpError('unavailable', `database unreachable: ${why}`), { code: e.code, cause: err });
 }
 
 /** Errors that mean "the database is not reachable right now" (as opposed to a bad statement). */
