@@ -35,6 +35,10 @@ defmodule PromptEngine.Supervisor do
   @known Keyword.keys(@options)
 
   @doc false
+  # PromptEngine.child_spec/1 is the public one.
+  def child_spec(opts), do: super(opts)
+
+  @doc false
   def start_link(opts) do
     case validate(opts) do
       {:ok, opts} -> Supervisor.start_link(__MODULE__, opts, name: sup_name(opts[:name]))
