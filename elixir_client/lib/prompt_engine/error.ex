@@ -38,16 +38,4 @@ defmodule PromptEngine.Error do
   def new(reason, message, fields \\ []) when is_atom(reason) and is_binary(message) do
     struct!(%__MODULE__{reason: reason, message: message}, fields)
   end
-
-  @doc false
-  # The internal error shapes of the connection, turned into the struct at the edge.
-  @spec from(term(), atom() | nil) :: t()
-  def from(%__MODULE__{} = e, op), do: %{e | op: e.op || op}
-  def from({reason, message}, op) when is_atom(reason) and is_binary(message), do: new(reason, message, op: op)
-
-  def from({reason, message}, op) when is_atom(reason),
-    do: new(reason, inspect(message), op: op, details: message)
-
-  def from(reason, op) when is_atom(reason), do: new(reason, Atom.to_string(reason), op: op)
-  def from(other, op), do: new(:internal, "unexpected error: #{inspect(other, limit: 20)}", op: op, details: other)
 end
