@@ -42,7 +42,7 @@ for (const b of [1, 10, 100]) {
 }
 
 progress(`training on the whole multiprompt history (${cells.length} cells), 12 epochs max`);
-const ex = cells.map(cellExample);
+const ex = cells.map((c) => cellExample(c));
 const rnd = seeded(1);
 const split = (xs: Example[]) => {
   const tr: Example[] = [];

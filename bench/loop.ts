@@ -27,7 +27,8 @@ import { createLogger } from '../src/log.js';
 import { FEATURE_SPEC, specHash } from '../src/learning/features.js';
 import { writeModel } from '../src/learning/modelFile.js';
 import { exportOnnx } from '../src/learning/onnx.js';
-import { trainOn } from '../src/learning/offline/evaluation.js';
+import { RankPool, taskFolds } from '../src/learning/offline/evaluation.js';
+import { SHIPPED_OPTIONS } from '../src/learning/ranker.js';
 import { loadCells } from '../src/learning/offline/multiprompt.js';
 import { createOpTable } from '../src/ops/index.js';
 import { hashSeed, seededRandom } from '../src/random.js';
@@ -51,22 +52,29 @@ const OUT = path.join(REPO_ROOT, 'bench', '.out', 'loop');
 const progress = (m: string): void => void process.stderr.write(`[bench:loop] ${m}\n`);
 
 
-/** Folds by task: tasks sorted by name, dealt round-robin. */
+/**
+ * Folds by task, task families held out together (the scorer evaluation's
+ * `taskFolds`): logical_deduction ×3, less/more_letters and all/any_words_from_category
+ * are variants of one task, so a fold's scorer never trained on a sibling of
+ * the task it is judged on.
+ */
 function folds(tasks: Task[], k: number): Task[][] {
-  const out: Task[][] = Array.from({ length: k }, () => []);
-  [...tasks].sort((a, b) => a.name.localeCompare(b.name)).forEach((t, i) => out[i % k]!.push(t));
-  return out;
+  const byName = new Map(tasks.map((t) => [t.name, t]));
+  const cells = loadCells().filter((c) => byName.has(c.task));
+  return taskFolds(cells, k).map((names) => names.map((n) => byName.get(n)!)).filter((f) => f.length > 0);
 }
 
 /** A scorer trained on every task but `heldOut` (cached by content under bench/.out). */
-function foldModelDir(heldOut: Task[]): string {
+async function foldModelDir(heldOut: Task[]): Promise<string> {
   const names = heldOut.map((t) => t.name).sort();
-  const key = createHash('sha256').update(JSON.stringify([names, specHash(FEATURE_SPEC), fs.readFileSync(path.join(REPO_ROOT, 'dist', 'src', 'learning', 'mlp.js'))])).digest('hex').slice(0, 12);
+  const key = createHash('sha256').update(JSON.stringify([names, specHash(FEATURE_SPEC), fs.readFileSync(path.join(REPO_ROOT, 'dist', 'src', 'learning', 'mlp.js')), fs.readFileSync(path.join(REPO_ROOT, 'dist', 'src', 'learning', 'ranker.js')), SHIPPED_OPTIONS])).digest('hex').slice(0, 12);
   const dir = path.join(OUT, 'models', key);
   if (fs.existsSync(path.join(dir, 'default.onnx'))) return dir;
-  const cells = loadCells().filter((c) => !names.includes(c.task));
-  progress(`training the fold scorer without ${names.join(', ')} (${cells.length} cells)`);
-  const { weights } = trainOn(cells, { epochs: 12, seed: 42 });
+  const all = loadCells();
+  const cells = all.filter((c) => !names.includes(c.task));
+  progress(`training the fold scorer without ${names.join(', ')} (${cells.length} cells, ${SHIPPED_OPTIONS.ensemble} ranking members in worker threads)`);
+  const pool = new RankPool(all, SHIPPED_OPTIONS, Math.min(2, os.availableParallelism()));
+  const { weights } = await pool.train({ excludeTasks: names }).finally(() => pool.close());
   const onnx = exportOnnx(weights, 'bench:loop fold scorer');
   writeModel(dir, 'default', onnx, {
     version: `fold-${key}`,
@@ -152,7 +160,7 @@ async function main(): Promise<void> {
   for (let seed = 1; seed <= SEEDS; seed++) {
     for (const [i, heldOut] of parts.entries()) {
       if (ONLY_FOLD > 0 && i + 1 !== ONLY_FOLD) continue;
-      const modelsDir = foldModelDir(heldOut);
+      const modelsDir = await foldModelDir(heldOut);
       const groups = heldOut.flatMap(groupsOf);
       progress(`fold ${i + 1}/${parts.length} (seed ${seed}): ${heldOut.map((t) => t.name).join(', ')} — ${groups.length} groups × ${ROUNDS} rounds`);
       const run = await runEngine(groups, tasks, modelsDir, seed);

@@ -17,7 +17,14 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-loop-'));
 const progress = (m: string): void => void process.stderr.write(`[bench:loop-port] ${m}\n`);
 execFileSync('erlc', ['-o', tmp, path.join(REPO_ROOT, 'bench', 'erlang', 'loop_bench.erl')]);
 
-function run(): number[] {
+/** One run: [echoP50, echoP99, chooseP50, chooseP99, pairs/s, echoPairs/s] and CPU µs per pair. */
+interface Run {
+  figures: number[];
+  cpu: { busy: number; idle: number; sidecar: number; beam: number; postgres: number; cores: number; sidecarEcho: number };
+}
+const num = (x: Term): number => (x instanceof ErlFloat ? x.value : Number(x));
+
+function run(): Run {
   const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
   const out = execFileSync('erl', ['-noshell', '-pa', tmp, '-eval', `loop_bench:main(${JSON.stringify([path.join(REPO_ROOT, 'port', 'prompt_engine'), '--port-fds'])})`], {
     env: { ...process.env, LOG_LEVEL: 'warn', PROMPT_ENGINE_DATA_DIR: dataDir, LLM_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' },
@@ -25,18 +32,24 @@ function run(): number[] {
   }).toString();
   const line = out.split('\n').find((l) => l.startsWith('result '));
   if (line === undefined) throw new Error(`no result: ${out}`);
-  return (decode(Buffer.from(line.slice(7), 'hex')) as Tuple).items.map((x: Term) => (x instanceof ErlFloat ? x.value : Number(x)));
+  const items = (decode(Buffer.from(line.slice(7), 'hex')) as Tuple).items;
+  const [busy, idle, sidecar, beam, postgres, cores] = (items[6] as Tuple).items.map(num) as [number, number, number, number, number, number];
+  return { figures: items.slice(0, 6).map(num), cpu: { busy, idle, sidecar, beam, postgres, cores, sidecarEcho: num(items[7]!) } };
 }
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const rs: number[][] = [];
+const runs: Run[] = [];
 for (let i = 0; i < rounds; i++) {
   progress(`round ${i + 1}/${rounds} (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`);
-  rs.push(run());
+  runs.push(run());
 }
+const rs = runs.map((r) => r.figures);
 const best = (k: number, max = false): number => (max ? Math.max(...rs.map((r) => r[k]!)) : Math.min(...rs.map((r) => r[k]!)));
 const [eP50, eP99, cP50, cP99, rate, echoRate] = [best(0), best(1), best(2), best(3), best(4, true), best(5, true)];
 const f = (n: number, d = 1): string => n.toFixed(d);
+// CPU of the fastest round: what one pair costs each process, and what that allows on this many cores
+const c = runs.reduce((a, b) => (b.figures[4]! > a.figures[4]! ? b : a)).cpu;
+const ceiling = (c.cores * 1e6) / c.busy;
 process.stdout.write(
   [
     `| through the Port from Erlang (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'}, 100 live experiments, best of ${rounds}) | p50 µs | p99 µs |`,
@@ -49,6 +62,16 @@ process.stdout.write(
     '|---|---:|---:|',
     `| echo + echo (the ceiling of this driver and the Port) | ${f(echoRate, 0)} | |`,
     `| choose_prompt + track_execution | ${f(rate, 0)} | ${f(rate / echoRate, 2)}× of echo pairs |`,
+    '',
+    `| CPU per choose_prompt + track_execution pair (fastest round, from /proc) | µs |`,
+    '|---|---:|',
+    `| sidecar (node) | ${f(c.sidecar)} |`,
+    `| sidecar (node) per echo + echo pair, for comparison | ${f(c.sidecarEcho)} |`,
+    `| driver (this BEAM) | ${f(c.beam)} |`,
+    `| postgres (all its processes) | ${f(c.postgres)} |`,
+    `| whole machine busy | ${f(c.busy)} |`,
+    `| whole machine idle | ${f(c.idle)} |`,
+    `| pairs/s if every core were busy at this cost: ${c.cores} cores × 1 s / busy µs per pair | ${f(ceiling, 0)} pairs/s |`,
   ].join('\n') + '\n',
 );
 fs.rmSync(tmp, { recursive: true, force: true });

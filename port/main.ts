@@ -1,6 +1,6 @@
 /**
  * The Port entry point: what `port/prompt_engine` runs. Speaks the Erlang
- * Port protocol (DESIGN.md §1) on fds 3/4 with `--port-fds`, else on
+ * Port protocol (docs/protocol.md) on fds 3/4 with `--port-fds`, else on
  * stdin/stdout.
  */
 import { main } from '../src/cli.js';

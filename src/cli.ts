@@ -1,10 +1,16 @@
 #!/usr/bin/env node
 /**
- * The `prompt-engine` command.
- *   prompt-engine port [--port-fds] [--max-frame-bytes N]   serve the Erlang Port protocol (what the Elixir client runs)
- *   prompt-engine serve --nats <url> [--port [--port-fds]]  serve every op as a NATS service (optionally the Port too)
- * Environment: DATABASE_URL, NATS_URL, LOG_LEVEL, PROMPT_ENGINE_DATA_DIR, ...
+ * The `prompt-engine` command: picks the verb and owns the process's exit.
+ *   prompt-engine port [--port-fds]            the Erlang Port protocol (what the Elixir client runs); refuses a terminal
+ *   prompt-engine serve --nats <url> [--port]   every op as a NATS service (optionally the Port too)
+ *   prompt-engine call|health|render|optimize|choose|train|stats|query|experiments|ops ...
+ *                                               the engine in this process, for daily jobs (cli/verbs.ts)
+ * The grammar (flags, --help, unknown flags → exit 2) is cli/args.ts; tables are cli/table.ts.
+ * Configuration: docs/configuration.md.
  */
+import fs from 'node:fs';
+import tty from 'node:tty';
+import { fileURLToPath } from 'node:url';
 import { configFromFlags } from './config.js';
 import { createEngine } from './services.js';
 import { withTimeout } from './transports/timeouts.js';
@@ -15,34 +21,83 @@ import { PortTransport } from './transports/portTransport.js';
 import { startParentWatchdog } from './transports/watchdog.js';
 import { runServe } from './serve.js';
 import { redirectStdoutToStderr } from './transports/stdioGuard.js';
+import { parseVerbArgs, usageLine, verbHelp, UsageError, type FlagSpec, type ParsedArgs } from './cli/args.js';
+import { ENGINE_VERBS, type Verb } from './cli/verbs.js';
 
-export interface CliArgs {
-  command: string;
-  flags: Map<string, string | true>;
+const SERVER_FLAGS: readonly FlagSpec[] = [
+  { name: 'data-dir', type: 'string', value: 'DIR', doc: 'PGlite, journal and trained models (default PROMPT_ENGINE_DATA_DIR, else .data/)' },
+  { name: 'database-url', type: 'string', value: 'URL', doc: 'PostgreSQL instead of PGlite (default DATABASE_URL)' },
+  { name: 'log-level', type: 'string', value: 'LEVEL', doc: 'pino level of the logs on stderr (default LOG_LEVEL, else info)' },
+  { name: 'max-frame-bytes', type: 'int', value: 'N', doc: 'refuse Port frames above this size (default PROMPT_ENGINE_MAX_FRAME_BYTES, 64 MiB)' },
+];
+
+/** Flags as the config and transports read them (`--x` → 'x' → string or true). */
+function flagMap(p: ParsedArgs): Map<string, string | true> {
+  const m = new Map<string, string | true>();
+  for (const [k, v] of p.flags) m.set(k, v === true ? true : String(v));
+  return m;
 }
 
-export function parseArgs(argv: string[]): CliArgs {
-  const flags = new Map<string, string | true>();
-  let command = 'port';
-  let i = 0;
-  if (argv[0] !== undefined && !argv[0].startsWith('--')) {
-    command = argv[0];
-    i = 1;
-  }
-  for (; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}`);
-    const eq = a.indexOf('=');
-    if (eq > 0) flags.set(a.slice(2, eq), a.slice(eq + 1));
-    else if (argv[i + 1] !== undefined && !argv[i + 1]!.startsWith('--') && VALUE_FLAGS.has(a.slice(2))) flags.set(a.slice(2), argv[++i]!);
-    else flags.set(a.slice(2), true);
-  }
-  return { command, flags };
+/**
+ * Why the Port must not start on these fds, if it must not: frames on a
+ * terminal are binary garbage to a person, and a person's typing is garbage
+ * to the frame reader. The Elixir client's Port is never a terminal.
+ */
+export function portRefusal(inFd: number, outFd: number, isatty: (fd: number) => boolean = tty.isatty): string | undefined {
+  const which = [inFd, outFd].filter((fd) => isatty(fd));
+  if (which.length === 0) return undefined;
+  return (
+    `refusing to run on a terminal (fd ${which.join(' and ')}): \`port\` speaks {packet, 4} Erlang terms to the process that spawned it ` +
+    '(the Elixir client does). For the engine on the command line see `prompt-engine --help` (e.g. `prompt-engine call health`).'
+  );
 }
-const VALUE_FLAGS = new Set(['nats', 'max-frame-bytes', 'data-dir', 'database-url', 'log-level']);
+
+const port: Verb = {
+  name: 'port',
+  summary: 'serve the Erlang Port protocol on fds 3/4 (--port-fds) or stdin/stdout: what the Elixir client spawns (docs/protocol.md). Refuses a terminal.',
+  positionals: [],
+  flags: [{ name: 'port-fds', type: 'bool', doc: 'frames on fds 3 (in) and 4 (out), as the Elixir client opens them (:nouse_stdio)' }, { name: 'nats', type: 'string', value: 'URL', doc: 'NATS for central_cloud templates (default NATS_URL)' }, ...SERVER_FLAGS],
+  run: (p) => runPort(flagMap(p)),
+};
+
+const serve: Verb = {
+  name: 'serve',
+  summary: 'serve every op as a NATS micro-service, prompt_engine.<op> in queue group prompt_engine (docs/nats.md); with --port, the Port too',
+  positionals: [],
+  flags: [
+    { name: 'nats', type: 'string', value: 'URLS', doc: 'comma-separated NATS servers (default NATS_URL)' },
+    { name: 'port', type: 'bool', doc: 'serve the Erlang Port in the same process' },
+    { name: 'port-fds', type: 'bool', doc: 'with --port: frames on fds 3/4' },
+    ...SERVER_FLAGS,
+  ],
+  examples: ['prompt-engine serve --nats nats://10.0.0.5:4222,nats://10.0.0.6:4222'],
+  run: (p) => runServe(flagMap(p)),
+};
+
+export const VERBS: readonly Verb[] = [port, serve, ...ENGINE_VERBS];
+
+function globalHelp(): string {
+  const w = Math.max(...VERBS.map((v) => v.name.length));
+  return [
+    'usage: prompt-engine <command> [arguments] [flags]',
+    '',
+    'commands:',
+    ...VERBS.map((v) => `  ${v.name.padEnd(w)}  ${v.summary}`),
+    '',
+    '`prompt-engine <command> --help` lists a command\'s flags. Output is a table; --json prints JSON.',
+    'Exit status: 0 ok, 1 the op failed (reason and message on stderr), 2 a usage mistake.',
+    'Configuration (DATABASE_URL, PROMPT_ENGINE_DATA_DIR, NATS_URL, LLM_URL, ...): docs/configuration.md.',
+    '',
+  ].join('\n');
+}
 
 export async function runPort(flags: Map<string, string | true>, extraOps: OpSpec<unknown>[] = []): Promise<number> {
   const portFds = flags.has('port-fds');
+  const refusal = portRefusal(portFds ? 3 : 0, portFds ? 4 : 1);
+  if (refusal !== undefined) {
+    process.stderr.write(`prompt-engine port: ${refusal}\n`);
+    return 2;
+  }
   if (!portFds) redirectStdoutToStderr();
   const config = configFromFlags(flags);
   const log = createLogger(config.logLevel);
@@ -71,24 +126,43 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   return 0;
 }
 
-async function main(argv: string[]): Promise<void> {
-  const { command, flags } = parseArgs(argv);
-  switch (command) {
-    case 'port':
-      process.exitCode = await runPort(flags);
-      break;
-    case 'serve':
-      process.exitCode = await runServe(flags);
-      break;
-    default:
-      process.stderr.write(`prompt-engine: unknown command ${command}\nusage: prompt-engine port [--port-fds] | serve --nats <url>\n`);
-      process.exitCode = 2;
+/** Run one command line; resolves with the exit status. */
+export async function run(argv: readonly string[]): Promise<number> {
+  const first = argv[0];
+  if (first === '--help' || first === '-h' || first === 'help') {
+    process.stdout.write(globalHelp());
+    return 0;
   }
+  // No verb, or flags first: the Port, as before verbs existed (port/prompt_engine and older clients).
+  const name = first === undefined || first.startsWith('-') ? 'port' : first;
+  const rest = first === undefined || first.startsWith('-') ? argv : argv.slice(1);
+  const verb = VERBS.find((v) => v.name === name);
+  if (verb === undefined) {
+    process.stderr.write(`prompt-engine: unknown command ${JSON.stringify(name)}\n\n${globalHelp()}`);
+    return 2;
+  }
+  try {
+    const p = parseVerbArgs(verb, rest);
+    if (p.help) {
+      process.stdout.write(verbHelp(verb));
+      return 0;
+    }
+    return await verb.run(p);
+  } catch (err) {
+    if (!(err instanceof UsageError)) throw err;
+    process.stderr.write(`prompt-engine ${verb.name}: ${err.message}\nusage: ${usageLine(verb)}   (prompt-engine ${verb.name} --help)\n`);
+    return 2;
+  }
+}
+
+async function main(argv: string[]): Promise<void> {
+  process.exitCode = await run(argv);
   // Sockets on inherited fds can keep the loop alive; we are done.
   setImmediate(() => process.exit(process.exitCode ?? 0));
 }
 
-const isMain = process.argv[1] !== undefined && import.meta.url === new URL(`file://${process.argv[1]}`).href;
+// Through npm's bin link argv[1] is the link: compare real paths.
+const isMain = process.argv[1] !== undefined && fs.existsSync(process.argv[1]) && fs.realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   main(process.argv.slice(2)).catch((err: unknown) => {
     process.stderr.write(`prompt-engine: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

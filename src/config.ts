@@ -44,7 +44,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     natsUrl: env.NATS_URL || undefined,
     templatesDir: path.resolve(env.PROMPT_ENGINE_TEMPLATES_DIR ?? path.join(REPO_ROOT, 'templates_data')),
     modelsDir: path.resolve(env.PROMPT_ENGINE_MODELS_DIR ?? path.join(REPO_ROOT, 'models')),
-    logLevel: env.LOG_LEVEL ?? 'info',
+    logLevel: env.LOG_LEVEL || 'info',
     maxFrameBytes: positiveInt(env.PROMPT_ENGINE_MAX_FRAME_BYTES, 64 * 1024 * 1024),
     cacheMaxEntries: positiveInt(env.PROMPT_ENGINE_CACHE_ENTRIES, 10_000),
     llmUrl: env.LLM_URL || undefined,

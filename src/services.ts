@@ -181,6 +181,46 @@ function centralTimeoutMs(): number {
   return Number.isFinite(n) && n > 0 ? n : 500;
 }
 
+/** One backing dependency as `health` reports it. */
+export interface DependencyCheck {
+  status: 'ok' | 'down' | 'not_started' | 'not_configured';
+  detail: string;
+}
+
+/**
+ * Probe what the engine depends on over the network, for `health`: the
+ * database (PostgreSQL with DATABASE_URL: `SELECT 1` within `timeoutMs`;
+ * embedded PGlite only once something opened it, since opening it is not
+ * free) and NATS (when NATS_URL is set). Never throws.
+ */
+export async function probeDependencies(engine: AppEngine, timeoutMs = 1_000): Promise<{ database: DependencyCheck; nats: DependencyCheck }> {
+  const database = async (): Promise<DependencyCheck> => {
+    const pglite = engine.config.databaseUrl === undefined;
+    if (pglite && !engine.startedServices.includes('store')) return { status: 'not_started', detail: 'embedded PGlite, opened on first use' };
+    let store: TrackingStore;
+    try {
+      store = await engine.service('store');
+    } catch (err) {
+      return { status: 'down', detail: (err as Error).message };
+    }
+    const problem = await store.ping(timeoutMs);
+    const journal = store.journalDepth > 0 ? `; ${store.journalDepth} tracking entries wait in the journal` : '';
+    if (problem !== undefined) return { status: 'down', detail: `${store.backend}: ${problem}${journal}` };
+    return { status: 'ok', detail: `${store.backend}${journal}` };
+  };
+  const nats = async (): Promise<DependencyCheck> => {
+    if (engine.config.natsUrl === undefined) return { status: 'not_configured', detail: 'NATS_URL is not set' };
+    const link = await engine.service('nats').catch(() => undefined);
+    if (link === undefined) return { status: 'down', detail: 'no NATS connection could be made' };
+    // Right after start the first connect may still be under way: wait for it briefly.
+    await link.waitConnected(Math.min(timeoutMs, 500));
+    const problem = link.problem;
+    return problem === undefined ? { status: 'ok', detail: 'connected' } : { status: 'down', detail: problem };
+  };
+  const [d, n] = await Promise.all([database(), nats()]);
+  return { database: d, nats: n };
+}
+
 export function createEngine(config: EngineConfig, log: Logger): AppEngine {
   return new Engine<Services>(config, log, SERVICE_DEFINITIONS);
 }

@@ -7,7 +7,7 @@
  *   2 services   store/, cache/, nats/, learning/, templates/, optimizer/, experiments/, services.ts (composition)
  *   3 ops        ops/
  *   4 transports transports/
- *   5 entry      cli, serve, demo, learning/offline/ (tooling the sidecar never loads)
+ *   5 entry      cli and cli/ (grammar, tables, verbs), serve, demo, learning/offline/ (tooling the sidecar never loads)
  */
 import fs from 'node:fs';
 import path from 'node:path';

@@ -147,6 +147,37 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     await a.close();
     await b.close();
   });
+
+  it('writes a large batch in one go (COPY on PostgreSQL): awkward text round-trips, an id already stored keeps its first write', async () => {
+    const awkward = 'tab\there\nnew line\\back\\slash\r and \\N, ünïcödé 🚀';
+    const calls = Array.from({ length: 200 }, (_, i) =>
+      pe.call(
+        'track_execution',
+        record({
+          ...(i === 7 ? { id: ids.e1 } : {}),
+          prompt_id: `p_copy_${i % 4}`,
+          execution_time_ms: 5 + i,
+          success: i % 2 === 0,
+          ...(i % 5 === 0 ? {} : { confidence_score: new ErlFloat(0.125) }),
+          context_signature: i % 3 === 0 ? awkward : 'sig-copy',
+          metadata: { model: 'm-copy', note: awkward, n: i } as unknown as Term,
+        }),
+      ),
+    );
+    const written = (await Promise.all(calls)).map((r) => ok(r).id as string);
+    expect(written[7]).toBe(ids.e1);
+    const first = ok(await pe.call('query', record({ kind: 'by_id', id: ids.e1 }))).rows as TermObject[];
+    expect(first).toHaveLength(1);
+    expect(first[0]!.execution_time_ms).toBe(100); // still the first write: the duplicate was skipped, the batch not lost
+    const row = (ok(await pe.call('query', record({ kind: 'by_id', id: written[3]! }))).rows as TermObject[])[0]!;
+    expect(row.context_signature).toBe(awkward);
+    expect(row.confidence_score).toBeInstanceOf(ErlFloat);
+    expect(((row.metadata as TermObject).note as string)).toBe(awkward);
+    const noScore = (ok(await pe.call('query', record({ kind: 'by_id', id: written[5]! }))).rows as TermObject[])[0]!;
+    expect(noScore.execution_time_ms).toBe(10);
+    const ofPrompt = ok(await pe.call('query', record({ kind: 'prompt_executions', prompt_id: 'p_copy_1', limit: 100 }))).rows as TermObject[];
+    expect(ofPrompt).toHaveLength(50);
+  });
 });
 
 describe('both backends', () => {

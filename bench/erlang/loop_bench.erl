@@ -2,7 +2,12 @@
 %% p50/p99 of `echo` and of `choose_prompt` one at a time with 100 live
 %% experiments, then choose_prompt + track_execution pairs pipelined
 %% (Window pairs in flight, each track sent when its choice arrives).
-%% Prints `result <hex of term_to_binary({EchoP50, EchoP99, ChooseP50, ChooseP99, PairsPerSec})>`.
+%% Around the pairs phase it reads CPU time from /proc (machine busy/idle,
+%% the sidecar, this BEAM, every postgres process): CPU µs per pair, by
+%% process, is what bounds pairs/s on a machine with this many cores.
+%% Prints `result <hex of term_to_binary({EchoP50, EchoP99, ChooseP50, ChooseP99,
+%% PairsPerSec, EchoPairsPerSec, {BusyUs, IdleUs, SidecarUs, BeamUs, PostgresUs, Cores},
+%% SidecarUsPerEchoPair})>` (the CPU figures are µs per pair).
 -module(loop_bench).
 -export([main/1]).
 
@@ -21,16 +26,50 @@ main([Exe | Args]) ->
     [call(P, I, echo, Echo, 5000) || I <- lists:seq(1, 500)],
     {EP50, EP99} = latencies(P, Seq, fun(I) -> call(P, I, echo, Echo, 5000) end),
     {CP50, CP99} = latencies(P, Seq, fun(I) -> call(P, I, choose_prompt, Choose(I), 5000) end),
+    {os_pid, SidecarPid} = erlang:port_info(P, os_pid),
+    C0 = cpu(SidecarPid),
     T1 = erlang:monotonic_time(nanosecond),
     pairs(P, Choose, 1, Pairs, Window, #{}, 0),
     Rate = Pairs / ((erlang:monotonic_time(nanosecond) - T1) / 1.0e9),
+    C1 = cpu(SidecarPid),
+    Cpu = list_to_tuple([(B - A) * 1.0e6 / 100 / Pairs || {A, B} <- lists:zip(tuple_to_list(C0), tuple_to_list(C1))] ++ [erlang:system_info(logical_processors_available)]),
     %% The same driver with echo + echo pairs: the ceiling of this harness and the Port.
+    E0 = cpu(SidecarPid),
     T2 = erlang:monotonic_time(nanosecond),
     echo_pairs(P, Echo, 1, Pairs, Window, #{}, 0),
     EchoRate = Pairs / ((erlang:monotonic_time(nanosecond) - T2) / 1.0e9),
+    E1 = cpu(SidecarPid),
+    EchoSidecarUs = (element(3, E1) - element(3, E0)) * 1.0e6 / 100 / Pairs,
     port_close(P),
-    io:format("result ~s~n", [binary:encode_hex(term_to_binary({EP50, EP99, CP50, CP99, Rate, EchoRate}))]),
+    io:format("result ~s~n", [binary:encode_hex(term_to_binary({EP50, EP99, CP50, CP99, Rate, EchoRate, Cpu, EchoSidecarUs}))]),
     halt(0).
+
+%% {Busy, Idle} jiffies of the whole machine (/proc/stat, USER_HZ = 100) and
+%% utime+stime jiffies of the sidecar, this BEAM and all postgres processes.
+cpu(SidecarPid) ->
+    {ok, Stat} = file:read_file("/proc/stat"),
+    [<<"cpu ", Line/binary>> | _] = binary:split(Stat, <<"\n">>),
+    [User, Nice, Sys, Idle, IoWait, Irq, SoftIrq, Steal | _] = [binary_to_integer(X) || X <- binary:split(Line, <<" ">>, [global, trim_all])],
+    Postgres = lists:sum([proc_ticks(Pid) || Pid <- pids(), proc_comm(Pid) =:= <<"postgres">>]),
+    {User + Nice + Sys + Irq + SoftIrq + Steal, Idle + IoWait, proc_ticks(integer_to_list(SidecarPid)), proc_ticks(os:getpid()), Postgres}.
+
+pids() -> [F || F <- element(2, file:list_dir("/proc")), lists:all(fun(C) -> C >= $0 andalso C =< $9 end, F)].
+
+proc_comm(Pid) ->
+    case file:read_file("/proc/" ++ Pid ++ "/comm") of
+        {ok, C} -> string:trim(C);
+        _ -> none
+    end.
+
+%% utime + stime (fields 14 and 15) of /proc/PID/stat; 0 when the process is gone.
+proc_ticks(Pid) ->
+    case file:read_file("/proc/" ++ Pid ++ "/stat") of
+        {ok, S} ->
+            [_, Rest] = binary:split(S, <<") ">>),
+            Fields = binary:split(Rest, <<" ">>, [global]),
+            binary_to_integer(lists:nth(12, Fields)) + binary_to_integer(lists:nth(13, Fields));
+        _ -> 0
+    end.
 
 call(P, Id, Op, Args, Timeout) ->
     port_command(P, term_to_binary({req, Id, Op, Args})),

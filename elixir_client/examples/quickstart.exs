@@ -1,5 +1,5 @@
 # In your mix.exs: {:prompt_engine, path: "path/to/prompt-engine/elixir_client"}
-# (or a git dependency with sparse: "elixir_client"). Then, in your application:
+# (or git: "...", subdir: "elixir_client"; docs/deploying.md). Then, in your application:
 children = [
   {PromptEngine, name: PromptEngine, pool_size: 2, env: [{"LOG_LEVEL", "warn"}]}
 ]

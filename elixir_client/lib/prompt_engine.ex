@@ -12,10 +12,11 @@ defmodule PromptEngine do
   Add it to your supervision tree:
 
       children = [
-        {PromptEngine, pool_size: 2, env: [{"DATABASE_URL", "postgres://..."}]}
+        {PromptEngine, pool_size: 2, database_url: "postgres://..."}
       ]
 
-  then call it from anywhere:
+  (installing it as a path or git dependency, `mix release`, `config/runtime.exs`
+  settings: `docs/deploying.md` in the repository), then call it from anywhere:
 
       {:ok, %{prompt: prompt}} = PromptEngine.generate_prompt("a billing service", "elixir")
       {:ok, %{optimized_prompt: better}} = PromptEngine.optimize_prompt(prompt)
@@ -104,16 +105,21 @@ defmodule PromptEngine do
     * `:name` — instance name (default `PromptEngine`)
     * `:pool_size` — number of sidecar processes (default 1); requests are spread
       across them round-robin. Node is single-threaded: this is how you use more cores.
-    * `:executable` — the sidecar executable (default: `port/prompt_engine` of this repository)
+    * `:executable` — the sidecar: a `.js` entry run with Node, or an executable file
+      (default: `priv/sidecar/dist/port/main.js` of this application, resolved at run time;
+      also `config :prompt_engine, executable: ...`)
+    * `:node` — the Node binary, checked to be >= 20 at start (default: `node` on the `PATH`;
+      also `config :prompt_engine, node: ...`)
+    * `:data_dir` — this instance's data directory; sidecar i of the pool uses `<data_dir>/<i>`
+      (default: under the app's build path, or `$RELEASE_ROOT` in a release; see `PromptEngine.Sidecar`)
+    * `:database_url` — PostgreSQL for tracking (default: the VM's `DATABASE_URL`, else PGlite in `data_dir`)
     * `:args` — its arguments (default `["--port-fds"]`)
-    * `:env` — environment for it, e.g. `[{"DATABASE_URL", url}, {"NATS_URL", url}, {"LOG_LEVEL", "warn"}]`
+    * `:env` — environment for it, e.g. `[{"NATS_URL", url}, {"LOG_LEVEL", "warn"}]`; applied last
     * `:timeout` — default per-call timeout in ms (5000)
     * `:max_in_flight` — per sidecar (10_000)
     * `:max_restarts`, `:max_seconds` — restart intensity of the sidecar supervisor (3 in 5 s)
     * `:ready_timeout` — how long a sidecar may take to start (20_000 ms)
     * `:capture_stderr` — route the sidecar's logs to `Logger` (default `true`)
-    * `:data_dir`, `:database_url`, `:node` — where the sidecar keeps its data, its
-      PostgreSQL URL, the `node` executable
 
   Example:
 
@@ -137,13 +143,16 @@ defmodule PromptEngine do
   def start_link(opts \\ []), do: PromptEngine.Supervisor.start_link(opts)
 
   @doc """
-  The executable of this repository's sidecar.
+  The sidecar the client runs by default, found at run time:
+  `priv/sidecar/dist/port/main.js` of the `:prompt_engine` application
+  (see `PromptEngine.Sidecar` and docs/deploying.md); `nil` when the
+  application is not on the code path.
 
       PromptEngine.default_executable()
-      #=> ".../prompt-engine/port/prompt_engine"
+      #=> ".../_build/dev/lib/prompt_engine/priv/sidecar/dist/port/main.js"
   """
-  @spec default_executable() :: String.t()
-  def default_executable, do: Path.expand("../../port/prompt_engine", __DIR__)
+  @spec default_executable() :: String.t() | nil
+  defdelegate default_executable, to: PromptEngine.Sidecar
 
   @doc """
   Receive `{:prompt_engine_event, name, payload}` messages from the

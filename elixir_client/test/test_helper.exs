@@ -1,8 +1,9 @@
-# The suites run against the real sidecar: `npm test` builds it first (dist/).
-main = Path.expand("../../dist/port/main.js", __DIR__)
+# The suites run against the real sidecar, built into priv/sidecar by `mix compile`
+# (the :prompt_engine_sidecar compiler; `npm test` builds dist/ first).
+main = PromptEngine.Sidecar.default_executable()
 
-unless File.exists?(main) do
-  IO.puts(:stderr, "the sidecar is not built: run `npm run build` in the repository root")
+unless main && File.exists?(main) do
+  IO.puts(:stderr, "the sidecar is not built into priv/sidecar: run `mix prompt_engine.sidecar` (after `npm ci` in the repository root)")
   System.halt(1)
 end
 

@@ -35,5 +35,16 @@ export const ERROR_REASONS = [
 ] as const;
 export type ErrorReason = (typeof ERROR_REASONS)[number];
 
+/** Reasons any op may answer with, whatever it does (listed once in docs/ops.md rather than under every op). */
+export const COMMON_ERRORS: Readonly<Partial<Record<ErrorReason, string>>> = {
+  bad_request: 'an argument is missing, of the wrong type or out of range, or a key the op does not take (the message names it and lists the known keys)',
+  unknown_op: 'no op of that name (the message lists the known ops)',
+  cancelled: 'the caller cancelled the request, or the sidecar is draining',
+  timeout: 'the deadline passed (a NATS request\'s deadline; on the Port the client times out and cancels)',
+  overloaded: 'too many requests in flight (NATS: more than 4096 per instance)',
+  shutting_down: 'the sidecar is stopping and takes no new work',
+  internal: 'a bug: the message says what failed and the sidecar logs the stack',
+};
+
 export const badRequest = (field: string, expected: string): OpError =>
   new OpError('bad_request', `${field}: ${expected}`);

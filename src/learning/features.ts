@@ -15,9 +15,13 @@ import { createHash } from 'node:crypto';
 export interface FeatureSpec {
   version: number;
   ngramBuckets: number;
+  /** scale of the hashed n-gram block (word n-grams are mostly task-specific: they overfit to the tasks seen) */
+  ngramWeight: number;
   contextBuckets: number;
   interactionBuckets: number;
   structural: readonly string[];
+  /** generic instruction words (not task content): each is a presence feature, and interacts with the model */
+  styleWords: readonly string[];
   contextKeys: readonly string[];
 }
 
@@ -36,19 +40,57 @@ export const STRUCTURAL = [
   'answer_prefix',
   'quotes',
   'imperative',
+  // v2: surface form, which transfers across tasks (per model)
+  'words_log',
+  'leading_newline',
+  'trailing_newline',
+  'blank_line',
+  'ends_colon',
+  'ends_output_label',
+  'ends_period',
+  'ends_question',
+  'ends_placeholder',
+  'starts_q_label',
+  'has_question_mark',
+  'quoted_placeholder',
+  'labelled_lines',
+  'describes_placeholders',
+  'mentions_ai',
+  'yes_no',
+  'polite_request',
+  'second_person',
+  'starts_uppercase',
+  'first_line_short',
+] as const;
+
+/** Generic instruction vocabulary (fixed by hand, not fitted to any data). */
+export const STYLE_WORDS = [
+  'answer', 'based', 'below', 'best', 'carefully', 'choice', 'choose', 'consider', 'correct', 'determine',
+  'each', 'following', 'format', 'given', 'identify', 'indicate', 'input', 'instruction', 'list', 'must',
+  'only', 'option', 'options', 'output', 'please', 'possible', 'provide', 'provided', 'question', 'respond',
+  'response', 'select', 'should', 'statement', 'task', 'tell', 'think', 'whether', 'which', 'what', 'write',
+  'you', 'your', 'explain', 'reason', 'classify', 'decide', 'find', 'return', 'text', 'sentence', 'word',
 ] as const;
 
 export const FEATURE_SPEC: FeatureSpec = {
-  version: 1,
+  version: 2,
   ngramBuckets: 2048,
+  ngramWeight: 0.5,
   contextBuckets: 256,
-  interactionBuckets: 512,
+  interactionBuckets: 4096,
   structural: STRUCTURAL,
+  styleWords: STYLE_WORDS,
   contextKeys: ['model', 'task', 'language', 'domain', 'framework', 'template'],
 };
 
 export function featureDim(spec: FeatureSpec = FEATURE_SPEC): number {
-  return spec.ngramBuckets + spec.structural.length + spec.contextBuckets + spec.interactionBuckets;
+  return spec.ngramBuckets + spec.structural.length + spec.styleWords.length + spec.contextBuckets + spec.interactionBuckets;
+}
+
+/** [start, end) of the hashed context block (model, task, ...): the inputs a group shares. */
+export function contextBlock(spec: FeatureSpec = FEATURE_SPEC): [number, number] {
+  const start = spec.ngramBuckets + spec.structural.length + spec.styleWords.length;
+  return [start, start + spec.contextBuckets];
 }
 
 export function specHash(spec: FeatureSpec = FEATURE_SPEC): string {
@@ -90,6 +132,27 @@ export function structuralFeatures(prompt: string): number[] {
     /(^|\n)\s*(a|answer)\s*:\s*$/i.test(p) ? 1 : 0,
     /["“”]/.test(p) ? 1 : 0,
     words.length > 0 && ['identify', 'determine', 'decide', 'answer', 'choose', 'select', 'write', 'list', 'find', 'tell', 'classify', 'evaluate', 'given', 'read'].includes(words[0]!) ? 1 : 0,
+    // v2
+    Math.min(1, Math.log1p(words.length) / Math.log1p(600)),
+    /^\s*\n/.test(p) ? 1 : 0,
+    /\n\s*$/.test(p) ? 1 : 0,
+    /\n[ \t]*\n/.test(p.trim()) ? 1 : 0,
+    /:\s*$/.test(p) ? 1 : 0,
+    /\b(output|answer|response|result|label)\s*:\s*$/i.test(p) ? 1 : 0,
+    /\.\s*$/.test(p) ? 1 : 0,
+    /\?\s*$/.test(p) ? 1 : 0,
+    /\}["'”]?\s*$/.test(p) ? 1 : 0,
+    /^\s*q\s*:/i.test(p) ? 1 : 0,
+    p.includes('?') ? 1 : 0,
+    /["“'][^"“”'\n]{0,3}\{\{?[a-z_][\w.]*\}?\}[^"“”'\n]{0,3}["”']/i.test(p) ? 1 : 0,
+    Math.min(1, lines.filter((l) => /^\s*[A-Za-z][\w ]{0,24}:/.test(l)).length / 4),
+    /\b(placeholders?|represented by|keywords?|variables?)\b/i.test(p) ? 1 : 0,
+    /\b(gpt|language model|ai|assistant|chatbot)\b/i.test(p) ? 1 : 0,
+    /\byes or no\b|\byes\/no\b|\btrue or false\b|\bvalid or invalid\b/i.test(p) ? 1 : 0,
+    /\b(please|can you|could you|would you)\b/i.test(p) ? 1 : 0,
+    /\b(you|your)\b/i.test(p) ? 1 : 0,
+    /^\s*[A-Z]/.test(p) ? 1 : 0,
+    (lines.find((l) => l.trim() !== '') ?? '').trim().length <= 40 ? 1 : 0,
   ];
 }
 
@@ -107,26 +170,28 @@ export function featurize(prompt: string, context: Record<string, string>, spec:
     grams.push(`u:${words[i]}`);
     if (i + 1 < words.length) grams.push(`b:${words[i]} ${words[i + 1]}`);
   }
-  const gw = grams.length === 0 ? 0 : 1 / Math.sqrt(grams.length);
+  const gw = grams.length === 0 ? 0 : spec.ngramWeight / Math.sqrt(grams.length);
   for (const g of grams) add(fnv(g) % spec.ngramBuckets, gw);
-  // structural
+  // structural and style words
   const base = spec.ngramBuckets;
-  const st = structuralFeatures(prompt);
+  const present = new Set(words);
+  const st = [...structuralFeatures(prompt), ...spec.styleWords.map((w) => (present.has(w) ? 1 : 0))];
+  const names = [...spec.structural, ...spec.styleWords.map((w) => `w:${w}`)];
   st.forEach((v, i) => {
     if (v !== 0) add(base + i, v);
   });
   // context
-  const cbase = base + spec.structural.length;
+  const cbase = base + spec.structural.length + spec.styleWords.length;
   for (const k of spec.contextKeys) {
     const v = context[k];
     if (v !== undefined && v !== '') add(cbase + (fnv(`${k}=${v.toLowerCase()}`) % spec.contextBuckets), 1);
   }
-  // structural × model interactions
+  // (structural and style) × model interactions
   const ibase = cbase + spec.contextBuckets;
   const model = (context.model ?? '').toLowerCase();
   if (model !== '')
     st.forEach((v, i) => {
-      if (v !== 0) add(ibase + (fnv(`${model}*${spec.structural[i]}`) % spec.interactionBuckets), v);
+      if (v !== 0) add(ibase + (fnv(`${model}*${names[i]}`) % spec.interactionBuckets), v);
     });
   const idx = Int32Array.from([...acc.keys()].sort((a, b) => a - b));
   const val = Float32Array.from(idx, (i) => acc.get(i)!);

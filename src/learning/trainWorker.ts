@@ -1,11 +1,14 @@
 /**
  * The trainer's worker thread: featurizes the rows it is given and trains
- * the MLP off the event loop, posting progress; the main thread terminates
- * it to cancel. Input and output are plain data (rows in, weights out).
+ * the ranker (ranker.ts) off the event loop on the rows not held out, posting
+ * progress; the main thread terminates it to cancel. Rows are ranked against
+ * the other rows of their (task, model) group. Input and output are plain
+ * data (rows in, weights out).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { featureDim, featurize, FEATURE_SPEC } from './features.js';
-import { trainMlp, type Example, type TrainOptions } from './mlp.js';
+import { featurize, FEATURE_SPEC } from './features.js';
+import type { Example } from './mlp.js';
+import { SHIPPED_OPTIONS, trainRanker, type RankerOptions } from './ranker.js';
 
 export interface TrainRow {
   prompt: string;
@@ -17,15 +20,24 @@ export interface TrainRow {
 
 export interface TrainRequest {
   rows: TrainRow[];
-  options: Omit<TrainOptions, 'onEpoch' | 'shouldStop'>;
+  options: Omit<RankerOptions, 'onEpoch' | 'shouldStop'>;
+}
+
+/** Rows → examples, grouped by (task, model). */
+export function rowExamples(rows: TrainRow[]): Example[] {
+  const groups = new Map<string, number>();
+  return rows.map((r) => {
+    const key = `${r.context.task ?? ''}|${r.context.model ?? ''}`;
+    let g = groups.get(key);
+    if (g === undefined) groups.set(key, (g = groups.size));
+    return { x: featurize(r.prompt, r.context, FEATURE_SPEC), y: r.y, w: r.w, group: g };
+  });
 }
 
 if (parentPort !== null && workerData !== undefined) {
   const { rows, options } = workerData as TrainRequest;
-  const train: Example[] = [];
-  const val: Example[] = [];
-  for (const r of rows) (r.holdout ? val : train).push({ x: featurize(r.prompt, r.context), y: r.y, w: r.w });
-  const result = trainMlp(train, val, featureDim(FEATURE_SPEC), { ...options, onEpoch: (e) => parentPort!.postMessage({ type: 'epoch', ...e }) });
+  const train = rows.filter((r) => !r.holdout);
+  const result = trainRanker(rowExamples(train), { ...SHIPPED_OPTIONS, ...options, onEpoch: (e) => parentPort!.postMessage({ type: 'epoch', ...e }) }, train.map((r) => r.context));
   const w = result.weights;
-  parentPort.postMessage({ type: 'done', weights: w, epochs: result.epochs, valLoss: result.valLoss }, [w.w1.buffer, w.b1.buffer, w.w2.buffer, w.b2.buffer, w.w3.buffer, w.b3.buffer] as ArrayBuffer[]);
+  parentPort.postMessage({ type: 'done', weights: w, epochs: Math.max(...result.epochs) }, [w.w1.buffer, w.b1.buffer, w.w2.buffer, w.b2.buffer, w.w3.buffer, w.b3.buffer] as ArrayBuffer[]);
 }

@@ -1,9 +1,10 @@
 /**
  * Training from the tracking store: executions (and feedback on prompts
  * whose text is known) become weighted examples, a worker thread trains the
- * MLP, the new model is measured on a held-out split beside the serving
- * model, stored (file + registry row), and promoted only when it is no
- * worse on that same split.
+ * ranker (ranker.ts: pairwise within each (task, model) group, calibrated to
+ * P(success)) on the rows not held out, the new model is measured on the
+ * held-out split beside the serving model, stored (file + registry row), and
+ * promoted only when it is no worse on that same split.
  */
 import { createHash } from 'node:crypto';
 import path from 'node:path';
@@ -13,7 +14,8 @@ import { REPO_ROOT } from '../config.js';
 import type { ExecutionRow, FeedbackRow, TrackingStore } from '../store/trackingStore.js';
 import { FEATURE_SPEC, featurize, specHash } from './features.js';
 import { auc, ece, logLoss, spearman, type Weighted } from './metrics.js';
-import { predictAll, type MlpWeights, type TrainOptions } from './mlp.js';
+import { predictAll, type MlpWeights } from './mlp.js';
+import type { RankerOptions } from './ranker.js';
 import { exportOnnx, readOnnxWeights } from './onnx.js';
 import { writeModel, type ModelMeta } from './modelFile.js';
 import type { TrainRow } from './trainWorker.js';
@@ -89,7 +91,7 @@ export function trainInWorker(rows: TrainRow[], options: TrainRequestOptions, si
     signal.addEventListener('abort', onAbort, { once: true });
     worker.on('message', (m: { type: string; epoch?: number; trainLoss?: number; valLoss?: number; weights?: MlpWeights; epochs?: number }) => {
       if (m.type === 'epoch') {
-        process.stderr.write(`[train] epoch ${m.epoch}: train loss ${m.trainLoss?.toFixed(4)}, held-out loss ${m.valLoss?.toFixed(4)}\n`);
+        process.stderr.write(`[train] epoch ${m.epoch}: train loss ${m.trainLoss?.toFixed(4)}, validation loss ${m.valLoss?.toFixed(4)}\n`);
         log.debug({ epoch: m.epoch, valLoss: m.valLoss }, 'training epoch');
       } else if (m.type === 'done') {
         signal.removeEventListener('abort', onAbort);
@@ -104,7 +106,7 @@ export function trainInWorker(rows: TrainRow[], options: TrainRequestOptions, si
   });
 }
 
-export type TrainRequestOptions = Omit<TrainOptions, 'onEpoch' | 'shouldStop'>;
+export type TrainRequestOptions = Omit<RankerOptions, 'onEpoch' | 'shouldStop'>;
 
 export interface HeldOutMetrics {
   auc: number;

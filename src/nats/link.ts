@@ -19,7 +19,7 @@ export class NatsLink {
   private readonly ready: Promise<void>;
   private readonly onConnect: Array<(nc: NatsConnection) => void> = [];
 
-  constructor(servers: string[], private readonly log: { info(o: object, m: string): void; warn(o: object, m: string): void }) {
+  constructor(private readonly servers: string[], private readonly log: { info(o: object, m: string): void; warn(o: object, m: string): void }) {
     const opts = natsConnectOptions(natsSettingsFromEnv(process.env, { servers }));
     this.ready = connect(opts).then(
       async (nc) => {
@@ -41,6 +41,7 @@ export class NatsLink {
       },
       (err: unknown) => {
         this.failed = true;
+        this.lastError = (err as Error).message;
         log.warn({ err: (err as Error).message }, 'NATS connection failed');
       },
     );
@@ -49,6 +50,16 @@ export class NatsLink {
   /** The cold start ends with the first connect, a failure for good, or `COLD_START_MS` after creation. */
   private readonly coldUntil = Date.now() + COLD_START_MS;
   private failed = false;
+  private lastError: string | undefined;
+
+  /** For `health`: undefined while connected, else why not (still connecting, reconnecting, gave up). */
+  get problem(): string | undefined {
+    if (this.current() !== undefined) return undefined;
+    if (this.closed) return 'connection closed';
+    if (this.failed) return `could not connect to ${redactServers(this.servers).join(',')}: ${this.lastError ?? 'failed'}`;
+    if (this.nc === undefined) return `not connected yet to ${redactServers(this.servers).join(',')}`;
+    return `disconnected from ${redactServers(this.servers).join(',')}, reconnecting`;
+  }
 
   /**
    * During the cold start, wait (at most `ms`) for the first connect; afterwards

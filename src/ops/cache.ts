@@ -6,6 +6,10 @@ import { badRequest } from '../contract/errors.js';
 
 const cacheGet = defineOp<{ key: string }>({
   name: 'cache_get',
+  summary: 'a value from the sidecar\'s LRU cache',
+  args: { key: { type: 'string (at most 4096 characters)', required: true, doc: 'the cache key' } },
+  reply: '%{found: true, value: term} | %{found: false, value: nil}',
+  examples: [{ key: 'greeting' }],
   validate: (a) => ({ key: str(a, 'key', { max: 4096 }) }),
   async handle({ key }, { engine }) {
     const r = (await engine.service('cache')).get(key);
@@ -15,6 +19,13 @@ const cacheGet = defineOp<{ key: string }>({
 
 const cachePut = defineOp<{ key: string; value: Term }>({
   name: 'cache_put',
+  summary: 'store any term in the LRU cache under a key',
+  args: {
+    key: { type: 'string (at most 4096 characters)', required: true, doc: 'the cache key' },
+    value: { type: 'any term', required: true, doc: 'stored as it is and returned by cache_get' },
+  },
+  reply: ':ok',
+  examples: [{ key: 'greeting', value: { text: 'hello' } }],
   validate: (a) => {
     if (!Object.prototype.hasOwnProperty.call(a, 'value')) throw badRequest('value', 'is required (any term)');
     return { key: str(a, 'key', { max: 4096 }), value: a.value as Term };
@@ -27,6 +38,10 @@ const cachePut = defineOp<{ key: string; value: Term }>({
 
 const cacheClear = defineOp<Record<string, never>>({
   name: 'cache_clear',
+  summary: 'drop every cached entry (prompts, optimization results, cache_put values)',
+  args: {},
+  reply: ':ok',
+  examples: [{}],
   validate: () => ({}),
   async handle(_a, { engine }) {
     (await engine.service('cache')).clear();
@@ -36,6 +51,10 @@ const cacheClear = defineOp<Record<string, never>>({
 
 const cacheStats = defineOp<Record<string, never>>({
   name: 'cache_stats',
+  summary: 'the cache\'s size and hit figures',
+  args: {},
+  reply: '%{total_entries, hits, misses, hit_rate: float, evictions, invalidations}',
+  examples: [{}],
   validate: () => ({}),
   async handle(_a, { engine }) {
     const s = (await engine.service('cache')).stats();

@@ -30,6 +30,17 @@ function contextOf(v: Term | undefined): Record<string, string> {
 const choosePrompt = defineOp<ChooseArgs>({
   name: 'choose_prompt',
   summary: 'the prompt to use now for an experiment and model (the closed loop); report the outcome with track_execution and the reply metadata',
+  args: {
+    experiment: { type: 'string (1..200 characters)', required: true, doc: 'the experiment (one per task); created on first use' },
+    prompt: { type: 'string (1..100000 characters)', requiredWhen: 'unless template_id is given', doc: 'the base prompt' },
+    template_id: { type: 'string', requiredWhen: 'unless prompt is given', doc: 'render this template with variables as the base prompt' },
+    variables: { type: 'map', default: {}, doc: 'variables for template_id' },
+    context: { type: 'map of string → string', default: {}, doc: 'the caller\'s context; context.model keys the experiment when model is absent' },
+    model: { type: 'string (1..200 characters)', default: 'default', doc: 'the model the prompt will run on (else context.model)' },
+  },
+  reply: '%{prompt, prompt_id, experiment, model, generation, origin: :base | :offline | :llm, exploring: boolean, leader_id, variants, metadata: %{"experiment" => _, "model" => _, "generation" => _}}',
+  errors: { not_found: 'template_id names no template', unavailable: 'the database is unreachable' },
+  examples: [{ experiment: 'ticket_triage', prompt: 'Classify the ticket.', context: { model: 'gpt-4o-mini' } }],
   validate: (a) => {
     const context = contextOf(a.context);
     const prompt = optStr(a, 'prompt', { min: 1, max: 100_000 });
@@ -128,6 +139,16 @@ function describe(e: Experiment, withVariants: boolean): TermObject {
 const experiment = defineOp<ExperimentArgs>({
   name: 'experiment',
   summary: 'a closed-loop experiment: variants, outcomes, posteriors, P(best), leader; action pin | unpin | reset | stop | resume. Without a name: every experiment, in brief',
+  args: {
+    experiment: { type: 'string (1..200 characters)', requiredWhen: 'with an action', doc: 'the experiment; absent: list every experiment in brief' },
+    name: { type: 'string', aliasOf: 'experiment', doc: 'the experiment' },
+    model: { type: 'string', doc: 'only this model\'s experiment (required with an action when the experiment runs for several models)' },
+    action: { type: `one of: ${ACTIONS.join(', ')}`, doc: 'pin (serve prompt_id only), unpin, reset (back to the base), stop (serve the leader, propose nothing), resume' },
+    prompt_id: { type: 'string', doc: 'the variant to pin' },
+  },
+  reply: '%{experiments: [%{experiment, model, generation, status, pinned, outcomes, proposals_made, leader: %{prompt_id, origin, success_rate, count}, base: %{prompt_id, success_rate, count}, improvement: float, active, variants: [%{prompt_id, text, origin, state, successes, count, success_rate, posterior_mean, p_best, predicted}] | count}]}',
+  errors: { not_found: 'no experiment of that name (and model), or prompt_id is not one of its variants' },
+  examples: [{}, { experiment: 'ticket_triage' }, { experiment: 'ticket_triage', model: 'gpt-4o-mini', action: 'pin', prompt_id: 'p-1' }],
   validate: (a) => {
     const action = optOneOf(a, 'action', ACTIONS);
     const name = optStr(a, 'experiment', { min: 1, max: 200 }) ?? optStr(a, 'name', { min: 1, max: 200 });

@@ -9,6 +9,19 @@ import { badRequest, OpError } from '../contract/errors.js';
 const train = defineOp<TrainRequest>({
   name: 'train',
   summary: 'train a scorer on the tracked history; promoted only when no worse on the same held-out split',
+  args: {
+    min_samples: { type: 'integer 1..10000000', default: DEFAULT_TRAIN_REQUEST.minSamples, doc: 'refuse to train on fewer executions with prompt text (docs/tracking.md says which entries count)' },
+    epochs: { type: 'integer 1..200', default: DEFAULT_TRAIN_REQUEST.epochs, doc: 'training epochs (early stopping may use fewer)' },
+    holdout: { type: 'number 0.05..0.5', default: DEFAULT_TRAIN_REQUEST.holdout, doc: 'share of prompts held out to compare the new model with the serving one' },
+    seed: { type: 'integer 0..2147483648', default: DEFAULT_TRAIN_REQUEST.seed, doc: 'seed of the split and the initial weights' },
+  },
+  reply: '%{model_version, samples, epochs, metrics: %{auc, log_loss, accuracy, ece, spearman, examples}, serving_metrics, promoted: boolean, serving_version, duration_ms}',
+  errors: {
+    insufficient_data: 'fewer than min_samples executions with prompt text (metadata.prompt) are tracked',
+    conflict: 'another instance sharing the database is training (its model is announced to every instance when promoted)',
+    unavailable: 'the database is unreachable',
+  },
+  examples: [{}, { min_samples: 200, epochs: 10, holdout: 0.2, seed: 7 }],
   validate: (a) => ({
     minSamples: optInt(a, 'min_samples', { min: 1, max: 10_000_000 }) ?? DEFAULT_TRAIN_REQUEST.minSamples,
     epochs: optInt(a, 'epochs', { min: 1, max: 200 }) ?? DEFAULT_TRAIN_REQUEST.epochs,
@@ -32,6 +45,13 @@ interface ScoreArgs {
 const score = defineOp<ScoreArgs>({
   name: 'score',
   summary: 'P(success) of a prompt (or a batch) in a context, and the model version',
+  args: {
+    prompt: { type: 'string (at most 100000 characters)', requiredWhen: 'unless prompts is given', doc: 'one prompt to score' },
+    prompts: { type: 'list of strings (at most 10000)', doc: 'a batch to score in one call (replies with scores)' },
+    context: { type: 'map of string → string', default: {}, doc: 'model, task, language, domain, framework, template: what the scorer conditions on' },
+  },
+  reply: '%{score: float, model_version} with prompt; %{scores: [float], model_version} with prompts',
+  examples: [{ prompt: 'Answer yes or no.', context: { model: 'gpt-4o-mini', task: 'sports_understanding' } }, { prompts: ['a', 'b'] }],
   validate: (a) => {
     const context = a.context === undefined || a.context === null ? {} : stringMap(a.context, 'context');
     if (a.prompts !== undefined) {

@@ -58,6 +58,27 @@ function toOptimizeContext(a: OptimizeArgs): OptimizeContext {
 const optimizePrompt = defineOp<OptimizeArgs>({
   name: 'optimize_prompt',
   summary: 'COPRO over the prompt: offline or LLM proposer, devset or learned evaluator',
+  args: {
+    prompt: { type: 'string (1..100000 characters)', required: true, doc: 'the prompt (instruction) to improve' },
+    context: { type: 'string, or map of string → string', default: {}, doc: 'language, framework, domain, task, description: given to the proposer and the scorer' },
+    language: { type: 'string', doc: 'the programming language (else context.language)' },
+    breadth: { type: 'integer 1..50', default: COPRO_DEFAULTS.breadth, doc: 'candidates proposed per round' },
+    depth: { type: 'integer 0..10', default: COPRO_DEFAULTS.depth, doc: 'refinement rounds after the first' },
+    temperature: { type: 'number 0..2', default: COPRO_DEFAULTS.initTemperature, doc: 'proposal temperature of the first round' },
+    devset: { type: 'list of %{input: string, output: string} (at most 1000)', doc: 'examples to measure candidates on with the LLM (needs llm or LLM_URL); without it the learned scorer and tracked outcomes judge' },
+    llm: { type: 'map', doc: 'the LLM endpoint for proposals and the devset (else LLM_URL/LLM_MODEL/LLM_API_KEY; without any, the offline proposer)', keys: {
+      url: { type: 'string', doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' },
+      model: { type: 'string', doc: 'model name (default LLM_MODEL)' },
+      api_key: { type: 'string', doc: 'bearer token (default LLM_API_KEY)' },
+      timeout_ms: { type: 'integer 100..600000', doc: 'per-request timeout' },
+    } },
+    budget: { type: 'integer 1..100000', default: 500, doc: 'at most this many LLM calls for devset evaluation' },
+    template_id: { type: 'string', doc: 'the template the prompt came from (reported back, and cached results are dropped when it changes)' },
+    cache: { type: 'boolean', default: true, doc: 'false: do not answer from the result cache' },
+  },
+  reply: '%{prompt, optimized_prompt, optimization_score: float, confidence: float, improvement_summary, candidates: [%{prompt, score: float, round, prompt_id}], template_used, cached: boolean, model_version, prompt_id, evolution_id, metric_calls}',
+  errors: { cancelled: 'the caller cancelled or timed out (COPRO stops between candidates)' },
+  examples: [{ prompt: 'Write a function that parses the input.', context: { language: 'elixir' }, breadth: 4, depth: 1 }],
   validate: (a) => {
     const devsetRaw = optList(a, 'devset', { max: 1000 });
     const devset = devsetRaw?.map((ex, i) => {
@@ -164,6 +185,35 @@ interface CallLlmArgs {
 const callLlm = defineOp<CallLlmArgs>({
   name: 'call_llm',
   summary: 'one chat completion on the configured OpenAI-compatible endpoint',
+  args: {
+    messages: { type: 'list of %{role: "system" | "user" | "assistant", content: string} (1..500)', required: true, doc: 'the conversation' },
+    model: { type: 'string', doc: 'model name (default: llm.model, then LLM_MODEL)' },
+    options: {
+      type: 'map',
+      default: {},
+      doc: 'sampling options',
+      keys: {
+        temperature: { type: 'number 0..2', doc: 'sampling temperature' },
+        max_tokens: { type: 'integer 1..1000000', doc: 'completion length cap' },
+        top_p: { type: 'number 0..1', doc: 'nucleus sampling' },
+        llm: { type: 'map', doc: 'the endpoint (as the top-level llm; the Elixir client puts it here)', keys: {
+      url: { type: 'string', doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' },
+      model: { type: 'string', doc: 'model name (default LLM_MODEL)' },
+      api_key: { type: 'string', doc: 'bearer token (default LLM_API_KEY)' },
+      timeout_ms: { type: 'integer 100..600000', doc: 'per-request timeout' },
+    } },
+      },
+    },
+    llm: { type: 'map', doc: 'the endpoint (else LLM_URL/LLM_MODEL/LLM_API_KEY)', keys: {
+      url: { type: 'string', doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' },
+      model: { type: 'string', doc: 'model name (default LLM_MODEL)' },
+      api_key: { type: 'string', doc: 'bearer token (default LLM_API_KEY)' },
+      timeout_ms: { type: 'integer 100..600000', doc: 'per-request timeout' },
+    } },
+  },
+  reply: '%{text, model, usage: %{prompt_tokens, completion_tokens, total_tokens}}',
+  errors: { unavailable: 'no endpoint: neither llm.url nor LLM_URL is set', llm_error: 'the endpoint failed or answered with an error (the message says which)' },
+  examples: [{ messages: [{ role: 'user', content: 'Say hi.' }], options: { temperature: 0 }, llm: { url: 'http://127.0.0.1:8080/v1' } }],
   validate: (a) => {
     const messages = asList(a.messages, 'messages', { max: 500 }).map((m, i) => {
       const mm = requireMap(m, `messages[${i}]`);
@@ -204,6 +254,13 @@ interface SelectArgs {
 const selectVariant = defineOp<SelectArgs>({
   name: 'select_variant',
   summary: 'Thompson sampling over the tracked outcomes of each variant (prompt id)',
+  args: {
+    test_id: { type: 'string', required: true, doc: 'the A/B test' },
+    variants: { type: 'list of strings (1..100)', required: true, doc: 'prompt ids whose tracked executions are the evidence (while the database is unreachable: no evidence, uniform priors, rather than an error)' },
+    key: { type: 'string', doc: 'make the draw sticky per key (a user id): the same key sees the same variant until the evidence moves' },
+  },
+  reply: '%{test_id, variant, posteriors: %{prompt_id => %{successes, failures, mean: float, draw: float}}}',
+  examples: [{ test_id: 'greeting', variants: ['p-a', 'p-b'], key: 'user-42' }],
   validate: (a) => {
     const variants = asList(a.variants, 'variants', { max: 100 }).map((v, i) => asString(v, `variants[${i}]`, { max: 500 }));
     if (variants.length === 0) throw badRequest('variants', 'expected at least one variant');

@@ -7,6 +7,7 @@
 import { isTermObject, type Term, type TermObject } from '../codec/terms.js';
 import { type OpContext, type OpSpec } from './types.js';
 import { OpError, type ErrorReason } from '../contract/errors.js';
+import { keyCheck, rejectUnknownKeys, type KeyCheck } from '../contract/schema.js';
 
 export type OpResult = { ok: true; value: Term } | { ok: false; reason: ErrorReason; message: string };
 
@@ -18,6 +19,8 @@ interface OpCounters {
 
 export class OpTable {
   private readonly ops = new Map<string, OpSpec<unknown>>();
+  /** Each op's declared argument keys, as Sets (checked on every request before `validate`). */
+  private readonly keyChecks = new Map<string, KeyCheck>();
   private readonly counters = new Map<string, OpCounters>();
   private inFlightCount = 0;
 
@@ -27,12 +30,20 @@ export class OpTable {
 
   add(spec: OpSpec<unknown>): this {
     if (this.ops.has(spec.name)) throw new Error(`op ${spec.name} is defined twice`);
+    // Ops from plain JS (test fixtures, extensions) are not type-checked: say what is missing.
+    if (spec.args === undefined || spec.args === null) throw new Error(`op ${spec.name} declares no args (give args: {} for none)`);
     this.ops.set(spec.name, spec);
+    this.keyChecks.set(spec.name, keyCheck(spec.name, spec.args, { open: spec.openArgs }));
     return this;
   }
 
   get names(): string[] {
     return [...this.ops.keys()].sort();
+  }
+
+  /** Every op's spec, by name (for `describe` and the docs). */
+  get specs(): OpSpec<unknown>[] {
+    return this.names.map((n) => this.ops.get(n)!);
   }
 
   has(name: string): boolean {
@@ -63,6 +74,7 @@ export class OpTable {
     const t0 = performance.now();
     try {
       if (!isTermObject(args)) throw new OpError('bad_request', 'args: expected a map');
+      rejectUnknownKeys(args as TermObject, this.keyChecks.get(name)!);
       const valid = spec.validate(args as TermObject);
       if (ctx.cancelled !== undefined ? ctx.cancelled() : ctx.signal.aborted) throw new OpError('cancelled', 'request was cancelled before it started');
       const value = await spec.handle(valid, ctx);
@@ -85,6 +97,7 @@ export class OpTable {
     if (spec === undefined) return { ok: false, reason: 'unknown_op', message: `no op named ${JSON.stringify(name)}` };
     try {
       if (!isTermObject(args)) throw new OpError('bad_request', 'args: expected a map');
+      rejectUnknownKeys(args as TermObject, this.keyChecks.get(name)!);
       spec.validate(args as TermObject);
       return undefined;
     } catch (err) {

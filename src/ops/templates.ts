@@ -17,10 +17,24 @@ import type { Vars } from '../templates/renderer.js';
 import { CentralCloudError } from '../templates/centralCloud.js';
 import { parseTemplate, templateRecord, type Template } from '../templates/template.js';
 import { optBool, optInt, optMap, optStr, str } from '../contract/args.js';
+import type { ArgSchema, ArgSpec } from '../contract/schema.js';
 import { defineOp, type OpSpec } from './types.js';
 import { badRequest, OpError } from '../contract/errors.js';
 
 const SPARC_PHASES = ['specification', 'pseudocode', 'architecture', 'refinement', 'completion'] as const;
+
+/** The fields of a template map (central_cloud's PromptTemplate shape). */
+const TEMPLATE_FIELDS: ArgSchema = {
+  template_name: { type: 'string (letters, digits, _ . : -; 1..200)', required: true, doc: 'the template\'s name (its id for get_template)' },
+  template_content: { type: 'string (Handlebars)', required: true, doc: 'the template text; must compile' },
+  template_type: { type: 'string', required: true, doc: 'e.g. sparc, command, analysis' },
+  language: { type: 'string', default: 'any', doc: 'the language it is for' },
+  id: { type: 'string', doc: 'central_cloud\'s id' },
+  package_id: { type: 'string', doc: 'central_cloud\'s package' },
+  created_at: { type: 'string', doc: 'when it was made' },
+};
+const STRICT: ArgSpec = { type: 'boolean', default: false, doc: 'fail naming every variable the template uses and the call does not give' };
+const VARIABLES: ArgSpec = { type: 'map', default: {}, doc: 'the template\'s variables' };
 
 function varsOf(v: Term | undefined, field: string): Vars {
   if (v === undefined || v === null) return {};
@@ -36,6 +50,18 @@ interface GenerateArgs extends TemplateChoice {
 const generatePrompt = defineOp<GenerateArgs>({
   name: 'generate_prompt',
   summary: 'assemble a prompt from a template for a context and language (the NIF shape)',
+  args: {
+    context: { type: 'string, or map of variables', required: true, doc: 'what the prompt is about (a string becomes the variables context and command)' },
+    language: { type: 'string (1..100 characters)', required: true, doc: 'the programming language' },
+    template_id: { type: 'string', doc: 'use this template' },
+    category: { type: 'string', doc: 'a template name, or a template_type such as "sparc"' },
+    trigger_type: { type: 'string', doc: 'with trigger_value: "sparc"/"architecture", "mode"/"plan", "analysis"/"<language>", "command"/...' },
+    trigger_value: { type: 'string', doc: 'see trigger_type' },
+    strict: STRICT,
+  },
+  reply: '%{prompt, confidence: float, template_used, optimization_score: float, cached: boolean}',
+  errors: { not_found: 'template_id names no template' },
+  examples: [{ context: 'a GenServer that caches HTTP responses', language: 'elixir' }, { context: { task: 'plan' }, language: 'rust', trigger_type: 'mode', trigger_value: 'plan' }],
   validate: (a) => {
     const ctx = a.context;
     const context: Vars = typeof ctx === 'string' ? { context: ctx } : varsOf(ctx, 'context');
@@ -63,6 +89,11 @@ const generatePrompt = defineOp<GenerateArgs>({
 
 const getTemplate = defineOp<{ id: string }>({
   name: 'get_template',
+  summary: 'a template by name (central_cloud first when connected, else the shipped copy)',
+  args: { template_id: { type: 'string (1..200 characters)', required: true, doc: 'the template\'s name' } },
+  reply: '%{template: %{template_name, template_content, template_type, language, ...}, source: "central_cloud" | "local"}',
+  errors: { not_found: 'no template of that name' },
+  examples: [{ template_id: 'sparc_specification' }],
   validate: (a) => ({ id: str(a, 'template_id', { min: 1, max: 200 }) }),
   async handle({ id }, { engine }) {
     const reg = await engine.service('templates');
@@ -74,6 +105,13 @@ const getTemplate = defineOp<{ id: string }>({
 
 const searchTemplates = defineOp<{ query: string; opts: TermObject }>({
   name: 'search_templates',
+  summary: 'search templates by text (central_cloud when connected, else the local registry)',
+  args: {
+    query: { type: 'string', default: '', doc: 'words to match in names, types and content' },
+    opts: { type: 'map', default: {}, doc: 'template_type, language, limit; passed on to central_cloud as they are' },
+  },
+  reply: '%{templates: [template], source: "central_cloud" | "local"}',
+  examples: [{ query: 'sparc', opts: { limit: 5 } }],
   validate: (a) => ({ query: optStr(a, 'query', { max: 1000 }) ?? '', opts: optMap(a, 'opts') ?? newMap() }),
   async handle({ query, opts }, { engine }) {
     const reg = await engine.service('templates');
@@ -94,6 +132,13 @@ const searchTemplates = defineOp<{ query: string; opts: TermObject }>({
 const storeTemplate = defineOp<{ template: Template }>({
   name: 'store_template',
   summary: 'store a template in central_cloud (local-only when not connected, said so in `stored`)',
+  args: {
+    template: { type: 'map (a template)', requiredWhen: 'unless the template fields are given at the top level', doc: 'the template', keys: TEMPLATE_FIELDS },
+    ...TEMPLATE_FIELDS,
+  },
+  reply: '%{template: template, stored: "central_cloud" | "local"}',
+  errors: { bad_request: 'the template content does not compile', conflict: 'central_cloud refused it' },
+  examples: [{ template: { template_name: 'greet', template_content: 'Hello {{name}}', template_type: 'command' } }],
   validate: (a) => ({ template: parseTemplate(a.template ?? a, 'template') }),
   async handle({ template }, { engine }) {
     const reg = await engine.service('templates');
@@ -121,6 +166,15 @@ const storeTemplate = defineOp<{ template: Template }>({
 
 const renderTemplate = defineOp<{ id: string; vars: Vars; strict: boolean }>({
   name: 'render_template',
+  summary: 'render a template with variables',
+  args: {
+    template_id: { type: 'string (1..200 characters)', required: true, doc: 'the template\'s name' },
+    variables: VARIABLES,
+    strict: STRICT,
+  },
+  reply: '%{prompt, template_used, cached: boolean}',
+  errors: { not_found: 'no template of that name', bad_request: 'strict and variables are missing (named), or the template does not compile' },
+  examples: [{ template_id: 'sparc_specification', variables: { task: 'a rate limiter' } }],
   validate: (a) => ({ id: str(a, 'template_id', { min: 1, max: 200 }), vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? false }),
   async handle({ id, vars, strict }, { engine }) {
     const prompts = await engine.service('prompts');
@@ -133,6 +187,15 @@ const renderTemplate = defineOp<{ id: string; vars: Vars; strict: boolean }>({
 
 const getSparcPrompt = defineOp<{ phase: string; vars: Vars; strict: boolean }>({
   name: 'get_sparc_prompt',
+  summary: 'the prompt of one SPARC phase',
+  args: {
+    name: { type: `one of: ${SPARC_PHASES.join(', ')} (a sparc_ prefix is allowed)`, required: true, doc: 'the phase' },
+    variables: VARIABLES,
+    strict: STRICT,
+  },
+  reply: '%{prompt, template_used, cached: boolean}',
+  errors: { bad_request: 'strict and variables are missing (named)' },
+  examples: [{ name: 'specification', variables: { task: 'a rate limiter' } }],
   validate: (a) => {
     const name = str(a, 'name', { min: 1, max: 100 }).toLowerCase().replace(/^sparc_/, '');
     if (!(SPARC_PHASES as readonly string[]).includes(name)) throw badRequest('name', `expected one of ${SPARC_PHASES.join(', ')}`);
@@ -149,6 +212,13 @@ const getSparcPrompt = defineOp<{ phase: string; vars: Vars; strict: boolean }>(
 
 const listTemplates = defineOp<{ type?: string; limit: number }>({
   name: 'list_templates',
+  summary: 'the templates the registry has, with the variables each uses',
+  args: {
+    template_type: { type: 'string', doc: 'only templates of this type' },
+    limit: { type: 'integer 1..10000', default: 1000, doc: 'at most this many' },
+  },
+  reply: '%{templates: [%{template_name, template_type, language, variables: [binary]}]}',
+  examples: [{}, { template_type: 'sparc' }],
   validate: (a) => ({ type: optStr(a, 'template_type', { max: 100 }), limit: optInt(a, 'limit', { min: 1, max: 10_000 }) ?? 1_000 }),
   async handle({ type, limit }, { engine }) {
     const reg = await engine.service('templates');

@@ -4,7 +4,10 @@
  * which transport called them.
  */
 import type { Logger } from 'pino';
+import type { Json } from '../codec/json.js';
 import type { Term, TermObject } from '../codec/terms.js';
+import type { ErrorReason } from '../contract/errors.js';
+import type { ArgSchema } from '../contract/schema.js';
 import type { AppEngine } from '../services.js';
 
 export interface OpContext {
@@ -20,8 +23,23 @@ export interface OpContext {
 
 export interface OpSpec<A = unknown> {
   readonly name: string;
-  /** One line for `health`/docs. */
-  readonly summary?: string;
+  /** One line for `describe` and docs/ops.md. */
+  readonly summary: string;
+  /**
+   * Every argument the op reads. The table rejects any other key before
+   * `validate` runs (see contract/schema.ts), and `describe` / docs/ops.md
+   * print this: a key the validator reads must be declared here (the ops
+   * test checks it against `examples`).
+   */
+  readonly args: ArgSchema;
+  /** Accept keys beyond `args` (`echo` returns whatever it is given). */
+  readonly openArgs?: boolean;
+  /** The `{:ok, reply}` shape, for people (Elixir notation). */
+  readonly reply: string;
+  /** Errors particular to this op and when they happen; every op may also fail with the reasons of `COMMON_ERRORS`. */
+  readonly errors?: Readonly<Partial<Record<ErrorReason, string>>>;
+  /** Valid argument maps (JSON): shown in the docs, and run through `validate` by the ops test. */
+  readonly examples?: readonly Json[];
   /**
    * Set when the op records a tracking entry of this kind: a transport with
    * a durable log (JetStream in NATS peer mode) may store the validated

@@ -1,12 +1,16 @@
 /**
  * The two backends behind one small interface: PostgreSQL through a `pg`
  * pool, or embedded PGlite in a data directory. The store above speaks
- * only `query` and `transaction`.
+ * only `query` and `transaction`. A PostgreSQL that cannot be reached
+ * surfaces as `OpError('unavailable')` (see `unreachable`), whichever
+ * service's query met it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import { OpError } from '../contract/errors.js';
 
 export type SqlParam = string | number | boolean | null | Uint8Array | string[] | Array<string | number | boolean | null>;
 export type Row = Record<string, unknown>;
@@ -23,12 +27,22 @@ export interface SqlClient {
    * mid-work frees it for the next. PGlite (one process) just runs `fn`.
    */
   withAdvisoryLock<T>(key: number, fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }>;
+  /** Bulk load of rows already in COPY's text format (one statement, so atomic on its own). */
+  readonly copy: CopyIn;
   /** Announce `payload` on `channel` (NOTIFY); a no-op on PGlite. */
   notify(channel: string, payload: string): Promise<void>;
   /** Call `onMessage` for every NOTIFY on `channel` from any session; resolves once listening. Returns a stop function. */
   listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
+
+export interface CopyIn {
+  /** Smallest batch worth a COPY: on PostgreSQL its extra round trip (CopyIn, data, CopyDone) costs more than it saves below this. */
+  readonly minRows: number;
+  write(table: string, columns: readonly string[], text: string): Promise<void>;
+}
+
+const copySql = (table: string, columns: readonly string[], source: string): string => `COPY ${table} (${columns.map((c) => `"${c}"`).join(',')}) FROM ${source}`;
 
 export async function openPostgres(url: string, opts: { max?: number } = {}): Promise<SqlClient> {
   const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 4, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
@@ -39,11 +53,15 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
   return {
     backend: 'postgres',
     async query<R extends Row>(sql: string, params: SqlParam[] = []) {
-      const r = await pool.query<R>({ text: sql, values: params, types });
-      return r.rows;
+      try {
+        const r = await pool.query<R>({ text: sql, values: params, types });
+        return r.rows;
+      } catch (err) {
+        throw unreachable(err);
+      }
     },
     async transaction(fn) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
       let broken = false;
       try {
         await client.query('BEGIN');
@@ -53,13 +71,13 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
       } catch (err) {
         broken = isConnectionError(err);
         if (!broken) await client.query('ROLLBACK').catch(() => undefined);
-        throw err;
+        throw unreachable(err);
       } finally {
         client.release(broken);
       }
     },
     async withAdvisoryLock(key, fn) {
-      const client = await pool.connect();
+      const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
       let broken = false;
       try {
         const got = (await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [key])).rows[0]?.ok === true;
@@ -71,13 +89,33 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
         }
       } catch (err) {
         broken = isConnectionError(err);
-        throw err;
+        throw unreachable(err);
       } finally {
         client.release(broken);
       }
     },
+    copy: {
+      minRows: 64,
+      async write(table, columns, text) {
+        const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
+        let broken = false;
+        try {
+          await new Promise<void>((resolve, reject) => {
+            const stream = client.query(copyFrom(copySql(table, columns, 'STDIN')));
+            stream.on('finish', resolve);
+            stream.on('error', reject);
+            stream.end(text);
+          });
+        } catch (err) {
+          broken = isConnectionError(err);
+          throw unreachable(err);
+        } finally {
+          client.release(broken);
+        }
+      },
+    },
     async notify(channel, payload) {
-      await pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
+      await pool.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((err: unknown) => Promise.reject(unreachable(err)));
     },
     async listen(channel, onMessage) {
       // A connection of its own for as long as we listen (a pooled one would be handed to others);
@@ -158,6 +196,13 @@ export async function openPglite(dir: string): Promise<SqlClient> {
     },
     transaction: (fn) => db.transaction(async (tx) => fn(async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows))),
     withAdvisoryLock: async (_key, fn) => ({ locked: true, value: await fn() }),
+    // PGlite reads COPY data from a Blob at /dev/blob: ~1.4× the rows/s of the unnest INSERT at any batch size (measured, 2–512 rows).
+    copy: {
+      minRows: 1,
+      async write(table, columns, text) {
+        await db.query(copySql(table, columns, `'/dev/blob'`), [], { blob: new Blob([text]) });
+      },
+    },
     notify: async () => undefined,
     listen: async () => async () => undefined,
     close: async () => {
@@ -165,6 +210,19 @@ export async function openPglite(dir: string): Promise<SqlClient> {
       unlock();
     },
   };
+}
+
+/**
+ * A connection error as callers should see it: `{:error, {:unavailable, "database unreachable: ..."}}`
+ * rather than `internal`. It keeps the original `code` and message, so
+ * `isConnectionError` still recognises it (the group-commit writer journals on it).
+ */
+export function unreachable(err: unknown): unknown {
+  if (err instanceof OpError || !isConnectionError(err)) return err;
+  const e = err as Error & { code?: string };
+  // Node's AggregateError (every address of a host refused) has an empty message: its code says it.
+  const why = e.message !== '' ? e.message : (e.code ?? 'connection failed');
+  return Object.assign(new OpError('unavailable', `database unreachable: ${why}`), { code: e.code, cause: err });
 }
 
 /** Errors that mean "the database is not reachable right now" (as opposed to a bad statement). */

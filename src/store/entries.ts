@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { Atom, isTermObject, type Term, type TermObject } from '../codec/terms.js';
 import { asList, asNumber, asString, bool, int, num, oneOf, optInt, optNum, optStr, str, stringMap } from '../contract/args.js';
 import { badRequest } from '../contract/errors.js';
+import type { ArgSchema } from '../contract/schema.js';
 
 export const FEEDBACK_TYPES = ['quality', 'accuracy', 'performance', 'usability', 'completeness', 'other'] as const;
 export const EVOLUTION_TYPES = ['optimization', 'refinement', 'expansion', 'simplification', 'adaptation', 'other'] as const;
@@ -57,6 +58,68 @@ export const TABLES: Readonly<Record<EntryKind, TableSpec>> = {
     table: 'context_signatures',
     columns: ['id', 'signature_hash', 'project_tech_stack', 'project_type', 'complexity_level', 'created_at', 'metadata'],
     casts: { metadata: 'jsonb', created_at: 'timestamptz', project_tech_stack: 'text[]' },
+  },
+};
+
+const ID = { type: 'string (a UUID)', doc: 'the entry\'s own id: writing the same id twice stores it once, so a retried write never duplicates a row (default: a new UUID)' } as const;
+const TS = (what: string) => ({ type: 'ISO-8601 string or integer unix ms', default: 'now', doc: what }) as const;
+const STRING_MAP = 'map of string → string (at most 64 KiB)';
+
+/**
+ * The fields of each entry, for the op table's key check and the docs
+ * (docs/ops.md, docs/tracking.md). `parseEntry` below reads exactly these.
+ */
+export const ENTRY_SCHEMAS: Readonly<Record<EntryKind, ArgSchema>> = {
+  execution: {
+    id: ID,
+    prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'the prompt that ran (choose_prompt\'s prompt_id in the closed loop)' },
+    success: { type: 'boolean', required: true, doc: 'whether the answer was good' },
+    execution_time_ms: { type: 'integer ≥ 0', required: true, doc: 'how long it took' },
+    confidence_score: { type: 'number 0..1', doc: 'the caller\'s confidence in the answer' },
+    context_signature: { type: 'string', doc: 'a ContextSignatureEntry\'s signature_hash' },
+    response_length: { type: 'integer ≥ 0', doc: 'length of the answer' },
+    timestamp: TS('when it ran'),
+    metadata: { type: STRING_MAP, default: {}, doc: 'prompt (its text: what train learns from), model, task, language, domain, framework, template; experiment, model, generation for a closed-loop outcome; n and successes for an aggregate' },
+  },
+  feedback: {
+    id: ID,
+    prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'the prompt the feedback is about' },
+    feedback_type: { type: `one of: ${FEEDBACK_TYPES.join(', ')}`, required: true, doc: 'what was rated' },
+    rating: { type: 'number', required: true, doc: 'the rating (train reads it as rating/5, clamped to 0..1)' },
+    comment: { type: 'string (at most 10000 characters)', doc: 'free text' },
+    user_id: { type: 'string', doc: 'who rated' },
+    timestamp: TS('when it was given'),
+    context: { type: STRING_MAP, default: {}, doc: 'model, task, ... (merged into the prompt\'s context for training)' },
+  },
+  evolution: {
+    id: ID,
+    original_prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'the prompt before' },
+    evolved_prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'the prompt after' },
+    evolution_type: { type: `one of: ${EVOLUTION_TYPES.join(', ')}`, required: true, doc: 'what kind of change' },
+    performance_improvement: { type: 'number', required: true, doc: 'measured or estimated gain' },
+    evolution_timestamp: TS('when it happened'),
+    evolution_metadata: { type: STRING_MAP, default: {}, doc: 'anything else (the optimizer records proposer, evaluator, rounds, ...)' },
+  },
+  ab_result: {
+    id: ID,
+    test_id: { type: 'string (1..512 characters)', required: true, doc: 'the A/B test' },
+    variant_a_prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'variant a' },
+    variant_b_prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'variant b' },
+    winner: { type: `one of: ${WINNERS.join(', ')}`, required: true, doc: 'which won' },
+    confidence_level: { type: 'number 0..1', required: true, doc: 'confidence in the winner' },
+    sample_size: { type: 'integer ≥ 0', required: true, doc: 'observations' },
+    test_duration: { type: 'integer ≥ 0 (ms)', required: true, doc: 'how long the test ran' },
+    test_timestamp: TS('when it ended'),
+    metrics: { type: 'map of string → number', default: {}, doc: 'measured figures' },
+  },
+  context_signature: {
+    id: ID,
+    signature_hash: { type: 'string (1..512 characters)', required: true, doc: 'the signature (executions refer to it as context_signature)' },
+    project_tech_stack: { type: 'list of strings (at most 100; stored lower-case)', default: [], doc: 'the project\'s technologies' },
+    project_type: { type: 'string (1..512 characters)', required: true, doc: 'e.g. web_service' },
+    complexity_level: { type: 'string (1..512 characters)', required: true, doc: 'e.g. low, medium, high' },
+    created_at: TS('when it was made'),
+    metadata: { type: STRING_MAP, default: {}, doc: 'anything else' },
   },
 };
 

@@ -75,6 +75,27 @@ export class TrackingStore {
     return store;
   }
 
+  /**
+   * Whether the database answers `SELECT 1` within `timeoutMs` (for `health`):
+   * undefined when it does, else why not.
+   */
+  async ping(timeoutMs: number): Promise<string | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs)));
+    try {
+      return await Promise.race([this.db.query('SELECT 1').then(() => undefined), late]);
+    } catch (err) {
+      return err instanceof Error ? err.message : String(err);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Entries fsync'd to the journal and not yet in the database (the database was away). */
+  get journalDepth(): number {
+    return this.journal.depth;
+  }
+
   get backend(): 'postgres' | 'pglite' {
     return this.db.backend;
   }

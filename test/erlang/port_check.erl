@@ -6,7 +6,9 @@
 %% binary_to_term(_, [safe]) only accepts atoms that exist: the ones the sidecar sends.
 known_atoms() ->
     [ready, reply, event, protocol_error, ok, error, os_pid, protocol, version, ops, max_frame_bytes,
-     status, node_version, uptime_ms, in_flight, services, cancelled, bad_request, unknown_op, shutting_down].
+     status, node_version, uptime_ms, in_flight, services, cancelled, bad_request, unknown_op, shutting_down,
+     %% health's dependency checks
+     reasons, checks, database, nats, detail].
 
 open(Exe, fds) ->
     open_port({spawn_executable, Exe}, [binary, {packet, 4}, exit_status, nouse_stdio, {args, ["--port-fds"]}]);

@@ -135,25 +135,27 @@ defmodule PromptEngine.Connection do
   def init(opts) do
     Process.flag(:trap_exit, true)
     _ = PromptEngine.Atoms.known()
-    exe = Keyword.get(opts, :executable, PromptEngine.default_executable())
+    # Executable, Node, args and env are resolved at run time: PromptEngine.Sidecar. Only that
+    # (cheap, and a misconfiguration should fail the start itself) happens in init/1.
+    case PromptEngine.Sidecar.resolve(opts) do
+      {:error, {reason, message}} ->
+        {:stop, Error.new(reason, message)}
 
-    if not File.exists?(exe) do
-      {:stop, Error.new(:executable_not_found, "the sidecar executable #{exe} does not exist", details: exe)}
-    else
-      state = %__MODULE__{
-        instance: Keyword.get(opts, :instance),
-        registry: Keyword.get(opts, :registry),
-        max_in_flight: Keyword.get(opts, :max_in_flight, @default_max_in_flight),
-        spawn: %{
-          exe: exe,
-          args: Keyword.get(opts, :args, ["--port-fds"]),
-          env: for({k, v} <- Keyword.get(opts, :env, []), do: {to_charlist(k), to_charlist(v)}),
-          capture_stderr: Keyword.get(opts, :capture_stderr, true),
-          ready_timeout: Keyword.get(opts, :ready_timeout, @ready_timeout)
+      {:ok, %{executable: exe, args: args, env: env}} ->
+        state = %__MODULE__{
+          instance: Keyword.get(opts, :instance),
+          registry: Keyword.get(opts, :registry),
+          max_in_flight: Keyword.get(opts, :max_in_flight, @default_max_in_flight),
+          spawn: %{
+            exe: exe,
+            args: args,
+            env: env,
+            capture_stderr: Keyword.get(opts, :capture_stderr, true),
+            ready_timeout: Keyword.get(opts, :ready_timeout, @ready_timeout)
+          }
         }
-      }
 
-      {:ok, state, {:continue, :spawn}}
+        {:ok, state, {:continue, :spawn}}
     end
   end
 

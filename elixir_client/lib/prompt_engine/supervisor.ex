@@ -18,7 +18,7 @@ defmodule PromptEngine.Supervisor do
   @options [
     name: {&is_atom/1, "an atom"},
     pool_size: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer"},
-    executable: {&PromptEngine.Supervisor.text?/1, "a path (string)"},
+    executable: {&PromptEngine.Supervisor.text_or_nil?/1, "a path (string)"},
     args: {&PromptEngine.Supervisor.texts?/1, "a list of strings"},
     env: {&PromptEngine.Supervisor.env?/1, "a list of {name, value} string pairs or a map"},
     timeout: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer (ms)"},
@@ -27,10 +27,10 @@ defmodule PromptEngine.Supervisor do
     max_seconds: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer"},
     ready_timeout: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer (ms)"},
     capture_stderr: {&is_boolean/1, "a boolean"},
-    # behaviour added by PromptEngine.Sidecar (executable discovery); validated and passed through here
-    data_dir: {&PromptEngine.Supervisor.text?/1, "a path (string)"},
-    database_url: {&is_binary/1, "a URL (string; \"\" for none)"},
-    node: {&PromptEngine.Supervisor.text?/1, "a path to the node executable (string)"}
+    # resolved by PromptEngine.Sidecar; nil falls back to the app env there
+    data_dir: {&PromptEngine.Supervisor.text_or_nil?/1, "a path (string)"},
+    database_url: {&PromptEngine.Supervisor.binary_or_nil?/1, "a URL (string; \"\" for none)"},
+    node: {&PromptEngine.Supervisor.node?/1, "a path to the node executable (string), or false to run the executable without Node"}
   ]
   @known Keyword.keys(@options)
 
@@ -98,6 +98,12 @@ defmodule PromptEngine.Supervisor do
   @doc false
   def text?(v), do: is_binary(v) and v != ""
   @doc false
+  def text_or_nil?(v), do: v == nil or text?(v)
+  @doc false
+  def binary_or_nil?(v), do: v == nil or is_binary(v)
+  @doc false
+  def node?(v), do: v == nil or v == false or text?(v)
+  @doc false
   def texts?(v), do: is_list(v) and Enum.all?(v, &is_binary/1)
   @doc false
   def env?(v) when is_map(v), do: env?(Map.to_list(v))
@@ -122,7 +128,7 @@ defmodule PromptEngine.Supervisor do
     children =
       [{Registry, keys: :duplicate, name: registry(name)}] ++
         for {conn, i} <- Enum.with_index(conns, 1) do
-          Supervisor.child_spec({PromptEngine.Connection, [name: conn, instance: name, registry: registry(name)] ++ conn_opts}, id: {:connection, i})
+          Supervisor.child_spec({PromptEngine.Connection, [name: conn, registry: registry(name), instance: name, index: i] ++ conn_opts}, id: {:connection, i})
         end
 
     Supervisor.init(children, strategy: :one_for_one, max_restarts: Keyword.get(opts, :max_restarts, 3), max_seconds: Keyword.get(opts, :max_seconds, 5))

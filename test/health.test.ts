@@ -1,0 +1,129 @@
+/**
+ * What a caller sees when what the sidecar depends on is away, through the
+ * real sidecar process: `health` says `degraded` with the reason when the
+ * database or NATS is unreachable (and `ok` again once it is back), and a
+ * store read fails with `{:error, {:unavailable, "database unreachable: ..."}}`,
+ * never `internal`, while tracking writes are still acknowledged (journaled).
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { record, type Term, type TermObject } from '../src/codec/terms.js';
+import { requireEnv, startPrivatePostgres, type PrivatePostgres } from './helpers/pg.js';
+import { PortClient, type Reply } from './helpers/portClient.js';
+
+/** A loopback port nothing listens on. */
+function closedPort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+const tmpDir = (): string => fs.mkdtempSync(path.join(os.tmpdir(), 'pe-health-'));
+
+function sidecar(env: NodeJS.ProcessEnv): PortClient {
+  return new PortClient({ env: { DATABASE_URL: '', NATS_URL: '', PROMPT_ENGINE_DATA_DIR: tmpDir(), LOG_LEVEL: 'fatal', ...env } });
+}
+
+async function health(c: PortClient): Promise<TermObject> {
+  const r = await c.request('health', record({}));
+  if (!r.ok) throw new Error(`health failed: ${r.reason} ${r.message}`);
+  return r.value as TermObject;
+}
+
+const check = (h: TermObject, name: string): TermObject => (h.checks as TermObject)[name] as TermObject;
+const execution = (): TermObject => record({ prompt_id: 'health-p', success: true, execution_time_ms: 5 });
+
+async function until(f: () => Promise<boolean>, ms: number): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await f()) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
+}
+
+describe('health and store errors when the database is away', () => {
+  it('a DATABASE_URL on a closed port: degraded health, unavailable reads, journaled writes', async () => {
+    const port = await closedPort();
+    const c = sidecar({ DATABASE_URL: `postgres://postgres@127.0.0.1:${port}/nowhere` });
+    await c.ready;
+    const h = await health(c);
+    expect(h.status).toBe('degraded');
+    expect(check(h, 'database').status).toBe('down');
+    expect((h.reasons as string[]).join('\n')).toMatch(new RegExp(`^database: postgres: .*(ECONNREFUSED|${port})`, 'm'));
+    expect(check(h, 'nats')).toMatchObject({ status: 'not_configured' });
+
+    for (const [op, args] of [
+      ['query', record({ kind: 'prompt_executions', prompt_id: 'health-p' })],
+      ['prompt_stats', record({ prompt_id: 'health-p' })],
+    ] as Array<[string, TermObject]>) {
+      const r: Reply = await c.request(op, args);
+      expect(r, op).toMatchObject({ ok: false, reason: 'unavailable' });
+      expect(!r.ok && r.message, op).toMatch(/^database unreachable: /);
+    }
+    // select_variant draws without evidence rather than failing (documented in docs/ops.md).
+    expect(await c.request('select_variant', record({ test_id: 't', variants: ['a', 'b'] }))).toMatchObject({ ok: true });
+    // Writes are still promised: fsync'd to the journal until the database answers.
+    expect(await c.request('track_execution', execution())).toMatchObject({ ok: true });
+    expect(String((check(await health(c), 'database').detail))).toMatch(/1 tracking entries wait in the journal/);
+    expect((await c.close()).code).toBe(0);
+  }, 30_000);
+
+  describe('a PostgreSQL that stops and comes back', () => {
+    let server: PrivatePostgres;
+    beforeAll(async () => {
+      server = await startPrivatePostgres();
+    }, 60_000);
+    afterAll(() => server?.destroy());
+
+    it('ok while up, degraded with the reason while stopped, ok again after', async () => {
+      const c = sidecar({ DATABASE_URL: server.url });
+      await c.ready;
+      expect(await until(async () => (await health(c)).status === 'ok', 10_000)).toBe(true);
+      expect(check(await health(c), 'database')).toMatchObject({ status: 'ok', detail: 'postgres' });
+      expect(await c.request('query', record({ kind: 'prompt_executions', prompt_id: 'x' }))).toMatchObject({ ok: true });
+
+      server.stop();
+      const h = await health(c);
+      expect(h.status).toBe('degraded');
+      expect((h.reasons as string[])[0]).toMatch(/^database: postgres: /);
+      const q = await c.request('query', record({ kind: 'prompt_executions', prompt_id: 'x' }));
+      expect(q).toMatchObject({ ok: false, reason: 'unavailable' });
+
+      server.start();
+      expect(await until(async () => (await health(c)).status === 'ok', 15_000)).toBe(true);
+      expect(await c.request('query', record({ kind: 'prompt_executions', prompt_id: 'x' }))).toMatchObject({ ok: true });
+      expect((await c.close()).code).toBe(0);
+    }, 60_000);
+  });
+});
+
+describe('health when NATS is away', () => {
+  it('NATS_URL on a closed port: degraded, naming NATS; the Port keeps serving', async () => {
+    const port = await closedPort();
+    const c = sidecar({ NATS_URL: `nats://127.0.0.1:${port}` });
+    await c.ready;
+    const h = await health(c);
+    expect(h.status).toBe('degraded');
+    expect(check(h, 'nats').status).toBe('down');
+    expect((h.reasons as string[]).join('\n')).toMatch(new RegExp(`^nats: .*127\\.0\\.0\\.1:${port}`, 'm'));
+    // PGlite is opened on first use: health does not open it, and does not call that a problem.
+    expect(check(h, 'database')).toMatchObject({ status: 'not_started' });
+    expect(await c.request('echo', record({ still: 'serving' }))).toMatchObject({ ok: true });
+    expect((await c.close()).code).toBe(0);
+  }, 30_000);
+
+  it('a reachable NATS: ok', async () => {
+    const c = sidecar({ NATS_URL: requireEnv('TEST_NATS_URL') });
+    await c.ready;
+    expect(await until(async () => (await health(c)).status === 'ok', 5_000)).toBe(true);
+    expect(check(await health(c), 'nats')).toMatchObject({ status: 'ok', detail: 'connected' } as Record<string, Term>);
+    expect((await c.close()).code).toBe(0);
+  }, 30_000);
+});
