@@ -16,8 +16,11 @@ children = [
 IO.puts("optimized (#{Float.round(score, 3)}): #{better}")
 
 # Errors are values; a bad argument names the field:
-{:error, {:bad_request, "breadth: expected an integer in 1..50"}} =
+{:error, %PromptEngine.Error{reason: :bad_request, message: "breadth: expected an integer in 1..50"}} =
   PromptEngine.optimize_prompt("x", breadth: 0)
+
+# ...and every function has a bang variant that raises the same error:
+%{status: "ok"} = PromptEngine.health!()
 
 # The cache the old NIF had:
 :ok = PromptEngine.cache_put("greeting", %{text: "hello"})

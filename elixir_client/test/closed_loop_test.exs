@@ -50,7 +50,7 @@ defmodule PromptEngine.ClosedLoopTest do
     assert {:ok, %{prompt: ^base}} = PromptEngine.choose_prompt("ticket_triage", base, %{model: "gpt-4o-mini"}, opts)
 
     # Wrong shapes are errors, not crashes.
-    assert {:error, {:bad_request, _}} = PromptEngine.choose_prompt("ticket_triage", base, "not a map", opts)
-    assert {:error, {:bad_request, _}} = PromptEngine.report_outcome(%{}, :yes, opts)
+    assert {:error, %PromptEngine.Error{reason: :bad_request}} = PromptEngine.choose_prompt("ticket_triage", base, "not a map", opts)
+    assert {:error, %PromptEngine.Error{reason: :bad_request}} = PromptEngine.report_outcome(%{}, :yes, opts)
   end
 end

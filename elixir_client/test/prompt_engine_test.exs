@@ -8,6 +8,9 @@ defmodule PromptEngineTest do
     dir = Path.join(System.tmp_dir!(), "pe-ex-#{System.unique_integer([:positive])}")
     start_supervised!({PromptEngine, [name: name, env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", ""}]] ++ opts})
     on_exit(fn -> File.rm_rf(dir) end)
+    # The handshake runs after start (calls made before it wait for it); the overload and
+    # kill tests count on a sidecar that is already up.
+    {:ok, _} = PromptEngine.health(name: name, timeout: 20_000)
     {:ok, name: name}
   end
 
@@ -45,18 +48,18 @@ defmodule PromptEngineTest do
 
   describe "errors are values, never crashes" do
     test "unknown op", %{name: name} do
-      assert {:error, {:unknown_op, msg}} = PromptEngine.call(:no_such_op, %{}, name: name)
+      assert {:error, %PromptEngine.Error{reason: :unknown_op, message: msg}} = PromptEngine.call(:no_such_op, %{}, name: name)
       assert msg =~ "no_such_op"
     end
 
     test "bad arguments name the field", %{name: name} do
-      assert {:error, {:bad_request, "delay_ms: expected an integer in 0..60000"}} = PromptEngine.echo(%{delay_ms: "soon"}, name: name)
-      assert {:error, {:bad_request, "breadth: expected an integer in 1..50"}} = PromptEngine.optimize_prompt("x", name: name, breadth: 0)
+      assert {:error, %PromptEngine.Error{reason: :bad_request, message: "delay_ms: expected an integer in 0..60000"}} = PromptEngine.echo(%{delay_ms: "soon"}, name: name)
+      assert {:error, %PromptEngine.Error{reason: :bad_request, message: "breadth: expected an integer in 1..50"}} = PromptEngine.optimize_prompt("x", name: name, breadth: 0)
     end
 
     test "timeout cancels the work in the sidecar and drops the late reply", %{name: name} do
       t0 = System.monotonic_time(:millisecond)
-      assert {:error, :timeout} = PromptEngine.echo(%{delay_ms: 3_000}, name: name, timeout: 200)
+      assert {:error, %PromptEngine.Error{reason: :timeout, op: :echo}} = PromptEngine.echo(%{delay_ms: 3_000}, name: name, timeout: 200)
       assert System.monotonic_time(:millisecond) - t0 < 1_000
       # the sidecar saw the cancel: its in-flight count drops to zero long before 3 s
       Process.sleep(100)
@@ -68,7 +71,7 @@ defmodule PromptEngineTest do
     test "overload is refused, or waited for with queue: true", %{name: name} do
       slow = for _ <- 1..5, do: Task.async(fn -> PromptEngine.echo(%{delay_ms: 500}, name: name) end)
       Process.sleep(100)
-      assert {:error, :overloaded} = PromptEngine.echo(%{}, name: name)
+      assert {:error, %PromptEngine.Error{reason: :overloaded}} = PromptEngine.echo(%{}, name: name)
       assert {:ok, %{n: 1}} = PromptEngine.echo(%{n: 1}, name: name, queue: true, timeout: 3_000)
       assert Enum.all?(Task.await_many(slow), &match?({:ok, _}, &1))
     end
@@ -111,7 +114,7 @@ defmodule PromptEngineTest do
     Process.sleep(300)
     {_, 0} = System.cmd("kill", ["-9", Integer.to_string(os_pid)])
     results = Task.await_many(tasks, 5_000)
-    assert Enum.all?(results, &match?({:error, {:sidecar_exited, _}}, &1)), inspect(Enum.uniq(results))
+    assert Enum.all?(results, &match?({:error, %PromptEngine.Error{reason: :sidecar_exited, details: 137}}, &1)), inspect(Enum.uniq(results))
     # the next call is served by a fresh sidecar
     assert {:ok, %{status: "ok", os_pid: new_pid}} = PromptEngine.health(name: name, timeout: 15_000)
     assert new_pid != os_pid

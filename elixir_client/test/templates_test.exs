@@ -21,7 +21,7 @@ defmodule PromptEngine.TemplatesTest do
     assert {:ok, %{prompt: spec, template_used: "sparc_specification"}} = PromptEngine.get_sparc_prompt("specification", vars, name: name)
     assert spec =~ "SPECIFICATION phase" and spec =~ "phoenix"
 
-    assert {:error, {:bad_request, "variables: missing " <> missing}} = PromptEngine.render_template("service_blueprint", %{"language" => "go"}, name: name, strict: true)
+    assert {:error, %PromptEngine.Error{reason: :bad_request, message: "variables: missing " <> missing}} = PromptEngine.render_template("service_blueprint", %{"language" => "go"}, name: name, strict: true)
     assert missing =~ "service_name"
     assert {:ok, %{templates: [_ | _]}} = PromptEngine.list_templates(name: name)
   end

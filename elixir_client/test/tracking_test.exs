@@ -31,6 +31,6 @@ defmodule PromptEngine.TrackingTest do
     assert {:ok, %{rows: [%{feedback_type: "quality"}]}} = PromptEngine.query(:recent_feedback, %{duration: "1h"}, opts)
     assert {:ok, %{prompts: [%{count: 2, successes: 1, success_rate: 0.5}]}} = PromptEngine.call(:prompt_stats, %{prompt_id: "ex-p"}, opts)
 
-    assert {:error, {:bad_request, "feedback_type: expected one of " <> _}} = PromptEngine.track_feedback(%{prompt_id: "ex-p", feedback_type: :vibes, rating: 1}, opts)
+    assert {:error, %PromptEngine.Error{reason: :bad_request, message: "feedback_type: expected one of " <> _}} = PromptEngine.track_feedback(%{prompt_id: "ex-p", feedback_type: :vibes, rating: 1}, opts)
   end
 end

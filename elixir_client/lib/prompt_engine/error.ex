@@ -1,0 +1,41 @@
+defmodule PromptEngine.Error do
+  @moduledoc """
+  The one error every public function of the client returns, as
+  `{:error, %PromptEngine.Error{}}`, and every bang variant raises.
+
+  `reason` is an atom to match on, `message` a sentence for people
+  (`Exception.message/1` returns it). Reasons:
+
+    * the sidecar's own: `:bad_request` (the message names the field),
+      `:unknown_op`, `:not_found`, `:conflict`, `:unavailable`, `:llm_error`,
+      `:insufficient_data`, `:cancelled`, `:internal`, ...
+    * the client's: `:bad_request` (wrong argument shape, caught before
+      sending), `:bad_option` (start options), `:no_instance` (no instance
+      of that name was started), `:timeout`, `:overloaded`,
+      `:sidecar_exited` (the sidecar died mid-request; `details` is its exit
+      status), `:unavailable` (no sidecar came up within the call's timeout),
+      `:shutting_down`, `:bad_reply`.
+
+  `op` is the op the error belongs to when there is one; `details` carries
+  extra data for a few reasons (the exit status of `:sidecar_exited`).
+
+      iex> {:error, e} = {:error, %PromptEngine.Error{reason: :timeout, message: "no reply within 5000 ms"}}
+      iex> Exception.message(e)
+      "no reply within 5000 ms"
+  """
+
+  defexception reason: :internal, message: "prompt-engine error", op: nil, details: nil
+
+  @type t :: %__MODULE__{reason: atom(), message: String.t(), op: atom() | nil, details: term()}
+
+  @doc """
+  Build an error.
+
+      iex> PromptEngine.Error.new(:bad_request, "breadth: expected an integer").reason
+      :bad_request
+  """
+  @spec new(atom(), String.t(), keyword()) :: t()
+  def new(reason, message, fields \\ []) when is_atom(reason) and is_binary(message) do
+    struct!(%__MODULE__{reason: reason, message: message}, fields)
+  end
+end

@@ -1,0 +1,50 @@
+defmodule PromptEngine.HandshakeTest do
+  use ExUnit.Case, async: false
+
+  alias PromptEngine.Error
+
+  @launcher Path.expand("../../port/prompt_engine", __DIR__)
+
+  # A sidecar that takes `secs` to start: the handshake must not block the supervisor,
+  # and calls made meanwhile wait for it (within their own timeout).
+  defp slow_executable(secs) do
+    path = Path.join(System.tmp_dir!(), "pe-slow-#{System.unique_integer([:positive])}.sh")
+    File.write!(path, "#!/bin/sh\nsleep #{secs}\nexec '#{@launcher}' \"$@\"\n")
+    File.chmod!(path, 0o755)
+    on_exit(fn -> File.rm(path) end)
+    path
+  end
+
+  defp start(exe, extra \\ []) do
+    name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
+    dir = Path.join(System.tmp_dir!(), "pe-ex-hs-#{System.unique_integer([:positive])}")
+    on_exit(fn -> File.rm_rf(dir) end)
+    t0 = System.monotonic_time(:millisecond)
+    start_supervised!({PromptEngine, [name: name, executable: exe, env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", ""}]] ++ extra})
+    {name, System.monotonic_time(:millisecond) - t0}
+  end
+
+  test "a slow sidecar start does not block the supervisor; early calls are queued, not failed" do
+    {name, start_ms} = start(slow_executable(1.5))
+    assert start_ms < 1_000, "starting the instance took #{start_ms} ms: the handshake blocked init/1"
+
+    [conn] = PromptEngine.Supervisor.connections(name)
+    assert %{status: :starting} = PromptEngine.Connection.info(conn)
+
+    t0 = System.monotonic_time(:millisecond)
+    early = for i <- 1..5, do: Task.async(fn -> PromptEngine.echo(%{i: i}, name: name, timeout: 10_000) end)
+    assert {:error, %Error{reason: :timeout, message: msg}} = PromptEngine.health(name: name, timeout: 200)
+    assert msg =~ "still starting"
+
+    results = Task.await_many(early, 15_000)
+    assert Enum.sort(results) == for(i <- 1..5, do: {:ok, %{i: i}})
+    assert System.monotonic_time(:millisecond) - t0 >= 1_000
+    assert %{status: :ready} = PromptEngine.Connection.info(conn)
+  end
+
+  test "a sidecar that never completes its handshake fails the waiting callers with a reason" do
+    {name, _} = start(slow_executable(3), ready_timeout: 300, max_restarts: 0)
+    assert {:error, %Error{reason: :unavailable, message: msg}} = PromptEngine.health(name: name, timeout: 5_000)
+    assert msg =~ "ready handshake"
+  end
+end
