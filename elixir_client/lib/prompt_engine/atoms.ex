@@ -46,7 +46,12 @@ defmodule PromptEngine.Atoms do
     :experiment, :experiments, :generation, :origin, :exploring, :leader_id, :variants, :status,
     :pinned, :outcomes, :proposals_made, :leader, :base, :improvement, :active, :state,
     :posterior_mean, :p_best, :predicted, :running, :stopped, :retired, :banned, :llm, :offline,
-    :model_promoted, :previous_version, :promoted_by
+    :model_promoted, :previous_version, :promoted_by,
+    # health checks
+    :reasons, :checks, :database, :nats, :detail,
+    # describe
+    :summary, :args, :open_args, :reply, :required, :required_when, :default, :alias_of, :doc,
+    :keys, :type, :common_errors, :when, :reason, :examples
   ]
 
   @doc false
