@@ -15,6 +15,7 @@ import { LlmProposer, OfflineProposer, hashSeed, seededRandom, type Proposer } f
 import { asList, asString, optInt, optList, optMap, optNum, optStr, requireMap, str, stringMap } from '../contract/args.js';
 import { defineOp, type OpSpec } from './types.js';
 import { badRequest, OpError } from '../contract/errors.js';
+import type { ArgSchema } from '../contract/schema.js';
 
 /** The `llm` argument (or LLM_URL/LLM_MODEL/LLM_API_KEY): where an OpenAI-compatible endpoint is. */
 function llmEndpoint(engine: { config: EngineConfig }, arg: TermObject | undefined): LlmEndpoint | undefined {
@@ -55,6 +56,14 @@ function toOptimizeContext(a: OptimizeArgs): OptimizeContext {
   };
 }
 
+/** The keys of an `llm` map (optimize_prompt, call_llm). */
+const LLM_KEYS: ArgSchema = {
+  url: { type: 'string', doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' },
+  model: { type: 'string', doc: 'model name (default LLM_MODEL)' },
+  api_key: { type: 'string', doc: 'bearer token (default LLM_API_KEY)' },
+  timeout_ms: { type: 'integer 100..600000', doc: 'per-request timeout' },
+};
+
 const optimizePrompt = defineOp<OptimizeArgs>({
   name: 'optimize_prompt',
   summary: 'COPRO over the prompt: offline or LLM proposer, devset or learned evaluator',
@@ -66,12 +75,7 @@ const optimizePrompt = defineOp<OptimizeArgs>({
     depth: { type: 'integer 0..10', default: COPRO_DEFAULTS.depth, doc: 'refinement rounds after the first' },
     temperature: { type: 'number 0..2', default: COPRO_DEFAULTS.initTemperature, doc: 'proposal temperature of the first round' },
     devset: { type: 'list of %{input: string, output: string} (at most 1000)', doc: 'examples to measure candidates on with the LLM (needs llm or LLM_URL); without it the learned scorer and tracked outcomes judge' },
-    llm: { type: 'map', doc: 'the LLM endpoint for proposals and the devset (else LLM_URL/LLM_MODEL/LLM_API_KEY; without any, the offline proposer)', keys: {
-      url: { type: 'string', doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' },
-      model: { type: 'string', doc: 'model name (default LLM_MODEL)' },
-      api_key: { type: 'string', doc: 'bearer token (default LLM_API_KEY)' },
-      timeout_ms: { type: 'integer 100..600000', doc: 'per-request timeout' },
-    } },
+    llm: { type: 'map', doc: 'the LLM endpoint for proposals and the devset (else LLM_URL/LLM_MODEL/LLM_API_KEY; without any, the offline proposer)', keys: LLM_KEYS },
     budget: { type: 'integer 1..100000', default: 500, doc: 'at most this many LLM calls for devset evaluation' },
     template_id: { type: 'string', doc: 'the template the prompt came from (reported back, and cached results are dropped when it changes)' },
     cache: { type: 'boolean', default: true, doc: 'false: do not answer from the result cache' },
@@ -196,20 +200,10 @@ const callLlm = defineOp<CallLlmArgs>({
         temperature: { type: 'number 0..2', doc: 'sampling temperature' },
         max_tokens: { type: 'integer 1..1000000', doc: 'completion length cap' },
         top_p: { type: 'number 0..1', doc: 'nucleus sampling' },
-        llm: { type: 'map', doc: 'the endpoint (as the top-level llm; the Elixir client puts it here)', keys: {
-      url: { type: 'string', doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' },
-      model: { type: 'string', doc: 'model name (default LLM_MODEL)' },
-      api_key: { type: 'string', doc: 'bearer token (default LLM_API_KEY)' },
-      timeout_ms: { type: 'integer 100..600000', doc: 'per-request timeout' },
-    } },
+        llm: { type: 'map', doc: 'the endpoint (as the top-level llm; the Elixir client puts it here)', keys: LLM_KEYS },
       },
     },
-    llm: { type: 'map', doc: 'the endpoint (else LLM_URL/LLM_MODEL/LLM_API_KEY)', keys: {
-      url: { type: 'string', doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' },
-      model: { type: 'string', doc: 'model name (default LLM_MODEL)' },
-      api_key: { type: 'string', doc: 'bearer token (default LLM_API_KEY)' },
-      timeout_ms: { type: 'integer 100..600000', doc: 'per-request timeout' },
-    } },
+    llm: { type: 'map', doc: 'the endpoint (else LLM_URL/LLM_MODEL/LLM_API_KEY)', keys: LLM_KEYS },
   },
   reply: '%{text, model, usage: %{prompt_tokens, completion_tokens, total_tokens}}',
   errors: { unavailable: 'no endpoint: neither llm.url nor LLM_URL is set', llm_error: 'the endpoint failed or answered with an error (the message says which)' },
