@@ -208,7 +208,9 @@ describe('engine verbs on PostgreSQL', () => {
 
   it('health on an unreachable database: degraded with the reason; a read exits 1 with unavailable', () => {
     const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:9/none' };
-    const h = JSON.parse(cli(['health', '--json'], { env }).stdout) as { status: string; reasons: string[] };
+    const degraded = cli(['health', '--json'], { env });
+    expect(degraded.code).toBe(1); // a health check that is not ok fails, like pg_isready
+    const h = JSON.parse(degraded.stdout) as { status: string; reasons: string[] };
     expect(h.status).toBe('degraded');
     expect(h.reasons[0]).toMatch(/^database: postgres: /);
     const q = cli(['query', 'high_performance'], { env });

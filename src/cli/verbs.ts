@@ -82,6 +82,8 @@ async function runOp(
   opts: Parameters<typeof withEngine>[2] = {},
   /** Runs first; what it returns runs once the op is done (progress bars). */
   before?: (s: Session) => Promise<(() => void) | void>,
+  /** The exit status of a successful reply (default 0). */
+  exitOf: (v: Json) => number = () => 0,
 ): Promise<number> {
   return withEngine(
     p,
@@ -94,7 +96,7 @@ async function runOp(
         return 1;
       }
       process.stdout.write(p.flags.has('json') ? `${JSON.stringify(r.value, null, 2)}\n` : human(r.value));
-      return 0;
+      return exitOf(r.value);
     },
     opts,
   );
@@ -148,10 +150,11 @@ const call: Verb = {
 
 const health: Verb = {
   name: 'health',
-  summary: 'the engine\'s status here: "ok", or "degraded" with the reasons (database, NATS)',
+  summary: 'the engine\'s status here: "ok", or "degraded" with the reasons (database, NATS); exit status 1 when degraded',
   positionals: [],
   flags: ENGINE_FLAGS,
-  run: (p) => runOp(p, 'health', 'health', {}, (v) => render(v, width())),
+  // Like pg_isready and container health checks: anything but "ok" is a non-zero exit.
+  run: (p) => runOp(p, 'health', 'health', {}, (v) => render(v, width()), {}, undefined, (v) => ((v as { status?: unknown }).status === 'ok' ? 0 : 1)),
 };
 
 const renderVerb: Verb = {
