@@ -43,13 +43,31 @@ function flagMap(p: ParsedArgs): Map<string, string | true> {
  * terminal are binary garbage to a person, and a person's typing is garbage
  * to the frame reader. The Elixir client's Port is never a terminal.
  */
-export function portRefusal(inFd: number, outFd: number, isatty: (fd: number) => boolean = tty.isatty): string | undefined {
+export function portRefusal(inFd: number, outFd: number, isatty: (fd: number) => boolean = tty.isatty, isOpen: (fd: number) => boolean = fdOpen): string | undefined {
+  const closed = [inFd, outFd].filter((fd) => !isOpen(fd));
+  if (closed.length > 0)
+    return `fd ${closed.join(' and ')} not open to this process: \`port${inFd === 3 ? ' --port-fds' : ''}\` reads frames from fd ${inFd} and writes them to fd ${outFd}, which the spawning process opens (Erlang's :nouse_stdio opens 3 and 4)`;
   const which = [inFd, outFd].filter((fd) => isatty(fd));
   if (which.length === 0) return undefined;
   return (
     `refusing to run on a terminal (fd ${which.join(' and ')}): \`port\` speaks {packet, 4} Erlang terms to the process that spawned it ` +
     '(the Elixir client does). For the engine on the command line see `prompt-engine --help` (e.g. `prompt-engine call health`).'
   );
+}
+
+/**
+ * Whether `fd` is something a spawner handed us (a pipe, socket, terminal or
+ * file). When fds 3/4 were not inherited, Node's own epoll instance (an anon
+ * inode, no file type) and its internal pipes take those numbers at start:
+ * reading them as frames aborts the process.
+ */
+function fdOpen(fd: number): boolean {
+  try {
+    const s = fs.fstatSync(fd);
+    return s.isFIFO() || s.isSocket() || s.isCharacterDevice() || s.isFile();
+  } catch {
+    return false;
+  }
 }
 
 const port: Verb = {

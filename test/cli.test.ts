@@ -90,9 +90,15 @@ describe('port on a terminal', () => {
   });
 
   it('checks the fds the frames use: 0/1, or 3/4 with --port-fds', () => {
-    expect(portRefusal(0, 1, (fd) => fd === 0)).toMatch(/\(fd 0\)/);
-    expect(portRefusal(3, 4, (fd) => fd === 0 || fd === 1)).toBeUndefined();
-    expect(portRefusal(3, 4, (fd) => fd === 4)).toMatch(/\(fd 4\)/);
+    const open = (): boolean => true;
+    expect(portRefusal(0, 1, (fd) => fd === 0, open)).toMatch(/\(fd 0\)/);
+    expect(portRefusal(3, 4, (fd) => fd === 0 || fd === 1, open)).toBeUndefined();
+    expect(portRefusal(3, 4, (fd) => fd === 4, open)).toMatch(/\(fd 4\)/);
+    expect(portRefusal(3, 4, () => false, (fd) => fd !== 4)).toMatch(/^fd 4 not open to this process: `port --port-fds` reads frames from fd 3/);
+    // The real thing: spawned with only stdin/stdout/stderr, `--port-fds` has nothing to read or write.
+    const r = spawnSync(process.execPath, [CLI, 'port', '--port-fds'], { encoding: 'utf8', timeout: 20_000, stdio: ['pipe', 'pipe', 'pipe'] });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/fd 3( and 4)? not open to this process/);
   });
 });
 
