@@ -3,7 +3,10 @@
  * container: configuration, logger, event bus, and the services it was
  * built with, each started on first use (so the Port's ready handshake is
  * not held up by PGlite's first open) or eagerly by `start`, and closed in
- * reverse start order by whoever owns the engine (the entry point).
+ * reverse declaration order by whoever owns the engine (the entry point):
+ * services are declared after what they use, and a service may start what
+ * it uses lazily, after itself (the closed loop scores its first proposals
+ * long after it started), so start order is not the order to close in.
  *
  * The engine knows no service by name: `services.ts` is the one place that
  * lists them and builds an `Engine<Services>`. Services live on the
@@ -100,12 +103,13 @@ export class Engine<S = Record<string, never>> {
     return this.startOrder.map(String);
   }
 
-  /** Close started services in reverse start order; waits for services still starting. Idempotent. */
+  /** Close started services, users before what they use (reverse declaration order); waits for services still starting. Idempotent. */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     await Promise.allSettled([...this.started.values()]);
-    for (const name of [...this.startOrder].reverse()) {
+    const declared = Object.keys(this.definitions) as Array<keyof S>;
+    for (const name of declared.reverse().filter((n) => this.startOrder.includes(n))) {
       const def = this.definitions[name];
       try {
         await def.close?.((await this.started.get(name)) as S[typeof name]);

@@ -42,6 +42,7 @@ export type Services = {
 
 export type AppEngine = Engine<Services>;
 
+/** Declared after what they use: the engine closes them in reverse declaration order. */
 export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
   cache: {
     create: (engine) => new PromptCache(engine.config.cacheMaxEntries),

@@ -63,9 +63,6 @@ async function withEngine(p: ParsedArgs, f: (s: Session) => Promise<number>, opt
     });
   } finally {
     process.off('SIGINT', onSigint);
-    // The closed loop first: its proposals may still be screening with the scorer, which the engine
-    // (closing in reverse start order) would otherwise close under them.
-    await (await engine.startedService('experiments'))?.close();
     await withTimeout(engine.close(), 5_000).catch((err: unknown) => log.error({ err }, 'engine close failed'));
   }
 }
