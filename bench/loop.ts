@@ -29,7 +29,7 @@ import { writeModel } from '../src/learning/modelFile.js';
 import { exportOnnx } from '../src/learning/onnx.js';
 import { RankPool, taskFolds } from '../src/learning/offline/evaluation.js';
 import { SHIPPED_OPTIONS } from '../src/learning/ranker.js';
-import { loadCells } from '../src/learning/offline/multiprompt.js';
+import { loadCells, type Cell } from '../src/learning/offline/multiprompt.js';
 import { createOpTable } from '../src/ops/index.js';
 import { hashSeed, seededRandom } from '../src/random.js';
 import { createEngine } from '../src/services.js';
@@ -52,6 +52,10 @@ const OUT = path.join(REPO_ROOT, 'bench', '.out', 'loop');
 const progress = (m: string): void => void process.stderr.write(`[bench:loop] ${m}\n`);
 
 
+/** Every cell of data/multiprompt, read once (the folds and every fold scorer need them). */
+let cellsRead: Cell[] | undefined;
+const allCells = (): Cell[] => (cellsRead ??= loadCells());
+
 /**
  * Folds by task, task families held out together (the scorer evaluation's
  * `taskFolds`): logical_deduction ×3, less/more_letters and all/any_words_from_category
@@ -60,7 +64,7 @@ const progress = (m: string): void => void process.stderr.write(`[bench:loop] ${
  */
 function folds(tasks: Task[], k: number): Task[][] {
   const byName = new Map(tasks.map((t) => [t.name, t]));
-  const cells = loadCells().filter((c) => byName.has(c.task));
+  const cells = allCells().filter((c) => byName.has(c.task));
   return taskFolds(cells, k).map((names) => names.map((n) => byName.get(n)!)).filter((f) => f.length > 0);
 }
 
@@ -70,7 +74,7 @@ async function foldModelDir(heldOut: Task[]): Promise<string> {
   const key = createHash('sha256').update(JSON.stringify([names, specHash(FEATURE_SPEC), fs.readFileSync(path.join(REPO_ROOT, 'dist', 'src', 'learning', 'mlp.js')), fs.readFileSync(path.join(REPO_ROOT, 'dist', 'src', 'learning', 'ranker.js')), SHIPPED_OPTIONS])).digest('hex').slice(0, 12);
   const dir = path.join(OUT, 'models', key);
   if (fs.existsSync(path.join(dir, 'default.onnx'))) return dir;
-  const all = loadCells();
+  const all = allCells();
   const cells = all.filter((c) => !names.includes(c.task));
   progress(`training the fold scorer without ${names.join(', ')} (${cells.length} cells, ${SHIPPED_OPTIONS.ensemble} ranking members in worker threads)`);
   const pool = new RankPool(all, SHIPPED_OPTIONS, Math.min(2, os.availableParallelism()));
