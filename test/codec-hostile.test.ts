@@ -11,6 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { decode, encode, EtfError, type EtfErrorCode } from '../src/codec/etf.js';
 import { Atom, BitBinary, ErlFloat, ImproperList, TermMap, Tuple, atom, newMap, type Term } from '../src/codec/terms.js';
 import { seededRandom } from '../src/optimizer/proposers.js';
+import { expectInheritsNothing } from './helpers/maps.js';
 
 const b = (...bytes: number[]): Buffer => Buffer.from(bytes);
 const u32 = (n: number): number[] => [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
@@ -79,7 +80,7 @@ describe('hostile input', () => {
     m['__proto__'] = { polluted: true } as unknown as Term;
     m['constructor'] = 'c';
     const decoded = decode(encode(m)) as Record<string, unknown>;
-    expect(Object.getPrototypeOf(decoded)).toBe(null);
+    expectInheritsNothing(decoded);
     expect(Object.keys(decoded).sort()).toEqual(['__proto__', 'constructor']);
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     expect(Object.prototype.hasOwnProperty.call(Object.prototype, 'polluted')).toBe(false);

@@ -21,19 +21,20 @@
  * records) matched key by key against the cached wire bytes of the shape's
  * keys, four bytes at a time, and built as fast-layout objects that share
  * the shape's atom-key set, so a map costs one object and no Set (for the
- * shapes most maps end at, by a generated builder: see Builder). Every
+ * shapes most maps end at, by a generated constructor whose prototype
+ * carries that set, so not even a stamp per map: see Builder). Every
  * cache is bounded whatever a peer sends (ATOM_SLOTS, STRING_SLOTS,
  * MAX_SHAPES) and wire atoms are interned only up to Atom.MAX_WIRE_ATOMS.
  *
  * Safety, unchanged from the first decoder: every declared length is
  * checked against the bytes left before anything is allocated, nesting
  * depth and decompressed size are bounded, trailing bytes are an error, map
- * keys land on null-prototype objects only, and each failure is an
+ * keys land on objects that inherit nothing (MAP_PROTO), and each failure is an
  * `EtfError` with the same code, message and offset as before.
  */
 import { isUtf8 } from 'node:buffer';
 import zlib from 'node:zlib';
-import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, initAtomKeys, type Term, type TermObject } from './terms.js';
+import { Atom, BitBinary, ErlFloat, ImproperList, MAP_PROTO, Opaque, TermMap, Tuple, initAtomKeys, mapPrototypeWithAtomKeys, newMap, type Term, type TermObject } from './terms.js';
 import { DEFAULT_MAX_DEPTH, EtfError, TAG, VERSION } from './format.js';
 
 export interface DecodeOptions {
@@ -643,21 +644,22 @@ function value(d: number): Term {
  * MAX_BUILDERS are ever compiled. Where code generation is refused
  * (`--disallow-code-generation-from-strings`), maps are built key by key.
  */
-type Builder = (values: Term[], at: number) => TermObject;
+type Builder = new (values: Term[], at: number) => TermObject;
 const BUILD_AFTER = 32;
 const MAX_BUILDERS = 512;
 let buildersMade = 0;
 let codegen = true;
 
-function compileBuilder(keys: readonly string[]): Builder | undefined {
+function compileBuilder(keys: readonly string[], atomKeys: ReadonlySet<string> | undefined): Builder | undefined {
   if (!codegen || buildersMade >= MAX_BUILDERS) return undefined;
   buildersMade++;
-  const stores = keys.map((k, i) => `o[${JSON.stringify(k)}] = v[a + ${i}];`).join(' ');
+  const stores = keys.map((k, i) => `this[${JSON.stringify(k)}] = v[a + ${i}];`).join(' ');
   try {
-    const make = new Function('setPrototypeOf', `'use strict'; return function build(v, a) { const o = {}; setPrototypeOf(o, null); ${stores} return o; };`) as (
-      setPrototypeOf: typeof Object.setPrototypeOf,
-    ) => Builder;
-    return make(Object.setPrototypeOf);
+    // A constructor, not a function returning a literal: `new` of a function whose prototype is MAP_PROTO is what makes a map fast (see MAP_PROTO).
+    const build = new Function('v', 'a', `'use strict'; ${stores}`) as unknown as Builder;
+    // The shape's atom keys ride on the prototype: a built map needs no stamp of its own.
+    (build as unknown as { prototype: object }).prototype = atomKeys !== undefined ? mapPrototypeWithAtomKeys(atomKeys) : MAP_PROTO;
+    return build;
   } catch {
     codegen = false;
     return undefined;
@@ -665,15 +667,12 @@ function compileBuilder(keys: readonly string[]): Builder | undefined {
 }
 
 /**
- * The object of a map whose first `count` keys and values are known. A
- * plain object given a null prototype before its first key: it keeps V8's
- * fast (hidden-class) layout, unlike Object.create(null), and with no
- * prototype there is no inherited `__proto__` setter, so even that key
- * lands as a plain own property.
+ * The object of a map whose first `count` keys and values are known: a
+ * map inheriting nothing (newMap), so even a `__proto__` key lands as a
+ * plain own property.
  */
 function newObject(keys: readonly string[], count: number, at: number): TermObject {
-  const obj = {} as TermObject;
-  Object.setPrototypeOf(obj, null);
+  const obj = newMap();
   for (let j = 0; j < count; j++) obj[keys[j]!] = values[at + j]!;
   return obj;
 }
@@ -719,8 +718,13 @@ function map(depth: number): TermObject | TermMap {
     shape = kid;
   }
   let build = shape.build;
-  if (build === undefined && ++shape.uses >= BUILD_AFTER) build = shape.build = compileBuilder(shape.keys);
-  const obj = build !== undefined ? build(values, at) : newObject(shape.keys, n, at);
+  if (build === undefined && ++shape.uses >= BUILD_AFTER) build = shape.build = compileBuilder(shape.keys, shape.atomKeys);
+  if (build !== undefined) {
+    const built = new build(values, at);
+    release(at, n);
+    return built;
+  }
+  const obj = newObject(shape.keys, n, at);
   release(at, n);
   if (shape.atomKeys !== undefined) initAtomKeys(obj, shape.atomKeys);
   return obj;

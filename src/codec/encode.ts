@@ -25,7 +25,7 @@
  * encode that starts inside another gets its own buffer.
  */
 import zlib from 'node:zlib';
-import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, atomKeysOf, isTermObject, type Term, type TermObject } from './terms.js';
+import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, atomKeysOf, isMapPrototype, isTermObject, type Term, type TermObject } from './terms.js';
 import { DEFAULT_MAX_DEPTH, EtfError, TAG, VERSION } from './format.js';
 import { compareTerms, compareUtf8 } from './order.js';
 
@@ -182,7 +182,7 @@ function encodeTerm(t: Term, depth: number): void {
   if (depth >= maxDepth) throw new EtfError('unencodable', `nesting deeper than ${maxDepth}`);
   if (Array.isArray(t)) return encodeList(t, depth);
   const proto = Object.getPrototypeOf(t) as unknown;
-  if (proto === null || proto === Object.prototype) return encodeObject(t as TermObject, depth);
+  if (isMapPrototype(proto)) return encodeObject(t as TermObject, depth);
   // The exact classes first (a pointer comparison each), then instanceof for subclasses.
   if (proto === ErlFloat.prototype) return encodeFloat((t as ErlFloat).value);
   if (proto === Atom.prototype) return encodeAtom((t as Atom).name);

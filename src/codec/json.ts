@@ -1,10 +1,10 @@
 /**
  * The JSON side of the term mapping, for NATS peers that speak JSON (Gnat +
  * Jason). Atoms become strings, floats numbers, tuples arrays, binaries that
- * are not UTF-8 base64 strings; incoming JSON objects become null-prototype
- * maps (so `__proto__` stays a plain key).
+ * are not UTF-8 base64 strings; incoming JSON objects become maps that
+ * inherit nothing (so `__proto__` stays a plain key).
  */
-import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, isTermObject, type Term, type TermObject } from './terms.js';
+import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, isTermObject, newMap, type Term } from './terms.js';
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
@@ -20,23 +20,24 @@ export function termToJson(t: Term): Json {
   if (t instanceof ImproperList) return [...t.items.map(termToJson), termToJson(t.tail)];
   if (t instanceof BitBinary || t instanceof Opaque) return t.bytes.toString('base64');
   if (t instanceof TermMap) {
-    const out: { [k: string]: Json } = {};
-    for (const [k, v] of t.entries) defineJson(out, typeof k === 'string' ? k : JSON.stringify(termToJson(k)), termToJson(v));
+    const out = jsonObject();
+    for (const [k, v] of t.entries) out[typeof k === 'string' ? k : JSON.stringify(termToJson(k))] = termToJson(v);
     return out;
   }
   if (isTermObject(t)) {
-    const out: { [k: string]: Json } = {};
-    for (const k of Object.keys(t)) defineJson(out, k, termToJson(t[k]!));
+    const out = jsonObject();
+    for (const k of Object.keys(t)) out[k] = termToJson(t[k]!);
     return out;
   }
   throw new TypeError('not a term');
 }
 
-function defineJson(o: { [k: string]: Json }, k: string, v: Json): void {
-  Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
+/** An object for JSON.stringify that inherits nothing: assigning a `__proto__` key makes an own property (no setter on its chain). */
+function jsonObject(): { [k: string]: Json } {
+  return newMap() as unknown as { [k: string]: Json };
 }
 
-/** Parse JSON text into terms: objects become null-prototype maps (binary keys). */
+/** Parse JSON text into terms: objects become maps (binary keys). */
 export function parseJsonTerm(text: string): Term {
   return fromJson(JSON.parse(text) as Json);
 }
@@ -44,8 +45,9 @@ export function parseJsonTerm(text: string): Term {
 export function fromJson(v: Json): Term {
   if (v === null || typeof v !== 'object') return v;
   if (Array.isArray(v)) return v.map(fromJson);
-  const out = Object.create(null) as TermObject;
-  for (const k of Object.keys(v)) Object.defineProperty(out, k, { value: fromJson(v[k]!), enumerable: true, writable: true, configurable: true });
+  // A map that inherits nothing, so plain assignment is safe even for a `__proto__` key (no setter on its chain).
+  const out = newMap();
+  for (const k of Object.keys(v)) out[k] = fromJson(v[k]!);
   return out;
 }
 

@@ -12,6 +12,7 @@
  * than the first one Handlebars trips over.
  */
 import Handlebars from 'handlebars';
+import { isMapPrototype } from '../codec/terms.js';
 
 export type Vars = Record<string, unknown>;
 
@@ -154,7 +155,7 @@ function toSafeData(v: unknown, depth = 0): unknown {
   if (Array.isArray(v)) return v.map((x) => toSafeData(x, depth + 1));
   if (v !== null && typeof v === 'object' && !Buffer.isBuffer(v)) {
     const proto = Object.getPrototypeOf(v) as unknown;
-    if (proto !== null && proto !== Object.prototype) {
+    if (!isMapPrototype(proto)) {
       // ErlFloat, Atom and other term classes render as their value.
       const prim = (v as { valueOf(): unknown }).valueOf();
       if (prim !== v) return prim;
