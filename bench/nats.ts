@@ -3,7 +3,9 @@
  * nats.js echo responder in the same run, with 1 and 2 instances in one
  * queue group: requests/s with 64 requests in flight, and p50/p99 of one
  * request at a time, for `echo` and `generate_prompt` (JSON bodies, what a
- * Gnat + Jason caller sends).
+ * Gnat + Jason caller sends). The bare responders and the sidecars run side
+ * by side on their own subjects and the rounds alternate between them; each
+ * figure is the best of its rounds.
  *   npm run build && node dist/bench/nats.js        (starts its own nats-server)
  * Env: BENCH_SECONDS (per round, default 4), BENCH_ROUNDS (best of, default 3), BENCH_NATS_SERVER (binary).
  */
@@ -63,8 +65,7 @@ async function stopAll(procs: ChildProcess[]): Promise<void> {
 const BARE_ECHO = `
 import { connect } from 'nats';
 const nc = await connect({ servers: process.argv[1] });
-nc.subscribe('prompt_engine.echo', { queue: 'prompt_engine', callback: (_e, m) => m.respond(m.data) });
-nc.subscribe('prompt_engine.generate_prompt', { queue: 'prompt_engine', callback: (_e, m) => m.respond(m.data) });
+nc.subscribe('bare.echo', { queue: 'bare', callback: (_e, m) => m.respond(m.data) });
 await nc.flush();
 process.stdout.write('bare echo ready\\n');
 `;
@@ -102,10 +103,8 @@ const pct = (xs: number[], p: number): number => {
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
-/** Best of ROUNDS (the machine is shared: the best round is the least disturbed one). */
-async function measure(nc: NatsConnection, subject: string, body: Uint8Array): Promise<Figures> {
-  const rs: Figures[] = [];
-  for (let i = 0; i < ROUNDS; i++) rs.push(await measureOnce(nc, subject, body));
+/** The best of rounds (the machine is shared: the best round is the least disturbed one). */
+function best(rs: Figures[]): Figures {
   return { rate: Math.max(...rs.map((r) => r.rate)), p50: Math.min(...rs.map((r) => r.p50)), p99: Math.min(...rs.map((r) => r.p99)) };
 }
 
@@ -153,20 +152,28 @@ async function main(): Promise<void> {
   const f = (n: number, d = 0): string => n.toFixed(d).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
   let generateNote = '';
   for (const n of [1, 2]) {
-    progress(`${n} bare nats.js echo responder(s)`);
-    const bare = await startBare(url, n);
-    const b = await measure(nc, 'prompt_engine.echo', echoBody);
-    await stopAll(bare);
-    progress(`${n} sidecar(s)`);
-    const sc = await startSidecars(url, n);
-    const e = await measure(nc, 'prompt_engine.echo', echoBody);
-    let g: Figures | undefined;
-    try {
-      g = await measure(nc, 'prompt_engine.generate_prompt', genBody);
-    } catch (err) {
-      generateNote = `generate_prompt not measured: ${(err as Error).message.slice(0, 200)}`;
+    // Both responders stay up (on their own subjects) and rounds alternate between them, so a
+    // machine that slows down or speeds up during the run weighs on both sides of each ratio alike.
+    progress(`${n} bare nats.js echo responder(s) and ${n} sidecar(s)`);
+    const procs = [...(await startBare(url, n)), ...(await startSidecars(url, n))];
+    const bare: Figures[] = [];
+    const echo: Figures[] = [];
+    const gen: Figures[] = [];
+    for (let r = 1; r <= ROUNDS; r++) {
+      progress(`${n} instance(s): round ${r}/${ROUNDS}`);
+      bare.push(await measureOnce(nc, 'bare.echo', echoBody));
+      echo.push(await measureOnce(nc, 'prompt_engine.echo', echoBody));
+      if (generateNote === '')
+        try {
+          gen.push(await measureOnce(nc, 'prompt_engine.generate_prompt', genBody));
+        } catch (err) {
+          generateNote = `generate_prompt not measured: ${(err as Error).message.slice(0, 200)}`;
+        }
     }
-    await stopAll(sc);
+    await stopAll(procs);
+    const b = best(bare);
+    const e = best(echo);
+    const g = gen.length > 0 ? best(gen) : undefined;
     const ratio = (x: Figures): string => `${(x.rate / b.rate).toFixed(2)}× | ${(x.p50 / b.p50).toFixed(2)}×`;
     rows.push(`| ${n} | bare nats.js echo (baseline) | ${f(b.rate)} | ${f(b.p50)} | ${f(b.p99)} | 1.00× | 1.00× |`);
     rows.push(`| ${n} | sidecar \`echo\` | ${f(e.rate)} | ${f(e.p50)} | ${f(e.p99)} | ${ratio(e)} |`);

@@ -16,7 +16,7 @@ import { decode, encode, EtfError } from '../codec/etf.js';
 import { Atom, atom, record, tuple, Tuple, type Term, type TermObject } from '../codec/terms.js';
 import type { EngineEvent } from '../engine.js';
 import type { AppEngine } from '../services.js';
-import { InFlight } from './inFlight.js';
+import { InFlight, RequestContext } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
 import { FrameReader } from './frameReader.js';
@@ -150,7 +150,7 @@ export class PortTransport {
     if (this.closing !== undefined) return this.reply(id, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' });
     if (this.inFlight.has(id)) return this.protocolError(`request id ${id} is already in flight`);
     void this.inFlight
-      .start(id, (c) => this.table.dispatch(op, args, { get signal() { return c.signal; }, cancelled: () => c.aborted, engine: this.engine, log: this.log, transport: 'port' }))
+      .start(id, (c) => this.table.dispatch(op, args, new RequestContext(c, this.engine, this.log, 'port')))
       .then((result) => this.reply(id, result));
   }
 
