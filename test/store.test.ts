@@ -10,6 +10,8 @@ import { ErlFloat, record, type Term, type TermObject } from '../src/codec/terms
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { freshDatabase } from './helpers/pg.js';
 import { okValue } from './helpers/results.js';
+import { TrackingStore } from '../src/store/trackingStore.js';
+import { createLogger } from '../src/log.js';
 
 const results: Record<string, unknown> = {};
 const ok = okValue;
@@ -177,6 +179,20 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     expect(noScore.execution_time_ms).toBe(10);
     const ofPrompt = ok(await pe.call('query', record({ kind: 'prompt_executions', prompt_id: 'p_copy_1', limit: 100 }))).rows as TermObject[];
     expect(ofPrompt).toHaveLength(50);
+  });
+
+  it('shares a burst of writes evenly among the connections free to write (3 on PostgreSQL, 1 on PGlite)', async () => {
+    const store = await TrackingStore.open({ databaseUrl: dbUrl, dataDir: `${pe.dataDir}/burst`, log: createLogger('silent') });
+    try {
+      const before = store.figures.batches as number;
+      // 900 writes in one tick: three batches of 300 at once on PostgreSQL (not 500 and 400, which
+      // leaves a connection idle), 500 then 400 on PGlite's single connection.
+      await Promise.all(Array.from({ length: 900 }, (_, i) => store.track('execution', record({ prompt_id: `p_burst_${i % 3}`, execution_time_ms: i, success: true }))));
+      expect((store.figures.batches as number) - before).toBe(backend === 'postgres' ? 3 : 2);
+      expect(store.figures.rows).toBeGreaterThanOrEqual(900);
+    } finally {
+      await store.close();
+    }
   });
 });
 

@@ -2,7 +2,7 @@
  * Group commit: concurrent `track_*` writes are coalesced into one INSERT
  * per batch. Writes that arrive while batches commit form the next batch;
  * on PostgreSQL up to `maxInFlight` batches commit at once on the pool's
- * connections (a caller that awaits each write still sees its writes
+ * connections, what waits shared evenly among the free ones (a caller that awaits each write still sees its writes
  * committed in its order; the order across callers is not promised), on
  * PGlite one. A write is answered only after its row is committed — or,
  * while the database is unreachable, after it is fsync'd to the journal,
@@ -67,7 +67,10 @@ export class GroupCommitWriter {
   private pump(): Promise<void> {
     const max = this.dbUp && this.journal.depth === 0 ? (this.opts.maxInFlight ?? 1) : 1;
     while (this.queue.length > 0 && this.inFlightBatches < max) {
-      const batch = this.queue.splice(0, this.opts.maxBatch);
+      // What waits is shared evenly among the free connections (a full batch and a sliver left
+      // one connection idle while the other did all the work: measured, ~25% fewer rows/s).
+      const size = Math.min(this.opts.maxBatch, Math.ceil(this.queue.length / (max - this.inFlightBatches)));
+      const batch = this.queue.splice(0, size);
       this.inFlightBatches++;
       void this.commit(batch).finally(() => {
         this.inFlightBatches--;
