@@ -25,7 +25,7 @@
  * encode that starts inside another gets its own buffer.
  */
 import zlib from 'node:zlib';
-import { Atom, BitBinary, ErlFloat, ImproperList, Opaque, TermMap, Tuple, atomKeysOf, isMapPrototype, isTermObject, type Term, type TermObject } from './terms.js';
+import { Atom, BitBinary, ErlFloat, ImproperList, MAP_PROTO, Opaque, TermMap, Tuple, atomKeysOf, isMapPrototype, isTermObject, type Term, type TermObject } from './terms.js';
 import { DEFAULT_MAX_DEPTH, EtfError, TAG, VERSION } from './format.js';
 import { compareTerms, compareUtf8 } from './order.js';
 
@@ -182,10 +182,12 @@ function encodeTerm(t: Term, depth: number): void {
   if (depth >= maxDepth) throw new EtfError('unencodable', `nesting deeper than ${maxDepth}`);
   if (Array.isArray(t)) return encodeList(t, depth);
   const proto = Object.getPrototypeOf(t) as unknown;
-  if (isMapPrototype(proto)) return encodeObject(t as TermObject, depth);
-  // The exact classes first (a pointer comparison each), then instanceof for subclasses.
+  // The commonest prototypes first (a pointer comparison each), then a decoded shape's map
+  // prototype (isMapPrototype), then instanceof for subclasses.
+  if (proto === MAP_PROTO || proto === Object.prototype || proto === null) return encodeObject(t as TermObject, proto, depth);
   if (proto === ErlFloat.prototype) return encodeFloat((t as ErlFloat).value);
   if (proto === Atom.prototype) return encodeAtom((t as Atom).name);
+  if (isMapPrototype(proto)) return encodeObject(t as TermObject, proto, depth);
   if (t instanceof Atom) return encodeAtom(t.name);
   if (t instanceof ErlFloat) return encodeFloat(t.value);
   if (t instanceof Tuple) {
@@ -225,7 +227,7 @@ function encodeTerm(t: Term, depth: number): void {
     return bytes(t.bytes);
   }
   if (t instanceof TermMap) return encodeTermMap(t, depth);
-  if (isTermObject(t)) return encodeObject(t, depth);
+  if (isTermObject(t)) return encodeObject(t, Object.getPrototypeOf(t), depth);
   throw new EtfError('unencodable', `cannot encode an instance of ${(t as object).constructor?.name ?? 'unknown'}`);
 }
 
@@ -522,8 +524,8 @@ function makeLayout(keys: string[], n: number, atoms: ReadonlySet<string> | unde
  * atoms before binaries, each by their UTF-8 bytes; keys whose value is
  * `undefined` left out.
  */
-function encodeObject(obj: TermObject, depth: number): void {
-  const atoms = atomKeysOf(obj);
+function encodeObject(obj: TermObject, proto: unknown, depth: number): void {
+  const atoms = atomKeysOf(obj, proto);
   const keys = Object.keys(obj);
   const n = keys.length;
   const l = n === 0 || n > LAYOUT_MAX_KEYS ? undefined : (findLayout(keys, n, atoms) ?? makeLayout(keys, n, atoms));

@@ -182,11 +182,11 @@ class AtomKeyField extends Receiver {
       fallbackAtomKeys.set(o, keys);
     }
   }
-  static get(o: object): ReadonlySet<string> | undefined {
+  /** `proto`: the object's prototype when the caller has it already (the encoder does). */
+  static get(o: object, proto: unknown = Object.getPrototypeOf(o)): ReadonlySet<string> | undefined {
     if (#keys in o) return (o as AtomKeyField).#keys;
     // A decoded map of a known shape carries its shape's set on its prototype (mapPrototypeWithAtomKeys).
-    const proto = Object.getPrototypeOf(o) as object | null;
-    if (proto !== null && #keys in proto) return (proto as AtomKeyField).#keys;
+    if (proto !== MAP_PROTO && proto !== Object.prototype && typeof proto === 'object' && proto !== null && #keys in proto) return (proto as AtomKeyField).#keys;
     return fallbackAtomKeys.get(o);
   }
 }
@@ -269,8 +269,9 @@ export function initAtomKeys(obj: TermObject, keys: ReadonlySet<string>): void {
   AtomKeyField.init(obj, keys);
 }
 
-export function atomKeysOf(obj: object): ReadonlySet<string> | undefined {
-  return AtomKeyField.get(obj);
+/** Which keys of a map are atoms; `proto`: its prototype, when the caller has read it already. */
+export function atomKeysOf(obj: object, proto?: unknown): ReadonlySet<string> | undefined {
+  return proto === undefined ? AtomKeyField.get(obj) : AtomKeyField.get(obj, proto);
 }
 
 export function isTermObject(v: unknown): v is TermObject {
