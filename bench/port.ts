@@ -1,7 +1,8 @@
 /**
  * Port round trip measured from Erlang: p50/p99 latency of one request at a
  * time and pipelined requests/s of `echo`, for the sidecar and, in the same
- * run, a minimal C echo port with the same framing (bench/c/echo_port.c).
+ * run, a minimal C echo port with the same framing (bench/c/echo_port.c)
+ * and a bare Node echo port (bench/node_echo_port.mjs), rounds alternating.
  *   npm run build && node dist/bench/port.js
  */
 import { execFileSync } from 'node:child_process';
@@ -32,18 +33,22 @@ function run(exe: string, args: string[]): { p50: number; p99: number; rate: num
 }
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const best = (f: () => { p50: number; p99: number; rate: number }) => {
-  const rs = Array.from({ length: rounds }, f);
-  return { p50: Math.min(...rs.map((r) => r.p50)), p99: Math.min(...rs.map((r) => r.p99)), rate: Math.max(...rs.map((r) => r.rate)) };
-};
-progress(`C echo port (${rounds} rounds)`);
-const c = best(() => run(cEcho, []));
-progress(`Node echo port, no decoding (${rounds} rounds)`);
+type Figures = { p50: number; p99: number; rate: number };
+const best = (rs: Figures[]): Figures => ({ p50: Math.min(...rs.map((r) => r.p50)), p99: Math.min(...rs.map((r) => r.p99)), rate: Math.max(...rs.map((r) => r.rate)) });
 const nodeEcho = path.join(tmp, 'node_echo_port');
 fs.writeFileSync(nodeEcho, `#!/bin/sh\nexec "${process.execPath}" "${path.join(REPO_ROOT, 'bench', 'node_echo_port.mjs')}"\n`, { mode: 0o755 });
-const n = best(() => run(nodeEcho, []));
-progress(`prompt-engine sidecar (${rounds} rounds)`);
-const s = best(() => run(path.join(REPO_ROOT, 'port', 'prompt_engine'), ['--port-fds']));
+// Rounds alternate between the three ports, so that a machine that slows down or speeds up
+// during the run weighs on each ratio's both sides alike; each figure is the best of its rounds.
+const cs: Figures[] = [];
+const ns: Figures[] = [];
+const ss: Figures[] = [];
+for (let r = 1; r <= rounds; r++) {
+  progress(`round ${r}/${rounds}: C echo port, Node echo port (no decoding), prompt-engine sidecar`);
+  cs.push(run(cEcho, []));
+  ns.push(run(nodeEcho, []));
+  ss.push(run(path.join(REPO_ROOT, 'port', 'prompt_engine'), ['--port-fds']));
+}
+const [c, n, s] = [best(cs), best(ns), best(ss)];
 
 const f = (n: number, d = 1): string => n.toFixed(d);
 const table = [
