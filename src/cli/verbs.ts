@@ -70,18 +70,22 @@ async function withEngine(p: ParsedArgs, f: (s: Session) => Promise<number>, opt
 const width = (): number => process.stdout.columns ?? 120;
 
 /** Print a reply (JSON with --json, else the verb's layout) or its error; the exit status. */
-async function runOp(
-  p: ParsedArgs,
-  verb: string,
-  op: string,
-  args: Json,
-  human: (v: Json) => string,
-  opts: Parameters<typeof withEngine>[2] = {},
+/** What one verb asks of runOp: the op to call and how to show its reply. */
+interface OpRun {
+  verb: string;
+  op: string;
+  args: Json;
+  /** The reply as a person reads it (`--json` prints it as JSON instead). */
+  human: (v: Json) => string;
+  /** How the engine is opened (log level and destination). */
+  engine?: Parameters<typeof withEngine>[2];
   /** Runs first; what it returns runs once the op is done (progress bars). */
-  before?: (s: Session) => Promise<(() => void) | void>,
+  before?: (s: Session) => Promise<(() => void) | void>;
   /** The exit status of a successful reply (default 0). */
-  exitOf: (v: Json) => number = () => 0,
-): Promise<number> {
+  exitOf?: (v: Json) => number;
+}
+
+async function runOp(p: ParsedArgs, { verb, op, args, human, engine = {}, before, exitOf = () => 0 }: OpRun): Promise<number> {
   return withEngine(
     p,
     async (s) => {
@@ -95,7 +99,7 @@ async function runOp(
       process.stdout.write(p.flags.has('json') ? `${JSON.stringify(r.value, null, 2)}\n` : human(r.value));
       return exitOf(r.value);
     },
-    opts,
+    engine,
   );
 }
 
@@ -142,7 +146,7 @@ const call: Verb = {
   ],
   flags: ENGINE_FLAGS,
   examples: ["prompt-engine call health --json", "prompt-engine call query '{\"kind\": \"high_performance\", \"threshold\": 0.8}'"],
-  run: (p) => runOp(p, 'call', p.positionals[0]!, p.positionals[1] === undefined ? {} : jsonArg(p.positionals[1], 'json'), (v) => render(v, width())),
+  run: (p) => runOp(p, { verb: 'call', op: p.positionals[0]!, args: p.positionals[1] === undefined ? {} : jsonArg(p.positionals[1], 'json'), human: (v) => render(v, width()) }),
 };
 
 const health: Verb = {
@@ -151,7 +155,7 @@ const health: Verb = {
   positionals: [],
   flags: ENGINE_FLAGS,
   // Like pg_isready and container health checks: anything but "ok" is a non-zero exit.
-  run: (p) => runOp(p, 'health', 'health', {}, (v) => render(v, width()), {}, undefined, (v) => ((v as { status?: unknown }).status === 'ok' ? 0 : 1)),
+  run: (p) => runOp(p, { verb: 'health', op: 'health', args: {}, human: (v) => render(v, width()), exitOf: (v) => ((v as { status?: unknown }).status === 'ok' ? 0 : 1) }),
 };
 
 const renderVerb: Verb = {
@@ -162,7 +166,7 @@ const renderVerb: Verb = {
   examples: ['prompt-engine render sparc_specification --var task="a rate limiter"'],
   run: (p) => {
     const vars = { ...asObject(str(p, 'vars') === undefined ? {} : jsonArg(str(p, 'vars')!, '--vars')), ...pairs(p.flags.get('var'), 'var') };
-    return runOp(p, 'render', 'render_template', given({ template_id: p.positionals[0], variables: vars, strict: p.flags.has('strict') || undefined }), (v) => promptReply(v, 'prompt'));
+    return runOp(p, { verb: 'render', op: 'render_template', args: given({ template_id: p.positionals[0], variables: vars, strict: p.flags.has('strict') || undefined }), human: (v) => promptReply(v, 'prompt') });
   },
 };
 
@@ -196,11 +200,11 @@ const optimize: Verb = {
       llm: str(p, 'llm-url') === undefined ? undefined : { url: str(p, 'llm-url')! },
       cache: p.flags.has('no-cache') ? false : undefined,
     });
-    return runOp(p, 'optimize', 'optimize_prompt', args, (v) => {
+    return runOp(p, { verb: 'optimize', op: 'optimize_prompt', args, human: (v) => {
       const o = asObject(v);
       const cands = rowsOf(v, 'candidates');
       return `${render(given({ improvement: o.improvement_summary, score: o.optimization_score, confidence: o.confidence, model_version: o.model_version, cached: o.cached }), width())}\ncandidates:\n${table(cands, [{ key: 'round' }, { key: 'score' }, { key: 'prompt', max: 200 }], width())}\noptimized prompt:\n${String(o.optimized_prompt ?? '')}\n`;
-    });
+    } });
   },
 };
 
@@ -231,7 +235,7 @@ const choose: Verb = {
       context: Object.keys(context).length > 0 ? context : undefined,
       model: str(p, 'model'),
     });
-    return runOp(p, 'choose', 'choose_prompt', args, (v) => promptReply(v, 'prompt'));
+    return runOp(p, { verb: 'choose', op: 'choose_prompt', args, human: (v) => promptReply(v, 'prompt') });
   },
 };
 
@@ -261,14 +265,21 @@ const train: Verb = {
     // Epochs are read from the trainer's structured log records (level debug), so the logger runs at
     // debug and this destination passes on only what the chosen level would have shown.
     const shown = levelValue((p.flags.get('log-level') as string | undefined) ?? (process.env.LOG_LEVEL || 'warn'));
-    return runOp(p, 'train', 'train', args, human, {
-      logLevel: 'debug',
-      logDestination: (line) => {
-        if (progress.fromLog(line)) return;
-        const lvl = /"level":(\d+)/.exec(line);
-        if (lvl !== null && Number(lvl[1]) >= shown) process.stderr.write(line.endsWith('\n') ? line : `${line}\n`);
+    return runOp(p, {
+      verb: 'train',
+      op: 'train',
+      args,
+      human,
+      engine: {
+        logLevel: 'debug',
+        logDestination: (line) => {
+          if (progress.fromLog(line)) return;
+          const lvl = /"level":(\d+)/.exec(line);
+          if (lvl !== null && Number(lvl[1]) >= shown) process.stderr.write(line.endsWith('\n') ? line : `${line}\n`);
+        },
       },
-    }, async () => progress.start());
+      before: async () => progress.start(),
+    });
   },
 };
 
@@ -284,16 +295,16 @@ const stats: Verb = {
   examples: ['prompt-engine stats p-1 p-2', 'prompt-engine stats --json'],
   run: async (p) => {
     if (p.positionals.length > 0)
-      return runOp(p, 'stats', 'prompt_stats', { prompt_ids: p.positionals }, (v) =>
+      return runOp(p, { verb: 'stats', op: 'prompt_stats', args: { prompt_ids: p.positionals }, human: (v) =>
         table(rowsOf(v, 'prompts'), [{ key: 'prompt_id' }, { key: 'count' }, { key: 'successes' }, { key: 'success_rate', label: 'success', format: pct }, { key: 'mean_confidence', label: 'confidence' }, { key: 'p50_ms' }, { key: 'p95_ms' }], width()),
-      );
+      });
     // Open the store first, so its figures (backend, journal depth, rows) are part of the reply.
-    return runOp(p, 'stats', 'stats', {}, (v) => {
+    return runOp(p, { verb: 'stats', op: 'stats', args: {}, human: (v) => {
       const o = asObject(v);
       return render(given({ services: o.services, memory: o.memory }), width());
-    }, {}, async (s) => {
+    }, before: async (s) => {
       await s.call('query', { kind: 'high_performance', limit: 1 });
-    });
+    } });
   },
 };
 
@@ -325,11 +336,11 @@ const query: Verb = {
       min_count: num(p, 'min-count'),
       limit: num(p, 'limit'),
     });
-    return runOp(p, 'query', 'query', args, (v) => {
+    return runOp(p, { verb: 'query', op: 'query', args, human: (v) => {
       const rows = rowsOf(v, 'rows');
       const cols: Column[] = [...new Set(rows.flatMap((r) => Object.keys(r)))].filter((k) => k !== 'seq').map((key) => ({ key, max: 40 }));
       return table(rows, cols, width());
-    });
+    } });
   },
 };
 
@@ -346,7 +357,7 @@ const experiments: Verb = {
   examples: ['prompt-engine experiments', 'prompt-engine experiments ticket_triage --model gpt-4o-mini', 'prompt-engine experiments ticket_triage --action pin --prompt-id p-3'],
   run: (p) => {
     const args = given({ experiment: p.positionals[0], model: str(p, 'model'), action: str(p, 'action'), prompt_id: str(p, 'prompt-id') });
-    return runOp(p, 'experiments', 'experiment', args, (v) => {
+    return runOp(p, { verb: 'experiments', op: 'experiment', args, human: (v) => {
       const exps = rowsOf(v, 'experiments');
       if (p.positionals[0] === undefined)
         return table(
@@ -371,7 +382,7 @@ const experiments: Verb = {
           return `${head}${table(rowsOf(e, 'variants'), [{ key: 'prompt_id' }, { key: 'origin' }, { key: 'state' }, { key: 'count' }, { key: 'success_rate', label: 'success', format: pct }, { key: 'p_best', label: 'P(best)', format: pct }, { key: 'text', max: 400 }], width())}`;
         })
         .join('\n');
-    });
+    } });
   },
 };
 
