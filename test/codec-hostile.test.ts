@@ -9,7 +9,7 @@ import { isUtf8 } from 'node:buffer';
 import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { decode, encode, EtfError, type EtfErrorCode } from '../src/codec/etf.js';
-import { Atom, BitBinary, ErlFloat, ImproperList, TermMap, Tuple, atom, newMap, type Term } from '../src/codec/terms.js';
+import { Atom, BitBinary, ErlFloat, ImproperList, TermMap, Tuple, atom, newMap, record, type Term } from '../src/codec/terms.js';
 import { seededRandom } from '../src/optimizer/proposers.js';
 import { expectInheritsNothing } from './helpers/maps.js';
 
@@ -253,6 +253,32 @@ describe('fuzz through the live sidecar', () => {
 });
 
 describe('bounded caches and owned results', () => {
+  it('decodes maps that leave a hot shape part way (at each key, with nested maps read before) exactly', () => {
+    // After 32 maps of a shape the decoder reads its maps by a compiled reader that compares each
+    // key's bytes in turn; a map whose keys then differ must keep every value the reader took.
+    const rec = (fields: Record<string, Term>): Term => record(fields);
+    const hot = (i: number): Term => rec({ alpha: `a${i}`, beta: rec({ x: i }), gamma: 'g'.repeat(40), delta: i });
+    for (let i = 0; i < 64; i++) expect(encode(decode(encode(hot(i))))).toEqual(encode(hot(i)));
+    const variants: Term[] = [
+      rec({ omega: 1, beta: rec({ x: 1 }), gamma: 'g', delta: 2 }), // differs at the first key
+      rec({ alpha: 'a', bet: rec({ x: 1 }), gamma: 'g', delta: 2 }), // at the second
+      rec({ alpha: 'a', beta: rec({ x: 1 }), gamma: 'g', delta2: 2 }), // at the last, after a nested map
+      rec({ alpha: 'a', beta: rec({ x: 1 }), gamma: 'g', alpha2: rec({ alpha: 1, beta: 2, gamma: 3, delta: 4 }) }), // a hot-sized map nested in a miss
+      { alpha: 'a', beta: rec({ x: 1 }), gamma: 'g', delta: 2 } as unknown as Term, // the same names, as binaries
+      new TermMap([[atom('alpha'), 1], [atom('beta'), 2], [atom('gamma'), 3], [7, 4]]), // a key that is not a name
+      new TermMap([[atom('alpha'), 1], [atom('beta'), 2], [atom('gamma'), 3], ['alpha', 4]]), // an atom and a binary of one text
+    ];
+    for (let round = 0; round < 3; round++)
+      for (const v of variants) {
+        const bytes = encode(v);
+        expect(encode(decode(bytes))).toEqual(bytes);
+        expect(encode(decode(encode(hot(round))))).toEqual(encode(hot(round)));
+      }
+    // Cut short inside a hot map: still a truncation error at every point.
+    const full = encode(hot(1));
+    for (let cut = 1; cut < full.length; cut++) expectCode(full.subarray(0, cut), 'truncated');
+  });
+
   it('leaves every encode result intact while later encodes reuse the buffer', () => {
     const kept: Array<[Buffer, string]> = [];
     for (let i = 0; i < 5000; i++) {
