@@ -92,6 +92,28 @@ describe('hostile input', () => {
     expectCode(b(131, 118, 0, 2, 0xff, 0xfe), 'bad_atom');
   });
 
+  it('decodes binaries of every length up to 40 bytes exactly, cached or not: ASCII, multi-byte UTF-8, invalid UTF-8', () => {
+    const bin = (bytes: Buffer): Buffer => Buffer.concat([b(131, 109, ...u32(bytes.length)), bytes]);
+    for (let round = 0; round < 2; round++)
+      for (let n = 1; n <= 40; n++) {
+        const ascii = Buffer.from('abcdefghijklmnopqrstuvwxyz0123456789ABCD'.slice(0, n));
+        expect(decode(bin(ascii))).toBe(ascii.toString());
+        // One byte changed at each position: a different string (no table slot answers for another's bytes).
+        for (let i = 0; i < n; i++) {
+          const other = Buffer.from(ascii);
+          other[i] = 0x5f;
+          expect(decode(bin(other))).toBe(other.toString());
+          other[i] = 0xff; // invalid UTF-8 at any position: the bytes, never a string
+          expect(decode(bin(other))).toEqual(Buffer.from(other));
+          if (n >= 2) {
+            other[i] = 0xc3; // é at i when i + 1 < n, else a cut sequence
+            other[i + 1 < n ? i + 1 : i] = i + 1 < n ? 0xa9 : 0xc3;
+            expect(decode(bin(other))).toEqual(isUtf8(other) ? other.toString() : Buffer.from(other));
+          }
+        }
+      }
+  });
+
   it('rejects unknown tags, funs, LOCAL_EXT, atom cache refs, non-finite floats, trailing bytes and bad versions', () => {
     expectCode(b(131, 200), 'unknown_tag');
     expectCode(b(131, 112, 0, 0, 0, 0), 'unsupported'); // NEW_FUN_EXT

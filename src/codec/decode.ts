@@ -15,7 +15,8 @@
  * module variable (decode is synchronous and never re-entered) and
  * multi-byte fields read through a DataView; tags dispatched as numeric
  * literals; atom names (and their terms) and short ASCII binaries taken
- * from fixed-size tables keyed by their bytes, longer binaries made by one
+ * from fixed-size tables keyed by their bytes (and ASCII binaries of up to
+ * 32 bytes from a second such table), longer binaries made by one
  * native UTF-8 decode whose validity is checked again only when the result
  * holds U+FFFD; maps whose keys follow a shape seen before (the protocol's
  * records) matched key by key against the cached wire bytes of the shape's
@@ -30,7 +31,7 @@
  * first key that differs it hands what it read to the general loop, which
  * goes on from that key (the optimize request of bench/codec.ts: 5.0 → 4.1 µs). Every
  * cache is bounded whatever a peer sends (ATOM_SLOTS, STRING_SLOTS,
- * MAX_SHAPES) and wire atoms are interned only up to Atom.MAX_WIRE_ATOMS.
+ * MEDIUM_SLOTS, MAX_SHAPES, MAX_BUILDERS) and wire atoms are interned only up to Atom.MAX_WIRE_ATOMS.
  *
  * Safety, unchanged from the first decoder: every declared length is
  * checked against the bytes left before anything is allocated, nesting
@@ -336,7 +337,9 @@ const fromCharCode = String.fromCharCode;
  * A BINARY_EXT body: a string when it is valid UTF-8, else a copy of the
  * bytes. Short ASCII binaries (up to 16 bytes: names, statuses, enum-like
  * values) come from a small string table, like the one V8's JSON.parse
- * keeps for short values; anything else is one native UTF-8 decode. That
+ * keeps for short values, and ASCII binaries of up to 32 bytes from a
+ * second one (mediumString: a native call costs ~60 ns whatever the length,
+ * a table hit a fraction of that); anything else is one native UTF-8 decode. That
  * decode replaces each invalid sequence with U+FFFD, so a result without
  * U+FFFD proves the bytes valid; only a result holding one is checked again.
  */
@@ -344,6 +347,9 @@ function binary(s: number, n: number): string | Buffer {
   const b = buf;
   if (n <= SHORT_STRING) {
     const str = shortString(s, n);
+    if (str !== undefined) return str;
+  } else if (n <= MEDIUM_STRING) {
+    const str = mediumString(s, n);
     if (str !== undefined) return str;
   }
   const str = hasSlicers ? (b as unknown as Slicers).utf8Slice(s, s + n) : b.toString('utf8', s, s + n);
@@ -396,6 +402,73 @@ function shortString(s: number, n: number): string | undefined {
   slotWords[at + 2] = w2;
   slotWords[at + 3] = w3;
   slotString[slot] = str;
+  return str;
+}
+
+/**
+ * ASCII strings of 17 to MEDIUM_STRING bytes (statuses, names, timestamps,
+ * short sentences) by their bytes, as shortString does for shorter ones: a
+ * table of MEDIUM_SLOTS slots, a new string replacing whatever shared its
+ * slot, so at most MEDIUM_SLOTS strings of at most MEDIUM_STRING characters
+ * are held. The bytes are read as eight 32-bit words: the first four, then
+ * four more ending at the last byte (overlapping when n < 32), which
+ * together cover every byte, so equal words and length mean equal bytes,
+ * and the ASCII test sees every byte. A miss costs the hash on top of the
+ * one native Latin-1 copy (equal to the UTF-8 decode for ASCII bytes).
+ */
+const MEDIUM_STRING = 32;
+const MEDIUM_SLOTS = 2048;
+const mediumWords = new Int32Array(MEDIUM_SLOTS * 8);
+const mediumLength = new Int8Array(MEDIUM_SLOTS).fill(-1);
+const mediumText: string[] = new Array<string>(MEDIUM_SLOTS).fill('');
+
+/** The string of the 16 < `n` ≤ 32 bytes at `s` if they are ASCII, else undefined. */
+function mediumString(s: number, n: number): string | undefined {
+  const dv = view;
+  const last = s + n - 4;
+  const w0 = dv.getInt32(s);
+  const w1 = dv.getInt32(s + 4);
+  const w2 = dv.getInt32(s + 8);
+  const w3 = dv.getInt32(s + 12);
+  const w4 = dv.getInt32(Math.min(s + 16, last));
+  const w5 = dv.getInt32(Math.min(s + 20, last));
+  const w6 = dv.getInt32(Math.min(s + 24, last));
+  const w7 = dv.getInt32(last);
+  if (((w0 | w1 | w2 | w3 | w4 | w5 | w6 | w7) & 0x80808080) !== 0) return undefined;
+  let h = Math.imul(w0 ^ n, 0x9e3779b1);
+  h = Math.imul(h ^ (h >>> 15) ^ w1, 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13) ^ w2, 0xc2b2ae35);
+  h = Math.imul(h ^ (h >>> 16) ^ w3, 0x27d4eb2f);
+  h = Math.imul(h ^ (h >>> 15) ^ w4, 0x9e3779b1);
+  h = Math.imul(h ^ (h >>> 13) ^ w5, 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 16) ^ w6, 0xc2b2ae35);
+  h = Math.imul(h ^ (h >>> 15) ^ w7, 0x27d4eb2f);
+  const slot = (h ^ (h >>> 16)) & (MEDIUM_SLOTS - 1);
+  const at = slot * 8;
+  const words = mediumWords;
+  if (
+    mediumLength[slot] === n &&
+    words[at] === w0 &&
+    words[at + 1] === w1 &&
+    words[at + 2] === w2 &&
+    words[at + 3] === w3 &&
+    words[at + 4] === w4 &&
+    words[at + 5] === w5 &&
+    words[at + 6] === w6 &&
+    words[at + 7] === w7
+  )
+    return mediumText[slot]!;
+  const str = hasSlicers ? (buf as unknown as Slicers).latin1Slice(s, s + n) : buf.toString('latin1', s, s + n);
+  mediumLength[slot] = n;
+  words[at] = w0;
+  words[at + 1] = w1;
+  words[at + 2] = w2;
+  words[at + 3] = w3;
+  words[at + 4] = w4;
+  words[at + 5] = w5;
+  words[at + 6] = w6;
+  words[at + 7] = w7;
+  mediumText[slot] = str;
   return str;
 }
 
