@@ -388,11 +388,10 @@ function shortString(s: number, n: number): string | undefined {
     else w3 = tail;
   }
   if (((w0 | w1 | w2 | w3) & 0x80808080) !== 0) return undefined;
-  let h = Math.imul(w0 ^ n, 0x9e3779b1);
-  h = Math.imul(h ^ (h >>> 15) ^ w1, 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13) ^ w2, 0xc2b2ae35);
-  h = Math.imul(h ^ (h >>> 16) ^ w3, 0x27d4eb2f);
-  const slot = (h ^ (h >>> 15)) & (STRING_SLOTS - 1);
+  // Independent multiplies (not a chain): the four run side by side.
+  let h = Math.imul(w0 ^ n, 0x9e3779b1) ^ Math.imul(w1, 0x85ebca6b) ^ Math.imul(w2, 0xc2b2ae35) ^ Math.imul(w3, 0x27d4eb2f);
+  h ^= h >>> 15;
+  const slot = (h ^ (h >>> 12)) & (STRING_SLOTS - 1);
   const at = slot * 4;
   if (slotLength[slot] === n && slotWords[at] === w0 && slotWords[at + 1] === w1 && slotWords[at + 2] === w2 && slotWords[at + 3] === w3) return slotString[slot]!;
   const str = n <= 8 ? shortAscii(b, s, n) : shortAscii(b, s, 8) + shortAscii(b, s + 8, n - 8);
@@ -435,15 +434,18 @@ function mediumString(s: number, n: number): string | undefined {
   const w6 = dv.getInt32(Math.min(s + 24, last));
   const w7 = dv.getInt32(last);
   if (((w0 | w1 | w2 | w3 | w4 | w5 | w6 | w7) & 0x80808080) !== 0) return undefined;
-  let h = Math.imul(w0 ^ n, 0x9e3779b1);
-  h = Math.imul(h ^ (h >>> 15) ^ w1, 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13) ^ w2, 0xc2b2ae35);
-  h = Math.imul(h ^ (h >>> 16) ^ w3, 0x27d4eb2f);
-  h = Math.imul(h ^ (h >>> 15) ^ w4, 0x9e3779b1);
-  h = Math.imul(h ^ (h >>> 13) ^ w5, 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 16) ^ w6, 0xc2b2ae35);
-  h = Math.imul(h ^ (h >>> 15) ^ w7, 0x27d4eb2f);
-  const slot = (h ^ (h >>> 16)) & (MEDIUM_SLOTS - 1);
+  // Independent multiplies (not a chain), as in shortString.
+  let h =
+    Math.imul(w0 ^ n, 0x9e3779b1) ^
+    Math.imul(w1, 0x85ebca6b) ^
+    Math.imul(w2, 0xc2b2ae35) ^
+    Math.imul(w3, 0x27d4eb2f) ^
+    Math.imul(w4, 0x165667b1) ^
+    Math.imul(w5, 0xd3a2646c) ^
+    Math.imul(w6, 0xfd7046c5) ^
+    Math.imul(w7, 0xb55a4f09);
+  h ^= h >>> 15;
+  const slot = (h ^ (h >>> 12)) & (MEDIUM_SLOTS - 1);
   const at = slot * 8;
   const words = mediumWords;
   if (
