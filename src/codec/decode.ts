@@ -321,7 +321,12 @@ function list(depth: number): Term[] | ImproperList {
   const n = count(u32(), 1, 'list');
   const d = deeper(depth);
   const items = new Array<Term>(n);
-  for (let i = 0; i < n; i++) items[i] = term(d);
+  // A list of maps (records) goes to map() without the tag switch.
+  for (let i = 0; i < n; i++)
+    if (pos < end && buf[pos] === 116) {
+      pos++;
+      items[i] = map(d);
+    } else items[i] = term(d);
   if (pos < end && buf[pos] === TAG.NIL) {
     pos++;
     return items;
@@ -344,7 +349,6 @@ const fromCharCode = String.fromCharCode;
  * U+FFFD proves the bytes valid; only a result holding one is checked again.
  */
 function binary(s: number, n: number): string | Buffer {
-  const b = buf;
   if (n <= SHORT_STRING) {
     const str = shortString(s, n);
     if (str !== undefined) return str;
@@ -352,6 +356,12 @@ function binary(s: number, n: number): string | Buffer {
     const str = mediumString(s, n);
     if (str !== undefined) return str;
   }
+  return utf8(s, n);
+}
+
+/** One native UTF-8 decode, kept small so that V8 inlines it where binaries are read. */
+function utf8(s: number, n: number): string | Buffer {
+  const b = buf;
   const str = hasSlicers ? (b as unknown as Slicers).utf8Slice(s, s + n) : b.toString('utf8', s, s + n);
   if (str.indexOf('\uFFFD') === -1) return str;
   const bytes = b.subarray(s, s + n);
@@ -360,7 +370,7 @@ function binary(s: number, n: number): string | Buffer {
 
 /**
  * Short ASCII strings by their bytes: a fixed table of STRING_SLOTS slots
- * indexed by a hash of the (up to four) 32-bit words of the bytes, a new
+ * indexed by a hash of (up to) four 32-bit words covering the bytes, a new
  * string replacing whatever shared its slot. At most STRING_SLOTS strings
  * of at most SHORT_STRING characters are held, whatever a peer sends.
  */
@@ -374,19 +384,18 @@ const slotString: string[] = new Array<string>(STRING_SLOTS).fill('');
 function shortString(s: number, n: number): string | undefined {
   const dv = view;
   const b = buf;
-  const full = n >> 2;
-  let w0 = full > 0 ? dv.getInt32(s) : 0;
-  let w1 = full > 1 ? dv.getInt32(s + 4) : 0;
-  let w2 = full > 2 ? dv.getInt32(s + 8) : 0;
-  let w3 = full > 3 ? dv.getInt32(s + 12) : 0;
-  if ((n & 3) !== 0) {
-    let tail = 0;
-    for (let i = s + 4 * full; i < s + n; i++) tail = (tail << 8) | b[i]!;
-    if (full === 0) w0 = tail;
-    else if (full === 1) w1 = tail;
-    else if (full === 2) w2 = tail;
-    else w3 = tail;
-  }
+  let w0 = 0;
+  let w1 = 0;
+  let w2 = 0;
+  let w3 = 0;
+  if (n >= 4) {
+    // Whole words from the start, and the last four bytes as one word (overlapping those before):
+    // together they cover every byte, and with n they determine the bytes. No byte loop.
+    w0 = dv.getInt32(s);
+    if (n > 8) w1 = dv.getInt32(s + 4);
+    if (n > 12) w2 = dv.getInt32(s + 8);
+    w3 = dv.getInt32(s + n - 4);
+  } else for (let i = s; i < s + n; i++) w0 = (w0 << 8) | b[i]!;
   if (((w0 | w1 | w2 | w3) & 0x80808080) !== 0) return undefined;
   // Independent multiplies (not a chain): the four run side by side.
   let h = Math.imul(w0 ^ n, 0x9e3779b1) ^ Math.imul(w1, 0x85ebca6b) ^ Math.imul(w2, 0xc2b2ae35) ^ Math.imul(w3, 0x27d4eb2f);
@@ -707,7 +716,7 @@ function value(d: number): Term {
       if (n <= end - pos - 5) {
         const s = pos + 5;
         pos = s + n;
-        return binary(s, n);
+        return n > MEDIUM_STRING ? utf8(s, n) : binary(s, n);
       }
     } else if (tag === 97) {
       // SMALL_INTEGER
@@ -720,6 +729,10 @@ function value(d: number): Term {
         pos += 9;
         return new ErlFloat(v);
       }
+    } else if (tag === 116) {
+      // MAP
+      pos++;
+      return map(d);
     }
   }
   return term(d);
