@@ -307,7 +307,7 @@ export function evolutionRow(e: EvolutionInput, id: string = randomUUID()): Entr
   return {
     kind: 'evolution',
     id,
-    values: [id, e.original_prompt_id, e.evolved_prompt_id, e.evolution_type, e.performance_improvement, e.evolution_timestamp ?? new Date().toISOString(), JSON.stringify(e.evolution_metadata)],
+    values: [id, e.original_prompt_id, e.evolved_prompt_id, e.evolution_type, e.performance_improvement, e.evolution_timestamp ?? nowIso(), JSON.stringify(e.evolution_metadata)],
   };
 }
 
@@ -328,6 +328,6 @@ export function abResultRow(e: AbResultInput, id: string = randomUUID()): EntryR
   return {
     kind: 'ab_result',
     id,
-    values: [id, e.test_id, e.variant_a_prompt_id, e.variant_b_prompt_id, e.winner, e.confidence_level, e.sample_size, e.test_duration, e.test_timestamp ?? new Date().toISOString(), JSON.stringify(e.metrics)],
+    values: [id, e.test_id, e.variant_a_prompt_id, e.variant_b_prompt_id, e.winner, e.confidence_level, e.sample_size, e.test_duration, e.test_timestamp ?? nowIso(), JSON.stringify(e.metrics)],
   };
 }
