@@ -2,9 +2,9 @@
  * Group commit: concurrent `track_*` writes are coalesced into one INSERT
  * per batch. Writes that arrive while batches commit form the next batch;
  * on PostgreSQL up to `maxInFlight` batches commit at once on the pool's
- * connections, what waits shared evenly among the free ones (a caller that awaits each write still sees its writes
- * committed in its order; the order across callers is not promised), on
- * PGlite one. A write is answered only after its row is committed — or,
+ * connections, what waits shared evenly among the free ones (a caller that
+ * awaits each write still sees its writes committed in its order; the
+ * order across callers is not promised), on PGlite one. A write is answered only after its row is committed — or,
  * while the database is unreachable, after it is fsync'd to the journal,
  * which a recovery loop replays in order when the database returns; while
  * the journal holds entries, one batch at a time.
