@@ -62,7 +62,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
 
   store: {
     create: (engine) =>
-      TrackingStore.open({ databaseUrl: engine.config.databaseUrl, dataDir: engine.config.dataDir, log: engine.log.child({ part: 'store' }) }).catch((err: unknown) => {
+      TrackingStore.open({ databaseUrl: engine.config.databaseUrl, dataDir: engine.config.dataDir, schema: engine.config.dbSchema, instanceId: engine.instanceId, log: engine.log.child({ part: 'store' }) }).catch((err: unknown) => {
         // e.g. a PGlite directory held by another sidecar: the caller gets {:error, {:unavailable, why}}
         throw new OpError('unavailable', `tracking store: ${(err as Error).message}`);
       }),
@@ -155,10 +155,13 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
         log,
         policy: { ...DEFAULT_POLICY, ...c.loopPolicy },
         awaitProposals: c.loopAwaitProposals,
+        maxExperiments: c.loopMaxExperiments,
+        stalenessMs: c.loopStalenessMs,
+        leaseRetryMs: c.loopLeaseRetryMs,
       });
     },
     close: (x) => x.close(),
-    stats: (x) => record({ ...x.figures, experiments: x.list().length }),
+    stats: (x) => record(x.stats()),
   },
 };
 
