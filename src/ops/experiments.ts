@@ -53,7 +53,7 @@ const choosePrompt = defineOp<ChooseArgs>({
     const model = optStr(a, 'model', { min: 1, max: 200 }) ?? context.model ?? 'default';
     if (model.length === 0 || model.length > 200) throw badRequest('context.model', 'expected a string of 1..200 characters');
     return {
-      experiment: experimentName(a, 'experiment')!,
+      experiment: experimentName(a, 'experiment') ?? required('experiment'),
       prompt,
       templateId,
       variables: vars === undefined || vars === null ? {} : (termToJson(vars as TermObject) as Vars),
@@ -97,13 +97,14 @@ function loopMetadata(experiment: string, model: string, generation: number): Te
 /** An experiment's name: a string (binary) of 1..200 characters; an atom is refused (it reads like an instance name on the Elixir side). */
 function experimentName(a: TermObject, key: string): string | undefined {
   const v = a[key];
-  if (v === undefined || v === null) {
-    if (key === 'experiment' && a.name === undefined) throw badRequest('experiment', 'is required (a string)');
-    return undefined;
-  }
+  if (v === undefined || v === null) return undefined;
   if (typeof v !== 'string') throw badRequest(key, 'expected a string (an experiment name is a binary, not an atom)');
   return str(a, key, { min: 1, max: 200 });
 }
+
+const required = (field: string): never => {
+  throw badRequest(field, 'is required (a string)');
+};
 
 const ACTIONS = ['pin', 'unpin', 'reset', 'stop', 'resume'] as const;
 
