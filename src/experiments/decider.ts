@@ -159,6 +159,11 @@ export class Decider {
     this.busy.set(key, work);
   }
 
+  /** A choice was served: propose when the pool has room (decisions follow counts, not choices). */
+  serving(exp: Experiment): void {
+    if (this.deciding && !this.busy.has(exp.key) && exp.wantsProposals() > 0) this.poke(exp);
+  }
+
   /** The work in progress for an experiment, if any (serving waits for it in replayable simulations). */
   pending(key: string): Promise<void> | undefined {
     return this.busy.get(key);

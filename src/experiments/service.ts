@@ -130,7 +130,7 @@ export class ExperimentService {
     else this.view.touch(exp);
     if (req.context !== this.contexts.get(key)) this.contexts.set(key, req.context);
     if (this.decider.deciding) {
-      this.decider.poke(exp);
+      this.decider.serving(exp);
       if (this.deps.awaitProposals) {
         await this.decider.pending(key);
         exp = this.view.get(key) ?? exp;

@@ -63,13 +63,20 @@ export async function portPeer(name: string, env: NodeJS.ProcessEnv, dataDir = t
   };
 }
 
-/** A sidecar in NATS peer mode; `nc` sends every request through NATS (queue group `prompt_engine`: any instance may answer). */
-export async function natsPeer(name: string, natsUrl: string, env: NodeJS.ProcessEnv, nc: NatsConnection): Promise<Peer & { sidecar: NatsSidecar }> {
-  const sidecar = new NatsSidecar({ natsUrl, env: { LOG_LEVEL: 'warn', ...env } });
+/**
+ * A sidecar in NATS peer mode. `call` sends through NATS (queue group
+ * `prompt_engine`: any instance may answer); `direct` asks this very
+ * instance through its Port (what it holds, whether it decides).
+ */
+export async function natsPeer(name: string, natsUrl: string, env: NodeJS.ProcessEnv, nc: NatsConnection): Promise<Peer & { direct: Peer }> {
+  // info: `ready` waits for the 'NATS peer mode serving' line.
+  const sidecar = new NatsSidecar({ natsUrl, withPort: true, env: { LOG_LEVEL: 'info', ...env } });
   await sidecar.ready(60_000);
+  const port = sidecar.port!;
+  const kill = () => sidecar.kill('SIGKILL');
+  const close = () => sidecar.kill('SIGTERM');
   return {
     name,
-    sidecar,
     pid: sidecar.pid,
     async call(op, args) {
       const { body } = await requestJson(nc, op, args, 30_000);
@@ -77,8 +84,19 @@ export async function natsPeer(name: string, natsUrl: string, env: NodeJS.Proces
       if (b.ok === undefined) throw new Error(`${name} ${op}: ${JSON.stringify(b.error)}`);
       return toTerm(b.ok) as TermObject;
     },
-    kill: () => sidecar.kill('SIGKILL'),
-    close: () => sidecar.kill('SIGTERM'),
+    direct: {
+      name: `${name} (port)`,
+      pid: sidecar.pid,
+      async call(op, args) {
+        const r = await port.request(op, toTerm(args) as TermObject);
+        if (!r.ok) throw new Error(`${name} ${op}: {${r.reason}, ${r.message}}`);
+        return r.value as TermObject;
+      },
+      kill,
+      close,
+    },
+    kill,
+    close,
   };
 }
 
