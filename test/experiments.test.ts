@@ -8,7 +8,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY, pBetter, type Candidate } from '../src/experiments/experiment.js';
 import { promptIdOf } from '../src/optimizer/evaluators.js';
-import { sameVariables, templateVariables } from '../src/optimizer/variables.js';
+import { templateVariables, variablesKept } from '../src/optimizer/variables.js';
+
+const sameVariables = (base: string, candidate: string): boolean => variablesKept(base, candidate, 'same');
 import type { TermObject } from '../src/codec/terms.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { startFakeLlm } from './helpers/fakeLlm.js';

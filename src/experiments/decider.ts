@@ -22,13 +22,12 @@
 import type { Logger } from 'pino';
 import type { Scorer } from '../learning/scorer.js';
 import { promptIdOf } from '../optimizer/evaluators.js';
-import { sameVariables } from '../optimizer/variables.js';
 import type { Lease } from '../store/db.js';
 import { abResultRow, evolutionRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
 import { decisionChange, posteriorMean, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
-import type { FallbackProposer } from './proposers.js';
+import type { FallbackProposer } from '../optimizer/proposers.js';
 import type { LoopView } from './view.js';
 
 const MAX_PROMPT_CHARS = 100_000;
@@ -231,18 +230,22 @@ export class Decider {
     const tried = [...exp.variants.values()]
       .filter((v) => v.state !== 'banned')
       .sort((a, b) => posteriorMean(b) - posteriorMean(a))
-      .map((v) => ({ text: v.text, successRate: successRate(v), count: v.count }));
+      .map((v) => ({ text: v.text, score: successRate(v), count: v.count }));
+    const caller = this.deps.contextOf(exp.key);
     const { texts, kind } = await this.deps.proposer.proposeWithKind({
       base: exp.base.text,
       tried,
       n: this.deps.policy.batchSize,
+      temperature: 1,
       round: exp.proposalsMade,
-      context: { ...this.deps.contextOf(exp.key), model: exp.model, task: exp.name },
+      context: { language: caller.language, domain: caller.domain, task: exp.name },
+      // The app fills in exactly the base's variables: a candidate that drops, adds or renames one is never tried.
+      variables: 'same',
       signal: new AbortController().signal,
     });
     this.figures.batches++;
     const seen = new Set([...exp.variants.keys(), ...exp.reserve.map((c) => c.id)]);
-    const safe = [...new Set(texts)].filter((t) => t.length <= MAX_PROMPT_CHARS && sameVariables(exp.base.text, t) && !seen.has(promptIdOf(t)));
+    const safe = [...new Set(texts)].filter((t) => t.length <= MAX_PROMPT_CHARS && !seen.has(promptIdOf(t)));
     this.figures.proposals_rejected += texts.length - safe.length;
     let predicted: Array<number | null> = safe.map(() => null);
     if (safe.length > 0) {

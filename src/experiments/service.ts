@@ -26,7 +26,7 @@ import { isConnectionError } from '../store/db.js';
 import { Decider } from './decider.js';
 import { Experiment, experimentKey, priorOf, type Candidate, type LoopPolicy, type Variant } from './experiment.js';
 import { Freshness, type RefreshRequest } from './freshness.js';
-import type { FallbackProposer } from './proposers.js';
+import type { FallbackProposer } from '../optimizer/proposers.js';
 import { LoopView } from './view.js';
 
 export interface ChooseRequest {
