@@ -43,6 +43,8 @@ export interface DeciderDeps {
   contextOf(key: string): Record<string, string>;
   /** How often a sidecar without the lease tries to take it. */
   retryMs: number;
+  /** Load an experiment from the store again (a decision this view assumed was not written). */
+  reload(key: string): void;
   /** Experiments loaded when the lease is taken (most recently changed first). */
   maxExperiments: number;
 }
@@ -68,6 +70,8 @@ export class Decider {
   private readonly busy = new Map<string, Promise<void>>();
   /** Experiments that moved while busy: looked at again when the work ends. */
   private readonly again = new Set<string>();
+  /** Decision writes in flight per experiment (their decisions are assumed in the view meanwhile). */
+  private readonly decisionWrites = new Map<string, number>();
   readonly figures: DeciderFigures = { leases_taken: 0, leases_lost: 0, batches: 0, proposals_screened: 0, proposals_rejected: 0, retired: 0, banned: 0, leader_changes: 0, admitted: 0, write_errors: 0 };
 
   constructor(private readonly deps: DeciderDeps) {}
@@ -170,7 +174,11 @@ export class Decider {
 
   private async step(exp: Experiment): Promise<void> {
     const decisions = exp.decisions();
-    if (decisions.length > 0) exp = (await this.write(exp, (s) => this.decisionChange(exp, s, decisions))) ?? exp;
+    if (decisions.length > 0) {
+      // Serving goes on with them at once; the write follows (in order, on the lease's connection).
+      exp.assume(decisions);
+      this.writeDecisions(exp, decisions);
+    }
     const room = exp.wantsProposals();
     if (room === 0) return;
     const chosen = exp.fromReserve(room);
@@ -180,6 +188,25 @@ export class Decider {
       return;
     }
     await this.batch(exp);
+  }
+
+  private writeDecisions(exp: Experiment, decisions: Decision[]): void {
+    const key = exp.key;
+    this.decisionWrites.set(key, (this.decisionWrites.get(key) ?? 0) + 1);
+    void this.write(exp, (s) => this.decisionChange(exp, s, decisions), true)
+      .then((after) => {
+        if (after === undefined) this.deps.reload(key);
+      })
+      .catch((err: unknown) => {
+        this.figures.write_errors++;
+        this.deps.log.warn({ err: (err as Error).message, experiment: exp.name, model: exp.model }, 'closed-loop decision not written; the experiment is reloaded from the store');
+        this.deps.reload(key);
+      })
+      .finally(() => {
+        const n = (this.decisionWrites.get(key) ?? 1) - 1;
+        if (n > 0) this.decisionWrites.set(key, n);
+        else this.decisionWrites.delete(key);
+      });
   }
 
   /** The decisions that still hold against the locked state, with the entries that record them. */
@@ -271,12 +298,19 @@ export class Decider {
    * and adopt what the store then holds. Undefined when this sidecar no
    * longer decides or the experiment moved to another generation.
    */
-  private async write(exp: Experiment, decide: (s: ExperimentSnapshot) => ExperimentChange | undefined): Promise<Experiment | undefined> {
+  private async write(exp: Experiment, decide: (s: ExperimentSnapshot) => ExperimentChange | undefined, isDecisionWrite = false): Promise<Experiment | undefined> {
     const lease = this.lease;
     if (lease === undefined || !lease.held) return undefined;
     const { store } = this.deps;
     const snap = await store.experiments.change((fn) => lease.transaction(fn), { name: exp.name, model: exp.model, generation: exp.generation }, decide, (q, rows) => store.writeEntriesIn(q, rows));
-    return snap === undefined ? undefined : this.deps.view.adopt(snap);
+    if (snap === undefined) return undefined;
+    // Decisions still being written are assumed in the view: the store's state without them would undo them for a moment.
+    const later = (this.decisionWrites.get(exp.key) ?? 0) - (isDecisionWrite ? 1 : 0);
+    if (later > 0) {
+      for (const v of snap.variants) exp.recordTotals(v.prompt_id, v.successes, v.count);
+      return exp;
+    }
+    return this.deps.view.adopt(snap);
   }
 
   /** Wait for the work in progress. */

@@ -349,6 +349,22 @@ export class Experiment {
     return out;
   }
 
+  /**
+   * Serve as if these decisions were in the store already: they only stop
+   * serving a variant or move the leader, so the decider need not wait for
+   * their write (it adopts what the store then holds, or reloads when the
+   * write failed). A new variant is never served before the store has it.
+   */
+  assume(decisions: readonly Decision[]): void {
+    for (const d of decisions) {
+      if (d.kind === 'leader') this.leaderId = d.to.id;
+      else {
+        const v = this.cells.get(d.variant.id);
+        if (v !== undefined && v.state === 'active') v.state = d.kind;
+      }
+    }
+  }
+
   /** How many candidates the pool has room for now (0 = no proposals wanted). */
   wantsProposals(): number {
     if (this.statusValue === 'stopped' || this.pinnedId !== undefined) return 0;

@@ -101,6 +101,7 @@ export class ExperimentService {
       contextOf: (key) => this.contexts.get(key) ?? {},
       retryMs: deps.leaseRetryMs,
       maxExperiments: deps.maxExperiments,
+      reload: (key) => void this.reload(key),
     });
   }
 
@@ -132,7 +133,8 @@ export class ExperimentService {
     if (this.decider.deciding) {
       this.decider.serving(exp);
       if (this.deps.awaitProposals) {
-        await this.decider.pending(key);
+        // Work that ends may start more (the experiment moved meanwhile): wait until none is left.
+        for (let p = this.decider.pending(key); p !== undefined; p = this.decider.pending(key)) await p;
         exp = this.view.get(key) ?? exp;
       }
     }
@@ -283,6 +285,17 @@ export class ExperimentService {
     }
     if (stale.length === 0) return;
     for (const s of await this.store.experiments.load(stale.map((r) => ({ name: r.name, model: r.model })))) this.decider.poke(this.view.adopt(s));
+  }
+
+  /** Load one experiment as the store holds it (a decision its view assumed was not written). */
+  private async reload(key: string): Promise<void> {
+    const [name, model] = key.split('\u0000') as [string, string];
+    try {
+      const s = (await this.store.experiments.load([{ name, model }]))[0];
+      if (s !== undefined) this.view.adopt(s);
+    } catch (err) {
+      this.deps.log.debug({ err: (err as Error).message }, 'experiment not reloaded; the next refresh does');
+    }
   }
 
   /** The journal reached the store: what this sidecar counted meanwhile is now counted there; take the store's counts. */

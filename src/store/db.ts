@@ -30,7 +30,7 @@ export type Query = (sql: string, params?: SqlParam[]) => Promise<Row[]>;
  */
 export interface Lease {
   /** Run `fn` in a transaction on the lease's connection (one at a time); rejects once the lease is lost. */
-  transaction<T>(fn: (q: Query) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<T>;
   readonly held: boolean;
   /** `f` runs once, when the lease is lost (its connection died or stopped answering). */
   onLost(f: () => void): void;
@@ -42,8 +42,8 @@ export interface SqlClient {
   /** The schema every table lives in. */
   readonly schema: string;
   query<R extends Row = Row>(sql: string, params?: SqlParam[]): Promise<R[]>;
-  /** Run `fn` in one transaction (one connection). */
-  transaction<T>(fn: (q: Query) => Promise<T>): Promise<T>;
+  /** Run `fn` in one transaction (one connection); `copy` loads rows in COPY's text format inside it. */
+  transaction<T>(fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<T>;
   /**
    * Hold the advisory lock `key` until released or the process dies, or
    * undefined at once when another session holds it. PGlite (one process)
@@ -65,6 +65,9 @@ export interface SqlClient {
   listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
+
+/** COPY of rows already in COPY's text format, inside a transaction. */
+export type CopyInTransaction = (table: string, columns: readonly string[], text: string) => Promise<void>;
 
 export interface CopyIn {
   /** Smallest batch worth a COPY: on PostgreSQL its extra round trip (CopyIn, data, CopyDone) costs more than it saves below this. */
@@ -102,7 +105,10 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
       let broken = false;
       try {
         await client.query('BEGIN');
-        const out = await fn(async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[]);
+        const out = await fn(
+          async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[],
+          (table, columns, text) => copyOn(client, table, columns, text),
+        );
         await client.query('COMMIT');
         return out;
       } catch (err) {
@@ -138,12 +144,7 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
         const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
         let broken = false;
         try {
-          await new Promise<void>((resolve, reject) => {
-            const stream = client.query(copyFrom(copySql(table, columns, 'STDIN')));
-            stream.on('finish', resolve);
-            stream.on('error', reject);
-            stream.end(text);
-          });
+          await copyOn(client, table, columns, text);
         } catch (err) {
           broken = isConnectionError(err);
           throw unreachable(err);
@@ -181,6 +182,15 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
     },
     close: () => pool.end(),
   };
+}
+
+function copyOn(client: pg.PoolClient, table: string, columns: readonly string[], text: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const stream = client.query(copyFrom(copySql(table, columns, 'STDIN')));
+    stream.on('finish', resolve);
+    stream.on('error', reject);
+    stream.end(text);
+  });
 }
 
 type TypeParsers = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (v: string) => unknown };
@@ -241,7 +251,10 @@ async function pgLease(url: string, options: string, key: number, types: TypePar
         if (!held) throw new OpError('unavailable', 'the lease was lost');
         try {
           await client.query('BEGIN');
-          const out = await fn(async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[]);
+          const out = await fn(
+            async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[],
+            (table, columns, text) => copyOn(client as pg.PoolClient, table, columns, text),
+          );
           await client.query('COMMIT');
           return out;
         } catch (err) {
@@ -311,7 +324,13 @@ export async function openPglite(dir: string, opts: { schema: string }): Promise
     throw err;
   }
   const fix = (rows: Row[]): Row[] => rows.map((r) => (typeof r.seq === 'bigint' ? { ...r, seq: Number(r.seq) } : r));
-  const transaction: SqlClient['transaction'] = (fn) => db.transaction(async (tx) => fn(async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows)));
+  const transaction: SqlClient['transaction'] = (fn) =>
+    db.transaction(async (tx) =>
+      fn(
+        async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows),
+        async (table, columns, text) => void (await tx.query(copySql(table, columns, `'/dev/blob'`), [], { blob: new Blob([text]) })),
+      ),
+    );
   return {
     backend: 'pglite',
     schema: opts.schema,

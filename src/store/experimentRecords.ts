@@ -79,7 +79,7 @@ export interface ExperimentChange {
   /** New variants (into the pool or the reserve); one already a variant of the generation is left as it is. */
   add?: Array<Omit<VariantRow, 'successes' | 'count'>>;
   /** State moves, each applied only from the states it lists (a decision made on a stale view, or replayed, changes nothing). */
-  moves?: Array<{ prompt_id: string; from: readonly VariantState[]; to: VariantState; rank?: number | null }>;
+  moves?: Array<{ prompt_id: string; from: readonly VariantState[]; to: VariantState }>;
   /** Tracking entries written with the change (a retirement's A/B result, a leader change's evolution). */
   entries?: EntryRow[];
   /** Reset: a new generation from this base, instead of the fields and variants above. */
@@ -185,10 +185,15 @@ export class ExperimentRecords {
       if (c.generation !== undefined) await writeGeneration(q, c.generation);
       else await applyChange(q, snap.row, c);
       if (c.entries !== undefined && c.entries.length > 0) await writeEntries(q, c.entries);
-      if (c.generation === undefined) await q(`UPDATE experiments SET revision = revision + 1, updated_at = now() WHERE name = $1 AND model = $2`, [key.name, key.model]);
-      await q('SELECT pg_notify($1, $2)', [this.notice.channel, loopNotice(this.notice.sender, [key])]);
-      const after = (await this.select(q, true, [key], 1, false))[0]!;
-      return { row: toExperiment(after), variants: (after.variants as Row[]).map(toVariant) };
+      const notice = loopNotice(this.notice.sender, [key]);
+      if (c.generation === undefined)
+        await q(`UPDATE experiments SET revision = revision + 1, updated_at = now() WHERE name = $1 AND model = $2 RETURNING pg_notify($3, $4)`, [key.name, key.model, this.notice.channel, notice]);
+      else await q('SELECT pg_notify($1, $2)', [this.notice.channel, notice]);
+      // What the store now holds; texts it already had, or that the change brought, are not read again.
+      const after = (await this.select(q, false, [key], 1, false))[0]!;
+      const texts = new Map<string, Omit<VariantRow, keyof VariantCounts>>();
+      for (const v of [...snap.variants, ...(c.add ?? []), ...(c.generation === undefined ? [] : [{ ...c.generation.base, rank: null }])]) texts.set(v.prompt_id, v);
+      return { row: toExperiment(after), variants: (after.variants as Row[]).map(toCounts).map((k) => ({ ...texts.get(k.prompt_id)!, ...k })) };
     });
   }
 
@@ -225,10 +230,14 @@ async function applyChange(q: Query, row: ExperimentRow, c: ExperimentChange): P
       ],
     );
   }
-  for (const m of c.moves ?? [])
+  const moves = c.moves ?? [];
+  if (moves.length > 0)
+    // One statement for every move; each applies only from the states it lists (comma-joined, no state has a comma).
     await q(
-      `UPDATE experiment_variants SET state = $5, rank = coalesce($6, rank) WHERE name = $1 AND model = $2 AND generation = $3 AND prompt_id = $4 AND state = ANY($7::text[])`,
-      [row.name, row.model, row.generation, m.prompt_id, m.to, m.rank ?? null, [...m.from]],
+      `UPDATE experiment_variants v SET state = m.to_state
+         FROM unnest($4::text[], $5::text[], $6::text[]) AS m(prompt_id, to_state, from_states)
+        WHERE v.name = $1 AND v.model = $2 AND v.generation = $3 AND v.prompt_id = m.prompt_id AND v.state = ANY(string_to_array(m.from_states, ','))`,
+      [row.name, row.model, row.generation, moves.map((m) => m.prompt_id), moves.map((m) => m.to), moves.map((m) => m.from.join(','))],
     );
 }
 

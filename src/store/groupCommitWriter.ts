@@ -18,7 +18,7 @@
  * row is alone, the others are written.
  */
 import type { Logger } from 'pino';
-import type { Query, SqlClient, SqlParam } from './db.js';
+import type { CopyInTransaction, Query, SqlClient, SqlParam } from './db.js';
 import { isConnectionError } from './db.js';
 import { TABLES, type EntryKind, type EntryRow } from './entries.js';
 import { loopNotice, writeGeneration, type GenerationWrite } from './experimentRecords.js';
@@ -243,61 +243,93 @@ const isGeneration = (r: StoreWrite): r is GenerationEntry => r.kind === 'genera
 /**
  * One batch in one transaction (one statement when it can be): closed-loop
  * generations first, then entries by kind; executions that report
- * closed-loop outcomes through the counting statement, other entries
- * through COPY or one unnest INSERT per kind. Duplicates of an id are
- * ignored. Returns each row's receipt where it says more than `stored`.
+ * closed-loop outcomes through COPY and one counting statement (when the
+ * batch is big enough for COPY on this backend) or one statement that
+ * stores and counts, other entries through COPY or one unnest INSERT per
+ * kind. Duplicates of an id are ignored. Returns each row's receipt where
+ * it says more than `stored`.
  */
 export async function writeBatch(db: SqlClient, rows: readonly StoreWrite[], notice?: LoopNoticeTarget): Promise<Map<string, WriteReceipt>> {
-  const receipts = new Map<string, WriteReceipt>();
-  const steps: Array<(q: Query) => Promise<void>> = [];
-  const entries: EntryRow[] = [];
-  for (const r of rows) {
-    if (isGeneration(r))
-      steps.push(async (q) => {
-        if ((await writeGeneration(q, r.generation)) && notice !== undefined) await q('SELECT pg_notify($1, $2)', [notice.channel, loopNotice(notice.sender, [r.generation])]);
-      });
-    else entries.push(r);
-  }
-  const outcomes = entries.some((r) => r.kind === 'execution' && r.loop !== undefined);
-  if (outcomes) {
-    const executions = entries.filter((r) => r.kind === 'execution');
-    steps.push(async (q) => countedInsert(q, executions, receipts, notice));
-    const others = entries.filter((r) => r.kind !== 'execution');
-    if (others.length > 0) steps.push(...statementsOf(others));
-  } else if (steps.length === 0) {
+  const entries = rows.filter((r): r is EntryRow => !isGeneration(r));
+  const generations = rows.filter(isGeneration);
+  const executions = entries.filter((r) => r.kind === 'execution');
+  const outcomes = executions.some((r) => r.loop !== undefined);
+  if (!outcomes && generations.length === 0) {
     await insertRows(db, entries);
+    return new Map();
+  }
+  const plan = (viaCopy: boolean): { receipts: Map<string, WriteReceipt>; steps: Step[]; viaCopy: boolean } => {
+    const receipts = new Map<string, WriteReceipt>();
+    const steps: Step[] = generations.map((r) => async (q) => {
+      if ((await writeGeneration(q, r.generation)) && notice !== undefined) await q('SELECT pg_notify($1, $2)', [notice.channel, loopNotice(notice.sender, [r.generation])]);
+    });
+    const others = outcomes ? entries.filter((r) => r.kind !== 'execution') : entries;
+    if (outcomes) steps.push(viaCopy ? (q, copy) => countedCopy(q, copy, executions, receipts, notice) : (q) => countedInsert(q, executions, receipts, notice));
+    if (others.length > 0) steps.push(...statementsOf(others));
+    return { receipts, steps, viaCopy };
+  };
+  const run = async ({ receipts, steps, viaCopy }: ReturnType<typeof plan>): Promise<Map<string, WriteReceipt>> => {
+    // One statement is atomic on its own: one round trip instead of BEGIN, the statement, COMMIT.
+    if (steps.length === 1 && !viaCopy) await steps[0]!((sql, params) => db.query(sql, params), noCopy);
+    else await db.transaction(async (q, copy) => {
+      for (const step of steps) await step(q, copy);
+    });
     return receipts;
-  } else if (entries.length > 0) steps.push(...statementsOf(entries));
-  // One statement is atomic on its own: one round trip instead of BEGIN, the statement, COMMIT.
-  if (steps.length === 1) await steps[0]!((sql, params) => db.query(sql, params));
-  else await db.transaction(async (q) => {
-    for (const step of steps) await step(q);
-  });
-  return receipts;
+  };
+  if (outcomes && executions.length >= db.copy.minRows) {
+    try {
+      return await run(plan(true));
+    } catch (err) {
+      // A repeated id fails the COPY (no ON CONFLICT): the statement stores the new rows and counts only them.
+      if ((err as { code?: string }).code !== '23505') throw err;
+    }
+  }
+  return run(plan(false));
+}
+
+type Step = (q: Query, copy: CopyInTransaction) => Promise<void>;
+
+const noCopy: CopyInTransaction = () => Promise.reject(new Error('COPY outside a transaction'));
+
+/**
+ * The tail of both counting statements: `counted` (name, model,
+ * generation, prompt_id, k successes, n outcomes) moves `experiment_counts`
+ * for variants that exist (a prompt id or experiment the loop does not know
+ * counts nowhere), upserted in key order, so two batches moving the same
+ * variants lock them in the same order and never deadlock; the totals come
+ * back, and the loop is told which experiments moved (NOTIFY, delivered at
+ * commit). `$c` and `$p` are the notice's channel and payload.
+ */
+const countTail = (c: number, p: number): string => `
+     upd AS (
+       INSERT INTO experiment_counts AS c (name, model, generation, prompt_id, successes, count)
+       SELECT x.name, x.model, x.generation, x.prompt_id, x.k, x.n FROM counted x
+        WHERE x.generation IS NOT NULL
+          AND EXISTS (SELECT 1 FROM experiment_variants v WHERE v.name = x.name AND v.model = x.model AND v.generation = x.generation AND v.prompt_id = x.prompt_id AND v.state <> 'reserve')
+        ORDER BY 1, 2, 3, 4
+       ON CONFLICT (name, model, generation, prompt_id) DO UPDATE SET successes = c.successes + excluded.successes, count = c.count + excluded.count
+       RETURNING c.name, c.model, c.generation, c.prompt_id, c.successes, c.count)
+     SELECT (SELECT coalesce(json_agg(json_build_object('name', name, 'model', model, 'generation', generation, 'prompt_id', prompt_id, 'successes', successes, 'count', count)), '[]'::json) FROM upd) AS totals,
+            (SELECT pg_notify($${c}, $${p}) WHERE $${c} <> '' AND EXISTS (SELECT 1 FROM upd)) AS noticed`;
+
+/** The notice's channel and payload parameters for the rows' experiments. */
+function noticeParams(rows: EntryRow[], notice: LoopNoticeTarget | undefined): [string, string] {
+  if (notice === undefined) return ['', ''];
+  return [notice.channel, loopNotice(notice.sender, rows.flatMap((r) => (r.loop === undefined ? [] : [{ name: r.loop.experiment, model: r.loop.model }])))];
 }
 
 /**
  * Executions stored and closed-loop outcomes counted in one statement: the
  * rows go in with ON CONFLICT DO NOTHING, and only the rows that went in
- * (RETURNING) move `experiment_counts`, for variants that exist (a prompt
- * id or experiment the loop does not know counts nowhere). Counts are
- * upserted in key order, so two batches moving the same variants lock them
- * in the same order and never deadlock. An outcome without a generation
- * counts for the experiment's current one. The loop is told which
- * experiments moved (NOTIFY, delivered at commit).
+ * (RETURNING) are counted. An outcome without a generation counts for the
+ * experiment's current one.
  */
 async function countedInsert(q: Query, rows: EntryRow[], receipts: Map<string, WriteReceipt>, notice: LoopNoticeTarget | undefined): Promise<void> {
   const spec = TABLES.execution;
   const cols = spec.columns.map((c) => `"${c}"`).join(',');
   const n = spec.columns.length;
   const params: SqlParam[] = spec.columns.map((_, i) => rows.map((r) => r.values[i] as string | number | boolean | null));
-  params.push(
-    rows.map((r) => r.loop?.experiment ?? null),
-    rows.map((r) => r.loop?.model ?? null),
-    rows.map((r) => r.loop?.generation ?? null),
-    notice?.channel ?? '',
-    notice === undefined ? '' : loopNotice(notice.sender, rows.flatMap((r) => (r.loop === undefined ? [] : [{ name: r.loop.experiment, model: r.loop.model }]))),
-  );
+  params.push(rows.map((r) => r.loop?.experiment ?? null), rows.map((r) => r.loop?.model ?? null), rows.map((r) => r.loop?.generation ?? null), ...noticeParams(rows, notice));
   const unnest = spec.arrayTypes!.map((t, i) => `$${i + 1}::${t}[]`).join(',');
   const [result] = await q(
     `WITH src AS (
@@ -310,21 +342,43 @@ async function countedInsert(q: Query, rows: EntryRow[], receipts: Map<string, W
          FROM (SELECT DISTINCT ON (id) * FROM src WHERE o_name IS NOT NULL) s
          JOIN ins ON ins.id = s.id
          LEFT JOIN experiments e ON e.name = s.o_name AND e.model = s.o_model
-        GROUP BY 1, 2, 3, 4),
-     upd AS (
-       INSERT INTO experiment_counts AS c (name, model, generation, prompt_id, successes, count)
-       SELECT x.name, x.model, x.generation, x.prompt_id, x.k, x.n FROM counted x
-        WHERE x.generation IS NOT NULL
-          AND EXISTS (SELECT 1 FROM experiment_variants v WHERE v.name = x.name AND v.model = x.model AND v.generation = x.generation AND v.prompt_id = x.prompt_id AND v.state <> 'reserve')
-        ORDER BY 1, 2, 3, 4
-       ON CONFLICT (name, model, generation, prompt_id) DO UPDATE SET successes = c.successes + excluded.successes, count = c.count + excluded.count
-       RETURNING c.name, c.model, c.generation, c.prompt_id, c.successes, c.count)
-     SELECT (SELECT coalesce(array_agg(id::text), '{}') FROM ins) AS inserted,
-            (SELECT coalesce(json_agg(json_build_object('name', name, 'model', model, 'generation', generation, 'prompt_id', prompt_id, 'successes', successes, 'count', count)), '[]'::json) FROM upd) AS totals,
-            (SELECT pg_notify($${n + 4}, $${n + 5}) WHERE $${n + 4} <> '' AND EXISTS (SELECT 1 FROM upd)) AS noticed`,
+        GROUP BY 1, 2, 3, 4),${countTail(n + 4, n + 5)},
+            (SELECT coalesce(array_agg(id::text), '{}') FROM ins) AS inserted`,
     params,
   );
-  const inserted = new Set((result?.inserted as string[] | undefined) ?? []);
+  receiptsOf(rows, new Set((result?.inserted as string[] | undefined) ?? []), result, receipts);
+}
+
+/**
+ * Executions stored by COPY (every row new: a repeated id fails it whole)
+ * and their outcomes counted in one statement after it, in one transaction.
+ */
+async function countedCopy(q: Query, copy: CopyInTransaction, rows: EntryRow[], receipts: Map<string, WriteReceipt>, notice: LoopNoticeTarget | undefined): Promise<void> {
+  const spec = TABLES.execution;
+  await copy(spec.table, spec.columns, copyText(rows));
+  const byVariant = new Map<string, { name: string; model: string; generation: number | null; promptId: string; k: number; n: number }>();
+  for (const r of rows) {
+    if (r.loop === undefined) continue;
+    const key = `${r.loop.experiment}\u0000${r.loop.model}\u0000${r.loop.generation ?? ''}\u0000${String(r.values[1])}`;
+    let o = byVariant.get(key);
+    if (o === undefined) byVariant.set(key, (o = { name: r.loop.experiment, model: r.loop.model, generation: r.loop.generation, promptId: String(r.values[1]), k: 0, n: 0 }));
+    o.n++;
+    if (r.values[3] === true) o.k++;
+  }
+  const o = [...byVariant.values()];
+  const [result] = await q(
+    `WITH o AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[]) AS t(name, model, generation, prompt_id, k, n)),
+     counted AS (
+       SELECT o.name, o.model, coalesce(o.generation, e.generation) AS generation, o.prompt_id, sum(o.k) AS k, sum(o.n) AS n
+         FROM o LEFT JOIN experiments e ON e.name = o.name AND e.model = o.model
+        GROUP BY 1, 2, 3, 4),${countTail(7, 8)}`,
+    [o.map((x) => x.name), o.map((x) => x.model), o.map((x) => x.generation), o.map((x) => x.promptId), o.map((x) => x.k), o.map((x) => x.n), ...noticeParams(rows, notice)],
+  );
+  receiptsOf(rows, undefined, result, receipts);
+}
+
+/** Each row's receipt: `duplicate` when it was not inserted (`inserted` undefined: every row was), else the totals of its variant. */
+function receiptsOf(rows: EntryRow[], inserted: ReadonlySet<string> | undefined, result: Record<string, unknown> | undefined, receipts: Map<string, WriteReceipt>): void {
   // By variant; a batch holding outcomes of two generations of one variant keeps the newer generation's totals.
   const totals = new Map<string, { generation: number; successes: number; count: number }>();
   for (const t of (result?.totals as Array<Record<string, unknown>> | undefined) ?? []) {
@@ -333,7 +387,7 @@ async function countedInsert(q: Query, rows: EntryRow[], receipts: Map<string, W
     if ((totals.get(key)?.generation ?? -1) < generation) totals.set(key, { generation, successes: Number(t.successes), count: Number(t.count) });
   }
   for (const r of rows) {
-    if (!inserted.has(r.id)) {
+    if (inserted !== undefined && !inserted.has(r.id)) {
       receipts.set(r.id, { status: 'duplicate' });
       continue;
     }
