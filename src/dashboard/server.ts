@@ -160,6 +160,10 @@ class DashboardServer implements DashboardHandle {
       return;
     }
     if (p.startsWith('/assets/')) return this.asset(p.slice('/assets/'.length), res);
+    if (p === '/favicon.ico') {
+      res.writeHead(204).end();
+      return;
+    }
     const m = /^\/([a-z]+)(\.json|\.events)?$/.exec(p);
     const page = m?.[1] as PageName | undefined;
     if (m === null || page === undefined || !(PAGE_NAMES as readonly string[]).includes(page)) return sendJson(res, 404, { error: { reason: 'not_found', message: `no page ${JSON.stringify(p)}; pages: ${PAGE_NAMES.map((n) => `/${n}`).join(', ')}` } });

@@ -317,7 +317,10 @@ function renderExperiment(d: Obj): HTMLElement {
       leader: leaderId,
       states: Object.fromEntries(variants.map((v) => [text(v.prompt_id), text(v.state)])),
     };
-    const seen = remember(live, `${name}\u0000${model}`, point, (a, b) => a.outcomes === b.outcomes && a.leader === b.leader);
+    const key = `${name}\u0000${model}`;
+    // The first point is the experiment's start: the first interval is everything before this page opened.
+    if (!live.has(key)) live.set(key, [{ outcomes: 0, successes: 0, counts: {}, leader: point.leader, states: point.states }]);
+    const seen = remember(live, key, point, (a, b) => a.outcomes === b.outcomes && a.leader === b.leader);
     for (let i = 1; i < seen.length; i++) {
       const a = seen[i - 1]!;
       const b = seen[i]!;
