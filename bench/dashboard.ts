@@ -189,6 +189,8 @@ async function main(): Promise<void> {
     `| choose_prompt p99 µs | ${f(m(without, 'chooseP99'))} | ${f(m(withPage, 'chooseP99'))} | ${f(m(withPage, 'chooseP99') / m(without, 'chooseP99'), 2)}× |`,
     `| choose_prompt + track_execution pairs/s | ${f(m(without, 'pairs'), 0)} | ${f(m(withPage, 'pairs'), 0)} | ${f(m(withPage, 'pairs') / m(without, 'pairs'), 2)}× |`,
     '',
+    `Rounds (pairs/s, choose_prompt p50 µs), in the order run: ${without.map((w, i) => `without ${f(w.pairs, 0)} / ${f(w.chooseP50)}, with ${f(withPage[i]!.pairs, 0)} / ${f(withPage[i]!.chooseP50)}`).join('; ')}. Machine load average at the end: ${os.loadavg().map((x) => f(x, 2)).join(', ')}.`,
+    '',
     `The page's side, per round with the page: ${pages.map((p) => `${p.updates} live updates and ${p.loads} JSON loads (${p.failures} failed)`).join('; ')}.`,
     '',
   ];

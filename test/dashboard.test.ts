@@ -284,6 +284,39 @@ describe('the dashboard over HTTP', () => {
     expect((await fetch(`${d.url}/assets/app.js`)).status).toBe(200);
   });
 
+  it('limits live streams, and frees a viewer\'s slot when it goes away', async () => {
+    const d = await startDashboard({ address: { host: '127.0.0.1', port: 0 }, call: (op, args) => pe.call(op, fromJson(args)), log: pe.engine.log, maxStreams: 2 });
+    cleanups.push(() => d.close());
+    const open = async (): Promise<{ status: number; first: string; stop: () => void }> => {
+      const ctl = new AbortController();
+      const r = await fetch(`${d.url}/experiments.events`, { signal: ctl.signal });
+      if (r.status !== 200) return { status: r.status, first: await r.text(), stop: () => undefined };
+      const reader = r.body!.getReader();
+      let text = '';
+      while (!text.includes('data: ')) text += Buffer.from((await reader.read()).value!).toString();
+      return { status: 200, first: text, stop: () => ctl.abort() };
+    };
+    const a = await open();
+    const b = await open();
+    expect([a.status, b.status]).toEqual([200, 200]);
+    expect(a.first).toContain('"experiment":"x"');
+    const c = await open();
+    expect(c.status).toBe(503);
+    expect(c.first).toMatch(/more than 2 live pages/);
+    a.stop();
+    // The slot comes back once the server sees the connection close.
+    for (let i = 0; ; i++) {
+      const again = await open();
+      if (again.status === 200) {
+        again.stop();
+        break;
+      }
+      if (i > 100) throw new Error('the closed stream never freed its slot');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    b.stop();
+  });
+
   it('never shows the token: not in health, stats or the page data', async () => {
     const d = await start(TOKEN);
     for (const p of ['health', 'models', 'experiments', 'prompts']) expect(await (await fetch(`${d.url}/${p}.json`)).text()).not.toContain(TOKEN);

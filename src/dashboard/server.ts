@@ -181,7 +181,7 @@ class DashboardServer implements DashboardHandle {
       const r = await this.pages.page(page, url.searchParams);
       return sendJson(res, r.status, r.data);
     }
-    return this.stream(page, url.searchParams, req, res);
+    return this.stream(page, url.searchParams, res);
   }
 
   /** Reads are open on loopback; elsewhere they need the token (header) or the cookie `/login` sets. */
@@ -201,7 +201,7 @@ class DashboardServer implements DashboardHandle {
     fs.createReadStream(a.file).pipe(res);
   }
 
-  private stream(page: PageName, params: URLSearchParams, req: IncomingMessage, res: ServerResponse): void {
+  private stream(page: PageName, params: URLSearchParams, res: ServerResponse): void {
     const max = this.opts.maxStreams ?? 64;
     if (this.streamCount >= max) return sendJson(res, 503, { error: { reason: 'overloaded', message: `more than ${max} live pages open; close one (or reload later)` } });
     const key = `${page}?${[...params.entries()].filter(([k]) => k === 'name' || k === 'model' || k === 'min_count').sort().map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&')}`;
@@ -218,7 +218,8 @@ class DashboardServer implements DashboardHandle {
     if (poller.last !== undefined) res.write(`data: ${poller.last}\n\n`);
     const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
     const p = poller;
-    req.on('close', () => {
+    // The response's close: the viewer went away (or the server is closing).
+    res.on('close', () => {
       clearInterval(heartbeat);
       if (!p.streams.delete(res)) return;
       this.streamCount--;
