@@ -186,6 +186,51 @@ describe('the dashboard in a real browser, over the closed loop', () => {
     expect(c.prompt_id).toBe(id);
   }, 60_000);
 
+  it("draws an experiment from the op's history (the history: true contract), marks included, at once", async () => {
+    // An op table that takes `history: true`, as the experiment op will: the page must use it, not its live fallback.
+    const variants = [
+      { prompt_id: 'p-base', text: BASE, origin: 'base', state: 'retired', successes: 30, count: 100, success_rate: 0.3, posterior_mean: 0.3, p_best: 0, predicted: null },
+      { prompt_id: 'p-good', text: GOOD, origin: 'llm', state: 'active', successes: 720, count: 800, success_rate: 0.9, posterior_mean: 0.9, p_best: 0.99, predicted: 0.6 },
+      { prompt_id: 'p-bad', text: HOSTILE, origin: 'llm', state: 'banned', successes: 10, count: 100, success_rate: 0.1, posterior_mean: 0.11, p_best: 0, predicted: 0.4 },
+    ];
+    const history = Array.from({ length: 10 }, (_, i) => ({ outcomes: (i + 1) * 100, successes: [30, 50, 110, 190, 280, 370, 460, 550, 640, 760][i]!, variants: (i < 2 ? { 'p-base': 50, 'p-bad': 50 } : { 'p-good': 100 }) as { [k: string]: Json } }));
+    const events = [
+      { kind: 'admitted', prompt_id: 'p-good', outcomes: 150, at: '2026-01-01T00:00:00Z' },
+      { kind: 'banned', prompt_id: 'p-bad', outcomes: 200, at: '2026-01-01T00:01:00Z' },
+      { kind: 'leader', prompt_id: 'p-good', outcomes: 300, at: '2026-01-01T00:02:00Z' },
+      { kind: 'retired', prompt_id: 'p-base', outcomes: 300, at: '2026-01-01T00:02:00Z' },
+    ];
+    const exp = { experiment: 'hist', model: 'm1', generation: 1, status: 'running', pinned: null, outcomes: 1000, proposals_made: 2, leader: { prompt_id: 'p-good', origin: 'llm', success_rate: 0.9, count: 800 }, base: { prompt_id: 'p-base', success_rate: 0.3, count: 100 }, improvement: 0.6, active: 1, variants, history, events };
+    const asked: Json[] = [];
+    const call = async (op: string, args: { [k: string]: Json }) => {
+      asked.push({ op, ...args });
+      if (op === 'describe') return { ok: true as const, value: fromJson({ ops: [{ name: 'experiment', args: [{ name: 'experiment' }, { name: 'history' }] }] }) };
+      if (op === 'experiment') return { ok: true as const, value: fromJson({ experiments: [args.experiment === undefined ? { ...exp, variants: 3 } : exp] }) };
+      if (op === 'query') return { ok: true as const, value: fromJson({ kind: 'evolution_history', rows: [] }) };
+      return pe.call(op, fromJson(args));
+    };
+    const d = await startDashboard({ address: { host: '127.0.0.1', port: 0 }, call, log: pe.engine.log });
+    cleanups.push(() => d.close());
+    const p = await context.newPage();
+    p.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+    await p.goto(`${d.url}/experiment?name=hist&model=m1`);
+    await p.locator('.chart[data-chart^="success rate served"] canvas').waitFor();
+    expect(asked).toContainEqual({ op: 'experiment', experiment: 'hist', model: 'm1', history: true });
+    expect(await p.locator('.notice', { hasText: 'gives no history' }).count()).toBe(0);
+    expect(await p.locator('.chart[data-chart^="each variant"] canvas').count()).toBe(1);
+    expect(await p.locator('.chart', { hasText: 'leader change (solid green) × 1' }).count()).toBe(2);
+    expect(await p.locator('.chart', { hasText: 'ban (dashed red) × 1' }).count()).toBe(2);
+    // Retirements and bans from the events, and the last change.
+    expect(await p.locator('table', { hasText: 'banned' }).locator('td.state-banned').count()).toBeGreaterThanOrEqual(1);
+    expect(await p.locator('.card', { hasText: 'last change' }).textContent()).toContain('retired');
+    expect(await p.evaluate('window.__pwned')).toBeUndefined();
+    await p.screenshot({ path: path.join(shots, 'experiment-history.png'), fullPage: true });
+    // The list draws each row's chart from the history too.
+    await p.goto(`${d.url}/experiments`);
+    await p.locator('tr[data-experiment="hist"] svg.spark polyline').waitFor();
+    await p.close();
+  }, 60_000);
+
   it('shows tracked prompts, models and health, with hostile comments inert', async () => {
     await page.goto(`${dash.url}/prompts`);
     await page.locator('[data-field="executions"]').waitFor();
