@@ -37,6 +37,8 @@ fs.mkdirSync(shots, { recursive: true });
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterAll(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
+  // Keep the screenshots (the run's results); the engines' data and the browser profile go.
+  for (const d of fs.readdirSync(tmp)) if (d !== 'screenshots') fs.rmSync(path.join(tmp, d), { recursive: true, force: true });
   process.stderr.write(`dashboard screenshots: ${shots}\n`);
 });
 
@@ -193,7 +195,7 @@ describe('the dashboard in a real browser, over the closed loop', () => {
       { prompt_id: 'p-good', text: GOOD, origin: 'llm', state: 'active', successes: 720, count: 800, success_rate: 0.9, posterior_mean: 0.9, p_best: 0.99, predicted: 0.6 },
       { prompt_id: 'p-bad', text: HOSTILE, origin: 'llm', state: 'banned', successes: 10, count: 100, success_rate: 0.1, posterior_mean: 0.11, p_best: 0, predicted: 0.4 },
     ];
-    const history = Array.from({ length: 10 }, (_, i) => ({ outcomes: (i + 1) * 100, successes: [30, 50, 110, 190, 280, 370, 460, 550, 640, 760][i]!, variants: (i < 2 ? { 'p-base': 50, 'p-bad': 50 } : { 'p-good': 100 }) as { [k: string]: Json } }));
+    const history = Array.from({ length: 10 }, (_, i) => ({ outcomes: (i + 1) * 100, successes: [30, 50, 110, 190, 280, 370, 460, 550, 640, 730][i]!, variants: (i < 2 ? { 'p-base': 50, 'p-bad': 50 } : { 'p-good': 100 }) as { [k: string]: Json } }));
     const events = [
       { kind: 'admitted', prompt_id: 'p-good', outcomes: 150, at: '2026-01-01T00:00:00Z' },
       { kind: 'banned', prompt_id: 'p-bad', outcomes: 200, at: '2026-01-01T00:01:00Z' },
