@@ -212,6 +212,49 @@ describe('the closed loop through the op table', () => {
     expect(history.some((r) => r.evolved_prompt_id === promptIdOf(good))).toBe(true);
   }, 60_000);
 
+  it('keeps a history: snapshots of the counts (servings per bucket add up) and every decision as an event', async () => {
+    const llm = await startFakeLlm((req) => Array.from({ length: req.n ?? 1 }, (_, i) => `Variant ${i} ${req.messages.length}: label the ticket {ticket}.`));
+    cleanups.push(() => llm.close());
+    const pe = await engineWith(llm.url);
+    await play(pe, 400, BASE, (t) => (t.startsWith('Variant 1') ? 0.9 : 0.3));
+    await (await pe.engine.service('experiments')).settle();
+    const e = ((await ok(pe, 'experiment', { experiment: 'triage', history: true })).experiments as TermObject[])[0]!;
+    const history = e.history as TermObject[];
+    const events = e.events as TermObject[];
+    expect(history.length).toBeGreaterThanOrEqual(8);
+    for (let i = 1; i < history.length; i++) {
+      const served = Object.values(history[i]!.variants as TermObject).reduce((a: number, n) => a + Number(n), 0);
+      expect(served).toBe(Number(history[i]!.outcomes) - Number(history[i - 1]!.outcomes));
+      expect(Number(history[i]!.successes)).toBeLessThanOrEqual(Number(history[i]!.outcomes));
+    }
+    const kinds = new Set(events.map((x) => (x.kind as { name: string }).name));
+    expect(kinds.has('admitted')).toBe(true);
+    expect(kinds.has('retired') || kinds.has('banned') || kinds.has('leader')).toBe(true);
+    const admitted = events.filter((x) => (x.kind as { name: string }).name === 'admitted').map((x) => x.prompt_id);
+    for (const v of e.variants as TermObject[]) if ((v.origin as { name: string }).name !== 'base') expect(admitted).toContain(v.prompt_id);
+    // Without history: true the reply stays as it was.
+    const plain = ((await ok(pe, 'experiment', { experiment: 'triage' })).experiments as TermObject[])[0]!;
+    expect(plain.history).toBeUndefined();
+  }, 60_000);
+
+  it('holds at most loopMaxExperiments experiments in memory, and reloads a dropped one from the store as it was', async () => {
+    const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0, loopMaxExperiments: 20 });
+    cleanups.push(() => pe.close());
+    await play(pe, 30, BASE, () => 0.5);
+    const before = ((await ok(pe, 'experiment', { experiment: 'triage' })).experiments as TermObject[])[0]!;
+    for (let i = 0; i < 100; i++) await ok(pe, 'choose_prompt', { experiment: `other_${i}`, prompt: `Answer {q} number ${i}.`, context: { model: 'm1' } });
+    const stats = ((await ok(pe, 'stats', {})).services as TermObject).experiments as TermObject;
+    expect(Number(stats.experiments)).toBeLessThanOrEqual(20);
+    expect(Number(stats.evicted)).toBeGreaterThanOrEqual(80);
+    // 'triage' was dropped from memory; its next use loads it from the store with everything it had.
+    const after = ((await ok(pe, 'experiment', { experiment: 'triage' })).experiments as TermObject[])[0]!;
+    expect(after.outcomes).toBe(30);
+    expect(after.generation).toBe(before.generation);
+    expect((after.variants as TermObject[]).map((v) => [v.prompt_id, v.count])).toEqual((before.variants as TermObject[]).map((v) => [v.prompt_id, v.count]));
+    const c = await ok(pe, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
+    expect(c.generation).toBe(before.generation);
+  }, 60_000);
+
   it('keeps serving with the offline proposer when the LLM is down or answers garbage', async () => {
     const garbage = await startFakeLlm(() => ({ status: 200, body: { nonsense: true } }));
     cleanups.push(() => garbage.close());

@@ -271,10 +271,12 @@ class DashboardServer implements DashboardHandle {
     if (typeof action !== 'string' || !ACTIONS.has(action)) return refuse(400, 'bad_request', `action: expected one of ${[...ACTIONS].join(', ')}`);
     const args: { [k: string]: Json } = { action };
     for (const k of ['experiment', 'model', 'prompt_id'] as const) if (typeof body[k] === 'string' && body[k] !== '') args[k] = body[k];
+    // Pinning a variant the loop retired or banned is refused unless the operator says so.
+    if (body.force === true) args.force = true;
     const r = await this.opts.call('experiment', args);
     // Who did what, without the token and without prompt text.
     this.opts.log.info({ action, experiment: args.experiment, model: args.model, prompt_id: args.prompt_id, ok: r.ok }, 'dashboard operator action');
-    if (!r.ok) return sendJson(res, r.reason === 'not_found' ? 404 : r.reason === 'bad_request' ? 400 : 503, { error: { reason: r.reason, message: r.message } });
+    if (!r.ok) return sendJson(res, ({ not_found: 404, bad_request: 400, conflict: 409 } as Record<string, number>)[r.reason] ?? 503, { error: { reason: r.reason, message: r.message } });
     // Watchers of this experiment see the change at once, not at the next tick.
     for (const p of this.pollers.values()) if (!p.running && p.timer !== undefined) {
       clearTimeout(p.timer);

@@ -72,6 +72,8 @@ export class Decider {
   private readonly busy = new Map<string, Promise<void>>();
   /** Experiments that moved while busy: looked at again when the work ends. */
   private readonly again = new Set<string>();
+  /** Outcomes at each experiment's last history snapshot. */
+  private readonly snapshotAt = new Map<string, number>();
   /** Decision writes in flight per experiment (their decisions are assumed in the view meanwhile). */
   private readonly decisionWrites = new Map<string, number>();
   private readonly writing = new Set<Promise<void>>();
@@ -148,7 +150,7 @@ export class Decider {
       this.again.add(exp.key);
       return;
     }
-    if (exp.wantsProposals() === 0 && exp.decisions().length === 0) return;
+    if (exp.wantsProposals() === 0 && exp.decisions().length === 0 && !exp.historyDue(this.snapshotAt.get(exp.key) ?? 0)) return;
     const key = exp.key;
     const work = this.step(exp)
       .catch((err: unknown) => {
@@ -183,14 +185,17 @@ export class Decider {
   private async step(exp: Experiment): Promise<void> {
     const decisions = exp.decisions();
     if (decisions.length > 0) exp.assume(decisions);
+    // The history's snapshot goes with whatever this step writes.
+    const snapshot = exp.historyDue(this.snapshotAt.get(exp.key) ?? 0) ? { history: [exp.historyEntry('snapshot')] } : undefined;
+    if (snapshot !== undefined) this.snapshotAt.set(exp.key, exp.outcomes);
     const room = exp.wantsProposals();
     const chosen = room > 0 ? exp.fromReserve(room) : [];
     if (chosen.length > 0) {
-      const after = await this.writeDecisions(exp, decisions, exp.admitChange(chosen));
+      const after = await this.writeDecisions(exp, decisions, mergeChanges(exp.admitChange(chosen), snapshot));
       if (after !== undefined) this.figures.admitted += chosen.length;
       return;
     }
-    if (decisions.length > 0) void this.writeDecisions(exp, decisions);
+    if (decisions.length > 0 || snapshot !== undefined) void this.writeDecisions(exp, decisions, snapshot);
     if (room > 0) await this.batch(exp);
   }
 
@@ -224,6 +229,7 @@ export class Decider {
   private decisionChange(exp: Experiment, s: ExperimentSnapshot, decisions: Decision[]): ExperimentChange | undefined {
     const { change, applied } = decisionChange(s, decisions);
     if (applied.length === 0) return undefined;
+    change.history = applied.map((d) => exp.historyEntry(d.kind, d.kind === 'leader' ? d.to.id : d.variant.id));
     change.entries = applied.map((d) => {
       if (d.kind === 'leader') {
         this.figures.leader_changes++;
@@ -377,10 +383,12 @@ export class Decider {
 /** Two changes as one (fields of the second win). */
 function mergeChanges(a: ExperimentChange | undefined, b: ExperimentChange | undefined): ExperimentChange | undefined {
   if (a === undefined || b === undefined) return a ?? b;
+  const fields = a.fields === undefined && b.fields === undefined ? undefined : { ...a.fields, ...b.fields };
   return {
-    fields: { ...a.fields, ...b.fields },
+    ...(fields === undefined ? {} : { fields }),
     add: [...(a.add ?? []), ...(b.add ?? [])],
     moves: [...(a.moves ?? []), ...(b.moves ?? [])],
     entries: [...(a.entries ?? []), ...(b.entries ?? [])],
+    history: [...(a.history ?? []), ...(b.history ?? [])],
   };
 }

@@ -29,7 +29,7 @@
  */
 import { betaMean, betaOf, pBest, pBetter as pBetterBeta, thompsonPick, type Beta } from '../optimizer/bandit.js';
 import { hashSeed, seededRandom } from '../random.js';
-import type { ExperimentChange, ExperimentCounts, ExperimentSnapshot, ExperimentStatus, VariantOrigin, VariantRow, VariantState } from '../store/experimentRecords.js';
+import type { ExperimentChange, ExperimentCounts, ExperimentSnapshot, ExperimentStatus, HistoryEntry, VariantOrigin, VariantRow, VariantState } from '../store/experimentRecords.js';
 
 export interface LoopPolicy {
   /** Variants served at once. */
@@ -202,6 +202,33 @@ export class Experiment {
     let n = 0;
     for (const v of this.cells.values()) n += v.count;
     return n;
+  }
+
+  /** Successes counted for this generation's variants. */
+  get successes(): number {
+    let n = 0;
+    for (const v of this.cells.values()) n += v.successes;
+    return n;
+  }
+
+  /**
+   * Whether the history is due a snapshot of the counts, the last one taken
+   * at `lastAt` outcomes: every 25 outcomes at first, then every 2% (a
+   * million outcomes make a few hundred lines).
+   */
+  historyDue(lastAt: number): boolean {
+    return this.outcomes >= lastAt + Math.max(25, Math.floor(lastAt / 50));
+  }
+
+  /** A history line: the counts now, or a decision about `promptId`. */
+  historyEntry(kind: HistoryEntry['kind'], promptId: string | null = null): HistoryEntry {
+    return {
+      kind,
+      prompt_id: promptId,
+      outcomes: this.outcomes,
+      successes: this.successes,
+      variants: kind === 'snapshot' ? Object.fromEntries([...this.cells.values()].filter((v) => v.count > 0).map((v) => [v.id, v.count])) : null,
+    };
   }
 
   get active(): Variant[] {
@@ -402,6 +429,7 @@ export class Experiment {
       add: fresh.filter((c) => keep.has(c.id)).map((c) => variantRow(c, this.policy, admit.has(c.id) ? 'active' : 'reserve')),
       moves: this.reserveList.filter((c) => admit.has(c.id)).map((c) => ({ prompt_id: c.id, from: ['reserve'] as const, to: 'active' as const })),
       fields: { proposals_made: this.proposals + 1, outcomes_at_last_batch: this.outcomes },
+      history: [...admit].map((id) => this.historyEntry('admitted', id)),
     };
   }
 
@@ -410,6 +438,7 @@ export class Experiment {
     return {
       moves: chosen.map((c) => ({ prompt_id: c.id, from: ['reserve'] as const, to: 'active' as const })),
       fields: { outcomes_at_last_batch: this.outcomes },
+      history: chosen.map((c) => this.historyEntry('admitted', c.id)),
     };
   }
 

@@ -20,7 +20,7 @@ import type { Learner } from '../learning/learner.js';
 import type { Scorer } from '../learning/scorer.js';
 import { promptIdOf } from '../optimizer/evaluators.js';
 import type { EntryRow } from '../store/entries.js';
-import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
+import type { ExperimentChange, ExperimentSnapshot, HistoryRow } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
 import { isConnectionError } from '../store/db.js';
 import { Decider } from './decider.js';
@@ -340,6 +340,11 @@ export class ExperimentService {
     const after = this.view.adopt(snap);
     this.decider.poke(after);
     return after;
+  }
+
+  /** The history of an experiment's current generation: snapshots of its counts and its decisions, oldest first. */
+  history(exp: Experiment): Promise<HistoryRow[]> {
+    return this.store.experiments.history({ name: exp.name, model: exp.model, generation: exp.generation });
   }
 
   get loaded(): number {

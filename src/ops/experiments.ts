@@ -11,6 +11,7 @@ import { optBool, optOneOf, optStr, str, stringMap } from '../contract/args.js';
 import { badRequest } from '../contract/errors.js';
 import { posteriorMean, posteriorOf, successRate, type Experiment } from '../experiments/experiment.js';
 import { betaInterval } from '../optimizer/bandit.js';
+import type { HistoryRow } from '../store/experimentRecords.js';
 import type { Vars } from '../templates/renderer.js';
 import { defineOp, type OpSpec } from './types.js';
 
@@ -114,6 +115,29 @@ interface ExperimentArgs {
   action?: (typeof ACTIONS)[number];
   promptId?: string;
   force: boolean;
+  history: boolean;
+}
+
+/**
+ * An experiment's history as the reply carries it: each snapshot of its
+ * counts as a bucket (cumulative outcomes and successes at its end, and each
+ * variant's servings within it), and its decisions as events.
+ */
+function historyTerms(rows: readonly HistoryRow[]): { history: TermObject[]; events: TermObject[] } {
+  const history: TermObject[] = [];
+  const events: TermObject[] = [];
+  let previous: Record<string, number> = {};
+  for (const r of rows) {
+    if (r.kind !== 'snapshot') {
+      events.push(record({ kind: atom(r.kind), prompt_id: r.prompt_id, outcomes: r.outcomes, at: r.at }));
+      continue;
+    }
+    const served = newMap();
+    for (const [id, n] of Object.entries(r.variants ?? {})) if (n - (previous[id] ?? 0) > 0) served[id] = n - (previous[id] ?? 0);
+    previous = r.variants ?? {};
+    history.push(record({ outcomes: r.outcomes, successes: r.successes, variants: served, at: r.at }));
+  }
+  return { history, events };
 }
 
 function describe(e: Experiment, withVariants: boolean): TermObject {
@@ -162,8 +186,9 @@ const experiment = defineOp<ExperimentArgs>({
     action: { type: `one of: ${ACTIONS.join(', ')}`, doc: 'pin (serve prompt_id only), unpin, reset (back to the base), stop (serve the leader, propose nothing), resume' },
     prompt_id: { type: 'string', doc: 'the variant to pin (default: the leader)' },
     force: { type: 'boolean', default: false, doc: 'pin a variant the loop retired or banned anyway' },
+    history: { type: 'boolean', default: false, doc: 'add each experiment\'s history: snapshots of its counts (history) and its decisions (events)' },
   },
-  reply: '%{experiments: [%{experiment, model, generation, status, pinned, outcomes, proposals_made, leader: %{prompt_id, origin, success_rate, count}, base: %{prompt_id, success_rate, count}, improvement: float, active, revision, variants: [%{prompt_id, text, origin, state, successes, count, success_rate, interval: [low, high], posterior_mean, p_best, predicted}] | count}]}',
+  reply: '%{experiments: [%{experiment, model, generation, status, pinned, outcomes, proposals_made, leader: %{prompt_id, origin, success_rate, count}, base: %{prompt_id, success_rate, count}, improvement: float, active, revision, variants: [%{prompt_id, text, origin, state, successes, count, success_rate, interval: [low, high], posterior_mean, p_best, predicted}] | count, history: [%{outcomes, successes, variants: %{prompt_id => servings in the bucket}, at}], events: [%{kind: :leader | :retired | :banned | :admitted, prompt_id, outcomes, at}]}]} (history and events with history: true)',
   errors: { not_found: 'no experiment of that name (and model), or prompt_id is not one of its variants', conflict: 'pin of a variant the loop retired or banned, without force: true', unavailable: 'the database is unreachable (actions are written before they apply)' },
   examples: [{}, { experiment: 'ticket_triage' }, { experiment: 'ticket_triage', model: 'gpt-4o-mini', action: 'pin', prompt_id: 'p-1' }],
   validate: (a) => {
@@ -172,7 +197,7 @@ const experiment = defineOp<ExperimentArgs>({
     if (action !== undefined && name === undefined) throw badRequest('experiment', 'is required with an action');
     const promptId = optStr(a, 'prompt_id', { min: 1, max: 200 });
     if (promptId !== undefined && action === undefined) throw badRequest('prompt_id', 'only goes with an action');
-    return { name, model: optStr(a, 'model', { min: 1, max: 200 }), action, promptId, force: optBool(a, 'force') ?? false };
+    return { name, model: optStr(a, 'model', { min: 1, max: 200 }), action, promptId, force: optBool(a, 'force') ?? false, history: optBool(a, 'history') ?? false };
   },
   async handle(a, { engine }) {
     const svc = await engine.service('experiments');
@@ -182,7 +207,9 @@ const experiment = defineOp<ExperimentArgs>({
       if (exps.length > 1 && a.model === undefined) throw badRequest('model', `experiment ${a.name} runs for ${exps.length} models: say which (${exps.map((e) => e.model).join(', ')})`);
       exps = [await svc.act(exps[0]!, a.action, { promptId: a.promptId, force: a.force })];
     }
-    return record({ experiments: exps.map((e) => describe(e, true)) });
+    if (!a.history) return record({ experiments: exps.map((e) => describe(e, true)) });
+    const withHistory = await Promise.all(exps.map(async (e) => ({ e, h: historyTerms(await svc.history(e)) })));
+    return record({ experiments: withHistory.map(({ e, h }) => record({ ...describe(e, true), history: h.history, events: h.events })) });
   },
 });
 

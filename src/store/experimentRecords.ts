@@ -84,6 +84,22 @@ export interface ExperimentChange {
   entries?: EntryRow[];
   /** Reset: a new generation from this base, instead of the fields and variants above. */
   generation?: GenerationWrite;
+  /** What the experiment's history records with the change (decisions as events, counts as a snapshot). */
+  history?: HistoryEntry[];
+}
+
+/** One line of an experiment's history: a snapshot of its counts, or a decision, at a number of outcomes. */
+export interface HistoryEntry {
+  kind: 'snapshot' | 'leader' | 'retired' | 'banned' | 'admitted';
+  prompt_id: string | null;
+  outcomes: number;
+  successes: number;
+  /** A snapshot's counts by variant. */
+  variants: Record<string, number> | null;
+}
+
+export interface HistoryRow extends HistoryEntry {
+  at: string;
 }
 
 /** A transaction runner: the pool's, or a lease's (fenced). */
@@ -207,6 +223,7 @@ export class ExperimentRecords {
       const adds: Array<{ row: ExperimentRow; v: NonNullable<ExperimentChange['add']>[number] }> = [];
       const moves: Array<{ row: ExperimentRow; m: NonNullable<ExperimentChange['moves']>[number] }> = [];
       const entries: EntryRow[] = [];
+      const history: Array<{ row: ExperimentRow; h: HistoryEntry }> = [];
       const resets: Array<{ id: string; g: GenerationWrite; index: number }> = [];
       for (const item of items) {
         const id = `${item.key.name}\u0000${item.key.model}`;
@@ -228,13 +245,34 @@ export class ExperimentRecords {
         }
         for (const v of c.add ?? []) adds.push({ row: snap.row, v });
         for (const m of c.moves ?? []) moves.push({ row: snap.row, m });
-        const after = applyToSnapshot(snap, c, snap.row);
+        for (const h of c.history ?? []) history.push({ row: snap.row, h });
+        if (c.fields === undefined && (c.add ?? []).length === 0 && (c.moves ?? []).length === 0) {
+          // History only: the state did not move (no revision, no notice).
+          out.push(snap);
+          continue;
+        }
+        const after = applyToSnapshot(snap, c, { revision: snap.row.revision, updated_at: snap.row.updated_at });
         locked.set(id, after);
         changed.set(id, { snap: after, fields: { ...(changed.get(id)?.fields ?? {}), ...(c.fields ?? {}) } });
         out.push(after);
       }
       await applyVariants(q, adds, moves);
       if (entries.length > 0) await writeEntries(q, entries);
+      if (history.length > 0)
+        await q(
+          `INSERT INTO experiment_history (name, model, generation, kind, prompt_id, outcomes, successes, variants)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::jsonb[])`,
+          [
+            history.map((x) => x.row.name),
+            history.map((x) => x.row.model),
+            history.map((x) => x.row.generation),
+            history.map((x) => x.h.kind),
+            history.map((x) => x.h.prompt_id),
+            history.map((x) => x.h.outcomes),
+            history.map((x) => x.h.successes),
+            history.map((x) => (x.h.variants === null ? null : JSON.stringify(x.h.variants))),
+          ],
+        );
       if (changed.size > 0) {
         // Every changed row's fields and revision in one statement (a field not set keeps its value).
         const rows = [...changed.values()];
@@ -284,6 +322,24 @@ export class ExperimentRecords {
       if (changed.size > 0 || resets.length > 0) await q('SELECT pg_notify($1, $2)', [this.notice.channel, loopNotice(this.notice.sender, [...[...changed.values()].map((c) => c.snap.row), ...resets.map((r) => r.g)])]);
       return out;
     });
+  }
+
+  /** An experiment generation's history, oldest first (at most `limit` lines, the newest kept). */
+  async history(key: ExperimentKey & { generation: number }, limit = 2_000): Promise<HistoryRow[]> {
+    await this.migrate();
+    const rows = await this.db.query(
+      `SELECT * FROM (SELECT kind, prompt_id, outcomes, successes, variants, at, seq FROM experiment_history
+         WHERE name = $1 AND model = $2 AND generation = $3 ORDER BY seq DESC LIMIT $4) h ORDER BY seq`,
+      [key.name, key.model, key.generation, limit],
+    );
+    return rows.map((r) => ({
+      kind: String(r.kind) as HistoryEntry['kind'],
+      prompt_id: r.prompt_id === null || r.prompt_id === undefined ? null : String(r.prompt_id),
+      outcomes: Number(r.outcomes),
+      successes: Number(r.successes),
+      variants: (r.variants ?? null) as Record<string, number> | null,
+      at: isoOf(r.at),
+    }));
   }
 
   /** The text of a prompt any experiment has tried (the trainer's fallback when an execution carries no text). */

@@ -170,6 +170,19 @@ CREATE TABLE IF NOT EXISTS experiment_counts (
   count bigint NOT NULL DEFAULT 0,
   PRIMARY KEY (name, model, generation, prompt_id)
 );
+CREATE TABLE IF NOT EXISTS experiment_history (
+  name text NOT NULL,
+  model text NOT NULL,
+  generation integer NOT NULL,
+  seq bigserial NOT NULL,
+  kind text NOT NULL,
+  prompt_id text,
+  outcomes bigint NOT NULL,
+  successes bigint NOT NULL,
+  variants jsonb,
+  at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (name, model, generation, seq)
+);
 CREATE OR REPLACE FUNCTION count_loop_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   totals json;
@@ -238,4 +251,5 @@ export const OWN_TABLES: ReadonlyArray<{ table: string; marker: string }> = [
   { table: 'experiments', marker: 'base_prompt_id' },
   { table: 'experiment_variants', marker: 'prior_alpha' },
   { table: 'experiment_counts', marker: 'generation' },
+  { table: 'experiment_history', marker: 'variants' },
 ];

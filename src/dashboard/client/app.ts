@@ -398,7 +398,16 @@ function renderExperiment(d: Obj): HTMLElement {
         h('td', { class: 'num' }, pct(v.posterior_mean)),
         h('td', { class: 'num' }, pct(v.p_best)),
         h('td', { class: 'num' }, v.predicted === null ? '–' : pct(v.predicted)),
-        h('td', {}, isPinned ? actionButton('unpin', { experiment: name, model, action: 'unpin' }, enabled) : actionButton('pin', { experiment: name, model, action: 'pin', prompt_id: id }, enabled)),
+        h(
+          'td',
+          {},
+          isPinned
+            ? actionButton('unpin', { experiment: name, model, action: 'unpin' }, enabled)
+            : // The loop stopped serving a retired or banned variant: pinning it is the operator overruling it, said out loud.
+              text(v.state) === 'retired' || text(v.state) === 'banned'
+              ? actionButton('pin anyway', { experiment: name, model, action: 'pin', prompt_id: id, force: true }, enabled)
+              : actionButton('pin', { experiment: name, model, action: 'pin', prompt_id: id }, enabled),
+        ),
       );
     });
   section.append(h('h2', {}, `Variants (${variants.length})`), table(['prompt', 'text', 'origin', 'state', ['successes/count', 'num'], ['success rate [95% CI]', 'num'], ['posterior mean', 'num'], ['P(best)', 'num'], ["scorer's prior", 'num'], ''], rows));
