@@ -30,7 +30,13 @@ const UNDESCRIBED = [
   'backend', 'db_up', 'batches', 'mean_batch', 'journaled', 'replayed', 'path', 'journal_depth', 'overlap', 'kind',
   'rows', 'count', 'success_rate',
   // learning figures
-  'samples', 'examples', 'training', 'trained', 'promoted', 'p', 'regret', 'feature_spec_hash',
+  'samples', 'examples', 'training', 'trained', 'promoted', 'p', 'regret', 'feature_spec_hash', 'trainings', 'promotions',
+  'last_error', 'insufficient', 'continuous', 'busy',
+  // the store writer's and the closed loop's figures
+  'write_errors', 'unmatched_outcomes', 'proposals_screened', 'proposals_rejected', 'leader_changes', 'choices',
+  // NATS peer mode's figures (a sidecar serving NATS and the Port)
+  'connected', 'serving', 'jetstream', 'overloaded', 'expired', 'disconnects', 'reconnects', 'published', 'duplicates',
+  'written', 'redelivered', 'terminated', 'retried',
   // render errors
   'missing',
   // the closed loop's states and figures

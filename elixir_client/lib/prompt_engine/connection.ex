@@ -503,7 +503,10 @@ defmodule PromptEngine.Connection do
     # A sidecar that stayed up long enough ends the streak of restarts.
     restarts = if uptime >= state.backoff_max, do: 1, else: state.restarts + 1
     give_up? = state.max_restarts != :infinity and restarts > state.max_restarts
-    state = %{state | port: nil, ready_timer: nil, last_exit: status, last_why: describe_exit(status, why), restarts: restarts}
+    # The relay ends on the sidecar's EOF; one whose FIFO was never opened (a sidecar killed
+    # at spawn) would wait forever: it is told to give up after a grace period.
+    if state.log_relay, do: PromptEngine.LogRelay.stop_after(state.log_relay)
+    state = %{state | port: nil, ready_timer: nil, log_relay: nil, last_exit: status, last_why: describe_exit(status, why), restarts: restarts}
     failed = map_size(state.pending)
 
     exited = exited(state, status, give_up?)
@@ -562,8 +565,8 @@ defmodule PromptEngine.Connection do
   defp first_reason(_), do: :unavailable
 
   defp first_message(state, status, why) do
-    "the prompt-engine sidecar #{state.index} of #{inspect(state.instance)} #{describe_exit(status, why)} before its ready handshake" <>
-      if(is_integer(status), do: " (its last log lines say why)", else: "")
+    "the prompt-engine sidecar #{state.index} of #{inspect(state.instance)} #{describe_exit(status, why)}" <>
+      if(is_integer(status), do: " before its ready handshake (its last log lines say why)", else: "")
   end
 
   defp describe_exit(status, nil) when is_integer(status), do: "exited with status #{status}"

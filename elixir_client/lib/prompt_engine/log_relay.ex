@@ -72,6 +72,14 @@ defmodule PromptEngine.LogRelay do
     :ok
   end
 
+  @doc false
+  # The sidecar is gone: stop reading after the grace period if its EOF has not come by then.
+  @spec stop_after(pid()) :: :ok
+  def stop_after(pid) do
+    Process.send_after(pid, :give_up, @grace_ms)
+    :ok
+  end
+
   defp open(fifo) do
     case {System.find_executable("sh"), System.find_executable("cat")} do
       {sh, cat} when is_binary(sh) and is_binary(cat) ->

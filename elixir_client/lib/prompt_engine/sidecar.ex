@@ -80,6 +80,9 @@ defmodule PromptEngine.Sidecar do
   `:prompt_engine` application, wherever it is at run time (`deps/`,
   `_build/`, a release's `lib/`). `nil` when the application is not on the
   code path.
+
+      PromptEngine.Sidecar.default_executable()
+      #=> ".../_build/prod/lib/prompt_engine/priv/sidecar/dist/port/main.js"
   """
   @spec default_executable() :: String.t() | nil
   def default_executable do
@@ -94,6 +97,8 @@ defmodule PromptEngine.Sidecar do
   (default `PromptEngine`): `<data_dir option>/<index>`, else
   `<app env data_dir>/<instance>/<index>`, else
   `<default_data_root()>/<instance>/<index>`.
+
+      "/srv/pe/2" = PromptEngine.Sidecar.data_dir(data_dir: "/srv/pe", index: 2)
   """
   @spec data_dir(keyword()) :: String.t()
   def data_dir(opts) do
@@ -114,6 +119,9 @@ defmodule PromptEngine.Sidecar do
   of the running Mix project (dev and test data stay apart),
   `$RELEASE_ROOT/prompt_engine_data` in a release, else
   `<tmp>/prompt_engine_data`.
+
+      PromptEngine.Sidecar.default_data_root()
+      #=> "/opt/my_app/prompt_engine_data"
   """
   @spec default_data_root() :: String.t()
   def default_data_root do
@@ -124,7 +132,11 @@ defmodule PromptEngine.Sidecar do
     end
   end
 
-  @doc "Check that `node` runs and is version #{@min_node_major} or newer (cached per binary once it passed)."
+  @doc """
+  Check that `node` runs and is version #{@min_node_major} or newer (cached per binary once it passed).
+
+      :ok = PromptEngine.Sidecar.check_node(System.find_executable("node"))
+  """
   @spec check_node(String.t()) :: :ok | {:error, {atom(), String.t()}}
   def check_node(node) do
     key = {__MODULE__, :node_ok, node}
