@@ -87,5 +87,9 @@ defmodule PromptEngine.LogTest do
     assert :error = PromptEngine.LogRelay.decode_json(~s|{"a":1|)
     assert :error = PromptEngine.LogRelay.decode_json(~s({"a":1} trailing))
     assert {:warning, "{\"level\":", []} = PromptEngine.LogRelay.parse(~s|{"level":|)
+    # the trainer's progress lines (plain text on stderr) are progress, not warnings
+    assert {:info, "[train] epoch 3: train loss 0.5012, validation loss 0.5120", []} = PromptEngine.LogRelay.parse("[train] epoch 3: train loss 0.5012, validation loss 0.5120")
+    assert {:info, "[train] 2662 examples (532 held out)", []} = PromptEngine.LogRelay.parse("[train] 2662 examples (532 held out)")
+    assert {:warning, "Error: boom", []} = PromptEngine.LogRelay.parse("Error: boom")
   end
 end
