@@ -78,11 +78,12 @@ export class PortTransport {
   }
 
   /**
-   * Start reading, and send the ready handshake once `warmUp` has settled:
+   * Send the ready handshake once `warmUp` has settled, then start reading:
    * the entry point passes the opening of what the first requests need, so
-   * that ready means ready (nothing is sent before the handshake; the
-   * caller's promise must not reject). Resolves when the transport has shut
-   * down, also when that happens before the handshake.
+   * that ready means ready. Nothing is read or sent before the handshake
+   * (input that arrives meanwhile waits in the socket; the caller's promise
+   * must not reject). Resolves when the transport has shut down, also when
+   * that happens before the handshake.
    */
   start(warmUp: Promise<unknown> = Promise.resolve()): Promise<void> {
     const done = new Promise<void>((resolve) => {
@@ -95,13 +96,6 @@ export class PortTransport {
       void this.shutdown('output closed', 0);
     });
     this.engine.registerFigures('port', () => this.figures);
-    this.input.on('data', (chunk: Buffer | string) => this.reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
-    // If the parent is gone too (the BEAM was killed), nobody can receive replies: abort at once.
-    this.input.on('end', () => void this.shutdown('input EOF', process.ppid !== this.originalPpid ? 0 : undefined));
-    this.input.on('error', (err: Error) => {
-      this.log.warn({ err: err.message }, 'port input error');
-      void this.shutdown('input error');
-    });
     void warmUp.then(() => {
       if (this.closing !== undefined) return;
       this.send(
@@ -112,6 +106,13 @@ export class PortTransport {
         ),
       );
       this.engine.events.on('event', this.onEngineEvent);
+      this.input.on('data', (chunk: Buffer | string) => this.reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
+      // If the parent is gone too (the BEAM was killed), nobody can receive replies: abort at once.
+      this.input.on('end', () => void this.shutdown('input EOF', process.ppid !== this.originalPpid ? 0 : undefined));
+      this.input.on('error', (err: Error) => {
+        this.log.warn({ err: err.message }, 'port input error');
+        void this.shutdown('input error');
+      });
     });
     return done;
   }
