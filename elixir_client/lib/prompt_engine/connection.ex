@@ -511,7 +511,10 @@ defmodule PromptEngine.Connection do
 
     exited = exited(state, status, give_up?)
     fail_pending(state, {:error, exited})
-    state = %{state | pending: %{}, monitors: %{}}
+    # Frames still queued for the dead sidecar are dropped: their callers were just answered,
+    # and a new sidecar must not run what its caller was told failed.
+    if state.write_timer, do: Process.cancel_timer(state.write_timer)
+    state = %{state | pending: %{}, monitors: %{}, write_queue: :queue.new(), write_timer: nil}
 
     Telemetry.sidecar(state.telemetry, :exited, %{uptime: uptime}, %{instance: state.instance, index: state.index, os_pid: state.os_pid, status: status, failed: failed})
 
