@@ -156,7 +156,9 @@ defmodule PromptEngine do
   @doc """
   Start an instance outside a supervision tree (tests, scripts). Prefer
   `child_spec/1`. Takes the options of `child_spec/1`; returns once the
-  sidecars are ready, or the error that stopped the first one.
+  sidecars are ready, or `{:error, %PromptEngine.Error{}}` with the error
+  that stopped the first one (like any `start_link`, a failed start also
+  exits the linked caller unless it traps exits).
 
       {:ok, sup} = PromptEngine.start_link(name: Scratch)
       {:error, %PromptEngine.Error{reason: :bad_option}} = PromptEngine.start_link(pool: 1)
