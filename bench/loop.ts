@@ -15,12 +15,19 @@
  * Baselines in the same run, on the same groups and rounds: always the
  * original, plain Thompson over 10 and over 20 random paraphrases.
  *
+ * Fleet mode (`--sidecars N`): N engines share one PostgreSQL (a fresh
+ * database per run on DATABASE_URL or TEST_DATABASE_URL); choices go to
+ * them round-robin and each outcome to a random one; one engine alone on
+ * PostgreSQL runs beside it on the same groups and draws.
+ *
  *   npm run bench:loop [-- --rounds 1000 --folds 4 --tasks a,b --retrain-every 0 --seeds 1]
+ *   bash scripts/with-services.sh npm run bench:loop -- --sidecars 3
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
+import pg from 'pg';
 import type { TermObject } from '../src/codec/terms.js';
 import { loadConfig, REPO_ROOT } from '../src/config.js';
 import { createLogger } from '../src/log.js';
@@ -48,6 +55,12 @@ const RETRAIN_EVERY = flag('retrain-every', '0');
 const SEEDS = Number(flag('seeds', '1'));
 const ONLY = flag('tasks', '');
 const ONLY_FOLD = Number(flag('fold', '0'));
+const SIDECARS = Number(flag('sidecars', '1'));
+const PG_URL = process.env.DATABASE_URL || process.env.TEST_DATABASE_URL || '';
+if (SIDECARS > 1 && PG_URL === '') {
+  process.stderr.write('bench:loop --sidecars needs PostgreSQL: run it through `bash scripts/with-services.sh npm run bench:loop -- --sidecars 3`, or set DATABASE_URL\n');
+  process.exit(2);
+}
 const OUT = path.join(REPO_ROOT, 'bench', '.out', 'loop');
 const progress = (m: string): void => void process.stderr.write(`[bench:loop] ${m}\n`);
 
@@ -99,34 +112,67 @@ interface EngineRun {
   llmRequests: number;
 }
 
-async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number): Promise<EngineRun> {
+/** A database of its own for one run (dropped after it), on the server PG_URL names. */
+async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `pe_bench_loop_${process.pid}_${Math.floor(Math.random() * 1e9)}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(PG_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+/**
+ * The engine on every group: `sidecars` engines (PostgreSQL when more than
+ * one, or when `postgres`), choices round-robin, each outcome to a random
+ * engine (its own draws, so the success draws are the same whatever the
+ * routing).
+ */
+async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number, opts: { sidecars: number; postgres: boolean }): Promise<EngineRun> {
   const llm = await startFakeParaphraser(tasks);
-  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-loop-'));
-  const config = loadConfig(
-    { ...process.env, DATABASE_URL: '', NATS_URL: '', PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS: '1', PROMPT_ENGINE_RETRAIN_EVERY: RETRAIN_EVERY },
-    { dataDir, modelsDir, llmUrl: llm.url, llmModel: 'fake' },
-  );
-  const engine = createEngine(config, createLogger(process.env.LOG_LEVEL ?? 'warn'));
+  const db = opts.postgres ? await freshDatabase() : undefined;
+  const dataDirs: string[] = [];
+  const engines = Array.from({ length: opts.sidecars }, () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-loop-'));
+    dataDirs.push(dataDir);
+    const config = loadConfig(
+      { ...process.env, DATABASE_URL: db?.url ?? '', NATS_URL: '', PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS: '1', PROMPT_ENGINE_RETRAIN_EVERY: RETRAIN_EVERY },
+      { dataDir, modelsDir, llmUrl: llm.url, llmModel: 'fake' },
+    );
+    return createEngine(config, createLogger(process.env.LOG_LEVEL ?? 'warn'));
+  });
   const table = createOpTable();
   const signal = new AbortController().signal;
-  const call = async (op: string, args: TermObject): Promise<TermObject> => {
+  const call = async (engine: (typeof engines)[number], op: string, args: TermObject): Promise<TermObject> => {
     const r = await table.dispatch(op, args, { signal, engine, log: engine.log, transport: 'local' });
     if (!r.ok) throw new Error(`${op}: {${r.reason}, ${r.message}}`);
     return r.value as TermObject;
   };
-  await engine.service('store');
+  for (const e of engines) await e.service('experiments');
   let done = 0;
   const t0 = performance.now();
   const ticker = setInterval(() => progress(`  ${done}/${groups.length * ROUNDS} rounds`), 5000);
   const scores = await Promise.all(
     groups.map(async (g) => {
       const rnd = seededRandom(hashSeed(`${seed}|${g.task.name}|${g.model}`));
+      const route = seededRandom(hashSeed(`route|${seed}|${g.task.name}|${g.model}`));
       const served: number[] = [];
       for (let r = 0; r < ROUNDS; r++) {
-        const c = await call('choose_prompt', { experiment: g.task.name, prompt: g.task.base.text, context: { model: g.model } });
+        const c = await call(engines[r % engines.length]!, 'choose_prompt', { experiment: g.task.name, prompt: g.task.base.text, context: { model: g.model } });
         const acc = accuracyOf(g, String(c.prompt));
         served.push(acc);
-        await call('track_execution', { prompt_id: c.prompt_id!, success: rnd() < acc, execution_time_ms: 0, metadata: c.metadata! });
+        const reporter = engines[Math.floor(route() * engines.length)]!;
+        await call(reporter, 'track_execution', { prompt_id: c.prompt_id!, success: rnd() < acc, execution_time_ms: 0, metadata: c.metadata! });
         done++;
       }
       return score(g, served);
@@ -134,13 +180,17 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
   );
   clearInterval(ticker);
   const seconds = (performance.now() - t0) / 1000;
-  const exps = await engine.service('experiments');
-  await exps.settle();
-  const figures = (await engine.serviceStats()).experiments ?? {};
-  await engine.close();
+  const figures: TermObject[] = [];
+  for (const e of engines) {
+    await (await e.service('experiments')).settle();
+    figures.push((await e.serviceStats()).experiments ?? {});
+    await e.close();
+  }
   await llm.close();
-  fs.rmSync(dataDir, { recursive: true, force: true });
-  return { scores, figures, pairsPerSecond: (groups.length * ROUNDS) / seconds, llmRequests: llm.requests };
+  await db?.drop();
+  for (const d of dataDirs) fs.rmSync(d, { recursive: true, force: true });
+  const deciding = figures.find((f) => f.deciding === true) ?? figures[0]!;
+  return { scores, figures: deciding, pairsPerSecond: (groups.length * ROUNDS) / seconds, llmRequests: llm.requests };
 }
 
 function baselineScores(groups: Group[], seed: number): Record<string, GroupScore[]> {
@@ -161,16 +211,23 @@ async function main(): Promise<void> {
   const all: Record<string, GroupScore[]> = {};
   const perFold: string[] = [];
   const rates: number[] = [];
+  const requests: Record<string, number> = {};
   for (let seed = 1; seed <= SEEDS; seed++) {
     for (const [i, heldOut] of parts.entries()) {
       if (ONLY_FOLD > 0 && i + 1 !== ONLY_FOLD) continue;
       const modelsDir = await foldModelDir(heldOut);
       const groups = heldOut.flatMap(groupsOf);
       progress(`fold ${i + 1}/${parts.length} (seed ${seed}): ${heldOut.map((t) => t.name).join(', ')} — ${groups.length} groups × ${ROUNDS} rounds`);
-      const run = await runEngine(groups, tasks, modelsDir, seed);
-      rates.push(run.pairsPerSecond);
-      progress(`  engine: ${run.pairsPerSecond.toFixed(0)} choose+track pairs/s, ${run.llmRequests} proposal requests, ${JSON.stringify(run.figures)}`);
-      const results: Record<string, GroupScore[]> = { ...baselineScores(groups, seed), engine: run.scores };
+      const results: Record<string, GroupScore[]> = baselineScores(groups, seed);
+      const engineRuns: Array<[string, { sidecars: number; postgres: boolean }]> =
+        SIDECARS > 1 ? [['engine, 1 sidecar (PostgreSQL)', { sidecars: 1, postgres: true }], [`engine, ${SIDECARS} sidecars (PostgreSQL)`, { sidecars: SIDECARS, postgres: true }]] : [['engine', { sidecars: 1, postgres: false }]];
+      for (const [name, opts] of engineRuns) {
+        const run = await runEngine(groups, tasks, modelsDir, seed, opts);
+        rates.push(run.pairsPerSecond);
+        requests[name] = (requests[name] ?? 0) + run.llmRequests;
+        progress(`  ${name}: ${run.pairsPerSecond.toFixed(0)} choose+track pairs/s, ${run.llmRequests} proposal requests, ${JSON.stringify(run.figures)}`);
+        results[name] = run.scores;
+      }
       for (const [name, s] of Object.entries(results)) {
         (all[name] ??= []).push(...s);
         const m = summary(s);
@@ -179,7 +236,7 @@ async function main(): Promise<void> {
     }
   }
   const lines = [
-    `Closed loop on data/multiprompt: ${Object.values(all)[0]!.length / SEEDS} (task, model) groups × ${ROUNDS} rounds, ${parts.length} leave-tasks-out folds, ${SEEDS} seed(s); engine through the op table in-process (PGlite, fake paraphrasing LLM, fold scorer, retrain every ${RETRAIN_EVERY} outcomes); ${os.cpus().length} cores.`,
+    `Closed loop on data/multiprompt: ${Object.values(all)[0]!.length / SEEDS} (task, model) groups × ${ROUNDS} rounds, ${parts.length} leave-tasks-out folds, ${SEEDS} seed(s); engine through the op table in-process (${SIDECARS > 1 ? `PostgreSQL, 1 and ${SIDECARS} engines sharing it, each outcome to a random engine` : 'PGlite'}, fake paraphrasing LLM, fold scorer, retrain every ${RETRAIN_EVERY} outcomes); ${os.cpus().length} cores.`,
     '',
     '| policy | last-100 regret, median | last-100 regret, mean | gain, mean | gain, median |',
     '|---|---:|---:|---:|---:|',
@@ -190,13 +247,15 @@ async function main(): Promise<void> {
     '',
     `Engine throughput in this run (in-process, groups concurrent): ${Math.min(...rates).toFixed(0)}–${Math.max(...rates).toFixed(0)} choose+track pairs/s.`,
     '',
+    `Proposal requests to the LLM: ${Object.entries(requests).map(([k, v]) => `${k} ${v}`).join('; ')}.`,
+    '',
     '| seed | fold | held-out tasks | policy | regret median | regret mean | gain mean |',
     '|---:|---:|---|---|---:|---:|---:|',
     ...perFold,
   ];
   process.stdout.write(`${lines.join('\n')}\n`);
   fs.mkdirSync(path.join(REPO_ROOT, 'bench', 'results'), { recursive: true });
-  if (ONLY === '' && ONLY_FOLD === 0) fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'loop.md'), `${lines.join('\n')}\n`);
+  if (ONLY === '' && ONLY_FOLD === 0) fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', SIDECARS > 1 ? `loop-fleet-${SIDECARS}.md` : 'loop.md'), `${lines.join('\n')}\n`);
 }
 
 await main();

@@ -2,8 +2,11 @@
  * The closed loop's hot path through the real Port, from Erlang: `choose_prompt`
  * latency with 100 live experiments beside `echo` in the same run, and
  * choose_prompt + track_execution pairs per second pipelined through one
- * sidecar (PGlite, or PostgreSQL when DATABASE_URL is set).
+ * sidecar (PGlite, or PostgreSQL when DATABASE_URL is set). With
+ * BENCH_BASELINE=<another checkout, built> its sidecar runs in alternate
+ * rounds of the same run, and the table gives both (a change's cost).
  *   npm run build && node dist/bench/loopPort.js
+ *   BENCH_BASELINE=/tmp/before DATABASE_URL=... node dist/bench/loopPort.js
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -24,9 +27,9 @@ interface Run {
 }
 const num = (x: Term): number => (x instanceof ErlFloat ? x.value : Number(x));
 
-function run(): Run {
+function run(root: string): Run {
   const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
-  const out = execFileSync('erl', ['-noshell', '-pa', tmp, '-eval', `loop_bench:main(${JSON.stringify([path.join(REPO_ROOT, 'port', 'prompt_engine'), '--port-fds'])})`], {
+  const out = execFileSync('erl', ['-noshell', '-pa', tmp, '-eval', `loop_bench:main(${JSON.stringify([path.join(root, 'port', 'prompt_engine'), '--port-fds'])})`], {
     env: { ...process.env, LOG_LEVEL: 'warn', PROMPT_ENGINE_DATA_DIR: dataDir, LLM_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' },
     stdio: ['ignore', 'pipe', 'inherit'],
   }).toString();
@@ -38,10 +41,16 @@ function run(): Run {
 }
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const baseline = process.env.BENCH_BASELINE;
 const runs: Run[] = [];
+const baseRuns: Run[] = [];
 for (let i = 0; i < rounds; i++) {
   progress(`round ${i + 1}/${rounds} (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`);
-  runs.push(run());
+  runs.push(run(REPO_ROOT));
+  if (baseline !== undefined) {
+    progress(`round ${i + 1}/${rounds}, baseline ${baseline}`);
+    baseRuns.push(run(baseline));
+  }
 }
 const rs = runs.map((r) => r.figures);
 const best = (k: number, max = false): number => (max ? Math.max(...rs.map((r) => r[k]!)) : Math.min(...rs.map((r) => r[k]!)));
@@ -72,6 +81,21 @@ process.stdout.write(
     `| whole machine busy | ${f(c.busy)} |`,
     `| whole machine idle | ${f(c.idle)} |`,
     `| pairs/s if every core were busy at this cost: ${c.cores} cores × 1 s / busy µs per pair | ${f(ceiling, 0)} pairs/s |`,
+    ...(baseline === undefined
+      ? []
+      : (() => {
+          const bs = baseRuns.map((r) => r.figures);
+          const bBest = (k: number, max = false): number => (max ? Math.max(...bs.map((r) => r[k]!)) : Math.min(...bs.map((r) => r[k]!)));
+          return [
+            '',
+            `| this checkout beside the baseline (${path.basename(baseline)}), alternate rounds, best of ${rounds} each | this | baseline | ratio |`,
+            '|---|---:|---:|---:|',
+            `| echo p50 µs | ${f(eP50)} | ${f(bBest(0))} | ${f(eP50 / bBest(0), 2)}× |`,
+            `| choose_prompt p50 µs | ${f(cP50)} | ${f(bBest(2))} | ${f(cP50 / bBest(2), 2)}× |`,
+            `| choose_prompt p99 µs | ${f(cP99)} | ${f(bBest(3))} | ${f(cP99 / bBest(3), 2)}× |`,
+            `| choose_prompt + track_execution pairs/s | ${f(rate, 0)} | ${f(bBest(4, true), 0)} | ${f(rate / bBest(4, true), 2)}× |`,
+          ];
+        })()),
   ].join('\n') + '\n',
 );
 fs.rmSync(tmp, { recursive: true, force: true });

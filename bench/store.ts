@@ -17,7 +17,7 @@ import { record, type Term } from '../src/codec/terms.js';
 import { createLogger } from '../src/log.js';
 import { openPglite } from '../src/store/db.js';
 import { parseEntry, TABLES } from '../src/store/entries.js';
-import { TrackingStore } from '../src/store/trackingStore.js';
+import { DEFAULT_SCHEMA, TrackingStore } from '../src/store/trackingStore.js';
 import { copyText } from '../src/store/groupCommitWriter.js';
 
 const progress = (m: string): void => void process.stderr.write(`[bench:store] ${m}\n`);
@@ -68,7 +68,7 @@ function copyRows(n: number): string {
 }
 
 async function copyPath(url: string, n: number): Promise<number> {
-  const c = new pg.Client({ connectionString: url });
+  const c = new pg.Client({ connectionString: url, options: `-c search_path=${DEFAULT_SCHEMA}` });
   await c.connect();
   const spec = TABLES.execution;
   const text = copyRows(n);
@@ -86,7 +86,7 @@ const ONE_ROW_INSERT = (() => {
 })();
 
 async function naivePg(url: string, n: number): Promise<number> {
-  const c = new pg.Client({ connectionString: url });
+  const c = new pg.Client({ connectionString: url, options: `-c search_path=${DEFAULT_SCHEMA}` });
   await c.connect();
   const t0 = performance.now();
   for (let i = 0; i < n; i++) await c.query(ONE_ROW_INSERT, parseEntry('execution', entry(i)).values);
@@ -99,7 +99,7 @@ async function naivePglite(n: number): Promise<number> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-pglite-'));
   const store = await TrackingStore.open({ dataDir, log }); // creates the schema
   await store.close();
-  const db = await openPglite(path.join(dataDir, 'pglite'));
+  const db = await openPglite(path.join(dataDir, 'pglite'), { schema: DEFAULT_SCHEMA });
   const t0 = performance.now();
   for (let i = 0; i < n; i++) await db.query(ONE_ROW_INSERT, parseEntry('execution', entry(i)).values);
   const rate = n / ((performance.now() - t0) / 1000);
@@ -112,7 +112,7 @@ async function naivePglite(n: number): Promise<number> {
 async function copyPglite(n: number): Promise<number> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-pglite-copy-'));
   await (await TrackingStore.open({ dataDir, log })).close(); // creates the schema
-  const db = await openPglite(path.join(dataDir, 'pglite'));
+  const db = await openPglite(path.join(dataDir, 'pglite'), { schema: DEFAULT_SCHEMA });
   const spec = TABLES.execution;
   const text = copyRows(n);
   const t0 = performance.now();

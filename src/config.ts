@@ -33,6 +33,14 @@ export interface EngineConfig {
   retrainEvery: number;
   /** Closed loop: wait for a proposal batch before serving the next choice (replayable simulations). */
   loopAwaitProposals: boolean;
+  /** The PostgreSQL (or PGlite) schema the store's tables live in (PROMPT_ENGINE_DB_SCHEMA). */
+  dbSchema: string;
+  /** Closed loop: experiments held in memory per sidecar (least recently used dropped past it; the store keeps them). */
+  loopMaxExperiments: number;
+  /** Closed loop: the most a sidecar's view of shared experiments may lag the store, in ms (PostgreSQL with several sidecars). */
+  loopStalenessMs: number;
+  /** Closed loop: how often a sidecar that does not decide tries to take the decider's lease, in ms. */
+  loopLeaseRetryMs: number;
   /** Closed loop policy overrides (PROMPT_ENGINE_LOOP_POOL_SIZE, ..._BATCH_SIZE, ..._MIN_SAMPLES, ..._REFILL_AFTER, ..._MAX_VARIANTS, ..._PRIOR_STRENGTH). */
   loopPolicy: Partial<Record<'poolSize' | 'batchSize' | 'minSamples' | 'refillAfter' | 'maxVariants' | 'priorStrength', number>>;
 }
@@ -53,8 +61,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     retrainEvery: nonNegativeInt(env.PROMPT_ENGINE_RETRAIN_EVERY, 5_000),
     loopAwaitProposals: env.PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS === '1' || env.PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS === 'true',
     loopPolicy: loopPolicyFrom(env),
+    dbSchema: schemaName(env.PROMPT_ENGINE_DB_SCHEMA),
+    loopMaxExperiments: positiveInt(env.PROMPT_ENGINE_LOOP_MAX_EXPERIMENTS, 10_000),
+    loopStalenessMs: positiveInt(env.PROMPT_ENGINE_LOOP_STALENESS_MS, 250),
+    loopLeaseRetryMs: positiveInt(env.PROMPT_ENGINE_LOOP_LEASE_RETRY_MS, 1_000),
   };
   return { ...base, ...stripUndefined(overrides) };
+}
+
+/** A schema name: a lower-case SQL identifier, so it is never quoted (default `prompt_engine`). */
+function schemaName(v: string | undefined): string {
+  if (v === undefined || v === '') return 'prompt_engine';
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(v)) throw new Error(`PROMPT_ENGINE_DB_SCHEMA: expected a lower-case SQL identifier (letters, digits, _), got ${JSON.stringify(v)}`);
+  return v;
 }
 
 function positiveInt(v: string | undefined, dflt: number): number {

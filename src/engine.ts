@@ -12,7 +12,9 @@
  * lists them and builds an `Engine<Services>`. Services live on the
  * instance, so two engines in one process share nothing.
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { TermObject } from './codec/terms.js';
 import type { EngineConfig } from './config.js';
@@ -34,6 +36,8 @@ export interface EngineEvent {
 
 export class Engine<S = Record<string, never>> {
   readonly startedAt = Date.now();
+  /** This engine's name among the sidecars sharing a database or a NATS queue group (host, pid, and a random part). */
+  readonly instanceId = `${hostname()}:${process.pid}:${randomBytes(3).toString('hex')}`;
   /** 'event' → EngineEvent: forwarded to the Port owner as `{:event, name, payload}`. */
   readonly events = new EventEmitter();
   private readonly started = new Map<keyof S, Promise<unknown>>();

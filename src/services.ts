@@ -17,8 +17,8 @@ import type { Logger } from './log.js';
 import { NatsLink } from './nats/link.js';
 import { splitServers } from './nats/options.js';
 import { OptimizerDeps } from './optimizer/deps.js';
+import { FallbackProposer, LlmProposer, OfflineProposer } from './optimizer/proposers.js';
 import { DEFAULT_POLICY } from './experiments/experiment.js';
-import { FallbackProposer, LlmLoopProposer, OfflineLoopProposer } from './experiments/proposers.js';
 import { ExperimentService } from './experiments/service.js';
 import { Learner } from './learning/learner.js';
 import { trainRecord } from './learning/resultTerms.js';
@@ -62,7 +62,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
 
   store: {
     create: (engine) =>
-      TrackingStore.open({ databaseUrl: engine.config.databaseUrl, dataDir: engine.config.dataDir, log: engine.log.child({ part: 'store' }) }).catch((err: unknown) => {
+      TrackingStore.open({ databaseUrl: engine.config.databaseUrl, dataDir: engine.config.dataDir, schema: engine.config.dbSchema, instanceId: engine.instanceId, log: engine.log.child({ part: 'store' }) }).catch((err: unknown) => {
         // e.g. a PGlite directory held by another sidecar: the caller gets {:error, {:unavailable, why}}
         throw new OpError('unavailable', `tracking store: ${(err as Error).message}`);
       }),
@@ -146,19 +146,22 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
     create: (engine) => {
       const log = engine.log.child({ part: 'experiments' });
       const c = engine.config;
-      const llm = c.llmUrl === undefined ? undefined : new LlmLoopProposer({ url: c.llmUrl, model: c.llmModel, apiKey: c.llmApiKey, timeoutMs: 30_000 });
+      const llm = c.llmUrl === undefined ? undefined : new LlmProposer({ url: c.llmUrl, model: c.llmModel, apiKey: c.llmApiKey, timeoutMs: 30_000 }, 'loop');
       return ExperimentService.start({
         store: () => engine.service('store'),
         scorer: () => engine.service('scorer'),
         learner: () => engine.service('learner'),
-        proposer: new FallbackProposer(llm, new OfflineLoopProposer(), log),
+        proposer: new FallbackProposer(llm, new OfflineProposer(), log),
         log,
         policy: { ...DEFAULT_POLICY, ...c.loopPolicy },
         awaitProposals: c.loopAwaitProposals,
+        maxExperiments: c.loopMaxExperiments,
+        stalenessMs: c.loopStalenessMs,
+        leaseRetryMs: c.loopLeaseRetryMs,
       });
     },
     close: (x) => x.close(),
-    stats: (x) => record({ ...x.figures, experiments: x.list().length }),
+    stats: (x) => record(x.stats()),
   },
 };
 

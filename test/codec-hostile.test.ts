@@ -10,7 +10,7 @@ import zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { decode, encode, EtfError, type EtfErrorCode } from '../src/codec/etf.js';
 import { Atom, BitBinary, ErlFloat, ImproperList, TermMap, Tuple, atom, newMap, record, type Term } from '../src/codec/terms.js';
-import { seededRandom } from '../src/optimizer/proposers.js';
+import { seededRandom } from '../src/random.js';
 import { expectInheritsNothing } from './helpers/maps.js';
 
 const b = (...bytes: number[]): Buffer => Buffer.from(bytes);

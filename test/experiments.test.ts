@@ -6,12 +6,15 @@
  * on), no LLM at all, and outcomes that match no experiment.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { Experiment, DEFAULT_POLICY, pBetter, type Candidate } from '../src/experiments/experiment.js';
+import { DEFAULT_POLICY, pBetter, type Candidate } from '../src/experiments/experiment.js';
 import { promptIdOf } from '../src/optimizer/evaluators.js';
-import { sameVariables, templateVariables } from '../src/optimizer/variables.js';
+import { templateVariables, variablesKept } from '../src/optimizer/variables.js';
+
+const sameVariables = (base: string, candidate: string): boolean => variablesKept(base, candidate, 'same');
 import type { TermObject } from '../src/codec/terms.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { startFakeLlm } from './helpers/fakeLlm.js';
+import { MemoryLoop } from './helpers/memoryLoop.js';
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
@@ -20,84 +23,130 @@ afterEach(async () => {
 
 const cand = (text: string, predicted: number | null = 0.5): Candidate => ({ id: promptIdOf(text), text, origin: 'llm', predicted });
 
-function experiment(policy = DEFAULT_POLICY): Experiment {
-  const base = Experiment.variant({ id: promptIdOf('base {x}'), text: 'base {x}', origin: 'base', predicted: null }, policy);
-  return new Experiment('e', 'm', 1, base, policy);
+function loop(policy = DEFAULT_POLICY): MemoryLoop {
+  return new MemoryLoop({ id: promptIdOf('base {x}'), text: 'base {x}', origin: 'base', predicted: null }, policy);
 }
+
+const variantOf = (l: MemoryLoop, text: string) => l.exp.variants.get(promptIdOf(text))!;
 
 describe('experiment state machine', () => {
   it("puts the scorer's prediction into the prior, worth priorStrength outcomes", () => {
-    const e = experiment({ ...DEFAULT_POLICY, priorStrength: 4 });
-    const [v] = e.addBatch([cand('good {x}', 0.9)], 1);
-    expect(v!.priorAlpha).toBeCloseTo(1 + 4 * 0.9);
-    expect(v!.priorBeta).toBeCloseTo(1 + 4 * 0.1);
-    expect(e.base.priorAlpha).toBe(1);
+    const l = loop({ ...DEFAULT_POLICY, priorStrength: 4 });
+    l.addBatch([cand('good {x}', 0.9)], 1);
+    const v = variantOf(l, 'good {x}');
+    expect(v.priorAlpha).toBeCloseTo(1 + 4 * 0.9);
+    expect(v.priorBeta).toBeCloseTo(1 + 4 * 0.1);
+    expect(l.exp.base.priorAlpha).toBe(1);
   });
 
   it('keeps the most promising candidates of a batch in the pool and the rest in reserve', () => {
-    const e = experiment({ ...DEFAULT_POLICY, poolSize: 3 });
-    const added = e.addBatch([cand('a {x}', 0.2), cand('b {x}', 0.8), cand('c {x}', 0.5), cand('d {x}', 0.9)], 2);
-    expect(added.map((v) => v.text)).toEqual(['d {x}', 'b {x}']);
-    expect(e.reserve.map((c) => c.text)).toEqual(['c {x}', 'a {x}']);
+    const l = loop({ ...DEFAULT_POLICY, poolSize: 3 });
+    l.addBatch([cand('a {x}', 0.2), cand('b {x}', 0.8), cand('c {x}', 0.5), cand('d {x}', 0.9)], 2);
+    expect(l.exp.active.filter((v) => v.origin !== 'base').map((v) => v.text).sort()).toEqual(['b {x}', 'd {x}']);
+    expect(l.exp.reserve.map((c) => c.text)).toEqual(['c {x}', 'a {x}']);
+    expect(l.snap.row.proposals_made).toBe(1);
+  });
+
+  it('keeps at most maxReserve candidates in reserve, the most promising', () => {
+    const l = loop({ ...DEFAULT_POLICY, poolSize: 2, maxReserve: 3 });
+    l.addBatch(Array.from({ length: 10 }, (_, i) => cand(`c${i} {x}`, i / 10)), 1);
+    expect(l.exp.active.length).toBe(2);
+    expect(l.exp.reserve.map((c) => c.text)).toEqual(['c8 {x}', 'c7 {x}', 'c6 {x}']);
   });
 
   it('bans a variant worse than the base with 95% confidence, and never serves it again', () => {
-    const e = experiment();
-    const [bad] = e.addBatch([cand('bad {x}')], 1);
+    const l = loop();
+    l.addBatch([cand('bad {x}')], 1);
+    const bad = variantOf(l, 'bad {x}');
     const decisions = [];
-    for (let i = 0; i < 60; i++) decisions.push(...e.observe(e.base.id, i % 10 < 8), ...e.observe(bad!.id, i % 10 < 2));
-    expect(bad!.state).toBe('banned');
-    expect(decisions.some((d) => d.kind === 'banned' && d.variant === bad && d.confidence >= 0.95)).toBe(true);
-    for (let i = 0; i < 200; i++) expect(e.choose().variant).not.toBe(bad);
+    for (let i = 0; i < 60; i++) decisions.push(...l.observe(l.exp.base.id, i % 10 < 8), ...l.observe(bad.id, i % 10 < 2));
+    expect(variantOf(l, 'bad {x}').state).toBe('banned');
+    expect(decisions.some((d) => d.kind === 'banned' && d.variant.id === bad.id && d.confidence >= 0.95)).toBe(true);
+    for (let i = 0; i < 200; i++) expect(l.exp.choose().variant.id).not.toBe(bad.id);
   });
 
   it('retires a variant that cannot beat the leader, and changes leaders only with confidence', () => {
-    const e = experiment({ ...DEFAULT_POLICY, guardConfidence: 1.01 });
-    const [v1, v2] = e.addBatch([cand('v1 {x}'), cand('v2 {x}')], 2);
+    const l = loop({ ...DEFAULT_POLICY, guardConfidence: 1.01 });
+    l.addBatch([cand('v1 {x}'), cand('v2 {x}')], 2);
+    const v1 = variantOf(l, 'v1 {x}');
+    const v2 = variantOf(l, 'v2 {x}');
     const decisions = [];
     for (let i = 0; i < 80; i++) {
-      decisions.push(...e.observe(e.base.id, i % 2 === 0));
-      decisions.push(...e.observe(v1!.id, i % 10 < 9));
-      decisions.push(...e.observe(v2!.id, i % 10 < 5));
+      decisions.push(...l.observe(l.exp.base.id, i % 2 === 0));
+      decisions.push(...l.observe(v1.id, i % 10 < 9));
+      decisions.push(...l.observe(v2.id, i % 10 < 5));
     }
-    expect(e.leader).toBe(v1);
+    expect(l.exp.leader.id).toBe(v1.id);
+    expect(l.snap.row.leader_prompt_id).toBe(v1.id);
     const leaderChanges = decisions.filter((d) => d.kind === 'leader');
     expect(leaderChanges.length).toBeLessThanOrEqual(2);
-    expect(leaderChanges.at(-1)).toMatchObject({ kind: 'leader', to: v1 });
-    expect(e.base.state === 'retired' || v2!.state === 'retired').toBe(true);
-    expect(pBetter(v1!, v2!)).toBeGreaterThan(0.99);
+    expect(leaderChanges.at(-1)).toMatchObject({ kind: 'leader', to: { id: v1.id } });
+    for (const d of leaderChanges) if (d.kind === 'leader' && d.from.count >= DEFAULT_POLICY.minSamples) expect(d.confidence).toBeGreaterThanOrEqual(DEFAULT_POLICY.leaderConfidence);
+    expect(l.exp.base.state === 'retired' || variantOf(l, 'v2 {x}').state === 'retired').toBe(true);
+    expect(pBetter(variantOf(l, 'v1 {x}'), variantOf(l, 'v2 {x}'))).toBeGreaterThan(0.99);
   });
 
   it('asks for proposals by counted outcomes, never by time', () => {
-    const e = experiment({ ...DEFAULT_POLICY, poolSize: 3, refillAfter: 10 });
-    expect(e.wantsProposals()).toBe(2);
-    e.addBatch([cand('a {x}')], 2);
-    expect(e.wantsProposals()).toBe(0); // room, but fewer than refillAfter outcomes since the batch
-    for (let i = 0; i < 10; i++) e.observe(e.base.id, true);
-    expect(e.wantsProposals()).toBe(1);
+    const l = loop({ ...DEFAULT_POLICY, poolSize: 3, refillAfter: 10 });
+    expect(l.exp.wantsProposals()).toBe(2);
+    l.addBatch([cand('a {x}')], 2);
+    expect(l.exp.wantsProposals()).toBe(0); // room, but fewer than refillAfter outcomes since the batch
+    for (let i = 0; i < 10; i++) l.observe(l.exp.base.id, true);
+    expect(l.exp.wantsProposals()).toBe(1);
   });
 
   it('serves a newcomer `warmup` times before it competes', () => {
-    const e = experiment({ ...DEFAULT_POLICY, warmup: 4 });
-    for (let i = 0; i < 30; i++) e.observe(e.base.id, true);
-    const [v] = e.addBatch([cand('new {x}', 0.1)], 1);
+    const l = loop({ ...DEFAULT_POLICY, warmup: 4 });
+    for (let i = 0; i < 30; i++) l.observe(l.exp.base.id, true);
+    l.addBatch([cand('new {x}', 0.1)], 1);
+    const v = variantOf(l, 'new {x}');
     for (let i = 0; i < 4; i++) {
-      const c = e.choose();
-      expect(c.variant).toBe(v);
-      e.observe(v!.id, false);
+      expect(l.exp.choose().variant.id).toBe(v.id);
+      l.observe(v.id, false);
     }
-    expect(v!.count).toBe(4);
+    expect(variantOf(l, 'new {x}').count).toBe(4);
   });
 
-  it('serves only the pinned variant, and the leader once stopped', () => {
-    const e = experiment();
-    const [v] = e.addBatch([cand('v {x}')], 1);
-    e.pinned = v!.id;
-    for (let i = 0; i < 20; i++) expect(e.choose().variant).toBe(v);
-    e.pinned = undefined;
-    e.status = 'stopped';
-    for (let i = 0; i < 20; i++) expect(e.choose().variant).toBe(e.leader);
-    expect(e.wantsProposals()).toBe(0);
+  it('serves only the pinned variant, and the leader once stopped; refuses to pin a banned one unless forced', () => {
+    const l = loop();
+    l.addBatch([cand('v {x}'), cand('bad {x}')], 2);
+    const v = variantOf(l, 'v {x}');
+    l.act('pin', { promptId: v.id });
+    for (let i = 0; i < 20; i++) expect(l.exp.choose().variant.id).toBe(v.id);
+    l.act('unpin');
+    l.act('stop');
+    for (let i = 0; i < 20; i++) expect(l.exp.choose().variant.id).toBe(l.exp.leader.id);
+    expect(l.exp.wantsProposals()).toBe(0);
+    l.act('resume');
+    const bad = variantOf(l, 'bad {x}');
+    for (let i = 0; i < 60; i++) l.observe(l.exp.base.id, i % 10 < 8), l.observe(bad.id, i % 10 < 2);
+    expect(variantOf(l, 'bad {x}').state).toBe('banned');
+    expect(() => l.act('pin', { promptId: bad.id })).toThrow(/banned.*force: true/);
+    expect(() => l.act('pin', { promptId: 'p_nope' })).toThrow(/not a variant/);
+    expect(() => l.act('resume', { promptId: 'p_nope' })).toThrow(/not a variant/);
+    l.act('pin', { promptId: bad.id, force: true });
+    expect(l.exp.choose().variant.id).toBe(bad.id);
+  });
+
+  it('never retires or bans the pinned variant, and decides nothing while stopped', () => {
+    const l = loop();
+    l.addBatch([cand('bad {x}')], 1);
+    const bad = variantOf(l, 'bad {x}');
+    l.act('pin', { promptId: bad.id });
+    for (let i = 0; i < 60; i++) l.observe(l.exp.base.id, i % 10 < 8), l.observe(bad.id, i % 10 < 2);
+    expect(variantOf(l, 'bad {x}').state).toBe('active');
+    l.act('unpin');
+    l.act('stop');
+    expect(l.exp.decisions()).toEqual([]);
+  });
+
+  it('takes counts in any order: the larger reading wins', () => {
+    const l = loop();
+    const id = l.exp.base.id;
+    expect(l.exp.recordTotals(id, 3, 5)).toBe(true);
+    expect(l.exp.recordTotals(id, 2, 4)).toBe(false); // an older reading arriving late
+    expect(l.exp.base.count).toBe(5);
+    expect(l.exp.base.successes).toBe(3);
   });
 });
 

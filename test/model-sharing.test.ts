@@ -10,7 +10,7 @@
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
 import { record, type Term, type TermObject } from '../src/codec/terms.js';
-import { freshDatabase } from './helpers/pg.js';
+import { freshDatabase, storeClient } from './helpers/pg.js';
 import { PortClient } from './helpers/portClient.js';
 
 const clients: PortClient[] = [];
@@ -92,7 +92,7 @@ describe('one model for every instance (PostgreSQL)', () => {
     expect(ev).toMatchObject({ model_version: trained.model_version, promoted_by: 'another instance' });
 
     // A model row from a feature spec this build does not compute is refused, with a clear log line.
-    const db = new pg.Client({ connectionString: url });
+    const db = storeClient(url);
     await db.connect();
     await db.query(
       `INSERT INTO models (version, feature_spec_hash, samples, metrics, promoted, promoted_at, onnx, meta)

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErlFloat, record, type TermObject } from '../src/codec/terms.js';
 import { CoproOptimizer } from '../src/optimizer/copro.js';
 import { DevsetEvaluator, LearnedEvaluator } from '../src/optimizer/evaluators.js';
-import { handlebarsExpressions, keepsVariables } from '../src/optimizer/promptBits.js';
+import { templateExpressions, variablesKept } from '../src/optimizer/variables.js';
 import { OfflineProposer } from '../src/optimizer/proposers.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { startFakeLlm, type ChatRequest } from './helpers/fakeLlm.js';
@@ -20,13 +20,16 @@ const TEMPLATE = 'Please write a {{language}} function for {{#if framework}}{{fr
 describe('offline COPRO', () => {
   it('keeps every Handlebars expression of the template in every candidate', async () => {
     const p = new OfflineProposer();
-    const cands = await p.propose({ base: TEMPLATE, history: [], breadth: 12, temperature: 1.4, round: 0, context: { language: 'rust', framework: 'tokio', context: 'a CLI tool' }, signal: new AbortController().signal });
+    const cands = await p.propose({ base: TEMPLATE, tried: [], n: 12, temperature: 1.4, round: 0, context: { language: 'rust', framework: 'tokio', context: 'a CLI tool' }, variables: 'kept', signal: new AbortController().signal });
     expect(cands.length).toBeGreaterThan(5);
     for (const c of cands) {
-      expect(keepsVariables(TEMPLATE, c)).toBe(true);
-      expect(handlebarsExpressions(c)).toEqual(expect.arrayContaining(handlebarsExpressions(TEMPLATE)));
+      expect(variablesKept(TEMPLATE, c, 'kept')).toBe(true);
+      expect(templateExpressions(c)).toEqual(expect.arrayContaining(templateExpressions(TEMPLATE)));
     }
-    expect(keepsVariables(TEMPLATE, TEMPLATE.replace('{{context}}', 'x'))).toBe(false);
+    expect(variablesKept(TEMPLATE, TEMPLATE.replace('{{context}}', 'x'), 'kept')).toBe(false);
+    // COPRO may add a variable; the closed loop may not.
+    expect(variablesKept(TEMPLATE, `${TEMPLATE} {{extra}}`, 'kept')).toBe(true);
+    expect(variablesKept(TEMPLATE, `${TEMPLATE} {{extra}}`, 'same')).toBe(false);
   });
 
   it('is deterministic, bounded by breadth and depth, and never returns worse than the base', async () => {
@@ -45,7 +48,7 @@ describe('offline COPRO', () => {
     expect(a.candidates.length).toBeLessThanOrEqual(4 + 2 * 4);
     expect(a.best.score).toBeGreaterThanOrEqual(a.base.score);
     expect(a.best.instruction).toMatch(/^You are/m);
-    expect(keepsVariables(TEMPLATE, a.best.instruction)).toBe(true);
+    expect(variablesKept(TEMPLATE, a.best.instruction, 'kept')).toBe(true);
   });
 
   it('lets tracked outcomes outweigh the model prediction (Beta posterior)', async () => {

@@ -9,11 +9,11 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { record, type Term, type TermObject } from '../src/codec/terms.js';
-import { freshDatabase, startPrivatePostgres, type PrivatePostgres } from './helpers/pg.js';
+import { freshDatabase, startPrivatePostgres, type PrivatePostgres, storeClient } from './helpers/pg.js';
 import { PortClient } from './helpers/portClient.js';
 
 async function rows(url: string, sql: string): Promise<Array<Record<string, unknown>>> {
-  const c = new pg.Client({ connectionString: url });
+  const c = storeClient(url);
   await c.connect();
   try {
     return (await c.query(sql)).rows;

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MIGRATIONS } from '../src/store/migrations.js';
 import { ErlFloat, record, type Term, type TermObject } from '../src/codec/terms.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
-import { freshDatabase } from './helpers/pg.js';
+import { freshDatabase, storeClient } from './helpers/pg.js';
 import { okValue } from './helpers/results.js';
 import { TrackingStore } from '../src/store/trackingStore.js';
 import { createLogger } from '../src/log.js';
@@ -141,7 +141,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     const { createLogger } = await import('../src/log.js');
     const log = createLogger('silent');
     const [a, b] = await Promise.all([TrackingStore.open({ databaseUrl: dbUrl, dataDir: pe.dataDir + '/a', log }), TrackingStore.open({ databaseUrl: dbUrl, dataDir: pe.dataDir + '/b', log })]);
-    const c = new pg.Client({ connectionString: dbUrl });
+    const c = storeClient(dbUrl);
     await c.connect();
     const rows = (await c.query('SELECT version FROM schema_migrations ORDER BY version')).rows;
     await c.end();

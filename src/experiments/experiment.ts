@@ -1,27 +1,35 @@
 /**
- * One closed-loop experiment, keyed by (name, model): its generation (a
- * changed base prompt starts a new one), the variants it tries and their
- * outcomes, and the policy that serves and prunes them. Pure state, no I/O
- * and no clock: every decision is a function of the outcomes seen, so a
- * simulation replays the same way. The service (service.ts) persists what
- * this decides and fetches proposals when `wantsProposals` says so.
+ * One closed-loop experiment, keyed by (name, model), as a sidecar's view
+ * of the shared state: its generation (a changed base prompt starts a new
+ * one), the variants it tries with their counted outcomes, the reserve of
+ * screened candidates, and the policy that serves and prunes them. Pure
+ * state, no I/O and no clock: every decision is a function of the outcomes
+ * counted, so a simulation replays the same way.
+ *
+ * The store holds the truth (store/experimentRecords.ts). A view changes
+ * only through its methods: `adopt` takes a snapshot read from the store,
+ * `recordTotals` the counts a write or a refresh returned (counts only
+ * grow, so the larger wins, in any order). Decisions are computed, not
+ * applied: the decider writes them and adopts what the store then holds.
  *
  * The policy:
  *  - serving: Thompson sampling over the active variants, each a Beta
  *    posterior whose prior is the scorer's prediction worth
- *    `priorStrength` pseudo-outcomes;
+ *    `priorStrength` pseudo-outcomes; a newcomer first gets `warmup` servings;
  *  - retirement: a variant whose chance of beating the leader falls below
  *    `retireBelow` (after `minSamples` outcomes) stops being served;
  *  - guardrail: a variant worse than the base with `guardConfidence` is
  *    banned and never served again;
+ *  - leader: the best posterior mean with enough outcomes, changed only
+ *    when the challenger beats the current leader with `leaderConfidence`;
  *  - proposals: the pool is refilled (screened candidates from the
  *    reserve first, then a new batch) when a variant left and
  *    `refillAfter` outcomes passed since the last batch, up to
  *    `maxVariants` per generation.
  */
-import { sampleBeta } from '../optimizer/bandit.js';
+import { betaMean, betaOf, pBest, pBetter as pBetterBeta, thompsonPick, type Beta } from '../optimizer/bandit.js';
 import { hashSeed, seededRandom } from '../random.js';
-import type { ExperimentStatus, VariantOrigin, VariantState } from '../store/experimentRecords.js';
+import type { ExperimentChange, ExperimentCounts, ExperimentSnapshot, ExperimentStatus, VariantOrigin, VariantRow, VariantState } from '../store/experimentRecords.js';
 
 export interface LoopPolicy {
   /** Variants served at once. */
@@ -36,8 +44,10 @@ export interface LoopPolicy {
   guardConfidence: number;
   /** Outcomes since the last batch before another one is asked for. */
   refillAfter: number;
-  /** Variants per generation, base included. */
+  /** Variants per generation, base included (screened candidates in reserve not counted). */
   maxVariants: number;
+  /** Screened candidates kept in reserve per experiment. */
+  maxReserve: number;
   /** Pseudo-outcomes the scorer's prediction is worth in a variant's prior. */
   priorStrength: number;
   /** A challenger becomes the leader when it beats the current one with this confidence (hysteresis: no flapping). */
@@ -62,6 +72,7 @@ export const DEFAULT_POLICY: LoopPolicy = {
   guardConfidence: 0.95,
   refillAfter: 50,
   maxVariants: 30,
+  maxReserve: 72,
   priorStrength: 2,
   leaderConfidence: 0.9,
   neighbourK: 5,
@@ -77,10 +88,13 @@ export interface Variant {
   readonly predicted: number | null;
   readonly priorAlpha: number;
   readonly priorBeta: number;
-  successes: number;
-  count: number;
-  state: VariantState;
+  readonly successes: number;
+  readonly count: number;
+  readonly state: Exclude<VariantState, 'reserve'>;
 }
+
+/** A variant's mutable fields, written only by `Experiment`. */
+type VariantCell = { -readonly [K in keyof Variant]: Variant[K] };
 
 export interface Candidate {
   id: string;
@@ -91,39 +105,37 @@ export interface Candidate {
 
 export type Decision =
   | { kind: 'retired' | 'banned'; variant: Variant; against: Variant; confidence: number }
-  | { kind: 'leader'; from: Variant; to: Variant; improvement: number };
+  | { kind: 'leader'; from: Variant; to: Variant; improvement: number; confidence: number };
 
-export const posteriorMean = (v: Variant): number => (v.priorAlpha + v.successes) / (v.priorAlpha + v.priorBeta + v.count);
+export const posteriorOf = (v: Variant): Beta => betaOf({ alpha: v.priorAlpha, beta: v.priorBeta }, v);
+export const posteriorMean = (v: Variant): number => betaMean(posteriorOf(v));
 export const successRate = (v: Variant): number => (v.count === 0 ? 0 : v.successes / v.count);
+/** P(a's rate > b's rate) from their Beta posteriors. */
+export const pBetter = (a: Variant, b: Variant): number => pBetterBeta(posteriorOf(a), posteriorOf(b));
 
-/** P(a's rate > b's rate) from their Beta posteriors (normal approximation). */
-export function pBetter(a: Variant, b: Variant): number {
-  const na = a.priorAlpha + a.priorBeta + a.count;
-  const nb = b.priorAlpha + b.priorBeta + b.count;
-  const ma = posteriorMean(a);
-  const mb = posteriorMean(b);
-  const v = (ma * (1 - ma)) / (na + 1) + (mb * (1 - mb)) / (nb + 1);
-  return normalCdf((ma - mb) / Math.sqrt(v + 1e-12));
+/** A variant's prior from its scorer prediction (the base: uniform). */
+export function priorOf(c: Candidate, policy: LoopPolicy): { priorAlpha: number; priorBeta: number } {
+  const p = c.predicted ?? 0.5;
+  const s = c.origin === 'base' ? 0 : policy.priorStrength;
+  return { priorAlpha: 1 + s * p, priorBeta: 1 + s * (1 - p) };
 }
 
-function normalCdf(z: number): number {
-  // Abramowitz–Stegun 7.1.26 on erf(z/√2).
-  const x = Math.abs(z) / Math.SQRT2;
-  const t = 1 / (1 + 0.3275911 * x);
-  const erf = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-x * x);
-  return z >= 0 ? 0.5 * (1 + erf) : 0.5 * (1 - erf);
+/** A candidate as the row the store keeps. */
+export function variantRow(c: Candidate, policy: LoopPolicy, state: VariantState, rank: number | null = null): Omit<VariantRow, 'successes' | 'count'> {
+  const prior = priorOf(c, policy);
+  return { prompt_id: c.id, text: c.text, origin: c.origin, prior_alpha: prior.priorAlpha, prior_beta: prior.priorBeta, predicted: c.predicted, state, rank };
 }
 
 export class Experiment {
-  readonly variants = new Map<string, Variant>();
+  private readonly cells = new Map<string, VariantCell>();
   /** Screened candidates not yet in the pool, most promising first. */
-  reserve: Candidate[] = [];
-  status: ExperimentStatus = 'running';
-  pinned: string | undefined;
-  proposalsMade = 0;
-  outcomes = 0;
+  private reserveList: Array<Candidate & { rank: number | null }> = [];
+  private statusValue: ExperimentStatus = 'running';
+  private pinnedId: string | undefined;
+  private proposals = 0;
   private outcomesAtLastBatch = 0;
   private leaderId: string;
+  private revisionValue = 0;
   /** Warm-up servings handed out per variant (outcomes may arrive later than choices). */
   private readonly servedSince = new Map<string, number>();
   private readonly rnd: () => number;
@@ -132,158 +144,279 @@ export class Experiment {
     readonly name: string,
     readonly model: string,
     readonly generation: number,
-    readonly base: Variant,
+    base: Candidate,
     readonly policy: LoopPolicy,
   ) {
-    this.variants.set(base.id, base);
+    this.cells.set(base.id, { id: base.id, text: base.text, origin: 'base', predicted: base.predicted, ...priorOf(base, policy), successes: 0, count: 0, state: 'active' });
     this.leaderId = base.id;
+    this.baseId = base.id;
     this.rnd = seededRandom(hashSeed(`${name}\u0000${model}\u0000${generation}`));
   }
 
-  static variant(c: Candidate, policy: LoopPolicy, state: VariantState = 'active'): Variant {
-    const p = c.predicted ?? 0.5;
-    const s = c.origin === 'base' ? 0 : policy.priorStrength;
-    return { id: c.id, text: c.text, origin: c.origin, predicted: c.predicted, priorAlpha: 1 + s * p, priorBeta: 1 + s * (1 - p), successes: 0, count: 0, state };
+  readonly baseId: string;
+
+  /** A view of what the store holds. */
+  static fromSnapshot(s: ExperimentSnapshot, policy: LoopPolicy): Experiment {
+    const baseRow = s.variants.find((v) => v.prompt_id === s.row.base_prompt_id);
+    const base: Candidate = baseRow === undefined ? { id: s.row.base_prompt_id, text: '', origin: 'base', predicted: null } : { id: baseRow.prompt_id, text: baseRow.text, origin: 'base', predicted: baseRow.predicted };
+    const exp = new Experiment(s.row.name, s.row.model, s.row.generation, base, policy);
+    exp.adopt(s);
+    return exp;
   }
 
   get key(): string {
     return experimentKey(this.name, this.model);
   }
 
+  get variants(): ReadonlyMap<string, Variant> {
+    return this.cells;
+  }
+
+  get base(): Variant {
+    return this.cells.get(this.baseId)!;
+  }
+
+  get status(): ExperimentStatus {
+    return this.statusValue;
+  }
+
+  get pinned(): string | undefined {
+    return this.pinnedId;
+  }
+
+  get proposalsMade(): number {
+    return this.proposals;
+  }
+
+  /** The store's revision of the state this view holds. */
+  get revision(): number {
+    return this.revisionValue;
+  }
+
+  get reserve(): readonly Candidate[] {
+    return this.reserveList;
+  }
+
+  /** Outcomes counted for this generation's variants. */
+  get outcomes(): number {
+    let n = 0;
+    for (const v of this.cells.values()) n += v.count;
+    return n;
+  }
+
   get active(): Variant[] {
-    return [...this.variants.values()].filter((v) => v.state === 'active');
+    return [...this.cells.values()].filter((v) => v.state === 'active');
   }
 
   get leader(): Variant {
-    return this.variants.get(this.leaderId)!;
+    return this.cells.get(this.leaderId) ?? this.base;
   }
 
   /** The variant to serve now, and whether it is an exploration (not the leader). */
   choose(): { variant: Variant; exploring: boolean } {
-    if (this.pinned !== undefined) {
-      const v = this.variants.get(this.pinned);
+    if (this.pinnedId !== undefined) {
+      const v = this.cells.get(this.pinnedId);
       if (v !== undefined) return { variant: v, exploring: false };
     }
-    if (this.status === 'stopped') return { variant: this.leader, exploring: false };
+    if (this.statusValue === 'stopped') return { variant: this.leader, exploring: false };
     const active = this.active;
     if (active.length === 0) return { variant: this.leader, exploring: false };
     // A newcomer is measured before it competes: it is served until it has `warmup` outcomes.
     if (this.policy.warmup > 0) {
-      let newest: Variant | undefined;
-      for (const v of active) if (v.count < this.policy.warmup && (newest === undefined || v.count < newest.count)) newest = v;
+      let newest: VariantCell | undefined;
+      for (const v of active) if (v.count < this.policy.warmup && (newest === undefined || v.count < newest.count)) newest = v as VariantCell;
       if (newest !== undefined && (this.servedSince.get(newest.id) ?? 0) <= newest.count) {
         this.servedSince.set(newest.id, (this.servedSince.get(newest.id) ?? 0) + 1);
         return { variant: newest, exploring: newest.id !== this.leaderId };
       }
     }
-    let best = active[0]!;
-    let bestDraw = -1;
-    if (active.length > 1)
-      for (const v of active) {
-        const d = sampleBeta(v.priorAlpha + v.successes, v.priorBeta + v.count - v.successes, this.rnd);
-        if (d > bestDraw) {
-          bestDraw = d;
-          best = v;
-        }
-      }
+    const best = thompsonPick(active, posteriorOf, this.rnd);
     return { variant: best, exploring: best.id !== this.leaderId };
   }
 
-  /** Count one outcome; returns what changed (retirements, bans, a new leader). Unknown ids change nothing. */
-  observe(promptId: string, success: boolean): Decision[] {
-    const v = this.variants.get(promptId);
-    if (v === undefined) return [];
-    v.count++;
-    if (success) v.successes++;
-    this.outcomes++;
-    if (this.status === 'stopped') return [];
-    return this.decide();
+  /**
+   * A variant's counts as the store returned them after a write or a
+   * refresh. Counts only grow, so the larger of two readings is the newer:
+   * readings may arrive in any order. Returns whether anything moved.
+   */
+  recordTotals(promptId: string, successes: number, count: number): boolean {
+    const v = this.cells.get(promptId);
+    if (v === undefined || count <= v.count) return false;
+    v.count = count;
+    v.successes = successes;
+    return true;
   }
 
-  /** Restore counted outcomes (after a restart), then re-derive the leader. */
-  restoreOutcomes(counts: ReadonlyMap<string, { successes: number; count: number }>): void {
-    for (const [id, c] of counts) {
-      const v = this.variants.get(id);
-      if (v === undefined) continue;
-      v.successes = c.successes;
-      v.count = c.count;
-      this.outcomes += c.count;
+  /** One outcome counted here only (written to the journal while the database is away); the store's totals replace it later. */
+  recordOutcome(promptId: string, success: boolean): boolean {
+    const v = this.cells.get(promptId);
+    if (v === undefined) return false;
+    v.count++;
+    if (success) v.successes++;
+    return true;
+  }
+
+  /**
+   * Take the state the store holds for this generation: variants (new ones
+   * with their texts), states, leader, status, pin, batch trigger, reserve
+   * and revision; counts only where they grew.
+   */
+  adopt(s: ExperimentSnapshot): void {
+    if (s.row.generation !== this.generation) return;
+    const reserve: Array<Candidate & { rank: number | null }> = [];
+    for (const r of s.variants) {
+      if (r.state === 'reserve') {
+        if (!this.cells.has(r.prompt_id)) reserve.push({ id: r.prompt_id, text: r.text, origin: r.origin, predicted: r.predicted, rank: r.rank });
+        continue;
+      }
+      let v = this.cells.get(r.prompt_id);
+      if (v === undefined)
+        this.cells.set(r.prompt_id, (v = { id: r.prompt_id, text: r.text, origin: r.origin, predicted: r.predicted, priorAlpha: r.prior_alpha, priorBeta: r.prior_beta, successes: 0, count: 0, state: r.state }));
+      v.state = r.state;
+      this.recordTotals(r.prompt_id, r.successes, r.count);
     }
-    this.outcomesAtLastBatch = this.outcomes;
-    this.leaderId = this.bestByMean().id;
+    this.reserveList = reserve.sort((a, b) => (b.predicted ?? 0.5) - (a.predicted ?? 0.5));
+    this.applyRow(s.row);
+  }
+
+  /**
+   * A refresh: counts always (where they grew); states and the row only when
+   * the store's revision is not older than this view's. Returns whether the
+   * view lacks something only a full snapshot has (a new variant's text, a
+   * new generation, a newer revision).
+   */
+  refresh(c: ExperimentCounts): { needsSnapshot: boolean; moved: boolean } {
+    if (c.row.generation !== this.generation || c.row.revision > this.revisionValue) return { needsSnapshot: true, moved: false };
+    let moved = false;
+    for (const k of c.counts) {
+      if (k.state === 'reserve') continue;
+      if (!this.cells.has(k.prompt_id)) return { needsSnapshot: true, moved };
+      moved = this.recordTotals(k.prompt_id, k.successes, k.count) || moved;
+    }
+    return { needsSnapshot: false, moved };
+  }
+
+  private applyRow(row: ExperimentSnapshot['row']): void {
+    this.statusValue = row.status;
+    this.pinnedId = row.pinned_prompt_id ?? undefined;
+    this.proposals = row.proposals_made;
+    this.outcomesAtLastBatch = row.outcomes_at_last_batch;
+    this.revisionValue = row.revision;
+    // An experiment stored before the leader was (older installations): the best by the rule, once.
+    this.leaderId = row.leader_prompt_id !== null && this.cells.has(row.leader_prompt_id) ? row.leader_prompt_id : this.bestByMean().id;
   }
 
   private bestByMean(): Variant {
     let best = this.base;
-    for (const v of this.variants.values()) {
+    for (const v of this.cells.values()) {
       if (v.state === 'banned' || v.count < this.policy.minSamples) continue;
       if (best.count < this.policy.minSamples || posteriorMean(v) > posteriorMean(best)) best = v;
     }
     return best;
   }
 
-  private decide(): Decision[] {
+  /**
+   * What the policy decides now (a leader change, retirements, bans), not
+   * applied: the decider writes them and adopts the store's state. Nothing
+   * while stopped; the pinned variant is the operator's and is left alone.
+   */
+  decisions(): Decision[] {
+    if (this.statusValue === 'stopped') return [];
     const out: Decision[] = [];
     const p = this.policy;
-    const next = this.bestByMean();
     const current = this.leader;
-    if (next.id !== current.id && (current.count < p.minSamples || current.state === 'banned' || pBetter(next, current) >= p.leaderConfidence)) {
-      this.leaderId = next.id;
-      out.push({ kind: 'leader', from: current, to: next, improvement: successRate(next) - successRate(current) });
+    const next = this.bestByMean();
+    let leader = current;
+    if (next.id !== current.id) {
+      const confidence = pBetter(next, current);
+      if (current.count < p.minSamples || current.state === 'banned' || confidence >= p.leaderConfidence) {
+        out.push({ kind: 'leader', from: current, to: next, improvement: successRate(next) - successRate(current), confidence });
+        leader = next;
+      }
     }
-    const leader = this.leader;
     for (const v of this.active) {
-      if (v === leader || v.count < p.minSamples) continue;
-      if (v !== this.base && this.base.count >= p.minSamples) {
+      if (v === leader || v.id === this.pinnedId || v.count < p.minSamples) continue;
+      if (v.id !== this.baseId && this.base.count >= p.minSamples) {
         const worse = 1 - pBetter(v, this.base);
         if (worse >= p.guardConfidence) {
-          v.state = 'banned';
           out.push({ kind: 'banned', variant: v, against: this.base, confidence: worse });
           continue;
         }
       }
       const beats = pBetter(v, leader);
-      if (beats < p.retireBelow) {
-        v.state = 'retired';
-        out.push({ kind: 'retired', variant: v, against: leader, confidence: 1 - beats });
-      }
+      if (beats < p.retireBelow) out.push({ kind: 'retired', variant: v, against: leader, confidence: 1 - beats });
     }
     return out;
   }
 
+  /**
+   * Serve as if these decisions were in the store already: they only stop
+   * serving a variant or move the leader, so the decider need not wait for
+   * their write (it adopts what the store then holds, or reloads when the
+   * write failed). A new variant is never served before the store has it.
+   */
+  assume(decisions: readonly Decision[]): void {
+    for (const d of decisions) {
+      if (d.kind === 'leader') this.leaderId = d.to.id;
+      else {
+        const v = this.cells.get(d.variant.id);
+        if (v !== undefined && v.state === 'active') v.state = d.kind;
+      }
+    }
+  }
+
   /** How many candidates the pool has room for now (0 = no proposals wanted). */
   wantsProposals(): number {
-    if (this.status === 'stopped' || this.pinned !== undefined) return 0;
-    const room = Math.min(this.policy.poolSize - this.active.length, this.policy.maxVariants - this.variants.size);
+    if (this.statusValue === 'stopped' || this.pinnedId !== undefined) return 0;
+    const room = Math.min(this.policy.poolSize - this.active.length, this.policy.maxVariants - this.cells.size);
     if (room <= 0) return 0;
-    if (this.proposalsMade > 0 && this.outcomes - this.outcomesAtLastBatch < this.policy.refillAfter) return 0;
+    if (this.proposals > 0 && this.outcomes - this.outcomesAtLastBatch < this.policy.refillAfter) return 0;
     return room;
   }
 
   /**
-   * Take up to `room` candidates from the reserve into the pool, most
-   * promising first: once variants have measured outcomes, a candidate's
-   * promise is what its nearest measured neighbours (by wording) achieved,
-   * blended with the scorer's prediction — the experiment learns which
-   * wordings work for this task and model as it goes.
+   * Up to `room` candidates of the reserve, most promising first: once
+   * variants have measured outcomes, a candidate's promise is what its
+   * nearest measured neighbours (by wording) achieved, blended with the
+   * scorer's prediction. Nothing changes until the store has them.
    */
-  admitFromReserve(room: number): Variant[] {
-    const added: Variant[] = [];
-    if (room > 0 && this.reserve.length > 1) this.rankReserve();
-    while (added.length < room && this.reserve.length > 0) {
-      const c = this.reserve.shift()!;
-      if (this.variants.has(c.id)) continue;
-      const v = Experiment.variant(c, this.policy);
-      this.variants.set(v.id, v);
-      added.push(v);
-    }
-    if (added.length > 0) this.outcomesAtLastBatch = this.outcomes;
-    return added;
+  fromReserve(room: number): Candidate[] {
+    if (room <= 0 || this.reserveList.length === 0) return [];
+    const ranked = this.reserveList.length > 1 ? this.ranked(this.reserveList) : this.reserveList;
+    return ranked.filter((c) => !this.cells.has(c.id)).slice(0, room);
   }
 
-  private rankReserve(): void {
-    const measured = [...this.variants.values()].filter((v) => v.count >= 5).map((v) => ({ grams: wordGrams(v.text), rate: (v.successes + 1) / (v.count + 2), weight: v.count / (v.count + 10) }));
-    if (measured.length === 0) return;
+  /**
+   * A new screened batch: the fresh candidates, the reserve they join
+   * (capped at `maxReserve`, most promising kept) and what enters the pool
+   * now (`room`), as the change the store applies.
+   */
+  batchChange(candidates: readonly Candidate[], room: number): ExperimentChange {
+    const seen = new Set([...this.cells.keys(), ...this.reserveList.map((c) => c.id)]);
+    const fresh = candidates.filter((c) => !seen.has(c.id) && seen.add(c.id));
+    const byPrediction = [...this.reserveList, ...fresh].sort((a, b) => (b.predicted ?? 0.5) - (a.predicted ?? 0.5));
+    const ranked = byPrediction.length > 1 && room > 0 ? this.ranked(byPrediction) : byPrediction;
+    const admit = new Set(ranked.slice(0, Math.max(0, room)).map((c) => c.id));
+    const keep = new Set([...admit, ...byPrediction.filter((c) => !admit.has(c.id)).slice(0, this.policy.maxReserve).map((c) => c.id)]);
+    return {
+      add: fresh.filter((c) => keep.has(c.id)).map((c) => variantRow(c, this.policy, admit.has(c.id) ? 'active' : 'reserve')),
+      moves: this.reserveList.filter((c) => admit.has(c.id)).map((c) => ({ prompt_id: c.id, from: ['reserve'] as const, to: 'active' as const })),
+      fields: { proposals_made: this.proposals + 1, outcomes_at_last_batch: this.outcomes },
+    };
+  }
+
+  /** Candidates of the reserve entering the pool, as the change the store applies. */
+  admitChange(chosen: readonly Candidate[]): ExperimentChange {
+    return {
+      moves: chosen.map((c) => ({ prompt_id: c.id, from: ['reserve'] as const, to: 'active' as const })),
+      fields: { outcomes_at_last_batch: this.outcomes },
+    };
+  }
+
+  /** Candidates by promise: what their nearest measured neighbours (by wording) achieved, blended with the scorer. */
+  private ranked<C extends Candidate>(candidates: readonly C[]): C[] {
+    const measured = [...this.cells.values()].filter((v) => v.count >= 5).map((v) => ({ grams: wordGrams(v.text), rate: (v.successes + 1) / (v.count + 2), weight: v.count / (v.count + 10) }));
+    if (measured.length === 0) return [...candidates];
     const overall = measured.reduce((a, m) => a + m.rate * m.weight, 0) / measured.reduce((a, m) => a + m.weight, 0);
     const k = this.policy.neighbourK;
     const estimate = (c: Candidate): number => {
@@ -299,39 +432,17 @@ export class Experiment {
       const knn = num / den;
       return knn + this.policy.scorerWeight * ((c.predicted ?? 0.5) - 0.5);
     };
-    const scored = this.reserve.map((c) => ({ c, e: estimate(c) }));
-    scored.sort((a, b) => b.e - a.e);
-    this.reserve = scored.map((x) => x.c);
-  }
-
-  /** A new screened batch: kept in the reserve, most promising first; returns what was admitted now. */
-  addBatch(candidates: readonly Candidate[], room: number): Variant[] {
-    this.proposalsMade++;
-    const seen = new Set([...this.variants.keys(), ...this.reserve.map((c) => c.id)]);
-    const fresh = candidates.filter((c) => !seen.has(c.id) && seen.add(c.id));
-    this.reserve = [...this.reserve, ...fresh].sort((a, b) => (b.predicted ?? 0.5) - (a.predicted ?? 0.5));
-    this.outcomesAtLastBatch = this.outcomes;
-    return this.admitFromReserve(room);
+    return candidates
+      .map((c) => ({ c, e: estimate(c) }))
+      .sort((a, b) => b.e - a.e)
+      .map((x) => x.c);
   }
 
   /** Monte Carlo P(best) of each non-banned variant (seeded, for the `experiment` op). */
   pBest(draws = 2000): Map<string, number> {
-    const vs = [...this.variants.values()].filter((v) => v.state !== 'banned');
-    const wins = new Map(vs.map((v) => [v.id, 0]));
+    const vs = [...this.cells.values()].filter((v) => v.state !== 'banned');
     const rnd = seededRandom(hashSeed(`pbest\u0000${this.key}\u0000${this.outcomes}`));
-    for (let i = 0; i < draws; i++) {
-      let best: Variant | undefined;
-      let bestDraw = -1;
-      for (const v of vs) {
-        const d = sampleBeta(v.priorAlpha + v.successes, v.priorBeta + v.count - v.successes, rnd);
-        if (d > bestDraw) {
-          bestDraw = d;
-          best = v;
-        }
-      }
-      if (best !== undefined) wins.set(best.id, wins.get(best.id)! + 1);
-    }
-    return new Map([...wins].map(([id, w]) => [id, w / draws]));
+    return new Map([...pBest(vs, posteriorOf, draws, rnd)].map(([v, p]) => [v.id, p]));
   }
 }
 
@@ -346,6 +457,28 @@ function jaccard(a: ReadonlySet<string>, b: ReadonlySet<string>): number {
   let inter = 0;
   for (const x of a) if (b.has(x)) inter++;
   return inter === 0 ? 0 : inter / (a.size + b.size - inter);
+}
+
+/**
+ * The decisions that still hold against the store's state (a variant still
+ * active, the leader still the one replaced), as the change the store
+ * applies; `applied` are the decisions it carries.
+ */
+export function decisionChange(s: ExperimentSnapshot, decisions: readonly Decision[]): { change: ExperimentChange; applied: Decision[] } {
+  const state = new Map(s.variants.map((v) => [v.prompt_id, v.state]));
+  const change: ExperimentChange = {};
+  const applied: Decision[] = [];
+  for (const d of decisions) {
+    if (d.kind === 'leader') {
+      if (s.row.leader_prompt_id !== null && s.row.leader_prompt_id !== d.from.id) continue;
+      change.fields = { leader_prompt_id: d.to.id };
+    } else {
+      if (state.get(d.variant.id) !== 'active') continue;
+      (change.moves ??= []).push({ prompt_id: d.variant.id, from: ['active'], to: d.kind });
+    }
+    applied.push(d);
+  }
+  return { change, applied };
 }
 
 export const experimentKey = (name: string, model: string): string => `${name}\u0000${model}`;

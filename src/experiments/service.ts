@@ -1,25 +1,33 @@
 /**
- * The closed loop: experiments keyed by (name, model) that serve a prompt
- * (`choose`), count what the app reports (`observe`, fed by
- * `track_execution`), and by themselves ask for proposals, screen them with
- * the learned scorer, retire losers, guard against regressions, record
- * evolutions and A/B results, and feed the learner's continuous training.
+ * The closed loop as a service: experiments keyed by (name, model) that
+ * serve a prompt (`choose`), count what the app reports (`track`: the
+ * outcome edge, every `track_execution` passes here), answer what they
+ * hold (`get`, `list`) and take operators' actions (`act`).
  *
- * State lives in memory (the hot path touches no database) and in the
- * store: experiments and variants as rows, outcomes as the ordinary
- * execution rows, so a restart rebuilds every experiment as it was.
- * Persistence runs behind the hot path on one queue, in order.
+ * One experiment is one state, whichever sidecar serves it: the store holds
+ * it (store/experimentRecords.ts) and every sidecar on the database serves
+ * from its own view (view.ts), so the hot path touches no database. A view
+ * follows the store within the staleness bound (freshness.ts); an outcome
+ * is counted in the store in the statement that stores its row, and the
+ * totals it returns go straight into the storing sidecar's view; one
+ * sidecar at a time decides (decider.ts). A new experiment, or a new base
+ * prompt, is the one choice that writes before it serves (through group
+ * commit: journaled while the database is away, so serving goes on).
  */
 import type { Logger } from 'pino';
 import { OpError } from '../contract/errors.js';
 import type { Learner } from '../learning/learner.js';
 import type { Scorer } from '../learning/scorer.js';
 import { promptIdOf } from '../optimizer/evaluators.js';
-import { sameVariables } from '../optimizer/variables.js';
-import type { VariantRow } from '../store/experimentRecords.js';
+import type { EntryRow, LoopKey } from '../store/entries.js';
+import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
-import { Experiment, experimentKey, posteriorMean, successRate, type Candidate, type Decision, type LoopPolicy, type Variant } from './experiment.js';
-import type { FallbackProposer } from './proposers.js';
+import { isConnectionError } from '../store/db.js';
+import { Decider } from './decider.js';
+import { Experiment, experimentKey, priorOf, type Candidate, type LoopPolicy, type Variant } from './experiment.js';
+import { Freshness, type RefreshRequest } from './freshness.js';
+import type { FallbackProposer } from '../optimizer/proposers.js';
+import { LoopView } from './view.js';
 
 export interface ChooseRequest {
   name: string;
@@ -49,63 +57,87 @@ export interface ExperimentServiceDeps {
   policy: LoopPolicy;
   /** Wait for a proposal batch before serving the next choice (replayable simulations); default: serve on, add when ready. */
   awaitProposals: boolean;
+  /** Experiments held in memory (least recently used dropped past it; the store keeps them). */
+  maxExperiments: number;
+  /** The most a view may lag the store (ms), when several sidecars share it. */
+  stalenessMs: number;
+  /** How often a sidecar that does not decide tries to take the decider's lease (ms). */
+  leaseRetryMs: number;
 }
+
+export type OperatorAction = 'pin' | 'unpin' | 'reset' | 'stop' | 'resume';
+
+/** Whether a tracking entry reports a closed-loop outcome: an execution whose metadata names an experiment. */
+export const reportsOutcome = (row: EntryRow): boolean => row.kind === 'execution' && typeof row.meta?.experiment === 'string';
 
 const MAX_PROMPT_CHARS = 100_000;
 
 export class ExperimentService {
-  private readonly experiments = new Map<string, Experiment>();
-  private readonly pending = new Map<string, Promise<void>>();
-  /** Changes not yet in the store, flushed in one transaction per turn of the event loop. */
-  private readonly dirtyExperiments = new Map<string, Experiment>();
-  private readonly dirtyVariants = new Map<string, { exp: Experiment; v: Variant }>();
-  private readonly entries: Array<(store: TrackingStore) => Promise<unknown>> = [];
-  private flushing: Promise<void> | undefined;
+  private readonly view: LoopView;
+  private readonly decider: Decider;
+  private freshness: Freshness | undefined;
+  /** First uses under way (a new experiment or base is written once however many callers ask at once). */
+  private readonly opening = new Map<string, Promise<Experiment>>();
+  /** The last caller context per experiment (the proposer may use it). */
+  private readonly contexts = new Map<string, Record<string, string>>();
+  /** Experiments whose view counts outcomes the store has not counted yet (journaled while the database was away). */
+  private readonly provisional = new Set<string>();
   private closed = false;
   private learner: Learner | undefined;
-  readonly figures = { choices: 0, outcomes: 0, unmatched_outcomes: 0, batches: 0, proposals_screened: 0, proposals_rejected: 0, retired: 0, banned: 0, leader_changes: 0, write_errors: 0 };
+  readonly figures = { choices: 0, outcomes: 0, duplicate_outcomes: 0, unmatched_outcomes: 0, journaled_outcomes: 0 };
 
-  private constructor(private readonly deps: ExperimentServiceDeps) {}
+  private constructor(
+    private readonly deps: ExperimentServiceDeps,
+    private readonly store: TrackingStore,
+  ) {
+    this.view = new LoopView(deps.policy, deps.maxExperiments, (key) => this.decider.isBusy(key));
+    this.decider = new Decider({
+      store,
+      scorer: deps.scorer,
+      proposer: deps.proposer,
+      log: deps.log,
+      policy: deps.policy,
+      view: this.view,
+      contextOf: (key) => this.contexts.get(key) ?? {},
+      retryMs: deps.leaseRetryMs,
+      maxExperiments: deps.maxExperiments,
+      reload: (key) => void this.reload(key),
+    });
+  }
 
-  /** Load every experiment from the store (variants and their outcomes), then serve. */
+  /** Serve from the store's state: experiments load on first use; this sidecar decides when it holds (or takes) the lease. */
   static async start(deps: ExperimentServiceDeps): Promise<ExperimentService> {
-    const svc = new ExperimentService(deps);
     const store = await deps.store();
-    const rows = await store.experiments.loadExperiments();
-    const counts = rows.length === 0 ? new Map() : await store.experiments.allOutcomes();
-    for (const row of rows) {
-      const variants = await store.experiments.loadVariants(row.name, row.model, row.generation);
-      const baseRow = variants.find((v) => v.prompt_id === row.base_prompt_id);
-      if (baseRow === undefined) continue;
-      const exp = new Experiment(row.name, row.model, row.generation, fromRow(baseRow), deps.policy);
-      for (const v of variants) if (v.prompt_id !== baseRow.prompt_id) exp.variants.set(v.prompt_id, fromRow(v));
-      exp.status = row.status;
-      exp.pinned = row.pinned_prompt_id ?? undefined;
-      exp.proposalsMade = row.proposals_made;
-      const key = `${row.name}\u0000${row.model}\u0000`;
-      const merged = new Map<string, { successes: number; count: number }>();
-      for (const part of [counts.get(`${key}${row.generation}`), counts.get(`${key}*`)])
-        for (const [id, c] of part ?? []) {
-          const m = merged.get(id) ?? { successes: 0, count: 0 };
-          merged.set(id, { successes: m.successes + c.successes, count: m.count + c.count });
-        }
-      exp.restoreOutcomes(merged);
-      svc.experiments.set(exp.key, exp);
+    const svc = new ExperimentService(deps, store);
+    if (store.backend === 'postgres') {
+      svc.freshness = new Freshness(store, deps.log, deps.stalenessMs, (what) => svc.refresh(what));
+      await svc.freshness.start().catch((err: unknown) => deps.log.warn({ err: (err as Error).message }, 'not following other sidecars\' closed-loop changes yet; refreshing by the clock'));
     }
-    if (svc.experiments.size > 0) deps.log.info({ experiments: svc.experiments.size }, 'closed-loop experiments restored from the store');
+    store.onRecovered(() => void svc.afterOutage());
+    svc.decider.start();
     return svc;
   }
 
+  /** Whether this sidecar decides the closed loop now (holds the lease). */
+  get deciding(): boolean {
+    return this.decider.deciding;
+  }
+
   async choose(req: ChooseRequest): Promise<Choice> {
-    let exp = this.experiments.get(experimentKey(req.name, req.model));
+    const key = experimentKey(req.name, req.model);
+    let exp = this.view.get(key);
     // The same base text as before is the common case: compare text, hash only when it changed.
-    if (exp === undefined || exp.base.text !== req.base) {
-      const baseId = promptIdOf(req.base);
-      if (exp === undefined || exp.base.id !== baseId) exp = this.newGeneration(req, baseId, exp);
+    if (exp === undefined || exp.base.text !== req.base) exp = await this.open(key, req, exp);
+    else this.view.touch(exp);
+    if (req.context !== this.contexts.get(key)) this.contexts.set(key, req.context);
+    if (this.decider.deciding) {
+      this.decider.serving(exp);
+      if (this.deps.awaitProposals) {
+        // Work that ends may start more (the experiment moved meanwhile): wait until none is left.
+        for (let p = this.decider.pending(key); p !== undefined; p = this.decider.pending(key)) await p;
+        exp = this.view.get(key) ?? exp;
+      }
     }
-    if (this.deps.awaitProposals) await this.pending.get(exp.key);
-    this.refill(exp, req.context);
-    if (this.deps.awaitProposals) await this.pending.get(exp.key);
     const { variant, exploring } = exp.choose();
     this.figures.choices++;
     return {
@@ -121,19 +153,95 @@ export class ExperimentService {
     };
   }
 
+  /** First use here (load it from the store, or start it), or a new base prompt (a new generation). */
+  private open(key: string, req: ChooseRequest, held: Experiment | undefined): Promise<Experiment> {
+    let p = this.opening.get(key);
+    if (p === undefined) {
+      p = this.load(req, held).finally(() => this.opening.delete(key));
+      this.opening.set(key, p);
+    }
+    return p;
+  }
+
+  private async load(req: ChooseRequest, held: Experiment | undefined): Promise<Experiment> {
+    if (req.base.length > MAX_PROMPT_CHARS) throw new OpError('bad_request', `prompt: expected at most ${MAX_PROMPT_CHARS} characters`);
+    const baseId = promptIdOf(req.base);
+    let stored: ExperimentSnapshot | undefined;
+    if (held === undefined) {
+      try {
+        stored = (await this.store.experiments.load([{ name: req.name, model: req.model }]))[0];
+      } catch (err) {
+        // The database is away: serve the base of a generation this sidecar starts, written to the journal.
+        if (!isConnectionError(err) && !(err instanceof OpError && err.reason === 'unavailable')) throw err;
+      }
+      if (stored !== undefined && stored.row.base_prompt_id === baseId) return this.view.adopt(stored);
+    } else if (held.base.id === baseId) return held;
+    const generation = Math.max(held?.generation ?? 0, stored?.row.generation ?? 0) + 1;
+    return this.startGeneration(req, baseId, generation, held);
+  }
+
+  private async startGeneration(req: ChooseRequest, baseId: string, generation: number, previous: Experiment | undefined): Promise<Experiment> {
+    const base: Candidate = { id: baseId, text: req.base, origin: 'base', predicted: null };
+    const prior = priorOf(base, this.deps.policy);
+    const receipt = await this.store.writeGeneration({
+      name: req.name,
+      model: req.model,
+      generation,
+      base: { prompt_id: baseId, text: req.base, origin: 'base', prior_alpha: prior.priorAlpha, prior_beta: prior.priorBeta, predicted: null },
+    });
+    if (previous !== undefined) this.deps.log.info({ experiment: req.name, model: req.model, generation }, 'new generation of the experiment');
+    if (receipt.status !== 'journaled') {
+      // Another sidecar may have started it first: serve what the store holds.
+      const stored = (await this.store.experiments.load([{ name: req.name, model: req.model }]).catch(() => []))[0];
+      if (stored !== undefined) {
+        const exp = this.view.adopt(stored);
+        this.decider.poke(exp);
+        return exp;
+      }
+    }
+    return this.view.put(new Experiment(req.name, req.model, generation, base, this.deps.policy));
+  }
+
   /**
-   * One reported outcome (a `track_execution` whose metadata names the
-   * experiment). Unknown experiments and prompt ids are counted nowhere.
+   * Store a tracking entry; for an execution whose metadata names an
+   * experiment (a closed-loop outcome) the store counts it for its variant
+   * in the same statement, once per entry id, and the totals it returns go
+   * into this sidecar's view. An outcome of an experiment, generation or
+   * prompt id the loop does not know is stored like any execution and
+   * counted nowhere.
    */
-  observe(o: { experiment: string; model: string; generation?: number; promptId: string; success: boolean }): void {
-    const exp = this.experiments.get(experimentKey(o.experiment, o.model));
-    if (exp === undefined || (o.generation !== undefined && o.generation !== exp.generation) || !exp.variants.has(o.promptId)) {
+  async track(row: EntryRow): Promise<void> {
+    const key = row.kind === 'execution' ? this.outcomeKey(row) : undefined;
+    if (key === undefined) {
+      await this.store.write(row);
+      return;
+    }
+    row.loop = key;
+    const receipt = await this.store.write(row);
+    const exp = this.view.get(experimentKey(key.experiment, key.model));
+    const promptId = String(row.values[1]);
+    if (receipt.status === 'duplicate') {
+      this.figures.duplicate_outcomes++;
+      return;
+    }
+    let counted = false;
+    if (receipt.totals !== undefined) {
+      counted = true;
+      if (exp !== undefined && receipt.totals.generation === exp.generation) exp.recordTotals(promptId, receipt.totals.successes, receipt.totals.count);
+    } else if (receipt.status === 'journaled' && exp !== undefined && (key.generation ?? exp.generation) === exp.generation) {
+      // Counted here until the journal reaches the store, which then counts it once (see afterOutage).
+      counted = exp.recordOutcome(promptId, row.values[3] === true);
+      if (counted) {
+        this.figures.journaled_outcomes++;
+        this.provisional.add(exp.key);
+      }
+    }
+    if (!counted) {
       this.figures.unmatched_outcomes++;
       return;
     }
     this.figures.outcomes++;
-    const decisions = exp.observe(o.promptId, o.success);
-    if (decisions.length > 0) this.apply(exp, decisions);
+    if (exp !== undefined) this.decider.poke(exp);
     // The learner is looked up once, not a promise per outcome on the hot path.
     if (this.learner !== undefined) this.learner.noteOutcomes(1);
     else
@@ -143,224 +251,162 @@ export class ExperimentService {
       }, () => undefined);
   }
 
-  get(name: string, model?: string): Experiment[] {
-    const all = [...this.experiments.values()].filter((e) => e.name === name && (model === undefined || e.model === model));
-    if (all.length === 0) throw new OpError('not_found', `no experiment named ${JSON.stringify(name)}${model === undefined ? '' : ` for model ${JSON.stringify(model)}`}`);
-    return all;
+  /** The experiment an execution reports on, from its metadata (`experiment`, `model`, `generation`). */
+  private outcomeKey(row: EntryRow): LoopKey | undefined {
+    const m = row.meta;
+    if (m === undefined || typeof m.experiment !== 'string') return undefined;
+    const model = typeof m.model === 'string' ? m.model : 'default';
+    const g = m.generation === undefined ? undefined : Number(m.generation);
+    // Without a generation the outcome counts for the current one: the one this sidecar serves, else the store's.
+    const generation = g !== undefined && Number.isSafeInteger(g) ? g : (this.view.get(experimentKey(m.experiment, model))?.generation ?? null);
+    return { experiment: m.experiment, model, generation };
   }
 
-  list(): Experiment[] {
-    return [...this.experiments.values()];
-  }
-
-  /** Operator actions: pin a variant (serve only it), reset (a new generation from the same base), stop (serve the leader, learn nothing). */
-  act(exp: Experiment, action: 'pin' | 'unpin' | 'reset' | 'stop' | 'resume', promptId?: string): Experiment {
-    switch (action) {
-      case 'pin': {
-        const id = promptId ?? exp.leader.id;
-        if (!exp.variants.has(id)) throw new OpError('not_found', `prompt_id: ${id} is not a variant of ${exp.name} (${exp.model})`);
-        exp.pinned = id;
-        break;
-      }
-      case 'unpin':
-        exp.pinned = undefined;
-        break;
-      case 'stop':
-        exp.status = 'stopped';
-        break;
-      case 'resume':
-        exp.status = 'running';
-        break;
-      case 'reset':
-        return this.newGeneration({ name: exp.name, model: exp.model, base: exp.base.text, context: {} }, exp.base.id, exp);
-    }
-    this.persistExperiment(exp);
-    return exp;
-  }
-
-  private newGeneration(req: ChooseRequest, baseId: string, previous: Experiment | undefined): Experiment {
-    if (req.base.length > MAX_PROMPT_CHARS) throw new OpError('bad_request', `prompt: expected at most ${MAX_PROMPT_CHARS} characters`);
-    const generation = (previous?.generation ?? 0) + 1;
-    const base = Experiment.variant({ id: baseId, text: req.base, origin: 'base', predicted: null }, this.deps.policy);
-    const exp = new Experiment(req.name, req.model, generation, base, this.deps.policy);
-    this.experiments.set(exp.key, exp);
-    this.pending.delete(exp.key);
-    if (previous !== undefined) this.deps.log.info({ experiment: req.name, model: req.model, generation }, 'new generation of the experiment');
-    this.persistExperiment(exp);
-    this.persistVariants(exp, [base]);
-    return exp;
-  }
-
-  /** Admit screened candidates from the reserve, or start a proposal batch, when the pool has room. */
-  private refill(exp: Experiment, context: Record<string, string>): void {
-    const room = exp.wantsProposals();
-    if (room === 0 || this.pending.has(exp.key)) return;
-    const admitted = exp.admitFromReserve(room);
-    if (admitted.length > 0) return this.persistVariants(exp, admitted);
-    const p = this.batch(exp, context)
-      .catch((err: unknown) => {
-        this.deps.log.warn({ err: (err as Error).message, experiment: exp.name }, 'proposal batch failed; serving the current pool');
-      })
-      .finally(() => {
-        if (this.pending.get(exp.key) === p) this.pending.delete(exp.key);
-      });
-    this.pending.set(exp.key, p);
-  }
-
-  // The batch outlives the request that triggered it: it is not cancelled with that request.
-  private async batch(exp: Experiment, context: Record<string, string>): Promise<void> {
-    const tried = [...exp.variants.values()]
-      .filter((v) => v.state !== 'banned')
-      .sort((a, b) => posteriorMean(b) - posteriorMean(a))
-      .map((v) => ({ text: v.text, successRate: successRate(v), count: v.count }));
-    const { texts, kind } = await this.deps.proposer.proposeWithKind({
-      base: exp.base.text,
-      tried,
-      n: this.deps.policy.batchSize,
-      round: exp.proposalsMade,
-      context: { ...context, model: exp.model, task: exp.name },
-      signal: new AbortController().signal,
+  /** Refresh what other sidecars changed: counts into the views, full snapshots where the state moved. */
+  private async refresh(what: RefreshRequest): Promise<void> {
+    const deciding = this.decider.deciding;
+    const keys = what === 'all' ? this.view.keys() : [...what].filter((k) => deciding || this.view.get(k) !== undefined);
+    if (keys.length === 0) return;
+    const asKeys = keys.map((k) => {
+      const [name, model] = k.split('\u0000') as [string, string];
+      return { name, model };
     });
-    this.figures.batches++;
-    const seen = new Set(exp.variants.keys());
-    const safe = [...new Set(texts)].filter((t) => t.length <= MAX_PROMPT_CHARS && sameVariables(exp.base.text, t) && !seen.has(promptIdOf(t)));
-    this.figures.proposals_rejected += texts.length - safe.length;
-    let predicted: Array<number | null> = safe.map(() => null);
-    if (safe.length > 0) {
-      try {
-        const scorer = await this.deps.scorer();
-        predicted = (await scorer.score(safe.map((prompt) => ({ prompt, context: { model: exp.model, task: exp.name } })))).p;
-      } catch (err) {
-        this.deps.log.warn({ err: (err as Error).message }, 'no scorer for screening: proposals enter unranked');
-      }
-    }
-    this.figures.proposals_screened += safe.length;
-    const candidates: Candidate[] = safe.map((text, i) => ({ id: promptIdOf(text), text, origin: kind, predicted: predicted[i] ?? null }));
-    if (this.experiments.get(exp.key) !== exp) return; // a new generation started meanwhile
-    const room = Math.max(0, Math.min(this.deps.policy.poolSize - exp.active.length, this.deps.policy.maxVariants - exp.variants.size));
-    const added = exp.addBatch(candidates, room);
-    this.persistExperiment(exp);
-    this.persistVariants(exp, added);
-  }
-
-  private apply(exp: Experiment, decisions: Decision[]): void {
-    for (const d of decisions) {
-      if (d.kind === 'leader') {
-        this.figures.leader_changes++;
-        this.entries.push((store) =>
-          store.recordEvolution({
-            original_prompt_id: d.from.id,
-            evolved_prompt_id: d.to.id,
-            evolution_type: 'optimization',
-            performance_improvement: d.improvement,
-            evolution_metadata: {
-              experiment: exp.name,
-              model: exp.model,
-              generation: String(exp.generation),
-              origin: d.to.origin,
-              from_rate: successRate(d.from).toFixed(4),
-              from_count: String(d.from.count),
-              to_rate: successRate(d.to).toFixed(4),
-              to_count: String(d.to.count),
-              measured: 'outcomes',
-            },
-          }),
-        );
+    const counts = await this.store.experiments.counts(asKeys);
+    const stale: Array<{ name: string; model: string }> = [];
+    for (const c of counts) {
+      const exp = this.view.get(experimentKey(c.row.name, c.row.model));
+      if (exp === undefined) {
+        stale.push(c.row);
         continue;
       }
-      if (d.kind === 'retired') this.figures.retired++;
-      else this.figures.banned++;
-      this.persistVariants(exp, [d.variant]);
-      const ab = {
-        test_id: `${exp.name}/${exp.model}/${exp.generation}`,
-        variant_a_prompt_id: d.against.id,
-        variant_b_prompt_id: d.variant.id,
-        winner: 'a' as const,
-        confidence_level: Math.min(1, Math.max(0, d.confidence)),
-        sample_size: d.against.count + d.variant.count,
-        test_duration: 0,
-        metrics: { a_rate: successRate(d.against), a_count: d.against.count, b_rate: successRate(d.variant), b_count: d.variant.count, banned: d.kind === 'banned' ? 1 : 0 },
-      };
-      this.entries.push((store) => store.recordAbResult(ab));
+      const r = exp.refresh(c);
+      if (r.needsSnapshot) stale.push(c.row);
+      else if (r.moved) this.decider.poke(exp);
     }
-    this.scheduleFlush();
+    if (stale.length === 0) return;
+    for (const s of await this.store.experiments.load(stale.map((r) => ({ name: r.name, model: r.model })))) this.decider.poke(this.view.adopt(s));
   }
 
-  private persistExperiment(exp: Experiment): void {
-    this.dirtyExperiments.set(exp.key, exp);
-    this.scheduleFlush();
+  /** Load one experiment as the store holds it (a decision its view assumed was not written). */
+  private async reload(key: string): Promise<void> {
+    const [name, model] = key.split('\u0000') as [string, string];
+    try {
+      const s = (await this.store.experiments.load([{ name, model }]))[0];
+      if (s !== undefined) this.view.adopt(s);
+    } catch (err) {
+      this.deps.log.debug({ err: (err as Error).message }, 'experiment not reloaded; the next refresh does');
+    }
   }
 
-  private persistVariants(exp: Experiment, vs: Variant[]): void {
-    for (const v of vs) this.dirtyVariants.set(`${exp.key}\u0000${exp.generation}\u0000${v.id}`, { exp, v });
-    if (vs.length > 0) this.scheduleFlush();
+  /** The journal reached the store: what this sidecar counted meanwhile is now counted there; take the store's counts. */
+  private async afterOutage(): Promise<void> {
+    const keys = [...this.provisional];
+    this.provisional.clear();
+    if (keys.length === 0) return;
+    try {
+      const snaps = await this.store.experiments.load(keys.map((k) => ({ name: k.split('\u0000')[0]!, model: k.split('\u0000')[1]! })));
+      for (const s of snaps) this.view.put(Experiment.fromSnapshot(s, this.deps.policy));
+    } catch (err) {
+      for (const k of keys) this.provisional.add(k);
+      this.deps.log.warn({ err: (err as Error).message }, 'closed-loop counts not reloaded after the outage; retried at the next recovery');
+    }
   }
 
-  private scheduleFlush(): void {
-    this.flushing ??= new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
+  /** Every (experiment, model) of that name, as this sidecar's view holds it (loaded from the store if it holds none). */
+  async get(name: string, model?: string): Promise<Experiment[]> {
+    let all = [...this.view.values()].filter((e) => e.name === name && (model === undefined || e.model === model));
+    if (all.length === 0 || model === undefined) {
+      // Models this sidecar has not served yet are in the store.
+      const stored = (await this.store.experiments.named(name)).filter((s) => model === undefined || s.row.model === model);
+      const held = new Set(all.map((e) => e.key));
+      all = [...all, ...stored.filter((s) => !held.has(experimentKey(s.row.name, s.row.model))).map((s) => this.view.adopt(s))];
+    }
+    if (all.length === 0) throw new OpError('not_found', `no experiment named ${JSON.stringify(name)}${model === undefined ? '' : ` for model ${JSON.stringify(model)}`}`);
+    return all.sort((a, b) => (a.model < b.model ? -1 : a.model > b.model ? 1 : 0));
+  }
+
+  /** Every experiment the store holds (at most `limit`, most recently changed first), in brief. */
+  async list(limit = 1_000): Promise<Experiment[]> {
+    const snaps = await this.store.experiments.load(undefined, limit);
+    return snaps.map((s) => this.view.get(experimentKey(s.row.name, s.row.model)) ?? Experiment.fromSnapshot(s, this.deps.policy));
   }
 
   /**
-   * Write what changed since the last flush: experiments and variants in one
-   * transaction (their latest state), then the evolutions and A/B results
-   * through the group-commit writer. A failed write is logged and counted,
-   * never thrown at a caller; the next change writes the latest state again.
+   * An operator's action, applied in the store in a transaction holding the
+   * experiment's row (so it never interleaves with a decision), checked
+   * against what it finds there: a banned or retired variant is pinned only
+   * with `force`; a prompt id that is not a variant of the generation is
+   * refused.
    */
-  private async flush(): Promise<void> {
-    try {
-      while (this.dirtyExperiments.size > 0 || this.dirtyVariants.size > 0 || this.entries.length > 0) {
-        const exps = [...this.dirtyExperiments.values()].map((exp) => ({
-          name: exp.name,
-          model: exp.model,
-          generation: exp.generation,
-          base_prompt_id: exp.base.id,
-          status: exp.status,
-          pinned_prompt_id: exp.pinned ?? null,
-          proposals_made: exp.proposalsMade,
-        }));
-        const vars: VariantRow[] = [...this.dirtyVariants.values()].map(({ exp, v }) => ({
-          name: exp.name,
-          model: exp.model,
-          generation: exp.generation,
-          prompt_id: v.id,
-          text: v.text,
-          origin: v.origin,
-          prior_alpha: v.priorAlpha,
-          prior_beta: v.priorBeta,
-          predicted: v.predicted,
-          state: v.state,
-        }));
-        const entries = this.entries.splice(0);
-        this.dirtyExperiments.clear();
-        this.dirtyVariants.clear();
-        try {
-          const store = await this.deps.store();
-          await store.experiments.saveState(exps, vars);
-          await Promise.all(entries.map((write) => write(store)));
-        } catch (err) {
-          this.figures.write_errors++;
-          this.deps.log.warn({ err: (err as Error).message }, 'closed-loop state not written to the store');
-        }
-      }
-    } finally {
-      this.flushing = undefined;
-    }
+  async act(exp: Experiment, action: OperatorAction, opts: { promptId?: string; force?: boolean } = {}): Promise<Experiment> {
+    const snap = await this.store.experiments.change(
+      (fn) => this.store.db.transaction(fn),
+      { name: exp.name, model: exp.model },
+      (s) => operatorChange(s, action, opts),
+      (q, rows) => this.store.writeEntriesIn(q, rows),
+    );
+    if (snap === undefined) throw new OpError('not_found', `no experiment named ${JSON.stringify(exp.name)} for model ${JSON.stringify(exp.model)}`);
+    const after = this.view.adopt(snap);
+    this.decider.poke(after);
+    return after;
   }
 
-  /** Wait for proposal batches and queued writes (tests, shutdown). */
+  get loaded(): number {
+    return this.view.size;
+  }
+
+  /** Counters for `stats`. */
+  stats(): Record<string, number | boolean> {
+    return {
+      ...this.figures,
+      ...this.decider.figures,
+      ...(this.freshness?.figures ?? {}),
+      deciding: this.decider.deciding,
+      experiments: this.view.size,
+      evicted: this.view.evicted,
+      ...(this.freshness === undefined ? {} : { lag_ms: this.freshness.lagMs }),
+    };
+  }
+
+  /** Wait for decisions and proposal batches in progress (tests, shutdown). */
   async settle(): Promise<void> {
-    await Promise.allSettled([...this.pending.values()]);
-    while (this.flushing !== undefined) await this.flushing;
+    await Promise.allSettled([...this.opening.values()]);
+    await this.decider.settle();
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.settle();
+    await this.freshness?.close();
+    await this.decider.close();
   }
 }
 
-function fromRow(v: VariantRow): Variant {
-  return { id: v.prompt_id, text: v.text, origin: v.origin, predicted: v.predicted, priorAlpha: v.prior_alpha, priorBeta: v.prior_beta, successes: 0, count: 0, state: v.state };
+/** What an operator's action changes, checked against the locked state (throws when it does not apply). */
+export function operatorChange(s: ExperimentSnapshot, action: OperatorAction, opts: { promptId?: string; force?: boolean }): ExperimentChange {
+  const variant = (id: string) => {
+    const v = s.variants.find((x) => x.prompt_id === id && x.state !== 'reserve');
+    if (v === undefined) throw new OpError('not_found', `prompt_id: ${id} is not a variant of ${s.row.name} (${s.row.model}), generation ${s.row.generation}`);
+    return v;
+  };
+  if (opts.promptId !== undefined && action !== 'pin') variant(opts.promptId);
+  switch (action) {
+    case 'pin': {
+      const v = variant(opts.promptId ?? s.row.leader_prompt_id ?? s.row.base_prompt_id);
+      if ((v.state === 'banned' || v.state === 'retired') && opts.force !== true)
+        throw new OpError('conflict', `prompt_id: ${v.prompt_id} was ${v.state} by the loop (${v.state === 'banned' ? 'worse than the base with 95% confidence' : 'unlikely to beat the leader'}); pass force: true to serve it anyway`);
+      return { fields: { pinned_prompt_id: v.prompt_id } };
+    }
+    case 'unpin':
+      return { fields: { pinned_prompt_id: null } };
+    case 'stop':
+      return { fields: { status: 'stopped' } };
+    case 'resume':
+      return { fields: { status: 'running' } };
+    case 'reset': {
+      const base = variant(s.row.base_prompt_id);
+      return { generation: { name: s.row.name, model: s.row.model, generation: s.row.generation + 1, base: { prompt_id: base.prompt_id, text: base.text, origin: 'base', prior_alpha: base.prior_alpha, prior_beta: base.prior_beta, predicted: base.predicted } } };
+    }
+  }
 }
-

@@ -7,9 +7,10 @@
  */
 import { atom, isTermObject, float, newMap, record, type Term, type TermObject } from '../codec/terms.js';
 import { termToJson } from '../codec/json.js';
-import { optOneOf, optStr, str, stringMap } from '../contract/args.js';
+import { optBool, optOneOf, optStr, str, stringMap } from '../contract/args.js';
 import { badRequest } from '../contract/errors.js';
-import { posteriorMean, successRate, type Experiment } from '../experiments/experiment.js';
+import { posteriorMean, posteriorOf, successRate, type Experiment } from '../experiments/experiment.js';
+import { betaInterval } from '../optimizer/bandit.js';
 import type { Vars } from '../templates/renderer.js';
 import { defineOp, type OpSpec } from './types.js';
 
@@ -52,7 +53,7 @@ const choosePrompt = defineOp<ChooseArgs>({
     const model = optStr(a, 'model', { min: 1, max: 200 }) ?? context.model ?? 'default';
     if (model.length === 0 || model.length > 200) throw badRequest('context.model', 'expected a string of 1..200 characters');
     return {
-      experiment: str(a, 'experiment', { min: 1, max: 200 }),
+      experiment: experimentName(a, 'experiment') ?? required('experiment'),
       prompt,
       templateId,
       variables: vars === undefined || vars === null ? {} : (termToJson(vars as TermObject) as Vars),
@@ -93,6 +94,18 @@ function loopMetadata(experiment: string, model: string, generation: number): Te
   return m;
 }
 
+/** An experiment's name: a string (binary) of 1..200 characters; an atom is refused (it reads like an instance name on the Elixir side). */
+function experimentName(a: TermObject, key: string): string | undefined {
+  const v = a[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw badRequest(key, 'expected a string (an experiment name is a binary, not an atom)');
+  return str(a, key, { min: 1, max: 200 });
+}
+
+const required = (field: string): never => {
+  throw badRequest(field, 'is required (a string)');
+};
+
 const ACTIONS = ['pin', 'unpin', 'reset', 'stop', 'resume'] as const;
 
 interface ExperimentArgs {
@@ -100,6 +113,7 @@ interface ExperimentArgs {
   model?: string;
   action?: (typeof ACTIONS)[number];
   promptId?: string;
+  force: boolean;
 }
 
 function describe(e: Experiment, withVariants: boolean): TermObject {
@@ -117,6 +131,7 @@ function describe(e: Experiment, withVariants: boolean): TermObject {
     base: record({ prompt_id: e.base.id, success_rate: float(successRate(e.base)), count: e.base.count }),
     improvement: float(leader.count > 0 && e.base.count > 0 ? successRate(leader) - successRate(e.base) : 0),
     active: e.active.length,
+    revision: e.revision,
     variants: withVariants
       ? [...e.variants.values()].map((v) =>
           record({
@@ -127,6 +142,7 @@ function describe(e: Experiment, withVariants: boolean): TermObject {
             successes: v.successes,
             count: v.count,
             success_rate: float(successRate(v)),
+            interval: betaInterval(posteriorOf(v)).map(float),
             posterior_mean: float(posteriorMean(v)),
             p_best: float(pBest.get(v.id) ?? 0),
             predicted: v.predicted === null ? null : float(v.predicted),
@@ -144,24 +160,27 @@ const experiment = defineOp<ExperimentArgs>({
     name: { type: 'string', aliasOf: 'experiment', doc: 'the experiment' },
     model: { type: 'string', doc: 'only this model\'s experiment (required with an action when the experiment runs for several models)' },
     action: { type: `one of: ${ACTIONS.join(', ')}`, doc: 'pin (serve prompt_id only), unpin, reset (back to the base), stop (serve the leader, propose nothing), resume' },
-    prompt_id: { type: 'string', doc: 'the variant to pin' },
+    prompt_id: { type: 'string', doc: 'the variant to pin (default: the leader)' },
+    force: { type: 'boolean', default: false, doc: 'pin a variant the loop retired or banned anyway' },
   },
-  reply: '%{experiments: [%{experiment, model, generation, status, pinned, outcomes, proposals_made, leader: %{prompt_id, origin, success_rate, count}, base: %{prompt_id, success_rate, count}, improvement: float, active, variants: [%{prompt_id, text, origin, state, successes, count, success_rate, posterior_mean, p_best, predicted}] | count}]}',
-  errors: { not_found: 'no experiment of that name (and model), or prompt_id is not one of its variants' },
+  reply: '%{experiments: [%{experiment, model, generation, status, pinned, outcomes, proposals_made, leader: %{prompt_id, origin, success_rate, count}, base: %{prompt_id, success_rate, count}, improvement: float, active, revision, variants: [%{prompt_id, text, origin, state, successes, count, success_rate, interval: [low, high], posterior_mean, p_best, predicted}] | count}]}',
+  errors: { not_found: 'no experiment of that name (and model), or prompt_id is not one of its variants', conflict: 'pin of a variant the loop retired or banned, without force: true', unavailable: 'the database is unreachable (actions are written before they apply)' },
   examples: [{}, { experiment: 'ticket_triage' }, { experiment: 'ticket_triage', model: 'gpt-4o-mini', action: 'pin', prompt_id: 'p-1' }],
   validate: (a) => {
     const action = optOneOf(a, 'action', ACTIONS);
-    const name = optStr(a, 'experiment', { min: 1, max: 200 }) ?? optStr(a, 'name', { min: 1, max: 200 });
+    const name = experimentName(a, 'experiment') ?? experimentName(a, 'name');
     if (action !== undefined && name === undefined) throw badRequest('experiment', 'is required with an action');
-    return { name, model: optStr(a, 'model', { min: 1, max: 200 }), action, promptId: optStr(a, 'prompt_id', { max: 200 }) };
+    const promptId = optStr(a, 'prompt_id', { min: 1, max: 200 });
+    if (promptId !== undefined && action === undefined) throw badRequest('prompt_id', 'only goes with an action');
+    return { name, model: optStr(a, 'model', { min: 1, max: 200 }), action, promptId, force: optBool(a, 'force') ?? false };
   },
   async handle(a, { engine }) {
     const svc = await engine.service('experiments');
-    if (a.name === undefined) return record({ experiments: svc.list().map((e) => describe(e, false)) });
-    let exps = svc.get(a.name, a.model);
+    if (a.name === undefined) return record({ experiments: (await svc.list()).map((e) => describe(e, false)) });
+    let exps = await svc.get(a.name, a.model);
     if (a.action !== undefined) {
       if (exps.length > 1 && a.model === undefined) throw badRequest('model', `experiment ${a.name} runs for ${exps.length} models: say which (${exps.map((e) => e.model).join(', ')})`);
-      exps = [svc.act(exps[0]!, a.action, a.promptId)];
+      exps = [await svc.act(exps[0]!, a.action, { promptId: a.promptId, force: a.force })];
     }
     return record({ experiments: exps.map((e) => describe(e, true)) });
   },

@@ -11,7 +11,8 @@ import { thompson } from '../optimizer/bandit.js';
 import { DevsetEvaluator, LearnedEvaluator, promptIdOf, type DevExample, type Evaluator } from '../optimizer/evaluators.js';
 import { chat, LlmError, type ChatMessage, type ChatOptions, type LlmEndpoint } from '../optimizer/llmClient.js';
 import type { OptimizeContext } from '../optimizer/promptBits.js';
-import { LlmProposer, OfflineProposer, hashSeed, seededRandom, type Proposer } from '../optimizer/proposers.js';
+import { LlmProposer, OfflineProposer, type Proposer } from '../optimizer/proposers.js';
+import { hashSeed, seededRandom } from '../random.js';
 import { asList, asString, optInt, optList, optMap, optNum, optStr, requireMap, str, stringMap } from '../contract/args.js';
 import { defineOp, type OpSpec } from './types.js';
 import { badRequest, OpError } from '../contract/errors.js';
@@ -120,7 +121,7 @@ const optimizePrompt = defineOp<OptimizeArgs>({
       if (hit.found) return record({ ...(hit.value as TermObject), cached: true });
     }
 
-    const proposer: Proposer = endpoint ? new LlmProposer(endpoint) : new OfflineProposer();
+    const proposer: Proposer = endpoint ? new LlmProposer(endpoint, 'copro') : new OfflineProposer();
     const evaluator: Evaluator =
       endpoint && a.devset && a.devset.length > 0
         ? new DevsetEvaluator(endpoint, a.devset, a.budget)

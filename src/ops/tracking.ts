@@ -10,6 +10,7 @@ import { asList, asString, oneOf, optInt, optNum, optStr, str } from '../contrac
 import type { Json } from '../codec/json.js';
 import { defineOp, type OpSpec } from './types.js';
 import { badRequest } from '../contract/errors.js';
+import { reportsOutcome } from '../experiments/service.js';
 
 const ENTRY_NAMES: Record<EntryKind, string> = {
   execution: 'PromptExecutionEntry',
@@ -30,9 +31,9 @@ function trackOp(name: string, kind: EntryKind): OpSpec<unknown> {
     examples: [TRACK_EXAMPLES[kind]],
     validate: (a) => parseEntry(kind, a),
     async handle(row, { engine }) {
-      await (await engine.service('store')).write(row);
-      // A closed-loop outcome moves its experiment once the row is durable (a restart recounts it from the store).
-      if (row.outcome !== undefined) (await engine.service('experiments')).observe(row.outcome);
+      // A closed-loop outcome goes through the experiments, which count it with its row.
+      if (reportsOutcome(row)) await (await engine.service('experiments')).track(row);
+      else await (await engine.service('store')).write(row);
       return record({ id: row.id });
     },
   }) as OpSpec<unknown>;

@@ -1,13 +1,85 @@
 /**
- * Bandit maths for choosing among prompt variants from tracked outcomes:
- * Beta posteriors and Thompson sampling. Used by `select_variant` and by
- * the closed loop's experiments. Written by hand: it is twenty lines and
- * must run seeded (a simulation replays the same way).
+ * Bandit maths for choosing among prompt variants from their outcomes: the
+ * one Beta-posterior type (`Beta`), Thompson sampling over any list of
+ * posteriors, P(a beats b) and Monte Carlo P(best). Used by `select_variant`,
+ * the closed loop's experiments and the benchmark's baselines. Written by
+ * hand: it is a few dozen lines and must run seeded (a simulation replays
+ * the same way).
  */
 
 export interface Outcomes {
   successes: number;
   count: number;
+}
+
+/** A Beta(α, β) posterior over a success rate: prior pseudo-outcomes plus counted ones. */
+export interface Beta {
+  readonly alpha: number;
+  readonly beta: number;
+}
+
+/** The posterior after `o` outcomes on top of `prior`. */
+export const betaOf = (prior: Beta, o: Outcomes): Beta => ({ alpha: prior.alpha + o.successes, beta: prior.beta + o.count - o.successes });
+
+export const betaMean = (b: Beta): number => b.alpha / (b.alpha + b.beta);
+
+/** P(a's rate > b's rate) under two independent Beta posteriors (normal approximation with the exact variances). */
+export function pBetter(a: Beta, b: Beta): number {
+  const na = a.alpha + a.beta;
+  const nb = b.alpha + b.beta;
+  const ma = a.alpha / na;
+  const mb = b.alpha / nb;
+  const v = (ma * (1 - ma)) / (na + 1) + (mb * (1 - mb)) / (nb + 1);
+  return normalCdf((ma - mb) / Math.sqrt(v + 1e-12));
+}
+
+/** The 95% interval of a Beta posterior (normal approximation, clamped to 0..1). */
+export function betaInterval(b: Beta): [number, number] {
+  const n = b.alpha + b.beta;
+  const m = b.alpha / n;
+  const h = 1.96 * Math.sqrt((m * (1 - m)) / (n + 1));
+  return [Math.max(0, m - h), Math.min(1, m + h)];
+}
+
+/**
+ * Thompson sampling: one draw per item from its posterior, in order; the
+ * highest draw wins. A single item is returned without a draw unless the
+ * caller watches the draws (`onDraw`).
+ */
+export function thompsonPick<T>(items: readonly T[], posterior: (item: T) => Beta, rnd: () => number, onDraw?: (item: T, p: Beta, draw: number) => void): T {
+  let chosen = items[0] as T;
+  if (items.length < 2 && onDraw === undefined) return chosen;
+  let best = -1;
+  for (const item of items) {
+    const p = posterior(item);
+    const d = sampleBeta(p.alpha, p.beta, rnd);
+    onDraw?.(item, p, d);
+    if (d > best) {
+      best = d;
+      chosen = item;
+    }
+  }
+  return chosen;
+}
+
+/** Monte Carlo P(best) of each item: the share of `draws` Thompson rounds it wins. */
+export function pBest<T>(items: readonly T[], posterior: (item: T) => Beta, draws: number, rnd: () => number): Map<T, number> {
+  const wins = new Map<T, number>(items.map((i) => [i, 0]));
+  if (items.length === 0) return wins;
+  const ps = items.map(posterior);
+  for (let i = 0; i < draws; i++) {
+    let best = 0;
+    let bestDraw = -1;
+    for (let j = 0; j < ps.length; j++) {
+      const d = sampleBeta(ps[j]!.alpha, ps[j]!.beta, rnd);
+      if (d > bestDraw) {
+        bestDraw = d;
+        best = j;
+      }
+    }
+    wins.set(items[best]!, wins.get(items[best]!)! + 1);
+  }
+  return new Map([...wins].map(([item, w]) => [item, w / draws]));
 }
 
 export interface ThompsonDraw {
@@ -17,22 +89,10 @@ export interface ThompsonDraw {
   draw: number;
 }
 
-/** One Thompson draw per variant from Beta(prior + outcomes); the highest draw wins. */
-export function thompson(ids: readonly string[], outcomes: ReadonlyMap<string, Outcomes>, rnd: () => number, prior: { alpha: number; beta: number } = { alpha: 1, beta: 1 }): { chosen: string; draws: ThompsonDraw[] } {
-  let chosen = ids[0]!;
-  let best = -1;
+/** Thompson sampling over tracked outcomes by prompt id, with every draw reported (`select_variant`, the baselines). */
+export function thompson(ids: readonly string[], outcomes: ReadonlyMap<string, Outcomes>, rnd: () => number, prior: Beta = { alpha: 1, beta: 1 }): { chosen: string; draws: ThompsonDraw[] } {
   const draws: ThompsonDraw[] = [];
-  for (const id of ids) {
-    const h = outcomes.get(id) ?? { successes: 0, count: 0 };
-    const alpha = prior.alpha + h.successes;
-    const beta = prior.beta + h.count - h.successes;
-    const draw = sampleBeta(alpha, beta, rnd);
-    draws.push({ id, alpha, beta, draw });
-    if (draw > best) {
-      best = draw;
-      chosen = id;
-    }
-  }
+  const chosen = thompsonPick(ids, (id) => betaOf(prior, outcomes.get(id) ?? { successes: 0, count: 0 }), rnd, (id, p, draw) => draws.push({ id, alpha: p.alpha, beta: p.beta, draw }));
   return { chosen, draws };
 }
 
@@ -63,3 +123,10 @@ function sampleGamma(shape: number, rnd: () => number): number {
   }
 }
 
+function normalCdf(z: number): number {
+  // Abramowitz–Stegun 7.1.26 on erf(z/√2).
+  const x = Math.abs(z) / Math.SQRT2;
+  const t = 1 / (1 + 0.3275911 * x);
+  const erf = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-x * x);
+  return z >= 0 ? 0.5 * (1 + erf) : 0.5 * (1 - erf);
+}

@@ -54,10 +54,11 @@ export class CoproOptimizer {
         if (!scored.has(instruction)) scored.set(instruction, { instruction, score: s.score, confidence: s.confidence, round });
       });
     };
-    const history = (): Attempt[] => [...scored.values()].sort((a, b) => a.score - b.score).map((c) => ({ instruction: c.instruction, score: c.score }));
+    // Best first (the COPRO-style LLM prompt lists them worst first, as COPRO does).
+    const history = (): Attempt[] => [...scored.values()].sort((a, b) => b.score - a.score).map((c) => ({ text: c.instruction, score: c.score }));
     const bestSoFar = (): CandidateResult => [...scored.values()].reduce((a, b) => (b.score > a.score ? b : a));
 
-    const first = [base, ...(await this.proposer.propose({ base, history: [], breadth: Math.max(0, breadth - 1), temperature: initTemperature, round: 0, context, signal }))];
+    const first = [base, ...(await this.proposer.propose({ base, tried: [], n: Math.max(0, breadth - 1), temperature: initTemperature, round: 0, context, variables: 'kept', signal }))];
     add(first, await this.evaluator.evaluate(first, signal), 0);
     this.onProgress({ round: 0, best: bestSoFar().score, candidates: scored.size });
 
@@ -67,7 +68,7 @@ export class CoproOptimizer {
       const from = bestSoFar();
       // Cool down as rounds go: bold rewrites first, refinements later.
       const temperature = initTemperature * (1 - (round - 1) / (depth + 1));
-      const proposals = (await this.proposer.propose({ base: from.instruction, history: history().slice(-breadth), breadth, temperature, round, context, signal })).filter(
+      const proposals = (await this.proposer.propose({ base: from.instruction, tried: history().slice(0, breadth), n: breadth, temperature, round, context, variables: 'kept', signal })).filter(
         (p) => !scored.has(p),
       );
       rounds = round;

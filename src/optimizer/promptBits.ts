@@ -4,6 +4,7 @@
  * format, constraints from context, examples, tightening). They never touch
  * Handlebars expressions, so a template's variables survive every rewrite.
  */
+import { TEMPLATE_EXPRESSION_RE } from './variables.js';
 
 export interface OptimizeContext {
   language?: string;
@@ -21,23 +22,6 @@ export interface PromptBit {
   /** Whether the bit would change this prompt (e.g. no second role line). */
   applies(prompt: string, ctx: OptimizeContext): boolean;
   apply(prompt: string, ctx: OptimizeContext): string;
-}
-
-/** Handlebars expressions, and single-brace `{name}` placeholders (format-string templates). */
-const HBS = /\{\{[\s\S]*?\}\}|\{[A-Za-z_]\w*\}/g;
-
-/** The placeholders of a template, in order (`{{language}}`, `{{#if x}}`, `{sentence}`, ...). */
-export function handlebarsExpressions(text: string): string[] {
-  return text.match(HBS) ?? [];
-}
-
-/** True when every expression of `original` is still in `candidate` at least as often. */
-export function keepsVariables(original: string, candidate: string): boolean {
-  const count = (xs: string[]): Map<string, number> => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
-  const want = count(handlebarsExpressions(original));
-  const have = count(handlebarsExpressions(candidate));
-  for (const [expr, n] of want) if ((have.get(expr) ?? 0) < n) return false;
-  return true;
 }
 
 const ROLE_RE = /^\s*(you are|act as|as an? )/i;
@@ -113,7 +97,7 @@ export const tightenBit: PromptBit = {
 function splitAroundHandlebars(text: string): Array<{ text: string; hbs: boolean }> {
   const out: Array<{ text: string; hbs: boolean }> = [];
   let last = 0;
-  for (const m of text.matchAll(HBS)) {
+  for (const m of text.matchAll(TEMPLATE_EXPRESSION_RE)) {
     if (m.index! > last) out.push({ text: text.slice(last, m.index), hbs: false });
     out.push({ text: m[0], hbs: true });
     last = m.index! + m[0].length;

@@ -1,9 +1,12 @@
 /**
  * The two backends behind one small interface: PostgreSQL through a `pg`
  * pool, or embedded PGlite in a data directory. The store above speaks
- * only `query` and `transaction`. A PostgreSQL that cannot be reached
- * surfaces as `OpError('unavailable')` (see `unreachable`), whichever
- * service's query met it.
+ * only `query`, `transaction`, COPY, NOTIFY/LISTEN and leases. Every
+ * connection works in the store's own schema (`search_path`), so the
+ * tables live beside an app's own (Ecto's `schema_migrations`, `models`,
+ * ...) without touching them. A PostgreSQL that cannot be reached surfaces
+ * as `OpError('unavailable')` (see `unreachable`), whichever service's
+ * query met it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -15,11 +18,38 @@ import { OpError } from '../contract/errors.js';
 export type SqlParam = string | number | boolean | null | Uint8Array | string[] | Array<string | number | boolean | null>;
 export type Row = Record<string, unknown>;
 
+/** A statement runner inside a transaction. */
+export type Query = (sql: string, params?: SqlParam[]) => Promise<Row[]>;
+
+/**
+ * A lease: a session-level advisory lock held on a connection of its own for
+ * as long as the holder lives (it dies with the connection, so another
+ * instance takes it over when the holder dies). Writes made through
+ * `transaction` run on that connection, so they are fenced: once the lease
+ * is lost, they fail instead of racing the new holder.
+ */
+export interface Lease {
+  /** Run `fn` in a transaction on the lease's connection (one at a time); rejects once the lease is lost. */
+  transaction<T>(fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<T>;
+  readonly held: boolean;
+  /** `f` runs once, when the lease is lost (its connection died or stopped answering). */
+  onLost(f: () => void): void;
+  release(): Promise<void>;
+}
+
 export interface SqlClient {
   readonly backend: 'postgres' | 'pglite';
+  /** The schema every table lives in. */
+  readonly schema: string;
   query<R extends Row = Row>(sql: string, params?: SqlParam[]): Promise<R[]>;
-  /** Run `fn` in one transaction (one connection). */
-  transaction<T>(fn: (q: (sql: string, params?: SqlParam[]) => Promise<Row[]>) => Promise<T>): Promise<T>;
+  /** Run `fn` in one transaction (one connection); `copy` loads rows in COPY's text format inside it. */
+  transaction<T>(fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<T>;
+  /**
+   * Hold the advisory lock `key` until released or the process dies, or
+   * undefined at once when another session holds it. PGlite (one process)
+   * always grants it.
+   */
+  lease(key: number): Promise<Lease | undefined>;
   /**
    * Run `fn` holding a PostgreSQL session-level advisory lock on a connection
    * of its own, or return `{ locked: false }` at once when another session
@@ -36,6 +66,9 @@ export interface SqlClient {
   close(): Promise<void>;
 }
 
+/** COPY of rows already in COPY's text format, inside a transaction. */
+export type CopyInTransaction = (table: string, columns: readonly string[], text: string) => Promise<void>;
+
 export interface CopyIn {
   /** Smallest batch worth a COPY: on PostgreSQL its extra round trip (CopyIn, data, CopyDone) costs more than it saves below this. */
   readonly minRows: number;
@@ -44,14 +77,21 @@ export interface CopyIn {
 
 const copySql = (table: string, columns: readonly string[], source: string): string => `COPY ${table} (${columns.map((c) => `"${c}"`).join(',')}) FROM ${source}`;
 
-export async function openPostgres(url: string, opts: { max?: number } = {}): Promise<SqlClient> {
-  const pool = new pg.Pool({ connectionString: url, max: opts.max ?? 4, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
+/** A schema name the store accepts: plain lower-case SQL identifiers only, so it never needs quoting. */
+export const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
+
+export async function openPostgres(url: string, opts: { max?: number; schema: string }): Promise<SqlClient> {
+  if (!SCHEMA_RE.test(opts.schema)) throw new Error(`schema ${JSON.stringify(opts.schema)}: expected a lower-case SQL identifier (letters, digits, _)`);
+  // Every connection (pool, listener, lease) works in the store's schema only: nothing resolves to an app's table in `public`.
+  const options = `-c search_path=${opts.schema}`;
+  const pool = new pg.Pool({ connectionString: url, options, max: opts.max ?? 4, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
   // An idle client losing its server (restart) must not crash the process.
   pool.on('error', () => undefined);
   // bigint columns (seq, test_duration) as JS numbers: they stay below 2^53 here.
   const types = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) };
   return {
     backend: 'postgres',
+    schema: opts.schema,
     async query<R extends Row>(sql: string, params: SqlParam[] = []) {
       try {
         const r = await pool.query<R>({ text: sql, values: params, types });
@@ -65,7 +105,10 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
       let broken = false;
       try {
         await client.query('BEGIN');
-        const out = await fn(async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[]);
+        const out = await fn(
+          async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[],
+          (table, columns, text) => copyOn(client, table, columns, text),
+        );
         await client.query('COMMIT');
         return out;
       } catch (err) {
@@ -76,6 +119,7 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
         client.release(broken);
       }
     },
+    lease: (key) => pgLease(url, options, key, types),
     async withAdvisoryLock(key, fn) {
       const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
       let broken = false;
@@ -100,12 +144,7 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
         const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
         let broken = false;
         try {
-          await new Promise<void>((resolve, reject) => {
-            const stream = client.query(copyFrom(copySql(table, columns, 'STDIN')));
-            stream.on('finish', resolve);
-            stream.on('error', reject);
-            stream.end(text);
-          });
+          await copyOn(client, table, columns, text);
         } catch (err) {
           broken = isConnectionError(err);
           throw unreachable(err);
@@ -123,7 +162,7 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
       let stopped = false;
       let client: pg.Client | undefined;
       const start = async (): Promise<void> => {
-        const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 2_000 });
+        const c = new pg.Client({ connectionString: url, options, connectionTimeoutMillis: 2_000 });
         c.on('error', () => undefined);
         c.on('notification', (m) => {
           if (m.channel === channel) onMessage(m.payload ?? '');
@@ -142,6 +181,99 @@ export async function openPostgres(url: string, opts: { max?: number } = {}): Pr
       };
     },
     close: () => pool.end(),
+  };
+}
+
+function copyOn(client: pg.PoolClient, table: string, columns: readonly string[], text: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const stream = client.query(copyFrom(copySql(table, columns, 'STDIN')));
+    stream.on('finish', resolve);
+    stream.on('error', reject);
+    stream.end(text);
+  });
+}
+
+type TypeParsers = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (v: string) => unknown };
+
+const LEASE_KEEPALIVE_MS = 1_000;
+
+/**
+ * A PostgreSQL lease: its own client, `pg_try_advisory_lock`, and a
+ * keep-alive query every second, so a connection that died quietly (the
+ * server restarted, the network went) is noticed and the lease given up.
+ */
+async function pgLease(url: string, options: string, key: number, types: TypeParsers): Promise<Lease | undefined> {
+  const client = new pg.Client({ connectionString: url, options, connectionTimeoutMillis: 2_000, keepAlive: true });
+  let held = false;
+  const lostHandlers: Array<() => void> = [];
+  let keepAlive: NodeJS.Timeout | undefined;
+  const lose = (): void => {
+    if (!held) return;
+    held = false;
+    clearInterval(keepAlive);
+    client.end().catch(() => undefined);
+    for (const f of lostHandlers.splice(0)) f();
+  };
+  client.on('error', lose);
+  client.on('end', lose);
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw unreachable(err);
+  }
+  const got = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [key]).then(
+    (r) => r.rows[0]?.ok === true,
+    (err: unknown) => Promise.reject(unreachable(err)),
+  );
+  if (!got) {
+    await client.end().catch(() => undefined);
+    return undefined;
+  }
+  held = true;
+  // One statement at a time on this connection: transactions and keep-alives queue behind each other.
+  let chain: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const next = chain.then(fn, fn);
+    chain = next.catch(() => undefined);
+    return next;
+  };
+  keepAlive = setInterval(() => {
+    void serial(() => client.query('SELECT 1')).catch(lose);
+  }, LEASE_KEEPALIVE_MS);
+  keepAlive.unref();
+  return {
+    get held() {
+      return held;
+    },
+    transaction: (fn) =>
+      serial(async () => {
+        if (!held) throw new OpError('unavailable', 'the lease was lost');
+        try {
+          await client.query('BEGIN');
+          const out = await fn(
+            async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[],
+            (table, columns, text) => copyOn(client as pg.PoolClient, table, columns, text),
+          );
+          await client.query('COMMIT');
+          return out;
+        } catch (err) {
+          if (isConnectionError(err)) lose();
+          else await client.query('ROLLBACK').catch(() => undefined);
+          throw unreachable(err);
+        }
+      }),
+    onLost: (f) => {
+      if (held) lostHandlers.push(f);
+      else f();
+    },
+    release: async () => {
+      if (!held) return;
+      held = false;
+      clearInterval(keepAlive);
+      await serial(() => client.query('SELECT pg_advisory_unlock($1)', [key])).catch(() => undefined);
+      await client.end().catch(() => undefined);
+    },
   };
 }
 
@@ -177,24 +309,37 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-export async function openPglite(dir: string): Promise<SqlClient> {
+export async function openPglite(dir: string, opts: { schema: string }): Promise<SqlClient> {
+  if (!SCHEMA_RE.test(opts.schema)) throw new Error(`schema ${JSON.stringify(opts.schema)}: expected a lower-case SQL identifier (letters, digits, _)`);
   fs.mkdirSync(dir, { recursive: true });
   const unlock = lockDir(dir);
   const { PGlite } = await import('@electric-sql/pglite');
   let db: PGlite;
   try {
     db = await PGlite.create(dir);
+    // One connection for the life of the process: the path set once holds for every statement.
+    await db.query(`SET search_path TO ${opts.schema}`);
   } catch (err) {
     unlock();
     throw err;
   }
   const fix = (rows: Row[]): Row[] => rows.map((r) => (typeof r.seq === 'bigint' ? { ...r, seq: Number(r.seq) } : r));
+  const transaction: SqlClient['transaction'] = (fn) =>
+    db.transaction(async (tx) =>
+      fn(
+        async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows),
+        async (table, columns, text) => void (await tx.query(copySql(table, columns, `'/dev/blob'`), [], { blob: new Blob([text]) })),
+      ),
+    );
   return {
     backend: 'pglite',
+    schema: opts.schema,
     async query<R extends Row>(sql: string, params: SqlParam[] = []) {
       return fix((await db.query<Row>(sql, params)).rows) as R[];
     },
-    transaction: (fn) => db.transaction(async (tx) => fn(async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows))),
+    transaction,
+    // One process owns the directory: it always holds every lease.
+    lease: async () => ({ held: true, transaction, onLost: () => undefined, release: async () => undefined }),
     withAdvisoryLock: async (_key, fn) => ({ locked: true, value: await fn() }),
     // PGlite reads COPY data from a Blob at /dev/blob: ~1.4× the rows/s of the unnest INSERT at any batch size (measured, 2–512 rows).
     copy: {

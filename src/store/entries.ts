@@ -128,22 +128,17 @@ export interface EntryRow {
   kind: EntryKind;
   id: string;
   values: Array<string | number | boolean | null | string[]>;
-  /** For an execution whose metadata names a closed-loop experiment: the outcome it reports. */
-  outcome?: LoopOutcome;
+  /** An execution's metadata as given (read by the closed loop to tell an outcome; not journaled: the values hold it). */
+  meta?: Readonly<Record<string, string>>;
+  /** For a closed-loop outcome: the experiment whose variant count the write moves (set by the experiments room). */
+  loop?: LoopKey;
 }
 
-export interface LoopOutcome {
+/** The experiment a closed-loop outcome counts for; `generation` null: the experiment's current one. */
+export interface LoopKey {
   experiment: string;
   model: string;
-  generation?: number;
-  promptId: string;
-  success: boolean;
-}
-
-function loopOutcome(promptId: string, success: boolean, m: Record<string, string>): LoopOutcome | undefined {
-  if (m.experiment === undefined) return undefined;
-  const g = m.generation === undefined ? undefined : Number(m.generation);
-  return { experiment: m.experiment, model: m.model ?? 'default', generation: g !== undefined && Number.isSafeInteger(g) ? g : undefined, promptId, success };
+  generation: number | null;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -208,7 +203,6 @@ export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
   switch (kind) {
     case 'execution': {
       const promptId = text(e, 'prompt_id');
-      const success = bool(e, 'success');
       const meta = e.metadata === undefined || e.metadata === null ? {} : stringMap(e.metadata, 'metadata', { maxBytes: MAX_JSON_BYTES });
       const metadata = jsonText(meta, 'metadata');
       return {
@@ -218,14 +212,14 @@ export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
           id,
           promptId,
           int(e, 'execution_time_ms', { min: 0, max: 2_147_483_647 }),
-          success,
+          bool(e, 'success'),
           optNum(e, 'confidence_score', { min: 0, max: 1 }) ?? null,
           optStr(e, 'context_signature', { max: 512 }) ?? null,
           optInt(e, 'response_length', { min: 0, max: 2_147_483_647 }) ?? null,
           timestamp(e, 'timestamp'),
           metadata,
         ],
-        outcome: loopOutcome(promptId, success, meta),
+        meta,
       };
     }
     case 'feedback':

@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { EntryRow } from './entries.js';
+import type { StoreWrite } from './groupCommitWriter.js';
 
 export class Journal {
   private fh: fs.promises.FileHandle | undefined;
@@ -43,9 +43,10 @@ export class Journal {
   }
 
   /** Append rows and fsync; resolves once they are on disk. Serialised with replay steps. */
-  append(rows: EntryRow[]): Promise<void> {
+  append(rows: StoreWrite[]): Promise<void> {
     return this.serial(async () => {
-      const text = rows.map((r) => JSON.stringify(r)).join('\n') + '\n';
+      // An execution's parsed `meta` is left out: its values hold the same metadata as JSON text.
+      const text = rows.map((r) => JSON.stringify(r, (k, v: unknown) => (k === 'meta' ? undefined : v))).join('\n') + '\n';
       await this.fh!.write(text);
       await this.fh!.datasync();
       this.size += Buffer.byteLength(text);
@@ -58,7 +59,7 @@ export class Journal {
    * Appends may continue meanwhile; they are replayed too. Throws if `insert`
    * throws (the database went away again): what was inserted stays counted.
    */
-  async replay(insert: (rows: EntryRow[]) => Promise<void>, batch = 500): Promise<number> {
+  async replay(insert: (rows: StoreWrite[]) => Promise<void>, batch = 500): Promise<number> {
     let total = 0;
     for (;;) {
       const pending = await this.serial(async () => {
@@ -102,9 +103,9 @@ export class Journal {
   }
 }
 
-function parseLine(line: string): EntryRow[] {
+function parseLine(line: string): StoreWrite[] {
   try {
-    return [JSON.parse(line) as EntryRow];
+    return [JSON.parse(line) as StoreWrite];
   } catch {
     return [];
   }

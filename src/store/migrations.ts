@@ -1,7 +1,8 @@
 /**
- * The store's schema, as versioned migrations shared by PostgreSQL and PGlite.
- * Kept as TypeScript strings (not .sql files) so the compiled `dist/` carries
- * them. Applied in order under an advisory lock; each version once.
+ * The store's tables, as versioned migrations shared by PostgreSQL and
+ * PGlite, applied inside the store's own schema (`search_path`). Kept as
+ * TypeScript strings (not .sql files) so the compiled `dist/` carries them.
+ * Applied in order under an advisory lock; each version once.
  */
 export interface Migration {
   version: number;
@@ -148,4 +149,50 @@ ALTER TABLE models ADD COLUMN IF NOT EXISTS meta jsonb;
 ALTER TABLE models ALTER COLUMN path DROP NOT NULL
 `,
   },
+  {
+    version: 5,
+    // The closed loop's state shared by every sidecar on this database: per-variant outcome counts
+    // (moved in the transaction that stores each outcome), the leader, the batch trigger and a
+    // revision per experiment; screened candidates waiting in reserve are variant rows too.
+    name: 'shared closed-loop state',
+    sql: `
+ALTER TABLE experiments ADD COLUMN IF NOT EXISTS leader_prompt_id text;
+ALTER TABLE experiments ADD COLUMN IF NOT EXISTS outcomes_at_last_batch bigint NOT NULL DEFAULT 0;
+ALTER TABLE experiments ADD COLUMN IF NOT EXISTS revision bigint NOT NULL DEFAULT 0;
+ALTER TABLE experiment_variants ADD COLUMN IF NOT EXISTS rank double precision;
+CREATE TABLE IF NOT EXISTS experiment_counts (
+  name text NOT NULL,
+  model text NOT NULL,
+  generation integer NOT NULL,
+  prompt_id text NOT NULL,
+  successes bigint NOT NULL DEFAULT 0,
+  count bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (name, model, generation, prompt_id)
+);
+INSERT INTO experiment_counts (name, model, generation, prompt_id, successes, count)
+SELECT v.name, v.model, v.generation, v.prompt_id, count(*) FILTER (WHERE x.success), count(*)
+  FROM experiment_variants v
+  JOIN experiments e ON e.name = v.name AND e.model = v.model
+  JOIN prompt_executions x ON x.prompt_id = v.prompt_id
+   AND x.metadata->>'experiment' = v.name
+   AND coalesce(x.metadata->>'model', 'default') = v.model
+   AND coalesce(x.metadata->>'generation', e.generation::text) = v.generation::text
+ GROUP BY 1, 2, 3, 4
+ON CONFLICT DO NOTHING
+`,
+  },
+];
+
+/** Every table the migrations create, with a column only ours has (to tell them from an app's own table of that name). */
+export const OWN_TABLES: ReadonlyArray<{ table: string; marker: string }> = [
+  { table: 'schema_migrations', marker: 'name' },
+  { table: 'prompt_executions', marker: 'context_signature' },
+  { table: 'prompt_feedback', marker: 'feedback_type' },
+  { table: 'prompt_evolutions', marker: 'evolved_prompt_id' },
+  { table: 'ab_test_results', marker: 'variant_b_prompt_id' },
+  { table: 'context_signatures', marker: 'signature_hash' },
+  { table: 'models', marker: 'feature_spec_hash' },
+  { table: 'experiments', marker: 'base_prompt_id' },
+  { table: 'experiment_variants', marker: 'prior_alpha' },
+  { table: 'experiment_counts', marker: 'generation' },
 ];

@@ -6,15 +6,16 @@
  * from. Queries live in queries.ts, the model registry in modelRegistry.ts,
  * row → term conversion in rowTerms.ts. May import: codec, contract, config.
  */
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { float, record, type TermObject } from '../codec/terms.js';
-import { openPglite, openPostgres, isConnectionError, type SqlClient } from './db.js';
+import { openPglite, openPostgres, isConnectionError, type Lease, type Query, type SqlClient } from './db.js';
 import { abResultRow, evolutionRow, parseEntry, type AbResultInput, type EntryKind, type EntryRow, type EvolutionInput } from './entries.js';
-import { GroupCommitWriter } from './groupCommitWriter.js';
+import { GroupCommitWriter, insertRowsIn, type StoreWrite, type WriteReceipt } from './groupCommitWriter.js';
 import { Journal } from './journal.js';
-import { MIGRATIONS } from './migrations.js';
-import { ExperimentRecords } from './experimentRecords.js';
+import { MIGRATIONS, OWN_TABLES } from './migrations.js';
+import { ExperimentRecords, type GenerationWrite } from './experimentRecords.js';
 import { ModelRegistry } from './modelRegistry.js';
 import { runQuery, toAggregate, type PromptAggregate, type QueryArgs, type QueryKind } from './queries.js';
 import { iso } from './rowTerms.js';
@@ -38,8 +39,24 @@ export interface FeedbackRow {
   context: Record<string, string>;
 }
 
-const MIGRATION_LOCK = 7_403_221; // pg_advisory_lock key for migrations
-const TRAINING_LOCK = 7_403_222; // pg_try_advisory_lock key: one trainer at a time
+const MIGRATION_LOCK = 7_403_221; // pg_advisory_lock key for migrations (any schema: they are short)
+
+/** The store's schema when none is configured: its own, beside an app's `public`. */
+export const DEFAULT_SCHEMA = 'prompt_engine';
+
+/**
+ * An advisory-lock key for `purpose` in `schema` (FNV-1a, 31 bits): two
+ * installations in different schemas of one database never share a trainer
+ * or a closed-loop decider.
+ */
+export function lockKey(schema: string, purpose: string): number {
+  let h = 0x811c9dc5;
+  for (const ch of `${schema}\u0000${purpose}`) {
+    h ^= ch.codePointAt(0)!;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h & 0x7fffffff;
+}
 
 export class TrackingStore {
   private readonly writer: GroupCommitWriter;
@@ -53,18 +70,22 @@ export class TrackingStore {
     readonly db: SqlClient,
     private readonly journal: Journal,
     private readonly log: Logger,
+    /** This instance's name among the sidecars sharing the database (the closed loop's notices say who sent them). */
+    readonly instanceId: string,
   ) {
     this.models = new ModelRegistry(db, () => this.migrate());
-    this.experiments = new ExperimentRecords(db, () => this.migrate());
-    this.writer = new GroupCommitWriter(db, journal, log, { maxBatch: 500, recoverEveryMs: 300, maxInFlight: db.backend === 'postgres' ? 3 : 1, onRecovered: () => this.migrate() });
+    const notice = { channel: `pe_loop_${lockKey(db.schema, 'loop').toString(36)}`, sender: instanceId };
+    this.experiments = new ExperimentRecords(db, () => this.migrate(), notice);
+    this.writer = new GroupCommitWriter(db, journal, log, { maxBatch: 500, recoverEveryMs: 300, maxInFlight: db.backend === 'postgres' ? 3 : 1, onRecovered: () => this.migrate(), notice });
   }
 
   /** Open the backend, migrate, and replay what an earlier process left in the journal. */
-  static async open(opts: { databaseUrl?: string; dataDir: string; log: Logger }): Promise<TrackingStore> {
-    const db = opts.databaseUrl ? await openPostgres(opts.databaseUrl) : await openPglite(path.join(opts.dataDir, 'pglite'));
+  static async open(opts: { databaseUrl?: string; dataDir: string; schema?: string; instanceId?: string; log: Logger }): Promise<TrackingStore> {
+    const schema = opts.schema ?? DEFAULT_SCHEMA;
+    const db = opts.databaseUrl ? await openPostgres(opts.databaseUrl, { schema }) : await openPglite(path.join(opts.dataDir, 'pglite'), { schema });
     const journal = new Journal(path.join(opts.dataDir, 'journal'));
     await journal.open();
-    const store = new TrackingStore(db, journal, opts.log);
+    const store = new TrackingStore(db, journal, opts.log, opts.instanceId ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
     try {
       await store.migrate();
     } catch (err) {
@@ -100,17 +121,26 @@ export class TrackingStore {
     return this.db.backend;
   }
 
-  /** Apply pending migrations under an advisory lock (safe from two sidecars at once). */
+  /**
+   * Create the store's schema, move an installation made before it had one
+   * out of `public`, and apply pending migrations, under an advisory lock
+   * (safe from two sidecars at once). Nothing of an app's own in `public`
+   * (Ecto's `schema_migrations`, a `models` table) is read or changed.
+   */
   async migrate(): Promise<void> {
     if (this.migrated) return;
+    const schema = this.db.schema;
     await this.db.transaction(async (q) => {
       await q('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
-      await q('CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())');
-      const done = new Set((await q('SELECT version FROM schema_migrations')).map((r) => Number(r.version)));
+      await q(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+      const moved = await moveOutOfPublic(q, schema);
+      if (moved.length > 0) this.log.info({ schema, tables: moved }, 'moved the store\'s tables out of public into its own schema');
+      await q(`CREATE TABLE IF NOT EXISTS ${schema}.schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      const done = new Set((await q(`SELECT version FROM ${schema}.schema_migrations`)).map((r) => Number(r.version)));
       for (const m of MIGRATIONS) {
         if (done.has(m.version)) continue;
         for (const stmt of splitStatements(m.sql)) await q(stmt);
-        await q('INSERT INTO schema_migrations (version, name) VALUES ($1, $2)', [m.version, m.name]);
+        await q(`INSERT INTO ${schema}.schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
       }
     });
     this.migrated = true;
@@ -123,13 +153,38 @@ export class TrackingStore {
     return row.id;
   }
 
+  /** A new closed-loop generation through group commit (journaled while the database is away). */
+  async writeGeneration(g: GenerationWrite): Promise<WriteReceipt> {
+    return this.writer.write({ kind: 'generation', id: randomUUID(), generation: g });
+  }
+
+  /** Write tracking entries inside a transaction of the caller's (a closed-loop change and the entries that record it). */
+  writeEntriesIn(q: Query, rows: EntryRow[]): Promise<void> {
+    return insertRowsIn(q, rows);
+  }
+
+  /** Hold the lease named `purpose` (one holder among the instances sharing the database), or undefined when another holds it. */
+  lease(purpose: string): Promise<Lease | undefined> {
+    return this.db.lease(lockKey(this.db.schema, purpose));
+  }
+
+  /** `f` runs whenever the database is back and the journal replayed into it. */
+  onRecovered(f: () => void): void {
+    this.writer.onRecovered(f);
+  }
+
+  /** Whether writes reach the database now (false while they go to the journal). */
+  get databaseUp(): boolean {
+    return this.writer.databaseUp;
+  }
+
   /**
    * Run `fn` as the only trainer among the instances sharing this database
    * (a PostgreSQL advisory lock held on its own connection: it dies with the
    * instance). `{ locked: false }` at once when another instance trains.
    */
   withTrainingLock<T>(fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }> {
-    return this.db.withAdvisoryLock(TRAINING_LOCK, fn);
+    return this.db.withAdvisoryLock(lockKey(this.db.schema, 'training'), fn);
   }
 
   /** Record an evolution the engine made (typed: no term readers). Resolves with its id once durable. */
@@ -146,8 +201,8 @@ export class TrackingStore {
     return row.id;
   }
 
-  /** Write an entry already validated by `parseEntry`. */
-  write(row: EntryRow): Promise<void> {
+  /** Write an entry already validated by `parseEntry` (or a generation); resolves with its receipt once durable. */
+  write(row: StoreWrite): Promise<WriteReceipt> {
     return this.writer.write(row);
   }
 
@@ -162,6 +217,7 @@ export class TrackingStore {
       mean_batch: float(f.batches === 0 ? 0 : f.rows / f.batches),
       journaled: f.journaled,
       replayed: f.replayed,
+      refused: f.refused,
     });
   }
 
@@ -217,6 +273,31 @@ export class TrackingStore {
   }
 }
 
+
+/**
+ * Before the store had a schema of its own its tables lived in `public`.
+ * When `public.schema_migrations` is ours (it has a `name` column, which
+ * Ecto's has not) and the store's schema has none yet, every table of ours
+ * found in `public` (recognised by a column only ours has) moves over with
+ * its rows, indexes and sequences. Returns the tables moved.
+ */
+async function moveOutOfPublic(q: Query, schema: string): Promise<string[]> {
+  if (schema === 'public') return [];
+  const columns = await q(
+    `SELECT table_schema, table_name, column_name FROM information_schema.columns
+      WHERE table_schema IN ('public', $1) AND table_name = ANY($2::text[])`,
+    [schema, OWN_TABLES.map((t) => t.table)],
+  );
+  const has = (where: string, table: string, column?: string): boolean => columns.some((c) => c.table_schema === where && c.table_name === table && (column === undefined || c.column_name === column));
+  if (has(schema, 'schema_migrations') || !has('public', 'schema_migrations', 'name')) return [];
+  const moved: string[] = [];
+  for (const { table, marker } of OWN_TABLES) {
+    if (!has('public', table, marker) || has(schema, table)) continue;
+    await q(`ALTER TABLE public.${table} SET SCHEMA ${schema}`);
+    moved.push(table);
+  }
+  return moved;
+}
 
 /** Split a migration into statements (no semicolons inside our DDL strings). */
 function splitStatements(sql: string): string[] {

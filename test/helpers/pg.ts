@@ -1,10 +1,16 @@
 /** A fresh PostgreSQL database per test file on the server scripts/with-services.sh started. */
 import pg from 'pg';
+import { DEFAULT_SCHEMA } from '../../src/store/trackingStore.js';
 
 export function requireEnv(name: string): string {
   const v = process.env[name];
   if (!v) throw new Error(`${name} is not set: run this suite through \`npm test\` or \`bash scripts/with-services.sh npx vitest run <file>\``);
   return v;
+}
+
+/** A client whose unqualified table names are the store's (its own schema, as every sidecar connection has). */
+export function storeClient(url: string): pg.Client {
+  return new pg.Client({ connectionString: url, options: `-c search_path=${DEFAULT_SCHEMA}` });
 }
 
 export async function freshDatabase(prefix: string): Promise<string> {

@@ -1,0 +1,329 @@
+/**
+ * The one sidecar that decides the closed loop for every sidecar sharing
+ * the database: proposals and their screening, admissions from the
+ * reserve, retirements, bans and leader changes. It holds a lease (a
+ * PostgreSQL advisory lock on a connection of its own, `loop-decider` in
+ * the store's schema); the others try to take it every `retryMs` and one
+ * does within that when the holder dies (its connection closes with it).
+ * Its decisions are written through the lease's connection, each in a
+ * transaction that locks the experiment's row and checks the decision
+ * still holds against what it finds there (a variant still active, the
+ * leader still the one it replaces, the generation still current), so a
+ * decider that lost its lease, or decided on a stale view, changes
+ * nothing. It adopts what the store then holds; the others follow through
+ * their refreshes. So there is one stream of LLM requests per experiment,
+ * the variant cap per generation holds fleet-wide, and the leader changes
+ * only by the confidence rule, never because a sidecar restarted.
+ *
+ * While the database is away nobody holds the lease and nothing is
+ * decided: every sidecar serves what was decided before, and counts what
+ * it stores (the journal).
+ */
+import type { Logger } from 'pino';
+import type { Scorer } from '../learning/scorer.js';
+import { promptIdOf } from '../optimizer/evaluators.js';
+import type { Lease } from '../store/db.js';
+import { abResultRow, evolutionRow } from '../store/entries.js';
+import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
+import type { TrackingStore } from '../store/trackingStore.js';
+import { decisionChange, posteriorMean, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
+import type { FallbackProposer } from '../optimizer/proposers.js';
+import type { LoopView } from './view.js';
+
+const MAX_PROMPT_CHARS = 100_000;
+
+export interface DeciderDeps {
+  store: TrackingStore;
+  scorer(): Promise<Scorer>;
+  proposer: FallbackProposer;
+  log: Logger;
+  policy: LoopPolicy;
+  view: LoopView;
+  /** The caller context last seen for an experiment (what the proposer may use besides the base). */
+  contextOf(key: string): Record<string, string>;
+  /** How often a sidecar without the lease tries to take it. */
+  retryMs: number;
+  /** Load an experiment from the store again (a decision this view assumed was not written). */
+  reload(key: string): void;
+  /** Experiments loaded when the lease is taken (most recently changed first). */
+  maxExperiments: number;
+}
+
+export interface DeciderFigures {
+  leases_taken: number;
+  leases_lost: number;
+  batches: number;
+  proposals_screened: number;
+  proposals_rejected: number;
+  retired: number;
+  banned: number;
+  leader_changes: number;
+  admitted: number;
+  write_errors: number;
+}
+
+export class Decider {
+  private lease: Lease | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  private closed = false;
+  /** Work in progress per experiment (one decision write or batch at a time). */
+  private readonly busy = new Map<string, Promise<void>>();
+  /** Experiments that moved while busy: looked at again when the work ends. */
+  private readonly again = new Set<string>();
+  /** Decision writes in flight per experiment (their decisions are assumed in the view meanwhile). */
+  private readonly decisionWrites = new Map<string, number>();
+  readonly figures: DeciderFigures = { leases_taken: 0, leases_lost: 0, batches: 0, proposals_screened: 0, proposals_rejected: 0, retired: 0, banned: 0, leader_changes: 0, admitted: 0, write_errors: 0 };
+
+  constructor(private readonly deps: DeciderDeps) {}
+
+  /** Whether this sidecar decides now. */
+  get deciding(): boolean {
+    return this.lease?.held === true;
+  }
+
+  isBusy(key: string): boolean {
+    return this.busy.has(key);
+  }
+
+  /** Try to take the lease now, and again every `retryMs` while another holds it. */
+  start(): void {
+    void this.acquire();
+  }
+
+  private async acquire(): Promise<void> {
+    this.retry = undefined;
+    if (this.closed || this.deciding) return;
+    try {
+      const lease = await this.deps.store.lease('loop-decider');
+      if (lease !== undefined) {
+        if (this.closed) return void (await lease.release());
+        this.lease = lease;
+        this.figures.leases_taken++;
+        lease.onLost(() => this.lost(lease));
+        this.deps.log.info('this sidecar now decides the closed loop for every sidecar on the database');
+        await this.takeOver();
+        return;
+      }
+    } catch (err) {
+      this.deps.log.debug({ err: (err as Error).message }, 'closed-loop lease not taken');
+    }
+    this.scheduleRetry();
+  }
+
+  private scheduleRetry(): void {
+    if (this.closed || this.retry !== undefined) return;
+    this.retry = setTimeout(() => void this.acquire(), this.deps.retryMs);
+    this.retry.unref();
+  }
+
+  private lost(lease: Lease): void {
+    if (this.lease !== lease) return;
+    this.lease = undefined;
+    this.figures.leases_lost++;
+    if (!this.closed) this.deps.log.warn('closed-loop lease lost (database connection gone): another sidecar, or this one later, decides');
+    this.scheduleRetry();
+  }
+
+  /** A new decider starts from what the store holds: every experiment changed lately, looked at once. */
+  private async takeOver(): Promise<void> {
+    try {
+      const snaps = await this.deps.store.experiments.load(undefined, this.deps.maxExperiments);
+      for (const s of snaps) this.poke(this.deps.view.adopt(s));
+    } catch (err) {
+      this.deps.log.warn({ err: (err as Error).message }, 'closed-loop state not loaded at takeover; experiments are looked at as they move');
+    }
+  }
+
+  /**
+   * Look at an experiment whose counts or state moved: the policy's
+   * decisions, then proposals when the pool has room. Does nothing unless
+   * this sidecar decides; one piece of work per experiment at a time.
+   */
+  poke(exp: Experiment): void {
+    if (!this.deciding) return;
+    if (this.busy.has(exp.key)) {
+      this.again.add(exp.key);
+      return;
+    }
+    if (exp.wantsProposals() === 0 && exp.decisions().length === 0) return;
+    const key = exp.key;
+    const work = this.step(exp)
+      .catch((err: unknown) => {
+        this.figures.write_errors++;
+        this.deps.log.warn({ err: (err as Error).message, experiment: exp.name, model: exp.model }, 'closed-loop decision not written; the next outcome decides again');
+      })
+      .finally(() => {
+        this.busy.delete(key);
+        if (this.again.delete(key)) {
+          const cur = this.deps.view.get(key);
+          if (cur !== undefined) this.poke(cur);
+        }
+      });
+    this.busy.set(key, work);
+  }
+
+  /** A choice was served: propose when the pool has room (decisions follow counts, not choices). */
+  serving(exp: Experiment): void {
+    if (this.deciding && !this.busy.has(exp.key) && exp.wantsProposals() > 0) this.poke(exp);
+  }
+
+  /** The work in progress for an experiment, if any (serving waits for it in replayable simulations). */
+  pending(key: string): Promise<void> | undefined {
+    return this.busy.get(key);
+  }
+
+  private async step(exp: Experiment): Promise<void> {
+    const decisions = exp.decisions();
+    if (decisions.length > 0) {
+      // Serving goes on with them at once; the write follows (in order, on the lease's connection).
+      exp.assume(decisions);
+      this.writeDecisions(exp, decisions);
+    }
+    const room = exp.wantsProposals();
+    if (room === 0) return;
+    const chosen = exp.fromReserve(room);
+    if (chosen.length > 0) {
+      const after = await this.write(exp, () => exp.admitChange(chosen));
+      if (after !== undefined) this.figures.admitted += chosen.length;
+      return;
+    }
+    await this.batch(exp);
+  }
+
+  private writeDecisions(exp: Experiment, decisions: Decision[]): void {
+    const key = exp.key;
+    this.decisionWrites.set(key, (this.decisionWrites.get(key) ?? 0) + 1);
+    void this.write(exp, (s) => this.decisionChange(exp, s, decisions), true)
+      .then((after) => {
+        if (after === undefined) this.deps.reload(key);
+      })
+      .catch((err: unknown) => {
+        this.figures.write_errors++;
+        this.deps.log.warn({ err: (err as Error).message, experiment: exp.name, model: exp.model }, 'closed-loop decision not written; the experiment is reloaded from the store');
+        this.deps.reload(key);
+      })
+      .finally(() => {
+        const n = (this.decisionWrites.get(key) ?? 1) - 1;
+        if (n > 0) this.decisionWrites.set(key, n);
+        else this.decisionWrites.delete(key);
+      });
+  }
+
+  /** The decisions that still hold against the locked state, with the entries that record them. */
+  private decisionChange(exp: Experiment, s: ExperimentSnapshot, decisions: Decision[]): ExperimentChange | undefined {
+    const { change, applied } = decisionChange(s, decisions);
+    if (applied.length === 0) return undefined;
+    change.entries = applied.map((d) => {
+      if (d.kind === 'leader') {
+        this.figures.leader_changes++;
+        return evolutionRow({
+          original_prompt_id: d.from.id,
+          evolved_prompt_id: d.to.id,
+          evolution_type: 'optimization',
+          performance_improvement: d.improvement,
+          evolution_metadata: {
+            experiment: exp.name,
+            model: exp.model,
+            generation: String(exp.generation),
+            origin: d.to.origin,
+            from_rate: successRate(d.from).toFixed(4),
+            from_count: String(d.from.count),
+            to_rate: successRate(d.to).toFixed(4),
+            to_count: String(d.to.count),
+            confidence: d.confidence.toFixed(4),
+            measured: 'outcomes',
+          },
+        });
+      }
+      if (d.kind === 'retired') this.figures.retired++;
+      else this.figures.banned++;
+      return abResultRow({
+        test_id: `${exp.name}/${exp.model}/${exp.generation}`,
+        variant_a_prompt_id: d.against.id,
+        variant_b_prompt_id: d.variant.id,
+        winner: 'a',
+        confidence_level: Math.min(1, Math.max(0, d.confidence)),
+        sample_size: d.against.count + d.variant.count,
+        test_duration: 0,
+        metrics: { a_rate: successRate(d.against), a_count: d.against.count, b_rate: successRate(d.variant), b_count: d.variant.count, banned: d.kind === 'banned' ? 1 : 0 },
+      });
+    });
+    return change;
+  }
+
+  /** Ask the proposer for a batch, keep what keeps the variables, screen it with the scorer, and write it. */
+  // The batch outlives the request that triggered it: it is not cancelled with that request.
+  private async batch(exp: Experiment): Promise<void> {
+    const tried = [...exp.variants.values()]
+      .filter((v) => v.state !== 'banned')
+      .sort((a, b) => posteriorMean(b) - posteriorMean(a))
+      .map((v) => ({ text: v.text, score: successRate(v), count: v.count }));
+    const caller = this.deps.contextOf(exp.key);
+    const { texts, kind } = await this.deps.proposer.proposeWithKind({
+      base: exp.base.text,
+      tried,
+      n: this.deps.policy.batchSize,
+      temperature: 1,
+      round: exp.proposalsMade,
+      context: { language: caller.language, domain: caller.domain, task: exp.name },
+      // The app fills in exactly the base's variables: a candidate that drops, adds or renames one is never tried.
+      variables: 'same',
+      signal: new AbortController().signal,
+    });
+    this.figures.batches++;
+    const seen = new Set([...exp.variants.keys(), ...exp.reserve.map((c) => c.id)]);
+    const safe = [...new Set(texts)].filter((t) => t.length <= MAX_PROMPT_CHARS && !seen.has(promptIdOf(t)));
+    this.figures.proposals_rejected += texts.length - safe.length;
+    let predicted: Array<number | null> = safe.map(() => null);
+    if (safe.length > 0) {
+      try {
+        const scorer = await this.deps.scorer();
+        predicted = (await scorer.score(safe.map((prompt) => ({ prompt, context: { model: exp.model, task: exp.name } })))).p;
+      } catch (err) {
+        this.deps.log.warn({ err: (err as Error).message }, 'no scorer for screening: proposals enter unranked');
+      }
+    }
+    this.figures.proposals_screened += safe.length;
+    const candidates: Candidate[] = safe.map((text, i) => ({ id: promptIdOf(text), text, origin: kind, predicted: predicted[i] ?? null }));
+    const now = this.deps.view.get(exp.key);
+    if (now === undefined || now.generation !== exp.generation) return; // a new generation started meanwhile
+    const room = Math.max(0, Math.min(this.deps.policy.poolSize - now.active.length, this.deps.policy.maxVariants - now.variants.size));
+    const before = now.active.length;
+    const after = await this.write(now, () => now.batchChange(candidates, room));
+    if (after !== undefined) this.figures.admitted += Math.max(0, after.active.length - before);
+  }
+
+  /**
+   * Write a change through the lease (fenced: a lost lease writes nothing)
+   * and adopt what the store then holds. Undefined when this sidecar no
+   * longer decides or the experiment moved to another generation.
+   */
+  private async write(exp: Experiment, decide: (s: ExperimentSnapshot) => ExperimentChange | undefined, isDecisionWrite = false): Promise<Experiment | undefined> {
+    const lease = this.lease;
+    if (lease === undefined || !lease.held) return undefined;
+    const { store } = this.deps;
+    const snap = await store.experiments.change((fn) => lease.transaction(fn), { name: exp.name, model: exp.model, generation: exp.generation }, decide, (q, rows) => store.writeEntriesIn(q, rows));
+    if (snap === undefined) return undefined;
+    // Decisions still being written are assumed in the view: the store's state without them would undo them for a moment.
+    const later = (this.decisionWrites.get(exp.key) ?? 0) - (isDecisionWrite ? 1 : 0);
+    if (later > 0) {
+      for (const v of snap.variants) exp.recordTotals(v.prompt_id, v.successes, v.count);
+      return exp;
+    }
+    return this.deps.view.adopt(snap);
+  }
+
+  /** Wait for the work in progress. */
+  async settle(): Promise<void> {
+    while (this.busy.size > 0) await Promise.allSettled([...this.busy.values()]);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retry !== undefined) clearTimeout(this.retry);
+    await this.settle();
+    const lease = this.lease;
+    this.lease = undefined;
+    await lease?.release();
+  }
+}

@@ -1,0 +1,138 @@
+/**
+ * Keeps a sidecar's view of the shared experiments within its staleness
+ * bound. Every change to the loop's state (an outcome counted, a decision,
+ * an operator's action, a new generation) is announced with NOTIFY on the
+ * loop's channel, naming the experiments it moved; a notice from another
+ * sidecar marks them for a refresh, coalesced for a few milliseconds.
+ *
+ * PostgreSQL delivers notifications in commit order, so a notice this
+ * sidecar sent and received back proves that every change committed before
+ * it has been delivered: a heartbeat notice every `boundMs / 2.5` keeps that
+ * proof fresh. When no heartbeat came back within the bound (the listening
+ * connection dropped and is reconnecting, the server restarted), every
+ * loaded experiment is refreshed, once per bound, until heartbeats return.
+ * Either way a view is never older than the bound plus one refresh.
+ *
+ * PGlite has one process and no other sidecar: nothing to follow.
+ */
+import type { Logger } from 'pino';
+import type { LoopNotice } from '../store/experimentRecords.js';
+import type { TrackingStore } from '../store/trackingStore.js';
+import { experimentKey } from './experiment.js';
+
+/** Notices arriving within this many ms share one refresh. */
+const COALESCE_MS = 10;
+
+export type RefreshRequest = ReadonlySet<string> | 'all';
+
+export class Freshness {
+  private dirty = new Set<string>();
+  private dirtyAll = false;
+  private timer: NodeJS.Timeout | undefined;
+  private heartbeat: NodeJS.Timeout | undefined;
+  private refreshing: Promise<void> | undefined;
+  private seq = 0;
+  private readonly sentAt = new Map<number, number>();
+  /** When the newest heartbeat that came back was sent. */
+  private confirmedAt = Date.now();
+  private lastFullRefresh = 0;
+  private stopListening: (() => Promise<void>) | undefined;
+  private closed = false;
+  readonly figures = { notices: 0, refreshes: 0, full_refreshes: 0, heartbeats_missed: 0 };
+
+  constructor(
+    private readonly store: TrackingStore,
+    private readonly log: Logger,
+    private readonly boundMs: number,
+    private readonly refresh: (what: RefreshRequest) => Promise<void>,
+  ) {}
+
+  async start(): Promise<void> {
+    const { channel } = this.store.experiments.notice;
+    this.stopListening = await this.store.db.listen(channel, (payload) => this.onNotice(payload));
+    const every = Math.max(10, Math.floor(this.boundMs / 2.5));
+    this.heartbeat = setInterval(() => this.beat(), every);
+    this.heartbeat.unref();
+  }
+
+  /** Milliseconds since the newest change this view is known to include was committed (heartbeat proof). */
+  get lagMs(): number {
+    return Date.now() - this.confirmedAt;
+  }
+
+  private beat(): void {
+    const now = Date.now();
+    if (now - this.confirmedAt > this.boundMs && now - this.lastFullRefresh >= this.boundMs) {
+      this.figures.heartbeats_missed++;
+      this.lastFullRefresh = now;
+      this.dirtyAll = true;
+      this.schedule(0);
+    }
+    const seq = ++this.seq;
+    this.sentAt.set(seq, now);
+    if (this.sentAt.size > 100) this.sentAt.delete(seq - 100);
+    const { channel, sender } = this.store.experiments.notice;
+    this.store.db.notify(channel, JSON.stringify({ s: sender, hb: seq } satisfies LoopNotice)).catch(() => undefined);
+  }
+
+  private onNotice(payload: string): void {
+    let n: LoopNotice;
+    try {
+      n = JSON.parse(payload) as LoopNotice;
+    } catch {
+      return;
+    }
+    if (n.s === this.store.experiments.notice.sender) {
+      const at = n.hb === undefined ? undefined : this.sentAt.get(n.hb);
+      if (at !== undefined && at > this.confirmedAt) this.confirmedAt = at;
+      return; // this sidecar's own changes are in its view already
+    }
+    if (n.hb !== undefined) return;
+    this.figures.notices++;
+    if (n.all === true) this.dirtyAll = true;
+    else for (const [name, model] of n.k ?? []) this.dirty.add(experimentKey(name, model));
+    this.schedule(COALESCE_MS);
+  }
+
+  private schedule(ms: number): void {
+    if (this.timer !== undefined || this.closed) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.run();
+    }, ms);
+    this.timer.unref();
+  }
+
+  private async run(): Promise<void> {
+    if (this.refreshing !== undefined) {
+      // One refresh at a time; what arrives meanwhile waits for the next.
+      await this.refreshing;
+      if (this.dirtyAll || this.dirty.size > 0) this.schedule(0);
+      return;
+    }
+    const what: RefreshRequest = this.dirtyAll ? 'all' : this.dirty;
+    this.dirtyAll = false;
+    this.dirty = new Set();
+    if (what === 'all') this.figures.full_refreshes++;
+    else if (what.size === 0) return;
+    this.figures.refreshes++;
+    this.refreshing = this.refresh(what)
+      .catch((err: unknown) => {
+        this.log.debug({ err: (err as Error).message }, 'closed-loop refresh failed; retrying');
+        this.dirtyAll = true;
+        this.schedule(this.boundMs);
+      })
+      .finally(() => {
+        this.refreshing = undefined;
+      });
+    await this.refreshing;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.heartbeat);
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    await this.refreshing;
+    await this.stopListening?.();
+  }
+}

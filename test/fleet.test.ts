@@ -1,0 +1,220 @@
+/**
+ * One experiment, many sidecars, one PostgreSQL: real sidecar processes
+ * driven through the closed loop on data/multiprompt (sports_understanding,
+ * airoboros-13b), proposals from the stand-in paraphrasing LLM.
+ *  - three Port sidecars, choices round-robin, each outcome sent to a random
+ *    sidecar (one outcome id sent twice): counts summed over the variants
+ *    equal the outcomes sent, every sidecar gives the same leader, variants
+ *    and counts, proposal requests stay those of one sidecar, the variant
+ *    cap holds, a view follows another sidecar's outcome within the bound,
+ *    and when the deciding sidecar is killed with -9 another decides within
+ *    5 s, with no outcome lost or counted twice and no leader change but by
+ *    the confidence rule;
+ *  - three sidecars in one NATS queue group, every request through NATS and
+ *    outcomes through JetStream: the same agreement and exact counts;
+ *  - PostgreSQL stopped mid-run (serving and counting go on), then every
+ *    sidecar restarted: every experiment (one made during the outage
+ *    included), variant, count and leader as they were.
+ */
+import { afterAll, describe, expect, it } from 'vitest';
+import type { TermObject } from '../src/codec/terms.js';
+import { hashSeed, seededRandom } from '../src/random.js';
+import { DEFAULT_POLICY } from '../src/experiments/experiment.js';
+import { startFakeParaphraser } from '../src/learning/offline/loopSim/fakeParaphraser.js';
+import { agreed, deciderOf, drive, natsPeer, portPeer, viewOf, world, type Peer } from './helpers/fleet.js';
+import { OwnNatsServer, natsConnect } from './helpers/nats.js';
+import { freshDatabase, startPrivatePostgres } from './helpers/pg.js';
+
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await Promise.resolve(c()).catch(() => undefined);
+});
+
+const W = world('sports_understanding', 'airoboros-13b');
+const MODEL = W.group.model;
+const ROUNDS = 3_000;
+const ENV = { PROMPT_ENGINE_RETRAIN_EVERY: '0', LLM_MODEL: 'fake' };
+
+async function llm() {
+  const l = await startFakeParaphraser([W.task]);
+  cleanups.push(() => l.close());
+  return l;
+}
+
+async function ports(n: number, env: NodeJS.ProcessEnv, prefix = 'p'): Promise<Array<Peer & { dataDir: string }>> {
+  const peers = await Promise.all(Array.from({ length: n }, (_, i) => portPeer(`${prefix}${i + 1}`, { ...ENV, ...env })));
+  for (const p of peers) cleanups.push(() => p.kill());
+  return peers;
+}
+
+const sum = (v: { variants: Array<{ count: number }> }): number => v.variants.reduce((a, x) => a + x.count, 0);
+
+/** Every leader change recorded for the experiment (PromptEvolution entries the loop wrote). */
+async function leaderChanges(p: Peer, experiment: string, variantIds: string[]): Promise<TermObject[]> {
+  const out: TermObject[] = [];
+  for (const id of variantIds) {
+    const rows = (await p.call('query', { kind: 'evolution_history', prompt_id: id, limit: 1000 })).rows as TermObject[];
+    for (const r of rows) {
+      const m = r.evolution_metadata as TermObject;
+      if (m.experiment === experiment && r.original_prompt_id === id && !out.some((o) => o.id === r.id)) out.push(r);
+    }
+  }
+  return out;
+}
+
+describe('one experiment, many sidecars on one PostgreSQL', () => {
+  it('three Port sidecars share one state: exact counts, one decider, the cap, bounded staleness, takeover after kill -9', async () => {
+    const url = await freshDatabase('pe_fleet_port');
+    // One sidecar alone first: the proposal requests a fleet may make.
+    const soloLlm = await llm();
+    const [solo] = await ports(1, { DATABASE_URL: url, LLM_URL: soloLlm.url }, 'solo');
+    const soloRun = await drive(W, 'solo', ROUNDS, seededRandom(hashSeed('solo')), { choose: () => solo!, report: () => solo! });
+    await solo!.close();
+    // Restarted, it comes back with exactly what it counted.
+    const [again] = await ports(1, { DATABASE_URL: url, LLM_URL: soloLlm.url }, 'solo-again');
+    expect(sum(await viewOf(again!, 'solo', MODEL))).toBe(soloRun.sent.size);
+    await again!.close();
+
+    const fleetLlm = await llm();
+    const peers = await ports(3, { DATABASE_URL: url, LLM_URL: fleetLlm.url });
+    let live: Peer[] = [...peers];
+    const rnd = seededRandom(hashSeed('fleet'));
+    let killed: Peer | undefined;
+    let takeoverMs = -1;
+    let duplicate: { id: string; peer: Peer } | undefined;
+    const run = await drive(W, 'fleet', ROUNDS, rnd, {
+      choose: (i) => live[i % live.length]!,
+      report: () => live[Math.floor(rnd() * live.length)]!,
+      each: async (i, d) => {
+        if (i === 100) {
+          // The same outcome sent again, to another sidecar: stored and counted once.
+          const id = [...d.sent].at(-1)!;
+          const settled = await agreed(live, 'fleet', MODEL, (v) => sum(v) === d.sent.size);
+          expect(sum(settled[0]!)).toBe(d.sent.size);
+          const row = ((await live[1]!.call('query', { kind: 'by_id', id })).rows as TermObject[])[0]!;
+          await live[2]!.call('track_execution', { id, prompt_id: row.prompt_id, success: row.success, execution_time_ms: 1, metadata: row.metadata });
+          duplicate = { id, peer: live[2]! };
+          // Past the staleness bound, every view still counts it once.
+          await new Promise((r) => setTimeout(r, 600));
+          for (const v of await agreed(live, 'fleet', MODEL, () => true, 0)) expect(sum(v)).toBe(d.sent.size);
+        }
+        if (i === 1_500) {
+          killed = await deciderOf(live);
+          expect(killed).toBeDefined();
+          await killed!.kill();
+          live = live.filter((p) => p !== killed);
+          const t0 = Date.now();
+          while ((await deciderOf(live)) === undefined && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
+          takeoverMs = Date.now() - t0;
+        }
+      },
+    });
+    expect(duplicate).toBeDefined();
+    process.stderr.write(`[fleet] another sidecar decided ${takeoverMs} ms after the decider was killed\n`);
+    expect(takeoverMs).toBeGreaterThanOrEqual(0);
+    expect(takeoverMs).toBeLessThan(5_000);
+
+    // Every sidecar gives the same state, and the counts are exactly the outcomes sent.
+    const views = await agreed(live, 'fleet', MODEL, (v) => sum(v) === run.sent.size);
+    for (const v of views) expect(v).toEqual(views[0]);
+    expect(sum(views[0]!)).toBe(run.sent.size);
+    expect(views[0]!.outcomes).toBe(run.sent.size);
+    expect(views[0]!.variants.length).toBeLessThanOrEqual(DEFAULT_POLICY.maxVariants);
+
+    // One stream of proposals, however many sidecars serve.
+    process.stderr.write(`[fleet] proposal requests: one sidecar ${soloLlm.requests}, three sidecars ${fleetLlm.requests}\n`);
+    expect(fleetLlm.requests).toBeLessThanOrEqual(Math.max(Math.floor(1.2 * soloLlm.requests), soloLlm.requests + 1));
+
+    // The leader changed only by the confidence rule (or from a leader with too few outcomes to judge).
+    const changes = await leaderChanges(live[0]!, 'fleet', views[0]!.variants.map((v) => v.prompt_id));
+    for (const c of changes) {
+      const m = c.evolution_metadata as TermObject;
+      if (Number(m.from_count) >= DEFAULT_POLICY.minSamples) expect(Number(m.confidence)).toBeGreaterThanOrEqual(DEFAULT_POLICY.leaderConfidence);
+    }
+
+    // A view follows another sidecar's outcome within the staleness bound (250 ms by default).
+    const delays: number[] = [];
+    for (let k = 0; k < 10; k++) {
+      const [a, b] = k % 2 === 0 ? [live[0]!, live[1]!] : [live[1]!, live[0]!];
+      const c = await a.call('choose_prompt', { experiment: 'fleet', prompt: W.task.base.text, context: { model: MODEL } });
+      const before = sum(await viewOf(b, 'fleet', MODEL));
+      await a.call('track_execution', { prompt_id: c.prompt_id, success: true, execution_time_ms: 1, metadata: c.metadata });
+      const t0 = Date.now();
+      while (sum(await viewOf(b, 'fleet', MODEL)) <= before && Date.now() - t0 < 5_000) await new Promise((r) => setTimeout(r, 5));
+      delays.push(Date.now() - t0);
+    }
+    process.stderr.write(`[fleet] another sidecar's view had the outcome after ${delays.join(', ')} ms\n`);
+    expect(Math.max(...delays)).toBeLessThan(1_000);
+  }, 600_000);
+
+  it('three sidecars in one NATS queue group: every request through NATS, outcomes through JetStream, one state', async () => {
+    const url = await freshDatabase('pe_fleet_nats');
+    const server = await OwnNatsServer.start();
+    cleanups.push(() => server.stop());
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+    const l = await llm();
+    const peers: Array<Peer & { direct: Peer }> = [];
+    for (let i = 0; i < 3; i++) {
+      const p = await natsPeer(`n${i + 1}`, server.url, { ...ENV, DATABASE_URL: url, LLM_URL: l.url }, nc);
+      cleanups.push(() => p.kill());
+      peers.push(p);
+    }
+    const rounds = 1_500;
+    const answeredBy = new Map<number, number>();
+    const run = await drive(W, 'queue', rounds, seededRandom(hashSeed('nats')), {
+      choose: () => peers[0]!,
+      report: () => peers[0]!,
+      each: async (i) => {
+        if (i % 100 !== 0) return;
+        const h = await peers[0]!.call('health', {});
+        answeredBy.set(Number(h.os_pid), (answeredBy.get(Number(h.os_pid)) ?? 0) + 1);
+      },
+    });
+    // The queue group spread the requests; each instance, asked through its own Port, holds the same state.
+    expect(answeredBy.size).toBeGreaterThan(1);
+    const direct = peers.map((p) => p.direct);
+    const views = await agreed(direct, 'queue', MODEL, (v) => sum(v) === run.sent.size, 30_000);
+    for (const v of views) expect(v).toEqual(views[0]);
+    expect(sum(views[0]!)).toBe(rounds);
+    expect(views[0]!.variants.length).toBeLessThanOrEqual(DEFAULT_POLICY.maxVariants);
+    // Outcomes went through JetStream (whichever instance consumed them counted them), and one instance decided.
+    const stats = await Promise.all(direct.map((p) => p.call('stats', {})));
+    const deciding = stats.filter((s) => ((s.services as TermObject).experiments as TermObject | undefined)?.deciding === true);
+    expect(deciding.length).toBe(1);
+    const consumed = stats.map((s) => Number((((s.services as TermObject).nats as TermObject).jetstream as TermObject | null)?.written ?? 0));
+    expect(consumed.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(rounds);
+  }, 600_000);
+
+  it('PostgreSQL stopped for 30 s mid-run, then every sidecar restarted: every experiment, variant, count and leader as before', async () => {
+    const pgServer = await startPrivatePostgres();
+    cleanups.push(() => pgServer.destroy());
+    const l = await llm();
+    const env = { DATABASE_URL: pgServer.url, LLM_URL: l.url };
+    let peers = await ports(3, env, 'o');
+    const dirs = peers.map((p) => p.dataDir);
+    const rnd = seededRandom(hashSeed('outage'));
+    const route = { choose: (i: number) => peers[i % 3]!, report: () => peers[Math.floor(rnd() * 3)]! };
+    const first = await drive(W, 'outage', 800, rnd, route);
+    pgServer.stop();
+    // Serving and counting go on while the database is away (30 s); a new experiment starts too.
+    const during = { sent: new Set<string>() };
+    for (const t0 = Date.now(); Date.now() - t0 < 30_000; ) for (const id of (await drive(W, 'outage', 50, rnd, route)).sent) during.sent.add(id);
+    const born = await peers[1]!.call('choose_prompt', { experiment: 'born_in_outage', prompt: 'Answer {question} in one word.', context: { model: MODEL } });
+    await peers[2]!.call('track_execution', { prompt_id: born.prompt_id, success: true, execution_time_ms: 1, metadata: born.metadata });
+    pgServer.start();
+    const after = await drive(W, 'outage', 300, rnd, route);
+    const sent = first.sent.size + during.sent.size + after.sent.size;
+    const before = await agreed(peers, 'outage', MODEL, (v) => sum(v) === sent, 30_000);
+    expect(sum(before[0]!)).toBe(sent);
+
+    // Every sidecar restarted, on the journals it had.
+    for (const p of peers) await p.close();
+    peers = await Promise.all(dirs.map((d, i) => portPeer(`o${i + 1}-again`, { ...ENV, ...env }, d)));
+    for (const p of peers) cleanups.push(() => p.kill());
+    const restarted = await agreed(peers, 'outage', MODEL, (v) => sum(v) === sent, 30_000);
+    for (const v of restarted) expect(v).toEqual(before[0]);
+    const bornView = await viewOf(peers[0]!, 'born_in_outage', MODEL);
+    expect(sum(bornView)).toBe(1);
+  }, 600_000);
+});
