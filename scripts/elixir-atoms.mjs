@@ -33,7 +33,9 @@ const UNDESCRIBED = [
   'samples', 'examples', 'training', 'trained', 'promoted', 'p', 'regret', 'feature_spec_hash', 'trainings', 'promotions',
   'last_error', 'insufficient', 'continuous', 'busy',
   // the store writer's and the closed loop's figures
-  'write_errors', 'unmatched_outcomes', 'proposals_screened', 'proposals_rejected', 'leader_changes', 'choices',
+  'write_errors', 'unmatched_outcomes', 'proposals_screened', 'proposals_rejected', 'leader_changes', 'choices', 'refused',
+  'duplicate_outcomes', 'journaled_outcomes', 'leases_taken', 'leases_lost', 'admitted', 'notices', 'refreshes',
+  'full_refreshes', 'heartbeats_missed', 'deciding', 'evicted', 'lag_ms',
   // NATS peer mode's figures (a sidecar serving NATS and the Port)
   'connected', 'serving', 'jetstream', 'overloaded', 'expired', 'disconnects', 'reconnects', 'published', 'duplicates',
   'written', 'redelivered', 'terminated', 'retried',
