@@ -2,7 +2,8 @@
 # Installs what the tests need on a fresh Debian machine (as root), only when missing:
 # Erlang/Elixir (real erl for codec cross-checks, the Elixir client's ExUnit suite),
 # nats-server, PostgreSQL 15, a C compiler (the baseline echo port of the benchmark),
-# and the npm dependencies.
+# Debian's chromium (the dashboard's browser test drives it with playwright-core; no
+# browser is ever downloaded), and the npm dependencies.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,7 @@ command -v elixir >/dev/null 2>&1 || need+=(elixir)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 [ -f /usr/lib/erlang/usr/include/ei.h ] || need+=(erlang-dev)
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   echo "provision: installing ${need[*]}" >&2
   if [ "$(id -u)" != 0 ]; then

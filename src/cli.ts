@@ -2,7 +2,8 @@
 /**
  * The `prompt-engine` command: picks the verb and owns the process's exit.
  *   prompt-engine port [--port-fds]            the Erlang Port protocol (what the Elixir client runs); refuses a terminal
- *   prompt-engine serve --nats <url> [--port]   every op as a NATS service (optionally the Port too)
+ *   prompt-engine serve --nats <url> [--port]   every op as a NATS service (optionally the Port too; --http: the dashboard)
+ *   prompt-engine dashboard [--http host:port]  the dashboard alone (docs/dashboard.md)
  *   prompt-engine call|health|render|optimize|choose|train|stats|query|experiments|ops ...
  *                                               the engine in this process, for daily jobs (cli/verbs.ts)
  * The grammar (flags, --help, unknown flags → exit 2) is cli/args.ts; tables are cli/table.ts.
@@ -23,6 +24,9 @@ import { runServe } from './serve.js';
 import { redirectStdoutToStderr } from './transports/stdioGuard.js';
 import { parseVerbArgs, usageLine, verbHelp, UsageError, type FlagSpec, type ParsedArgs } from './cli/args.js';
 import { ENGINE_VERBS, type Verb } from './cli/verbs.js';
+import { DashboardRefused, startEngineDashboard, type DashboardHandle } from './dashboard/server.js';
+
+const HTTP_FLAG: FlagSpec = { name: 'http', type: 'string', value: 'HOST:PORT', doc: 'serve the dashboard here (default PROMPT_ENGINE_DASHBOARD; loopback unless PROMPT_ENGINE_DASHBOARD_TOKEN is set)' };
 
 const SERVER_FLAGS: readonly FlagSpec[] = [
   { name: 'data-dir', type: 'string', value: 'DIR', doc: 'PGlite, journal and trained models (default PROMPT_ENGINE_DATA_DIR, else .data/)' },
@@ -86,13 +90,27 @@ const serve: Verb = {
     { name: 'nats', type: 'string', value: 'URLS', doc: 'comma-separated NATS servers (default NATS_URL)' },
     { name: 'port', type: 'bool', doc: 'serve the Erlang Port in the same process' },
     { name: 'port-fds', type: 'bool', doc: 'with --port: frames on fds 3/4' },
+    HTTP_FLAG,
     ...SERVER_FLAGS,
   ],
-  examples: ['prompt-engine serve --nats nats://10.0.0.5:4222,nats://10.0.0.6:4222'],
+  examples: ['prompt-engine serve --nats nats://10.0.0.5:4222,nats://10.0.0.6:4222', 'prompt-engine serve --nats nats://127.0.0.1:4222 --http 127.0.0.1:4050'],
   run: (p) => runServe(flagMap(p)),
 };
 
-export const VERBS: readonly Verb[] = [port, serve, ...ENGINE_VERBS];
+const dashboard: Verb = {
+  name: 'dashboard',
+  summary: 'serve the dashboard alone (experiments, tracked prompts, models, health) on --http, default 127.0.0.1:4050 (docs/dashboard.md)',
+  positionals: [],
+  flags: [HTTP_FLAG, { name: 'nats', type: 'string', value: 'URL', doc: 'NATS for central_cloud templates (default NATS_URL)' }, ...SERVER_FLAGS],
+  examples: ['prompt-engine dashboard --database-url postgres://localhost/prompts', 'PROMPT_ENGINE_DASHBOARD_TOKEN=... prompt-engine dashboard --http 127.0.0.1:4050'],
+  run: (p) => {
+    const flags = flagMap(p);
+    if (!flags.has('http') && !process.env.PROMPT_ENGINE_DASHBOARD) flags.set('http', '127.0.0.1:4050');
+    return runServe(flags, { dashboardOnly: true });
+  },
+};
+
+export const VERBS: readonly Verb[] = [port, serve, dashboard, ...ENGINE_VERBS];
 
 function globalHelp(): string {
   const w = Math.max(...VERBS.map((v) => v.name.length));
@@ -122,6 +140,20 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   const engine = createEngine(config, log);
   const table = createOpTable();
   for (const op of extraOps) table.add(op);
+  // PROMPT_ENGINE_DASHBOARD (the Elixir client's `dashboard:` option): this sidecar serves the page too.
+  // A refused configuration ends the sidecar at start (the message says why); a port in use only costs the page.
+  let dashboard: DashboardHandle | undefined;
+  if (config.dashboard !== undefined) {
+    try {
+      dashboard = await startEngineDashboard(engine, table, config.dashboard, config.dashboardToken);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'dashboard not started');
+      if (err instanceof DashboardRefused) {
+        process.stderr.write(`prompt-engine port: ${(err as Error).message}\n`);
+        return 2;
+      }
+    }
+  }
   const transport = new PortTransport(engine, table, {
     inFd: portFds ? 3 : 0,
     outFd: portFds ? 4 : 1,
@@ -134,6 +166,7 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   const watchdog = startParentWatchdog(() => void transport.shutdown('parent process gone', 0));
   const done = transport.start(openBeforeReady(engine, log));
   await done;
+  await dashboard?.close();
   // The entry point owns the engine: close it (flushes tracking writes to the store or the journal) once the Port has drained.
   await withTimeout(engine.close(), 2000).catch((err: unknown) => log.error({ err }, 'engine close failed'));
   await watchdog?.stop();

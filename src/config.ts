@@ -43,6 +43,29 @@ export interface EngineConfig {
   loopLeaseRetryMs: number;
   /** Closed loop policy overrides (PROMPT_ENGINE_LOOP_POOL_SIZE, ..._BATCH_SIZE, ..._MIN_SAMPLES, ..._REFILL_AFTER, ..._MAX_VARIANTS, ..._PRIOR_STRENGTH). */
   loopPolicy: Partial<Record<'poolSize' | 'batchSize' | 'minSamples' | 'refillAfter' | 'maxVariants' | 'priorStrength', number>>;
+  /** Serve the dashboard on this address (PROMPT_ENGINE_DASHBOARD: `host:port` or a port on loopback; `--http`). */
+  dashboard?: HttpAddress;
+  /** The dashboard's operator token (PROMPT_ENGINE_DASHBOARD_TOKEN). A secret: never logged, never in `health` or `stats`. */
+  dashboardToken?: string;
+}
+
+/** Where an HTTP server listens. */
+export interface HttpAddress {
+  host: string;
+  port: number;
+}
+
+/**
+ * `host:port`, `[v6]:port` or a bare port (loopback). Port 0 = any free port.
+ * Throws naming `what` when the text is none of these.
+ */
+export function parseHttpAddress(text: string, what: string): HttpAddress {
+  const t = text.trim();
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d+)$/.exec(t) ?? /^()()(\d+)$/.exec(t);
+  const port = m === null ? NaN : Number(m[3]);
+  if (m === null || !Number.isSafeInteger(port) || port < 0 || port > 65_535)
+    throw new Error(`${what}: expected host:port, [ipv6]:port or a port (0..65535), got ${JSON.stringify(text)}`);
+  return { host: m[1] || m[2] || '127.0.0.1', port };
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<EngineConfig> = {}): EngineConfig {
@@ -65,6 +88,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     loopMaxExperiments: positiveInt(env.PROMPT_ENGINE_LOOP_MAX_EXPERIMENTS, 10_000),
     loopStalenessMs: positiveInt(env.PROMPT_ENGINE_LOOP_STALENESS_MS, 250),
     loopLeaseRetryMs: positiveInt(env.PROMPT_ENGINE_LOOP_LEASE_RETRY_MS, 1_000),
+    dashboard: env.PROMPT_ENGINE_DASHBOARD ? parseHttpAddress(env.PROMPT_ENGINE_DASHBOARD, 'PROMPT_ENGINE_DASHBOARD') : undefined,
+    dashboardToken: env.PROMPT_ENGINE_DASHBOARD_TOKEN || undefined,
   };
   return { ...base, ...stripUndefined(overrides) };
 }
@@ -110,7 +135,7 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-/** Configuration from command-line flags over the environment (`--data-dir`, `--database-url`, `--nats`, `--log-level`, `--max-frame-bytes`). */
+/** Configuration from command-line flags over the environment (`--data-dir`, `--database-url`, `--nats`, `--log-level`, `--max-frame-bytes`, `--http`). */
 export function configFromFlags(flags: ReadonlyMap<string, string | true>, env: NodeJS.ProcessEnv = process.env): EngineConfig {
   const str = (k: string): string | undefined => {
     const v = flags.get(k);
@@ -123,5 +148,6 @@ export function configFromFlags(flags: ReadonlyMap<string, string | true>, env: 
     natsUrl: str('nats'),
     logLevel: str('log-level'),
     maxFrameBytes: maxFrame === undefined ? undefined : positiveInt(maxFrame, 0),
+    dashboard: str('http') === undefined ? undefined : parseHttpAddress(str('http')!, '--http'),
   });
 }

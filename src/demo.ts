@@ -14,7 +14,10 @@
  *   6. optimize a prompt with COPRO (offline proposer, learned evaluator)
  *   7. pick an A/B variant by Thompson sampling over the tracked outcomes
  *
- * Results go to stdout; progress to stderr.
+ * Results go to stdout; progress to stderr. The dashboard (docs/dashboard.md) is served on
+ * 127.0.0.1:4050 (or a free port) while the demo runs: the closed loop's experiments (from the
+ * loop's engine) and the tracked prompts, models and health of the demo's engine. The demo ends
+ * by saying where it is; `npm run demo -- --dashboard` keeps it open until Ctrl-C.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -28,6 +31,9 @@ import { createLogger } from './log.js';
 import { createOpTable, type OpResult } from './ops/index.js';
 import { isHistory } from './learning/offline/evaluation.js';
 import { cellToEntry, loadCells, promptIdOfTemplate } from './learning/offline/multiprompt.js';
+import { fromJson } from './codec/json.js';
+import { startDashboard, type DashboardHandle } from './dashboard/server.js';
+import type { AppEngine } from './services.js';
 
 const out = (s = ''): void => void process.stdout.write(`${s}\n`);
 const progress = (s: string): void => void process.stderr.write(`[demo] ${s}\n`);
@@ -50,6 +56,14 @@ async function main(): Promise<void> {
   };
   const has = (op: string): boolean => table.has(op);
 
+  // The dashboard: the loop's experiments from its engine, everything else from this one.
+  const loopRef: { engine?: AppEngine } = {};
+  const dashboard = await demoDashboard((op, args) => {
+    const e = loopRef.engine !== undefined && (op === 'experiment' || op === 'describe') ? loopRef.engine : engine;
+    return table.dispatch(op, fromJson(args), { signal, engine: e, log: e.log, transport: 'dashboard' });
+  }, engine.log);
+  if (dashboard !== undefined) progress(`dashboard: ${dashboard.url}/ (live while the demo runs)`);
+
   out('# prompt-engine demo (embedded: PGlite, shipped scorer; offline proposer, and a stand-in paraphrasing LLM for the closed loop)');
   out(`data dir: ${path.relative(process.cwd(), dataDir) || dataDir}`);
 
@@ -64,7 +78,7 @@ async function main(): Promise<void> {
     if (prompt.split('\n').length > 12) out(`    … (${prompt.split('\n').length} lines)`);
   }
 
-  await closedLoop(path.join(dataDir, 'loop'));
+  const loop = await closedLoop(path.join(dataDir, 'loop'), loopRef);
 
   // 2. track real history (multiprompt: each cell is one entry standing for its n executions)
   const task = 'sports_understanding';
@@ -121,9 +135,32 @@ async function main(): Promise<void> {
     out(`\n## 7. select_variant (Thompson sampling over tracked outcomes): ${String(pick.variant)}`);
   }
 
+  if (dashboard !== undefined) {
+    out('\n## The dashboard');
+    if (process.argv.includes('--dashboard')) {
+      out(`open ${dashboard.url}/ : the closed loop's experiments, tracked prompts, models, health (Ctrl-C stops it)`);
+      await new Promise<void>((r) => process.once('SIGINT', () => r()));
+    } else {
+      out(`it was at ${dashboard.url}/ while the demo ran; \`npm run demo -- --dashboard\` keeps it open (docs/dashboard.md)`);
+    }
+    await dashboard.close();
+  }
+  await loop.close();
   engine.log.flush?.();
   await engine.close();
   progress('done');
+}
+
+/** The dashboard on 127.0.0.1:4050, or any free port when that one is taken; undefined when none can listen. */
+async function demoDashboard(call: Parameters<typeof startDashboard>[0]['call'], log: AppEngine['log']): Promise<DashboardHandle | undefined> {
+  for (const port of [4050, 0]) {
+    try {
+      return await startDashboard({ address: { host: '127.0.0.1', port }, call, log });
+    } catch (err) {
+      if (port === 0) progress(`no dashboard: ${(err as Error).message}`);
+    }
+  }
+  return undefined;
 }
 
 type Call = (op: string, args: TermObject) => Promise<TermObject>;
@@ -136,11 +173,12 @@ type Call = (op: string, args: TermObject) => Promise<TermObject>;
  * drawn from the served paraphrase's measured accuracy for that model, which
  * the engine never sees.
  */
-async function closedLoop(dataDir: string): Promise<void> {
+async function closedLoop(dataDir: string, ref: { engine?: AppEngine }): Promise<{ close(): Promise<void> }> {
   const tasks = loadTasks();
   const task = tasks.find((t) => t.name === 'sports_understanding')!;
   const llm = await startFakeParaphraser([task]);
   const engine = createEngine(loadConfig({ ...process.env, DATABASE_URL: '', NATS_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' }, { dataDir, llmUrl: llm.url }), createLogger(process.env.LOG_LEVEL ?? 'warn'));
+  ref.engine = engine;
   const table = createOpTable();
   const signal = new AbortController().signal;
   const call: Call = async (op, args) => {
@@ -187,8 +225,13 @@ async function closedLoop(dataDir: string): Promise<void> {
   out('|---|---:|---:|---:|---:|---:|');
   for (const r of rows) out(r);
   out('(all 20 tasks, leave-tasks-out scorers and baselines: `npm run bench:loop`, figures in BENCHMARKS.md)');
-  await engine.close();
-  await llm.close();
+  // The loop's engine stays open for the dashboard until the demo ends.
+  return {
+    close: async () => {
+      await engine.close();
+      await llm.close();
+    },
+  };
 }
 
 main().catch((err: unknown) => {

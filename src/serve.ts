@@ -1,6 +1,7 @@
 /**
- * `serve`: NATS peer mode, optionally with the Port in the same process.
- *   prompt-engine serve --nats <url>[,<url>...] [--port [--port-fds]]
+ * `serve`: NATS peer mode, optionally with the Port and the dashboard in the same process.
+ *   prompt-engine serve --nats <url>[,<url>...] [--port [--port-fds]] [--http host:port]
+ *   prompt-engine serve --http host:port          the dashboard alone (also `prompt-engine dashboard`)
  * Connection settings beyond the URL come from NATS_* variables (nats/options.ts).
  *
  * SIGTERM/SIGINT: NATS drains first (unsubscribe so other instances take new
@@ -16,22 +17,42 @@ import { startNatsService } from './transports/natsService.js';
 import { PortTransport } from './transports/portTransport.js';
 import { startParentWatchdog } from './transports/watchdog.js';
 import { redirectStdoutToStderr } from './transports/stdioGuard.js';
+import { startEngineDashboard, type DashboardHandle } from './dashboard/server.js';
 
-export async function runServe(flags: Map<string, string | true>): Promise<number> {
-  const withPort = flags.has('port');
+/** `dashboardOnly`: the page and nothing else (the `dashboard` verb), NATS_URL or not. */
+export async function runServe(flags: Map<string, string | true>, opts: { dashboardOnly?: boolean } = {}): Promise<number> {
+  const withPort = flags.has('port') && opts.dashboardOnly !== true;
   const portFds = flags.has('port-fds');
   if (withPort && !portFds) redirectStdoutToStderr();
-  const config = configFromFlags(flags);
+  let config: ReturnType<typeof configFromFlags>;
+  try {
+    config = configFromFlags(flags);
+  } catch (err) {
+    process.stderr.write(`prompt-engine: ${(err as Error).message}\n`);
+    return 2;
+  }
   const log = createLogger(config.logLevel);
-  if (config.natsUrl === undefined) {
-    log.error('serve: no NATS server (give --nats <url> or set NATS_URL)');
+  const withNats = config.natsUrl !== undefined && opts.dashboardOnly !== true;
+  if (!withNats && config.dashboard === undefined) {
+    log.error('serve: no NATS server (give --nats <url> or set NATS_URL) and no dashboard (--http host:port)');
     return 2;
   }
   const engine = createEngine(config, log);
   const table = createOpTable();
+  let dashboard: DashboardHandle | undefined;
+  if (config.dashboard !== undefined) {
+    try {
+      dashboard = await startEngineDashboard(engine, table, config.dashboard, config.dashboardToken);
+    } catch (err) {
+      log.error({ err: (err as Error).message }, 'dashboard refused to start');
+      process.stderr.write(`prompt-engine: ${(err as Error).message}\n`);
+      return 2;
+    }
+    if (!withPort) process.stderr.write(`prompt-engine: dashboard on ${dashboard.url}/\n`);
+  }
   const transport = withPort ? new PortTransport(engine, table, { inFd: portFds ? 3 : 0, outFd: portFds ? 4 : 1, maxFrameBytes: config.maxFrameBytes }) : undefined;
   // With a Port, its ready handshake must not wait for NATS: connect in the background.
-  const nats = await startNatsService(engine, table, { connectWaitMs: withPort ? 0 : 3000 });
+  const nats = withNats ? await startNatsService(engine, table, { connectWaitMs: withPort ? 0 : 3000 }) : undefined;
 
   let stopping: Promise<void> | undefined;
   let resolveStopped!: () => void;
@@ -39,7 +60,8 @@ export async function runServe(flags: Map<string, string | true>): Promise<numbe
   const stop = (why: string): Promise<void> =>
     (stopping ??= (async () => {
       log.info({ reason: why }, 'shutting down');
-      await nats.stop();
+      await dashboard?.close();
+      await nats?.stop();
       if (transport !== undefined) await transport.shutdown(why);
       await withTimeout(engine.close(), 2000).catch((err: unknown) => log.error({ err }, 'engine close failed'));
       resolveStopped();

@@ -6,7 +6,7 @@
  *   1 contract   contract/ (errors, argument readers)
  *   2 services   store/, cache/, nats/, learning/, templates/, optimizer/, experiments/, services.ts (composition)
  *   3 ops        ops/
- *   4 transports transports/
+ *   4 transports transports/, dashboard/ (the page over HTTP; dashboard/client/ is the script it serves)
  *   5 entry      cli and cli/ (grammar, tables, verbs), serve, demo, learning/offline/ (tooling the sidecar never loads)
  */
 import fs from 'node:fs';
@@ -31,7 +31,7 @@ const LAYER: Record<string, number> = {
   contract: 1,
   store: 2, cache: 2, nats: 2, learning: 2, templates: 2, optimizer: 2, experiments: 2, services: 2,
   ops: 3,
-  transports: 4,
+  transports: 4, dashboard: 4,
   cli: 5, serve: 5, demo: 5, 'learning/offline': 5,
 };
 

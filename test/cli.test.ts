@@ -40,7 +40,7 @@ function cli(args: string[], opts: { env?: NodeJS.ProcessEnv; input?: string } =
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-const VERBS = ['port', 'serve', 'call', 'health', 'render', 'optimize', 'choose', 'train', 'stats', 'query', 'experiments', 'ops'];
+const VERBS = ['port', 'serve', 'dashboard', 'call', 'health', 'render', 'optimize', 'choose', 'train', 'stats', 'query', 'experiments', 'ops'];
 
 describe('grammar', () => {
   it('--help lists every command', () => {

@@ -15,22 +15,20 @@ const COPY_MIN_ROWS = 64;
 
 function fakeDb(copyError?: { code: string }): { db: SqlClient; log: string[] } {
   const log: string[] = [];
+  const copy = async (table: string, _columns: readonly string[], text: string): Promise<void> => {
+    log.push(`copy ${table} ${text.split('\n').length - 1}`);
+    if (copyError) throw Object.assign(new Error('duplicate key'), copyError);
+  };
+  const query = async (sql: string, _p?: SqlParam[]): Promise<Array<Record<string, unknown>>> => {
+    log.push(`query ${sql.slice(0, 11)}`);
+    return [];
+  };
   const db = {
     backend: 'postgres',
-    async query(sql: string, _p?: SqlParam[]) {
-      log.push(`query ${sql.slice(0, 11)}`);
-      return [];
-    },
-    async transaction<T>(fn: (q: (sql: string, p?: SqlParam[]) => Promise<Record<string, unknown>[]>) => Promise<T>) {
-      log.push('transaction');
-      return fn(async (sql) => (log.push(`tx ${sql.slice(0, 11)}`), []));
-    },
-    copy: {
-      minRows: COPY_MIN_ROWS,
-      async write(table: string, _columns: readonly string[], text: string) {
-        log.push(`copy ${table} ${text.split('\n').length - 1}`);
-        if (copyError) throw Object.assign(new Error('duplicate key'), copyError);
-      },
+    copy: { minRows: COPY_MIN_ROWS, write: copy },
+    async session<T>(transaction: boolean, fn: (q: typeof query, c: typeof copy) => Promise<T>) {
+      if (transaction) log.push('transaction');
+      return { value: await fn(query, copy), notices: [] };
     },
   } as unknown as SqlClient;
   return { db, log };

@@ -228,3 +228,62 @@ describe('PGlite data directory', () => {
     await other.close();
   }, 60_000);
 });
+
+describe('the store in its own schema, beside an app\'s tables (PostgreSQL)', () => {
+  it('leaves an app\'s Ecto schema_migrations and its tables named models, experiments, executions untouched', async () => {
+    const url = await freshDatabase('pe_beside_ecto');
+    const app = new pg.Client({ connectionString: url });
+    await app.connect();
+    // What an Ecto app's database looks like: its migrations table and tables with generic names.
+    await app.query(`CREATE TABLE schema_migrations (version bigint PRIMARY KEY, inserted_at timestamp(0))`);
+    await app.query(`INSERT INTO schema_migrations VALUES (20240101000000, now())`);
+    await app.query(`CREATE TABLE models (id bigserial PRIMARY KEY, name text)`);
+    await app.query(`CREATE TABLE experiments (id bigserial PRIMARY KEY, title text)`);
+    await app.query(`CREATE TABLE executions (id bigserial PRIMARY KEY, started_at timestamp)`);
+    await app.query(`INSERT INTO models (name) VALUES ('app row')`);
+    const before = (await app.query(`SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2`)).rows;
+
+    const pe = localEngine({ databaseUrl: url });
+    expect(await pe.call('track_execution', record({ prompt_id: 'p-ecto', success: true, execution_time_ms: 3 }))).toMatchObject({ ok: true });
+    const c = await pe.call('choose_prompt', record({ experiment: 'beside_ecto', prompt: 'Sort {x}.' }));
+    expect(c).toMatchObject({ ok: true });
+    await pe.close();
+
+    expect((await app.query(`SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = 'public' ORDER BY 1, 2`)).rows).toEqual(before);
+    expect((await app.query(`SELECT version FROM schema_migrations`)).rows).toEqual([{ version: '20240101000000' }]);
+    expect((await app.query(`SELECT name FROM models`)).rows).toEqual([{ name: 'app row' }]);
+    const ours = (await app.query(`SELECT table_name FROM information_schema.tables WHERE table_schema = 'prompt_engine' ORDER BY 1`)).rows.map((r: { table_name: string }) => r.table_name);
+    expect(ours).toEqual(expect.arrayContaining(['schema_migrations', 'prompt_executions', 'models', 'experiments', 'experiment_variants', 'experiment_counts']));
+    expect((await app.query(`SELECT count(*)::int AS n FROM prompt_engine.prompt_executions`)).rows[0].n).toBe(1);
+    await app.end();
+  });
+
+  it('moves an installation written before the schema existed (tables in public) into it, with nothing lost', async () => {
+    const url = await freshDatabase('pe_move_public');
+    const old = new pg.Client({ connectionString: url });
+    await old.connect();
+    // The store as earlier versions left it: every table and the migrations' bookkeeping in public.
+    await old.query(`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    for (const m of MIGRATIONS.filter((x) => x.version <= 4)) {
+      for (const stmt of m.sql.split(/;\s*\n/).map((x) => x.trim()).filter((x) => x.length > 0)) await old.query(stmt);
+      await old.query(`INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
+    }
+    await old.query(`INSERT INTO prompt_executions (id, prompt_id, execution_time_ms, success, "timestamp", metadata) VALUES ('6f1c1a52-3c53-4c8e-9e43-2f8b2b8f0a11', 'p-old', 5, true, now(), '{"experiment":"old_exp","model":"m","generation":"1"}')`);
+    await old.query(`INSERT INTO experiments (name, model, generation, base_prompt_id) VALUES ('old_exp', 'm', 1, 'p-old')`);
+    await old.query(`INSERT INTO experiment_variants (name, model, generation, prompt_id, text, origin, prior_alpha, prior_beta) VALUES ('old_exp', 'm', 1, 'p-old', 'Old base {x}.', 'base', 1, 1)`);
+    await old.end();
+
+    const pe = localEngine({ databaseUrl: url });
+    const rows = ok(await pe.call('query', record({ kind: 'prompt_executions', prompt_id: 'p-old' }))).rows as TermObject[];
+    expect(rows.length).toBe(1);
+    const exp = (ok(await pe.call('experiment', record({ experiment: 'old_exp' }))).experiments as TermObject[])[0]!;
+    expect(exp).toMatchObject({ outcomes: 1, generation: 1 });
+    await pe.close();
+    const c = new pg.Client({ connectionString: url });
+    await c.connect();
+    const left = (await c.query(`SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'`)).rows;
+    expect(left).toEqual([]);
+    expect((await c.query(`SELECT version FROM prompt_engine.schema_migrations ORDER BY 1`)).rows.map((r: { version: number }) => r.version)).toEqual(MIGRATIONS.map((m) => m.version));
+    await c.end();
+  });
+});

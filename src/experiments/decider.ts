@@ -31,6 +31,8 @@ import type { FallbackProposer } from '../optimizer/proposers.js';
 import type { LoopView } from './view.js';
 
 const MAX_PROMPT_CHARS = 100_000;
+/** Changes written in one transaction at most. */
+const MAX_CHANGES_PER_WRITE = 128;
 
 export interface DeciderDeps {
   store: TrackingStore;
@@ -72,6 +74,7 @@ export class Decider {
   private readonly again = new Set<string>();
   /** Decision writes in flight per experiment (their decisions are assumed in the view meanwhile). */
   private readonly decisionWrites = new Map<string, number>();
+  private readonly writing = new Set<Promise<void>>();
   readonly figures: DeciderFigures = { leases_taken: 0, leases_lost: 0, batches: 0, proposals_screened: 0, proposals_rejected: 0, retired: 0, banned: 0, leader_changes: 0, admitted: 0, write_errors: 0 };
 
   constructor(private readonly deps: DeciderDeps) {}
@@ -172,30 +175,35 @@ export class Decider {
     return this.busy.get(key);
   }
 
+  /**
+   * Decisions are served at once (assumed in the view) and written behind;
+   * candidates enter the pool only once written. When a decision makes room
+   * for a candidate of the reserve, both go in one write.
+   */
   private async step(exp: Experiment): Promise<void> {
     const decisions = exp.decisions();
-    if (decisions.length > 0) {
-      // Serving goes on with them at once; the write follows (in order, on the lease's connection).
-      exp.assume(decisions);
-      this.writeDecisions(exp, decisions);
-    }
+    if (decisions.length > 0) exp.assume(decisions);
     const room = exp.wantsProposals();
-    if (room === 0) return;
-    const chosen = exp.fromReserve(room);
+    const chosen = room > 0 ? exp.fromReserve(room) : [];
     if (chosen.length > 0) {
-      const after = await this.write(exp, () => exp.admitChange(chosen));
+      const after = await this.writeDecisions(exp, decisions, exp.admitChange(chosen));
       if (after !== undefined) this.figures.admitted += chosen.length;
       return;
     }
-    await this.batch(exp);
+    if (decisions.length > 0) void this.writeDecisions(exp, decisions);
+    if (room > 0) await this.batch(exp);
   }
 
-  private writeDecisions(exp: Experiment, decisions: Decision[]): void {
+  /** Write decisions the view assumed (with `also`, a change that goes in the same transaction); a failed write reloads the experiment. */
+  private writeDecisions(exp: Experiment, decisions: Decision[], also?: ExperimentChange): Promise<Experiment | undefined> {
     const key = exp.key;
     this.decisionWrites.set(key, (this.decisionWrites.get(key) ?? 0) + 1);
-    void this.write(exp, (s) => this.decisionChange(exp, s, decisions), true)
+    const change = (s: ExperimentSnapshot): ExperimentChange | undefined => mergeChanges(decisions.length > 0 ? this.decisionChange(exp, s, decisions) : undefined, also);
+    let result: Experiment | undefined;
+    const w = this.write(exp, change, true)
       .then((after) => {
-        if (after === undefined) this.deps.reload(key);
+        result = after;
+        if (after === undefined && decisions.length > 0) this.deps.reload(key);
       })
       .catch((err: unknown) => {
         this.figures.write_errors++;
@@ -203,10 +211,13 @@ export class Decider {
         this.deps.reload(key);
       })
       .finally(() => {
+        this.writing.delete(w);
         const n = (this.decisionWrites.get(key) ?? 1) - 1;
         if (n > 0) this.decisionWrites.set(key, n);
         else this.decisionWrites.delete(key);
       });
+    this.writing.add(w);
+    return w.then(() => result);
   }
 
   /** The decisions that still hold against the locked state, with the entries that record them. */
@@ -296,15 +307,50 @@ export class Decider {
   /**
    * Write a change through the lease (fenced: a lost lease writes nothing)
    * and adopt what the store then holds. Undefined when this sidecar no
-   * longer decides or the experiment moved to another generation.
+   * longer decides or the experiment moved to another generation. Changes
+   * queued in one turn of the event loop share one transaction (group
+   * commit for decisions: a hundred experiments deciding at once are one
+   * round of statements, not a hundred).
    */
-  private async write(exp: Experiment, decide: (s: ExperimentSnapshot) => ExperimentChange | undefined, isDecisionWrite = false): Promise<Experiment | undefined> {
-    const lease = this.lease;
-    if (lease === undefined || !lease.held) return undefined;
+  private write(exp: Experiment, decide: (s: ExperimentSnapshot) => ExperimentChange | undefined, isDecisionWrite = false): Promise<Experiment | undefined> {
+    return new Promise((resolve, reject) => {
+      this.queued.push({ exp, decide, isDecisionWrite, resolve, reject });
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => void this.flush());
+      }
+    });
+  }
+
+  private readonly queued: Array<{ exp: Experiment; decide: (s: ExperimentSnapshot) => ExperimentChange | undefined; isDecisionWrite: boolean; resolve(e: Experiment | undefined): void; reject(err: unknown): void }> = [];
+  private flushing = false;
+
+  private async flush(): Promise<void> {
     const { store } = this.deps;
-    const snap = await store.experiments.change((fn) => lease.transaction(fn), { name: exp.name, model: exp.model, generation: exp.generation }, decide, (q, rows) => store.writeEntriesIn(q, rows));
+    while (this.queued.length > 0) {
+      const batch = this.queued.splice(0, MAX_CHANGES_PER_WRITE);
+      const lease = this.lease;
+      if (lease === undefined || !lease.held) {
+        for (const b of batch) b.resolve(undefined);
+        continue;
+      }
+      try {
+        const snaps = await store.experiments.changeMany(
+          (fn) => lease.transaction(fn),
+          batch.map((b) => ({ key: { name: b.exp.name, model: b.exp.model, generation: b.exp.generation }, decide: b.decide })),
+          (q, rows) => store.writeEntriesIn(q, rows),
+        );
+        batch.forEach((b, i) => b.resolve(this.adoptWritten(b.exp, snaps[i], b.isDecisionWrite)));
+      } catch (err) {
+        for (const b of batch) b.reject(err);
+      }
+    }
+    this.flushing = false;
+  }
+
+  /** What the store holds after a write, into the view; decisions still being written are assumed there, and not undone meanwhile. */
+  private adoptWritten(exp: Experiment, snap: ExperimentSnapshot | undefined, isDecisionWrite: boolean): Experiment | undefined {
     if (snap === undefined) return undefined;
-    // Decisions still being written are assumed in the view: the store's state without them would undo them for a moment.
     const later = (this.decisionWrites.get(exp.key) ?? 0) - (isDecisionWrite ? 1 : 0);
     if (later > 0) {
       for (const v of snap.variants) exp.recordTotals(v.prompt_id, v.successes, v.count);
@@ -313,9 +359,9 @@ export class Decider {
     return this.deps.view.adopt(snap);
   }
 
-  /** Wait for the work in progress. */
+  /** Wait for the work in progress and the decisions being written. */
   async settle(): Promise<void> {
-    while (this.busy.size > 0) await Promise.allSettled([...this.busy.values()]);
+    while (this.busy.size > 0 || this.writing.size > 0) await Promise.allSettled([...this.busy.values(), ...this.writing]);
   }
 
   async close(): Promise<void> {
@@ -326,4 +372,15 @@ export class Decider {
     this.lease = undefined;
     await lease?.release();
   }
+}
+
+/** Two changes as one (fields of the second win). */
+function mergeChanges(a: ExperimentChange | undefined, b: ExperimentChange | undefined): ExperimentChange | undefined {
+  if (a === undefined || b === undefined) return a ?? b;
+  return {
+    fields: { ...a.fields, ...b.fields },
+    add: [...(a.add ?? []), ...(b.add ?? [])],
+    moves: [...(a.moves ?? []), ...(b.moves ?? [])],
+    entries: [...(a.entries ?? []), ...(b.entries ?? [])],
+  };
 }

@@ -19,7 +19,7 @@ import { OpError } from '../contract/errors.js';
 import type { Learner } from '../learning/learner.js';
 import type { Scorer } from '../learning/scorer.js';
 import { promptIdOf } from '../optimizer/evaluators.js';
-import type { EntryRow, LoopKey } from '../store/entries.js';
+import type { EntryRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
 import { isConnectionError } from '../store/db.js';
@@ -212,33 +212,27 @@ export class ExperimentService {
    */
   async track(row: EntryRow): Promise<void> {
     const key = row.kind === 'execution' ? this.outcomeKey(row) : undefined;
-    if (key === undefined) {
-      await this.store.write(row);
-      return;
-    }
-    row.loop = key;
     const receipt = await this.store.write(row);
+    if (key === undefined) return;
     const exp = this.view.get(experimentKey(key.experiment, key.model));
     const promptId = String(row.values[1]);
     if (receipt.status === 'duplicate') {
       this.figures.duplicate_outcomes++;
       return;
     }
-    let counted = false;
-    if (receipt.totals !== undefined) {
-      counted = true;
-      if (exp !== undefined && receipt.totals.generation === exp.generation) exp.recordTotals(promptId, receipt.totals.successes, receipt.totals.count);
-    } else if (receipt.status === 'journaled' && exp !== undefined && (key.generation ?? exp.generation) === exp.generation) {
-      // Counted here until the journal reaches the store, which then counts it once (see afterOutage).
-      counted = exp.recordOutcome(promptId, row.values[3] === true);
-      if (counted) {
-        this.figures.journaled_outcomes++;
-        this.provisional.add(exp.key);
-      }
-    }
-    if (!counted) {
+    // Counted in the store whatever the view holds; it moves this view when the experiment, generation and variant are the ones it serves.
+    const here = exp !== undefined && (key.generation ?? exp.generation) === exp.generation && exp.variants.has(promptId) ? exp : undefined;
+    if (here === undefined) {
       this.figures.unmatched_outcomes++;
       return;
+    }
+    if (receipt.totals !== undefined) {
+      if (receipt.totals.generation === here.generation) here.recordTotals(promptId, receipt.totals.successes, receipt.totals.count);
+    } else if (receipt.status === 'journaled') {
+      // Counted here until the journal reaches the store, which then counts it once (see afterOutage).
+      here.recordOutcome(promptId, row.values[3] === true);
+      this.figures.journaled_outcomes++;
+      this.provisional.add(here.key);
     }
     this.figures.outcomes++;
     if (exp !== undefined) this.decider.poke(exp);
@@ -251,15 +245,12 @@ export class ExperimentService {
       }, () => undefined);
   }
 
-  /** The experiment an execution reports on, from its metadata (`experiment`, `model`, `generation`). */
-  private outcomeKey(row: EntryRow): LoopKey | undefined {
+  /** The experiment an execution reports on, from its metadata (`experiment`, `model`, `generation`; without one, the current generation). */
+  private outcomeKey(row: EntryRow): { experiment: string; model: string; generation: number | null } | undefined {
     const m = row.meta;
     if (m === undefined || typeof m.experiment !== 'string') return undefined;
-    const model = typeof m.model === 'string' ? m.model : 'default';
     const g = m.generation === undefined ? undefined : Number(m.generation);
-    // Without a generation the outcome counts for the current one: the one this sidecar serves, else the store's.
-    const generation = g !== undefined && Number.isSafeInteger(g) ? g : (this.view.get(experimentKey(m.experiment, model))?.generation ?? null);
-    return { experiment: m.experiment, model, generation };
+    return { experiment: m.experiment, model: typeof m.model === 'string' ? m.model : 'default', generation: g !== undefined && Number.isSafeInteger(g) ? g : null };
   }
 
   /** Refresh what other sidecars changed: counts into the views, full snapshots where the state moved. */

@@ -6,6 +6,7 @@ import { cacheOps } from './cache.js';
 import { coreOps } from './core.js';
 import { experimentOps } from './experiments.js';
 import { learningOps } from './learning.js';
+import { modelOps } from './models.js';
 import { optimizerOps } from './optimizer.js';
 import { OpTable } from './registry.js';
 import { templatesOps } from './templates.js';
@@ -16,6 +17,6 @@ export type { OpResult } from './registry.js';
 
 export function createOpTable(): OpTable {
   const table: OpTable = new OpTable();
-  for (const op of [...coreOps(() => table), ...cacheOps, ...templatesOps, ...trackingOps, ...learningOps, ...optimizerOps, ...experimentOps]) table.add(op);
+  for (const op of [...coreOps(() => table), ...cacheOps, ...templatesOps, ...trackingOps, ...learningOps, ...modelOps, ...optimizerOps, ...experimentOps]) table.add(op);
   return table;
 }

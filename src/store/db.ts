@@ -18,15 +18,20 @@ import { OpError } from '../contract/errors.js';
 export type SqlParam = string | number | boolean | null | Uint8Array | string[] | Array<string | number | boolean | null>;
 export type Row = Record<string, unknown>;
 
-/** A statement runner inside a transaction. */
-export type Query = (sql: string, params?: SqlParam[]) => Promise<Row[]>;
+/**
+ * A statement runner inside a transaction. `prepared` names a statement the
+ * hot path runs again and again: PostgreSQL parses and plans it once per
+ * connection (PGlite ignores it).
+ */
+export type Query = (sql: string, params?: SqlParam[], prepared?: string) => Promise<Row[]>;
 
 /**
  * A lease: a session-level advisory lock held on a connection of its own for
  * as long as the holder lives (it dies with the connection, so another
  * instance takes it over when the holder dies). Writes made through
- * `transaction` run on that connection, so they are fenced: once the lease
- * is lost, they fail instead of racing the new holder.
+ * `transaction` are fenced: each first checks, in its own transaction, that
+ * the lock is still held by the lease's connection, and fails once it is
+ * not, instead of racing the new holder.
  */
 export interface Lease {
   /** Run `fn` in a transaction on the lease's connection (one at a time); rejects once the lease is lost. */
@@ -41,9 +46,15 @@ export interface SqlClient {
   readonly backend: 'postgres' | 'pglite';
   /** The schema every table lives in. */
   readonly schema: string;
-  query<R extends Row = Row>(sql: string, params?: SqlParam[]): Promise<R[]>;
+  query<R extends Row = Row>(sql: string, params?: SqlParam[], prepared?: string): Promise<R[]>;
   /** Run `fn` in one transaction (one connection); `copy` loads rows in COPY's text format inside it. */
   transaction<T>(fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<T>;
+  /**
+   * Run `fn` on one connection (in one transaction when `transaction`),
+   * with the text of every notice its statements raised (the closed loop's
+   * counting trigger answers the writer this way, in the same round trip).
+   */
+  session<T>(transaction: boolean, fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<{ value: T; notices: string[] }>;
   /**
    * Hold the advisory lock `key` until released or the process dies, or
    * undefined at once when another session holds it. PGlite (one process)
@@ -80,46 +91,67 @@ const copySql = (table: string, columns: readonly string[], source: string): str
 /** A schema name the store accepts: plain lower-case SQL identifiers only, so it never needs quoting. */
 export const SCHEMA_RE = /^[a-z_][a-z0-9_]{0,62}$/;
 
-export async function openPostgres(url: string, opts: { max?: number; schema: string }): Promise<SqlClient> {
+/**
+ * Session settings every connection starts with: the store's schema as the
+ * only search path (nothing resolves to an app's table in `public`),
+ * notices on (the counting trigger's answer), and the store's own
+ * `prompt_engine.*` settings (read by its trigger).
+ */
+function sessionSettings(schema: string, settings: Readonly<Record<string, string>>): Array<[string, string]> {
+  for (const [k, v] of Object.entries(settings)) if (!/^prompt_engine\.[a-z_]+$/.test(k) || !/^[\w.:@-]*$/.test(v)) throw new Error(`session setting ${k}=${v}: not a plain prompt_engine.* name and value`);
+  return [['search_path', schema], ['client_min_messages', 'notice'], ...Object.entries(settings)];
+}
+
+export async function openPostgres(url: string, opts: { max?: number; schema: string; settings?: Readonly<Record<string, string>> }): Promise<SqlClient> {
   if (!SCHEMA_RE.test(opts.schema)) throw new Error(`schema ${JSON.stringify(opts.schema)}: expected a lower-case SQL identifier (letters, digits, _)`);
-  // Every connection (pool, listener, lease) works in the store's schema only: nothing resolves to an app's table in `public`.
-  const options = `-c search_path=${opts.schema}`;
-  const pool = new pg.Pool({ connectionString: url, options, max: opts.max ?? 4, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
+  // Every connection (pool, listener, lease) starts with them (startup options, no round trip).
+  const options = sessionSettings(opts.schema, opts.settings ?? {})
+    .map(([k, v]) => `-c ${k}=${v}`)
+    .join(' ');
+  // Group commit takes up to 3; the closed loop's decisions, refreshes and reads the rest.
+  const pool = new pg.Pool({ connectionString: url, options, max: opts.max ?? 6, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
   // An idle client losing its server (restart) must not crash the process.
   pool.on('error', () => undefined);
   // bigint columns (seq, test_duration) as JS numbers: they stay below 2^53 here.
   const types = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) };
+  const session: SqlClient['session'] = async (inTransaction, fn) => {
+    const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
+    const notices: string[] = [];
+    const onNotice = (n: { message?: string }): number => notices.push(n.message ?? '');
+    client.on('notice', onNotice);
+    let broken = false;
+    try {
+      if (inTransaction) await client.query('BEGIN');
+      const value = await fn(
+        async (sql, params = [], prepared) => (await client.query({ name: prepared, text: sql, values: params, types })).rows as Row[],
+        (table, columns, text) => copyOn(client, table, columns, text),
+      );
+      if (inTransaction) await client.query('COMMIT');
+      return { value, notices };
+    } catch (err) {
+      broken = isConnectionError(err);
+      if (!broken && inTransaction) await client.query('ROLLBACK').catch(() => undefined);
+      throw unreachable(err);
+    } finally {
+      client.off('notice', onNotice);
+      client.release(broken);
+    }
+  };
+  const transaction: SqlClient['transaction'] = async (fn) => (await session(true, fn)).value;
   return {
     backend: 'postgres',
     schema: opts.schema,
-    async query<R extends Row>(sql: string, params: SqlParam[] = []) {
+    async query<R extends Row>(sql: string, params: SqlParam[] = [], prepared?: string) {
       try {
-        const r = await pool.query<R>({ text: sql, values: params, types });
+        const r = await pool.query<R>({ name: prepared, text: sql, values: params, types });
         return r.rows;
       } catch (err) {
         throw unreachable(err);
       }
     },
-    async transaction(fn) {
-      const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
-      let broken = false;
-      try {
-        await client.query('BEGIN');
-        const out = await fn(
-          async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[],
-          (table, columns, text) => copyOn(client, table, columns, text),
-        );
-        await client.query('COMMIT');
-        return out;
-      } catch (err) {
-        broken = isConnectionError(err);
-        if (!broken) await client.query('ROLLBACK').catch(() => undefined);
-        throw unreachable(err);
-      } finally {
-        client.release(broken);
-      }
-    },
-    lease: (key) => pgLease(url, options, key, types),
+    transaction,
+    session,
+    lease: (key) => pgLease(url, options, key, transaction),
     async withAdvisoryLock(key, fn) {
       const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
       let broken = false;
@@ -193,16 +225,16 @@ function copyOn(client: pg.PoolClient, table: string, columns: readonly string[]
   });
 }
 
-type TypeParsers = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (v: string) => unknown };
-
 const LEASE_KEEPALIVE_MS = 1_000;
 
 /**
- * A PostgreSQL lease: its own client, `pg_try_advisory_lock`, and a
+ * A PostgreSQL lease: its own client holding `pg_try_advisory_lock`, and a
  * keep-alive query every second, so a connection that died quietly (the
  * server restarted, the network went) is noticed and the lease given up.
+ * Transactions run on the pool (several at once), each fenced by a look at
+ * `pg_locks` for the lock held by the lease's backend.
  */
-async function pgLease(url: string, options: string, key: number, types: TypeParsers): Promise<Lease | undefined> {
+async function pgLease(url: string, options: string, key: number, transaction: SqlClient['transaction']): Promise<Lease | undefined> {
   const client = new pg.Client({ connectionString: url, options, connectionTimeoutMillis: 2_000, keepAlive: true });
   let held = false;
   const lostHandlers: Array<() => void> = [];
@@ -222,24 +254,24 @@ async function pgLease(url: string, options: string, key: number, types: TypePar
     await client.end().catch(() => undefined);
     throw unreachable(err);
   }
-  const got = await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [key]).then(
-    (r) => r.rows[0]?.ok === true,
+  const got = await client.query<{ ok: boolean; pid: number }>('SELECT pg_try_advisory_lock($1) AS ok, pg_backend_pid() AS pid', [key]).then(
+    (r) => r.rows[0],
     (err: unknown) => Promise.reject(unreachable(err)),
   );
-  if (!got) {
+  if (got?.ok !== true) {
     await client.end().catch(() => undefined);
     return undefined;
   }
   held = true;
-  // One statement at a time on this connection: transactions and keep-alives queue behind each other.
-  let chain: Promise<unknown> = Promise.resolve();
-  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
-    const next = chain.then(fn, fn);
-    chain = next.catch(() => undefined);
-    return next;
-  };
+  const holder = got.pid;
+  let checking = false;
   keepAlive = setInterval(() => {
-    void serial(() => client.query('SELECT 1')).catch(lose);
+    if (checking) return;
+    checking = true;
+    void client
+      .query('SELECT 1')
+      .catch(lose)
+      .finally(() => (checking = false));
   }, LEASE_KEEPALIVE_MS);
   keepAlive.unref();
   return {
@@ -247,21 +279,14 @@ async function pgLease(url: string, options: string, key: number, types: TypePar
       return held;
     },
     transaction: (fn) =>
-      serial(async () => {
-        if (!held) throw new OpError('unavailable', 'the lease was lost');
-        try {
-          await client.query('BEGIN');
-          const out = await fn(
-            async (sql, params = []) => (await client.query({ text: sql, values: params, types })).rows as Row[],
-            (table, columns, text) => copyOn(client as pg.PoolClient, table, columns, text),
-          );
-          await client.query('COMMIT');
-          return out;
-        } catch (err) {
-          if (isConnectionError(err)) lose();
-          else await client.query('ROLLBACK').catch(() => undefined);
-          throw unreachable(err);
+      transaction(async (q, copy) => {
+        // A one-int advisory key is classid 0, objid key, objsubid 1 in pg_locks.
+        const fence = await q(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1 AND pid = $2 AND granted`, [key, holder]);
+        if (!held || fence.length === 0) {
+          lose();
+          throw new OpError('unavailable', 'the lease was lost');
         }
+        return fn(q, copy);
       }),
     onLost: (f) => {
       if (held) lostHandlers.push(f);
@@ -271,7 +296,7 @@ async function pgLease(url: string, options: string, key: number, types: TypePar
       if (!held) return;
       held = false;
       clearInterval(keepAlive);
-      await serial(() => client.query('SELECT pg_advisory_unlock($1)', [key])).catch(() => undefined);
+      await client.query('SELECT pg_advisory_unlock($1)', [key]).catch(() => undefined);
       await client.end().catch(() => undefined);
     },
   };
@@ -309,7 +334,7 @@ function pidAlive(pid: number): boolean {
   }
 }
 
-export async function openPglite(dir: string, opts: { schema: string }): Promise<SqlClient> {
+export async function openPglite(dir: string, opts: { schema: string; settings?: Readonly<Record<string, string>> }): Promise<SqlClient> {
   if (!SCHEMA_RE.test(opts.schema)) throw new Error(`schema ${JSON.stringify(opts.schema)}: expected a lower-case SQL identifier (letters, digits, _)`);
   fs.mkdirSync(dir, { recursive: true });
   const unlock = lockDir(dir);
@@ -317,20 +342,25 @@ export async function openPglite(dir: string, opts: { schema: string }): Promise
   let db: PGlite;
   try {
     db = await PGlite.create(dir);
-    // One connection for the life of the process: the path set once holds for every statement.
-    await db.query(`SET search_path TO ${opts.schema}`);
+    // One connection for the life of the process: settings made once hold for every statement.
+    for (const [k, v] of sessionSettings(opts.schema, opts.settings ?? {})) await db.query('SELECT set_config($1, $2, false)', [k, v]);
   } catch (err) {
     unlock();
     throw err;
   }
   const fix = (rows: Row[]): Row[] => rows.map((r) => (typeof r.seq === 'bigint' ? { ...r, seq: Number(r.seq) } : r));
-  const transaction: SqlClient['transaction'] = (fn) =>
-    db.transaction(async (tx) =>
+  const session: SqlClient['session'] = async (inTransaction, fn) => {
+    const notices: string[] = [];
+    const onNotice = (n: { message?: string }): number => notices.push(n.message ?? '');
+    const run = (runner: Pick<PGlite, 'query'>) =>
       fn(
-        async (sql, params = []) => fix((await tx.query<Row>(sql, params)).rows),
-        async (table, columns, text) => void (await tx.query(copySql(table, columns, `'/dev/blob'`), [], { blob: new Blob([text]) })),
-      ),
-    );
+        async (sql, params = []) => fix((await runner.query<Row>(sql, params, { onNotice })).rows),
+        async (table, columns, text) => void (await runner.query(copySql(table, columns, `'/dev/blob'`), [], { blob: new Blob([text]), onNotice })),
+      );
+    const value = inTransaction ? await db.transaction((tx) => run(tx)) : await run(db);
+    return { value, notices };
+  };
+  const transaction: SqlClient['transaction'] = async (fn) => (await session(true, fn)).value;
   return {
     backend: 'pglite',
     schema: opts.schema,
@@ -338,6 +368,7 @@ export async function openPglite(dir: string, opts: { schema: string }): Promise
       return fix((await db.query<Row>(sql, params)).rows) as R[];
     },
     transaction,
+    session,
     // One process owns the directory: it always holds every lease.
     lease: async () => ({ held: true, transaction, onLost: () => undefined, release: async () => undefined }),
     withAdvisoryLock: async (_key, fn) => ({ locked: true, value: await fn() }),

@@ -130,15 +130,6 @@ export interface EntryRow {
   values: Array<string | number | boolean | null | string[]>;
   /** An execution's metadata as given (read by the closed loop to tell an outcome; not journaled: the values hold it). */
   meta?: Readonly<Record<string, string>>;
-  /** For a closed-loop outcome: the experiment whose variant count the write moves (set by the experiments room). */
-  loop?: LoopKey;
-}
-
-/** The experiment a closed-loop outcome counts for; `generation` null: the experiment's current one. */
-export interface LoopKey {
-  experiment: string;
-  model: string;
-  generation: number | null;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;

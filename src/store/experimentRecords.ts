@@ -86,6 +86,18 @@ export interface ExperimentChange {
   generation?: GenerationWrite;
 }
 
+/** A transaction runner: the pool's, or a lease's (fenced). */
+export type TxRunner = <T>(fn: (q: Query) => Promise<T>) => Promise<T>;
+
+/** Writes tracking entries inside the change's transaction. */
+export type EntryWriter = (q: Query, rows: EntryRow[]) => Promise<void>;
+
+/** One experiment's change in `changeMany`. */
+export interface ChangeItem {
+  key: ExperimentKey & { generation?: number };
+  decide: (s: ExperimentSnapshot) => ExperimentChange | undefined;
+}
+
 /** What the loop announces on its channel: the sender, and the experiments that changed (`all` when too many to list). */
 export interface LoopNotice {
   s: string;
@@ -168,32 +180,109 @@ export class ExperimentRecords {
    * the snapshot after the change, undefined when there is no such
    * experiment (or `generation` is given and is no longer the current one).
    */
-  async change(
-    tx: <T>(fn: (q: Query) => Promise<T>) => Promise<T>,
-    key: ExperimentKey & { generation?: number },
-    decide: (s: ExperimentSnapshot) => ExperimentChange | undefined,
-    writeEntries: (q: Query, rows: EntryRow[]) => Promise<void>,
-  ): Promise<ExperimentSnapshot | undefined> {
+  async change(tx: TxRunner, key: ChangeItem['key'], decide: ChangeItem['decide'], writeEntries: EntryWriter): Promise<ExperimentSnapshot | undefined> {
+    return (await this.changeMany(tx, [{ key, decide }], writeEntries))[0];
+  }
+
+  /**
+   * `change` for many experiments in one transaction (the decider's group
+   * commit): their rows locked in key order (no deadlock with another
+   * writer), each item deciding on its experiment's state after the items
+   * before it, every statement shared by all of them (one insert of new
+   * variants, one update of moved states, one of the rows' fields and
+   * revisions, one notice). If one `decide` throws, nothing is written.
+   */
+  async changeMany(tx: TxRunner, items: readonly ChangeItem[], writeEntries: EntryWriter): Promise<Array<ExperimentSnapshot | undefined>> {
+    if (items.length === 0) return [];
     await this.migrate();
     return tx(async (q) => {
-      const found = (await this.select(q, true, [key], 1, true))[0];
-      if (found === undefined) return undefined;
-      const snap: ExperimentSnapshot = { row: toExperiment(found), variants: (found.variants as Row[]).map(toVariant) };
-      if (key.generation !== undefined && snap.row.generation !== key.generation) return undefined;
-      const c = decide(snap);
-      if (c === undefined) return snap;
-      if (c.generation !== undefined) await writeGeneration(q, c.generation);
-      else await applyChange(q, snap.row, c);
-      if (c.entries !== undefined && c.entries.length > 0) await writeEntries(q, c.entries);
-      const notice = loopNotice(this.notice.sender, [key]);
-      if (c.generation === undefined)
-        await q(`UPDATE experiments SET revision = revision + 1, updated_at = now() WHERE name = $1 AND model = $2 RETURNING pg_notify($3, $4)`, [key.name, key.model, this.notice.channel, notice]);
-      else await q('SELECT pg_notify($1, $2)', [this.notice.channel, notice]);
-      // What the store now holds; texts it already had, or that the change brought, are not read again.
-      const after = (await this.select(q, false, [key], 1, false))[0]!;
-      const texts = new Map<string, Omit<VariantRow, keyof VariantCounts>>();
-      for (const v of [...snap.variants, ...(c.add ?? []), ...(c.generation === undefined ? [] : [{ ...c.generation.base, rank: null }])]) texts.set(v.prompt_id, v);
-      return { row: toExperiment(after), variants: (after.variants as Row[]).map(toCounts).map((k) => ({ ...texts.get(k.prompt_id)!, ...k })) };
+      const keys = [...new Map(items.map((i) => [`${i.key.name}\u0000${i.key.model}`, { name: i.key.name, model: i.key.model }])).values()].sort((a, b) =>
+        a.name < b.name ? -1 : a.name > b.name ? 1 : a.model < b.model ? -1 : a.model > b.model ? 1 : 0,
+      );
+      const locked = new Map<string, ExperimentSnapshot>();
+      for (const r of await q(`SELECT ${EXPERIMENT_COLUMNS}, ${variantsJson(true)} FROM experiments e WHERE (e.name, e.model) IN (SELECT * FROM unnest($1::text[], $2::text[])) ORDER BY e.name, e.model FOR UPDATE OF e`, [keys.map((k) => k.name), keys.map((k) => k.model)]))
+        locked.set(`${String(r.name)}\u0000${String(r.model)}`, { row: toExperiment(r), variants: (r.variants as Row[]).map(toVariant) });
+      const out: Array<ExperimentSnapshot | undefined> = [];
+      const changed = new Map<string, { snap: ExperimentSnapshot; fields: NonNullable<ExperimentChange['fields']> }>();
+      const adds: Array<{ row: ExperimentRow; v: NonNullable<ExperimentChange['add']>[number] }> = [];
+      const moves: Array<{ row: ExperimentRow; m: NonNullable<ExperimentChange['moves']>[number] }> = [];
+      const entries: EntryRow[] = [];
+      const resets: Array<{ id: string; g: GenerationWrite; index: number }> = [];
+      for (const item of items) {
+        const id = `${item.key.name}\u0000${item.key.model}`;
+        const snap = locked.get(id);
+        if (snap === undefined || (item.key.generation !== undefined && snap.row.generation !== item.key.generation)) {
+          out.push(undefined);
+          continue;
+        }
+        const c = item.decide(snap);
+        if (c === undefined) {
+          out.push(snap);
+          continue;
+        }
+        if (c.entries !== undefined) entries.push(...c.entries);
+        if (c.generation !== undefined) {
+          resets.push({ id, g: c.generation, index: out.length });
+          out.push(undefined);
+          continue;
+        }
+        for (const v of c.add ?? []) adds.push({ row: snap.row, v });
+        for (const m of c.moves ?? []) moves.push({ row: snap.row, m });
+        const after = applyToSnapshot(snap, c, snap.row);
+        locked.set(id, after);
+        changed.set(id, { snap: after, fields: { ...(changed.get(id)?.fields ?? {}), ...(c.fields ?? {}) } });
+        out.push(after);
+      }
+      await applyVariants(q, adds, moves);
+      if (entries.length > 0) await writeEntries(q, entries);
+      if (changed.size > 0) {
+        // Every changed row's fields and revision in one statement (a field not set keeps its value).
+        const rows = [...changed.values()];
+        const col = <K extends keyof NonNullable<ExperimentChange['fields']>>(k: K) => rows.map((r) => (k in r.fields ? (r.fields[k] ?? null) : null));
+        const set = (k: keyof NonNullable<ExperimentChange['fields']>) => rows.map((r) => k in r.fields);
+        const bumped = await q(
+          `UPDATE experiments e SET
+             status = CASE WHEN u.s_status THEN u.status ELSE e.status END,
+             pinned_prompt_id = CASE WHEN u.s_pinned THEN u.pinned ELSE e.pinned_prompt_id END,
+             proposals_made = CASE WHEN u.s_proposals THEN u.proposals ELSE e.proposals_made END,
+             leader_prompt_id = CASE WHEN u.s_leader THEN u.leader ELSE e.leader_prompt_id END,
+             outcomes_at_last_batch = CASE WHEN u.s_batch THEN u.batch ELSE e.outcomes_at_last_batch END,
+             revision = e.revision + 1, updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[], $5::bool[], $6::text[], $7::bool[], $8::int4[], $9::bool[], $10::text[], $11::bool[], $12::int8[])
+               AS u(name, model, s_status, status, s_pinned, pinned, s_proposals, proposals, s_leader, leader, s_batch, batch)
+            WHERE e.name = u.name AND e.model = u.model
+          RETURNING e.name, e.model, e.revision, e.updated_at`,
+          [
+            rows.map((r) => r.snap.row.name),
+            rows.map((r) => r.snap.row.model),
+            set('status'),
+            col('status'),
+            set('pinned_prompt_id'),
+            col('pinned_prompt_id'),
+            set('proposals_made'),
+            col('proposals_made'),
+            set('leader_prompt_id'),
+            col('leader_prompt_id'),
+            set('outcomes_at_last_batch'),
+            col('outcomes_at_last_batch'),
+          ],
+        );
+        const revisions = new Map(bumped.map((b) => [`${String(b.name)}\u0000${String(b.model)}`, { revision: Number(b.revision), updated_at: isoOf(b.updated_at) }]));
+        for (let i = 0; i < out.length; i++) {
+          const s = out[i];
+          if (s === undefined) continue;
+          const r = revisions.get(`${s.row.name}\u0000${s.row.model}`);
+          if (r !== undefined) out[i] = { ...s, row: { ...s.row, ...r } };
+        }
+      }
+      // A reset: a new generation, read back whole (rare).
+      for (const r of resets) {
+        await writeGeneration(q, r.g);
+        const after = (await this.select(q, true, [r.g], 1, false))[0]!;
+        out[r.index] = { row: toExperiment(after), variants: (after.variants as Row[]).map(toVariant) };
+      }
+      if (changed.size > 0 || resets.length > 0) await q('SELECT pg_notify($1, $2)', [this.notice.channel, loopNotice(this.notice.sender, [...[...changed.values()].map((c) => c.snap.row), ...resets.map((r) => r.g)])]);
+      return out;
     });
   }
 
@@ -204,40 +293,54 @@ export class ExperimentRecords {
   }
 }
 
-async function applyChange(q: Query, row: ExperimentRow, c: ExperimentChange): Promise<void> {
-  const f = c.fields ?? {};
-  const sets = Object.keys(f) as Array<keyof typeof f>;
-  if (sets.length > 0)
-    await q(`UPDATE experiments SET ${sets.map((k, i) => `${k} = $${i + 3}`).join(', ')} WHERE name = $1 AND model = $2`, [row.name, row.model, ...sets.map((k) => f[k] ?? null)]);
-  if (c.add !== undefined && c.add.length > 0) {
-    const a = c.add;
+/**
+ * A snapshot with a change applied as `change` applies it in the store:
+ * variants added when absent, states moved only from the states listed,
+ * fields set, the new revision. (The closed loop's tests drive the policy
+ * with it.)
+ */
+export function applyToSnapshot(s: ExperimentSnapshot, c: ExperimentChange, after: Pick<ExperimentRow, 'revision' | 'updated_at'>): ExperimentSnapshot {
+  const variants = s.variants.map((v) => ({ ...v }));
+  for (const a of c.add ?? []) if (!variants.some((v) => v.prompt_id === a.prompt_id)) variants.push({ ...a, successes: 0, count: 0 });
+  for (const m of c.moves ?? []) {
+    const v = variants.find((x) => x.prompt_id === m.prompt_id);
+    if (v !== undefined && m.from.includes(v.state)) v.state = m.to;
+  }
+  return { row: { ...s.row, ...(c.fields ?? {}), ...after }, variants };
+}
+
+/** The changes' new variants (one insert) and state moves (one update; each only from the states it lists). */
+async function applyVariants(
+  q: Query,
+  adds: ReadonlyArray<{ row: ExperimentRow; v: NonNullable<ExperimentChange['add']>[number] }>,
+  moves: ReadonlyArray<{ row: ExperimentRow; m: NonNullable<ExperimentChange['moves']>[number] }>,
+): Promise<void> {
+  if (adds.length > 0)
     await q(
       `INSERT INTO experiment_variants (name, model, generation, prompt_id, text, origin, prior_alpha, prior_beta, predicted, state, rank)
-       SELECT $1, $2, $3, * FROM unnest($4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::text[], $11::float8[])
+       SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::text[], $11::float8[])
        ON CONFLICT (name, model, generation, prompt_id) DO NOTHING`,
       [
-        row.name,
-        row.model,
-        row.generation,
-        a.map((v) => v.prompt_id),
-        a.map((v) => v.text),
-        a.map((v) => v.origin),
-        a.map((v) => v.prior_alpha),
-        a.map((v) => v.prior_beta),
-        a.map((v) => v.predicted),
-        a.map((v) => v.state),
-        a.map((v) => v.rank),
+        adds.map((a) => a.row.name),
+        adds.map((a) => a.row.model),
+        adds.map((a) => a.row.generation),
+        adds.map((a) => a.v.prompt_id),
+        adds.map((a) => a.v.text),
+        adds.map((a) => a.v.origin),
+        adds.map((a) => a.v.prior_alpha),
+        adds.map((a) => a.v.prior_beta),
+        adds.map((a) => a.v.predicted),
+        adds.map((a) => a.v.state),
+        adds.map((a) => a.v.rank),
       ],
     );
-  }
-  const moves = c.moves ?? [];
   if (moves.length > 0)
-    // One statement for every move; each applies only from the states it lists (comma-joined, no state has a comma).
+    // The allowed states comma-joined (no state has a comma).
     await q(
       `UPDATE experiment_variants v SET state = m.to_state
-         FROM unnest($4::text[], $5::text[], $6::text[]) AS m(prompt_id, to_state, from_states)
-        WHERE v.name = $1 AND v.model = $2 AND v.generation = $3 AND v.prompt_id = m.prompt_id AND v.state = ANY(string_to_array(m.from_states, ','))`,
-      [row.name, row.model, row.generation, moves.map((m) => m.prompt_id), moves.map((m) => m.to), moves.map((m) => m.from.join(','))],
+         FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[]) AS m(name, model, generation, prompt_id, to_state, from_states)
+        WHERE v.name = m.name AND v.model = m.model AND v.generation = m.generation AND v.prompt_id = m.prompt_id AND v.state = ANY(string_to_array(m.from_states, ','))`,
+      [moves.map((x) => x.row.name), moves.map((x) => x.row.model), moves.map((x) => x.row.generation), moves.map((x) => x.m.prompt_id), moves.map((x) => x.m.to), moves.map((x) => x.m.from.join(','))],
     );
 }
 
@@ -279,9 +382,11 @@ function toExperiment(r: Row): ExperimentRow {
     leader_prompt_id: r.leader_prompt_id === null || r.leader_prompt_id === undefined ? null : String(r.leader_prompt_id),
     outcomes_at_last_batch: Number(r.outcomes_at_last_batch ?? 0),
     revision: Number(r.revision ?? 0),
-    updated_at: r.updated_at instanceof Date ? r.updated_at.toISOString() : String(r.updated_at),
+    updated_at: isoOf(r.updated_at),
   };
 }
+
+const isoOf = (v: unknown): string => (v instanceof Date ? v.toISOString() : String(v));
 
 const STATES: readonly VariantState[] = ['active', 'retired', 'banned', 'reserve'];
 

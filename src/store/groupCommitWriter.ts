@@ -10,15 +10,16 @@
  * the journal, which a recovery loop replays in order when the database
  * returns; while the journal holds entries, one batch at a time.
  *
- * A closed-loop outcome (an execution carrying a `loop` key) moves its
- * variant's count in the statement that stores the row, only when the row
- * is new: a repeated id counts once, whichever sidecar stores it, and its
- * receipt carries the variant's totals after the count. A row the database
- * refuses fails only its own caller: the batch is split in halves until the
- * row is alone, the others are written.
+ * A closed-loop outcome (an execution whose metadata names an experiment)
+ * moves its variant's count in the statement that stores the row, only when
+ * the row is new (the store's trigger, migrations.ts): a repeated id counts
+ * once, whichever sidecar stores it, and its receipt carries the variant's
+ * totals after the count. A row the database refuses fails only its own
+ * caller: the batch is split in halves until the row is alone, the others
+ * are written.
  */
 import type { Logger } from 'pino';
-import type { CopyInTransaction, Query, SqlClient, SqlParam } from './db.js';
+import type { Query, SqlClient, SqlParam } from './db.js';
 import { isConnectionError } from './db.js';
 import { TABLES, type EntryKind, type EntryRow } from './entries.js';
 import { loopNotice, writeGeneration, type GenerationWrite } from './experimentRecords.js';
@@ -241,196 +242,90 @@ export class GroupCommitWriter {
 const isGeneration = (r: StoreWrite): r is GenerationEntry => r.kind === 'generation';
 
 /**
- * One batch in one transaction (one statement when it can be): closed-loop
- * generations first, then entries by kind; executions that report
- * closed-loop outcomes through COPY and one counting statement (when the
- * batch is big enough for COPY on this backend) or one statement that
- * stores and counts, other entries through COPY or one unnest INSERT per
- * kind. Duplicates of an id are ignored. Returns each row's receipt where
- * it says more than `stored`.
+ * One batch: closed-loop generations first, then the entries, in one
+ * transaction (one statement, or one COPY, when it can be). Duplicates of
+ * an id are ignored. Closed-loop outcomes are counted by the store's
+ * trigger in the statement that stores them, which answers with the
+ * variants' totals (a notice read with the reply): a receipt carries them,
+ * or says `duplicate` for an id already stored.
  */
 export async function writeBatch(db: SqlClient, rows: readonly StoreWrite[], notice?: LoopNoticeTarget): Promise<Map<string, WriteReceipt>> {
   const entries = rows.filter((r): r is EntryRow => !isGeneration(r));
-  const generations = rows.filter(isGeneration);
-  const executions = entries.filter((r) => r.kind === 'execution');
-  const outcomes = executions.some((r) => r.loop !== undefined);
-  if (!outcomes && generations.length === 0) {
-    await insertRows(db, entries);
-    return new Map();
-  }
-  const plan = (viaCopy: boolean): { receipts: Map<string, WriteReceipt>; steps: Step[]; viaCopy: boolean } => {
-    const receipts = new Map<string, WriteReceipt>();
-    const steps: Step[] = generations.map((r) => async (q) => {
-      if ((await writeGeneration(q, r.generation)) && notice !== undefined) await q('SELECT pg_notify($1, $2)', [notice.channel, loopNotice(notice.sender, [r.generation])]);
-    });
-    const others = outcomes ? entries.filter((r) => r.kind !== 'execution') : entries;
-    if (outcomes) steps.push(viaCopy ? (q, copy) => countedCopy(q, copy, executions, receipts, notice) : (q) => countedInsert(q, executions, receipts, notice));
-    if (others.length > 0) steps.push(...statementsOf(others));
-    return { receipts, steps, viaCopy };
-  };
-  const run = async ({ receipts, steps, viaCopy }: ReturnType<typeof plan>): Promise<Map<string, WriteReceipt>> => {
-    // One statement is atomic on its own: one round trip instead of BEGIN, the statement, COMMIT.
-    if (steps.length === 1 && !viaCopy) await steps[0]!((sql, params) => db.query(sql, params), noCopy);
-    else await db.transaction(async (q, copy) => {
-      for (const step of steps) await step(q, copy);
-    });
-    return receipts;
-  };
-  if (outcomes && executions.length >= db.copy.minRows) {
+  const generations: Step[] = rows.filter(isGeneration).map((r) => async (q) => {
+    if ((await writeGeneration(q, r.generation)) && notice !== undefined) await q('SELECT pg_notify($1, $2)', [notice.channel, loopNotice(notice.sender, [r.generation])]);
+  });
+  const { stored, notices } = await insertRows(db, entries, generations);
+  return receiptsOf(entries, stored, notices);
+}
+
+type Step = (q: Query, stored: Set<string>) => Promise<void>;
+
+/**
+ * Entries (after `before`, in the same transaction) in one session: one
+ * INSERT per table, rows as one array parameter per column
+ * (`INSERT ... SELECT * FROM unnest($1::uuid[], ...)`): a constant-size
+ * statement, prepared once per connection, instead of a VALUES list with a
+ * parameter per cell. A batch of one kind and at least the backend's
+ * `copy.minRows` rows goes through COPY instead (faster per row on both
+ * backends: BENCHMARKS.md, store); COPY has no ON CONFLICT, so a batch that
+ * repeats an id already stored (a redelivered NATS message, a replayed
+ * journal) fails whole with unique_violation and is written again by the
+ * INSERT, which skips the duplicate. Returns the ids stored now (undefined:
+ * all of them) and the notices the statements raised.
+ */
+export async function insertRows(db: SqlClient, rows: EntryRow[], before: Step[] = []): Promise<{ stored: ReadonlySet<string> | undefined; notices: string[] }> {
+  const kind = rows[0]?.kind;
+  if (before.length === 0 && kind !== undefined && rows.length >= db.copy.minRows && TABLES[kind].arrayTypes !== undefined && rows.every((r) => r.kind === kind)) {
     try {
-      return await run(plan(true));
+      const { notices } = await db.session(false, (_q, copy) => copy(TABLES[kind].table, TABLES[kind].columns, copyText(rows)));
+      return { stored: undefined, notices };
     } catch (err) {
-      // A repeated id fails the COPY (no ON CONFLICT): the statement stores the new rows and counts only them.
       if ((err as { code?: string }).code !== '23505') throw err;
     }
   }
-  return run(plan(false));
+  const steps = [...before, ...statementsOf(rows)];
+  if (steps.length === 0) return { stored: new Set(), notices: [] };
+  // One statement is atomic on its own: one round trip instead of BEGIN, the statement, COMMIT.
+  const { value, notices } = await db.session(steps.length > 1, async (q) => {
+    const stored = new Set<string>();
+    for (const step of steps) await step(q, stored);
+    return stored;
+  });
+  return { stored: value, notices };
 }
 
-type Step = (q: Query, copy: CopyInTransaction) => Promise<void>;
+/** What the counting trigger raises: `prompt_engine_counts` and the totals of the variants a statement moved (JSON). */
+const COUNTS_NOTICE = 'prompt_engine_counts ';
 
-const noCopy: CopyInTransaction = () => Promise.reject(new Error('COPY outside a transaction'));
-
-/**
- * The tail of both counting statements: `counted` (name, model,
- * generation, prompt_id, k successes, n outcomes) moves `experiment_counts`
- * for variants that exist (a prompt id or experiment the loop does not know
- * counts nowhere), upserted in key order, so two batches moving the same
- * variants lock them in the same order and never deadlock; the totals come
- * back, and the loop is told which experiments moved (NOTIFY, delivered at
- * commit). `$c` and `$p` are the notice's channel and payload.
- */
-const countTail = (c: number, p: number): string => `
-     upd AS (
-       INSERT INTO experiment_counts AS c (name, model, generation, prompt_id, successes, count)
-       SELECT x.name, x.model, x.generation, x.prompt_id, x.k, x.n FROM counted x
-        WHERE x.generation IS NOT NULL
-          AND EXISTS (SELECT 1 FROM experiment_variants v WHERE v.name = x.name AND v.model = x.model AND v.generation = x.generation AND v.prompt_id = x.prompt_id AND v.state <> 'reserve')
-        ORDER BY 1, 2, 3, 4
-       ON CONFLICT (name, model, generation, prompt_id) DO UPDATE SET successes = c.successes + excluded.successes, count = c.count + excluded.count
-       RETURNING c.name, c.model, c.generation, c.prompt_id, c.successes, c.count)
-     SELECT (SELECT coalesce(json_agg(json_build_object('name', name, 'model', model, 'generation', generation, 'prompt_id', prompt_id, 'successes', successes, 'count', count)), '[]'::json) FROM upd) AS totals,
-            (SELECT pg_notify($${c}, $${p}) WHERE $${c} <> '' AND EXISTS (SELECT 1 FROM upd)) AS noticed`;
-
-/** The notice's channel and payload parameters for the rows' experiments. */
-function noticeParams(rows: EntryRow[], notice: LoopNoticeTarget | undefined): [string, string] {
-  if (notice === undefined) return ['', ''];
-  return [notice.channel, loopNotice(notice.sender, rows.flatMap((r) => (r.loop === undefined ? [] : [{ name: r.loop.experiment, model: r.loop.model }])))];
-}
-
-/**
- * Executions stored and closed-loop outcomes counted in one statement: the
- * rows go in with ON CONFLICT DO NOTHING, and only the rows that went in
- * (RETURNING) are counted. An outcome without a generation counts for the
- * experiment's current one.
- */
-async function countedInsert(q: Query, rows: EntryRow[], receipts: Map<string, WriteReceipt>, notice: LoopNoticeTarget | undefined): Promise<void> {
-  const spec = TABLES.execution;
-  const cols = spec.columns.map((c) => `"${c}"`).join(',');
-  const n = spec.columns.length;
-  const params: SqlParam[] = spec.columns.map((_, i) => rows.map((r) => r.values[i] as string | number | boolean | null));
-  params.push(rows.map((r) => r.loop?.experiment ?? null), rows.map((r) => r.loop?.model ?? null), rows.map((r) => r.loop?.generation ?? null), ...noticeParams(rows, notice));
-  const unnest = spec.arrayTypes!.map((t, i) => `$${i + 1}::${t}[]`).join(',');
-  const [result] = await q(
-    `WITH src AS (
-       SELECT * FROM unnest(${unnest}, $${n + 1}::text[], $${n + 2}::text[], $${n + 3}::int4[]) AS t(${cols}, o_name, o_model, o_generation)),
-     ins AS (
-       INSERT INTO ${spec.table} (${cols}) SELECT ${cols} FROM src ON CONFLICT (id) DO NOTHING RETURNING id),
-     counted AS (
-       SELECT s.o_name AS name, s.o_model AS model, coalesce(s.o_generation, e.generation) AS generation, s.prompt_id,
-              count(*) FILTER (WHERE s.success) AS k, count(*) AS n
-         FROM (SELECT DISTINCT ON (id) * FROM src WHERE o_name IS NOT NULL) s
-         JOIN ins ON ins.id = s.id
-         LEFT JOIN experiments e ON e.name = s.o_name AND e.model = s.o_model
-        GROUP BY 1, 2, 3, 4),${countTail(n + 4, n + 5)},
-            (SELECT coalesce(array_agg(id::text), '{}') FROM ins) AS inserted`,
-    params,
-  );
-  receiptsOf(rows, new Set((result?.inserted as string[] | undefined) ?? []), result, receipts);
-}
-
-/**
- * Executions stored by COPY (every row new: a repeated id fails it whole)
- * and their outcomes counted in one statement after it, in one transaction.
- */
-async function countedCopy(q: Query, copy: CopyInTransaction, rows: EntryRow[], receipts: Map<string, WriteReceipt>, notice: LoopNoticeTarget | undefined): Promise<void> {
-  const spec = TABLES.execution;
-  await copy(spec.table, spec.columns, copyText(rows));
-  const byVariant = new Map<string, { name: string; model: string; generation: number | null; promptId: string; k: number; n: number }>();
-  for (const r of rows) {
-    if (r.loop === undefined) continue;
-    const key = `${r.loop.experiment}\u0000${r.loop.model}\u0000${r.loop.generation ?? ''}\u0000${String(r.values[1])}`;
-    let o = byVariant.get(key);
-    if (o === undefined) byVariant.set(key, (o = { name: r.loop.experiment, model: r.loop.model, generation: r.loop.generation, promptId: String(r.values[1]), k: 0, n: 0 }));
-    o.n++;
-    if (r.values[3] === true) o.k++;
-  }
-  const o = [...byVariant.values()];
-  const [result] = await q(
-    `WITH o AS (SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[]) AS t(name, model, generation, prompt_id, k, n)),
-     counted AS (
-       SELECT o.name, o.model, coalesce(o.generation, e.generation) AS generation, o.prompt_id, sum(o.k) AS k, sum(o.n) AS n
-         FROM o LEFT JOIN experiments e ON e.name = o.name AND e.model = o.model
-        GROUP BY 1, 2, 3, 4),${countTail(7, 8)}`,
-    [o.map((x) => x.name), o.map((x) => x.model), o.map((x) => x.generation), o.map((x) => x.promptId), o.map((x) => x.k), o.map((x) => x.n), ...noticeParams(rows, notice)],
-  );
-  receiptsOf(rows, undefined, result, receipts);
-}
-
-/** Each row's receipt: `duplicate` when it was not inserted (`inserted` undefined: every row was), else the totals of its variant. */
-function receiptsOf(rows: EntryRow[], inserted: ReadonlySet<string> | undefined, result: Record<string, unknown> | undefined, receipts: Map<string, WriteReceipt>): void {
-  // By variant; a batch holding outcomes of two generations of one variant keeps the newer generation's totals.
+/** Each execution's receipt: `duplicate` when it was not stored now, else its variant's totals when the trigger counted it. */
+function receiptsOf(rows: EntryRow[], stored: ReadonlySet<string> | undefined, notices: string[]): Map<string, WriteReceipt> {
+  const receipts = new Map<string, WriteReceipt>();
+  // By variant; outcomes of two generations of one variant keep the newer generation's totals.
   const totals = new Map<string, { generation: number; successes: number; count: number }>();
-  for (const t of (result?.totals as Array<Record<string, unknown>> | undefined) ?? []) {
-    const key = `${String(t.name)}\u0000${String(t.model)}\u0000${String(t.prompt_id)}`;
-    const generation = Number(t.generation);
-    if ((totals.get(key)?.generation ?? -1) < generation) totals.set(key, { generation, successes: Number(t.successes), count: Number(t.count) });
+  for (const n of notices) {
+    if (!n.startsWith(COUNTS_NOTICE)) continue;
+    for (const t of JSON.parse(n.slice(COUNTS_NOTICE.length)) as Array<{ name: string; model: string; generation: number; prompt_id: string; successes: number; count: number }>) {
+      const key = `${t.name}\u0000${t.model}\u0000${t.prompt_id}`;
+      if ((totals.get(key)?.generation ?? -1) < t.generation) totals.set(key, { generation: t.generation, successes: Number(t.successes), count: Number(t.count) });
+    }
   }
   for (const r of rows) {
-    if (inserted !== undefined && !inserted.has(r.id)) {
+    if (r.kind !== 'execution') continue;
+    if (stored !== undefined && !stored.has(r.id)) {
       receipts.set(r.id, { status: 'duplicate' });
       continue;
     }
-    const t = r.loop === undefined ? undefined : totals.get(`${r.loop.experiment}\u0000${r.loop.model}\u0000${String(r.values[1])}`);
+    const experiment = r.meta?.experiment;
+    const t = experiment === undefined ? undefined : totals.get(`${experiment}\u0000${r.meta?.model ?? 'default'}\u0000${String(r.values[1])}`);
     if (t !== undefined) receipts.set(r.id, { status: 'stored', totals: t });
   }
-}
-
-/**
- * Entries without closed-loop outcomes: one INSERT per table, all in one
- * transaction; duplicates of an id are ignored. Rows travel as one array
- * parameter per column (`INSERT ... SELECT * FROM unnest($1::uuid[], ...)`):
- * a constant-size statement that PostgreSQL parses once per batch, instead
- * of a VALUES list with a parameter per cell. A batch of one kind and at
- * least the backend's `copy.minRows` rows goes through COPY instead (faster
- * per row on both backends: BENCHMARKS.md, store); COPY has no ON CONFLICT,
- * so a batch that repeats an id already stored (a redelivered NATS message,
- * a replayed journal) fails whole with unique_violation and is written
- * again by the INSERT, which skips the duplicate.
- */
-export async function insertRows(db: SqlClient, rows: EntryRow[]): Promise<void> {
-  const kind = rows[0]?.kind;
-  if (kind !== undefined && rows.length >= db.copy.minRows && TABLES[kind].arrayTypes !== undefined && rows.every((r) => r.kind === kind)) {
-    try {
-      await db.copy.write(TABLES[kind].table, TABLES[kind].columns, copyText(rows));
-      return;
-    } catch (err) {
-      if ((err as { code?: string }).code !== '23505') throw err;
-    }
-  }
-  const statements = statementsOf(rows);
-  if (statements.length === 1) {
-    await statements[0]!((sql, params) => db.query(sql, params));
-    return;
-  }
-  await db.transaction(async (q) => {
-    for (const st of statements) await st(q);
-  });
+  return receipts;
 }
 
 /** Entries written inside a caller's transaction (the closed loop's A/B results and evolutions, with the change they record). */
 export async function insertRowsIn(q: Query, rows: EntryRow[]): Promise<void> {
-  for (const st of statementsOf(rows)) await st(q);
+  const stored = new Set<string>();
+  for (const st of statementsOf(rows)) await st(q, stored);
 }
 
 /** Rows in COPY's text format: tab-separated, `\N` for NULL, backslash escapes. */
@@ -455,8 +350,8 @@ function escapeCopyChar(c: string): string {
   return c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r';
 }
 
-/** One INSERT statement per entry kind present. */
-function statementsOf(rows: EntryRow[]): Array<(q: Query) => Promise<void>> {
+/** One INSERT statement per entry kind present; each adds the ids it stored (not already there) to `stored`. */
+function statementsOf(rows: EntryRow[]): Step[] {
   const byKind = new Map<EntryKind, EntryRow[]>();
   for (const r of rows) {
     let list = byKind.get(r.kind);
@@ -465,7 +360,10 @@ function statementsOf(rows: EntryRow[]): Array<(q: Query) => Promise<void>> {
   }
   return [...byKind].map(([kind, list]) => {
     const st = insertStatement(kind, list);
-    return async (q: Query) => void (await q(st.sql, st.params));
+    // The unnest form's text depends on the kind only: prepared once per connection.
+    return async (q: Query, stored: Set<string>) => {
+      for (const r of await q(st.sql, st.params, TABLES[kind].arrayTypes === undefined ? undefined : `pe_insert_${kind}`)) stored.add(String(r.id));
+    };
   });
 }
 
@@ -475,7 +373,7 @@ function insertStatement(kind: EntryKind, list: EntryRow[]): { sql: string; para
   if (spec.arrayTypes !== undefined) {
     const params: SqlParam[] = spec.columns.map((_, i) => list.map((r) => r.values[i] as string | number | boolean | null));
     const unnest = spec.arrayTypes.map((t, i) => `$${i + 1}::${t}[]`).join(',');
-    return { sql: `INSERT INTO ${spec.table} (${cols}) SELECT * FROM unnest(${unnest}) ON CONFLICT (id) DO NOTHING`, params };
+    return { sql: `INSERT INTO ${spec.table} (${cols}) SELECT * FROM unnest(${unnest}) ON CONFLICT (id) DO NOTHING RETURNING id`, params };
   }
   const params: SqlParam[] = [];
   const tuples = list.map((r) => {
@@ -486,5 +384,5 @@ function insertStatement(kind: EntryKind, list: EntryRow[]): { sql: string; para
     });
     return `(${ph.join(',')})`;
   });
-  return { sql: `INSERT INTO ${spec.table} (${cols}) VALUES ${tuples.join(',')} ON CONFLICT (id) DO NOTHING`, params };
+  return { sql: `INSERT INTO ${spec.table} (${cols}) VALUES ${tuples.join(',')} ON CONFLICT (id) DO NOTHING RETURNING id`, params };
 }

@@ -151,9 +151,10 @@ ALTER TABLE models ALTER COLUMN path DROP NOT NULL
   },
   {
     version: 5,
-    // The closed loop's state shared by every sidecar on this database: per-variant outcome counts
-    // (moved in the transaction that stores each outcome), the leader, the batch trigger and a
-    // revision per experiment; screened candidates waiting in reserve are variant rows too.
+    // The closed loop's state shared by every sidecar on this database: per-variant outcome counts,
+    // moved by a trigger in the statement that stores each outcome (whatever path stores it: a batch,
+    // COPY, a replayed journal); the leader, the batch trigger and a revision per experiment;
+    // screened candidates waiting in reserve are variant rows too.
     name: 'shared closed-loop state',
     sql: `
 ALTER TABLE experiments ADD COLUMN IF NOT EXISTS leader_prompt_id text;
@@ -169,6 +170,48 @@ CREATE TABLE IF NOT EXISTS experiment_counts (
   count bigint NOT NULL DEFAULT 0,
   PRIMARY KEY (name, model, generation, prompt_id)
 );
+CREATE OR REPLACE FUNCTION count_loop_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  totals json;
+  channel text := current_setting('prompt_engine.loop_channel', true);
+BEGIN
+  -- Only the rows this statement inserted (a repeated id, skipped by ON CONFLICT, is not here), each
+  -- counted for the variant its metadata names (an outcome without a generation for the experiment's
+  -- current one). Counted whether or not the variant is stored yet: two sidecars' journals replay in
+  -- any order after an outage, and an outcome may arrive before the generation it names; the loop
+  -- reads counts only for its variants, so those of unknown ones are never read. Upserted in key
+  -- order: two batches moving the same variants lock them in the same order and never deadlock.
+  WITH counted AS (
+    SELECT n.metadata->>'experiment' AS name, coalesce(n.metadata->>'model', 'default') AS model,
+           coalesce(CASE WHEN n.metadata->>'generation' ~ '^[0-9]{1,9}$' THEN (n.metadata->>'generation')::int END,
+                    (SELECT e.generation FROM experiments e WHERE e.name = n.metadata->>'experiment' AND e.model = coalesce(n.metadata->>'model', 'default'))) AS generation,
+           n.prompt_id, count(*) FILTER (WHERE n.success) AS k, count(*) AS n
+      FROM inserted n
+     WHERE n.metadata ? 'experiment'
+     GROUP BY 1, 2, 3, 4),
+  upd AS (
+    INSERT INTO experiment_counts AS c (name, model, generation, prompt_id, successes, count)
+    SELECT x.name, x.model, x.generation, x.prompt_id, x.k, x.n FROM counted x
+     WHERE x.generation IS NOT NULL
+     ORDER BY 1, 2, 3, 4
+    ON CONFLICT (name, model, generation, prompt_id) DO UPDATE SET successes = c.successes + excluded.successes, count = c.count + excluded.count
+    RETURNING c.name, c.model, c.generation, c.prompt_id, c.successes, c.count)
+  SELECT json_agg(json_build_object('name', u.name, 'model', u.model, 'generation', u.generation, 'prompt_id', u.prompt_id, 'successes', u.successes, 'count', u.count))
+    INTO totals FROM upd u;
+  IF totals IS NULL THEN
+    RETURN NULL;
+  END IF;
+  -- The totals to the writing session (a notice read with the reply), the experiments that moved to every sidecar (at commit).
+  RAISE NOTICE 'prompt_engine_counts %', totals;
+  IF channel IS NOT NULL AND channel <> '' THEN
+    PERFORM pg_notify(channel, json_build_object('s', current_setting('prompt_engine.instance', true),
+      'k', (SELECT json_agg(DISTINCT jsonb_build_array(t->>'name', t->>'model')) FROM json_array_elements(totals) AS t))::text);
+  END IF;
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER prompt_executions_count_loop_outcomes AFTER INSERT ON prompt_executions
+  REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION count_loop_outcomes();
 INSERT INTO experiment_counts (name, model, generation, prompt_id, successes, count)
 SELECT v.name, v.model, v.generation, v.prompt_id, count(*) FILTER (WHERE x.success), count(*)
   FROM experiment_variants v

@@ -44,6 +44,9 @@ const MIGRATION_LOCK = 7_403_221; // pg_advisory_lock key for migrations (any sc
 /** The store's schema when none is configured: its own, beside an app's `public`. */
 export const DEFAULT_SCHEMA = 'prompt_engine';
 
+/** The closed loop's NOTIFY channel in `schema` (a short name: channels are identifiers). */
+export const loopChannel = (schema: string): string => `pe_loop_${lockKey(schema, 'loop').toString(36)}`;
+
 /**
  * An advisory-lock key for `purpose` in `schema` (FNV-1a, 31 bits): two
  * installations in different schemas of one database never share a trainer
@@ -74,7 +77,7 @@ export class TrackingStore {
     readonly instanceId: string,
   ) {
     this.models = new ModelRegistry(db, () => this.migrate());
-    const notice = { channel: `pe_loop_${lockKey(db.schema, 'loop').toString(36)}`, sender: instanceId };
+    const notice = { channel: loopChannel(db.schema), sender: instanceId };
     this.experiments = new ExperimentRecords(db, () => this.migrate(), notice);
     this.writer = new GroupCommitWriter(db, journal, log, { maxBatch: 500, recoverEveryMs: 300, maxInFlight: db.backend === 'postgres' ? 3 : 1, onRecovered: () => this.migrate(), notice });
   }
@@ -82,10 +85,13 @@ export class TrackingStore {
   /** Open the backend, migrate, and replay what an earlier process left in the journal. */
   static async open(opts: { databaseUrl?: string; dataDir: string; schema?: string; instanceId?: string; log: Logger }): Promise<TrackingStore> {
     const schema = opts.schema ?? DEFAULT_SCHEMA;
-    const db = opts.databaseUrl ? await openPostgres(opts.databaseUrl, { schema }) : await openPglite(path.join(opts.dataDir, 'pglite'), { schema });
+    const instanceId = opts.instanceId ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+    // Read by the counting trigger: where to announce counted outcomes, and as whom.
+    const settings = { 'prompt_engine.loop_channel': loopChannel(schema), 'prompt_engine.instance': instanceId };
+    const db = opts.databaseUrl ? await openPostgres(opts.databaseUrl, { schema, settings }) : await openPglite(path.join(opts.dataDir, 'pglite'), { schema, settings });
     const journal = new Journal(path.join(opts.dataDir, 'journal'));
     await journal.open();
-    const store = new TrackingStore(db, journal, opts.log, opts.instanceId ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`);
+    const store = new TrackingStore(db, journal, opts.log, instanceId);
     try {
       await store.migrate();
     } catch (err) {
@@ -299,10 +305,18 @@ async function moveOutOfPublic(q: Query, schema: string): Promise<string[]> {
   return moved;
 }
 
-/** Split a migration into statements (no semicolons inside our DDL strings). */
-function splitStatements(sql: string): string[] {
-  return sql
-    .split(/;\s*\n/)
-    .map((s) => s.trim())
-    .filter((s) => s.length > 0);
+/** Split a migration into statements: at a semicolon ending a line, outside `$$` function bodies. */
+export function splitStatements(sql: string): string[] {
+  const out: string[] = [];
+  let quoted = false;
+  let current = '';
+  for (const part of sql.split(/(\$\$|;\s*\n)/)) {
+    if (part === '$$') quoted = !quoted;
+    if (!quoted && /^;\s*\n$/.test(part)) {
+      out.push(current);
+      current = '';
+    } else current += part;
+  }
+  out.push(current);
+  return out.map((s) => s.trim()).filter((s) => s.length > 0);
 }

@@ -1,14 +1,13 @@
 /**
- * One experiment driven the way the decider drives it, with the store's
- * semantics in memory (test/experiments.test.ts checks the pure policy with
- * it; the SQL of the same semantics is checked against real databases in
- * test/fleet.test.ts and test/experiments.test.ts): a change adds variants
- * that are absent, moves states only from the states it lists, sets fields,
- * bumps the revision, and the experiment adopts the result.
+ * One experiment driven the way the decider drives it, each change applied
+ * to an in-memory snapshot the way the store applies it (`applyToSnapshot`,
+ * what `change` returns after writing it), and adopted: the pure policy
+ * without a database (test/experiments.test.ts). The SQL behind it is
+ * checked against real databases in test/fleet.test.ts.
  */
 import { Experiment, decisionChange, variantRow, type Candidate, type Decision, type LoopPolicy } from '../../src/experiments/experiment.js';
 import { operatorChange, type OperatorAction } from '../../src/experiments/service.js';
-import type { ExperimentChange, ExperimentSnapshot } from '../../src/store/experimentRecords.js';
+import { applyToSnapshot, type ExperimentChange, type ExperimentSnapshot } from '../../src/store/experimentRecords.js';
 
 export class MemoryLoop {
   snap: ExperimentSnapshot;
@@ -24,14 +23,7 @@ export class MemoryLoop {
 
   apply(c: ExperimentChange | undefined): void {
     if (c === undefined) return;
-    const row = { ...this.snap.row, ...(c.fields ?? {}), revision: this.snap.row.revision + 1 };
-    const variants = this.snap.variants.map((v) => ({ ...v }));
-    for (const a of c.add ?? []) if (!variants.some((v) => v.prompt_id === a.prompt_id)) variants.push({ ...a, successes: 0, count: 0 });
-    for (const m of c.moves ?? []) {
-      const v = variants.find((x) => x.prompt_id === m.prompt_id);
-      if (v !== undefined && m.from.includes(v.state)) v.state = m.to;
-    }
-    this.snap = { row, variants };
+    this.snap = applyToSnapshot(this.snap, c, { revision: this.snap.row.revision + 1, updated_at: '' });
     this.exp.adopt(this.snap);
   }
 

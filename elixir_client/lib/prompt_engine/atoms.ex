@@ -23,11 +23,11 @@ defmodule PromptEngine.Atoms do
     generation get_sparc_prompt get_template health heap_used heartbeats_missed high hit_rate hits
     holdout id improvement improvement_summary in_flight insufficient insufficient_data internal
     interval invalidations jetstream journal_depth journaled journaled_outcomes key keys kind lag_ms
-    language last_error leader leader_changes leader_id leases_lost leases_taken limit
+    language last_error leader leader_changes leader_id learner leases_lost leases_taken limit
     list_templates llm llm_error load log_loss lookups low max_frame_bytes max_tokens mean
     mean_batch mean_confidence mean_ms memory memory_hits message messages metadata metric_calls
     metrics min_count min_samples min_success_rate misses missing model model_promoted model_trained
-    model_version name nats nil node_version not_found notices offline ok op open_args ops
+    model_version models name nats nil node_version not_found notices offline ok op open_args ops
     optimization_score optimize_prompt optimized_prompt options opts origin original_prompt_id
     os_pid outcomes output_paused overlap overloaded p p50_ms p95_ms p_best package_id path
     pending_input_bytes pending_output_bytes performance_improvement pinned port posterior_mean
@@ -64,6 +64,7 @@ defmodule PromptEngine.Atoms do
     get_template: {~w(template_id)a, false, []},
     health: {~w()a, false, []},
     list_templates: {~w(limit template_type)a, false, []},
+    models: {~w(limit)a, false, []},
     optimize_prompt: {~w(breadth budget cache context depth devset language llm prompt temperature template_id)a, false, [llm: ~w(api_key model timeout_ms url)a]},
     prompt_stats: {~w(prompt_id prompt_ids)a, false, []},
     query: {~w(duration id kind limit min_count min_success_rate project_tech_stack project_type prompt_id since_ms tech_stack threshold)a, false, []},
