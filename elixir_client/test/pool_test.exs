@@ -62,4 +62,27 @@ defmodule PromptEngine.PoolTest do
       end
     end
   end
+
+  test "dashboard: the pool's first sidecar serves the page, with the token; the second does not" do
+    {:ok, _} = Application.ensure_all_started(:inets)
+    {:ok, socket} = :gen_tcp.listen(0, ip: {127, 0, 0, 1})
+    {:ok, port} = :inet.port(socket)
+    :gen_tcp.close(socket)
+    name = TestHelper.unique_name(__MODULE__)
+    token = "pool-test-token-#{System.unique_integer([:positive])}"
+
+    start_supervised!(
+      {PromptEngine, name: name, pool_size: 2, data_dir: TestHelper.tmp_dir("pe-dash"), database_url: TestHelper.pg_url!(), dashboard: [port: port, token: token], env: [{"LOG_LEVEL", "warn"}]}
+    )
+
+    url = ~c"http://127.0.0.1:#{port}/health.json"
+    assert {:ok, {{_, 200, _}, _headers, body}} = :httpc.request(:get, {url, []}, [timeout: 30_000], body_format: :binary)
+    assert body =~ "status"
+    refute body =~ token
+
+    # the page is served by sidecar 1 alone: health.json is its own health
+    [c1, _c2] = PromptEngine.Supervisor.connections(name)
+    assert {:ok, %{"health" => %{"os_pid" => os_pid}}} = PromptEngine.LogRelay.decode_json(body)
+    assert os_pid == Connection.info(c1).os_pid
+  end
 end
