@@ -17,6 +17,6 @@ defmodule PromptEngine.MixProject do
 
   # No application callback: add `{PromptEngine, opts}` to your own supervision tree.
   def application do
-    [extra_applications: [:logger]]
+    [extra_applications: [:logger, :crypto]]
   end
 end

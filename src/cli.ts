@@ -13,9 +13,9 @@ import fs from 'node:fs';
 import tty from 'node:tty';
 import { fileURLToPath } from 'node:url';
 import { configFromFlags } from './config.js';
-import { createEngine } from './services.js';
+import { createEngine, type AppEngine } from './services.js';
 import { withTimeout } from './transports/timeouts.js';
-import { createLogger } from './log.js';
+import { createLogger, type Logger } from './log.js';
 import { createOpTable } from './ops/index.js';
 import type { OpSpec } from './ops/types.js';
 import { PortTransport } from './transports/portTransport.js';
@@ -164,10 +164,7 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   process.once('SIGINT', stop('SIGINT'));
   process.on('SIGPIPE', () => undefined);
   const watchdog = startParentWatchdog(() => void transport.shutdown('parent process gone', 0));
-  const done = transport.start();
-  // With PostgreSQL, start the store now, not on the first request: what an earlier process left in the
-  // journal is replayed at once. PGlite opens on first use (sidecars of a pool may share its directory).
-  if (config.databaseUrl !== undefined) void engine.service('store').catch(() => undefined);
+  const done = transport.start(openBeforeReady(engine, log));
   await done;
   await dashboard?.close();
   // The entry point owns the engine: close it (flushes tracking writes to the store or the journal) once the Port has drained.
@@ -175,6 +172,27 @@ export async function runPort(flags: Map<string, string | true>, extraOps: OpSpe
   await watchdog?.stop();
   log.info('port transport stopped');
   return 0;
+}
+
+/** How long the Port's handshake may wait for the store and the scorer (the Elixir client's ready_timeout is 60 s). */
+const OPEN_BEFORE_READY_MS = 45_000;
+
+/**
+ * Ready means ready: the store (PostgreSQL or PGlite, with what an earlier
+ * process left in the journal replayed) and the scorer are opened before the
+ * Port's handshake, so the first choose_prompt, score and track_execution
+ * are answered within the client's default timeout instead of waiting on a
+ * cold start. A store that cannot open does not hold the handshake: it is
+ * logged, ready is sent, and `health` reports the database. Never rejects.
+ */
+async function openBeforeReady(engine: AppEngine, log: Logger): Promise<void> {
+  const t0 = Date.now();
+  const opened = Promise.allSettled([engine.service('store'), engine.service('scorer')]).then(([store, scorer]) => {
+    if (store.status === 'rejected') log.warn({ err: (store.reason as Error).message }, 'tracking store did not open before the handshake; serving without it');
+    if (scorer.status === 'rejected') log.warn({ err: (scorer.reason as Error).message }, 'scorer did not load before the handshake');
+  });
+  await withTimeout(opened, OPEN_BEFORE_READY_MS).catch(() => log.warn({ ms: OPEN_BEFORE_READY_MS }, 'store or scorer still opening at the handshake; requests that need them wait'));
+  log.info({ ms: Date.now() - t0 }, 'store and scorer open: ready');
 }
 
 /** Run one command line; resolves with the exit status. */

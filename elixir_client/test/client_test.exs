@@ -9,7 +9,7 @@ defmodule PromptEngine.ClientTest do
     dir = Path.join(System.tmp_dir!(), "pe-ex-client-#{System.unique_integer([:positive])}")
     name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
     # TZ: the sidecar's local zone is not UTC, so a time sent without a zone would be shifted
-    start_supervised!({PromptEngine, %{name: name, env: %{"LOG_LEVEL" => "warn", "PROMPT_ENGINE_DATA_DIR" => dir, "DATABASE_URL" => "", "TZ" => "America/New_York"}}})
+    start_supervised!({PromptEngine, %{name: name, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: %{"LOG_LEVEL" => "warn", "TZ" => "America/New_York"}}})
     on_exit(fn -> File.rm_rf(dir) end)
     {:ok, name: name}
   end
@@ -45,7 +45,7 @@ defmodule PromptEngine.ClientTest do
 
       for {fun, arity} <- exports,
           not String.ends_with?(Atom.to_string(fun), "!"),
-          fun not in [:child_spec, :start_link, :default_executable, :subscribe, :unsubscribe, :encode, :__info__] do
+          fun not in [:child_spec, :start_link, :default_executable, :__info__] do
         assert {String.to_atom("#{fun}!"), arity} in exports, "#{fun}/#{arity} has no bang variant"
       end
     end
@@ -63,7 +63,7 @@ defmodule PromptEngine.ClientTest do
       assert {:error, %Error{reason: :no_instance, message: "no instance named PromptEngine.ClientTest.Nope" <> _}} = PromptEngine.health(name: PromptEngine.ClientTest.Nope, timeout: 5_000)
       assert System.monotonic_time(:millisecond) - t0 < 100
       assert {:error, %Error{reason: :no_instance}} = PromptEngine.cache_stats(name: PromptEngine.ClientTest.Nope)
-      assert {:error, %Error{reason: :no_instance}} = PromptEngine.subscribe(PromptEngine.ClientTest.Nope)
+      assert {:error, %Error{reason: :no_instance}} = PromptEngine.subscribe(name: PromptEngine.ClientTest.Nope)
     end
   end
 
@@ -78,7 +78,7 @@ defmodule PromptEngine.ClientTest do
       opts = %{name: name, timeout: 30_000}
       assert {:ok, %{id: id}} = PromptEngine.track_execution([prompt_id: "kw-p", execution_time_ms: 5, success: true], opts)
       assert {:ok, %{rows: [%{id: ^id}]}} = PromptEngine.query(:by_id, [id: id], opts)
-      assert {:ok, choice} = PromptEngine.choose_prompt(name, "kw_exp", "Answer {q}.", model: "m")
+      assert {:ok, choice} = PromptEngine.choose_prompt("kw_exp", "Answer {q}.", [model: "m"], name: name)
       assert :ok = PromptEngine.report_outcome(choice, true, %{name: name, metadata: [judge: "test"]})
     end
 
@@ -145,7 +145,8 @@ defmodule PromptEngine.ClientTest do
         fn -> PromptEngine.choose_prompt(1, 2, 3, 4) end,
         fn -> PromptEngine.choose_prompt("exp", "base", %{}, :opts) end,
         fn -> PromptEngine.report_outcome(%{}, :yes, o) end,
-        fn -> PromptEngine.report_outcome(name, %{prompt_id: "p", metadata: %{}}, true, :bad) end,
+        fn -> PromptEngine.report_outcome(%{prompt_id: "p", metadata: %{}}, true, :bad) end,
+        fn -> PromptEngine.subscribe(name) end,
         fn -> PromptEngine.report_outcome(%{prompt_id: "p", metadata: %{}}, true, name: name, metadata: "x") end,
         fn -> PromptEngine.experiment("e", 3) end,
         fn -> PromptEngine.subscribe("x") end,
@@ -184,7 +185,7 @@ defmodule PromptEngine.ClientTest do
 
       start_supervised!(
         {PromptEngine, name: name, data_dir: dir, database_url: "", node: System.find_executable("node"), capture_stderr: true, ready_timeout: 20_000,
-         env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", ""}]},
+         env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", PromptEngine.TestHelper.pg_url!()}]},
         id: :deploy
       )
 

@@ -22,7 +22,7 @@ defmodule PromptEngine.ClosedLoopTest do
     base = "Classify the support ticket {ticket} as billing, bug or other."
     opts = [name: name, timeout: 30_000]
 
-    assert {:ok, first} = PromptEngine.choose_prompt(name, "ticket_triage", base, %{model: "gpt-4o-mini"})
+    assert {:ok, first} = PromptEngine.choose_prompt("ticket_triage", base, %{model: "gpt-4o-mini"}, name: name)
     assert %{prompt: ^base, origin: :base, generation: 1, experiment: "ticket_triage", model: "gpt-4o-mini"} = first
     assert %{"experiment" => "ticket_triage", "model" => "gpt-4o-mini", "generation" => "1"} = first.metadata
 

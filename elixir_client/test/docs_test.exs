@@ -2,7 +2,7 @@ defmodule PromptEngine.DocsTest do
   use ExUnit.Case, async: true
 
   # Every public function of the client is documented with an example and has a @spec.
-  @modules [PromptEngine, PromptEngine.Error, PromptEngine.Supervisor, PromptEngine.Connection, PromptEngine.LogRelay]
+  @modules [PromptEngine, PromptEngine.Error, PromptEngine.Supervisor, PromptEngine.Connection, PromptEngine.LogRelay, PromptEngine.Telemetry, PromptEngine.Redact, PromptEngine.Sidecar]
 
   test "every documented public function has an example and a @spec" do
     for mod <- @modules do
@@ -23,6 +23,17 @@ defmodule PromptEngine.DocsTest do
   test "every public op function is documented (none hidden by accident)" do
     {:docs_v1, _, _, _, _, _, docs} = Code.fetch_docs(PromptEngine)
     hidden = for {{:function, f, a}, _, _, :hidden, _} <- docs, do: {f, a}
-    assert hidden == [{:encode, 1}]
+    assert hidden == []
+  end
+
+  test "the function arities the READMEs and docs/deploying.md name exist (the two READMEs agree)" do
+    Code.ensure_loaded!(PromptEngine)
+    names = PromptEngine.__info__(:functions) |> Keyword.keys() |> MapSet.new(&Atom.to_string/1)
+
+    for page <- ["README.md", "elixir_client/README.md", "docs/deploying.md"], text = File.read!(Path.expand("../../" <> page, __DIR__)) do
+      mentioned = for [_, f, a] <- Regex.scan(~r/`(?:PromptEngine\.)?([a-z_]+!?)\/(\d)`/, text), MapSet.member?(names, f), do: {String.to_atom(f), String.to_integer(a)}
+      assert mentioned != [] or page == "docs/deploying.md"
+      for {f, a} <- mentioned, do: assert(function_exported?(PromptEngine, f, a), "#{page} names PromptEngine.#{f}/#{a}, which does not exist")
+    end
   end
 end

@@ -20,12 +20,12 @@ defmodule PromptEngine.HandshakeTest do
     dir = Path.join(System.tmp_dir!(), "pe-ex-hs-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf(dir) end)
     t0 = System.monotonic_time(:millisecond)
-    start_supervised!({PromptEngine, [name: name, executable: exe, env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", ""}]] ++ extra})
+    start_supervised!({PromptEngine, [name: name, executable: exe, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]] ++ extra})
     {name, System.monotonic_time(:millisecond) - t0}
   end
 
-  test "a slow sidecar start does not block the supervisor; early calls are queued, not failed" do
-    {name, start_ms} = start(slow_executable(1.5))
+  test "sync_start: false: a slow sidecar start does not block the supervisor; early calls are queued, not failed" do
+    {name, start_ms} = start(slow_executable(1.5), sync_start: false)
     assert start_ms < 1_000, "starting the instance took #{start_ms} ms: the handshake blocked init/1"
 
     [conn] = PromptEngine.Supervisor.connections(name)
@@ -43,8 +43,36 @@ defmodule PromptEngine.HandshakeTest do
   end
 
   test "a sidecar that never completes its handshake fails the waiting callers with a reason" do
-    {name, _} = start(slow_executable(3), ready_timeout: 300, max_restarts: 0)
+    {name, _} = start(slow_executable(3), ready_timeout: 300, max_restarts: 0, sync_start: false)
     assert {:error, %Error{reason: :unavailable, message: msg}} = PromptEngine.health(name: name, timeout: 5_000)
-    assert msg =~ "ready handshake"
+    assert msg =~ "ready handshake" and msg =~ "gave up"
+  end
+
+  test "sync_start (the default): the start returns when the sidecar is ready, or fails with its error" do
+    {name, start_ms} = start(slow_executable(1))
+    assert start_ms >= 1_000
+    [conn] = PromptEngine.Supervisor.connections(name)
+    assert %{status: :ready} = PromptEngine.Connection.info(conn)
+
+    # a failed start_link also exits the process that started it (it is linked), as OTP does
+    Process.flag(:trap_exit, true)
+
+    assert {:error, %Error{reason: :unavailable, message: msg}} =
+             PromptEngine.start_link(name: Module.concat(__MODULE__, Never), executable: slow_executable(3), ready_timeout: 300, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}])
+
+    assert msg =~ "ready handshake within 300 ms"
+    # nothing is left running, and calls say why
+    assert {:error, %Error{reason: :no_instance, message: msg}} = PromptEngine.health(name: Module.concat(__MODULE__, Never))
+    assert msg =~ "failed to start"
+  end
+
+  test "an app's supervisor gets the start error as {:error, {:shutdown, {:failed_to_start_child, ...}}}" do
+    missing = Path.join(System.tmp_dir!(), "pe-missing-#{System.unique_integer([:positive])}.js")
+    Process.flag(:trap_exit, true)
+
+    assert {:error, {:shutdown, {:failed_to_start_child, {PromptEngine, PromptEngine}, %Error{reason: :executable_not_found, message: msg}}}} =
+             Supervisor.start_link([{PromptEngine, executable: missing}], strategy: :one_for_one)
+
+    assert msg =~ missing
   end
 end

@@ -6,7 +6,8 @@ defmodule PromptEngineTest do
     name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
     opts = Map.get(context, :engine_opts, [])
     dir = Path.join(System.tmp_dir!(), "pe-ex-#{System.unique_integer([:positive])}")
-    start_supervised!({PromptEngine, [name: name, env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", ""}]] ++ opts})
+    # PostgreSQL: a pool needs one every sidecar shares (PGlite is one process's), and it opens in a fraction of PGlite's time.
+    start_supervised!({PromptEngine, [name: name, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]] ++ opts})
     on_exit(fn -> File.rm_rf(dir) end)
     # The handshake runs after start (calls made before it wait for it); the overload and
     # kill tests count on a sidecar that is already up.

@@ -4,7 +4,7 @@ defmodule PromptEngine.SidecarTest do
 
   alias PromptEngine.Sidecar
 
-  @keys [:executable, :node, :data_dir, :database_url]
+  @keys [:executable, :node, :data_dir, :database_url, :schema]
 
   setup do
     saved = for k <- @keys, do: {k, Application.fetch_env(:prompt_engine, k)}
@@ -104,5 +104,54 @@ defmodule PromptEngine.SidecarTest do
     launcher = Path.expand("../../port/prompt_engine", __DIR__)
     assert {:ok, %{executable: ^launcher, node: nil}} = Sidecar.resolve(executable: launcher, node: false)
     assert {:error, {:node_not_found, _}} = Sidecar.resolve(node: false)
+  end
+
+  test "schema: the start option or the app env, as PROMPT_ENGINE_DB_SCHEMA; unset by default; checked" do
+    {:ok, spec} = Sidecar.resolve([])
+    refute Map.has_key?(env(spec), "PROMPT_ENGINE_DB_SCHEMA")
+    {:ok, spec} = Sidecar.resolve(schema: "my_app_prompts")
+    assert env(spec)["PROMPT_ENGINE_DB_SCHEMA"] == "my_app_prompts"
+
+    Application.put_env(:prompt_engine, :schema, "from_config")
+    {:ok, spec} = Sidecar.resolve([])
+    assert env(spec)["PROMPT_ENGINE_DB_SCHEMA"] == "from_config"
+    Application.put_env(:prompt_engine, :schema, "Bad-Name")
+    assert {:error, {:bad_option, msg}} = Sidecar.resolve([])
+    assert msg =~ "Bad-Name"
+
+    assert {:error, %PromptEngine.Error{reason: :bad_option, message: msg}} = PromptEngine.Supervisor.validate(schema: "1abc")
+    assert msg =~ "start option :schema must be a PostgreSQL schema name"
+    assert {:ok, _} = PromptEngine.Supervisor.validate(schema: "prompt_engine")
+  end
+
+  test "dashboard: validated; only the pool's first sidecar gets PROMPT_ENGINE_DASHBOARD and its token" do
+    assert {:ok, opts} = PromptEngine.Supervisor.validate(dashboard: [port: 4050, token: "t0ken-x"])
+    d = opts[:dashboard]
+    assert is_function(d, 0), "the dashboard option (its token) is kept sealed"
+    assert d.() == %{port: 4050, host: "127.0.0.1", token: "t0ken-x"}
+
+    {:ok, first} = Sidecar.resolve(index: 1, dashboard: d)
+    assert %{"PROMPT_ENGINE_DASHBOARD" => "127.0.0.1:4050", "PROMPT_ENGINE_DASHBOARD_TOKEN" => "t0ken-x"} = env(first)
+    {:ok, second} = Sidecar.resolve(index: 2, dashboard: d)
+    refute Map.has_key?(env(second), "PROMPT_ENGINE_DASHBOARD")
+    refute Map.has_key?(env(second), "PROMPT_ENGINE_DASHBOARD_TOKEN")
+
+    {:ok, opts} = PromptEngine.Supervisor.validate(dashboard: %{port: 4051, host: "::1"})
+    {:ok, spec} = Sidecar.resolve(index: 1, dashboard: opts[:dashboard])
+    assert env(spec)["PROMPT_ENGINE_DASHBOARD"] == "[::1]:4051"
+    refute Map.has_key?(env(spec), "PROMPT_ENGINE_DASHBOARD_TOKEN")
+
+    assert {:error, %PromptEngine.Error{reason: :bad_option, message: "prot: unknown key of the dashboard start option (did you mean port?); known: host, port, token"}} =
+             PromptEngine.Supervisor.validate(dashboard: [prot: 4050])
+
+    assert {:error, %PromptEngine.Error{reason: :bad_option, message: msg}} = PromptEngine.Supervisor.validate(dashboard: [port: 0])
+    assert msg =~ "port must be an integer in 1..65535"
+    assert {:error, %PromptEngine.Error{reason: :bad_option}} = PromptEngine.Supervisor.validate(dashboard: [port: 4050, token: ""])
+    assert {:error, %PromptEngine.Error{reason: :bad_option}} = PromptEngine.Supervisor.validate(dashboard: "4050")
+  end
+
+  test "unknown start options: the closest known one is named" do
+    assert {:error, %PromptEngine.Error{reason: :bad_option, message: msg}} = PromptEngine.Supervisor.validate(pool_sise: 2)
+    assert msg =~ "unknown start option :pool_sise (did you mean :pool_size?); known options: "
   end
 end

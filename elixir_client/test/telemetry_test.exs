@@ -34,7 +34,7 @@ defmodule PromptEngine.TelemetryTest do
     name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
     dir = Path.join(System.tmp_dir!(), "pe-ex-tel-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf(dir) end)
-    start_supervised!({PromptEngine, [name: name, env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", ""}]] ++ opts}, id: name)
+    start_supervised!({PromptEngine, [name: name, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]] ++ opts}, id: name)
     name
   end
 
@@ -75,5 +75,24 @@ defmodule PromptEngine.TelemetryTest do
     # ... and one that succeeds is an ordinary start/stop
     assert %{status: "ok"} = PromptEngine.health!(name: name)
     assert_receive {:telemetry, [:prompt_engine, :request, :stop], _, %{op: :health, result: :ok}}
+  end
+
+  test "sidecar lifecycle events: started, exited (with its status), restarted, started again; gave_up past max_restarts" do
+    Code.compile_string(@fake)
+    name = start(max_restarts: 2, backoff_initial: 50)
+    assert_receive {:telemetry, [:prompt_engine, :sidecar, :started], %{duration: d}, %{instance: ^name, index: 1, os_pid: os_pid, restarts: 0}}, 60_000
+    assert is_integer(d) and d > 0
+
+    {_, 0} = System.cmd("kill", ["-9", Integer.to_string(os_pid)])
+    assert_receive {:telemetry, [:prompt_engine, :sidecar, :exited], %{uptime: up}, %{instance: ^name, index: 1, os_pid: ^os_pid, status: 137, failed: 0}}, 10_000
+    assert is_integer(up)
+    assert_receive {:telemetry, [:prompt_engine, :sidecar, :restarted], %{delay: 50}, %{instance: ^name, index: 1, attempt: 1, restarts: 1, last_exit: 137}}, 10_000
+    assert_receive {:telemetry, [:prompt_engine, :sidecar, :started], _, %{instance: ^name, os_pid: second, restarts: 1}}, 60_000
+
+    {_, 0} = System.cmd("kill", ["-9", Integer.to_string(second)])
+    assert_receive {:telemetry, [:prompt_engine, :sidecar, :restarted], %{delay: 100}, %{attempt: 2, restarts: 2}}, 10_000
+    assert_receive {:telemetry, [:prompt_engine, :sidecar, :started], _, %{os_pid: third, restarts: 2}}, 60_000
+    {_, 0} = System.cmd("kill", ["-9", Integer.to_string(third)])
+    assert_receive {:telemetry, [:prompt_engine, :sidecar, :gave_up], %{}, %{instance: ^name, index: 1, restarts: 2, last_exit: 137}}, 10_000
   end
 end

@@ -6,7 +6,7 @@ defmodule PromptEngine.TemplatesTest do
   setup do
     nats = System.get_env("TEST_NATS_URL") || flunk("TEST_NATS_URL is not set: run through `npm test`")
     name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
-    start_supervised!({PromptEngine, name: name, env: [{"LOG_LEVEL", "warn"}, {"NATS_URL", nats}]})
+    start_supervised!({PromptEngine, name: name, database_url: PromptEngine.TestHelper.pg_url!(), data_dir: PromptEngine.TestHelper.tmp_dir("pe-ex-tpl"), env: [{"LOG_LEVEL", "warn"}, {"NATS_URL", nats}]})
     {:ok, name: name, nats: nats}
   end
 
@@ -27,7 +27,7 @@ defmodule PromptEngine.TemplatesTest do
   end
 
   test "a central_cloud update broadcast reaches subscribers as an event", %{name: name, nats: nats} do
-    :ok = PromptEngine.subscribe(name)
+    :ok = PromptEngine.subscribe(name: name)
     # make sure the sidecar's templates part (and its NATS subscription) is up
     {:ok, _} = PromptEngine.get_template("sparc_completion", name: name)
     wait_connected(name, 50)

@@ -77,33 +77,44 @@ export class PortTransport {
     });
   }
 
-  /** Send the ready handshake and start reading. Resolves when the transport has shut down. */
-  start(): Promise<void> {
+  /**
+   * Send the ready handshake once `warmUp` has settled, then start reading:
+   * the entry point passes the opening of what the first requests need, so
+   * that ready means ready. Nothing is read or sent before the handshake
+   * (input that arrives meanwhile waits in the socket; the caller's promise
+   * must not reject). Resolves when the transport has shut down, also when
+   * that happens before the handshake.
+   */
+  start(warmUp: Promise<unknown> = Promise.resolve()): Promise<void> {
+    const done = new Promise<void>((resolve) => {
+      this.resolveDone = resolve;
+    });
     this.output.on('error', (err: Error) => {
       // The BEAM closed its end: nobody is left to answer. Shut down.
       this.outputBroken = true;
       this.log.info({ err: err.message }, 'port output closed');
       void this.shutdown('output closed', 0);
     });
-    this.send(
-      tuple(
-        A_EVENT,
-        atom('ready'),
-        record({ protocol: PROTOCOL_VERSION, version: VERSION, os_pid: process.pid, ops: this.table.names, max_frame_bytes: this.opts.maxFrameBytes }),
-      ),
-    );
-    this.engine.events.on('event', this.onEngineEvent);
     this.engine.registerFigures('port', () => this.figures);
-    this.input.on('data', (chunk: Buffer | string) => this.reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
-    // If the parent is gone too (the BEAM was killed), nobody can receive replies: abort at once.
-    this.input.on('end', () => void this.shutdown('input EOF', process.ppid !== this.originalPpid ? 0 : undefined));
-    this.input.on('error', (err: Error) => {
-      this.log.warn({ err: err.message }, 'port input error');
-      void this.shutdown('input error');
+    void warmUp.then(() => {
+      if (this.closing !== undefined) return;
+      this.send(
+        tuple(
+          A_EVENT,
+          atom('ready'),
+          record({ protocol: PROTOCOL_VERSION, version: VERSION, os_pid: process.pid, ops: this.table.names, max_frame_bytes: this.opts.maxFrameBytes }),
+        ),
+      );
+      this.engine.events.on('event', this.onEngineEvent);
+      this.input.on('data', (chunk: Buffer | string) => this.reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
+      // If the parent is gone too (the BEAM was killed), nobody can receive replies: abort at once.
+      this.input.on('end', () => void this.shutdown('input EOF', process.ppid !== this.originalPpid ? 0 : undefined));
+      this.input.on('error', (err: Error) => {
+        this.log.warn({ err: err.message }, 'port input error');
+        void this.shutdown('input error');
+      });
     });
-    return new Promise((resolve) => {
-      this.resolveDone = resolve;
-    });
+    return done;
   }
 
   private resolveDone: (() => void) | undefined;

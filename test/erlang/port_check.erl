@@ -17,7 +17,8 @@ open(Exe, stdio) ->
 
 ready(P) ->
     receive {P, {data, D}} -> {event, ready, Info} = binary_to_term(D, [safe]), Info
-    after 10000 -> erlang:error(no_ready)
+    %% the sidecar opens its store and loads its scorer before the handshake (a fresh PGlite takes seconds on a busy machine)
+    after 60000 -> erlang:error(no_ready)
     end.
 
 result(T) -> io:format("result ~s~n", [binary:encode_hex(term_to_binary(T))]).

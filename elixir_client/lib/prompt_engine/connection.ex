@@ -1,6 +1,7 @@
 defmodule PromptEngine.Connection do
   @moduledoc """
-  One sidecar process behind an Erlang Port, owned by this GenServer.
+  One sidecar process behind an Erlang Port, owned by this GenServer for as
+  long as the instance lives.
 
   Modelled on Redix/Postgrex connections: the GenServer owns the port,
   callers are matched to replies by request id, and every failure reaches
@@ -13,21 +14,49 @@ defmodule PromptEngine.Connection do
     * `:overloaded` — `:max_in_flight` requests are already running (pass
       `queue: true` to wait for a slot instead, still bounded by the timeout).
     * `:sidecar_exited` — the sidecar died; every in-flight caller gets this
-      at once (`details` is the exit status), then this process exits so its
-      supervisor starts a fresh sidecar.
+      at once (`details` is the exit status).
+    * `:unavailable` — the sidecar is being restarted and will not be up
+      within the call's timeout; the message says how many restarts in a row,
+      the last exit status and when the next start is (`details`:
+      `%{restarts: n, last_exit: status}`).
     * the op's own `{reason, message}` (`:bad_request`, `:unknown_op`, ...).
 
   A caller that dies is monitored; its request is cancelled in the sidecar.
+
+  ## Restarts: backoff, never giving up while the instance lives
+
+  A sidecar that exits (or does not complete its handshake within
+  `ready_timeout`) is restarted by this process itself, like Redix
+  reconnects: after `backoff_initial` ms (100), doubling on every restart in
+  a row up to `backoff_max` (10_000 ms). A sidecar that stayed up for
+  `backoff_max` ms ends the streak: the next restart waits `backoff_initial`
+  again. Calls made meanwhile wait in the queue within their own timeout
+  and are sent the moment a sidecar is ready; one whose deadline comes
+  before the next start is answered `:unavailable` at once, with the truth.
+  `max_restarts` (default `:infinity`) bounds the restarts in a row; past
+  it the connection gives up (calls get `:unavailable` saying so). Each
+  start, exit, restart and give-up is a `:telemetry` event
+  (`PromptEngine.Telemetry`) and a log line.
 
   ## Start: the handshake runs after `init/1`
 
   `init/1` only checks the executable; the sidecar is spawned in
   `handle_continue/2` and its `{:event, :ready, info}` handshake arrives as
-  an ordinary message, so a slow sidecar start (a first `npm run build`, a
-  cold disk) never blocks the supervisor that starts us. Calls arriving
-  before the handshake wait in the same queue as `queue: true` callers,
-  each bounded by its own timeout, and are sent the moment the sidecar is
-  ready; if it never becomes ready they get the error that stopped it.
+  an ordinary message, so a slow sidecar start never blocks the supervisor
+  that starts us (`PromptEngine.Lifecycle` waits for every sidecar of the
+  pool at once). Calls arriving before the handshake wait in the same queue
+  as `queue: true` callers, each bounded by its own timeout. The sidecar
+  opens its store and loads its scorer before the handshake, so a ready
+  sidecar answers the first `choose_prompt`, `score` and `track_execution`
+  at once.
+
+  ## No secret in any state
+
+  The sidecar's environment (`DATABASE_URL` with its password,
+  `LLM_API_KEY`, the dashboard token) is kept sealed in a function
+  (`PromptEngine.Redact`): `:sys.get_state/1`, crash reports and
+  `GenServer` terminate reports never show it, and `format_status/1` shows a
+  redacted view. The sidecar's log lines are redacted too (`PromptEngine.LogRelay`).
 
   ## Frames and logs are kept apart
 
@@ -48,16 +77,25 @@ defmodule PromptEngine.Connection do
   Port writes use `port_command(port, data, [:nosuspend])`: when the port
   is busy the frame is queued here and retried shortly, so neither this
   process nor any caller is ever suspended on a full pipe.
+
+  Replies are decoded with `binary_to_term(data, [:safe])`: every atom the
+  sidecar sends is known in advance (`PromptEngine.Atoms`, generated from its
+  op table). A reply holding an atom this client does not know is decoded
+  with that atom as a string (`PromptEngine.Term`), counted in `info/1` as
+  `unknown_atoms` and logged once; no atom is ever created from a frame.
   """
   use GenServer
   require Logger
 
-  alias PromptEngine.Error
+  alias PromptEngine.{Error, Redact, Telemetry}
 
   @default_timeout 5_000
   @default_max_in_flight 10_000
-  @ready_timeout 20_000
+  @ready_timeout 60_000
+  @backoff_initial 100
+  @backoff_max 10_000
   @retry_write_ms 1
+  @max_logged_atoms 100
 
   defstruct [
     :port,
@@ -65,19 +103,39 @@ defmodule PromptEngine.Connection do
     :info,
     :registry,
     :instance,
+    :index,
+    :ready_slot,
     :max_in_flight,
     :ready_timer,
     :fifo,
     :log_relay,
     :spawn,
+    :spawned_at,
+    :ready_at,
+    :next_start_at,
+    :respawn_timer,
+    :delay,
+    :last_exit,
+    :last_why,
+    :first_error,
+    telemetry: false,
     status: :starting,
+    restarts: 0,
+    total_restarts: 0,
+    max_restarts: :infinity,
+    backoff_initial: @backoff_initial,
+    backoff_max: @backoff_max,
+    ever_ready: false,
+    ready_waiters: [],
     next_id: 1,
     pending: %{},
     monitors: %{},
     waiting: :queue.new(),
     write_queue: :queue.new(),
     write_timer: nil,
-    bad_frames: 0
+    bad_frames: 0,
+    unknown_atoms: 0,
+    logged_atoms: MapSet.new()
   ]
 
   @doc false
@@ -112,22 +170,33 @@ defmodule PromptEngine.Connection do
       :exit, {:timeout, _} ->
         {:error, Error.new(:timeout, "no reply from the connection within #{timeout + 5_000} ms", op: op)}
 
-      # The connection went away without answering: the request was never sent to a
-      # sidecar (accepted requests are always answered, also when the sidecar dies),
-      # so it is safe for PromptEngine.call/3 to try again on the restarted connection.
+      # The connection process is gone (being restarted by its supervisor, or the instance
+      # is stopping): the request was never sent to a sidecar, so it may be sent again.
       :exit, {_reason, _} ->
-        {:error, Error.new(:unavailable, "the sidecar connection is restarting", op: op, details: :restarting)}
+        {:error, Error.new(:unavailable, "the sidecar's connection process is not running (it is being restarted)", op: op, details: :connection_down)}
     end
   end
 
   @doc """
-  The sidecar's OS pid, its handshake info and the connection's counters.
+  The sidecar's OS pid, its handshake info and the connection's state and
+  counters: `status` (`:starting`, `:ready`, `:backoff`, `:gave_up`),
+  `restarts` (in a row), `total_restarts`, `last_exit`, `in_flight`,
+  `waiting`, `bad_frames`, `unknown_atoms`.
 
       iex> [conn | _] = PromptEngine.Supervisor.connections(PromptEngine)
-      iex> %{os_pid: _, in_flight: 0} = PromptEngine.Connection.info(conn)
+      iex> %{os_pid: _, in_flight: 0, status: :ready} = PromptEngine.Connection.info(conn)
   """
   @spec info(GenServer.server()) :: map()
   def info(conn), do: GenServer.call(conn, :info)
+
+  @doc false
+  # :ok once the sidecar has completed its handshake; the error when its first start failed.
+  @spec await_ready(GenServer.server(), timeout()) :: :ok | {:error, Error.t()}
+  def await_ready(conn, timeout) do
+    GenServer.call(conn, :await_ready, timeout)
+  catch
+    :exit, reason -> {:error, Error.new(:unavailable, "the sidecar did not become ready: #{inspect(reason, limit: 5)}")}
+  end
 
   # -- GenServer ------------------------------------------------------------
 
@@ -144,12 +213,19 @@ defmodule PromptEngine.Connection do
       {:ok, %{executable: exe, args: args, env: env}} ->
         state = %__MODULE__{
           instance: Keyword.get(opts, :instance),
+          index: Keyword.get(opts, :index, 1),
           registry: Keyword.get(opts, :registry),
+          ready_slot: {Keyword.get(opts, :ready), Keyword.get(opts, :index, 1)},
+          telemetry: Keyword.get(opts, :telemetry, false),
           max_in_flight: Keyword.get(opts, :max_in_flight, @default_max_in_flight),
+          max_restarts: Keyword.get(opts, :max_restarts, :infinity),
+          backoff_initial: Keyword.get(opts, :backoff_initial, @backoff_initial),
+          backoff_max: Keyword.get(opts, :backoff_max, @backoff_max),
           spawn: %{
             exe: exe,
             args: args,
-            env: env,
+            env: Redact.seal(env),
+            secrets: Redact.seal(Redact.secrets(env)),
             capture_stderr: Keyword.get(opts, :capture_stderr, true),
             ready_timeout: Keyword.get(opts, :ready_timeout, @ready_timeout)
           }
@@ -160,23 +236,24 @@ defmodule PromptEngine.Connection do
   end
 
   @impl true
-  def handle_continue(:spawn, %{spawn: spawn} = state) do
+  def handle_continue(:spawn, state), do: {:noreply, spawn_sidecar(state)}
+
+  defp spawn_sidecar(%{spawn: spawn} = state) do
     {exe, args, fifo, relay} = with_stderr_capture(spawn, state.instance)
+    state = %{state | status: :starting, spawned_at: System.monotonic_time(), respawn_timer: nil, next_start_at: nil}
 
     try do
-      Port.open({:spawn_executable, exe}, [:binary, {:packet, 4}, :exit_status, :nouse_stdio, args: args, env: spawn.env])
+      Port.open({:spawn_executable, exe}, [:binary, {:packet, 4}, :exit_status, :nouse_stdio, args: args, env: Redact.unseal(spawn.env)])
     rescue
       e in ErlangError ->
         if relay, do: PromptEngine.LogRelay.stop(relay)
-        error = Error.new(:spawn_failed, "could not start the sidecar #{spawn.exe}: #{inspect(e.original)}", details: e.original)
-        fail_all(state, {:error, error})
-        {:stop, error, %{state | waiting: :queue.new()}}
+        down(state, {:spawn_failed, e.original}, "could not start the sidecar #{spawn.exe}: #{inspect(e.original)}")
     else
       port ->
         # The sidecar speaks first; nothing is sent before its ready handshake.
         {:os_pid, os_pid} = Port.info(port, :os_pid)
-        timer = Process.send_after(self(), :ready_timeout, spawn.ready_timeout)
-        {:noreply, %{state | port: port, os_pid: os_pid, fifo: fifo, log_relay: relay, ready_timer: timer}}
+        timer = Process.send_after(self(), {:ready_timeout, port}, spawn.ready_timeout)
+        %{state | port: port, os_pid: os_pid, fifo: fifo, log_relay: relay, ready_timer: timer}
     end
   end
 
@@ -185,7 +262,7 @@ defmodule PromptEngine.Connection do
   defp with_stderr_capture(spawn, instance) do
     with fifo when is_binary(fifo) <- make_fifo(),
          sh when is_binary(sh) <- System.find_executable("sh"),
-         {:ok, relay} <- PromptEngine.LogRelay.start(fifo, instance: instance) do
+         {:ok, relay} <- PromptEngine.LogRelay.start(fifo, instance: instance, secrets: spawn.secrets) do
       # `2<>` opens the FIFO read-write, which never blocks (a write-only open would wait for
       # cat, forever if cat is gone); `-p`: never create a regular file if the FIFO was removed.
       {sh, ["-c", ~s([ -p "$0" ] && exec "$@" 2<>"$0"; exec "$@"), fifo, spawn.exe | spawn.args], fifo, relay}
@@ -209,81 +286,106 @@ defmodule PromptEngine.Connection do
 
   @impl true
   def handle_call({:request, op, args, timeout, queue?}, from, state) do
-    cond do
+    case state.status do
+      :ready ->
+        cond do
+          map_size(state.pending) < state.max_in_flight ->
+            {:noreply, start_request(state, from, op, args, timeout)}
+
+          queue? ->
+            {:noreply, enqueue(state, from, op, args, timeout)}
+
+          true ->
+            {:reply, {:error, Error.new(:overloaded, "#{state.max_in_flight} requests already in flight on this sidecar (max_in_flight); pass queue: true to wait", op: op)}, state}
+        end
+
       # Before the handshake every call waits, within its own timeout, for the sidecar.
-      state.status == :starting ->
+      :starting ->
         {:noreply, enqueue(state, from, op, args, timeout)}
 
-      map_size(state.pending) < state.max_in_flight ->
-        {:noreply, start_request(state, from, op, args, timeout)}
+      # A restart is scheduled: wait for it if it comes before the deadline, else say so now.
+      :backoff ->
+        if state.next_start_at < now_ms() + timeout,
+          do: {:noreply, enqueue(state, from, op, args, timeout)},
+          else: {:reply, {:error, unavailable(state, op)}, state}
 
-      queue? ->
-        {:noreply, enqueue(state, from, op, args, timeout)}
-
-      true ->
-        {:reply, {:error, Error.new(:overloaded, "#{state.max_in_flight} requests already in flight on this sidecar (max_in_flight); pass queue: true to wait", op: op)}, state}
+      :gave_up ->
+        {:reply, {:error, unavailable(state, op)}, state}
     end
   end
 
   def handle_call(:info, _from, state) do
-    {:reply, Map.merge(state.info || %{}, %{os_pid: state.os_pid, status: state.status, in_flight: map_size(state.pending), waiting: :queue.len(state.waiting), bad_frames: state.bad_frames}), state}
+    info =
+      Map.merge(state.info || %{}, %{
+        os_pid: state.os_pid,
+        status: state.status,
+        restarts: state.restarts,
+        total_restarts: state.total_restarts,
+        last_exit: state.last_exit,
+        in_flight: map_size(state.pending),
+        waiting: :queue.len(state.waiting),
+        bad_frames: state.bad_frames,
+        unknown_atoms: state.unknown_atoms
+      })
+
+    {:reply, info, state}
+  end
+
+  def handle_call(:await_ready, from, state) do
+    cond do
+      state.status == :ready -> {:reply, :ok, state}
+      state.first_error != nil -> {:reply, {:error, state.first_error}, state}
+      true -> {:noreply, %{state | ready_waiters: [from | state.ready_waiters]}}
+    end
   end
 
   @impl true
   def handle_info({port, {:data, data}}, %{port: port, status: :starting} = state) do
-    case safe_decode(data) do
-      {:ok, {:event, :ready, info}} ->
-        Process.cancel_timer(state.ready_timer)
-        state = %{state | status: :ready, info: info, os_pid: Map.get(info, :os_pid, state.os_pid), ready_timer: nil, fifo: nil}
-        {:noreply, drain_waiting(state)}
-
-      other ->
-        stop_starting(state, Error.new(:bad_handshake, "the sidecar did not start with a ready handshake: #{inspect(other, limit: 10)}", details: other))
+    case decode(data, state) do
+      {{:ok, {:event, :ready, info}}, state} -> {:noreply, ready(state, info)}
+      {other, state} -> {:noreply, down(state, :bad_handshake, "the sidecar did not start with a ready handshake: #{inspect(other, limit: 10)}", kill: true)}
     end
   end
 
   def handle_info({port, {:data, data}}, %{port: port} = state) do
-    case safe_decode(data) do
-      {:ok, {:reply, id, result}} ->
+    case decode(data, state) do
+      {{:ok, {:reply, id, result}}, state} ->
         {:noreply, complete(state, id, result)}
 
-      {:ok, {:event, :protocol_error, payload}} ->
+      {{:ok, {:event, :protocol_error, payload}}, state} ->
         Logger.warning("prompt-engine protocol error: #{inspect(payload)}")
         {:noreply, state}
 
-      {:ok, {:event, name, payload}} ->
+      {{:ok, {:event, name, payload}}, state} ->
         dispatch_event(state, name, payload)
         {:noreply, state}
 
-      other ->
-        Logger.error("prompt-engine: undecodable frame from the sidecar: #{inspect(other)}")
+      {other, state} ->
+        Logger.error("prompt-engine: undecodable frame from the sidecar: #{inspect(other, limit: 10)}")
         {:noreply, %{state | bad_frames: state.bad_frames + 1}}
     end
   end
 
-  def handle_info(:ready_timeout, %{status: :starting} = state) do
+  def handle_info({:ready_timeout, port}, %{status: :starting, port: port} = state) do
     ms = state.spawn.ready_timeout
-    stop_starting(state, Error.new(:unavailable, "the sidecar did not send its ready handshake within #{ms} ms (ready_timeout)"))
+    {:noreply, down(state, :ready_timeout, "the sidecar did not send its ready handshake within #{ms} ms (ready_timeout)", kill: true)}
   end
 
   def handle_info({port, {:exit_status, status}}, %{port: port} = state) do
-    Logger.error("prompt-engine sidecar (os pid #{state.os_pid}) exited with status #{status}")
-    error = exited(status)
-    fail_all(state, {:error, error})
-    {:stop, {:sidecar_exited, status}, %{state | pending: %{}, waiting: :queue.new(), port: nil}}
+    {:noreply, down(state, status, nil)}
   end
 
   def handle_info({:EXIT, port, reason}, %{port: port} = state) do
-    fail_all(state, {:error, exited(reason)})
-    {:stop, {:sidecar_exited, reason}, %{state | pending: %{}, waiting: :queue.new(), port: nil}}
+    {:noreply, down(state, reason, nil)}
   end
 
-  def handle_info({:EXIT, _other, reason}, state) when reason in [:normal, :shutdown] do
-    {:noreply, state}
-  end
+  # Ports this process opened and no longer owns: an earlier sidecar's, System.cmd's.
+  def handle_info({:EXIT, port, _reason}, state) when is_port(port), do: {:noreply, state}
 
-  def handle_info({:EXIT, _parent, reason}, state) do
-    {:stop, reason, state}
+  def handle_info(:respawn, %{status: :backoff} = state) do
+    state = %{state | total_restarts: state.total_restarts + 1}
+    Telemetry.sidecar(state.telemetry, :restarted, %{delay: state.delay}, %{instance: state.instance, index: state.index, attempt: state.restarts, restarts: state.total_restarts, last_exit: state.last_exit})
+    {:noreply, spawn_sidecar(state)}
   end
 
   def handle_info({:request_timeout, id}, state) do
@@ -322,27 +424,190 @@ defmodule PromptEngine.Connection do
     {:noreply, flush_writes(%{state | write_timer: nil})}
   end
 
+  # The exit of a port this connection has already given up on, a stale timer.
   def handle_info(msg, state) do
-    Logger.debug("prompt-engine connection: unexpected message #{inspect(msg)}")
+    Logger.debug("prompt-engine connection: unexpected message #{inspect(msg, limit: 5)}")
     {:noreply, state}
   end
 
   @impl true
-  def terminate(_reason, %{port: port} = state) when is_port(port) do
+  def terminate(_reason, state) do
+    PromptEngine.Supervisor.set_ready(state.ready_slot, false)
     fail_all(state, {:error, Error.new(:shutting_down, "the prompt-engine instance is shutting down")})
+
     # Closing the port is the sidecar's EOF: it drains and exits 0 on its own.
-    try do
-      Port.close(port)
-    catch
-      _, _ -> :ok
+    if is_port(state.port) do
+      try do
+        Port.close(state.port)
+      catch
+        _, _ -> :ok
+      end
     end
 
     :ok
   end
 
-  def terminate(_reason, _state), do: :ok
+  @doc false
+  # What crash reports and :sys.get_status/1 show: the state's shape with secrets redacted
+  # (the raw state holds them sealed; this is a view for people).
+  def format_status(%{state: state} = status), do: %{status | state: redacted(state)}
+  def format_status(status), do: status
 
-  # -- internals ------------------------------------------------------------
+  @impl true
+  def format_status(_reason, [_pdict, state]), do: [data: [{~c"State", redacted(state)}]]
+
+  defp redacted(%__MODULE__{} = s) do
+    %{
+      instance: s.instance,
+      index: s.index,
+      status: s.status,
+      os_pid: s.os_pid,
+      restarts: s.restarts,
+      total_restarts: s.total_restarts,
+      last_exit: s.last_exit,
+      in_flight: map_size(s.pending),
+      waiting: :queue.len(s.waiting),
+      executable: s.spawn.exe,
+      args: s.spawn.args,
+      env: Redact.env(Redact.unseal(s.spawn.env))
+    }
+  end
+
+  defp redacted(other), do: other
+
+  # -- lifecycle ------------------------------------------------------------
+
+  defp ready(state, info) do
+    Process.cancel_timer(state.ready_timer)
+    t = System.monotonic_time()
+    os_pid = Map.get(info, :os_pid, state.os_pid)
+    PromptEngine.Supervisor.set_ready(state.ready_slot, true)
+    Telemetry.sidecar(state.telemetry, :started, %{duration: t - state.spawned_at}, %{instance: state.instance, index: state.index, os_pid: os_pid, restarts: state.total_restarts})
+
+    if state.total_restarts > 0,
+      do: Logger.info("prompt-engine sidecar #{state.index} of #{inspect(state.instance)} is up again (os pid #{os_pid}, restart #{state.total_restarts})")
+
+    for from <- state.ready_waiters, do: GenServer.reply(from, :ok)
+    state = %{state | status: :ready, info: info, os_pid: os_pid, ready_timer: nil, fifo: nil, ready_at: now_ms(), ever_ready: true, ready_waiters: []}
+    drain_waiting(state)
+  end
+
+  # The sidecar exited, or failed to start: answer its in-flight callers, then restart it
+  # after the backoff delay (or give up past max_restarts). Waiting callers stay queued
+  # when the next start comes before their deadline.
+  defp down(state, status, why, opts \\ []) do
+    if state.ready_timer, do: Process.cancel_timer(state.ready_timer)
+    if opts[:kill], do: kill(state)
+    PromptEngine.Supervisor.set_ready(state.ready_slot, false)
+    uptime = if state.status == :ready and state.ready_at, do: now_ms() - state.ready_at, else: 0
+    # A sidecar that stayed up long enough ends the streak of restarts.
+    restarts = if uptime >= state.backoff_max, do: 1, else: state.restarts + 1
+    give_up? = state.max_restarts != :infinity and restarts > state.max_restarts
+    # The relay ends on the sidecar's EOF; one whose FIFO was never opened (a sidecar killed
+    # at spawn) would wait forever: it is told to give up after a grace period.
+    if state.log_relay, do: PromptEngine.LogRelay.stop_after(state.log_relay)
+    state = %{state | port: nil, ready_timer: nil, log_relay: nil, last_exit: status, last_why: describe_exit(status, why), restarts: restarts}
+    failed = map_size(state.pending)
+
+    exited = exited(state, status, give_up?)
+    fail_pending(state, {:error, exited})
+    # Frames still queued for the dead sidecar are dropped: their callers were just answered,
+    # and a new sidecar must not run what its caller was told failed.
+    if state.write_timer, do: Process.cancel_timer(state.write_timer)
+    state = %{state | pending: %{}, monitors: %{}, write_queue: :queue.new(), write_timer: nil}
+
+    Telemetry.sidecar(state.telemetry, :exited, %{uptime: uptime}, %{instance: state.instance, index: state.index, os_pid: state.os_pid, status: status, failed: failed})
+
+    # The instance's start waits for the first handshake (sync_start): a first start that fails fails it.
+    state =
+      if not state.ever_ready and state.first_error == nil do
+        first = Error.new(first_reason(status), first_message(state, status, why), details: status)
+        for from <- state.ready_waiters, do: GenServer.reply(from, {:error, first})
+        %{state | first_error: first, ready_waiters: []}
+      else
+        state
+      end
+
+    if give_up? do
+      Logger.error("prompt-engine sidecar #{state.index} of #{inspect(state.instance)} (os pid #{state.os_pid}) #{describe_exit(status, why)}; giving up after #{restarts - 1} restarts in a row (max_restarts: #{state.max_restarts})")
+      Telemetry.sidecar(state.telemetry, :gave_up, %{}, %{instance: state.instance, index: state.index, restarts: restarts - 1, last_exit: status})
+      state = %{state | status: :gave_up}
+      fail_waiting(state, fn op -> unavailable(state, op) end)
+      %{state | waiting: :queue.new()}
+    else
+      delay = backoff(state)
+      Logger.error("prompt-engine sidecar #{state.index} of #{inspect(state.instance)} (os pid #{state.os_pid}) #{describe_exit(status, why)}; restarting it in #{delay} ms (restart #{restarts} in a row)")
+      timer = Process.send_after(self(), :respawn, delay)
+      state = %{state | status: :backoff, next_start_at: now_ms() + delay, respawn_timer: timer, delay: delay}
+      expire_waiting_before(state, state.next_start_at)
+    end
+  end
+
+  # restarts in a row: 1 -> initial, 2 -> 2 x initial, ... capped at backoff_max
+  defp backoff(state) do
+    min(state.backoff_initial * Integer.pow(2, max(state.restarts - 1, 0) |> min(30)), state.backoff_max)
+  end
+
+  defp kill(%{port: port, os_pid: os_pid}) do
+    if is_port(port) do
+      try do
+        Port.close(port)
+      catch
+        _, _ -> :ok
+      end
+    end
+
+    # A sidecar that is not ready is not serving anything: do not wait for it to notice the EOF.
+    if is_integer(os_pid), do: System.cmd("kill", ["-9", Integer.to_string(os_pid)], stderr_to_stdout: true)
+    :ok
+  end
+
+  defp first_reason(status) when is_integer(status), do: :sidecar_exited
+  defp first_reason({:spawn_failed, _}), do: :spawn_failed
+  defp first_reason(:bad_handshake), do: :bad_handshake
+  defp first_reason(_), do: :unavailable
+
+  defp first_message(state, status, why) do
+    "the prompt-engine sidecar #{state.index} of #{inspect(state.instance)} #{describe_exit(status, why)}" <>
+      if(is_integer(status), do: " before its ready handshake (its last log lines say why)", else: "")
+  end
+
+  defp describe_exit(status, nil) when is_integer(status), do: "exited with status #{status}"
+  defp describe_exit(status, nil), do: "stopped (#{inspect(status, limit: 5)})"
+  defp describe_exit(_status, why), do: "failed: #{why}"
+
+  defp exited(state, status, give_up?) do
+    next = if give_up?, do: "it is not restarted (max_restarts)", else: "it is being restarted (restart #{state.restarts} in a row)"
+
+    message =
+      if is_integer(status),
+        do: "the sidecar exited with status #{status} before replying; #{next}",
+        else: "the sidecar's port closed (#{inspect(status, limit: 5)}) before replying; #{next}"
+
+    Error.new(:sidecar_exited, message, details: status)
+  end
+
+  defp unavailable(%{status: :gave_up} = state, op) do
+    Error.new(:unavailable, "sidecar #{state.index} of #{inspect(state.instance)} is down: the connection gave up after #{state.restarts - 1} restarts in a row (max_restarts: #{state.max_restarts}); the last sidecar #{state.last_why}; restart the instance",
+      op: op,
+      details: %{restarts: state.total_restarts, last_exit: state.last_exit}
+    )
+  end
+
+  defp unavailable(state, op) do
+    next =
+      case state.status do
+        :backoff -> "the next start is in #{max(state.next_start_at - now_ms(), 0)} ms"
+        _ -> "a new sidecar is starting"
+      end
+
+    Error.new(:unavailable, "sidecar #{state.index} of #{inspect(state.instance)} is being restarted (restart #{state.restarts} in a row, #{state.total_restarts} since the instance started; the last sidecar #{state.last_why}); #{next}, after the call's timeout",
+      op: op,
+      details: %{restarts: state.total_restarts, last_exit: state.last_exit}
+    )
+  end
+
+  # -- requests -------------------------------------------------------------
 
   defp start_request(state, {pid, _} = from, op, args, timeout) do
     id = state.next_id
@@ -367,6 +632,8 @@ defmodule PromptEngine.Connection do
   end
 
   # Start queued callers while there is room; those whose deadline passed get :timeout.
+  defp drain_waiting(%{status: status} = state) when status != :ready, do: state
+
   defp drain_waiting(state) do
     if map_size(state.pending) >= state.max_in_flight do
       state
@@ -376,7 +643,7 @@ defmodule PromptEngine.Connection do
           state
 
         {{:value, {_ref, from, op, args, deadline}}, rest} ->
-          left = deadline - System.monotonic_time(:millisecond)
+          left = deadline - now_ms()
           state = %{state | waiting: rest}
 
           if left <= 0 do
@@ -389,13 +656,21 @@ defmodule PromptEngine.Connection do
     end
   end
 
+  # Callers whose deadline comes before the next start cannot be served: tell them now.
+  defp expire_waiting_before(state, t) do
+    {expired, rest} = Enum.split_with(:queue.to_list(state.waiting), fn {_, _, _, _, deadline} -> deadline <= t end)
+    for {_, from, op, _, _} <- expired, do: GenServer.reply(from, {:error, unavailable(state, op)})
+    %{state | waiting: :queue.from_list(rest)}
+  end
+
   defp send_frame(state, term) do
     data = :erlang.term_to_binary(term)
     flush_writes(%{state | write_queue: :queue.in(data, state.write_queue)})
   end
 
-  # Never suspend on a busy port: keep the frame and try again in a moment.
-  defp flush_writes(%{port: nil} = state), do: state
+  # Never suspend on a busy port: keep the frame and try again in a moment. Frames queued
+  # for a sidecar that died are dropped with it (their callers were answered).
+  defp flush_writes(%{port: nil} = state), do: %{state | write_queue: :queue.new()}
 
   defp flush_writes(state) do
     case :queue.peek(state.write_queue) do
@@ -414,15 +689,24 @@ defmodule PromptEngine.Connection do
     :error, :badarg -> state
   end
 
-  defp fail_all(state, error) do
+  defp fail_pending(state, error) do
     for {_id, {from, mref, timer, _op, _timeout}} <- state.pending do
       Process.cancel_timer(timer)
       Process.demonitor(mref, [:flush])
       GenServer.reply(from, error)
     end
 
-    for {_ref, from, _op, _args, _deadline} <- :queue.to_list(state.waiting), do: GenServer.reply(from, error)
     :ok
+  end
+
+  defp fail_waiting(state, error_for) do
+    for {_ref, from, op, _args, _deadline} <- :queue.to_list(state.waiting), do: GenServer.reply(from, {:error, error_for.(op)})
+    :ok
+  end
+
+  defp fail_all(state, {:error, e} = error) do
+    fail_pending(state, error)
+    fail_waiting(state, fn _ -> e end)
   end
 
   defp dispatch_event(%{registry: nil}, _name, _payload), do: :ok
@@ -433,19 +717,23 @@ defmodule PromptEngine.Connection do
     end)
   end
 
-  # Replies are decoded with [:safe] first. A field this client version does not list in
-  # PromptEngine.Atoms (a newer sidecar) would make that fail and leave the caller waiting
-  # for its timeout, so the fallback decodes without [:safe]: the sidecar is our own child
-  # process and sends atoms only for its own field names, reasons and enums (text from
-  # users always travels as binaries), so the atoms it can create are bounded by its code.
-  defp safe_decode(data) do
-    {:ok, :erlang.binary_to_term(data, [:safe])}
+  # [:safe]: no atom is created from a frame. An atom PromptEngine.Atoms does not list comes
+  # back as a string (PromptEngine.Term), is counted and logged once; the caller is answered.
+  defp decode(data, state) do
+    {{:ok, :erlang.binary_to_term(data, [:safe])}, state}
   rescue
     ArgumentError ->
-      try do
-        {:ok, :erlang.binary_to_term(data)}
-      rescue
-        ArgumentError -> {:error, :undecodable}
+      case PromptEngine.Term.decode(data) do
+        {:ok, term, names} ->
+          new = Enum.reject(names, &MapSet.member?(state.logged_atoms, &1))
+
+          if new != [] and MapSet.size(state.logged_atoms) < @max_logged_atoms,
+            do: Logger.warning("prompt-engine: the sidecar sent atoms this client does not know (#{Enum.join(new, ", ")}); they are passed on as strings. Regenerate PromptEngine.Atoms (npm run docs:ops)")
+
+          {{:ok, term}, %{state | unknown_atoms: state.unknown_atoms + length(names), logged_atoms: Enum.into(new, state.logged_atoms)}}
+
+        :error ->
+          {{:error, :undecodable}, state}
       end
   end
 
@@ -455,35 +743,19 @@ defmodule PromptEngine.Connection do
   defp normalize(other, op), do: {:error, Error.new(:bad_reply, "the sidecar sent a reply of an unknown shape: #{inspect(other, limit: 10)}", op: op, details: other)}
 
   defp enqueue(state, from, op, args, timeout) do
-    deadline = System.monotonic_time(:millisecond) + timeout
+    deadline = now_ms() + timeout
     ref = make_ref()
     Process.send_after(self(), {:waiting_timeout, ref}, timeout)
     %{state | waiting: :queue.in({ref, from, op, args, deadline}, state.waiting)}
   end
 
-  defp waited_too_long(%{status: :starting}, op),
+  defp waited_too_long(%{status: :starting, total_restarts: 0, ever_ready: false}, op),
     do: Error.new(:timeout, "the sidecar was still starting when the call's timeout passed (see ready_timeout)", op: op)
 
-  defp waited_too_long(_state, op),
+  defp waited_too_long(%{status: :ready}, op),
     do: Error.new(:timeout, "no free slot on the sidecar (max_in_flight) before the call's timeout", op: op)
 
-  defp exited(status) when is_integer(status),
-    do: Error.new(:sidecar_exited, "the sidecar exited with status #{status} before replying; it is being restarted", details: status)
+  defp waited_too_long(state, op), do: unavailable(state, op)
 
-  defp exited(reason),
-    do: Error.new(:sidecar_exited, "the sidecar's port closed (#{inspect(reason)}) before replying; it is being restarted", details: reason)
-
-  # The handshake failed: callers waiting for it get the reason, the supervisor restarts us.
-  defp stop_starting(state, error) do
-    if state.ready_timer, do: Process.cancel_timer(state.ready_timer)
-    fail_all(state, {:error, error})
-
-    try do
-      Port.close(state.port)
-    catch
-      _, _ -> :ok
-    end
-
-    {:stop, error, %{state | port: nil, waiting: :queue.new()}}
-  end
+  defp now_ms, do: System.monotonic_time(:millisecond)
 end

@@ -9,15 +9,19 @@ defmodule PromptEngine.Error do
     * the sidecar's own: `:bad_request` (the message names the field),
       `:unknown_op`, `:not_found`, `:conflict`, `:unavailable`, `:llm_error`,
       `:insufficient_data`, `:cancelled`, `:internal`, ...
-    * the client's: `:bad_request` (wrong argument shape, caught before
-      sending), `:bad_option` (start options), `:no_instance` (no instance
-      of that name was started), `:timeout`, `:overloaded`,
-      `:sidecar_exited` (the sidecar died mid-request; `details` is its exit
-      status), `:unavailable` (no sidecar came up within the call's timeout),
-      `:shutting_down`, `:bad_reply`.
+    * the client's: `:bad_request` (a wrong argument shape or an unknown
+      option, caught before sending), `:bad_option` (start options),
+      `:no_instance` (no instance of that name is running: never started, or
+      `details` `:stopped`, `:failed` (its start failed), `:down`),
+      `:timeout`, `:overloaded`, `:sidecar_exited` (the sidecar died
+      mid-request; `details` is its exit status), `:unavailable` (a restart
+      is under way and no sidecar is up within the call's timeout; `details`
+      `%{restarts: n, last_exit: status}`), `:shutting_down`, `:bad_reply`;
+      and, for a start that failed: `:executable_not_found`,
+      `:node_not_found`, `:node_too_old`, `:spawn_failed`, `:bad_handshake`.
 
   `op` is the op the error belongs to when there is one; `details` carries
-  extra data for a few reasons (the exit status of `:sidecar_exited`).
+  extra data for a few reasons (above).
 
       iex> {:error, e} = {:error, %PromptEngine.Error{reason: :timeout, message: "no reply within 5000 ms"}}
       iex> Exception.message(e)

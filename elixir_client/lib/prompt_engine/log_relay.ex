@@ -12,8 +12,15 @@ defmodule PromptEngine.LogRelay do
   becomes the message and every other field becomes Logger metadata
   (`pid` as `:os_pid`; `time`, `hostname`, `name` dropped; fields whose names
   Logger reserves are prefixed `sidecar_`), plus `:instance` and
-  `prompt_engine: true`. A line that is not a pino object (a Node crash
-  trace, build output of a first run) is logged as it is at `:warning`.
+  `prompt_engine: true`. A line that is not a pino object is logged as it
+  is: at `:info` when it is a progress line of the sidecar's own tools
+  (`[train] epoch 3: ...`: a lower-case tag in brackets), else (a Node crash
+  trace, build output of a first run) at `:warning`.
+
+  No secret reaches Logger: every line is redacted before it is parsed
+  (`PromptEngine.Redact.text/2`): passwords in URLs, and the exact secrets of
+  this sidecar's environment (its database password, `LLM_API_KEY`, the
+  dashboard token), handed over sealed by the Connection.
 
   The relay is not linked to the Connection: when the sidecar dies its last
   lines (often the reason it died) are still read and logged; `cat` sees
@@ -43,7 +50,7 @@ defmodule PromptEngine.LogRelay do
           {:ok, port} ->
             send(owner, {ref, :ok})
             mref = Process.monitor(owner)
-            loop(%{port: port, fifo: fifo, meta: meta, owner: mref, acc: ""})
+            loop(%{port: port, fifo: fifo, meta: meta, owner: mref, acc: "", secrets: PromptEngine.Redact.seal(Keyword.get(meta, :secrets, []))})
 
           error ->
             send(owner, {ref, error})
@@ -62,6 +69,14 @@ defmodule PromptEngine.LogRelay do
   @spec stop(pid()) :: :ok
   def stop(pid) do
     send(pid, :give_up)
+    :ok
+  end
+
+  @doc false
+  # The sidecar is gone: stop reading after the grace period if its EOF has not come by then.
+  @spec stop_after(pid()) :: :ok
+  def stop_after(pid) do
+    Process.send_after(pid, :give_up, @grace_ms)
     :ok
   end
 
@@ -85,16 +100,16 @@ defmodule PromptEngine.LogRelay do
     receive do
       {^port, {:data, {:eol, chunk}}} ->
         line = s.acc <> chunk
-        safe_log(line, s.meta)
+        safe_log(line, s)
         loop(%{s | acc: ""})
 
       {^port, {:data, {:noeol, chunk}}} ->
         acc = s.acc <> chunk
         # a runaway line is logged in pieces rather than held without bound
-        if byte_size(acc) >= @max_line, do: (safe_log(acc, s.meta); loop(%{s | acc: ""})), else: loop(%{s | acc: acc})
+        if byte_size(acc) >= @max_line, do: (safe_log(acc, s); loop(%{s | acc: ""})), else: loop(%{s | acc: acc})
 
       {^port, {:exit_status, _}} ->
-        if s.acc != "", do: safe_log(s.acc, s.meta)
+        if s.acc != "", do: safe_log(s.acc, s)
         File.rm(s.fifo)
 
       {:DOWN, ref, :process, _, _} when ref == s.owner ->
@@ -111,11 +126,12 @@ defmodule PromptEngine.LogRelay do
     end
   end
 
-  defp safe_log(line, meta) do
+  defp safe_log(line, s) do
+    line = PromptEngine.Redact.text(line, PromptEngine.Redact.unseal(s.secrets))
     {level, message, metadata} = parse(line)
-    Logger.bare_log(level, message, metadata ++ [instance: meta[:instance], prompt_engine: true])
+    Logger.bare_log(level, message, metadata ++ [instance: s.meta[:instance], prompt_engine: true])
   rescue
-    _ -> Logger.bare_log(:warning, line, instance: meta[:instance], prompt_engine: true)
+    _ -> Logger.bare_log(:warning, "prompt-engine: a sidecar log line could not be relayed", instance: s.meta[:instance], prompt_engine: true)
   end
 
   @doc """
@@ -125,6 +141,8 @@ defmodule PromptEngine.LogRelay do
       {:warning, "NATS error", [os_pid: 7, op: "train"]}
       iex> PromptEngine.LogRelay.parse("node:internal/modules/cjs/loader:1228")
       {:warning, "node:internal/modules/cjs/loader:1228", []}
+      iex> PromptEngine.LogRelay.parse("[train] epoch 3: train loss 0.5012, validation loss 0.5120")
+      {:info, "[train] epoch 3: train loss 0.5012, validation loss 0.5120", []}
   """
   @spec parse(String.t()) :: {Logger.level(), String.t(), keyword()}
   def parse(line) do
@@ -135,7 +153,7 @@ defmodule PromptEngine.LogRelay do
         {level(level), message, metadata}
 
       _ ->
-        {:warning, line, []}
+        if Regex.match?(~r/\A\[[a-z][a-z0-9_-]*\] /, line), do: {:info, line, []}, else: {:warning, line, []}
     end
   end
 

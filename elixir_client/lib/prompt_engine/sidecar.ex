@@ -13,6 +13,8 @@ defmodule PromptEngine.Sidecar do
   | `:node` | `:node` | `node` on the `PATH` |
   | `:data_dir` | `:data_dir` (a root: each instance gets `<root>/<instance>`) | `<root>/<instance>`, root below |
   | `:database_url` | `:database_url` | unset: the sidecar inherits the VM's `DATABASE_URL`, else PGlite |
+  | `:schema` | `:schema` | unset: the sidecar's own default schema, `prompt_engine` (`PROMPT_ENGINE_DB_SCHEMA`) |
+  | `:dashboard` | | off; `[port: p, host: h, token: t]`: sidecar 1 serves the dashboard (`PROMPT_ENGINE_DASHBOARD=h:p`, `PROMPT_ENGINE_DASHBOARD_TOKEN=t`) |
   | `:args` | | `["--port-fds"]` |
   | `:env` | | `[]`, applied last (overrides what the options above set) |
 
@@ -39,26 +41,34 @@ defmodule PromptEngine.Sidecar do
   @type spec :: %{executable: String.t(), args: [String.t()], env: [{charlist(), charlist() | false}], data_dir: String.t(), node: String.t() | nil}
 
   @doc """
-  Resolve the spawn spec for one sidecar from its start options. Returns
-  `{:error, {reason, message}}` with a message naming the fix when the
-  executable or Node is missing or Node is too old.
+  Resolve the spawn spec for one sidecar from its start options (secrets may
+  be sealed, see `PromptEngine.Redact`). Returns `{:error, {reason, message}}`
+  with a message naming the fix when the executable or Node is missing or
+  Node is too old, or the app env's `schema` is not a schema name. The
+  returned `env` holds secrets in the clear: hand it to `Port.open/2` and
+  keep it sealed.
+
+      {:ok, %{executable: _, args: _, env: _}} = PromptEngine.Sidecar.resolve(index: 1)
   """
   @spec resolve(keyword()) :: {:ok, spec()} | {:error, {atom(), String.t()}}
   def resolve(opts) do
     with {:ok, exe} <- executable(opts),
-         {:ok, node} <- node(opts, exe) do
+         {:ok, node} <- node(opts, exe),
+         {:ok, schema} <- schema(opts) do
       data_dir = data_dir(opts)
       args = Keyword.get(opts, :args, ["--port-fds"])
 
       derived =
         [{"PROMPT_ENGINE_DATA_DIR", data_dir}] ++
-          case option(opts, :database_url) do
+          case PromptEngine.Redact.unseal(option(opts, :database_url)) do
             nil -> []
             url -> [{"DATABASE_URL", url}]
           end ++
+          if(schema, do: [{"PROMPT_ENGINE_DB_SCHEMA", schema}], else: []) ++
+          dashboard(opts) ++
           if(node, do: [{"NODE", node}], else: [])
 
-      env = merge_env(derived, Keyword.get(opts, :env, []))
+      env = merge_env(derived, PromptEngine.Redact.unseal(Keyword.get(opts, :env, [])))
 
       {spawn, args} = if String.ends_with?(exe, ".js"), do: {node, [exe | args]}, else: {exe, args}
       {:ok, %{executable: spawn, args: args, env: env, data_dir: data_dir, node: node}}
@@ -70,6 +80,9 @@ defmodule PromptEngine.Sidecar do
   `:prompt_engine` application, wherever it is at run time (`deps/`,
   `_build/`, a release's `lib/`). `nil` when the application is not on the
   code path.
+
+      PromptEngine.Sidecar.default_executable()
+      #=> ".../_build/prod/lib/prompt_engine/priv/sidecar/dist/port/main.js"
   """
   @spec default_executable() :: String.t() | nil
   def default_executable do
@@ -84,6 +97,8 @@ defmodule PromptEngine.Sidecar do
   (default `PromptEngine`): `<data_dir option>/<index>`, else
   `<app env data_dir>/<instance>/<index>`, else
   `<default_data_root()>/<instance>/<index>`.
+
+      "/srv/pe/2" = PromptEngine.Sidecar.data_dir(data_dir: "/srv/pe", index: 2)
   """
   @spec data_dir(keyword()) :: String.t()
   def data_dir(opts) do
@@ -104,6 +119,9 @@ defmodule PromptEngine.Sidecar do
   of the running Mix project (dev and test data stay apart),
   `$RELEASE_ROOT/prompt_engine_data` in a release, else
   `<tmp>/prompt_engine_data`.
+
+      PromptEngine.Sidecar.default_data_root()
+      #=> "/opt/my_app/prompt_engine_data"
   """
   @spec default_data_root() :: String.t()
   def default_data_root do
@@ -114,7 +132,11 @@ defmodule PromptEngine.Sidecar do
     end
   end
 
-  @doc "Check that `node` runs and is version #{@min_node_major} or newer (cached per binary once it passed)."
+  @doc """
+  Check that `node` runs and is version #{@min_node_major} or newer (cached per binary once it passed).
+
+      :ok = PromptEngine.Sidecar.check_node(System.find_executable("node"))
+  """
   @spec check_node(String.t()) :: :ok | {:error, {atom(), String.t()}}
   def check_node(node) do
     key = {__MODULE__, :node_ok, node}
@@ -147,6 +169,25 @@ defmodule PromptEngine.Sidecar do
   end
 
   # -- internals --------------------------------------------------------------
+
+  defp schema(opts) do
+    case option(opts, :schema) do
+      nil -> {:ok, nil}
+      s -> if PromptEngine.Supervisor.schema?(s), do: {:ok, s}, else: {:error, {:bad_option, "schema #{inspect(s)} (config :prompt_engine, schema: ...) is not a PostgreSQL schema name: lower-case letters, digits and _, at most 63, not starting with a digit"}}
+    end
+  end
+
+  # Only the pool's first sidecar serves the dashboard (one port, one page for the instance).
+  defp dashboard(opts) do
+    case {Keyword.get(opts, :index, 1), PromptEngine.Redact.unseal(Keyword.get(opts, :dashboard))} do
+      {1, %{host: host, port: port} = d} ->
+        host = if String.contains?(host, ":"), do: "[#{host}]", else: host
+        [{"PROMPT_ENGINE_DASHBOARD", "#{host}:#{port}"}] ++ if(d[:token], do: [{"PROMPT_ENGINE_DASHBOARD_TOKEN", d[:token]}], else: [])
+
+      _ ->
+        []
+    end
+  end
 
   defp executable(opts) do
     case option(opts, :executable) do

@@ -1,0 +1,88 @@
+defmodule PromptEngine.IdempotencyTest do
+  # Idempotent retries by default: every tracking entry carries an id the client made, so a
+  # retry after :sidecar_exited or :timeout stores it once. Counted in the real PostgreSQL.
+  use ExUnit.Case, async: false
+
+  alias PromptEngine.{Connection, Error, TestHelper}
+
+  setup do
+    name = TestHelper.unique_name(__MODULE__)
+    start_supervised!({PromptEngine, name: name, data_dir: TestHelper.tmp_dir("pe-idem"), database_url: TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]})
+    {:ok, name: name}
+  end
+
+  defp rows(name, prompt_id) do
+    {:ok, %{prompts: prompts}} = PromptEngine.call(:prompt_stats, %{prompt_id: prompt_id}, name: name, timeout: 30_000)
+
+    case prompts do
+      [%{count: n}] -> n
+      [] -> 0
+    end
+  end
+
+  test "kill -9 mid-load; every failed call retried with the same arguments; rows = calls", %{name: name} do
+    prompt_id = "idem-#{System.unique_integer([:positive])}"
+    outcome_exp = "idem_exp_#{System.unique_integer([:positive])}"
+    [conn] = PromptEngine.Supervisor.connections(name)
+    %{os_pid: os_pid} = Connection.info(conn)
+    {:ok, choice} = PromptEngine.choose_prompt(outcome_exp, "Classify the ticket.", %{model: "m"}, name: name)
+    n = 600
+    parent = self()
+
+    # Short timeouts (shorter than a sidecar's restart) so that calls fail (:sidecar_exited, :timeout,
+    # :unavailable) and are retried by the caller, as an app would.
+    calls =
+      for i <- 1..n do
+        Task.async(fn ->
+          call =
+            if rem(i, 3) == 0,
+              do: fn -> PromptEngine.report_outcome(choice, rem(i, 2) == 0, name: name, timeout: 500, execution_time_ms: i) end,
+              else: fn -> PromptEngine.track_execution(%{prompt_id: prompt_id, execution_time_ms: i, success: true}, name: name, timeout: 500) end
+
+          retry(call, parent, 0)
+        end)
+      end
+
+    # kill once some have been answered
+    assert_receive {:answered, _}, 30_000
+    {_, 0} = System.cmd("kill", ["-9", Integer.to_string(os_pid)])
+    retries = calls |> Task.await_many(180_000) |> Enum.sum()
+    IO.puts(:stderr, "idempotency: #{retries} calls failed at least once and were retried")
+    assert retries > 0, "no call failed: the kill did not happen mid-load"
+    assert %{total_restarts: 1} = Connection.info(conn)
+
+    executions = Enum.count(1..n, &(rem(&1, 3) != 0))
+    assert rows(name, prompt_id) == executions
+    assert rows(name, choice.prompt_id) == n - executions
+  end
+
+  test "a call that timed out, retried with the same arguments, is stored once", %{name: name} do
+    prompt_id = "idem-timeout-#{System.unique_integer([:positive])}"
+    entry = %{prompt_id: prompt_id, execution_time_ms: 7, success: true}
+    # timeout 0: the request may or may not reach the store before it is cancelled
+    assert {:error, %Error{reason: :timeout}} = PromptEngine.track_execution(entry, name: name, timeout: 0)
+    assert {:ok, %{id: id}} = PromptEngine.track_execution(entry, name: name)
+    assert {:ok, %{id: ^id}} = PromptEngine.track_execution(Map.put(entry, :id, id), name: name)
+    assert rows(name, prompt_id) == 1
+
+    # after a success the same arguments are a new entry, with a new id
+    assert {:ok, %{id: id2}} = PromptEngine.track_execution(entry, name: name)
+    assert id2 != id
+    assert rows(name, prompt_id) == 2
+
+    # an id the app gives is used as it is
+    mine = PromptEngine.Args.uuid4()
+    assert {:ok, %{id: ^mine}} = PromptEngine.track_feedback(%{id: mine, prompt_id: prompt_id, feedback_type: :quality, rating: 5}, name: name)
+  end
+
+  defp retry(call, parent, failures) do
+    case call.() do
+      ok when ok == :ok or elem(ok, 0) == :ok ->
+        send(parent, {:answered, failures})
+        min(failures, 1)
+
+      {:error, %Error{reason: reason}} when reason in [:sidecar_exited, :timeout, :unavailable] ->
+        retry(call, parent, failures + 1)
+    end
+  end
+end
