@@ -73,7 +73,7 @@ describe('health and store errors when the database is away', () => {
     expect(await c.request('track_execution', execution())).toMatchObject({ ok: true });
     expect(String((check(await health(c), 'database').detail))).toMatch(/1 tracking entries wait in the journal/);
     expect((await c.close()).code).toBe(0);
-  }, 30_000);
+  }, 90_000);
 
   describe('a PostgreSQL that stops and comes back', () => {
     let server: PrivatePostgres;
@@ -117,7 +117,7 @@ describe('health when NATS is away', () => {
     expect(check(h, 'database')).toMatchObject({ status: 'ok' });
     expect(await c.request('echo', record({ still: 'serving' }))).toMatchObject({ ok: true });
     expect((await c.close()).code).toBe(0);
-  }, 30_000);
+  }, 90_000);
 
   it('a reachable NATS: ok', async () => {
     const c = sidecar({ NATS_URL: requireEnv('TEST_NATS_URL') });
@@ -125,5 +125,5 @@ describe('health when NATS is away', () => {
     expect(await until(async () => (await health(c)).status === 'ok', 5_000)).toBe(true);
     expect(check(await health(c), 'nats')).toMatchObject({ status: 'ok', detail: 'connected' } as Record<string, Term>);
     expect((await c.close()).code).toBe(0);
-  }, 30_000);
+  }, 90_000);
 });
