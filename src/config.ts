@@ -86,7 +86,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     loopPolicy: loopPolicyFrom(env),
     dbSchema: schemaName(env.PROMPT_ENGINE_DB_SCHEMA),
     loopMaxExperiments: positiveInt(env.PROMPT_ENGINE_LOOP_MAX_EXPERIMENTS, 10_000),
-    loopStalenessMs: positiveInt(env.PROMPT_ENGINE_LOOP_STALENESS_MS, 250),
+    loopStalenessMs: positiveInt(env.PROMPT_ENGINE_LOOP_STALENESS_MS, 1_000),
     loopLeaseRetryMs: positiveInt(env.PROMPT_ENGINE_LOOP_LEASE_RETRY_MS, 1_000),
     dashboard: env.PROMPT_ENGINE_DASHBOARD ? parseHttpAddress(env.PROMPT_ENGINE_DASHBOARD, 'PROMPT_ENGINE_DASHBOARD') : undefined,
     dashboardToken: env.PROMPT_ENGINE_DASHBOARD_TOKEN || undefined,

@@ -3,7 +3,7 @@
  * durable), `query` (seven kinds), `prompt_stats` (per-prompt aggregates).
  */
 import { record, type TermObject } from '../codec/terms.js';
-import { ENTRY_SCHEMAS, parseEntry, type EntryKind, type EntryRow } from '../store/entries.js';
+import { ENTRIES, ENTRY_SCHEMAS, parseEntry, type EntryKind, type EntryRow } from '../store/entries.js';
 import { QUERY_KINDS, type QueryArgs, type QueryKind } from '../store/queries.js';
 import { aggregateRecord } from '../store/rowTerms.js';
 import { asList, asString, oneOf, optInt, optNum, optStr, str } from '../contract/args.js';
@@ -12,18 +12,10 @@ import { defineOp, type OpSpec } from './types.js';
 import { badRequest } from '../contract/errors.js';
 import { reportsOutcome } from '../experiments/service.js';
 
-const ENTRY_NAMES: Record<EntryKind, string> = {
-  execution: 'PromptExecutionEntry',
-  feedback: 'PromptFeedbackEntry',
-  evolution: 'PromptEvolutionEntry',
-  ab_result: 'ABTestResultEntry',
-  context_signature: 'ContextSignatureEntry',
-};
-
 function trackOp(name: string, kind: EntryKind): OpSpec<unknown> {
   return defineOp<EntryRow>({
     name,
-    summary: `record a ${ENTRY_NAMES[kind]} (docs/tracking.md); answered with its id once the row is durable`,
+    summary: `record a ${ENTRIES[kind].title} (docs/tracking.md); answered with its id once the row is durable`,
     durableKind: kind,
     args: ENTRY_SCHEMAS[kind],
     reply: '%{id: binary} once the row is committed, or fsync\'d to the journal while the database is unreachable',

@@ -1,19 +1,184 @@
 /**
- * The five tracking entry types (docs/tracking.md): validation at the edge and
- * the row each becomes. Field names are the contract. A bad entry is a
- * `bad_request` naming the field; nothing partial is ever written.
+ * The five tracking entry types (docs/tracking.md), each declared once as
+ * its columns: name (the argument's name and the column's), PostgreSQL
+ * type, what the argument accepts (for the key check, `describe` and the
+ * docs) and how it is read from a request. The table spec the writer
+ * inserts with (COPY, unnest), the argument schema the op table checks,
+ * `parseEntry` and the rows the engine writes itself are all derived from
+ * it; test/store.test.ts checks the declaration against the live table.
+ * Field names are the contract. A bad entry is a `bad_request` naming the
+ * field; nothing partial is ever written.
  */
 import { randomUUID } from 'node:crypto';
 import { Atom, isTermObject, type Term, type TermObject } from '../codec/terms.js';
 import { asList, asNumber, asString, bool, int, num, oneOf, optInt, optNum, optStr, str, stringMap } from '../contract/args.js';
 import { badRequest } from '../contract/errors.js';
-import type { ArgSchema } from '../contract/schema.js';
+import type { ArgSchema, ArgSpec } from '../contract/schema.js';
 
 export const FEEDBACK_TYPES = ['quality', 'accuracy', 'performance', 'usability', 'completeness', 'other'] as const;
 export const EVOLUTION_TYPES = ['optimization', 'refinement', 'expansion', 'simplification', 'adaptation', 'other'] as const;
 export const WINNERS = ['a', 'b', 'tie'] as const;
 
 export type EntryKind = 'execution' | 'feedback' | 'evolution' | 'ab_result' | 'context_signature';
+
+type Value = string | number | boolean | null | string[];
+
+/** What a column's reader may keep beside the value (an execution's metadata as a map, for the closed loop). */
+interface ReadContext {
+  id: string;
+  meta?: Readonly<Record<string, string>>;
+}
+
+interface Column {
+  readonly name: string;
+  /** Its PostgreSQL type (`int4`, `jsonb`, `text[]`, ...). */
+  readonly pg: string;
+  readonly arg: ArgSpec;
+  /** The value from a request's argument map (throws `bad_request` naming the field). */
+  read(e: TermObject, ctx: ReadContext): Value;
+  /** The value when the engine writes the entry itself and leaves the field out. */
+  dflt?(): Value;
+}
+
+export interface EntryDeclaration {
+  /** The entry's name in the contract (`PromptExecutionEntry`). */
+  readonly title: string;
+  readonly table: string;
+  /** Columns in insert order; `id` first. */
+  readonly columns: readonly Column[];
+}
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const MAX_JSON_BYTES = 64 * 1024;
+const MAX_INT4 = 2_147_483_647;
+const STRING_MAP = 'map of string → string (at most 64 KiB)';
+
+const id: Column = {
+  name: 'id',
+  pg: 'uuid',
+  arg: { type: 'string (a UUID)', doc: "the entry's own id: writing the same id twice stores it once, so a retried write never duplicates a row (default: a new UUID)" },
+  read: (_e, ctx) => ctx.id,
+  dflt: () => randomUUID(),
+};
+const requiredText = (name: string, doc: string): Column => ({ name, pg: 'text', arg: { type: 'string (1..512 characters)', required: true, doc }, read: (e) => str(e, name, { min: 1, max: 512 }) });
+const optionalText = (name: string, max: number, doc: string): Column => ({ name, pg: 'text', arg: { type: max === 512 ? 'string' : `string (at most ${max} characters)`, doc }, read: (e) => optStr(e, name, { max }) ?? null });
+const choice = (name: string, allowed: readonly string[], doc: string): Column => ({ name, pg: 'text', arg: { type: `one of: ${allowed.join(', ')}`, required: true, doc }, read: (e) => oneOf(e, name, allowed) });
+const at = (name: string, doc: string): Column => ({ name, pg: 'timestamptz', arg: { type: 'ISO-8601 string or integer unix ms', default: 'now', doc }, read: (e) => timestamp(e, name), dflt: nowIso });
+const stringMapColumn = (name: string, doc: string, keep?: (ctx: ReadContext, m: Record<string, string>) => void): Column => ({
+  name,
+  pg: 'jsonb',
+  arg: { type: STRING_MAP, default: {}, doc },
+  read: (e, ctx) => {
+    const v = e[name];
+    const m = v === undefined || v === null ? {} : stringMap(v, name, { maxBytes: MAX_JSON_BYTES });
+    keep?.(ctx, m);
+    return jsonText(m, name);
+  },
+  dflt: () => '{}',
+});
+const optionalInt = (name: string, doc: string): Column => ({ name, pg: 'int4', arg: { type: 'integer ≥ 0', doc }, read: (e) => optInt(e, name, { min: 0, max: MAX_INT4 }) ?? null });
+const optionalNumber = (name: string, range: { min: number; max?: number }, doc: string): Column => ({
+  name,
+  pg: 'float8',
+  arg: { type: range.max === undefined ? `number ≥ ${range.min}` : `number ${range.min}..${range.max}`, doc },
+  read: (e) => optNum(e, name, range) ?? null,
+});
+
+/** The five entries, declared once. */
+export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
+  execution: {
+    title: 'PromptExecutionEntry',
+    table: 'prompt_executions',
+    columns: [
+      id,
+      requiredText('prompt_id', "the prompt that ran (choose_prompt's prompt_id in the closed loop)"),
+      { name: 'execution_time_ms', pg: 'int4', arg: { type: 'integer ≥ 0', required: true, doc: 'how long it took (the latency the closed loop weighs)' }, read: (e) => int(e, 'execution_time_ms', { min: 0, max: MAX_INT4 }) },
+      {
+        name: 'success',
+        pg: 'bool',
+        arg: { type: 'boolean', requiredWhen: 'unless score is given (then it is score ≥ 0.5)', doc: 'whether the answer was good' },
+        read: (e) => {
+          if (e.success !== undefined && e.success !== null) return bool(e, 'success');
+          const score = optNum(e, 'score', { min: 0, max: 1 });
+          if (score === undefined) throw badRequest('success', 'is required (a boolean), or give a score');
+          return score >= 0.5;
+        },
+      },
+      optionalNumber('confidence_score', { min: 0, max: 1 }, "the caller's confidence in the answer"),
+      optionalText('context_signature', 512, "a ContextSignatureEntry's signature_hash"),
+      optionalInt('response_length', 'length of the answer'),
+      at('timestamp', 'when it ran'),
+      stringMapColumn('metadata', 'prompt (its text: what train learns from), model, task, language, domain, framework, template; experiment, model, generation for a closed-loop outcome; n and successes for an aggregate', (ctx, m) => (ctx.meta = m)),
+      optionalNumber('score', { min: 0, max: 1 }, "a graded outcome (a judge's score, stars scaled to 0..1); the closed loop's score and reward objectives use it, success when absent"),
+      optionalInt('input_tokens', "the prompt's tokens on the model (cost objectives)"),
+      optionalInt('output_tokens', "the answer's tokens (cost objectives)"),
+      optionalNumber('cost', { min: 0 }, 'what the call cost, in any unit the app uses consistently (cost objectives)'),
+    ],
+  },
+  feedback: {
+    title: 'PromptFeedbackEntry',
+    table: 'prompt_feedback',
+    columns: [
+      id,
+      requiredText('prompt_id', 'the prompt the feedback is about'),
+      choice('feedback_type', FEEDBACK_TYPES, 'what was rated'),
+      { name: 'rating', pg: 'float8', arg: { type: 'number', required: true, doc: 'the rating (read as rating/5, clamped to 0..1: by train, and by the closed loop as a late score when context names the choice)' }, read: (e) => num(e, 'rating', { min: -1e6, max: 1e6 }) },
+      optionalText('comment', 10_000, 'free text'),
+      optionalText('user_id', 512, 'who rated'),
+      at('timestamp', 'when it was given'),
+      stringMapColumn('context', "model, task, ... (merged into the prompt's context for training); experiment, model, generation (a choice's metadata) make it a late outcome of that choice"),
+    ],
+  },
+  evolution: {
+    title: 'PromptEvolutionEntry',
+    table: 'prompt_evolutions',
+    columns: [
+      id,
+      requiredText('original_prompt_id', 'the prompt before'),
+      requiredText('evolved_prompt_id', 'the prompt after'),
+      choice('evolution_type', EVOLUTION_TYPES, 'what kind of change'),
+      { name: 'performance_improvement', pg: 'float8', arg: { type: 'number', required: true, doc: 'measured or estimated gain' }, read: (e) => num(e, 'performance_improvement') },
+      at('evolution_timestamp', 'when it happened'),
+      stringMapColumn('evolution_metadata', 'anything else (the optimizer records proposer, evaluator, rounds, ...)'),
+    ],
+  },
+  ab_result: {
+    title: 'ABTestResultEntry',
+    table: 'ab_test_results',
+    columns: [
+      id,
+      requiredText('test_id', 'the A/B test'),
+      requiredText('variant_a_prompt_id', 'variant a'),
+      requiredText('variant_b_prompt_id', 'variant b'),
+      choice('winner', WINNERS, 'which won'),
+      { name: 'confidence_level', pg: 'float8', arg: { type: 'number 0..1', required: true, doc: 'confidence in the winner' }, read: (e) => num(e, 'confidence_level', { min: 0, max: 1 }) },
+      { name: 'sample_size', pg: 'int4', arg: { type: 'integer ≥ 0', required: true, doc: 'observations' }, read: (e) => int(e, 'sample_size', { min: 0, max: MAX_INT4 }) },
+      { name: 'test_duration', pg: 'int8', arg: { type: 'integer ≥ 0 (ms)', required: true, doc: 'how long the test ran' }, read: (e) => int(e, 'test_duration', { min: 0 }) },
+      at('test_timestamp', 'when it ended'),
+      { name: 'metrics', pg: 'jsonb', arg: { type: 'map of string → number', default: {}, doc: 'measured figures' }, read: (e) => jsonText(e.metrics === undefined || e.metrics === null ? {} : floatMap(e.metrics, 'metrics'), 'metrics'), dflt: () => '{}' },
+    ],
+  },
+  context_signature: {
+    title: 'ContextSignatureEntry',
+    table: 'context_signatures',
+    columns: [
+      id,
+      requiredText('signature_hash', 'the signature (executions refer to it as context_signature)'),
+      {
+        name: 'project_tech_stack',
+        pg: 'text[]',
+        arg: { type: 'list of strings (at most 100; stored lower-case)', default: [], doc: "the project's technologies" },
+        read: (e) =>
+          (e.project_tech_stack === undefined ? [] : asList(e.project_tech_stack, 'project_tech_stack', { max: 100 })).map((x, i) => asString(x instanceof Atom ? x.name : x, `project_tech_stack[${i}]`, { max: 200 }).toLowerCase()),
+        dflt: () => [],
+      },
+      requiredText('project_type', 'e.g. web_service'),
+      requiredText('complexity_level', 'e.g. low, medium, high'),
+      at('created_at', 'when it was made'),
+      stringMapColumn('metadata', 'anything else'),
+    ],
+  },
+};
 
 export interface TableSpec {
   table: string;
@@ -29,99 +194,24 @@ export interface TableSpec {
   arrayTypes?: readonly string[];
 }
 
-export const TABLES: Readonly<Record<EntryKind, TableSpec>> = {
-  execution: {
-    table: 'prompt_executions',
-    columns: ['id', 'prompt_id', 'execution_time_ms', 'success', 'confidence_score', 'context_signature', 'response_length', 'timestamp', 'metadata'],
-    casts: { metadata: 'jsonb', timestamp: 'timestamptz' },
-    arrayTypes: ['uuid', 'text', 'int4', 'bool', 'float8', 'text', 'int4', 'timestamptz', 'jsonb'],
-  },
-  feedback: {
-    table: 'prompt_feedback',
-    columns: ['id', 'prompt_id', 'feedback_type', 'rating', 'comment', 'user_id', 'timestamp', 'context'],
-    casts: { context: 'jsonb', timestamp: 'timestamptz' },
-    arrayTypes: ['uuid', 'text', 'text', 'float8', 'text', 'text', 'timestamptz', 'jsonb'],
-  },
-  evolution: {
-    table: 'prompt_evolutions',
-    columns: ['id', 'original_prompt_id', 'evolved_prompt_id', 'evolution_type', 'performance_improvement', 'evolution_timestamp', 'evolution_metadata'],
-    casts: { evolution_metadata: 'jsonb', evolution_timestamp: 'timestamptz' },
-    arrayTypes: ['uuid', 'text', 'text', 'text', 'float8', 'timestamptz', 'jsonb'],
-  },
-  ab_result: {
-    table: 'ab_test_results',
-    columns: ['id', 'test_id', 'variant_a_prompt_id', 'variant_b_prompt_id', 'winner', 'confidence_level', 'sample_size', 'test_duration', 'test_timestamp', 'metrics'],
-    casts: { metrics: 'jsonb', test_timestamp: 'timestamptz' },
-    arrayTypes: ['uuid', 'text', 'text', 'text', 'text', 'float8', 'int4', 'int8', 'timestamptz', 'jsonb'],
-  },
-  context_signature: {
-    table: 'context_signatures',
-    columns: ['id', 'signature_hash', 'project_tech_stack', 'project_type', 'complexity_level', 'created_at', 'metadata'],
-    casts: { metadata: 'jsonb', created_at: 'timestamptz', project_tech_stack: 'text[]' },
-  },
-};
+const CAST_TYPES = new Set(['jsonb', 'timestamptz', 'text[]']);
 
-const ID = { type: 'string (a UUID)', doc: 'the entry\'s own id: writing the same id twice stores it once, so a retried write never duplicates a row (default: a new UUID)' } as const;
-const TS = (what: string) => ({ type: 'ISO-8601 string or integer unix ms', default: 'now', doc: what }) as const;
-const STRING_MAP = 'map of string → string (at most 64 KiB)';
+/** Something derived from every declaration. */
+function perKind<T>(f: (d: EntryDeclaration) => T): Record<EntryKind, T> {
+  const e = ENTRIES;
+  return { execution: f(e.execution), feedback: f(e.feedback), evolution: f(e.evolution), ab_result: f(e.ab_result), context_signature: f(e.context_signature) };
+}
 
-/**
- * The fields of each entry, for the op table's key check and the docs
- * (docs/ops.md, docs/tracking.md). `parseEntry` below reads exactly these.
- */
-export const ENTRY_SCHEMAS: Readonly<Record<EntryKind, ArgSchema>> = {
-  execution: {
-    id: ID,
-    prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'the prompt that ran (choose_prompt\'s prompt_id in the closed loop)' },
-    success: { type: 'boolean', required: true, doc: 'whether the answer was good' },
-    execution_time_ms: { type: 'integer ≥ 0', required: true, doc: 'how long it took' },
-    confidence_score: { type: 'number 0..1', doc: 'the caller\'s confidence in the answer' },
-    context_signature: { type: 'string', doc: 'a ContextSignatureEntry\'s signature_hash' },
-    response_length: { type: 'integer ≥ 0', doc: 'length of the answer' },
-    timestamp: TS('when it ran'),
-    metadata: { type: STRING_MAP, default: {}, doc: 'prompt (its text: what train learns from), model, task, language, domain, framework, template; experiment, model, generation for a closed-loop outcome; n and successes for an aggregate' },
-  },
-  feedback: {
-    id: ID,
-    prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'the prompt the feedback is about' },
-    feedback_type: { type: `one of: ${FEEDBACK_TYPES.join(', ')}`, required: true, doc: 'what was rated' },
-    rating: { type: 'number', required: true, doc: 'the rating (train reads it as rating/5, clamped to 0..1)' },
-    comment: { type: 'string (at most 10000 characters)', doc: 'free text' },
-    user_id: { type: 'string', doc: 'who rated' },
-    timestamp: TS('when it was given'),
-    context: { type: STRING_MAP, default: {}, doc: 'model, task, ... (merged into the prompt\'s context for training)' },
-  },
-  evolution: {
-    id: ID,
-    original_prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'the prompt before' },
-    evolved_prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'the prompt after' },
-    evolution_type: { type: `one of: ${EVOLUTION_TYPES.join(', ')}`, required: true, doc: 'what kind of change' },
-    performance_improvement: { type: 'number', required: true, doc: 'measured or estimated gain' },
-    evolution_timestamp: TS('when it happened'),
-    evolution_metadata: { type: STRING_MAP, default: {}, doc: 'anything else (the optimizer records proposer, evaluator, rounds, ...)' },
-  },
-  ab_result: {
-    id: ID,
-    test_id: { type: 'string (1..512 characters)', required: true, doc: 'the A/B test' },
-    variant_a_prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'variant a' },
-    variant_b_prompt_id: { type: 'string (1..512 characters)', required: true, doc: 'variant b' },
-    winner: { type: `one of: ${WINNERS.join(', ')}`, required: true, doc: 'which won' },
-    confidence_level: { type: 'number 0..1', required: true, doc: 'confidence in the winner' },
-    sample_size: { type: 'integer ≥ 0', required: true, doc: 'observations' },
-    test_duration: { type: 'integer ≥ 0 (ms)', required: true, doc: 'how long the test ran' },
-    test_timestamp: TS('when it ended'),
-    metrics: { type: 'map of string → number', default: {}, doc: 'measured figures' },
-  },
-  context_signature: {
-    id: ID,
-    signature_hash: { type: 'string (1..512 characters)', required: true, doc: 'the signature (executions refer to it as context_signature)' },
-    project_tech_stack: { type: 'list of strings (at most 100; stored lower-case)', default: [], doc: 'the project\'s technologies' },
-    project_type: { type: 'string (1..512 characters)', required: true, doc: 'e.g. web_service' },
-    complexity_level: { type: 'string (1..512 characters)', required: true, doc: 'e.g. low, medium, high' },
-    created_at: TS('when it was made'),
-    metadata: { type: STRING_MAP, default: {}, doc: 'anything else' },
-  },
-};
+/** What the writer inserts with, derived from the declarations. */
+export const TABLES: Readonly<Record<EntryKind, TableSpec>> = perKind((d) => ({
+  table: d.table,
+  columns: d.columns.map((c) => c.name),
+  casts: Object.fromEntries(d.columns.filter((c) => CAST_TYPES.has(c.pg)).map((c) => [c.name, c.pg])),
+  ...(d.columns.some((c) => c.pg.endsWith('[]')) ? {} : { arrayTypes: d.columns.map((c) => c.pg) }),
+}));
+
+/** The fields of each entry, for the op table's key check and the docs (docs/ops.md, docs/tracking.md). */
+export const ENTRY_SCHEMAS: Readonly<Record<EntryKind, ArgSchema>> = perKind((d) => Object.fromEntries(d.columns.map((c) => [c.name, c.arg])));
 
 /** A validated entry: values in the order of its table's columns (jsonb as JSON text). */
 export interface EntryRow {
@@ -132,8 +222,6 @@ export interface EntryRow {
   meta?: Readonly<Record<string, string>>;
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const MAX_JSON_BYTES = 64 * 1024;
 
 function entryId(e: TermObject): string {
   const id = optStr(e, 'id', { max: 36 });
@@ -168,10 +256,6 @@ function timestamp(e: TermObject, field: string): string {
   return d.toISOString();
 }
 
-function jsonField(v: Term | undefined, field: string, convert: (v: Term | undefined, field: string) => Record<string, string | number>): string {
-  return jsonText(v === undefined || v === null ? {} : convert(v, field), field);
-}
-
 function jsonText(obj: Record<string, string | number>, field: string): string {
   const text = JSON.stringify(obj);
   // A JS string's length bounds its UTF-8 size from below and 3× from above: measure only when it could be over.
@@ -187,98 +271,28 @@ function floatMap(v: Term | undefined, field: string): Record<string, number> {
   return out;
 }
 
-const text = (e: TermObject, k: string): string => str(e, k, { min: 1, max: 512 });
 
+/** A request's entry as its row: every column read from its argument (a bad one is a `bad_request` naming it). */
 export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
-  const id = entryId(e);
-  switch (kind) {
-    case 'execution': {
-      const promptId = text(e, 'prompt_id');
-      const meta = e.metadata === undefined || e.metadata === null ? {} : stringMap(e.metadata, 'metadata', { maxBytes: MAX_JSON_BYTES });
-      const metadata = jsonText(meta, 'metadata');
-      return {
-        kind,
-        id,
-        values: [
-          id,
-          promptId,
-          int(e, 'execution_time_ms', { min: 0, max: 2_147_483_647 }),
-          bool(e, 'success'),
-          optNum(e, 'confidence_score', { min: 0, max: 1 }) ?? null,
-          optStr(e, 'context_signature', { max: 512 }) ?? null,
-          optInt(e, 'response_length', { min: 0, max: 2_147_483_647 }) ?? null,
-          timestamp(e, 'timestamp'),
-          metadata,
-        ],
-        meta,
-      };
-    }
-    case 'feedback':
-      return {
-        kind,
-        id,
-        values: [
-          id,
-          text(e, 'prompt_id'),
-          oneOf(e, 'feedback_type', FEEDBACK_TYPES),
-          num(e, 'rating', { min: -1e6, max: 1e6 }),
-          optStr(e, 'comment', { max: 10_000 }) ?? null,
-          optStr(e, 'user_id', { max: 512 }) ?? null,
-          timestamp(e, 'timestamp'),
-          jsonField(e.context, 'context', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES })),
-        ],
-      };
-    case 'evolution':
-      return {
-        kind,
-        id,
-        values: [
-          id,
-          text(e, 'original_prompt_id'),
-          text(e, 'evolved_prompt_id'),
-          oneOf(e, 'evolution_type', EVOLUTION_TYPES),
-          num(e, 'performance_improvement'),
-          timestamp(e, 'evolution_timestamp'),
-          jsonField(e.evolution_metadata, 'evolution_metadata', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES })),
-        ],
-      };
-    case 'ab_result':
-      return {
-        kind,
-        id,
-        values: [
-          id,
-          text(e, 'test_id'),
-          text(e, 'variant_a_prompt_id'),
-          text(e, 'variant_b_prompt_id'),
-          oneOf(e, 'winner', WINNERS),
-          num(e, 'confidence_level', { min: 0, max: 1 }),
-          int(e, 'sample_size', { min: 0, max: 2_147_483_647 }),
-          int(e, 'test_duration', { min: 0 }),
-          timestamp(e, 'test_timestamp'),
-          jsonField(e.metrics, 'metrics', floatMap),
-        ],
-      };
-    case 'context_signature': {
-      const stack = e.project_tech_stack === undefined ? [] : asList(e.project_tech_stack, 'project_tech_stack', { max: 100 });
-      return {
-        kind,
-        id,
-        values: [
-          id,
-          text(e, 'signature_hash'),
-          stack.map((s, i) => asString(s instanceof Atom ? s.name : s, `project_tech_stack[${i}]`, { max: 200 }).toLowerCase()),
-          text(e, 'project_type'),
-          text(e, 'complexity_level'),
-          timestamp(e, 'created_at'),
-          jsonField(e.metadata, 'metadata', (v, f) => stringMap(v, f, { maxBytes: MAX_JSON_BYTES })),
-        ],
-      };
-    }
-  }
+  const ctx: ReadContext = { id: entryId(e) };
+  const values = ENTRIES[kind].columns.map((c) => c.read(e, ctx));
+  return ctx.meta === undefined ? { kind, id: ctx.id, values } : { kind, id: ctx.id, values, meta: ctx.meta };
 }
 
-/** An evolution written by the engine itself (the optimizer, the closed loop): already typed, so no term readers. */
+/** An entry the engine writes itself (already typed: no term readers), by column name; a field left out takes its default. */
+function engineRow(kind: EntryKind, fields: Readonly<Record<string, Value | Readonly<Record<string, string | number>> | undefined>>): EntryRow {
+  const values = ENTRIES[kind].columns.map((c) => {
+    const v = fields[c.name];
+    if (v === undefined) {
+      if (c.dflt === undefined) throw new Error(`${kind}.${c.name} is required`);
+      return c.dflt();
+    }
+    return c.pg === 'jsonb' && typeof v === 'object' && v !== null && !Array.isArray(v) ? JSON.stringify(v) : (v as Value);
+  });
+  return { kind, id: String(values[0]), values };
+}
+
+/** An evolution written by the engine itself (the optimizer, the closed loop). */
 export interface EvolutionInput {
   original_prompt_id: string;
   evolved_prompt_id: string;
@@ -288,13 +302,7 @@ export interface EvolutionInput {
   evolution_metadata: Record<string, string>;
 }
 
-export function evolutionRow(e: EvolutionInput, id: string = randomUUID()): EntryRow {
-  return {
-    kind: 'evolution',
-    id,
-    values: [id, e.original_prompt_id, e.evolved_prompt_id, e.evolution_type, e.performance_improvement, e.evolution_timestamp ?? nowIso(), JSON.stringify(e.evolution_metadata)],
-  };
-}
+export const evolutionRow = (e: EvolutionInput): EntryRow => engineRow('evolution', { ...e });
 
 /** An A/B result written by the engine itself (a retired variant of the closed loop). */
 export interface AbResultInput {
@@ -309,10 +317,4 @@ export interface AbResultInput {
   metrics: Record<string, number>;
 }
 
-export function abResultRow(e: AbResultInput, id: string = randomUUID()): EntryRow {
-  return {
-    kind: 'ab_result',
-    id,
-    values: [id, e.test_id, e.variant_a_prompt_id, e.variant_b_prompt_id, e.winner, e.confidence_level, e.sample_size, e.test_duration, e.test_timestamp ?? nowIso(), JSON.stringify(e.metrics)],
-  };
-}
+export const abResultRow = (e: AbResultInput): EntryRow => engineRow('ab_result', { ...e });
