@@ -6,7 +6,8 @@
  * on), no LLM at all, and outcomes that match no experiment.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY, pBetter, type Candidate } from '../src/experiments/experiment.js';
+import { DEFAULT_POLICY, type Candidate } from '../src/experiments/experiment.js';
+import { NO_TOTALS } from '../src/experiments/objective.js';
 import { promptIdOf } from '../src/optimizer/evaluators.js';
 import { templateVariables, variablesKept } from '../src/optimizer/variables.js';
 
@@ -83,7 +84,7 @@ describe('experiment state machine', () => {
     expect(leaderChanges.at(-1)).toMatchObject({ kind: 'leader', to: { id: v1.id } });
     for (const d of leaderChanges) if (d.kind === 'leader' && d.from.count >= DEFAULT_POLICY.minSamples) expect(d.confidence).toBeGreaterThanOrEqual(DEFAULT_POLICY.leaderConfidence);
     expect(l.exp.base.state === 'retired' || variantOf(l, 'v2 {x}').state === 'retired').toBe(true);
-    expect(pBetter(variantOf(l, 'v1 {x}'), variantOf(l, 'v2 {x}'))).toBeGreaterThan(0.99);
+    expect(l.exp.pBetter(variantOf(l, 'v1 {x}'), variantOf(l, 'v2 {x}'))).toBeGreaterThan(0.99);
   });
 
   it('asks for proposals by counted outcomes, never by time', () => {
@@ -143,8 +144,8 @@ describe('experiment state machine', () => {
   it('takes counts in any order: the larger reading wins', () => {
     const l = loop();
     const id = l.exp.base.id;
-    expect(l.exp.recordTotals(id, 3, 5)).toBe(true);
-    expect(l.exp.recordTotals(id, 2, 4)).toBe(false); // an older reading arriving late
+    expect(l.exp.recordTotals(id, { ...NO_TOTALS, successes: 3, count: 5, scored: 5, score_sum: 3 })).toBe(true);
+    expect(l.exp.recordTotals(id, { ...NO_TOTALS, successes: 2, count: 4, scored: 4, score_sum: 2 })).toBe(false); // an older reading arriving late
     expect(l.exp.base.count).toBe(5);
     expect(l.exp.base.successes).toBe(3);
   });

@@ -26,7 +26,7 @@ import type { Lease } from '../store/db.js';
 import { abResultRow, evolutionRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
-import { decisionChange, posteriorMean, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
+import { decisionChange, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
 import type { FallbackProposer } from '../optimizer/proposers.js';
 import type { LoopView } from './view.js';
 
@@ -273,8 +273,8 @@ export class Decider {
   private async batch(exp: Experiment): Promise<void> {
     const tried = [...exp.variants.values()]
       .filter((v) => v.state !== 'banned')
-      .sort((a, b) => posteriorMean(b) - posteriorMean(a))
-      .map((v) => ({ text: v.text, score: successRate(v), count: v.count }));
+      .sort((a, b) => exp.estimate(b).mean - exp.estimate(a).mean)
+      .map((v) => ({ text: v.text, score: exp.value(v), count: v.count }));
     const caller = this.deps.contextOf(exp.key);
     const { texts, kind } = await this.deps.proposer.proposeWithKind({
       base: exp.base.text,
@@ -359,7 +359,7 @@ export class Decider {
     if (snap === undefined) return undefined;
     const later = (this.decisionWrites.get(exp.key) ?? 0) - (isDecisionWrite ? 1 : 0);
     if (later > 0) {
-      for (const v of snap.variants) exp.recordTotals(v.prompt_id, v.successes, v.count);
+      for (const v of snap.variants) exp.recordTotals(v.prompt_id, v);
       return exp;
     }
     return this.deps.view.adopt(snap);

@@ -12,14 +12,17 @@
  * grow, so the larger wins, in any order). Decisions are computed, not
  * applied: the decider writes them and adopts what the store then holds.
  *
- * The policy:
- *  - serving: Thompson sampling over the active variants, each a Beta
- *    posterior whose prior is the scorer's prediction worth
+ * The policy, judged by the experiment's objective (objective.ts: success,
+ * a graded score, or a reward that weighs cost; with latency and cost
+ * constraints):
+ *  - serving: Thompson sampling over the active variants, each a posterior
+ *    of its value whose prior is the scorer's prediction worth
  *    `priorStrength` pseudo-outcomes; a newcomer first gets `warmup` servings;
  *  - retirement: a variant whose chance of beating the leader falls below
  *    `retireBelow` (after `minSamples` outcomes) stops being served;
- *  - guardrail: a variant worse than the base with `guardConfidence` is
- *    banned and never served again;
+ *  - guardrail: a variant worse than the base with `guardConfidence`, or
+ *    breaking a constraint with that confidence, is banned and never
+ *    served again;
  *  - leader: the best posterior mean with enough outcomes, changed only
  *    when the challenger beats the current leader with `leaderConfidence`;
  *  - proposals: the pool is refilled (screened candidates from the
@@ -27,9 +30,10 @@
  *    `refillAfter` outcomes passed since the last batch, up to
  *    `maxVariants` per generation.
  */
-import { betaMean, betaOf, pBest, pBetter as pBetterBeta, thompsonPick, type Beta } from '../optimizer/bandit.js';
+import { betaOf, pBestBy, sampleBeta, sampleNormal, thompsonPick, type Beta } from '../optimizer/bandit.js';
 import { hashSeed, seededRandom } from '../random.js';
 import type { ExperimentChange, ExperimentCounts, ExperimentSnapshot, ExperimentStatus, HistoryEntry, VariantOrigin, VariantRow, VariantState } from '../store/experimentRecords.js';
+import { brokenConstraint, DEFAULT_OBJECTIVE, estimate, measuredValue, NO_TOTALS, pGreater, TOTALS_KEYS, type Estimate, type Objective, type VariantTotals } from './objective.js';
 
 export interface LoopPolicy {
   /** Variants served at once. */
@@ -80,7 +84,7 @@ export const DEFAULT_POLICY: LoopPolicy = {
   warmup: 6,
 };
 
-export interface Variant {
+export interface Variant extends Readonly<VariantTotals> {
   readonly id: string;
   readonly text: string;
   readonly origin: VariantOrigin;
@@ -88,8 +92,6 @@ export interface Variant {
   readonly predicted: number | null;
   readonly priorAlpha: number;
   readonly priorBeta: number;
-  readonly successes: number;
-  readonly count: number;
   readonly state: Exclude<VariantState, 'reserve'>;
 }
 
@@ -104,14 +106,15 @@ export interface Candidate {
 }
 
 export type Decision =
-  | { kind: 'retired' | 'banned'; variant: Variant; against: Variant; confidence: number }
+  /** `constraint`: a ban for breaking one (else, for being worse than `against`). */
+  | { kind: 'retired' | 'banned'; variant: Variant; against: Variant; confidence: number; constraint?: string }
   | { kind: 'leader'; from: Variant; to: Variant; improvement: number; confidence: number };
 
-export const posteriorOf = (v: Variant): Beta => betaOf({ alpha: v.priorAlpha, beta: v.priorBeta }, v);
-export const posteriorMean = (v: Variant): number => betaMean(posteriorOf(v));
+/** A variant's prior as a Beta. */
+export const priorBeta = (v: Variant): Beta => ({ alpha: v.priorAlpha, beta: v.priorBeta });
+/** The Beta posterior of a variant's success rate (whatever the objective). */
+export const posteriorOf = (v: Variant): Beta => betaOf(priorBeta(v), v);
 export const successRate = (v: Variant): number => (v.count === 0 ? 0 : v.successes / v.count);
-/** P(a's rate > b's rate) from their Beta posteriors. */
-export const pBetter = (a: Variant, b: Variant): number => pBetterBeta(posteriorOf(a), posteriorOf(b));
 
 /** A variant's prior from its scorer prediction (the base: uniform). */
 export function priorOf(c: Candidate, policy: LoopPolicy): { priorAlpha: number; priorBeta: number } {
@@ -121,7 +124,7 @@ export function priorOf(c: Candidate, policy: LoopPolicy): { priorAlpha: number;
 }
 
 /** A candidate as the row the store keeps. */
-export function variantRow(c: Candidate, policy: LoopPolicy, state: VariantState, rank: number | null = null): Omit<VariantRow, 'successes' | 'count'> {
+export function variantRow(c: Candidate, policy: LoopPolicy, state: VariantState, rank: number | null = null): Omit<VariantRow, keyof VariantTotals> {
   const prior = priorOf(c, policy);
   return { prompt_id: c.id, text: c.text, origin: c.origin, prior_alpha: prior.priorAlpha, prior_beta: prior.priorBeta, predicted: c.predicted, state, rank };
 }
@@ -136,6 +139,7 @@ export class Experiment {
   private outcomesAtLastBatch = 0;
   private leaderId: string;
   private revisionValue = 0;
+  private objectiveValue: Objective = DEFAULT_OBJECTIVE;
   /** Warm-up servings handed out per variant (outcomes may arrive later than choices). */
   private readonly servedSince = new Map<string, number>();
   private readonly rnd: () => number;
@@ -146,8 +150,10 @@ export class Experiment {
     readonly generation: number,
     base: Candidate,
     readonly policy: LoopPolicy,
+    objective: Objective = DEFAULT_OBJECTIVE,
   ) {
-    this.cells.set(base.id, { id: base.id, text: base.text, origin: 'base', predicted: base.predicted, ...priorOf(base, policy), successes: 0, count: 0, state: 'active' });
+    this.objectiveValue = objective;
+    this.cells.set(base.id, { id: base.id, text: base.text, origin: 'base', predicted: base.predicted, ...priorOf(base, policy), ...NO_TOTALS, state: 'active' });
     this.leaderId = base.id;
     this.baseId = base.id;
     this.rnd = seededRandom(hashSeed(`${name}\u0000${model}\u0000${generation}`));
@@ -186,6 +192,26 @@ export class Experiment {
 
   get proposalsMade(): number {
     return this.proposals;
+  }
+
+  /** What this generation optimizes. */
+  get objective(): Objective {
+    return this.objectiveValue;
+  }
+
+  /** The posterior of a variant's value under the objective. */
+  estimate(v: Variant): Estimate {
+    return estimate(this.objectiveValue, priorBeta(v), v);
+  }
+
+  /** A variant's value under the objective as measured (no prior). */
+  value(v: Variant): number {
+    return measuredValue(this.objectiveValue, v);
+  }
+
+  /** P(a's value > b's) under the objective. */
+  pBetter(a: Variant, b: Variant): number {
+    return pGreater(this.estimate(a), this.estimate(b));
   }
 
   /** The store's revision of the state this view holds. */
@@ -257,8 +283,19 @@ export class Experiment {
         return { variant: newest, exploring: newest.id !== this.leaderId };
       }
     }
-    const best = thompsonPick(active, posteriorOf, this.rnd);
+    const best = this.thompson(active, this.rnd);
     return { variant: best, exploring: best.id !== this.leaderId };
+  }
+
+  /** Thompson sampling by the objective: exact Beta draws for success and score, Normal draws for a reward. */
+  private thompson(vs: readonly Variant[], rnd: () => number): Variant {
+    if (this.objectiveValue.kind === 'success') return thompsonPick(vs, posteriorOf, rnd);
+    return thompsonPick(vs, (v) => this.estimate(v).beta ?? { alpha: 1, beta: 1 }, rnd, undefined, this.objectiveValue.kind === 'reward' ? (v) => this.draw(v, rnd) : undefined);
+  }
+
+  private draw(v: Variant, rnd: () => number): number {
+    const e = this.estimate(v);
+    return e.beta !== undefined ? sampleBeta(e.beta.alpha, e.beta.beta, rnd) : e.mean + Math.sqrt(e.variance) * sampleNormal(rnd);
   }
 
   /**
@@ -266,20 +303,19 @@ export class Experiment {
    * refresh. Counts only grow, so the larger of two readings is the newer:
    * readings may arrive in any order. Returns whether anything moved.
    */
-  recordTotals(promptId: string, successes: number, count: number): boolean {
+  recordTotals(promptId: string, t: VariantTotals): boolean {
     const v = this.cells.get(promptId);
-    if (v === undefined || count <= v.count) return false;
-    v.count = count;
-    v.successes = successes;
+    // Executions and graded observations both only grow: a reading with neither further is not newer.
+    if (v === undefined || t.count < v.count || t.scored < v.scored || (t.count === v.count && t.scored === v.scored)) return false;
+    for (const k of TOTALS_KEYS) v[k] = t[k];
     return true;
   }
 
   /** One outcome counted here only (written to the journal while the database is away); the store's totals replace it later. */
-  recordOutcome(promptId: string, success: boolean): boolean {
+  recordOutcome(promptId: string, delta: VariantTotals): boolean {
     const v = this.cells.get(promptId);
     if (v === undefined) return false;
-    v.count++;
-    if (success) v.successes++;
+    for (const k of TOTALS_KEYS) v[k] += delta[k];
     return true;
   }
 
@@ -298,9 +334,9 @@ export class Experiment {
       }
       let v = this.cells.get(r.prompt_id);
       if (v === undefined)
-        this.cells.set(r.prompt_id, (v = { id: r.prompt_id, text: r.text, origin: r.origin, predicted: r.predicted, priorAlpha: r.prior_alpha, priorBeta: r.prior_beta, successes: 0, count: 0, state: r.state }));
+        this.cells.set(r.prompt_id, (v = { id: r.prompt_id, text: r.text, origin: r.origin, predicted: r.predicted, priorAlpha: r.prior_alpha, priorBeta: r.prior_beta, ...NO_TOTALS, state: r.state }));
       v.state = r.state;
-      this.recordTotals(r.prompt_id, r.successes, r.count);
+      this.recordTotals(r.prompt_id, r);
     }
     this.reserveList = reserve.sort((a, b) => (b.predicted ?? 0.5) - (a.predicted ?? 0.5));
     this.applyRow(s.row);
@@ -318,7 +354,7 @@ export class Experiment {
     for (const k of c.counts) {
       if (k.state === 'reserve') continue;
       if (!this.cells.has(k.prompt_id)) return { needsSnapshot: true, moved };
-      moved = this.recordTotals(k.prompt_id, k.successes, k.count) || moved;
+      moved = this.recordTotals(k.prompt_id, k) || moved;
     }
     return { needsSnapshot: false, moved };
   }
@@ -329,6 +365,7 @@ export class Experiment {
     this.proposals = row.proposals_made;
     this.outcomesAtLastBatch = row.outcomes_at_last_batch;
     this.revisionValue = row.revision;
+    this.objectiveValue = row.objective;
     // An experiment stored before the leader was (older installations): the best by the rule, once.
     this.leaderId = row.leader_prompt_id !== null && this.cells.has(row.leader_prompt_id) ? row.leader_prompt_id : this.bestByMean().id;
   }
@@ -337,7 +374,7 @@ export class Experiment {
     let best = this.base;
     for (const v of this.cells.values()) {
       if (v.state === 'banned' || v.count < this.policy.minSamples) continue;
-      if (best.count < this.policy.minSamples || posteriorMean(v) > posteriorMean(best)) best = v;
+      if (best.count < this.policy.minSamples || this.estimate(v).mean > this.estimate(best).mean) best = v;
     }
     return best;
   }
@@ -355,22 +392,27 @@ export class Experiment {
     const next = this.bestByMean();
     let leader = current;
     if (next.id !== current.id) {
-      const confidence = pBetter(next, current);
+      const confidence = this.pBetter(next, current);
       if (current.count < p.minSamples || current.state === 'banned' || confidence >= p.leaderConfidence) {
-        out.push({ kind: 'leader', from: current, to: next, improvement: successRate(next) - successRate(current), confidence });
+        out.push({ kind: 'leader', from: current, to: next, improvement: this.value(next) - this.value(current), confidence });
         leader = next;
       }
     }
     for (const v of this.active) {
       if (v === leader || v.id === this.pinnedId || v.count < p.minSamples) continue;
+      const broken = brokenConstraint(this.objectiveValue, v, p.guardConfidence);
+      if (broken !== undefined) {
+        out.push({ kind: 'banned', variant: v, against: this.base, confidence: broken.confidence, constraint: broken.constraint });
+        continue;
+      }
       if (v.id !== this.baseId && this.base.count >= p.minSamples) {
-        const worse = 1 - pBetter(v, this.base);
+        const worse = 1 - this.pBetter(v, this.base);
         if (worse >= p.guardConfidence) {
           out.push({ kind: 'banned', variant: v, against: this.base, confidence: worse });
           continue;
         }
       }
-      const beats = pBetter(v, leader);
+      const beats = this.pBetter(v, leader);
       if (beats < p.retireBelow) out.push({ kind: 'retired', variant: v, against: leader, confidence: 1 - beats });
     }
     return out;
@@ -444,7 +486,9 @@ export class Experiment {
 
   /** Candidates by promise: what their nearest measured neighbours (by wording) achieved, blended with the scorer. */
   private ranked<C extends Candidate>(candidates: readonly C[]): C[] {
-    const measured = [...this.cells.values()].filter((v) => v.count >= 5).map((v) => ({ grams: wordGrams(v.text), rate: (v.successes + 1) / (v.count + 2), weight: v.count / (v.count + 10) }));
+    // A measured variant's rate: smoothed success for the success objective, else its estimated value.
+    const rate = (v: Variant): number => (this.objectiveValue.kind === 'success' ? (v.successes + 1) / (v.count + 2) : this.estimate(v).mean);
+    const measured = [...this.cells.values()].filter((v) => v.count >= 5).map((v) => ({ grams: wordGrams(v.text), rate: rate(v), weight: v.count / (v.count + 10) }));
     if (measured.length === 0) return [...candidates];
     const overall = measured.reduce((a, m) => a + m.rate * m.weight, 0) / measured.reduce((a, m) => a + m.weight, 0);
     const k = this.policy.neighbourK;
@@ -471,7 +515,7 @@ export class Experiment {
   pBest(draws = 2000): Map<string, number> {
     const vs = [...this.cells.values()].filter((v) => v.state !== 'banned');
     const rnd = seededRandom(hashSeed(`pbest\u0000${this.key}\u0000${this.outcomes}`));
-    return new Map([...pBest(vs, posteriorOf, draws, rnd)].map(([v, p]) => [v.id, p]));
+    return new Map([...pBestBy(vs, (v) => this.draw(v, rnd), draws)].map(([v, p]) => [v.id, p]));
   }
 }
 

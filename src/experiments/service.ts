@@ -19,12 +19,13 @@ import { OpError } from '../contract/errors.js';
 import type { Learner } from '../learning/learner.js';
 import type { Scorer } from '../learning/scorer.js';
 import { promptIdOf } from '../optimizer/evaluators.js';
-import type { EntryRow } from '../store/entries.js';
+import { TABLES, type EntryRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot, HistoryRow } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
 import { isConnectionError } from '../store/db.js';
 import { Decider } from './decider.js';
 import { Experiment, experimentKey, priorOf, type Candidate, type LoopPolicy, type Variant } from './experiment.js';
+import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from './objective.js';
 import { Freshness, type RefreshRequest } from './freshness.js';
 import type { FallbackProposer } from '../optimizer/proposers.js';
 import { LoopView } from './view.js';
@@ -34,6 +35,8 @@ export interface ChooseRequest {
   model: string;
   base: string;
   context: Record<string, string>;
+  /** What a new experiment optimizes (kept by a new generation of a changed base; changed only by the operator's action). */
+  objective?: Objective;
 }
 
 export interface Choice {
@@ -65,10 +68,46 @@ export interface ExperimentServiceDeps {
   leaseRetryMs: number;
 }
 
-export type OperatorAction = 'pin' | 'unpin' | 'reset' | 'stop' | 'resume';
+export type OperatorAction = 'pin' | 'unpin' | 'reset' | 'stop' | 'resume' | 'objective';
 
-/** Whether a tracking entry reports a closed-loop outcome: an execution whose metadata names an experiment. */
-export const reportsOutcome = (row: EntryRow): boolean => row.kind === 'execution' && typeof row.meta?.experiment === 'string';
+/** Whether a tracking entry reports a closed-loop outcome: an execution whose metadata, or a rating whose context, names an experiment. */
+export const reportsOutcome = (row: EntryRow): boolean => (row.kind === 'execution' || row.kind === 'feedback') && typeof row.meta?.experiment === 'string';
+
+const column = (name: string): number => TABLES.execution.columns.indexOf(name);
+const EXEC = { ms: column('execution_time_ms'), success: column('success'), score: column('score'), cost: column('cost'), input: column('input_tokens'), output: column('output_tokens') };
+const RATING = TABLES.feedback.columns.indexOf('rating');
+
+/** What one outcome adds to its variant's totals (as the store's counting triggers add it). */
+export function outcomeDelta(row: EntryRow, objective: Objective): VariantTotals {
+  const v = row.values;
+  if (row.kind === 'feedback') {
+    const s = Math.min(1, Math.max(0, Number(v[RATING]) / 5));
+    return { ...NO_TOTALS, scored: 1, score_sum: s, score_sq: s * s };
+  }
+  const num = (i: number): number | null => (typeof v[i] === 'number' ? (v[i] as number) : null);
+  const success = v[EXEC.success] === true;
+  const s = num(EXEC.score) ?? (success ? 1 : 0);
+  const cost = num(EXEC.cost);
+  const input = num(EXEC.input);
+  const output = num(EXEC.output);
+  const ms = num(EXEC.ms) ?? 0;
+  return {
+    successes: success ? 1 : 0,
+    count: 1,
+    scored: 1,
+    score_sum: s,
+    score_sq: s * s,
+    cost_n: cost === null ? 0 : 1,
+    cost_sum: cost ?? 0,
+    cost_sq: (cost ?? 0) ** 2,
+    tokens_n: input === null && output === null ? 0 : 1,
+    tokens_in: input ?? 0,
+    tokens_out: output ?? 0,
+    latency_sum: ms,
+    latency_sq: ms * ms,
+    over_latency: objective.max_latency_ms_p90 !== null && ms > objective.max_latency_ms_p90 ? 1 : 0,
+  };
+}
 
 const MAX_PROMPT_CHARS = 100_000;
 
@@ -177,17 +216,19 @@ export class ExperimentService {
       if (stored !== undefined && stored.row.base_prompt_id === baseId) return this.view.adopt(stored);
     } else if (held.base.id === baseId) return held;
     const generation = Math.max(held?.generation ?? 0, stored?.row.generation ?? 0) + 1;
-    return this.startGeneration(req, baseId, generation, held);
+    return this.startGeneration(req, baseId, generation, held, stored?.row.objective);
   }
 
-  private async startGeneration(req: ChooseRequest, baseId: string, generation: number, previous: Experiment | undefined): Promise<Experiment> {
+  private async startGeneration(req: ChooseRequest, baseId: string, generation: number, previous: Experiment | undefined, stored?: Objective): Promise<Experiment> {
     const base: Candidate = { id: baseId, text: req.base, origin: 'base', predicted: null };
+    const objective = previous?.objective ?? stored ?? req.objective ?? DEFAULT_OBJECTIVE;
     const prior = priorOf(base, this.deps.policy);
     const receipt = await this.store.writeGeneration({
       name: req.name,
       model: req.model,
       generation,
       base: { prompt_id: baseId, text: req.base, origin: 'base', prior_alpha: prior.priorAlpha, prior_beta: prior.priorBeta, predicted: null },
+      objective,
     });
     if (previous !== undefined) this.deps.log.info({ experiment: req.name, model: req.model, generation }, 'new generation of the experiment');
     if (receipt.status !== 'journaled') {
@@ -199,7 +240,7 @@ export class ExperimentService {
         return exp;
       }
     }
-    return this.view.put(new Experiment(req.name, req.model, generation, base, this.deps.policy));
+    return this.view.put(new Experiment(req.name, req.model, generation, base, this.deps.policy, objective));
   }
 
   /**
@@ -227,10 +268,10 @@ export class ExperimentService {
       return;
     }
     if (receipt.totals !== undefined) {
-      if (receipt.totals.generation === here.generation) here.recordTotals(promptId, receipt.totals.successes, receipt.totals.count);
+      if (receipt.totals.generation === here.generation) here.recordTotals(promptId, receipt.totals);
     } else if (receipt.status === 'journaled') {
       // Counted here until the journal reaches the store, which then counts it once (see afterOutage).
-      here.recordOutcome(promptId, row.values[3] === true);
+      here.recordOutcome(promptId, outcomeDelta(row, here.objective));
       this.figures.journaled_outcomes++;
       this.provisional.add(here.key);
     }
@@ -329,7 +370,7 @@ export class ExperimentService {
    * with `force`; a prompt id that is not a variant of the generation is
    * refused.
    */
-  async act(exp: Experiment, action: OperatorAction, opts: { promptId?: string; force?: boolean } = {}): Promise<Experiment> {
+  async act(exp: Experiment, action: OperatorAction, opts: { promptId?: string; force?: boolean; objective?: Objective } = {}): Promise<Experiment> {
     const snap = await this.store.experiments.change(
       (fn) => this.store.db.transaction(fn),
       { name: exp.name, model: exp.model },
@@ -380,7 +421,7 @@ export class ExperimentService {
 }
 
 /** What an operator's action changes, checked against the locked state (throws when it does not apply). */
-export function operatorChange(s: ExperimentSnapshot, action: OperatorAction, opts: { promptId?: string; force?: boolean }): ExperimentChange {
+export function operatorChange(s: ExperimentSnapshot, action: OperatorAction, opts: { promptId?: string; force?: boolean; objective?: Objective }): ExperimentChange {
   const variant = (id: string) => {
     const v = s.variants.find((x) => x.prompt_id === id && x.state !== 'reserve');
     if (v === undefined) throw new OpError('not_found', `prompt_id: ${id} is not a variant of ${s.row.name} (${s.row.model}), generation ${s.row.generation}`);
@@ -400,9 +441,12 @@ export function operatorChange(s: ExperimentSnapshot, action: OperatorAction, op
       return { fields: { status: 'stopped' } };
     case 'resume':
       return { fields: { status: 'running' } };
-    case 'reset': {
+    case 'reset':
+    case 'objective': {
+      // A new objective judges every variant anew: a new generation from the same base.
       const base = variant(s.row.base_prompt_id);
-      return { generation: { name: s.row.name, model: s.row.model, generation: s.row.generation + 1, base: { prompt_id: base.prompt_id, text: base.text, origin: 'base', prior_alpha: base.prior_alpha, prior_beta: base.prior_beta, predicted: base.predicted } } };
+      const objective = action === 'objective' ? (opts.objective ?? s.row.objective) : s.row.objective;
+      return { generation: { name: s.row.name, model: s.row.model, generation: s.row.generation + 1, base: { prompt_id: base.prompt_id, text: base.text, origin: 'base', prior_alpha: base.prior_alpha, prior_beta: base.prior_beta, predicted: base.predicted }, objective } };
     }
   }
 }

@@ -1,16 +1,18 @@
 /**
  * Ops of the closed loop: `choose_prompt` (which prompt to use now for an
  * experiment and model; the outcome comes back as an ordinary
- * `track_execution` carrying the reply's `metadata`) and `experiment` (an
- * experiment's variants, outcomes, posteriors and leader; operator actions
- * pin/unpin/reset/stop/resume).
+ * `track_execution` carrying the reply's `metadata`, or a rating naming the
+ * choice) and `experiment` (an experiment's objective, variants, outcomes,
+ * posteriors and leader; operator actions pin/unpin/reset/stop/resume and
+ * a new objective).
  */
 import { atom, isTermObject, float, newMap, record, type Term, type TermObject } from '../codec/terms.js';
 import { termToJson } from '../codec/json.js';
-import { optBool, optOneOf, optStr, str, stringMap } from '../contract/args.js';
+import { optBool, optNum, optOneOf, optStr, str, stringMap } from '../contract/args.js';
+import { rejectUnknownKeys, keyCheck, type ArgSchema } from '../contract/schema.js';
 import { badRequest } from '../contract/errors.js';
-import { posteriorMean, posteriorOf, successRate, type Experiment } from '../experiments/experiment.js';
-import { betaInterval } from '../optimizer/bandit.js';
+import { successRate, type Experiment, type Variant } from '../experiments/experiment.js';
+import { costPerCall, DEFAULT_OBJECTIVE, meanScore, type Objective } from '../experiments/objective.js';
 import type { HistoryRow } from '../store/experimentRecords.js';
 import type { Vars } from '../templates/renderer.js';
 import { defineOp, type OpSpec } from './types.js';
@@ -22,7 +24,43 @@ interface ChooseArgs {
   variables: Vars;
   context: Record<string, string>;
   model: string;
+  objective?: Objective;
 }
+
+const OBJECTIVE_KINDS = ['success', 'score', 'reward'] as const;
+
+/** An objective's keys, declared once: the argument's nested schema and its reader. */
+const OBJECTIVE_ARGS: ArgSchema = {
+  kind: { type: `one of: ${OBJECTIVE_KINDS.join(', ')}`, default: 'success', doc: 'success: the share of successful calls; score: the mean graded score (0..1); reward: score − cost_weight × cost per call' },
+  cost_weight: { type: 'number ≥ 0', default: 0, doc: 'reward: what one unit of cost per call takes off the score' },
+  input_token_cost: { type: 'number ≥ 0', default: 0, doc: 'cost of one input token, added to the reported cost' },
+  output_token_cost: { type: 'number ≥ 0', default: 0, doc: 'cost of one output token, added to the reported cost' },
+  max_latency_ms_p90: { type: 'number > 0', doc: 'constraint: a variant whose p90 latency is above it with 95% confidence is banned' },
+  max_cost_per_call: { type: 'number ≥ 0', doc: 'constraint: a variant whose mean cost per call is above it with 95% confidence is banned' },
+};
+const OBJECTIVE_KEYS = keyCheck('objective', OBJECTIVE_ARGS);
+
+function objectiveArg(a: TermObject): Objective | undefined {
+  const v = a.objective;
+  if (v === undefined || v === null) return undefined;
+  if (!isTermObject(v)) throw badRequest('objective', 'expected a map (kind, cost_weight, input_token_cost, output_token_cost, max_latency_ms_p90, max_cost_per_call)');
+  rejectUnknownKeys(v, OBJECTIVE_KEYS, 'objective.');
+  const n = (k: string, min: number): number | undefined => optNum(v, k, { min, max: 1e9, path: `objective.${k}` });
+  const latency = n('max_latency_ms_p90', 0);
+  if (latency === 0) throw badRequest('objective.max_latency_ms_p90', 'expected a number above 0');
+  return {
+    kind: optOneOf(v, 'kind', OBJECTIVE_KINDS, 'objective.kind') ?? DEFAULT_OBJECTIVE.kind,
+    cost_weight: n('cost_weight', 0) ?? 0,
+    input_token_cost: n('input_token_cost', 0) ?? 0,
+    output_token_cost: n('output_token_cost', 0) ?? 0,
+    max_latency_ms_p90: latency ?? null,
+    max_cost_per_call: n('max_cost_per_call', 0) ?? null,
+  };
+}
+
+/** An objective as a reply carries it. */
+const objectiveTerm = (o: Objective): TermObject =>
+  record({ kind: atom(o.kind), cost_weight: float(o.cost_weight), input_token_cost: float(o.input_token_cost), output_token_cost: float(o.output_token_cost), max_latency_ms_p90: o.max_latency_ms_p90 === null ? null : float(o.max_latency_ms_p90), max_cost_per_call: o.max_cost_per_call === null ? null : float(o.max_cost_per_call) });
 
 function contextOf(v: Term | undefined): Record<string, string> {
   if (v === undefined || v === null) return {};
@@ -39,6 +77,7 @@ const choosePrompt = defineOp<ChooseArgs>({
     variables: { type: 'map', default: {}, doc: 'variables for template_id' },
     context: { type: 'map of string → string', default: {}, doc: 'the caller\'s context; context.model keys the experiment when model is absent' },
     model: { type: 'string (1..200 characters)', default: 'default', doc: 'the model the prompt will run on (else context.model)' },
+    objective: { type: 'map', default: { kind: 'success' }, keys: OBJECTIVE_ARGS, doc: 'what a new experiment optimizes, with its constraints (set on first use; changed by the experiment op\'s objective action)' },
   },
   reply: '%{prompt, prompt_id, experiment, model, generation, origin: :base | :offline | :llm, exploring: boolean, leader_id, variants, metadata: %{"experiment" => _, "model" => _, "generation" => _}}',
   errors: { not_found: 'template_id names no template', unavailable: 'the database is unreachable' },
@@ -60,6 +99,7 @@ const choosePrompt = defineOp<ChooseArgs>({
       variables: vars === undefined || vars === null ? {} : (termToJson(vars as TermObject) as Vars),
       context,
       model,
+      objective: objectiveArg(a),
     };
   },
   async handle(a, { engine }) {
@@ -69,7 +109,7 @@ const choosePrompt = defineOp<ChooseArgs>({
       const t = await prompts.find(a.templateId!);
       base = prompts.cachedRender(t, a.variables, false).prompt;
     }
-    const c = await (await engine.service('experiments')).choose({ name: a.experiment, model: a.model, base, context: a.context });
+    const c = await (await engine.service('experiments')).choose({ name: a.experiment, model: a.model, base, context: a.context, objective: a.objective });
     return record({
       prompt: c.prompt,
       prompt_id: c.promptId,
@@ -107,7 +147,7 @@ const required = (field: string): never => {
   throw badRequest(field, 'is required (a string)');
 };
 
-const ACTIONS = ['pin', 'unpin', 'reset', 'stop', 'resume'] as const;
+const ACTIONS = ['pin', 'unpin', 'reset', 'stop', 'resume', 'objective'] as const;
 
 interface ExperimentArgs {
   name?: string;
@@ -116,6 +156,7 @@ interface ExperimentArgs {
   promptId?: string;
   force: boolean;
   history: boolean;
+  objective?: Objective;
 }
 
 /**
@@ -140,6 +181,21 @@ function historyTerms(rows: readonly HistoryRow[]): { history: TermObject[]; eve
   return { history, events };
 }
 
+/** A variant judged by the experiment's objective: its value as measured and as estimated (mean, 95% interval), and each measured component. */
+function judged(e: Experiment, v: Variant): Record<string, Term> {
+  const est = e.estimate(v);
+  const h = 1.96 * Math.sqrt(est.variance);
+  return {
+    value: float(e.value(v)),
+    posterior_mean: float(est.mean),
+    interval: [float(Math.max(e.objective.kind === 'reward' ? -Infinity : 0, est.mean - h)), float(e.objective.kind === 'reward' ? est.mean + h : Math.min(1, est.mean + h))],
+    score_mean: float(meanScore(v)),
+    cost_per_call: float(costPerCall(e.objective, v)),
+    latency_mean_ms: float(v.count === 0 ? 0 : v.latency_sum / v.count),
+    over_latency_share: float(v.count === 0 ? 0 : v.over_latency / v.count),
+  };
+}
+
 function describe(e: Experiment, withVariants: boolean): TermObject {
   const pBest = withVariants ? e.pBest() : new Map<string, number>();
   const leader = e.leader;
@@ -149,11 +205,13 @@ function describe(e: Experiment, withVariants: boolean): TermObject {
     generation: e.generation,
     status: atom(e.status),
     pinned: e.pinned ?? null,
+    objective: objectiveTerm(e.objective),
     outcomes: e.outcomes,
     proposals_made: e.proposalsMade,
-    leader: record({ prompt_id: leader.id, origin: atom(leader.origin), success_rate: float(successRate(leader)), count: leader.count }),
-    base: record({ prompt_id: e.base.id, success_rate: float(successRate(e.base)), count: e.base.count }),
-    improvement: float(leader.count > 0 && e.base.count > 0 ? successRate(leader) - successRate(e.base) : 0),
+    leader: record({ prompt_id: leader.id, origin: atom(leader.origin), success_rate: float(successRate(leader)), value: float(e.value(leader)), count: leader.count }),
+    base: record({ prompt_id: e.base.id, success_rate: float(successRate(e.base)), value: float(e.value(e.base)), count: e.base.count }),
+    // The objective's value of the leader minus the base's, as measured.
+    improvement: float(leader.count > 0 && e.base.count > 0 ? e.value(leader) - e.value(e.base) : 0),
     active: e.active.length,
     revision: e.revision,
     variants: withVariants
@@ -166,8 +224,7 @@ function describe(e: Experiment, withVariants: boolean): TermObject {
             successes: v.successes,
             count: v.count,
             success_rate: float(successRate(v)),
-            interval: betaInterval(posteriorOf(v)).map(float),
-            posterior_mean: float(posteriorMean(v)),
+            ...judged(e, v),
             p_best: float(pBest.get(v.id) ?? 0),
             predicted: v.predicted === null ? null : float(v.predicted),
           }),
@@ -183,7 +240,8 @@ const experiment = defineOp<ExperimentArgs>({
     experiment: { type: 'string (1..200 characters)', requiredWhen: 'with an action', doc: 'the experiment; absent: list every experiment in brief' },
     name: { type: 'string', aliasOf: 'experiment', doc: 'the experiment' },
     model: { type: 'string', doc: 'only this model\'s experiment (required with an action when the experiment runs for several models)' },
-    action: { type: `one of: ${ACTIONS.join(', ')}`, doc: 'pin (serve prompt_id only), unpin, reset (back to the base), stop (serve the leader, propose nothing), resume' },
+    action: { type: `one of: ${ACTIONS.join(', ')}`, doc: 'pin (serve prompt_id only), unpin, reset (back to the base), stop (serve the leader, propose nothing), resume, objective (a new generation judged by the objective given)' },
+    objective: { type: 'map', keys: OBJECTIVE_ARGS, requiredWhen: 'with action objective', doc: 'the new objective' },
     prompt_id: { type: 'string', doc: 'the variant to pin (default: the leader)' },
     force: { type: 'boolean', default: false, doc: 'pin a variant the loop retired or banned anyway' },
     history: { type: 'boolean', default: false, doc: 'add each experiment\'s history: snapshots of its counts (history) and its decisions (events)' },
@@ -197,7 +255,9 @@ const experiment = defineOp<ExperimentArgs>({
     if (action !== undefined && name === undefined) throw badRequest('experiment', 'is required with an action');
     const promptId = optStr(a, 'prompt_id', { min: 1, max: 200 });
     if (promptId !== undefined && action === undefined) throw badRequest('prompt_id', 'only goes with an action');
-    return { name, model: optStr(a, 'model', { min: 1, max: 200 }), action, promptId, force: optBool(a, 'force') ?? false, history: optBool(a, 'history') ?? false };
+    const objective = objectiveArg(a);
+    if ((objective === undefined) !== (action !== 'objective')) throw badRequest('objective', 'goes with action objective, and only with it');
+    return { name, model: optStr(a, 'model', { min: 1, max: 200 }), action, promptId, force: optBool(a, 'force') ?? false, history: optBool(a, 'history') ?? false, objective };
   },
   async handle(a, { engine }) {
     const svc = await engine.service('experiments');
@@ -205,7 +265,7 @@ const experiment = defineOp<ExperimentArgs>({
     let exps = await svc.get(a.name, a.model);
     if (a.action !== undefined) {
       if (exps.length > 1 && a.model === undefined) throw badRequest('model', `experiment ${a.name} runs for ${exps.length} models: say which (${exps.map((e) => e.model).join(', ')})`);
-      exps = [await svc.act(exps[0]!, a.action, { promptId: a.promptId, force: a.force })];
+      exps = [await svc.act(exps[0]!, a.action, { promptId: a.promptId, force: a.force, objective: a.objective })];
     }
     if (!a.history) return record({ experiments: exps.map((e) => describe(e, true)) });
     const withHistory = await Promise.all(exps.map(async (e) => ({ e, h: historyTerms(await svc.history(e)) })));

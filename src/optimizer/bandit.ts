@@ -23,14 +23,21 @@ export const betaOf = (prior: Beta, o: Outcomes): Beta => ({ alpha: prior.alpha 
 
 export const betaMean = (b: Beta): number => b.alpha / (b.alpha + b.beta);
 
+/** The variance of a Beta posterior. */
+export function betaVariance(b: Beta): number {
+  const n = b.alpha + b.beta;
+  const m = b.alpha / n;
+  return (m * (1 - m)) / (n + 1);
+}
+
+/** P(a > b) for two independent estimates given by their means and variances (normal approximation). */
+export function pGreater(a: { mean: number; variance: number }, b: { mean: number; variance: number }): number {
+  return normalCdf((a.mean - b.mean) / Math.sqrt(a.variance + b.variance + 1e-12));
+}
+
 /** P(a's rate > b's rate) under two independent Beta posteriors (normal approximation with the exact variances). */
 export function pBetter(a: Beta, b: Beta): number {
-  const na = a.alpha + a.beta;
-  const nb = b.alpha + b.beta;
-  const ma = a.alpha / na;
-  const mb = b.alpha / nb;
-  const v = (ma * (1 - ma)) / (na + 1) + (mb * (1 - mb)) / (nb + 1);
-  return normalCdf((ma - mb) / Math.sqrt(v + 1e-12));
+  return pGreater({ mean: betaMean(a), variance: betaVariance(a) }, { mean: betaMean(b), variance: betaVariance(b) });
 }
 
 /** The 95% interval of a Beta posterior (normal approximation, clamped to 0..1). */
@@ -46,13 +53,14 @@ export function betaInterval(b: Beta): [number, number] {
  * highest draw wins. A single item is returned without a draw unless the
  * caller watches the draws (`onDraw`).
  */
-export function thompsonPick<T>(items: readonly T[], posterior: (item: T) => Beta, rnd: () => number, onDraw?: (item: T, p: Beta, draw: number) => void): T {
+export function thompsonPick<T>(items: readonly T[], posterior: (item: T) => Beta, rnd: () => number, onDraw?: (item: T, p: Beta, draw: number) => void, drawOf?: (item: T) => number): T {
   let chosen = items[0] as T;
   if (items.length < 2 && onDraw === undefined) return chosen;
-  let best = -1;
+  let best = -Infinity;
   for (const item of items) {
     const p = posterior(item);
-    const d = sampleBeta(p.alpha, p.beta, rnd);
+    // A posterior that is not a Beta (a Normal on a reward) draws by itself.
+    const d = drawOf === undefined ? sampleBeta(p.alpha, p.beta, rnd) : drawOf(item);
     onDraw?.(item, p, d);
     if (d > best) {
       best = d;
@@ -64,14 +72,19 @@ export function thompsonPick<T>(items: readonly T[], posterior: (item: T) => Bet
 
 /** Monte Carlo P(best) of each item: the share of `draws` Thompson rounds it wins. */
 export function pBest<T>(items: readonly T[], posterior: (item: T) => Beta, draws: number, rnd: () => number): Map<T, number> {
+  const ps = new Map(items.map((i) => [i, posterior(i)]));
+  return pBestBy(items, (i) => sampleBeta(ps.get(i)!.alpha, ps.get(i)!.beta, rnd), draws);
+}
+
+/** Monte Carlo P(best) with any posterior: `draw(item)` samples its value once. */
+export function pBestBy<T>(items: readonly T[], draw: (item: T) => number, draws: number): Map<T, number> {
   const wins = new Map<T, number>(items.map((i) => [i, 0]));
   if (items.length === 0) return wins;
-  const ps = items.map(posterior);
   for (let i = 0; i < draws; i++) {
     let best = 0;
-    let bestDraw = -1;
-    for (let j = 0; j < ps.length; j++) {
-      const d = sampleBeta(ps[j]!.alpha, ps[j]!.beta, rnd);
+    let bestDraw = -Infinity;
+    for (let j = 0; j < items.length; j++) {
+      const d = draw(items[j]!);
       if (d > bestDraw) {
         bestDraw = d;
         best = j;
@@ -94,6 +107,12 @@ export function thompson(ids: readonly string[], outcomes: ReadonlyMap<string, O
   const draws: ThompsonDraw[] = [];
   const chosen = thompsonPick(ids, (id) => betaOf(prior, outcomes.get(id) ?? { successes: 0, count: 0 }), rnd, (id, p, draw) => draws.push({ id, alpha: p.alpha, beta: p.beta, draw }));
   return { chosen, draws };
+}
+
+/** A standard normal draw (Box–Muller). */
+export function sampleNormal(rnd: () => number): number {
+  const u1 = rnd() || Number.MIN_VALUE;
+  return Math.sqrt(-2 * Math.log(u1)) * Math.cos(2 * Math.PI * rnd());
 }
 
 /** Beta(α, β) from two Gamma draws (Marsaglia–Tsang). */
@@ -123,7 +142,8 @@ function sampleGamma(shape: number, rnd: () => number): number {
   }
 }
 
-function normalCdf(z: number): number {
+/** Φ(z), the standard normal CDF. */
+export function normalCdf(z: number): number {
   // Abramowitz–Stegun 7.1.26 on erf(z/√2).
   const x = Math.abs(z) / Math.SQRT2;
   const t = 1 / (1 + 0.3275911 * x);

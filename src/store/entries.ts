@@ -126,7 +126,7 @@ export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
       optionalText('comment', 10_000, 'free text'),
       optionalText('user_id', 512, 'who rated'),
       at('timestamp', 'when it was given'),
-      stringMapColumn('context', "model, task, ... (merged into the prompt's context for training); experiment, model, generation (a choice's metadata) make it a late outcome of that choice"),
+      stringMapColumn('context', "model, task, ... (merged into the prompt's context for training); experiment, model, generation (a choice's metadata) make it a late outcome of that choice", (ctx, m) => (ctx.meta = m)),
     ],
   },
   evolution: {
@@ -218,7 +218,7 @@ export interface EntryRow {
   kind: EntryKind;
   id: string;
   values: Array<string | number | boolean | null | string[]>;
-  /** An execution's metadata as given (read by the closed loop to tell an outcome; not journaled: the values hold it). */
+  /** An execution's metadata, a rating's context, as given (read by the closed loop to tell an outcome; not journaled: the values hold it). */
   meta?: Readonly<Record<string, string>>;
 }
 

@@ -19,6 +19,48 @@ export type VariantOrigin = 'base' | 'offline' | 'llm';
 export type VariantState = 'active' | 'retired' | 'banned' | 'reserve';
 export type ExperimentStatus = 'running' | 'stopped';
 
+export type ObjectiveKind = 'success' | 'score' | 'reward';
+
+export interface Objective {
+  kind: ObjectiveKind;
+  /** reward: how much one unit of cost per call takes off the score. */
+  cost_weight: number;
+  /** Cost per input token, and per output token, added to the reported cost. */
+  input_token_cost: number;
+  output_token_cost: number;
+  max_latency_ms_p90: number | null;
+  max_cost_per_call: number | null;
+}
+
+export const DEFAULT_OBJECTIVE: Objective = { kind: 'success', cost_weight: 0, input_token_cost: 0, output_token_cost: 0, max_latency_ms_p90: null, max_cost_per_call: null };
+
+/** A variant's counted outcomes (the store's per-variant aggregates). */
+export interface VariantTotals {
+  successes: number;
+  count: number;
+  /** Graded observations (every call: its score, else its success; and late ratings). */
+  scored: number;
+  score_sum: number;
+  score_sq: number;
+  /** Calls that reported a cost. */
+  cost_n: number;
+  cost_sum: number;
+  cost_sq: number;
+  /** Calls that reported tokens. */
+  tokens_n: number;
+  tokens_in: number;
+  tokens_out: number;
+  latency_sum: number;
+  latency_sq: number;
+  /** Calls slower than the experiment's latency bound (counted against the bound it had when they arrived). */
+  over_latency: number;
+}
+
+export const NO_TOTALS: VariantTotals = { successes: 0, count: 0, scored: 0, score_sum: 0, score_sq: 0, cost_n: 0, cost_sum: 0, cost_sq: 0, tokens_n: 0, tokens_in: 0, tokens_out: 0, latency_sum: 0, latency_sq: 0, over_latency: 0 };
+
+/** The totals keys, in one place (the store reads and writes them by these names; the counting trigger's columns). */
+export const TOTALS_KEYS = Object.keys(NO_TOTALS) as ReadonlyArray<keyof VariantTotals>;
+
 export interface ExperimentKey {
   name: string;
   model: string;
@@ -32,18 +74,22 @@ export interface ExperimentRow extends ExperimentKey {
   proposals_made: number;
   /** Null only for experiments written before the leader was stored. */
   leader_prompt_id: string | null;
+  /** What the generation optimizes (success unless set at its start). */
+  objective: Objective;
   /** Outcomes of the generation when the last proposal batch was made. */
   outcomes_at_last_batch: number;
   revision: number;
   updated_at: string;
 }
 
-export interface VariantCounts {
+/** A variant's state and its counted outcomes (every aggregate the loop judges it by: experiments/objective.ts). */
+export interface VariantCounts extends VariantTotals {
   prompt_id: string;
   state: VariantState;
-  successes: number;
-  count: number;
 }
+
+/** What a variant holds before anything is counted. */
+type Uncounted<T> = Omit<T, keyof VariantTotals>;
 
 export interface VariantRow extends VariantCounts {
   text: string;
@@ -70,14 +116,16 @@ export interface ExperimentCounts {
 /** A new generation (a new experiment, a changed base, a reset): applied only when newer than the stored one. */
 export interface GenerationWrite extends ExperimentKey {
   generation: number;
-  base: Omit<VariantRow, 'state' | 'successes' | 'count' | 'rank'>;
+  base: Omit<Uncounted<VariantRow>, 'state' | 'rank'>;
+  /** What the generation optimizes. */
+  objective: Objective;
 }
 
 /** One change to an experiment, applied in one locked transaction by `change`. */
 export interface ExperimentChange {
   fields?: Partial<Pick<ExperimentRow, 'status' | 'pinned_prompt_id' | 'proposals_made' | 'leader_prompt_id' | 'outcomes_at_last_batch'>>;
   /** New variants (into the pool or the reserve); one already a variant of the generation is left as it is. */
-  add?: Array<Omit<VariantRow, 'successes' | 'count'>>;
+  add?: Array<Uncounted<VariantRow>>;
   /** State moves, each applied only from the states it lists (a decision made on a stale view, or replayed, changes nothing). */
   moves?: Array<{ prompt_id: string; from: readonly VariantState[]; to: VariantState }>;
   /** Tracking entries written with the change (a retirement's A/B result, a leader change's evolution). */
@@ -138,12 +186,12 @@ export function loopNotice(sender: string, keys: Iterable<ExperimentKey>): strin
   return Buffer.byteLength(text) <= MAX_NOTICE_BYTES ? text : JSON.stringify({ s: sender, all: true } satisfies LoopNotice);
 }
 
-const EXPERIMENT_COLUMNS = `e.name, e.model, e.generation, e.base_prompt_id, e.status, e.pinned_prompt_id, e.proposals_made, e.leader_prompt_id, e.outcomes_at_last_batch, e.revision, e.updated_at`;
+const EXPERIMENT_COLUMNS = `e.name, e.model, e.generation, e.base_prompt_id, e.status, e.pinned_prompt_id, e.proposals_made, e.leader_prompt_id, e.outcomes_at_last_batch, e.revision, e.updated_at, e.objective`;
 
 /** Variants of each selected experiment's current generation, with counts, as one JSON array per experiment. */
 const variantsJson = (withText: boolean): string => `(
   SELECT coalesce(json_agg(json_build_object(
-           'prompt_id', v.prompt_id, 'state', v.state, 'successes', coalesce(c.successes, 0), 'count', coalesce(c.count, 0)
+           'prompt_id', v.prompt_id, 'state', v.state, ${TOTALS_KEYS.map((k) => `'${k}', coalesce(c.${k}, 0)`).join(', ')}
            ${withText ? `, 'text', v.text, 'origin', v.origin, 'prior_alpha', v.prior_alpha, 'prior_beta', v.prior_beta, 'predicted', v.predicted, 'rank', v.rank` : ''}
          ) ORDER BY v.seq), '[]'::json)
     FROM experiment_variants v
@@ -357,7 +405,7 @@ export class ExperimentRecords {
  */
 export function applyToSnapshot(s: ExperimentSnapshot, c: ExperimentChange, after: Pick<ExperimentRow, 'revision' | 'updated_at'>): ExperimentSnapshot {
   const variants = s.variants.map((v) => ({ ...v }));
-  for (const a of c.add ?? []) if (!variants.some((v) => v.prompt_id === a.prompt_id)) variants.push({ ...a, successes: 0, count: 0 });
+  for (const a of c.add ?? []) if (!variants.some((v) => v.prompt_id === a.prompt_id)) variants.push({ ...a, ...NO_TOTALS });
   for (const m of c.moves ?? []) {
     const v = variants.find((x) => x.prompt_id === m.prompt_id);
     if (v !== undefined && m.from.includes(v.state)) v.state = m.to;
@@ -436,10 +484,27 @@ function toExperiment(r: Row): ExperimentRow {
     pinned_prompt_id: r.pinned_prompt_id === null || r.pinned_prompt_id === undefined ? null : String(r.pinned_prompt_id),
     proposals_made: Number(r.proposals_made),
     leader_prompt_id: r.leader_prompt_id === null || r.leader_prompt_id === undefined ? null : String(r.leader_prompt_id),
+    objective: objectiveOf(r.objective),
     outcomes_at_last_batch: Number(r.outcomes_at_last_batch ?? 0),
     revision: Number(r.revision ?? 0),
     updated_at: isoOf(r.updated_at),
   };
+}
+
+/** Every counted aggregate of a row (missing ones: 0). */
+export function totalsOf(r: Readonly<Record<string, unknown>>): VariantTotals {
+  const t = { ...NO_TOTALS };
+  for (const k of TOTALS_KEYS) t[k] = Number(r[k] ?? 0);
+  return t;
+}
+
+/** A stored objective, the defaults filling what it leaves out. */
+export function objectiveOf(v: unknown): Objective {
+  const o = (v !== null && typeof v === 'object' ? v : {}) as Partial<Objective>;
+  const kind = o.kind === 'score' || o.kind === 'reward' ? o.kind : 'success';
+  const n = (x: unknown): number => (typeof x === 'number' && Number.isFinite(x) ? x : 0);
+  const bound = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
+  return { kind, cost_weight: n(o.cost_weight), input_token_cost: n(o.input_token_cost), output_token_cost: n(o.output_token_cost), max_latency_ms_p90: bound(o.max_latency_ms_p90), max_cost_per_call: bound(o.max_cost_per_call) };
 }
 
 const isoOf = (v: unknown): string => (v instanceof Date ? v.toISOString() : String(v));
@@ -448,7 +513,7 @@ const STATES: readonly VariantState[] = ['active', 'retired', 'banned', 'reserve
 
 function toCounts(r: Row): VariantCounts {
   const state = String(r.state) as VariantState;
-  return { prompt_id: String(r.prompt_id), state: STATES.includes(state) ? state : 'active', successes: Number(r.successes), count: Number(r.count) };
+  return { prompt_id: String(r.prompt_id), state: STATES.includes(state) ? state : 'active', ...totalsOf(r) };
 }
 
 function toVariant(r: Row): VariantRow {

@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import type { Query, SqlClient, SqlParam } from './db.js';
 import { isConnectionError } from './db.js';
 import { TABLES, type EntryKind, type EntryRow } from './entries.js';
-import { loopNotice, writeGeneration, type GenerationWrite } from './experimentRecords.js';
+import { loopNotice, totalsOf, writeGeneration, type GenerationWrite, type VariantTotals } from './experimentRecords.js';
 import type { Journal } from './journal.js';
 
 /** A new closed-loop generation, written through group commit so it is journaled like any entry while the database is away. */
@@ -37,7 +37,7 @@ export type StoreWrite = EntryRow | GenerationEntry;
 /** What a write came to: stored, already stored under its id (`duplicate`), or journaled; a counted outcome's variant totals after it. */
 export interface WriteReceipt {
   status: 'stored' | 'duplicate' | 'journaled';
-  totals?: { generation: number; successes: number; count: number };
+  totals?: VariantTotals & { generation: number };
 }
 
 const STORED: WriteReceipt = { status: 'stored' };
@@ -297,20 +297,21 @@ export async function insertRows(db: SqlClient, rows: EntryRow[], before: Step[]
 /** What the counting trigger raises: `prompt_engine_counts` and the totals of the variants a statement moved (JSON). */
 const COUNTS_NOTICE = 'prompt_engine_counts ';
 
-/** Each execution's receipt: `duplicate` when it was not stored now, else its variant's totals when the trigger counted it. */
+/** Each execution's and rating's receipt: `duplicate` when it was not stored now, else its variant's totals when a trigger counted it. */
 function receiptsOf(rows: EntryRow[], stored: ReadonlySet<string> | undefined, notices: string[]): Map<string, WriteReceipt> {
   const receipts = new Map<string, WriteReceipt>();
   // By variant; outcomes of two generations of one variant keep the newer generation's totals.
-  const totals = new Map<string, { generation: number; successes: number; count: number }>();
+  const totals = new Map<string, VariantTotals & { generation: number }>();
   for (const n of notices) {
     if (!n.startsWith(COUNTS_NOTICE)) continue;
-    for (const t of JSON.parse(n.slice(COUNTS_NOTICE.length)) as Array<{ name: string; model: string; generation: number; prompt_id: string; successes: number; count: number }>) {
-      const key = `${t.name}\u0000${t.model}\u0000${t.prompt_id}`;
-      if ((totals.get(key)?.generation ?? -1) < t.generation) totals.set(key, { generation: t.generation, successes: Number(t.successes), count: Number(t.count) });
+    for (const t of JSON.parse(n.slice(COUNTS_NOTICE.length)) as Array<Record<string, unknown>>) {
+      const key = `${String(t.name)}\u0000${String(t.model)}\u0000${String(t.prompt_id)}`;
+      const generation = Number(t.generation);
+      if ((totals.get(key)?.generation ?? -1) < generation) totals.set(key, { generation, ...totalsOf(t) });
     }
   }
   for (const r of rows) {
-    if (r.kind !== 'execution') continue;
+    if (r.kind !== 'execution' && r.kind !== 'feedback') continue;
     if (stored !== undefined && !stored.has(r.id)) {
       receipts.set(r.id, { status: 'duplicate' });
       continue;

@@ -151,10 +151,10 @@ ALTER TABLE models ALTER COLUMN path DROP NOT NULL
   },
   {
     version: 5,
-    // The closed loop's state shared by every sidecar on this database: per-variant outcome counts,
-    // moved by a trigger in the statement that stores each outcome (whatever path stores it: a batch,
-    // COPY, a replayed journal); the leader, the batch trigger and a revision per experiment;
-    // screened candidates waiting in reserve are variant rows too.
+    // The closed loop's state shared by every sidecar on this database: per-variant outcome counts
+    // (moved by the counting trigger of version 7 in the statement that stores each outcome, whatever
+    // path stores it: a batch, COPY, a replayed journal); the leader, the batch trigger and a revision
+    // per experiment; its history; screened candidates waiting in reserve are variant rows too.
     name: 'shared closed-loop state',
     sql: `
 ALTER TABLE experiments ADD COLUMN IF NOT EXISTS leader_prompt_id text;
@@ -183,48 +183,6 @@ CREATE TABLE IF NOT EXISTS experiment_history (
   at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (name, model, generation, seq)
 );
-CREATE OR REPLACE FUNCTION count_loop_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-  totals json;
-  channel text := current_setting('prompt_engine.loop_channel', true);
-BEGIN
-  -- Only the rows this statement inserted (a repeated id, skipped by ON CONFLICT, is not here), each
-  -- counted for the variant its metadata names (an outcome without a generation for the experiment's
-  -- current one). Counted whether or not the variant is stored yet: two sidecars' journals replay in
-  -- any order after an outage, and an outcome may arrive before the generation it names; the loop
-  -- reads counts only for its variants, so those of unknown ones are never read. Upserted in key
-  -- order: two batches moving the same variants lock them in the same order and never deadlock.
-  WITH counted AS (
-    SELECT n.metadata->>'experiment' AS name, coalesce(n.metadata->>'model', 'default') AS model,
-           coalesce(CASE WHEN n.metadata->>'generation' ~ '^[0-9]{1,9}$' THEN (n.metadata->>'generation')::int END,
-                    (SELECT e.generation FROM experiments e WHERE e.name = n.metadata->>'experiment' AND e.model = coalesce(n.metadata->>'model', 'default'))) AS generation,
-           n.prompt_id, count(*) FILTER (WHERE n.success) AS k, count(*) AS n
-      FROM inserted n
-     WHERE n.metadata ? 'experiment'
-     GROUP BY 1, 2, 3, 4),
-  upd AS (
-    INSERT INTO experiment_counts AS c (name, model, generation, prompt_id, successes, count)
-    SELECT x.name, x.model, x.generation, x.prompt_id, x.k, x.n FROM counted x
-     WHERE x.generation IS NOT NULL
-     ORDER BY 1, 2, 3, 4
-    ON CONFLICT (name, model, generation, prompt_id) DO UPDATE SET successes = c.successes + excluded.successes, count = c.count + excluded.count
-    RETURNING c.name, c.model, c.generation, c.prompt_id, c.successes, c.count)
-  SELECT json_agg(json_build_object('name', u.name, 'model', u.model, 'generation', u.generation, 'prompt_id', u.prompt_id, 'successes', u.successes, 'count', u.count))
-    INTO totals FROM upd u;
-  IF totals IS NULL THEN
-    RETURN NULL;
-  END IF;
-  -- The totals to the writing session (a notice read with the reply), the experiments that moved to every sidecar (at commit).
-  RAISE NOTICE 'prompt_engine_counts %', totals;
-  IF channel IS NOT NULL AND channel <> '' THEN
-    PERFORM pg_notify(channel, json_build_object('s', current_setting('prompt_engine.instance', true),
-      'k', (SELECT json_agg(DISTINCT jsonb_build_array(t->>'name', t->>'model')) FROM json_array_elements(totals) AS t))::text);
-  END IF;
-  RETURN NULL;
-END
-$$;
-CREATE TRIGGER prompt_executions_count_loop_outcomes AFTER INSERT ON prompt_executions
-  REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION count_loop_outcomes();
 INSERT INTO experiment_counts (name, model, generation, prompt_id, successes, count)
 SELECT v.name, v.model, v.generation, v.prompt_id, count(*) FILTER (WHERE x.success), count(*)
   FROM experiment_variants v
@@ -235,6 +193,122 @@ SELECT v.name, v.model, v.generation, v.prompt_id, count(*) FILTER (WHERE x.succ
    AND coalesce(x.metadata->>'generation', e.generation::text) = v.generation::text
  GROUP BY 1, 2, 3, 4
 ON CONFLICT DO NOTHING
+`,
+  },
+  {
+    version: 7,
+    // Outcomes as teams measure them: a graded score, tokens, cost (and the latency every call already
+    // has); an objective per experiment; per-variant aggregates of each, moved by the counting triggers
+    // (executions, and ratings whose context names the choice: a late score).
+    name: 'graded outcomes and objectives',
+    sql: `
+ALTER TABLE prompt_executions ADD COLUMN IF NOT EXISTS score double precision;
+ALTER TABLE prompt_executions ADD COLUMN IF NOT EXISTS input_tokens integer;
+ALTER TABLE prompt_executions ADD COLUMN IF NOT EXISTS output_tokens integer;
+ALTER TABLE prompt_executions ADD COLUMN IF NOT EXISTS cost double precision;
+ALTER TABLE experiments ADD COLUMN IF NOT EXISTS objective jsonb NOT NULL DEFAULT '{"kind":"success"}';
+ALTER TABLE experiment_counts
+  ADD COLUMN IF NOT EXISTS scored bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS score_sum double precision NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS score_sq double precision NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS cost_n bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS cost_sum double precision NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS cost_sq double precision NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS tokens_n bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS tokens_in bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS tokens_out bigint NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS latency_sum double precision NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS latency_sq double precision NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS over_latency bigint NOT NULL DEFAULT 0;
+UPDATE experiment_counts SET scored = count, score_sum = successes, score_sq = successes WHERE scored = 0;
+CREATE OR REPLACE FUNCTION count_loop_upsert(rows json) RETURNS json LANGUAGE plpgsql AS $$
+DECLARE
+  totals json;
+  channel text := current_setting('prompt_engine.loop_channel', true);
+BEGIN
+  -- Add per-variant sums to experiment_counts in key order (two batches moving the same variants lock
+  -- them in the same order and never deadlock); answer the totals after, and tell every sidecar which
+  -- experiments moved (at commit). Shared by the counting triggers of executions and feedback.
+  WITH upd AS (
+    INSERT INTO experiment_counts AS c (name, model, generation, prompt_id, successes, count, scored, score_sum, score_sq,
+                                        cost_n, cost_sum, cost_sq, tokens_n, tokens_in, tokens_out, latency_sum, latency_sq, over_latency)
+    SELECT x.name, x.model, x.generation, x.prompt_id, x.successes, x.count, x.scored, x.score_sum, x.score_sq,
+           x.cost_n, x.cost_sum, x.cost_sq, x.tokens_n, x.tokens_in, x.tokens_out, x.latency_sum, x.latency_sq, x.over_latency
+      FROM json_to_recordset(rows) AS x(name text, model text, generation int, prompt_id text, successes bigint, count bigint, scored bigint,
+           score_sum float8, score_sq float8, cost_n bigint, cost_sum float8, cost_sq float8, tokens_n bigint, tokens_in bigint, tokens_out bigint,
+           latency_sum float8, latency_sq float8, over_latency bigint)
+     WHERE x.generation IS NOT NULL
+     ORDER BY 1, 2, 3, 4
+    ON CONFLICT (name, model, generation, prompt_id) DO UPDATE SET
+      successes = c.successes + excluded.successes, count = c.count + excluded.count, scored = c.scored + excluded.scored,
+      score_sum = c.score_sum + excluded.score_sum, score_sq = c.score_sq + excluded.score_sq, cost_n = c.cost_n + excluded.cost_n,
+      cost_sum = c.cost_sum + excluded.cost_sum, cost_sq = c.cost_sq + excluded.cost_sq, tokens_n = c.tokens_n + excluded.tokens_n,
+      tokens_in = c.tokens_in + excluded.tokens_in, tokens_out = c.tokens_out + excluded.tokens_out,
+      latency_sum = c.latency_sum + excluded.latency_sum, latency_sq = c.latency_sq + excluded.latency_sq,
+      over_latency = c.over_latency + excluded.over_latency
+    RETURNING c.*)
+  SELECT json_agg(row_to_json(u)) INTO totals FROM upd u;
+  IF totals IS NULL THEN
+    RETURN NULL;
+  END IF;
+  -- The totals to the writing session (a notice read with the reply), the experiments that moved to every sidecar.
+  RAISE NOTICE 'prompt_engine_counts %', totals;
+  IF channel IS NOT NULL AND channel <> '' THEN
+    PERFORM pg_notify(channel, json_build_object('s', current_setting('prompt_engine.instance', true),
+      'k', (SELECT json_agg(DISTINCT jsonb_build_array(t->>'name', t->>'model')) FROM json_array_elements(totals) AS t))::text);
+  END IF;
+  RETURN totals;
+END
+$$;
+CREATE OR REPLACE FUNCTION count_loop_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  -- Only the rows this statement inserted (a repeated id, skipped by ON CONFLICT, is not here), each counted
+  -- for the variant its metadata names (without a generation: the experiment's current one), whether or not
+  -- the variant is stored yet (journals replay in any order after an outage; counts of variants the loop does
+  -- not know are never read). A call without a score counts its success as its score; a call slower than
+  -- the experiment's latency bound counts as over it.
+  PERFORM count_loop_upsert((
+    SELECT json_agg(a) FROM (
+      SELECT o.name, o.model, coalesce(o.generation, e.generation) AS generation, o.prompt_id,
+             count(*) FILTER (WHERE o.success) AS successes, count(*) AS count, count(*) AS scored,
+             sum(o.s) AS score_sum, sum(o.s * o.s) AS score_sq,
+             count(o.cost) AS cost_n, coalesce(sum(o.cost), 0) AS cost_sum, coalesce(sum(o.cost * o.cost), 0) AS cost_sq,
+             count(*) FILTER (WHERE o.input_tokens IS NOT NULL OR o.output_tokens IS NOT NULL) AS tokens_n,
+             coalesce(sum(o.input_tokens), 0) AS tokens_in, coalesce(sum(o.output_tokens), 0) AS tokens_out,
+             sum(o.ms) AS latency_sum, sum(o.ms * o.ms) AS latency_sq,
+             count(*) FILTER (WHERE o.ms > (e.objective->>'max_latency_ms_p90')::float8) AS over_latency
+        FROM (SELECT n.metadata->>'experiment' AS name, coalesce(n.metadata->>'model', 'default') AS model,
+                     CASE WHEN n.metadata->>'generation' ~ '^[0-9]{1,9}$' THEN (n.metadata->>'generation')::int END AS generation,
+                     n.prompt_id, n.success, coalesce(n.score, n.success::int)::float8 AS s, n.cost, n.input_tokens, n.output_tokens,
+                     n.execution_time_ms::float8 AS ms
+                FROM inserted n WHERE n.metadata ? 'experiment') o
+        LEFT JOIN experiments e ON e.name = o.name AND e.model = o.model
+       GROUP BY 1, 2, 3, 4) a));
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER prompt_executions_count_loop_outcomes AFTER INSERT ON prompt_executions
+  REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION count_loop_outcomes();
+CREATE OR REPLACE FUNCTION count_loop_feedback() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  -- A rating whose context names a choice (its experiment, model, generation) is a late score of that choice's
+  -- variant: rating / 5, clamped to 0..1, as the trainer reads ratings.
+  PERFORM count_loop_upsert((
+    SELECT json_agg(a) FROM (
+      SELECT o.name, o.model, coalesce(o.generation, e.generation) AS generation, o.prompt_id,
+             0 AS successes, 0 AS count, count(*) AS scored, sum(o.s) AS score_sum, sum(o.s * o.s) AS score_sq,
+             0 AS cost_n, 0 AS cost_sum, 0 AS cost_sq, 0 AS tokens_n, 0 AS tokens_in, 0 AS tokens_out, 0 AS latency_sum, 0 AS latency_sq, 0 AS over_latency
+        FROM (SELECT n.context->>'experiment' AS name, coalesce(n.context->>'model', 'default') AS model,
+                     CASE WHEN n.context->>'generation' ~ '^[0-9]{1,9}$' THEN (n.context->>'generation')::int END AS generation,
+                     n.prompt_id, least(1, greatest(0, n.rating / 5.0)) AS s
+                FROM inserted n WHERE n.context ? 'experiment') o
+        LEFT JOIN experiments e ON e.name = o.name AND e.model = o.model
+       GROUP BY 1, 2, 3, 4) a));
+  RETURN NULL;
+END
+$$;
+CREATE TRIGGER prompt_feedback_count_loop_feedback AFTER INSERT ON prompt_feedback
+  REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION count_loop_feedback()
 `,
   },
 ];
