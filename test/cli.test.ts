@@ -127,11 +127,15 @@ describe('engine verbs on PGlite', () => {
   });
 
   it('render prints the fields, then the prompt; --json the reply', () => {
-    const r = on('render', 'sparc_specification', '--var', 'task=a rate limiter');
+    const r = on('render', 'sparc_specification', '--var', 'language=elixir', '--var', 'domain=payments', '--var', 'context=a rate limiter');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^template_used +sparc_specification$/m);
     expect(r.stdout).toContain('SPECIFICATION phase');
-    const j = JSON.parse(on('render', 'sparc_specification', '--json').stdout) as { prompt: string };
+    expect(r.stdout).toContain('a payments system');
+    // A typo is refused naming it (and what it probably meant); --no-strict renders anyway.
+    const typo = on('render', 'sparc_specification', '--var', 'language=elixir', '--var', 'domain=payments', '--var', 'contxt=a rate limiter');
+    expect(typo).toMatchObject({ code: 1, stderr: expect.stringMatching(/bad_request: variables: missing context; contxt is not a variable of sparc_specification \(did you mean context\?/) });
+    const j = JSON.parse(on('render', 'sparc_specification', '--no-strict', '--json').stdout) as { prompt: string };
     expect(j.prompt).toContain('SPECIFICATION phase');
     expect(on('render', 'no_such_template')).toMatchObject({ code: 1, stderr: expect.stringMatching(/not_found: no template named "no_such_template"/) });
   });

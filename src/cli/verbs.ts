@@ -162,11 +162,11 @@ const renderVerb: Verb = {
   name: 'render',
   summary: 'render a template with variables (render_template)',
   positionals: [{ name: 'template', doc: 'the template name (prompt-engine call list_templates shows them)', required: true }],
-  flags: [VARS, { name: 'vars', type: 'string', value: 'JSON', doc: 'the variables as a JSON object (--var wins per key)' }, { name: 'strict', type: 'bool', doc: 'fail naming every missing variable' }, ...ENGINE_FLAGS],
-  examples: ['prompt-engine render sparc_specification --var task="a rate limiter"'],
+  flags: [VARS, { name: 'vars', type: 'string', value: 'JSON', doc: 'the variables as a JSON object (--var wins per key)' }, { name: 'no-strict', type: 'bool', doc: 'render even with variables missing or not declared by the template (strict: false)' }, ...ENGINE_FLAGS],
+  examples: ['prompt-engine render sparc_specification --var language=elixir --var domain=payments --var context="a rate limiter per API key"'],
   run: (p) => {
     const vars = { ...asObject(str(p, 'vars') === undefined ? {} : jsonArg(str(p, 'vars')!, '--vars')), ...pairs(p.flags.get('var'), 'var') };
-    return runOp(p, { verb: 'render', op: 'render_template', args: given({ template_id: p.positionals[0], variables: vars, strict: p.flags.has('strict') || undefined }), human: (v) => promptReply(v, 'prompt') });
+    return runOp(p, { verb: 'render', op: 'render_template', args: given({ template_id: p.positionals[0], variables: vars, strict: p.flags.has('no-strict') ? false : undefined }), human: (v) => promptReply(v, 'prompt') });
   },
 };
 

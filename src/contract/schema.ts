@@ -74,7 +74,7 @@ function unknownKey(key: string, check: KeyCheck, path: string): Error {
 }
 
 /** The known name nearest to a typo, if it is near enough to be the one meant. */
-function closest(key: string, names: readonly string[]): string | undefined {
+export function closest(key: string, names: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestD = Infinity;
   for (const n of names) {

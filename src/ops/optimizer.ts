@@ -17,17 +17,29 @@ import { defineOp, type OpSpec } from './types.js';
 import { badRequest, OpError } from '../contract/errors.js';
 import type { ArgSchema } from '../contract/schema.js';
 
-/** The `llm` argument (or LLM_URL/LLM_MODEL/LLM_API_KEY): where an OpenAI-compatible endpoint is. */
-function llmEndpoint(engine: { config: EngineConfig }, arg: TermObject | undefined): LlmEndpoint | undefined {
-  const url = arg ? optStr(arg, 'url', { path: 'llm.url' }) : undefined;
-  const resolvedUrl = url ?? engine.config.llmUrl;
-  if (resolvedUrl === undefined) return undefined;
+/** The `llm` argument as given (read in `validate`, so its text is checked at the edge like every argument). */
+interface LlmArg {
+  url?: string;
+  model?: string;
+  apiKey?: string;
+  timeoutMs?: number;
+}
+
+function readLlm(m: TermObject | undefined, path: string): LlmArg | undefined {
+  if (m === undefined) return undefined;
   return {
-    url: resolvedUrl,
-    model: (arg ? optStr(arg, 'model', { path: 'llm.model' }) : undefined) ?? engine.config.llmModel,
-    apiKey: (arg ? optStr(arg, 'api_key', { path: 'llm.api_key' }) : undefined) ?? engine.config.llmApiKey,
-    timeoutMs: arg ? optInt(arg, 'timeout_ms', { min: 100, max: 600_000, path: 'llm.timeout_ms' }) : undefined,
+    url: optStr(m, 'url', { max: 2000, path: `${path}.url` }),
+    model: optStr(m, 'model', { max: 200, path: `${path}.model` }),
+    apiKey: optStr(m, 'api_key', { max: 4000, path: `${path}.api_key` }),
+    timeoutMs: optInt(m, 'timeout_ms', { min: 100, max: 600_000, path: `${path}.timeout_ms` }),
   };
+}
+
+/** The `llm` argument over LLM_URL/LLM_MODEL/LLM_API_KEY: where an OpenAI-compatible endpoint is. */
+function llmEndpoint(engine: { config: EngineConfig }, arg: LlmArg | undefined): LlmEndpoint | undefined {
+  const url = arg?.url ?? engine.config.llmUrl;
+  if (url === undefined) return undefined;
+  return { url, model: arg?.model ?? engine.config.llmModel, apiKey: arg?.apiKey ?? engine.config.llmApiKey, timeoutMs: arg?.timeoutMs };
 }
 
 interface OptimizeArgs {
@@ -38,7 +50,7 @@ interface OptimizeArgs {
   depth: number;
   temperature: number;
   devset?: DevExample[];
-  llm?: TermObject;
+  llm?: LlmArg;
   budget: number;
   templateId?: string;
   useCache: boolean;
@@ -89,7 +101,7 @@ const optimizePrompt = defineOp<OptimizeArgs>({
       const m = requireMap(ex, `devset[${i}]`);
       return { input: str(m, 'input', { path: `devset[${i}].input` }), output: str(m, 'output', { path: `devset[${i}].output` }) };
     });
-    const ctx = a.context === undefined || a.context === null ? {} : typeof a.context === 'string' ? { context: a.context } : stringMap(a.context, 'context');
+    const ctx = a.context === undefined || a.context === null ? {} : typeof a.context === 'string' ? { context: asString(a.context, 'context', { max: 100_000 }) } : stringMap(a.context, 'context');
     return {
       prompt: str(a, 'prompt', { min: 1, max: 100_000 }),
       context: ctx,
@@ -98,7 +110,7 @@ const optimizePrompt = defineOp<OptimizeArgs>({
       depth: optInt(a, 'depth', { min: 0, max: 10 }) ?? COPRO_DEFAULTS.depth,
       temperature: optNum(a, 'temperature', { min: 0, max: 2 }) ?? COPRO_DEFAULTS.initTemperature,
       devset,
-      llm: optMap(a, 'llm'),
+      llm: readLlm(optMap(a, 'llm'), 'llm'),
       budget: optInt(a, 'budget', { min: 1, max: 100_000 }) ?? 500,
       templateId: optStr(a, 'template_id', { max: 200 }),
       useCache: a.cache !== false,
@@ -183,7 +195,7 @@ interface CallLlmArgs {
   model?: string;
   messages: ChatMessage[];
   options: ChatOptions;
-  llm?: TermObject;
+  llm?: LlmArg;
 }
 
 const callLlm = defineOp<CallLlmArgs>({
@@ -224,7 +236,9 @@ const callLlm = defineOp<CallLlmArgs>({
     if (maxTokens !== undefined) options.max_tokens = maxTokens;
     const topP = optNum(o, 'top_p', { min: 0, max: 1, path: 'options.top_p' });
     if (topP !== undefined) options.top_p = topP;
-    return { model: optStr(a, 'model', { max: 200 }), messages, options, llm: optMap(a, 'llm') ?? optMap(o, 'llm') };
+    // Both are read (and checked) when both are given; the top-level one wins.
+    const inOptions = readLlm(optMap(o, 'llm', 'options.llm'), 'options.llm');
+    return { model: optStr(a, 'model', { max: 200 }), messages, options, llm: readLlm(optMap(a, 'llm'), 'llm') ?? inOptions };
   },
   async handle(a, { engine, signal }) {
     const endpoint = llmEndpoint(engine, a.llm);

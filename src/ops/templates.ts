@@ -16,7 +16,7 @@ import { structureScore, type TemplateChoice } from '../templates/assembly.js';
 import type { Vars } from '../templates/renderer.js';
 import { CentralCloudError } from '../templates/centralCloud.js';
 import { parseTemplate, templateRecord, type Template } from '../templates/template.js';
-import { optBool, optInt, optMap, optStr, str } from '../contract/args.js';
+import { asString, optBool, optInt, optMap, optStr, storableTerm, str } from '../contract/args.js';
 import type { ArgSchema, ArgSpec } from '../contract/schema.js';
 import { defineOp, type OpSpec } from './types.js';
 import { badRequest, OpError } from '../contract/errors.js';
@@ -33,13 +33,21 @@ const TEMPLATE_FIELDS: ArgSchema = {
   package_id: { type: 'string', doc: 'central_cloud\'s package' },
   created_at: { type: 'string', doc: 'when it was made' },
 };
-const STRICT: ArgSpec = { type: 'boolean', default: false, doc: 'fail naming every variable the template uses and the call does not give' };
+const STRICT: ArgSpec = {
+  type: 'boolean',
+  default: true,
+  doc: 'refuse (bad_request) naming every variable the template needs and the call does not give, and every one given that the template does not declare (a typo); false renders anyway',
+};
+/** generate_prompt picks a template for a loose context, so its variables are not expected to match: strict only when asked. */
+const GENERATE_STRICT: ArgSpec = { ...STRICT, default: false, doc: 'refuse missing variables and context keys the chosen template does not declare (language, command and context are always allowed)' };
+/** What generate_prompt adds to the variables itself. */
+const GENERATE_IMPLICIT = ['language', 'command', 'context'] as const;
 const VARIABLES: ArgSpec = { type: 'map', default: {}, doc: 'the template\'s variables' };
 
 function varsOf(v: Term | undefined, field: string): Vars {
   if (v === undefined || v === null) return {};
   if (!isTermObject(v)) throw badRequest(field, 'expected a map of variables');
-  return termToJson(v) as Vars;
+  return termToJson(storableTerm(v, field)) as Vars;
 }
 
 interface GenerateArgs extends TemplateChoice {
@@ -57,14 +65,14 @@ const generatePrompt = defineOp<GenerateArgs>({
     category: { type: 'string', doc: 'a template name, or a template_type such as "sparc"' },
     trigger_type: { type: 'string', doc: 'with trigger_value: "sparc"/"architecture", "mode"/"plan", "analysis"/"<language>", "command"/...' },
     trigger_value: { type: 'string', doc: 'see trigger_type' },
-    strict: STRICT,
+    strict: GENERATE_STRICT,
   },
   reply: '%{prompt, confidence: float, template_used, optimization_score: float, cached: boolean}',
   errors: { not_found: 'template_id names no template' },
   examples: [{ context: 'a GenServer that caches HTTP responses', language: 'elixir' }, { context: { task: 'plan' }, language: 'rust', trigger_type: 'mode', trigger_value: 'plan' }],
   validate: (a) => {
     const ctx = a.context;
-    const context: Vars = typeof ctx === 'string' ? { context: ctx } : varsOf(ctx, 'context');
+    const context: Vars = typeof ctx === 'string' ? { context: asString(ctx, 'context') } : varsOf(ctx, 'context');
     if (typeof ctx !== 'string' && !isTermObject(ctx)) throw badRequest('context', 'is required (a string or a map)');
     return {
       context,
@@ -81,7 +89,7 @@ const generatePrompt = defineOp<GenerateArgs>({
     const { template, confidence } = await prompts.choose(a);
     const vars: Vars = { language: a.language, ...a.context };
     if (vars.command === undefined && typeof vars.context === 'string') vars.command = vars.context;
-    const { prompt, cached } = prompts.cachedRender(template, vars, a.strict);
+    const { prompt, cached } = prompts.cachedRender(template, vars, a.strict, GENERATE_IMPLICIT);
     prompts.noteUse(template, 'generate_prompt', a.language);
     return record({ prompt, confidence: float(confidence), template_used: template.template_name, optimization_score: float(structureScore(prompt)), cached });
   },
@@ -112,7 +120,7 @@ const searchTemplates = defineOp<{ query: string; opts: TermObject }>({
   },
   reply: '%{templates: [template], source: "central_cloud" | "local"}',
   examples: [{ query: 'sparc', opts: { limit: 5 } }],
-  validate: (a) => ({ query: optStr(a, 'query', { max: 1000 }) ?? '', opts: optMap(a, 'opts') ?? newMap() }),
+  validate: (a) => ({ query: optStr(a, 'query', { max: 1000 }) ?? '', opts: storableTerm(optMap(a, 'opts') ?? newMap(), 'opts') }),
   async handle({ query, opts }, { engine }) {
     const reg = await engine.service('templates');
     const o = termToJson(opts) as Record<string, unknown>;
@@ -138,8 +146,11 @@ const storeTemplate = defineOp<{ template: Template }>({
   },
   reply: '%{template: template, stored: "central_cloud" | "local"}',
   errors: { bad_request: 'the template content does not compile', conflict: 'central_cloud refused it' },
-  examples: [{ template: { template_name: 'greet', template_content: 'Hello {{name}}', template_type: 'command' } }],
-  validate: (a) => ({ template: parseTemplate(a.template ?? a, 'template') }),
+  examples: [
+    { template: { template_name: 'greet', template_content: 'Hello {{name}}', template_type: 'command' } },
+    { template_name: 'greet', template_content: 'Hello {{name}}', template_type: 'command', language: 'any', id: 'greet-1', package_id: 'team', created_at: '2026-11-24T00:00:00Z' },
+  ],
+  validate: (a) => ({ template: a.template !== undefined && a.template !== null ? parseTemplate(a.template, 'template') : parseTemplate(a, '') }),
   async handle({ template }, { engine }) {
     const reg = await engine.service('templates');
     try {
@@ -173,9 +184,9 @@ const renderTemplate = defineOp<{ id: string; vars: Vars; strict: boolean }>({
     strict: STRICT,
   },
   reply: '%{prompt, template_used, cached: boolean}',
-  errors: { not_found: 'no template of that name', bad_request: 'strict and variables are missing (named), or the template does not compile' },
-  examples: [{ template_id: 'sparc_specification', variables: { task: 'a rate limiter' } }],
-  validate: (a) => ({ id: str(a, 'template_id', { min: 1, max: 200 }), vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? false }),
+  errors: { not_found: 'no template of that name', bad_request: 'variables are missing or not declared by the template (all named; unless strict: false), or the template does not compile' },
+  examples: [{ template_id: 'sparc_specification', variables: { language: 'elixir', domain: 'payments', context: 'a rate limiter per API key' } }, { template_id: 'service_blueprint', variables: { language: 'go' }, strict: false }],
+  validate: (a) => ({ id: str(a, 'template_id', { min: 1, max: 200 }), vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? true }),
   async handle({ id, vars, strict }, { engine }) {
     const prompts = await engine.service('prompts');
     const t = await prompts.find(id);
@@ -194,12 +205,12 @@ const getSparcPrompt = defineOp<{ phase: string; vars: Vars; strict: boolean }>(
     strict: STRICT,
   },
   reply: '%{prompt, template_used, cached: boolean}',
-  errors: { bad_request: 'strict and variables are missing (named)' },
-  examples: [{ name: 'specification', variables: { task: 'a rate limiter' } }],
+  errors: { bad_request: 'variables are missing or not declared by the template (all named; unless strict: false)' },
+  examples: [{ name: 'specification', variables: { language: 'elixir', domain: 'payments', context: 'a rate limiter per API key' } }],
   validate: (a) => {
     const name = str(a, 'name', { min: 1, max: 100 }).toLowerCase().replace(/^sparc_/, '');
     if (!(SPARC_PHASES as readonly string[]).includes(name)) throw badRequest('name', `expected one of ${SPARC_PHASES.join(', ')}`);
-    return { phase: name, vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? false };
+    return { phase: name, vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? true };
   },
   async handle({ phase, vars, strict }, { engine }) {
     const prompts = await engine.service('prompts');
@@ -212,7 +223,7 @@ const getSparcPrompt = defineOp<{ phase: string; vars: Vars; strict: boolean }>(
 
 const listTemplates = defineOp<{ type?: string; limit: number }>({
   name: 'list_templates',
-  summary: 'the templates the registry has, with the variables each uses',
+  summary: 'the templates the registry has, with the variables each declares (its own and those of its partials): what strict rendering accepts',
   args: {
     template_type: { type: 'string', doc: 'only templates of this type' },
     limit: { type: 'integer 1..10000', default: 1000, doc: 'at most this many' },
@@ -223,7 +234,7 @@ const listTemplates = defineOp<{ type?: string; limit: number }>({
   async handle({ type, limit }, { engine }) {
     const reg = await engine.service('templates');
     const list = reg.list().filter((t) => type === undefined || t.template_type === type).slice(0, limit);
-    return record({ templates: list.map((t) => record({ template_name: t.template_name, template_type: t.template_type, language: t.language, variables: reg.renderer.variablesOf(t.template_content) })) });
+    return record({ templates: list.map((t) => record({ template_name: t.template_name, template_type: t.template_type, language: t.language, variables: [...reg.renderer.declaredVariables(t.template_content)].sort() })) });
   },
 });
 

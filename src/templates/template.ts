@@ -1,5 +1,6 @@
 /** central_cloud's PromptTemplate shape, validated wherever a template enters (files, NATS, ops). */
-import { Atom, isTermObject, record, type Term, type TermObject } from '../codec/terms.js';
+import { isTermObject, record, type Term, type TermObject } from '../codec/terms.js';
+import { asString } from '../contract/args.js';
 import { badRequest } from '../contract/errors.js';
 
 export interface Template {
@@ -16,20 +17,20 @@ const NAME_RE = /^[A-Za-z0-9_.:-]{1,200}$/;
 
 /** Parse a template from JSON or a term; throws OpError(bad_request) naming the field. */
 export function parseTemplate(v: unknown, path: string): Template {
-  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw badRequest(path, 'expected a template map');
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) throw badRequest(path === '' ? 'args' : path, 'expected a template map');
   const o = v as Record<string, unknown>;
+  /** The field's name in errors: `template.template_name`, or `template_name` at the top level (path ''). */
+  const at = (k: string): string => (path === '' ? k : `${path}.${k}`);
   const s = (k: string, required: boolean, max = 200): string | undefined => {
-    const x = o[k] instanceof Atom ? (o[k] as Atom).name : o[k];
+    const x = o[k] as Term | undefined;
     if (x === undefined || x === null) {
-      if (required) throw badRequest(`${path}.${k}`, 'is required (a string)');
+      if (required) throw badRequest(at(k), 'is required (a string)');
       return undefined;
     }
-    if (typeof x !== 'string') throw badRequest(`${path}.${k}`, 'expected a string');
-    if (x.length > max) throw badRequest(`${path}.${k}`, `expected at most ${max} characters`);
-    return x;
+    return asString(x, at(k), { max });
   };
   const name = s('template_name', true)!;
-  if (!NAME_RE.test(name)) throw badRequest(`${path}.template_name`, 'expected letters, digits, _ . : - (1..200)');
+  if (!NAME_RE.test(name)) throw badRequest(at('template_name'), 'expected letters, digits, _ . : - (1..200)');
   const t: Template = {
     template_name: name,
     template_content: s('template_content', true, 1_000_000)!,
@@ -40,7 +41,7 @@ export function parseTemplate(v: unknown, path: string): Template {
   if (id !== undefined) t.id = id;
   const pkg = s('package_id', false);
   if (pkg !== undefined) t.package_id = pkg;
-  const created = o.created_at === undefined || o.created_at === null ? undefined : String(o.created_at);
+  const created = s('created_at', false, 100);
   if (created !== undefined) t.created_at = created;
   return t;
 }
