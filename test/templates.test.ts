@@ -1,6 +1,7 @@
 /**
- * Templates: every shipped template renders, strict mode names every missing
- * variable, template content cannot reach prototypes, and central_cloud's
+ * Templates: every shipped template renders, strict mode (the default) names
+ * every missing and every undeclared variable, the docs' render examples
+ * render, template content cannot reach prototypes, and central_cloud's
  * contract over a real nats-server (a responder that speaks
  * template_service.ex's subjects and JSON shapes): get/search/store round
  * trips, an update broadcast changes the next generate_prompt and drops the
@@ -285,5 +286,87 @@ describe('central_cloud down or slow', () => {
     const stored = ok(await pe.call('store_template', record({ template: record({ template_name: 'offline_one', template_type: 'command', language: 'any', template_content: 'hi {{context}}' }) })));
     expect(stored.stored).toBe('local');
     await pe.close();
+  });
+});
+
+/**
+ * The docs' examples render as shown (strict, the default): the op table's
+ * examples (docs/ops.md prints them), every `prompt-engine render` line of
+ * the docs, the READMEs and the CLI's own --help examples (run through the
+ * built CLI), and every Elixir `render_template(...)`/`get_sparc_prompt(...)`
+ * call with literal arguments in them. An example the test cannot read is a
+ * failure, so none is skipped silently.
+ */
+describe("the docs' render examples", () => {
+  const RENDER_OPS = ['render_template', 'get_sparc_prompt', 'generate_prompt'];
+  const pages = ['README.md', 'elixir_client/README.md', ...fs.readdirSync(path.join(REPO_ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`), ...fs.readdirSync(path.join(REPO_ROOT, 'src')).map((d) => `src/${d}/README.md`)].filter((p) => fs.existsSync(path.join(REPO_ROOT, p)));
+  const text = (p: string): string => fs.readFileSync(path.join(REPO_ROOT, p), 'utf8');
+  let pe: LocalEngine;
+  beforeAll(() => {
+    pe = localEngine();
+  });
+  afterAll(() => pe.close());
+
+  it('every example of the render ops in the op table (docs/ops.md) renders', async () => {
+    const { createOpTable } = await import('../src/ops/index.js');
+    const { fromJson } = await import('../src/codec/json.js');
+    let n = 0;
+    for (const spec of createOpTable().specs.filter((s) => RENDER_OPS.includes(s.name))) {
+      for (const ex of spec.examples ?? []) {
+        const r = await pe.call(spec.name, fromJson(ex));
+        expect(r, `${spec.name} ${JSON.stringify(ex)}`).toMatchObject({ ok: true });
+        n++;
+      }
+    }
+    expect(n).toBeGreaterThanOrEqual(4);
+  });
+
+  it('every `prompt-engine render` line of the docs, the READMEs and --help renders through the built CLI', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const os = await import('node:os');
+    const { VERBS } = await import('../src/cli.js');
+    const lines = [
+      ...pages.flatMap((p) => [...text(p).matchAll(/prompt-engine render [^\n`|]*/g)].map((m) => m[0].trim()).filter((l) => !l.includes('<'))),
+      ...(VERBS.find((v) => v.name === 'render')?.examples ?? []),
+    ];
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-docs-render-'));
+    try {
+      for (const line of lines) {
+        // Shell words: quotes group, and are removed.
+        const words = [...line.matchAll(/(?:[^\s"']+|"[^"]*"|'[^']*')+/g)].map((m) => m[0].replace(/"([^"]*)"|'([^']*)'/g, '$1$2'));
+        const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'dist', 'src', 'cli.js'), ...words.slice(1), '--json', '--data-dir', dataDir], {
+          encoding: 'utf8',
+          env: { ...process.env, DATABASE_URL: '', NATS_URL: '', LOG_LEVEL: '' },
+        });
+        expect(r.status, `${line}: ${r.stderr}`).toBe(0);
+        expect((JSON.parse(r.stdout) as { prompt: string }).prompt.length, line).toBeGreaterThan(100);
+      }
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('every Elixir render_template/get_sparc_prompt call with literal arguments in the docs and READMEs renders', async () => {
+    const calls = pages.flatMap((p) => [...text(p).matchAll(/(render_template|get_sparc_prompt)\(([^)]*)\)/g)].map((m) => ({ page: p, op: m[1]!, args: m[2]! })));
+    const unread: string[] = [];
+    for (const c of calls) {
+      // ("name", %{key: "value", "key" => "value"}[, strict: false]) — optionally after the instance.
+      const m = /^(?:[A-Z][\w.]*,\s*)?"([^"]+)"\s*,\s*%\{([^}]*)\}\s*(,\s*strict:\s*false)?\s*$/.exec(c.args.trim());
+      if (m === null) {
+        unread.push(`${c.page}: ${c.op}(${c.args})`);
+        continue;
+      }
+      const vars: Record<string, string> = {};
+      for (const kv of m[2]!.split(',').map((x) => x.trim()).filter(Boolean)) {
+        const pair = /^(?:(\w+):|"([^"]+)"\s*=>)\s*"([^"]*)"$/.exec(kv);
+        if (pair === null) unread.push(`${c.page}: ${c.op}(${c.args})`);
+        else vars[pair[1] ?? pair[2]!] = pair[3]!;
+      }
+      const args = c.op === 'render_template' ? { template_id: m[1]!, variables: vars } : { name: m[1]!, variables: vars };
+      const r = await pe.call(c.op, record({ ...args, variables: record(vars), ...(m[3] !== undefined ? { strict: false } : {}) }));
+      expect(r, `${c.page}: ${c.op}(${c.args})`).toMatchObject({ ok: true });
+    }
+    expect(unread).toEqual([]);
   });
 });
