@@ -25,6 +25,12 @@ export interface EngineConfig {
   maxFrameBytes: number;
   /** Entries in the prompt/result cache. */
   cacheMaxEntries: number;
+  /** Estimated bytes in the prompt/result cache (one value at most an eighth of it). */
+  cacheMaxBytes: number;
+  /** Requests in flight on one Port connection; beyond it `overloaded`. */
+  portMaxInFlight: number;
+  /** Requests in flight in one NATS peer instance; beyond it `overloaded`. */
+  natsMaxInFlight: number;
   /** OpenAI-compatible LLM endpoint for call_llm and the LLM proposer (optional). */
   llmUrl?: string;
   llmModel?: string;
@@ -47,6 +53,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     logLevel: env.LOG_LEVEL || 'info',
     maxFrameBytes: positiveInt(env.PROMPT_ENGINE_MAX_FRAME_BYTES, 64 * 1024 * 1024),
     cacheMaxEntries: positiveInt(env.PROMPT_ENGINE_CACHE_ENTRIES, 10_000),
+    cacheMaxBytes: positiveInt(env.PROMPT_ENGINE_CACHE_BYTES, 64 * 1024 * 1024),
+    // At least the Elixir client's own max_in_flight default (10,000), so the client refuses first.
+    portMaxInFlight: positiveInt(env.PROMPT_ENGINE_PORT_MAX_IN_FLIGHT, 10_000),
+    natsMaxInFlight: positiveInt(env.PROMPT_ENGINE_NATS_MAX_IN_FLIGHT, 4_096),
     llmUrl: env.LLM_URL || undefined,
     llmModel: env.LLM_MODEL || undefined,
     llmApiKey: env.LLM_API_KEY || undefined,

@@ -45,7 +45,7 @@ export type AppEngine = Engine<Services>;
 /** Declared after what they use: the engine closes them in reverse declaration order. */
 export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
   cache: {
-    create: (engine) => new PromptCache(engine.config.cacheMaxEntries),
+    create: (engine) => new PromptCache(engine.config.cacheMaxEntries, engine.config.cacheMaxBytes),
     stats: (c) => {
       const s = c.stats();
       return record({ ...s, hit_rate: float(s.hit_rate) });

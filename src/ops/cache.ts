@@ -1,6 +1,10 @@
-/** `cache_get` / `cache_put` / `cache_clear` / `cache_stats` on the engine's PromptCache. */
+/**
+ * `cache_get` / `cache_put` / `cache_clear` / `cache_stats` on the engine's
+ * PromptCache (bounded in entries and bytes: cache/promptCache.ts).
+ */
 import { atom, float, record, type Term } from '../codec/terms.js';
 import { str } from '../contract/args.js';
+import { ENTRY_SHARE, termBytes } from '../cache/promptCache.js';
 import { defineOp, type OpSpec } from './types.js';
 import { badRequest } from '../contract/errors.js';
 
@@ -25,13 +29,16 @@ const cachePut = defineOp<{ key: string; value: Term }>({
     value: { type: 'any term', required: true, doc: 'stored as it is and returned by cache_get' },
   },
   reply: ':ok',
+  errors: { bad_request: `the value (with its key) is over the largest entry the cache takes: 1/${ENTRY_SHARE} of PROMPT_ENGINE_CACHE_BYTES (cache_stats: max_entry_bytes)` },
   examples: [{ key: 'greeting', value: { text: 'hello' } }],
   validate: (a) => {
     if (!Object.prototype.hasOwnProperty.call(a, 'value')) throw badRequest('value', 'is required (any term)');
     return { key: str(a, 'key', { max: 4096 }), value: a.value as Term };
   },
   async handle({ key, value }, { engine }) {
-    (await engine.service('cache')).put(key, value);
+    const cache = await engine.service('cache');
+    if (!cache.put(key, value))
+      throw badRequest('value', `about ${termBytes(key) + termBytes(value)} bytes in memory, over the cache's limit of ${cache.maxEntryBytes} bytes per entry (1/${ENTRY_SHARE} of PROMPT_ENGINE_CACHE_BYTES)`);
     return atom('ok');
   },
 });
@@ -53,7 +60,7 @@ const cacheStats = defineOp<Record<string, never>>({
   name: 'cache_stats',
   summary: 'the cache\'s size and hit figures',
   args: {},
-  reply: '%{total_entries, hits, misses, hit_rate: float, evictions, invalidations}',
+  reply: '%{total_entries, total_bytes, max_entries, max_bytes, max_entry_bytes, hits, misses, hit_rate: float, evictions, invalidations}',
   examples: [{}],
   validate: () => ({}),
   async handle(_a, { engine }) {

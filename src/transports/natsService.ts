@@ -48,7 +48,7 @@ export interface NatsServiceOptions {
   /** `auto` (default): durable tracking when the server has JetStream; `off`: straight to the store. */
   jetstream?: 'auto' | 'off';
   tracking?: Partial<Omit<TrackingStreamOptions, 'prefix'>>;
-  /** Requests running at once in this instance; beyond it callers get `overloaded`. */
+  /** Requests running at once in this instance; beyond it callers get `overloaded`. Default: the engine's config (PROMPT_ENGINE_NATS_MAX_IN_FLIGHT). */
   maxInFlight?: number;
   /** How long in-flight requests may run after `stop()` before they are aborted. */
   drainMs?: number;
@@ -98,7 +98,7 @@ class NatsPeer implements NatsServiceHandle {
   private readonly queue: string;
   private service: Service | undefined;
   private tracking: TrackingStream | undefined;
-  private readonly inFlight = new InFlight<number>();
+  private readonly inFlight: InFlight<number>;
   private stopping: Promise<void> | undefined;
   private readonly ownsConnection: boolean;
   private readonly endpointFigures = new Map<string, EndpointFigures>();
@@ -113,6 +113,7 @@ class NatsPeer implements NatsServiceHandle {
     private readonly opts: NatsServiceOptions,
   ) {
     this.log = engine.log.child({ transport: 'nats' });
+    this.inFlight = new InFlight(opts.maxInFlight ?? engine.config.natsMaxInFlight, 'PROMPT_ENGINE_NATS_MAX_IN_FLIGHT');
     this.defaultDeadlineMs = NatsPeer.defaultDeadlineOf(opts);
     this.prefix = opts.prefix ?? 'prompt_engine';
     this.queue = opts.queue ?? 'prompt_engine';
@@ -233,9 +234,9 @@ class NatsPeer implements NatsServiceHandle {
     const enc = encodingOf(msg.headers);
     // Requests already routed to us while the subscriptions drain are served; only after that do we refuse.
     if (this.drained) return this.respond(op, msg, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' }, enc, t0);
-    if (this.inFlight.size >= (this.opts.maxInFlight ?? 4096)) {
+    if (this.inFlight.full) {
       this.counts.overloaded++;
-      return this.respond(op, msg, { ok: false, reason: 'overloaded', message: `more than ${this.opts.maxInFlight ?? 4096} requests in flight` }, enc, t0);
+      return this.respond(op, msg, this.inFlight.overloaded(), enc, t0);
     }
     const parsed = parseArgs(msg.data, enc);
     if (!parsed.ok) return this.respond(op, msg, parsed, enc, t0);
