@@ -191,13 +191,16 @@ export interface DependencyCheck {
 /**
  * Probe what the engine depends on over the network, for `health`: the
  * database (PostgreSQL with DATABASE_URL: `SELECT 1` within `timeoutMs`;
- * embedded PGlite only once something opened it, since opening it is not
- * free) and NATS (when NATS_URL is set). Never throws.
+ * embedded PGlite only once something tried to open it, since opening it is
+ * not free: after a failed open — a data directory held by another sidecar —
+ * the open is tried again, which fails at once while the holder lives, and
+ * reported `down` with its reason) and NATS (when NATS_URL is set). Never throws.
  */
 export async function probeDependencies(engine: AppEngine, timeoutMs = 1_000): Promise<{ database: DependencyCheck; nats: DependencyCheck }> {
   const database = async (): Promise<DependencyCheck> => {
     const pglite = engine.config.databaseUrl === undefined;
-    if (pglite && !engine.startedServices.includes('store')) return { status: 'not_started', detail: 'embedded PGlite, opened on first use' };
+    if (pglite && !engine.startedServices.includes('store') && engine.startFailure('store') === undefined)
+      return { status: 'not_started', detail: 'embedded PGlite, opened on first use' };
     let store: TrackingStore;
     try {
       store = await engine.service('store');
