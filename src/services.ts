@@ -15,7 +15,6 @@ import { followPromotions, servingModel } from './learning/modelSync.js';
 import { Scorer } from './learning/scorer.js';
 import type { Logger } from './log.js';
 import { NatsLink } from './nats/link.js';
-import { splitServers } from './nats/options.js';
 import { OptimizerDeps } from './optimizer/deps.js';
 import { DEFAULT_POLICY } from './experiments/experiment.js';
 import { FallbackProposer, LlmLoopProposer, OfflineLoopProposer } from './experiments/proposers.js';
@@ -53,10 +52,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
   },
 
   nats: {
-    create: (engine) => {
-      const servers = splitServers(engine.config.natsUrl);
-      return servers.length === 0 ? undefined : new NatsLink(servers, engine.log.child({ part: 'nats' }));
-    },
+    create: (engine) => (engine.config.nats.servers.length === 0 ? undefined : new NatsLink(engine.config.nats, engine.log.child({ part: 'nats' }))),
     close: (link) => link?.close(),
   },
 
@@ -97,7 +93,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
   templates: {
     create: async (engine) => {
       const link = await engine.service('nats');
-      const central = link === undefined ? undefined : new CentralCloudClient(link, { timeoutMs: centralTimeoutMs(), maxQueue: 1_000, flushMs: 250 });
+      const central = link === undefined ? undefined : new CentralCloudClient(link, { timeoutMs: engine.config.centralCloudTimeoutMs, maxQueue: 1_000, flushMs: 250 });
       const registry = new TemplateRegistry(engine.config.templatesDir, central);
       const cache = await engine.service('cache');
       central?.onUpdate((t) => {
@@ -175,11 +171,6 @@ function modelPromoted(engine: AppEngine, previous: string, version: string, by:
       const nc = link?.current();
       nc?.publish('prompt_engine.model.promoted', JSON.stringify({ model_version: version, previous_version: previous }));
     });
-}
-
-function centralTimeoutMs(): number {
-  const n = Number(process.env.CENTRAL_CLOUD_TIMEOUT_MS ?? 500);
-  return Number.isFinite(n) && n > 0 ? n : 500;
 }
 
 /** One backing dependency as `health` reports it. */

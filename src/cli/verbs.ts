@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { fromJson, termToJson, type Json } from '../codec/json.js';
-import { configFromFlags } from '../config.js';
+import { configFromFlags, type EngineConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { createOpTable } from '../ops/index.js';
 import { describeOps, opsMarkdown, type ArgDescription } from '../ops/describe.js';
@@ -40,15 +40,19 @@ interface Session {
   log: Logger;
 }
 
-/** The engine in this process for one verb; closed (tracking writes flushed) before the verb returns. */
-async function withEngine(p: ParsedArgs, f: (s: Session) => Promise<number>, opts: { logDestination?: (line: string) => void; logLevel?: string } = {}): Promise<number> {
+/** The configuration of an engine command: its flags over the environment, logging at warn unless asked. */
+function commandConfig(p: ParsedArgs): EngineConfig {
   const flags = new Map<string, string | true>();
   for (const [k, v] of p.flags) if (typeof v === 'string') flags.set(k, v);
-  const config = configFromFlags(flags);
-  // A command's stderr is for people: warnings and worse, unless asked.
-  const level = (p.flags.get('log-level') as string | undefined) ?? (process.env.LOG_LEVEL || 'warn');
-  const log = createLogger(opts.logLevel ?? level, 'prompt-engine', opts.logDestination);
-  const engine = createEngine({ ...config, logLevel: level }, log);
+  // A command's stderr is for people: warnings and worse, unless asked (--log-level, LOG_LEVEL).
+  return configFromFlags(flags, undefined, { logLevel: 'warn' });
+}
+
+/** The engine in this process for one verb; closed (tracking writes flushed) before the verb returns. */
+async function withEngine(p: ParsedArgs, f: (s: Session) => Promise<number>, opts: { logDestination?: (line: string) => void; logLevel?: string } = {}): Promise<number> {
+  const config = commandConfig(p);
+  const log = createLogger(opts.logLevel ?? config.logLevel, 'prompt-engine', opts.logDestination);
+  const engine = createEngine(config, log);
   const table = createOpTable();
   const abort = new AbortController();
   const onSigint = (): void => abort.abort();
@@ -264,7 +268,7 @@ const train: Verb = {
     };
     // Epochs are read from the trainer's structured log records (level debug), so the logger runs at
     // debug and this destination passes on only what the chosen level would have shown.
-    const shown = levelValue((p.flags.get('log-level') as string | undefined) ?? (process.env.LOG_LEVEL || 'warn'));
+    const shown = levelValue(commandConfig(p).logLevel);
     return runOp(p, {
       verb: 'train',
       op: 'train',

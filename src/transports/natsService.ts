@@ -10,7 +10,9 @@
  * API only as a prerelease.
  *
  * Bodies are JSON or ETF (see natsPayload.ts); `track_*` go through a
- * JetStream stream when the server has JetStream (natsTracking.ts).
+ * JetStream stream when the server has JetStream (natsTracking.ts). It
+ * serves on the engine's one NATS connection (nats/link.ts) and never
+ * opens one of its own.
  *
  * One thing is patched by hand: nats.js v2 times an endpoint handler and
  * counts its errors only around the synchronous call, which for our async
@@ -19,9 +21,9 @@
  * figures when the op completes, so `$SRV.STATS` tells the truth.
  */
 import { withTimeout } from './timeouts.js';
-import { connect, Events, type ConnectionOptions, type NatsConnection, type Service, type ServiceMsg, type Status } from 'nats';
-import type { NatsLink } from '../nats/link.js';
+import { Events, type NatsConnection, type Service, type ServiceMsg, type Status } from 'nats';
 import type { Logger } from 'pino';
+import type { NatsLink } from '../nats/link.js';
 import type { TermObject } from '../codec/terms.js';
 import { record } from '../codec/terms.js';
 import type { AppEngine } from '../services.js';
@@ -29,18 +31,10 @@ import { InFlight, RequestContext, type Cancellation } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
 import { encodeReply, encodingOf, ETF_CONTENT_TYPE, JSON_CONTENT_TYPE, parseArgs } from './natsPayload.js';
-import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff, type NatsSettings } from '../nats/options.js';
 
 import { DEFAULT_TRACKING, TrackingStream, type TrackingStreamOptions } from './natsTracking.js';
 
 export interface NatsServiceOptions {
-  /**
-   * Connection settings (servers, auth, TLS; the rest from NATS_* variables) for a
-   * connection of our own. Default: the engine's shared connection (service 'nats').
-   */
-  settings?: Partial<NatsSettings>;
-  /** Use this connection instead of opening one (it is then not closed by `stop`). */
-  connection?: NatsConnection;
   /** Subject prefix and service name. Default `prompt_engine`. */
   prefix?: string;
   /** Queue group. Default `prompt_engine`. */
@@ -57,7 +51,9 @@ export interface NatsServiceOptions {
   /**
    * Deadline of a request that names none (header `Prompt-Engine-Timeout-Ms`
    * or `timeout_ms` in a JSON body): past it the work is cancelled, its slot
-   * freed and a `timeout` error replied. Default PROMPT_ENGINE_NATS_DEADLINE_MS or 30 s.
+   * freed and a `timeout` error replied. Default: the engine's config
+   * (PROMPT_ENGINE_NATS_DEADLINE_MS), so abandoned requests cannot hold
+   * their slots (and keep `overloaded` answered) for long.
    */
   defaultDeadlineMs?: number;
 }
@@ -100,7 +96,6 @@ class NatsPeer implements NatsServiceHandle {
   private tracking: TrackingStream | undefined;
   private readonly inFlight: InFlight<number>;
   private stopping: Promise<void> | undefined;
-  private readonly ownsConnection: boolean;
   private readonly endpointFigures = new Map<string, EndpointFigures>();
   private counts = { requests: 0, errors: 0, overloaded: 0, expired: 0, disconnects: 0, reconnects: 0 };
   private connected = false;
@@ -114,50 +109,29 @@ class NatsPeer implements NatsServiceHandle {
   ) {
     this.log = engine.log.child({ transport: 'nats' });
     this.inFlight = new InFlight(opts.maxInFlight ?? engine.config.natsMaxInFlight, 'PROMPT_ENGINE_NATS_MAX_IN_FLIGHT');
-    this.defaultDeadlineMs = NatsPeer.defaultDeadlineOf(opts);
+    this.defaultDeadlineMs = opts.defaultDeadlineMs ?? engine.config.natsDeadlineMs;
     this.prefix = opts.prefix ?? 'prompt_engine';
     this.queue = opts.queue ?? 'prompt_engine';
-    let connOpts: ConnectionOptions | undefined;
+    // The engine's one NATS connection (service 'nats', nats/link.ts, to engine.config.nats): there is
+    // no other. The engine closes it after we have drained.
     let shared: NatsLink | undefined;
-    if (opts.connection !== undefined) {
-      this.ownsConnection = false;
-      this.connection = Promise.resolve(opts.connection);
-    } else if (opts.settings?.servers !== undefined && opts.settings.servers.length > 0) {
-      // Explicit settings: a connection of our own.
-      this.ownsConnection = true;
-      const settings = natsSettingsFromEnv(process.env, opts.settings);
-      connOpts = natsConnectOptions(settings);
-      this.log.info({ servers: redactServers(settings.servers) }, 'connecting to NATS');
-      this.connection = connect(connOpts);
-    } else {
-      // The engine's shared connection (service 'nats', nats/link.ts, to engine.config.natsUrl);
-      // the engine closes it after we have drained.
-      this.ownsConnection = false;
-      this.connection = engine.service('nats').then((link) => {
-        if (link === undefined) throw new Error('NATS peer mode: no server URL (give --nats <url> or set NATS_URL)');
-        shared = link;
-        this.log.info('waiting for the NATS connection');
-        return new Promise<NatsConnection>((resolve) => link.whenConnected(resolve));
-      });
-    }
+    this.connection = engine.service('nats').then((link) => {
+      if (link === undefined) throw new Error('NATS peer mode: no server URL (give --nats <url> or set NATS_URL)');
+      shared = link;
+      this.log.info('waiting for the NATS connection');
+      return new Promise<NatsConnection>((resolve) => link.whenConnected(resolve));
+    });
     this.ready = this.connection.then(async (nc) => {
       this.connected = true;
-      // One status watcher per connection: the shared one's is the link's; a connection of our own, ours.
-      if (shared !== undefined) shared.onStatus((st) => this.onStatus(st, undefined));
-      else this.watchStatus(nc, connOpts);
+      // The connection's one status watcher is the link's.
+      shared?.onStatus((st) => this.onStatus(st));
       await this.register(nc);
     });
     this.ready.catch((err: unknown) => this.log.error({ err }, 'NATS peer mode failed to start'));
     engine.registerFigures('nats', () => this.figures());
   }
 
-  private watchStatus(nc: NatsConnection, connOpts: ConnectionOptions | undefined): void {
-    void (async () => {
-      for await (const s of nc.status()) this.onStatus(s, connOpts);
-    })().catch(() => undefined);
-  }
-
-  private onStatus(s: Status, connOpts: ConnectionOptions | undefined): void {
+  private onStatus(s: Status): void {
     if (s.type === Events.Disconnect) {
       this.connected = false;
       this.counts.disconnects++;
@@ -165,7 +139,6 @@ class NatsPeer implements NatsServiceHandle {
     } else if (s.type === Events.Reconnect) {
       this.connected = true;
       this.counts.reconnects++;
-      if (connOpts !== undefined) resetBackoff(connOpts);
       this.log.info({ server: s.data }, 'NATS reconnected; subscriptions restored');
     } else if (s.type === Events.Error) {
       this.log.warn({ err: String(s.data) }, 'NATS error');
@@ -178,9 +151,9 @@ class NatsPeer implements NatsServiceHandle {
     // waited for: its ops answer {:unavailable, _} and the rest are served.
     await withTimeout(this.engine.service('store'), 15_000).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'serving without a tracking store'));
     if (this.opts.jetstream !== 'off') {
-      const ackWait = Number(process.env.PROMPT_ENGINE_TRACK_ACK_WAIT_MS);
-      const fromEnv = Number.isSafeInteger(ackWait) && ackWait > 0 ? { ackWaitMs: ackWait } : {};
-      const t = new TrackingStream(nc, this.engine, this.table, this.log, { ...DEFAULT_TRACKING, ...fromEnv, ...this.opts.tracking, prefix: this.prefix });
+      const ackWait = this.engine.config.trackAckWaitMs;
+      const fromConfig = ackWait !== undefined ? { ackWaitMs: ackWait } : {};
+      const t = new TrackingStream(nc, this.engine, this.table, this.log, { ...DEFAULT_TRACKING, ...fromConfig, ...this.opts.tracking, prefix: this.prefix });
       if (await t.setup()) this.tracking = t;
     }
     if (this.stopping !== undefined) return;
@@ -279,13 +252,6 @@ class NatsPeer implements NatsServiceHandle {
     return n;
   }
 
-  /** Read once: a `process.env` read per request was 2% of a small request's CPU. */
-  private static defaultDeadlineOf(opts: NatsServiceOptions): number {
-    if (opts.defaultDeadlineMs !== undefined) return opts.defaultDeadlineMs;
-    const env = Number(process.env.PROMPT_ENGINE_NATS_DEADLINE_MS);
-    return Number.isInteger(env) && env > 0 ? env : 30_000;
-  }
-
   private respond(op: string, msg: ServiceMsg, r: OpResult, enc: 'json' | 'etf', t0: number): void {
     let reply = encodeReply(r, enc);
     if (msg.reply) {
@@ -335,13 +301,8 @@ class NatsPeer implements NatsServiceHandle {
       // Let requests in flight finish; abort them after drainMs.
       await this.inFlight.drain(this.opts.drainMs ?? 5000, 1000);
       await this.tracking?.stop();
-      if (nc !== undefined && !nc.isClosed()) {
-        await withTimeout(nc.flush(), 1000).catch(() => undefined);
-        if (this.ownsConnection) await withTimeout(nc.drain(), 2000).catch(() => nc.close());
-      } else if (nc === undefined && this.ownsConnection) {
-        // Never connected: stop trying.
-        void this.connection.then((c) => c.close()).catch(() => undefined);
-      }
+      // The connection is the engine's: flushed here, closed by the engine.
+      if (nc !== undefined && !nc.isClosed()) await withTimeout(nc.flush(), 1000).catch(() => undefined);
       this.log.info('NATS peer mode stopped');
     })();
     return this.stopping;
