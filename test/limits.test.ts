@@ -78,6 +78,15 @@ describe('limits', () => {
     expect((await c.close()).code).toBe(0);
   }, 120_000);
 
+  it('cache entries: 50 puts into a cache of 10 entries keep the last 10', async () => {
+    const c = new PortClient({ env: { LOG_LEVEL: 'silent', PROMPT_ENGINE_CACHE_ENTRIES: '10' } });
+    await c.ready;
+    for (let i = 0; i < 50; i++) expect(await c.request('cache_put', record({ key: `e${i}`, value: i }))).toMatchObject({ ok: true });
+    expect(await c.request('cache_stats', record({}))).toMatchObject({ ok: true, value: { total_entries: 10, max_entries: 10, evictions: 40 } });
+    expect(await c.request('cache_get', record({ key: 'e49' }))).toMatchObject({ ok: true, value: { found: true, value: 49 } });
+    expect((await c.close()).code).toBe(0);
+  }, 60_000);
+
   it('cache bytes at the default: 10 frames of ~20 kB that inflate to 20 MB each, under distinct keys, are refused and leave RSS within 2x start + 64 MiB', async () => {
     const c = new PortClient({ env: { LOG_LEVEL: 'silent' } });
     await warm(c);
