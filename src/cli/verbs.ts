@@ -126,6 +126,27 @@ function jsonArg(text: string, what: string): Json {
   }
 }
 
+/** The op table, for the flags derived from its argument specs. */
+const OPS = createOpTable();
+
+/**
+ * A flag for an op's typed argument, derived from its spec: the type, the
+ * doc, the bounds and the default are the op's (so no limit is written
+ * here again). A boolean that defaults to true becomes `--no-<arg>`.
+ */
+function argFlag(op: string, arg: string, o: { name?: string; value?: string } = {}): FlagSpec {
+  const spec = OPS.specs.find((s) => s.name === op)?.args[arg];
+  if (spec?.shape === undefined) throw new Error(`${op}.${arg} has no typed spec to make a flag from`);
+  const kind = spec.shape.kind;
+  if (kind === 'boolean') return spec.default === true ? { name: o.name ?? `no-${arg.replace(/_/g, '-')}`, type: 'bool', doc: `${arg}: false (default true: ${spec.doc})` } : { name: o.name ?? arg.replace(/_/g, '-'), type: 'bool', doc: spec.doc };
+  const type = kind === 'integer' ? 'int' : kind === 'number' ? 'number' : 'string';
+  const dflt = spec.default === undefined ? '' : `; default ${JSON.stringify(spec.default)}`;
+  return { name: o.name ?? arg.replace(/_/g, '-'), type, value: o.value ?? (type === 'int' ? 'N' : type === 'number' ? 'X' : arg.toUpperCase()), doc: `${spec.doc} (${spec.type}${dflt})` };
+}
+
+/** An op argument's default, as its spec declares it. */
+const argDefault = (op: string, arg: string): Json | undefined => OPS.specs.find((s) => s.name === op)?.args[arg]?.default;
+
 const asObject = (v: Json): JsonObject => (v !== null && typeof v === 'object' && !Array.isArray(v) ? v : {});
 const rowsOf = (v: Json, k: string): JsonObject[] => ((asObject(v)[k] as Json[] | undefined) ?? []).map(asObject);
 const pct = (v: Json | undefined): string => (typeof v === 'number' ? `${(v * 100).toFixed(1)}%` : '');
@@ -166,7 +187,7 @@ const renderVerb: Verb = {
   name: 'render',
   summary: 'render a template with variables (render_template)',
   positionals: [{ name: 'template', doc: 'the template name (prompt-engine call list_templates shows them)', required: true }],
-  flags: [VARS, { name: 'vars', type: 'string', value: 'JSON', doc: 'the variables as a JSON object (--var wins per key)' }, { name: 'no-strict', type: 'bool', doc: 'render even with variables missing or not declared by the template (strict: false)' }, ...ENGINE_FLAGS],
+  flags: [VARS, { name: 'vars', type: 'string', value: 'JSON', doc: 'the variables as a JSON object (--var wins per key)' }, argFlag('render_template', 'strict'), ...ENGINE_FLAGS],
   examples: ['prompt-engine render sparc_specification --var language=elixir --var domain=payments --var context="a rate limiter per API key"'],
   run: (p) => {
     const vars = { ...asObject(str(p, 'vars') === undefined ? {} : jsonArg(str(p, 'vars')!, '--vars')), ...pairs(p.flags.get('var'), 'var') };
@@ -179,14 +200,14 @@ const optimize: Verb = {
   summary: 'improve a prompt with COPRO (optimize_prompt): offline proposer and the learned scorer unless an LLM is configured',
   positionals: [{ name: 'prompt', doc: "the prompt ('-' reads stdin)", required: true }],
   flags: [
-    { name: 'breadth', type: 'int', value: 'N', doc: 'candidates per round (1..50)' },
-    { name: 'depth', type: 'int', value: 'N', doc: 'refinement rounds (0..10)' },
-    { name: 'temperature', type: 'number', value: 'X', doc: 'proposal temperature (0..2)' },
-    { name: 'language', type: 'string', value: 'LANG', doc: 'the programming language' },
+    argFlag('optimize_prompt', 'breadth'),
+    argFlag('optimize_prompt', 'depth'),
+    argFlag('optimize_prompt', 'temperature'),
+    argFlag('optimize_prompt', 'language', { value: 'LANG' }),
     CONTEXT,
-    { name: 'budget', type: 'int', value: 'N', doc: 'LLM calls for devset evaluation' },
+    argFlag('optimize_prompt', 'budget'),
     { name: 'llm-url', type: 'string', value: 'URL', doc: 'an OpenAI-compatible endpoint (default LLM_URL)' },
-    { name: 'no-cache', type: 'bool', doc: 'do not answer from the result cache' },
+    argFlag('optimize_prompt', 'cache'),
     ...ENGINE_FLAGS,
   ],
   examples: ['prompt-engine optimize "Write a function that parses the input." --language elixir --breadth 4 --depth 1'],
@@ -248,15 +269,15 @@ const train: Verb = {
   summary: 'train a scorer on the tracked history (train); promoted only when no worse on the held-out split. Progress on stderr',
   positionals: [],
   flags: [
-    { name: 'min-samples', type: 'int', value: 'N', doc: 'refuse with fewer executions that carry prompt text (default 50)' },
-    { name: 'epochs', type: 'int', value: 'N', doc: 'training epochs (default 20)' },
-    { name: 'holdout', type: 'number', value: 'X', doc: 'held-out share of prompts (0.05..0.5, default 0.2)' },
-    { name: 'seed', type: 'int', value: 'N', doc: 'seed of the split and the weights (default 42)' },
+    argFlag('train', 'min_samples'),
+    argFlag('train', 'epochs'),
+    argFlag('train', 'holdout'),
+    argFlag('train', 'seed'),
     ...ENGINE_FLAGS,
   ],
   examples: ['prompt-engine train --epochs 10 --database-url postgres://localhost/prompts'],
   run: (p) => {
-    const epochs = num(p, 'epochs') ?? 20;
+    const epochs = num(p, 'epochs') ?? (argDefault('train', 'epochs') as number);
     const progress = trainProgress(epochs, process.stderr);
     const args = given({ min_samples: num(p, 'min-samples'), epochs: num(p, 'epochs'), holdout: num(p, 'holdout'), seed: num(p, 'seed') });
     const human = (v: Json): string => {
@@ -397,7 +418,7 @@ const ops: Verb = {
   flags: [{ name: 'json', type: 'bool', doc: 'print as JSON' }, { name: 'markdown', type: 'bool', doc: 'print docs/ops.md (what npm run docs:ops writes)' }],
   run: async (p) => {
     // No engine needed: the description is the op table's own data.
-    const all = describeOps(createOpTable());
+    const all = describeOps(OPS);
     if (p.flags.has('markdown')) {
       process.stdout.write(opsMarkdown(all));
       return 0;

@@ -129,6 +129,30 @@ export function typeText(s: Shape): string {
   }
 }
 
+/** What a missing required argument should have been, as the readers of args.ts say it (`a string`, `an integer in 1..50`). */
+export function requiredText(s: Shape): string {
+  switch (s.kind) {
+    case 'string':
+      return 'a string';
+    case 'integer':
+      return s.min === undefined && s.max === undefined ? 'an integer' : `an integer in ${s.min ?? '-inf'}..${s.max ?? 'inf'}`;
+    case 'number':
+      return 'a number';
+    case 'boolean':
+      return 'a boolean';
+    case 'enum':
+      return `one of ${s.values.join(', ')}`;
+    case 'list':
+      return 'a list';
+    case 'any':
+      return 'any term';
+    case 'either':
+      return s.of.map(requiredText).join(' or ');
+    default:
+      return 'a map';
+  }
+}
+
 function typed<T, P extends Presence>(shape: Shape, o: Common<T> & { readonly doc?: string }, read: (v: Term, field: string) => T, dflt?: () => T): ArgSpec<T, P> {
   const spec: { -readonly [K in keyof ArgSpec<T, P>]: ArgSpec<T, P>[K] } = { type: typeText(shape), doc: o.doc ?? '', shape, read };
   if (o.required === true) spec.required = true;
@@ -260,7 +284,7 @@ export function readArgs<S extends ArgSchema>(args: TermObject, schema: S, path 
     if (!present(args, k) && aliases.size > 0) for (const a of aliases.get(k) ?? []) if (present(args, a)) key = a;
     // nil counts as absent, except for an `anyTerm` (nil is a term like any other there).
     if (present(args, key) || (spec.shape?.kind === 'any' && Object.prototype.hasOwnProperty.call(args, key))) out[k] = spec.read(args[key]!, `${path}${key}`);
-    else if (spec.required === true) throw badRequest(`${path}${k}`, `is required (${spec.type})`);
+    else if (spec.required === true) throw badRequest(`${path}${k}`, `is required (${spec.shape === undefined ? spec.type : requiredText(spec.shape)})`);
     else if (spec.fallback !== undefined) out[k] = spec.fallback();
   }
   return out as ArgsOf<S>;

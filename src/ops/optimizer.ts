@@ -75,7 +75,7 @@ const optimizePrompt = typedOp({
     llm: recordArg(LLM_KEYS, { doc: 'the LLM endpoint for proposals and the devset (else LLM_URL/LLM_MODEL/LLM_API_KEY; without any, the offline proposer)' }),
     budget: integer({ min: 1, max: 100_000, default: 500, doc: 'at most this many LLM calls for devset evaluation' }),
     template_id: string({ max: 200, doc: 'the template the prompt came from (reported back, and cached results are dropped when it changes)' }),
-    cache: boolean({ default: true, doc: 'false: do not answer from the result cache' }),
+    cache: boolean({ default: true, doc: 'answer from the result cache when the same request was optimized under the same model' }),
   },
   reply: '%{prompt, optimized_prompt, optimization_score: float, confidence: float, improvement_summary, candidates: [%{prompt, score: float, round, prompt_id}], template_used, cached: boolean, model_version, prompt_id, evolution_id, metric_calls}',
   errors: { cancelled: 'the caller cancelled or timed out (COPRO stops between candidates)' },

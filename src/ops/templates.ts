@@ -25,7 +25,7 @@ const SPARC_PHASES = ['specification', 'pseudocode', 'architecture', 'refinement
 const TEMPLATE_ID = string({ min: 1, max: TEMPLATE_NAME_MAX, required: true, doc: "the template's name" });
 const STRICT = boolean({
   default: true,
-  doc: 'refuse (bad_request) naming every variable the template needs and the call does not give, and every one given that the template does not declare (a typo); false renders anyway',
+  doc: 'refuse (bad_request) naming every variable the template needs and the call does not give, and every one given that the template does not declare (a typo)',
 });
 /** generate_prompt picks a template for a loose context, so its variables are not expected to match: strict only when asked. */
 const GENERATE_STRICT = boolean({ default: false, doc: 'refuse missing variables and context keys the chosen template does not declare (language, command and context are always allowed)' });
