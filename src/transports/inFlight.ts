@@ -20,8 +20,8 @@ import type { AppEngine } from '../services.js';
 /**
  * A request's cancellation, created lazily: most ops never look at their
  * AbortSignal, and an AbortController (an EventTarget) per request was the
- * largest single cost of a small request (12% of CPU and much of the GC,
- * measured with --cpu-prof under pipelined echo). `signal` creates it on
+ * largest single cost of a small request (BENCHMARKS.md, Hot-path goals:
+ * Port and NATS, per request). `signal` creates it on
  * first use, already aborted if the request was cancelled before.
  */
 export class Cancellation {
@@ -49,8 +49,8 @@ export class Cancellation {
 /**
  * The OpContext of a request run under a Cancellation: its signal is made
  * only when an op reads it. A class rather than an object literal with a
- * getter per request (an accessor pair and two closures each, measured in
- * the NATS profile).
+ * getter per request (an accessor pair and two closures each; BENCHMARKS.md,
+ * Hot-path goals).
  */
 export class RequestContext implements OpContext {
   constructor(

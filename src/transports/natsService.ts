@@ -222,7 +222,7 @@ class NatsPeer implements NatsServiceHandle {
         if (bad !== undefined) return Promise.resolve(bad);
         return this.tracking.publish(op, parsed.args as TermObject, c.signal);
       }
-      // The signal is made only for an op that reads it (an AbortController per request was 11% of a small request's CPU).
+      // The signal is made only for an op that reads it (an AbortController per request: BENCHMARKS.md, Hot-path goals).
       return this.table.dispatch(op, parsed.args, new RequestContext(c, this.engine, this.log, 'nats'));
     };
     // A caller that gave up is gone: past its deadline the work is cancelled and its slot freed at once.
