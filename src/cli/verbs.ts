@@ -48,6 +48,17 @@ function commandConfig(p: ParsedArgs): EngineConfig {
   return configFromFlags(flags, undefined, { logLevel: 'warn' });
 }
 
+/**
+ * For a verb that reads what is tracked: the store must exist. On PGlite a
+ * data directory that does not exist (a typo in --data-dir) holds nothing,
+ * and opening it would silently create an empty store: refuse instead.
+ */
+function requireStore(p: ParsedArgs, verb: string): void {
+  const config = commandConfig(p);
+  if (config.databaseUrl !== undefined || fs.existsSync(config.dataDir)) return;
+  throw new UsageError(`the data directory ${config.dataDir} does not exist, so nothing is tracked there (${p.flags.has('data-dir') ? '--data-dir' : 'PROMPT_ENGINE_DATA_DIR, or the default'}); give the directory the sidecar writes to, or --database-url`, verb);
+}
+
 /** The engine in this process for one verb; closed (tracking writes flushed) before the verb returns. */
 async function withEngine(p: ParsedArgs, f: (s: Session) => Promise<number>, opts: { logDestination?: (line: string) => void; logLevel?: string } = {}): Promise<number> {
   const config = commandConfig(p);
@@ -277,6 +288,7 @@ const train: Verb = {
   ],
   examples: ['prompt-engine train --epochs 10 --database-url postgres://localhost/prompts'],
   run: (p) => {
+    requireStore(p, 'train');
     const epochs = num(p, 'epochs') ?? (argDefault('train', 'epochs') as number);
     const progress = trainProgress(epochs, process.stderr);
     const args = given({ min_samples: num(p, 'min-samples'), epochs: num(p, 'epochs'), holdout: num(p, 'holdout'), seed: num(p, 'seed') });
@@ -285,10 +297,10 @@ const train: Verb = {
       const m = asObject(o.metrics ?? null);
       const sm = asObject(o.serving_metrics ?? null);
       const metricRows = Object.keys(m).map((k) => ({ metric: k, trained: m[k]!, serving: sm[k] ?? null }));
-      return `${render(given({ model_version: o.model_version, promoted: o.promoted, serving_version: o.serving_version, samples: o.samples, epochs: o.epochs, duration_ms: o.duration_ms }), width())}\n${table(metricRows, [{ key: 'metric' }, { key: 'trained', label: 'new model' }, { key: 'serving', label: 'serving model' }], width())}`;
+      return `${render(given({ model_version: o.model_version, previous_version: o.previous_version, promoted: o.promoted, serving_version: o.serving_version, samples: o.samples, epochs: o.epochs, duration_ms: o.duration_ms }), width())}\n${table(metricRows, [{ key: 'metric' }, { key: 'trained', label: `new: ${cellText(o.model_version)}` }, { key: 'serving', label: `previous: ${cellText(o.previous_version)}` }], width())}`;
     };
-    // Epochs are read from the trainer's structured log records (level debug), so the logger runs at
-    // debug and this destination passes on only what the chosen level would have shown.
+    // Epochs are read from the trainer's structured log records (level info), so the logger runs at
+    // info at least and this destination passes on only what the chosen level would have shown.
     const shown = levelValue(commandConfig(p).logLevel);
     return runOp(p, {
       verb: 'train',
@@ -296,7 +308,7 @@ const train: Verb = {
       args,
       human,
       engine: {
-        logLevel: 'debug',
+        logLevel: shown < levelValue('info') ? commandConfig(p).logLevel : 'info',
         logDestination: (line) => {
           if (progress.fromLog(line)) return;
           const lvl = /"level":(\d+)/.exec(line);
@@ -314,22 +326,48 @@ function levelValue(name: string): number {
 
 const stats: Verb = {
   name: 'stats',
-  summary: "per-prompt figures from the tracking store (prompt_stats); without ids, the store's and the engine's figures (stats)",
+  summary: "per-prompt figures from the tracking store (prompt_stats); without ids, the store's own: prompts and executions tracked, success rate, experiments, journal depth, the most used prompts",
   positionals: [{ name: 'prompt_id', doc: 'prompts to report on', variadic: true }],
   flags: ENGINE_FLAGS,
   examples: ['prompt-engine stats p-1 p-2', 'prompt-engine stats --json'],
   run: async (p) => {
+    requireStore(p, 'stats');
     if (p.positionals.length > 0)
       return runOp(p, { verb: 'stats', op: 'prompt_stats', args: { prompt_ids: p.positionals }, human: (v) =>
         table(rowsOf(v, 'prompts'), [{ key: 'prompt_id' }, { key: 'count' }, { key: 'successes' }, { key: 'success_rate', label: 'success', format: pct }, { key: 'mean_confidence', label: 'confidence' }, { key: 'p50_ms' }, { key: 'p95_ms' }], width()),
       });
-    // Open the store first, so its figures (backend, journal depth, rows) are part of the reply.
-    return runOp(p, { verb: 'stats', op: 'stats', args: {}, human: (v) => {
-      const o = asObject(v);
-      return render(given({ services: o.services, memory: o.memory }), width());
-    }, before: async (s) => {
-      await s.call('query', { kind: 'high_performance', limit: 1 });
-    } });
+    // The store's figures, not this process's own counters (a command's process has served nothing):
+    // what is tracked, per prompt and in all, and what waits in the journal.
+    return withEngine(p, async (s) => {
+      // The query opens the store first, so `stats` has the store's backend and journal.
+      const perPrompt = await s.call('query', { kind: 'high_performance', threshold: 0, min_count: 1, limit: 10_000 });
+      const [state, exps] = await Promise.all([s.call('stats', {}), s.call('experiment', {})]);
+      for (const r of [perPrompt, state, exps])
+        if (!r.ok) {
+          process.stderr.write(`prompt-engine stats: ${r.reason}: ${r.message}\n`);
+          return 1;
+        }
+      const prompts = rowsOf((perPrompt as { value: Json }).value, 'rows');
+      const store = asObject(asObject(asObject((state as { value: Json }).value).services ?? null).store ?? null);
+      const executions = prompts.reduce((n, r) => n + Number(r.count ?? 0), 0);
+      const successes = prompts.reduce((n, r) => n + Number(r.successes ?? 0), 0);
+      const figures: JsonObject = {
+        backend: store.backend ?? null,
+        journal_depth: store.journal_depth ?? 0,
+        prompts: prompts.length,
+        executions,
+        successes,
+        success_rate: executions === 0 ? 0 : successes / executions,
+        experiments: rowsOf((exps as { value: Json }).value, 'experiments').length,
+      };
+      const top = [...prompts].sort((a, b) => Number(b.count) - Number(a.count)).slice(0, 20);
+      if (p.flags.has('json')) process.stdout.write(`${JSON.stringify({ store: figures, prompts: top }, null, 2)}\n`);
+      else
+        process.stdout.write(
+          `${render({ ...figures, success_rate: pct(figures.success_rate) }, width())}\n${top.length === 0 ? 'no executions tracked\n' : table(top, [{ key: 'prompt_id' }, { key: 'count' }, { key: 'successes' }, { key: 'success_rate', label: 'success', format: pct }, { key: 'p50_ms' }, { key: 'p95_ms' }], width())}`,
+        );
+      return 0;
+    });
   },
 };
 
@@ -350,6 +388,7 @@ const query: Verb = {
   ],
   examples: ['prompt-engine query high_performance --threshold 0.8 --min-count 10', 'prompt-engine query prompt_executions --prompt-id p-1 --limit 5'],
   run: (p) => {
+    requireStore(p, 'query');
     const args = given({
       kind: p.positionals[0],
       prompt_id: str(p, 'prompt-id'),
@@ -381,6 +420,7 @@ const experiments: Verb = {
   ],
   examples: ['prompt-engine experiments', 'prompt-engine experiments ticket_triage --model gpt-4o-mini', 'prompt-engine experiments ticket_triage --action pin --prompt-id p-3'],
   run: (p) => {
+    requireStore(p, 'experiments');
     const args = given({ experiment: p.positionals[0], model: str(p, 'model'), action: str(p, 'action'), prompt_id: str(p, 'prompt-id') });
     return runOp(p, { verb: 'experiments', op: 'experiment', args, human: (v) => {
       const exps = rowsOf(v, 'experiments');

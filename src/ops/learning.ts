@@ -15,7 +15,8 @@ const train = typedOp({
     holdout: number({ min: 0.05, max: 0.5, default: DEFAULT_TRAIN_REQUEST.holdout, doc: 'share of prompts held out to compare the new model with the serving one' }),
     seed: integer({ min: 0, max: 2 ** 31, default: DEFAULT_TRAIN_REQUEST.seed, doc: 'seed of the split and the initial weights' }),
   },
-  reply: '%{model_version, samples, epochs, metrics: %{auc, log_loss, accuracy, ece, spearman, examples}, serving_metrics, promoted: boolean, serving_version, duration_ms}',
+  reply:
+    '%{model_version, samples, epochs, metrics: %{auc, log_loss, accuracy, ece, spearman, examples} (of model_version, the new model), previous_version, serving_metrics: the same of previous_version (the model serving when training began; nil when its features differ), promoted: boolean, serving_version (what serves now: model_version when promoted, else previous_version), duration_ms}',
   errors: {
     insufficient_data: 'fewer than min_samples executions with prompt text (metadata.prompt) are tracked',
     conflict: 'another instance sharing the database is training (its model is announced to every instance when promoted)',
