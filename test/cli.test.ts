@@ -56,7 +56,7 @@ describe('grammar', () => {
       expect(r.stdout, v).toMatch(new RegExp(`^usage: prompt-engine ${v}`));
       expect(r.stdout, v).toMatch(/^ {2}--help +this help$/m);
     }
-    expect(cli(['optimize', '--help']).stdout).toMatch(/^ {2}--breadth N +candidates per round/m);
+    expect(cli(['optimize', '--help']).stdout).toMatch(/^ {2}--breadth N +candidates proposed per round \(integer 1\.\.50; default \d+\)$/m); // from the op's spec
     expect(cli(['train', '-h']).stdout).toMatch(/^ {2}--epochs N /m);
   });
 

@@ -135,7 +135,7 @@ describe("train's progress in the sidecar's logs", () => {
       expect(lines.filter((l) => !l.startsWith('{')), level).toEqual([]); // the Elixir client's relay would take raw lines for warnings
       const epochs = lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((r) => r.msg === 'training epoch');
       if (level === 'info') {
-        expect(epochs.length).toBe(2);
+        expect(epochs.length).toBeGreaterThanOrEqual(2); // at least one per epoch asked for
         expect(epochs.every((r) => r.level === 30)).toBe(true);
       } else expect(epochs).toEqual([]);
       fs.rmSync(dataDir, { recursive: true, force: true });
