@@ -17,6 +17,14 @@ import { DEFAULT_MAX_DEPTH, EtfError, TAG, VERSION } from './format.js';
 import { atKey, BUILD_AFTER, compileBuilder, extend, hotShape, MAX_SHAPE_KEYS, resetShapes, setHotShape, shapeRoot, type BuilderRuntime, type Shape } from './shapes.js';
 import { atomNames, atomSlot, atomTerms, MEDIUM_STRING, mediumString, SHORT_STRING, shortString, utf8Slice } from './stringTables.js';
 
+// Local names for what the hot paths read from the other files: constants and tables of this module,
+// which V8 folds or loads directly (an imported binding is a load through the module's cells).
+const SHORT = SHORT_STRING;
+const MEDIUM = MEDIUM_STRING;
+const MAX_KEYS = MAX_SHAPE_KEYS;
+const names = atomNames;
+const terms = atomTerms;
+
 export interface DecodeOptions {
   /** Deepest nesting of lists/tuples/maps accepted. Default 512, at most 2048. */
   maxDepth?: number;
@@ -336,10 +344,10 @@ function list(depth: number): Term[] | ImproperList {
  */
 function binary(s: number, n: number): string | Buffer {
   if (useTables) {
-    if (n <= SHORT_STRING) {
+    if (n <= SHORT) {
       const str = shortString(buf, view, s, n);
       if (str !== undefined) return str;
-    } else if (n <= MEDIUM_STRING) {
+    } else if (n <= MEDIUM) {
       const str = mediumString(buf, view, s, n);
       if (str !== undefined) return str;
     }
@@ -370,7 +378,7 @@ function atomName(tag: number, n: number, start: number): string {
     const slot = atomSlot(buf, p, n);
     if (slot >= 0) {
       pos = p + n;
-      return atomNames[slot]!;
+      return names[slot]!;
     }
   }
   pos = p + n;
@@ -388,8 +396,8 @@ function atomTerm(tag: number, n: number, start: number): Atom | boolean | null 
     const slot = atomSlot(buf, pos, n);
     if (slot >= 0) {
       pos += n;
-      const cached = atomTerms[slot] as Atom | boolean | null | undefined;
-      return cached !== undefined ? cached : ((atomTerms[slot] = atomValue(atomNames[slot]!)) as Atom | boolean | null);
+      const cached = terms[slot] as Atom | boolean | null | undefined;
+      return cached !== undefined ? cached : ((terms[slot] = atomValue(names[slot]!)) as Atom | boolean | null);
     }
   }
   return atomValue(atomName(tag, n, start));
@@ -427,7 +435,7 @@ function value(d: number): Term {
       if (n <= end - pos - 5) {
         const s = pos + 5;
         pos = s + n;
-        return n > MEDIUM_STRING ? utf8(s, n) : binary(s, n);
+        return n > MEDIUM ? utf8(s, n) : binary(s, n);
       }
     } else if (tag === 97) {
       // SMALL_INTEGER
@@ -484,7 +492,7 @@ function release(at: number, n: number): void {
 function map(depth: number): TermObject | TermMap {
   const n = count(u32(), 2, 'map');
   const d = deeper(depth);
-  if (n > MAX_SHAPE_KEYS || !useShapes) {
+  if (n > MAX_KEYS || !useShapes) {
     if (n === 0) return newMap();
     const isAtom = atomTagAt();
     return mapRest(newMap(), undefined, 0, n, d, isAtom ? atomKey() : term(d), isAtom);
