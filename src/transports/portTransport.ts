@@ -12,7 +12,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { withTimeout } from './timeouts.js';
-import { decode, encode, EtfError } from '../codec/etf.js';
+import { decode, encode, EtfError, type DecodeOptions } from '../codec/etf.js';
 import { Atom, atom, record, tuple, Tuple, type Term, type TermObject } from '../codec/terms.js';
 import type { EngineEvent } from '../engine.js';
 import type { AppEngine } from '../services.js';
@@ -59,6 +59,8 @@ export class PortTransport {
   private readonly output;
   private readonly reader: FrameReader;
   private readonly inFlight: InFlight<number | bigint>;
+  /** A compressed frame is held to the frame limit once inflated. Made once: decode runs per frame. */
+  private readonly decodeOptions: DecodeOptions;
   private readonly log: Logger;
   private closing: Promise<void> | undefined;
   private outputBroken = false;
@@ -72,6 +74,7 @@ export class PortTransport {
   ) {
     this.log = engine.log.child({ transport: 'port' });
     this.inFlight = new InFlight(opts.maxInFlight ?? engine.config.portMaxInFlight, 'PROMPT_ENGINE_PORT_MAX_IN_FLIGHT');
+    this.decodeOptions = { maxDecompressedBytes: opts.maxFrameBytes };
     this.input = openInput(opts.inFd);
     this.output = openOutput(opts.outFd);
     this.reader = new FrameReader(opts.maxFrameBytes, {
@@ -127,8 +130,7 @@ export class PortTransport {
     this.stats.frames_in++;
     let msg: Term;
     try {
-      // A compressed frame is held to the same limit once inflated.
-      msg = decode(buf, { maxDecompressedBytes: this.opts.maxFrameBytes });
+      msg = decode(buf, this.decodeOptions);
     } catch (err) {
       const m = err instanceof EtfError ? `${err.code}: ${err.message}` : String(err);
       return this.refuse(buf, `undecodable frame: ${m}`);
