@@ -253,19 +253,26 @@ export function alias(canonical: string, doc: string, type: string): ArgSpec<nev
 
 const present = (o: TermObject, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k) && o[k] !== null && o[k] !== undefined;
 
-/** Each schema's aliases by canonical key, made once per schema. */
-const aliasTable = new WeakMap<ArgSchema, ReadonlyMap<string, readonly string[]>>();
-function aliasesOf(schema: ArgSchema): ReadonlyMap<string, readonly string[]> {
-  let t = aliasTable.get(schema);
-  if (t === undefined) {
-    const m = new Map<string, string[]>();
-    for (const a in schema) {
-      const c = schema[a]!.aliasOf;
-      if (c !== undefined) m.set(c, [...(m.get(c) ?? []), a]);
-    }
-    aliasTable.set(schema, (t = m));
+interface ReadStep {
+  readonly key: string;
+  readonly spec: ArgSpec;
+  /** Other names the caller may use for `key` (aliases). */
+  readonly aliases: readonly string[];
+  /** nil counts as absent, except for an `anyTerm` (nil is a term like any other there). */
+  readonly nilIsValue: boolean;
+}
+
+/** The steps of reading a schema, made once per schema (requests run them on the hot path). */
+const plans = new WeakMap<ArgSchema, readonly ReadStep[]>();
+function planOf(schema: ArgSchema): readonly ReadStep[] {
+  let plan = plans.get(schema);
+  if (plan === undefined) {
+    plan = Object.keys(schema)
+      .filter((k) => schema[k]!.read !== undefined)
+      .map((k) => ({ key: k, spec: schema[k]!, aliases: Object.keys(schema).filter((a) => schema[a]!.aliasOf === k), nilIsValue: schema[k]!.shape?.kind === 'any' }));
+    plans.set(schema, plan);
   }
-  return t;
+  return plan;
 }
 
 /**
@@ -276,14 +283,12 @@ function aliasesOf(schema: ArgSchema): ReadonlyMap<string, readonly string[]> {
  */
 export function readArgs<S extends ArgSchema>(args: TermObject, schema: S, path = ''): ArgsOf<S> {
   const out: Record<string, unknown> = {};
-  const aliases = aliasesOf(schema);
-  for (const k in schema) {
-    const spec = schema[k]!;
-    if (spec.read === undefined) continue;
-    let key: string = k;
-    if (!present(args, k) && aliases.size > 0) for (const a of aliases.get(k) ?? []) if (present(args, a)) key = a;
-    // nil counts as absent, except for an `anyTerm` (nil is a term like any other there).
-    if (present(args, key) || (spec.shape?.kind === 'any' && Object.prototype.hasOwnProperty.call(args, key))) out[k] = spec.read(args[key]!, `${path}${key}`);
+  const plan = planOf(schema);
+  for (let i = 0; i < plan.length; i++) {
+    const { key: k, spec, aliases, nilIsValue } = plan[i]!;
+    let key = k;
+    if (aliases.length > 0 && !present(args, k)) for (const a of aliases) if (present(args, a)) key = a;
+    if (present(args, key) || (nilIsValue && Object.prototype.hasOwnProperty.call(args, key))) out[k] = spec.read!(args[key]!, `${path}${key}`);
     else if (spec.required === true) throw badRequest(`${path}${k}`, `is required (${spec.shape === undefined ? spec.type : requiredText(spec.shape)})`);
     else if (spec.fallback !== undefined) out[k] = spec.fallback();
   }
