@@ -12,10 +12,16 @@
  * With `--cpu`, ops are counted per second of this process's CPU time
  * (user + system, all threads, so GC helpers count) instead of wall time:
  * steadier when other jobs share the cores.
+ *
+ * Then our decoder alone with its fast paths switched off one at a time
+ * (`configureDecoder`: the string tables, the generated builders and
+ * readers, the map shapes altogether) and all at once, in rounds of their
+ * own: what each is worth, as a ratio to all on within the same run.
  *   npm run build && node dist/bench/codec.js [rounds] [--cpu]
  */
 import { createRequire } from 'node:module';
 import { decode, encode } from '../src/codec/etf.js';
+import { configureDecoder, type DecoderFastPaths } from '../src/codec/decode.js';
 import { ErlFloat, Tuple, atom, float, mapPrototypeWithAtomKeys, record, tuple, type Term, type TermObject } from '../src/codec/terms.js';
 
 const require = createRequire(import.meta.url);
@@ -239,6 +245,28 @@ for (let r = 1; r <= ROUNDS; r++) {
     }
 }
 
+// Our decoder with its fast paths on and off, in rounds of their own (switching forgets every shape, so
+// each measurement starts cold and warms up as decoding goes).
+const PATHS: Array<[string, DecoderFastPaths]> = [
+  ['all on', { stringTables: true, shapes: true, codegen: true }],
+  ['no string tables', { stringTables: false, shapes: true, codegen: true }],
+  ['no generated builders/readers', { stringTables: true, shapes: true, codegen: false }],
+  ['no map shapes', { stringTables: true, shapes: false, codegen: false }],
+  ['all off', { stringTables: false, shapes: false, codegen: false }],
+];
+const pathRows = cases.filter((c) => c.row.etfBytes < 100_000).map((c) => ({ name: c.row.name, decode: c.runs.find(([dir, col]) => dir === 'dec' && col === 'ours')![2], best: PATHS.map(() => 0) }));
+for (let r = 1; r <= ROUNDS; r++) {
+  progress(`fast paths round ${r}/${ROUNDS}`);
+  PATHS.forEach(([, paths], i) => {
+    configureDecoder(paths);
+    for (const row of pathRows) {
+      for (let w = 0; w < 50; w++) row.decode(); // shapes and builders back before timing
+      row.best[i] = Math.max(row.best[i]!, opsPerSec(row.decode, ROUND_MS));
+    }
+  });
+}
+configureDecoder(PATHS[0]![1]);
+
 const f = (x: number): string => (x >= 100 ? Math.round(x).toLocaleString('en-US') : x.toFixed(1));
 const x = (a: number, b: number): string => `${(a / b).toFixed(2)}×`;
 const table = (dir: 'dec' | 'enc', jsonName: string): string[] => [
@@ -274,5 +302,11 @@ process.stdout.write(
     `Encode (ops per ${CPU ? 'CPU' : 'wall-clock'} second, best of ${ROUNDS} rounds)`,
     '',
     ...table('enc', 'JSON.stringify'),
+    '',
+    `Our decoder with its fast paths switched off (decode ops per ${CPU ? 'CPU' : 'wall-clock'} second, best of ${ROUNDS} rounds; ratio to all on)`,
+    '',
+    `| payload | ${PATHS.map(([name]) => name).join(' | ')} |`,
+    `|---|${PATHS.map(() => '---:').join('|')}|`,
+    ...pathRows.map((r) => `| ${r.name} | ${r.best.map((v, i) => (i === 0 ? f(v) : `${f(v)} (${x(v, r.best[0]!)})`)).join(' | ')} |`),
   ].join('\n') + '\n',
 );

@@ -103,11 +103,7 @@ const dashboard: Verb = {
   positionals: [],
   flags: [HTTP_FLAG, { name: 'nats', type: 'string', value: 'URL', doc: 'NATS for central_cloud templates (default NATS_URL)' }, ...SERVER_FLAGS],
   examples: ['prompt-engine dashboard --database-url postgres://localhost/prompts', 'PROMPT_ENGINE_DASHBOARD_TOKEN=... prompt-engine dashboard --http 127.0.0.1:4050'],
-  run: (p) => {
-    const flags = flagMap(p);
-    if (!flags.has('http') && !process.env.PROMPT_ENGINE_DASHBOARD) flags.set('http', '127.0.0.1:4050');
-    return runServe(flags, { dashboardOnly: true });
-  },
+  run: (p) => runServe(flagMap(p), { dashboardOnly: true }),
 };
 
 export const VERBS: readonly Verb[] = [port, serve, dashboard, ...ENGINE_VERBS];

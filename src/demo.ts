@@ -22,7 +22,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ErlFloat, float, record, type Term, type TermObject } from './codec/terms.js';
-import { loadConfig, REPO_ROOT } from './config.js';
+import { envWith, loadConfig, REPO_ROOT } from './config.js';
 import { createEngine } from './services.js';
 import { accuracyOf, groupsOf, loadTasks } from './learning/offline/loopSim/world.js';
 import { startFakeParaphraser } from './learning/offline/loopSim/fakeParaphraser.js';
@@ -45,8 +45,8 @@ async function main(): Promise<void> {
   const dataDir = path.join(REPO_ROOT, '.data', 'demo');
   // A fresh store each run, so the figures are the same every time (keep it with --keep).
   if (!process.argv.includes('--keep')) fs.rmSync(dataDir, { recursive: true, force: true });
-  const config = loadConfig({ ...process.env, DATABASE_URL: '', NATS_URL: '' }, { dataDir });
-  const engine = createEngine(config, createLogger(process.env.LOG_LEVEL ?? 'warn'));
+  const config = loadConfig(envWith({ DATABASE_URL: '', NATS_URL: '' }), { dataDir }, { logLevel: 'warn' });
+  const engine = createEngine(config, createLogger(config.logLevel));
   const table = createOpTable();
   const signal = new AbortController().signal;
   const call = async (op: string, args: TermObject): Promise<TermObject> => {
@@ -177,7 +177,8 @@ async function closedLoop(dataDir: string, ref: { engine?: AppEngine }): Promise
   const tasks = loadTasks();
   const task = tasks.find((t) => t.name === 'sports_understanding')!;
   const llm = await startFakeParaphraser([task]);
-  const engine = createEngine(loadConfig({ ...process.env, DATABASE_URL: '', NATS_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' }, { dataDir, llmUrl: llm.url }), createLogger(process.env.LOG_LEVEL ?? 'warn'));
+  const config = loadConfig(envWith({ DATABASE_URL: '', NATS_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' }), { dataDir, llmUrl: llm.url }, { logLevel: 'warn' });
+  const engine = createEngine(config, createLogger(config.logLevel));
   ref.engine = engine;
   const table = createOpTable();
   const signal = new AbortController().signal;

@@ -43,6 +43,8 @@ export class Engine<S = Record<string, never>> {
   private readonly started = new Map<keyof S, Promise<unknown>>();
   private readonly startOrder: Array<keyof S> = [];
   private readonly figureSources = new Map<string, () => TermObject>();
+  /** Why a service's last start failed, until it starts (for `health`: a failed start is not "not started"). */
+  private readonly failures = new Map<keyof S, Error>();
   private closing = false;
 
   constructor(
@@ -63,14 +65,23 @@ export class Engine<S = Record<string, never>> {
       p = started;
       this.started.set(name, started);
       started.then(
-        () => this.startOrder.push(name),
+        () => {
+          this.failures.delete(name);
+          this.startOrder.push(name);
+        },
         (err: unknown) => {
           this.started.delete(name);
+          this.failures.set(name, err instanceof Error ? err : new Error(String(err)));
           this.log.error({ err, service: name }, 'service failed to start');
         },
       );
     }
     return p;
+  }
+
+  /** Why the last start of `name` failed, if it failed and has not started since. */
+  startFailure<K extends keyof S & string>(name: K): Error | undefined {
+    return this.failures.get(name);
   }
 
   /** The service if it has started, else undefined (for stats and events without side effects). */

@@ -26,7 +26,8 @@ export async function runServe(flags: Map<string, string | true>, opts: { dashbo
   if (withPort && !portFds) redirectStdoutToStderr();
   let config: ReturnType<typeof configFromFlags>;
   try {
-    config = configFromFlags(flags);
+    // `dashboard` without --http or PROMPT_ENGINE_DASHBOARD serves it on loopback.
+    config = configFromFlags(flags, undefined, opts.dashboardOnly === true ? { dashboard: '127.0.0.1:4050' } : {});
   } catch (err) {
     process.stderr.write(`prompt-engine: ${(err as Error).message}\n`);
     return 2;

@@ -15,7 +15,6 @@ import { followPromotions, servingModel } from './learning/modelSync.js';
 import { Scorer } from './learning/scorer.js';
 import type { Logger } from './log.js';
 import { NatsLink } from './nats/link.js';
-import { splitServers } from './nats/options.js';
 import { OptimizerDeps } from './optimizer/deps.js';
 import { FallbackProposer, LlmProposer, OfflineProposer } from './optimizer/proposers.js';
 import { DEFAULT_POLICY } from './experiments/experiment.js';
@@ -45,7 +44,7 @@ export type AppEngine = Engine<Services>;
 /** Declared after what they use: the engine closes them in reverse declaration order. */
 export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
   cache: {
-    create: (engine) => new PromptCache(engine.config.cacheMaxEntries),
+    create: (engine) => new PromptCache(engine.config.cacheMaxEntries, engine.config.cacheMaxBytes),
     stats: (c) => {
       const s = c.stats();
       return record({ ...s, hit_rate: float(s.hit_rate) });
@@ -53,10 +52,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
   },
 
   nats: {
-    create: (engine) => {
-      const servers = splitServers(engine.config.natsUrl);
-      return servers.length === 0 ? undefined : new NatsLink(servers, engine.log.child({ part: 'nats' }));
-    },
+    create: (engine) => (engine.config.nats.servers.length === 0 ? undefined : new NatsLink(engine.config.nats, engine.log.child({ part: 'nats' }))),
     close: (link) => link?.close(),
   },
 
@@ -97,7 +93,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
   templates: {
     create: async (engine) => {
       const link = await engine.service('nats');
-      const central = link === undefined ? undefined : new CentralCloudClient(link, { timeoutMs: centralTimeoutMs(), maxQueue: 1_000, flushMs: 250 });
+      const central = link === undefined ? undefined : new CentralCloudClient(link, { timeoutMs: engine.config.centralCloudTimeoutMs, maxQueue: 1_000, flushMs: 250 });
       const registry = new TemplateRegistry(engine.config.templatesDir, central);
       const cache = await engine.service('cache');
       central?.onUpdate((t) => {
@@ -180,11 +176,6 @@ function modelPromoted(engine: AppEngine, previous: string, version: string, by:
     });
 }
 
-function centralTimeoutMs(): number {
-  const n = Number(process.env.CENTRAL_CLOUD_TIMEOUT_MS ?? 500);
-  return Number.isFinite(n) && n > 0 ? n : 500;
-}
-
 /** One backing dependency as `health` reports it. */
 export interface DependencyCheck {
   status: 'ok' | 'down' | 'not_started' | 'not_configured';
@@ -194,13 +185,16 @@ export interface DependencyCheck {
 /**
  * Probe what the engine depends on over the network, for `health`: the
  * database (PostgreSQL with DATABASE_URL: `SELECT 1` within `timeoutMs`;
- * embedded PGlite only once something opened it, since opening it is not
- * free) and NATS (when NATS_URL is set). Never throws.
+ * embedded PGlite only once something tried to open it, since opening it is
+ * not free: after a failed open — a data directory held by another sidecar —
+ * the open is tried again, which fails at once while the holder lives, and
+ * reported `down` with its reason) and NATS (when NATS_URL is set). Never throws.
  */
 export async function probeDependencies(engine: AppEngine, timeoutMs = 1_000): Promise<{ database: DependencyCheck; nats: DependencyCheck }> {
   const database = async (): Promise<DependencyCheck> => {
     const pglite = engine.config.databaseUrl === undefined;
-    if (pglite && !engine.startedServices.includes('store')) return { status: 'not_started', detail: 'embedded PGlite, opened on first use' };
+    if (pglite && !engine.startedServices.includes('store') && engine.startFailure('store') === undefined)
+      return { status: 'not_started', detail: 'embedded PGlite, opened on first use' };
     let store: TrackingStore;
     try {
       store = await engine.service('store');

@@ -81,6 +81,22 @@ describe('architecture', () => {
     expect(cycles).toEqual([]);
   });
 
+  it('reads process.env in config.ts only: every setting is read there once and passed down', () => {
+    const readers = all
+      .filter((f) => path.relative(SRC, f) !== 'config.ts')
+      .filter((f) => /\bprocess\s*(\.\s*env\b|\[\s*['"`]env['"`]\s*\])|\{[^}]*\benv\b[^}]*\}\s*=\s*process\b/.test(fs.readFileSync(f, 'utf8')))
+      .map((f) => path.relative(SRC, f));
+    expect(readers).toEqual([]);
+  });
+
+  it('opens a NATS connection in nats/link.ts only: one connection per engine', () => {
+    const openers = all
+      .filter((f) => path.relative(SRC, f) !== path.join('nats', 'link.ts'))
+      .filter((f) => /import\s*\{[^}]*\bconnect\b[^}]*\}\s*from\s*'nats'/.test(fs.readFileSync(f, 'utf8')))
+      .map((f) => path.relative(SRC, f));
+    expect(openers).toEqual([]);
+  });
+
   it('opens each room with a header that says what it owns', () => {
     const bare = all.filter((f) => !/^\s*(#!.*\n)?\s*\/\*\*/.test(fs.readFileSync(f, 'utf8'))).map((f) => path.relative(SRC, f));
     expect(bare).toEqual([]);

@@ -56,7 +56,7 @@ describe('grammar', () => {
       expect(r.stdout, v).toMatch(new RegExp(`^usage: prompt-engine ${v}`));
       expect(r.stdout, v).toMatch(/^ {2}--help +this help$/m);
     }
-    expect(cli(['optimize', '--help']).stdout).toMatch(/^ {2}--breadth N +candidates per round/m);
+    expect(cli(['optimize', '--help']).stdout).toMatch(/^ {2}--breadth N +candidates proposed per round \(integer 1\.\.50; default \d+\)$/m); // from the op's spec
     expect(cli(['train', '-h']).stdout).toMatch(/^ {2}--epochs N /m);
   });
 
@@ -127,11 +127,15 @@ describe('engine verbs on PGlite', () => {
   });
 
   it('render prints the fields, then the prompt; --json the reply', () => {
-    const r = on('render', 'sparc_specification', '--var', 'task=a rate limiter');
+    const r = on('render', 'sparc_specification', '--var', 'language=elixir', '--var', 'domain=payments', '--var', 'context=a rate limiter');
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/^template_used +sparc_specification$/m);
     expect(r.stdout).toContain('SPECIFICATION phase');
-    const j = JSON.parse(on('render', 'sparc_specification', '--json').stdout) as { prompt: string };
+    expect(r.stdout).toContain('a payments system');
+    // A typo is refused naming it (and what it probably meant); --no-strict renders anyway.
+    const typo = on('render', 'sparc_specification', '--var', 'language=elixir', '--var', 'domain=payments', '--var', 'contxt=a rate limiter');
+    expect(typo).toMatchObject({ code: 1, stderr: expect.stringMatching(/bad_request: variables: missing context; contxt is not a variable of sparc_specification \(did you mean context\?/) });
+    const j = JSON.parse(on('render', 'sparc_specification', '--no-strict', '--json').stdout) as { prompt: string };
     expect(j.prompt).toContain('SPECIFICATION phase');
     expect(on('render', 'no_such_template')).toMatchObject({ code: 1, stderr: expect.stringMatching(/not_found: no template named "no_such_template"/) });
   });
@@ -187,12 +191,21 @@ describe('train', () => {
     await eng.close();
     const r = cli(['train', '--min-samples', '20', '--epochs', '3', '--data-dir', dataDir]);
     expect(r.code, r.stderr).toBe(0);
-    // Not a terminal here: one line per epoch instead of a redrawn bar; the trainer's raw lines are held back.
+    // Not a terminal here: one line per epoch instead of a redrawn bar; the trainer's epoch records are not printed as well.
     expect(r.stderr).toMatch(/^train: epoch 1\/3, held-out loss \d\.\d{4}$/m);
-    expect(r.stderr).not.toMatch(/^\[train\] epoch/m);
+    expect(r.stderr).not.toMatch(/^\[train\] epoch|"msg":"training epoch"/m);
     expect(r.stdout).toMatch(/^promoted +(yes|no)$/m);
-    expect(r.stdout).toMatch(/^metric +new model +serving model$/m);
+    // Each column of metrics names its model: the new one, and the one that served before.
+    const version = /^model_version +(\S+)$/m.exec(r.stdout)?.[1];
+    const previous = /^previous_version +(\S+)$/m.exec(r.stdout)?.[1];
+    expect(version).toBeDefined();
+    expect(previous).toBeDefined();
+    expect(version).not.toBe(previous);
+    expect(r.stdout).toMatch(new RegExp(`^metric +new: ${version} +previous: ${previous}$`, 'm'));
     expect(r.stdout).toMatch(/^auc +\d/m);
+    const j = JSON.parse(cli(['train', '--min-samples', '20', '--epochs', '2', '--data-dir', dataDir, '--json']).stdout) as { model_version: string; previous_version: string; serving_version: string; promoted: boolean };
+    expect(j.previous_version).toBe(/^promoted +yes$/m.test(r.stdout) ? version : previous);
+    expect(j.serving_version).toBe(j.promoted ? j.model_version : j.previous_version);
   }, 120_000);
 });
 
@@ -208,9 +221,22 @@ describe('engine verbs on PostgreSQL', () => {
     const s = cli(['stats', 'cli-pg', 'unseen'], { env });
     expect(s.stdout).toMatch(/^cli-pg +4 +3 +75\.0%/m);
     expect(s.stdout).toMatch(/^unseen +0 +0 +0\.0%/m);
-    const figures = JSON.parse(cli(['stats', '--json'], { env }).stdout) as { services: { store: { backend: string } } };
-    expect(figures.services.store.backend).toBe('postgres');
+    // Without ids: the store's figures (what is tracked), not the command's own process counters.
+    const figures = JSON.parse(cli(['stats', '--json'], { env }).stdout) as { store: Record<string, unknown>; prompts: Array<Record<string, unknown>> };
+    expect(figures.store).toMatchObject({ backend: 'postgres', prompts: 1, executions: 4, successes: 3, success_rate: 0.75, journal_depth: 0 });
+    expect(figures.prompts).toEqual([expect.objectContaining({ prompt_id: 'cli-pg', count: 4 })]);
+    expect(cli(['stats'], { env }).stdout).toMatch(/^executions +4$/m);
   }, 60_000);
+
+  it('a read verb refuses a data directory that does not exist, and creates nothing there', () => {
+    const missing = path.join(tmpDir(), 'typo');
+    for (const verb of [['stats'], ['stats', 'p-1'], ['query', 'high_performance'], ['experiments'], ['train']]) {
+      const r = cli([...verb, '--data-dir', missing]);
+      expect(r.code, verb.join(' ')).toBe(2);
+      expect(r.stderr).toContain(`the data directory ${missing} does not exist, so nothing is tracked there`);
+    }
+    expect(fs.existsSync(missing)).toBe(false);
+  });
 
   it('health on an unreachable database: degraded with the reason; a read exits 1 with unavailable', () => {
     const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:9/none' };

@@ -1,7 +1,7 @@
-/** {packet,4} reassembly from any chunking, and refusal of oversized frames without allocating them. */
+/** {packet,4} reassembly from any chunking, and refusal of oversized frames without allocating them (their head kept, whatever the chunking, for the request id). */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { FrameReader, frame } from '../src/transports/frameReader.js';
+import { FrameReader, OVERSIZED_HEAD_BYTES, frame } from '../src/transports/frameReader.js';
 
 function collect(max: number) {
   const frames: Buffer[] = [];
@@ -54,11 +54,33 @@ describe('FrameReader', () => {
     );
   });
 
-  it('refuses a frame declaring 4 GiB from its header alone', () => {
+  it('refuses a frame declaring 4 GiB once its head is in, without allocating it', () => {
     const { reader, frames, oversized } = collect(64 * 1024 * 1024);
     reader.push(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3]));
+    expect(oversized).toEqual([]); // its head (where a request id is) has not arrived yet
+    reader.push(Buffer.alloc(OVERSIZED_HEAD_BYTES, 9));
     expect(oversized).toEqual([0xffffffff]);
     expect(frames).toEqual([]);
-    expect(reader.pendingBytes).toBe(0xffffffff - 3); // still skipping, nothing buffered
+    expect(reader.pendingBytes).toBe(0xffffffff - 3 - OVERSIZED_HEAD_BYTES); // still skipping, nothing buffered
+  });
+
+  it("hands over an oversized frame's head whatever the chunking (the header alone, then a byte at a time)", () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 101, max: 3000 }), fc.array(fc.nat(), { maxLength: 40 }), (bigLen, cuts) => {
+        const body = Buffer.alloc(bigLen, 2);
+        body.write('head-of-the-frame', 0, 'latin1');
+        const stream = Buffer.concat([frame(body), frame(Buffer.alloc(20, 3))]);
+        const heads: Buffer[] = [];
+        const frames: Buffer[] = [];
+        const reader = new FrameReader(100, { onFrame: (f) => frames.push(Buffer.from(f)), onOversized: (_n, head) => heads.push(Buffer.from(head)) });
+        reader.push(stream.subarray(0, 4));
+        for (const c of chunk(stream.subarray(4), cuts)) reader.push(c);
+        expect(heads).toHaveLength(1);
+        expect(heads[0]!.length).toBe(Math.min(bigLen, OVERSIZED_HEAD_BYTES));
+        expect(heads[0]!.toString('latin1', 0, 17)).toBe('head-of-the-frame');
+        expect(frames.map((f) => f.length)).toEqual([20]);
+      }),
+      { numRuns: 300, seed: 11 },
+    );
   });
 });

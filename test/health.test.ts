@@ -1,7 +1,8 @@
 /**
  * What a caller sees when what the sidecar depends on is away, through the
  * real sidecar process: `health` says `degraded` with the reason when the
- * database or NATS is unreachable (and `ok` again once it is back), and a
+ * database or NATS is unreachable, or the store cannot be opened (a PGlite
+ * directory held by another sidecar), and `ok` again once it is back; and a
  * store read fails with `{:error, {:unavailable, "database unreachable: ..."}}`,
  * never `internal`, while tracking writes are still acknowledged (journaled).
  */
@@ -102,6 +103,31 @@ describe('health and store errors when the database is away', () => {
       expect((await c.close()).code).toBe(0);
     }, 60_000);
   });
+});
+
+describe('health when the store cannot be opened', () => {
+  it('a second sidecar on a PGlite directory held by another: unavailable naming the holder, health degraded; ok once the holder is gone', async () => {
+    const dir = tmpDir();
+    const first = sidecar({ PROMPT_ENGINE_DATA_DIR: dir });
+    const second = sidecar({ PROMPT_ENGINE_DATA_DIR: dir });
+    await Promise.all([first.ready, second.ready]);
+    expect(await first.request('track_execution', execution())).toMatchObject({ ok: true });
+    // Nothing has tried the store in the second one yet: not opened is not a problem.
+    expect(check(await health(second), 'database')).toMatchObject({ status: 'not_started' });
+    const refused = await second.request('track_execution', execution());
+    expect(refused).toMatchObject({ ok: false, reason: 'unavailable' });
+    expect(!refused.ok && refused.message).toContain(`in use by process ${first.pid}`);
+    const h = await health(second);
+    expect(h.status).toBe('degraded');
+    expect(check(h, 'database')).toMatchObject({ status: 'down' });
+    expect((h.reasons as string[]).join('\n')).toMatch(new RegExp(`^database: tracking store: .*in use by process ${first.pid}`, 'm'));
+    // The holder stops: the next health opens the store and says ok.
+    expect((await first.close()).code).toBe(0);
+    expect(await until(async () => (await health(second)).status === 'ok', 30_000)).toBe(true);
+    expect(check(await health(second), 'database')).toMatchObject({ status: 'ok', detail: 'pglite' });
+    expect(await second.request('track_execution', execution())).toMatchObject({ ok: true });
+    expect((await second.close()).code).toBe(0);
+  }, 90_000);
 });
 
 describe('health when NATS is away', () => {

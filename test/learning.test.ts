@@ -5,6 +5,7 @@
  * serving the last promoted model, cancellation, too little data.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,6 +17,7 @@ import { forwardDense, initWeights, seeded } from '../src/learning/mlp.js';
 import { exportOnnx, readOnnxWeights } from '../src/learning/onnx.js';
 import { Scorer } from '../src/learning/scorer.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
+import { PortClient } from './helpers/portClient.js';
 import { okValue } from './helpers/results.js';
 
 const ok = okValue;
@@ -101,6 +103,11 @@ describe('train and score through the op table', () => {
     // the same data again: a model no better on the same split is not promoted over it
     const again = ok(await pe.call('train', record({ min_samples: 10, epochs: 1, seed: 7 })));
     expect(again.promoted).toBe(num((again.metrics as TermObject).log_loss) <= num((again.serving_metrics as TermObject).log_loss));
+    // Each metric names its model: serving_metrics are those of the model that served when training began.
+    expect(r.previous_version).not.toBe(r.model_version);
+    expect(r.serving_version).toBe(r.model_version);
+    expect(again.previous_version).toBe(r.model_version);
+    expect(again.serving_version).toBe(again.promoted ? again.model_version : r.model_version);
   });
 
   it('serves the last promoted model after a restart', async () => {
@@ -112,4 +119,26 @@ describe('train and score through the op table', () => {
     const r = ok(await pe.call('score', record({ prompt: 'x' })));
     expect(r.model_version).toBe(last.version);
   });
+});
+
+describe("train's progress in the sidecar's logs", () => {
+  it('is JSON log records at info (shown under LOG_LEVEL=info, not under warn), never raw stderr lines', async () => {
+    for (const level of ['info', 'warn']) {
+      const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-train-log-'));
+      const c = new PortClient({ env: { LOG_LEVEL: level, DATABASE_URL: '', NATS_URL: '', PROMPT_ENGINE_DATA_DIR: dataDir } });
+      await c.ready;
+      for (let i = 0; i < 40; i++)
+        expect(await c.request('track_execution', record({ prompt_id: `log-${i % 8}`, success: i % 3 === 0, execution_time_ms: 5, metadata: record({ prompt: `Variant ${i % 8}: answer briefly.`, model: 'm1', task: 't' }) }))).toMatchObject({ ok: true });
+      expect(await c.request('train', record({ min_samples: 20, epochs: 2 }))).toMatchObject({ ok: true });
+      expect((await c.close()).code).toBe(0);
+      const lines = Buffer.concat(c.stderr).toString().split('\n').filter((l) => l !== '');
+      expect(lines.filter((l) => !l.startsWith('{')), level).toEqual([]); // the Elixir client's relay would take raw lines for warnings
+      const epochs = lines.map((l) => JSON.parse(l) as { level: number; msg: string }).filter((r) => r.msg === 'training epoch');
+      if (level === 'info') {
+        expect(epochs.length).toBeGreaterThanOrEqual(2); // at least one per epoch asked for
+        expect(epochs.every((r) => r.level === 30)).toBe(true);
+      } else expect(epochs).toEqual([]);
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 180_000);
 });

@@ -59,8 +59,9 @@ describe('one model for every instance (PostgreSQL)', () => {
 
     // A trains (slowly); while it holds the lock, B is told another instance is training.
     const aTraining = a.request('train', record({ epochs: 200, min_samples: 10 }));
-    for (let i = 0; i < 300 && !stderr(a).includes('[train]'); i++) await new Promise((r) => setTimeout(r, 50));
-    expect(stderr(a)).toContain('[train]');
+    // Training has begun once A logs its training data (an info record).
+    for (let i = 0; i < 300 && !stderr(a).includes('"msg":"training data"'); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(stderr(a)).toContain('"msg":"training data"');
     expect(await b.request('train', record({ epochs: 3, min_samples: 10 }))).toMatchObject({ ok: false, reason: 'conflict' });
 
     // A dies mid-training: its lock dies with its connection, and B takes over the next training.

@@ -9,7 +9,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connect, nkeys, type ConnectionOptions } from 'nats';
-import { natsConnectOptions, natsSettingsFromEnv } from '../src/nats/options.js';
+import { natsSettingsFromEnv } from '../src/config.js';
+import { natsConnectOptions } from '../src/nats/options.js';
 import { NatsSidecar, OwnNatsServer, freePort, requestJson, tmpDir } from './helpers/nats.js';
 
 const cleanups: Array<() => Promise<void>> = [];

@@ -56,6 +56,47 @@ describe('NATS deadlines', () => {
   }, 60_000);
 });
 
+describe('the default NATS deadline', () => {
+  it('5,000 abandoned requests that name no deadline hold their slots no longer than the default: overloaded at first, then ok, long before their own 60 s', async () => {
+    // 1,000 slots (PROMPT_ENGINE_NATS_MAX_IN_FLIGHT) so that a busy machine still fills them before the first deadline passes.
+    const server = await OwnNatsServer.start();
+    cleanups.push(() => server.stop());
+    const sc = new NatsSidecar({ natsUrl: server.url, env: { PROMPT_ENGINE_NATS_DEADLINE_MS: '', PROMPT_ENGINE_NATS_MAX_IN_FLIGHT: '1000' } }); // the default deadline
+    cleanups.push(() => sc.kill());
+    await sc.ready();
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+    const t0 = Date.now();
+    for (let i = 0; i < 5000; i++) nc.publish('prompt_engine.echo', JSON.stringify({ delay_ms: 60_000, i }), { reply: `gone.${i}` });
+    await nc.flush();
+    // Every slot is taken: a caller gets overloaded, naming the setting.
+    type Reply = { ok?: { status: string }; error?: { reason: string; message: string } };
+    let h = (await requestJson(nc, 'health', {}, 5_000)).body as Reply;
+    for (let i = 0; i < 50 && h.error === undefined; i++) h = (await requestJson(nc, 'health', {}, 5_000)).body as Reply;
+    expect(h.error).toMatchObject({ reason: 'overloaded' });
+    expect(h.error!.message).toContain('PROMPT_ENGINE_NATS_MAX_IN_FLIGHT');
+    // At the default deadline the abandoned work is cancelled and the slots come back.
+    while (h.error !== undefined && Date.now() - t0 < 20_000) {
+      await sleep(200);
+      h = (await requestJson(nc, 'health', {}, 5_000)).body as Reply;
+    }
+    expect(h.ok?.status).toBe('ok');
+    // The default deadline (5 s) plus a busy machine's slack, well short of the 30 s default there was before; the echoes would run 60 s.
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    // Every abandoned request was refused (overloaded) or expired at the default deadline: none ran its 60 s.
+    type Stats = { ok: { services: { nats: { expired: number; overloaded: number; in_flight: number } } } };
+    const stats = async (): Promise<Stats['ok']['services']['nats']> => ((await requestJson(nc, 'stats', {}, 5_000)).body as Stats).ok.services.nats;
+    let nats = await stats();
+    while (nats.in_flight > 1 && Date.now() - t0 < 40_000) {
+      await sleep(200);
+      nats = await stats();
+    }
+    expect(nats.in_flight).toBeLessThanOrEqual(1);
+    expect(nats.expired).toBeGreaterThanOrEqual(1000);
+    expect(nats.expired + nats.overloaded).toBeGreaterThanOrEqual(5000);
+  }, 90_000);
+});
+
 describe('NATS start-up', () => {
   it('opens the store before it serves: the first track stalls nobody', async () => {
     const server = await OwnNatsServer.start();

@@ -14,6 +14,7 @@ import { REPO_ROOT } from '../src/config.js';
 import { COPRO_DEFAULTS } from '../src/optimizer/copro.js';
 import { describeOps, opsMarkdown } from '../src/ops/describe.js';
 import { createOpTable } from '../src/ops/index.js';
+import { validateArgs, type OpSpec } from '../src/ops/types.js';
 import { localEngine } from './helpers/engine.js';
 
 const table = createOpTable();
@@ -22,7 +23,7 @@ const eng = localEngine();
 afterAll(() => eng.close());
 
 /** The keys a validator reads from its args, recorded through a Proxy. */
-function keysRead(validate: (a: TermObject) => unknown, args: TermObject): Set<string> {
+function keysRead(spec: OpSpec<unknown>, args: TermObject): Set<string> {
   const seen = new Set<string>();
   const note = (k: string | symbol): void => void (typeof k === 'string' && seen.add(k));
   const proxy = new Proxy(args, {
@@ -30,7 +31,7 @@ function keysRead(validate: (a: TermObject) => unknown, args: TermObject): Set<s
     has: (t, k) => (note(k), Reflect.has(t, k)),
     getOwnPropertyDescriptor: (t, k) => (note(k), Reflect.getOwnPropertyDescriptor(t, k)),
   });
-  validate(proxy);
+  validateArgs(spec, proxy);
   return seen;
 }
 
@@ -46,13 +47,13 @@ describe('op schemas', () => {
 
   it('validators read only the keys their op declares', () => {
     // The recorder itself: it sees optional keys that are absent as well as present ones.
-    const seen = keysRead(table.specs.find((s) => s.name === 'optimize_prompt')!.validate, fromJson({ prompt: 'x' }) as TermObject);
+    const seen = keysRead(table.specs.find((s) => s.name === 'optimize_prompt')!, fromJson({ prompt: 'x' }) as TermObject);
     expect([...seen]).toEqual(expect.arrayContaining(['prompt', 'breadth', 'llm', 'devset', 'cache']));
     const undeclared: string[] = [];
     for (const s of specs) {
       if (s.openArgs) continue;
       for (const ex of s.examples ?? []) {
-        for (const k of keysRead(s.validate, fromJson(ex) as TermObject)) if (!(k in s.args)) undeclared.push(`${s.name}.${k}`);
+        for (const k of keysRead(s, fromJson(ex) as TermObject)) if (!(k in s.args)) undeclared.push(`${s.name}.${k}`);
       }
     }
     expect(undeclared).toEqual([]);

@@ -3,11 +3,12 @@
  * from Node, in both fd (--port-fds) and stdio modes.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { decode } from '../src/codec/etf.js';
-import { Atom, Tuple, record, type Term, type TermObject } from '../src/codec/terms.js';
-import { FrameReader } from '../src/transports/frameReader.js';
+import { decode, encode } from '../src/codec/etf.js';
+import { Atom, Tuple, atom, record, tuple, type Term, type TermObject } from '../src/codec/terms.js';
+import { FrameReader, frame } from '../src/transports/frameReader.js';
 import { REPO, SIDECAR, processAlive, runErl, spawnErl, waitGone } from './helpers/erlang.js';
 import { PortClient } from './helpers/portClient.js';
 
@@ -127,6 +128,37 @@ describe('Port from Node (stdio mode)', () => {
     expect((await c.close()).code).toBe(0);
   });
 
+  it('answers every frame whose id can be read, whatever its declared size and however it arrives', async () => {
+    const c = new PortClient({ env: { PROMPT_ENGINE_MAX_FRAME_BYTES: String(1 << 20), LOG_LEVEL: 'silent' } });
+    await c.ready;
+    const replies = new Map<number, Promise<unknown>>();
+    const expectReply = (id: number): void => void replies.set(id, c.awaitReply(id));
+    // 1. Over the limit, its 4-byte header alone in a write, then its head a byte at a time: the reply waits for the id, not the frame.
+    expectReply(101);
+    const big = frame(encode(tuple(atom('req'), 101, atom('echo'), record({ blob: Buffer.alloc(3 << 20, 1) }))));
+    c.sendRaw(big.subarray(0, 4));
+    await new Promise((r) => setTimeout(r, 100)); // pacing the writes, so the sidecar reads the header on its own
+    for (let i = 4; i < 40; i++) {
+      c.sendRaw(big.subarray(i, i + 1));
+      await new Promise((r) => setImmediate(r));
+    }
+    c.sendRaw(big.subarray(40));
+    // 2. A zip bomb: 5 kB on the wire, 8 MB once inflated (over the limit): its id is inside the zlib stream.
+    expectReply(102);
+    c.sendRaw(frame(encode(tuple(atom('req'), 102, atom('echo'), record({ z: 'q'.repeat(8 << 20) })), { compressAbove: 10 })));
+    // 3. Compressed and over the limit on the wire too (incompressible bytes).
+    expectReply(103);
+    c.sendRaw(frame(encode(tuple(atom('req'), 103, atom('echo'), record({ r: randomBytes(2 << 20) })), { compressAbove: 10 })));
+    for (const id of [101, 102, 103]) {
+      const r = (await replies.get(id)) as { ok: boolean; reason: string; message: string };
+      expect(r, String(id)).toMatchObject({ ok: false, reason: 'bad_request' });
+      expect(r.message).toMatch(/exceeds the limit of 1048576|undecodable frame: too_large/);
+    }
+    expect(await c.request('health', record({}))).toMatchObject({ ok: true, value: { status: 'ok' } });
+    expect(c.events.filter((e) => e.name === 'protocol_error')).toHaveLength(3);
+    expect((await c.close()).code).toBe(0);
+  });
+
   it('serves the cache ops with the NIF shapes (hit_rate a float)', async () => {
     const c = new PortClient();
     await c.ready;
@@ -161,9 +193,6 @@ describe('Port from Node (stdio mode)', () => {
     let stderr = '';
     proc.stdout.on('data', (c: Buffer) => stdout.push(c));
     proc.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
-    const { frame } = await import('../src/transports/frameReader.js');
-    const { encode } = await import('../src/codec/etf.js');
-    const { atom, tuple } = await import('../src/codec/terms.js');
     for (let i = 1; i <= 5; i++) proc.stdin.write(frame(encode(tuple(atom('req'), i, atom(i % 2 ? 'stray' : 'health'), record({})))));
     await new Promise((r) => setTimeout(r, 500));
     proc.stdin.end();

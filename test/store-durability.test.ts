@@ -36,7 +36,8 @@ async function journalDepth(c: PortClient): Promise<number> {
 describe('durability through the sidecar', () => {
   it('acknowledges 50,000 concurrent track calls, each stored exactly once', async () => {
     const url = await freshDatabase('pe_50k');
-    const c = new PortClient({ env: { DATABASE_URL: url, PROMPT_ENGINE_DATA_DIR: tmpDir(), LOG_LEVEL: 'warn' } });
+    // 50,000 at once on one connection: over the Port's default in-flight limit (10,000, the Elixir client's own default), so raised here.
+    const c = new PortClient({ env: { DATABASE_URL: url, PROMPT_ENGINE_DATA_DIR: tmpDir(), LOG_LEVEL: 'warn', PROMPT_ENGINE_PORT_MAX_IN_FLIGHT: '50000' } });
     await c.ready;
     const t0 = performance.now();
     const replies = await Promise.all(Array.from({ length: 50_000 }, (_, i) => c.request('track_execution', entry(i % 100, i))));

@@ -1,6 +1,7 @@
 /**
- * Templates: every shipped template renders, strict mode names every missing
- * variable, template content cannot reach prototypes, and central_cloud's
+ * Templates: every shipped template renders, strict mode (the default) names
+ * every missing and every undeclared variable, the docs' render examples
+ * render, template content cannot reach prototypes, and central_cloud's
  * contract over a real nats-server (a responder that speaks
  * template_service.ex's subjects and JSON shapes): get/search/store round
  * trips, an update broadcast changes the next generate_prompt and drops the
@@ -59,10 +60,15 @@ describe('shipped templates', () => {
   });
 
   it('render every template strictly with a realistic context, no leftovers, no HTML escaping', async () => {
+    const all = ok(await pe.call('list_templates', record({}))).templates as TermObject[];
+    const listed = new Map(all.map((t) => [String(t.template_name), (t.variables as string[]).map(String)]));
     for (const f of files) {
       const t = JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { template_name: string; template_type: string };
       if (t.template_type === 'partial') continue;
-      const r = ok(await pe.call('render_template', record({ template_id: t.template_name, variables: realistic as unknown as TermObject, strict: true })));
+      // Strict (the default) refuses variables a template does not declare: give each the ones it lists.
+      const declared = new Set(listed.get(t.template_name));
+      const vars = Object.fromEntries(Object.entries(realistic).filter(([k]) => declared.has(k)));
+      const r = ok(await pe.call('render_template', record({ template_id: t.template_name, variables: vars as unknown as TermObject })));
       const prompt = String(r.prompt);
       expect(prompt, t.template_name).not.toMatch(/\{\{|\}\}/);
       expect(prompt.length).toBeGreaterThan(200);
@@ -70,11 +76,29 @@ describe('shipped templates', () => {
     }
   });
 
-  it('strict mode names every missing variable at once; lenient mode renders them empty', async () => {
-    const r = await pe.call('render_template', record({ template_id: 'service_blueprint', variables: record({ language: 'go' }), strict: true }));
-    expect(r).toEqual({ ok: false, reason: 'bad_request', message: 'variables: missing domain, service_name, context' });
-    const lenient = ok(await pe.call('render_template', record({ template_id: 'service_blueprint', variables: record({ language: 'go' }) })));
+  it('strict mode (the default) names every missing variable at once; strict: false renders them empty', async () => {
+    const r = await pe.call('render_template', record({ template_id: 'service_blueprint', variables: record({ language: 'go' }) }));
+    expect(r).toEqual({ ok: false, reason: 'bad_request', message: 'variables: missing domain, service_name, context; pass strict: false to render anyway' });
+    expect(await pe.call('render_template', record({ template_id: 'service_blueprint', variables: record({ language: 'go' }), strict: true }))).toEqual(r);
+    const lenient = ok(await pe.call('render_template', record({ template_id: 'service_blueprint', variables: record({ language: 'go' }), strict: false })));
     expect(String(lenient.prompt)).toContain('production go service');
+  });
+
+  it('strict mode refuses a variable the template does not declare (a typo), naming it and the one it probably meant', async () => {
+    // The old docs' own example: `task` is no variable of sparc_specification, and rendered "a  system" without a word.
+    const typo = await pe.call('render_template', record({ template_id: 'sparc_specification', variables: record({ task: 'a rate limiter', language: 'elixir', domain: 'payments', contxt: 'x' }) }));
+    expect(typo).toMatchObject({ ok: false, reason: 'bad_request' });
+    const m = !typo.ok ? typo.message : '';
+    expect(m).toMatch(/^variables: missing context; task, contxt are not variables of sparc_specification \(did you mean context\? it takes constraints, context, domain, framework, language, output_format, project\); pass strict: false/);
+    // Variables of included partials are declared too (project, constraints: context_block; output_format: output_rules).
+    const full = ok(await pe.call('render_template', record({ template_id: 'sparc_specification', variables: record({ language: 'elixir', domain: 'payments', context: 'x', project: 'ledger', output_format: 'markdown' }) })));
+    expect(String(full.prompt)).toContain('Project: ledger');
+    expect(String(full.prompt)).toContain('Format: markdown');
+    // get_sparc_prompt is strict by default too; generate_prompt only when asked, and its own language/context/command never count as unknown.
+    expect(await pe.call('get_sparc_prompt', record({ name: 'specification', variables: record({ task: 'x' }) }))).toMatchObject({ ok: false, reason: 'bad_request' });
+    expect(ok(await pe.call('generate_prompt', record({ context: record({ task: 'x' }), language: 'elixir' }))).template_used).toBe('general_command');
+    const strictGen = await pe.call('generate_prompt', record({ context: record({ tsak: 'x', context: 'c' }), language: 'elixir', template_id: 'sparc_specification', strict: true }));
+    expect(!strictGen.ok && strictGen.message).toMatch(/missing domain; tsak is not a variable of sparc_specification/);
   });
 
   it('cannot reach prototypes or run code from template content', () => {
@@ -206,7 +230,7 @@ describe('central_cloud over NATS', () => {
   });
 
   it('publishes template.analytics for template uses', async () => {
-    await pe.call('render_template', record({ template_id: 'sparc_refinement', variables: record({ context: 'x' }) }));
+    await pe.call('render_template', record({ template_id: 'sparc_refinement', variables: record({ context: 'x' }), strict: false }));
     for (let i = 0; i < 50 && !cloud.analytics.some((a) => (a as { template_id: string }).template_id === 'sparc_refinement'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(cloud.analytics).toContainEqual(expect.objectContaining({ template_id: 'sparc_refinement', op: 'render_template' }));
   });
@@ -241,7 +265,7 @@ describe('central_cloud down or slow', () => {
     for (let i = 0; i < 50 && !reg.centralConnected; i++) await new Promise((r) => setTimeout(r, 50));
     expect(reg.centralConnected).toBe(true);
     const t0 = performance.now();
-    const r = ok(await pe.call('get_sparc_prompt', record({ name: 'architecture', variables: record({ context: 'x', language: 'go' }) })));
+    const r = ok(await pe.call('get_sparc_prompt', record({ name: 'architecture', variables: record({ context: 'x', language: 'go', domain: 'billing' }) })));
     expect(performance.now() - t0).toBeLessThan(1_500); // the 500 ms timeout, not the 3 s reply
     expect(String(r.prompt)).toContain('ARCHITECTURE phase');
     expect(reg.figures.central_fallbacks).toBe(1);
@@ -262,5 +286,87 @@ describe('central_cloud down or slow', () => {
     const stored = ok(await pe.call('store_template', record({ template: record({ template_name: 'offline_one', template_type: 'command', language: 'any', template_content: 'hi {{context}}' }) })));
     expect(stored.stored).toBe('local');
     await pe.close();
+  });
+});
+
+/**
+ * The docs' examples render as shown (strict, the default): the op table's
+ * examples (docs/ops.md prints them), every `prompt-engine render` line of
+ * the docs, the READMEs and the CLI's own --help examples (run through the
+ * built CLI), and every Elixir `render_template(...)`/`get_sparc_prompt(...)`
+ * call with literal arguments in them. An example the test cannot read is a
+ * failure, so none is skipped silently.
+ */
+describe("the docs' render examples", () => {
+  const RENDER_OPS = ['render_template', 'get_sparc_prompt', 'generate_prompt'];
+  const pages = ['README.md', 'elixir_client/README.md', ...fs.readdirSync(path.join(REPO_ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`), ...fs.readdirSync(path.join(REPO_ROOT, 'src')).map((d) => `src/${d}/README.md`)].filter((p) => fs.existsSync(path.join(REPO_ROOT, p)));
+  const text = (p: string): string => fs.readFileSync(path.join(REPO_ROOT, p), 'utf8');
+  let pe: LocalEngine;
+  beforeAll(() => {
+    pe = localEngine();
+  });
+  afterAll(() => pe.close());
+
+  it('every example of the render ops in the op table (docs/ops.md) renders', async () => {
+    const { createOpTable } = await import('../src/ops/index.js');
+    const { fromJson } = await import('../src/codec/json.js');
+    let n = 0;
+    for (const spec of createOpTable().specs.filter((s) => RENDER_OPS.includes(s.name))) {
+      for (const ex of spec.examples ?? []) {
+        const r = await pe.call(spec.name, fromJson(ex));
+        expect(r, `${spec.name} ${JSON.stringify(ex)}`).toMatchObject({ ok: true });
+        n++;
+      }
+    }
+    expect(n).toBeGreaterThanOrEqual(4);
+  });
+
+  it('every `prompt-engine render` line of the docs, the READMEs and --help renders through the built CLI', async () => {
+    const { spawnSync } = await import('node:child_process');
+    const os = await import('node:os');
+    const { VERBS } = await import('../src/cli.js');
+    const lines = [
+      ...pages.flatMap((p) => [...text(p).matchAll(/prompt-engine render [^\n`|]*/g)].map((m) => m[0].trim()).filter((l) => !l.includes('<'))),
+      ...(VERBS.find((v) => v.name === 'render')?.examples ?? []),
+    ];
+    expect(lines.length).toBeGreaterThanOrEqual(2);
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-docs-render-'));
+    try {
+      for (const line of lines) {
+        // Shell words: quotes group, and are removed.
+        const words = [...line.matchAll(/(?:[^\s"']+|"[^"]*"|'[^']*')+/g)].map((m) => m[0].replace(/"([^"]*)"|'([^']*)'/g, '$1$2'));
+        const r = spawnSync(process.execPath, [path.join(REPO_ROOT, 'dist', 'src', 'cli.js'), ...words.slice(1), '--json', '--data-dir', dataDir], {
+          encoding: 'utf8',
+          env: { ...process.env, DATABASE_URL: '', NATS_URL: '', LOG_LEVEL: '' },
+        });
+        expect(r.status, `${line}: ${r.stderr}`).toBe(0);
+        expect((JSON.parse(r.stdout) as { prompt: string }).prompt.length, line).toBeGreaterThan(100);
+      }
+    } finally {
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('every Elixir render_template/get_sparc_prompt call with literal arguments in the docs and READMEs renders', async () => {
+    const calls = pages.flatMap((p) => [...text(p).matchAll(/(render_template|get_sparc_prompt)\(([^)]*)\)/g)].map((m) => ({ page: p, op: m[1]!, args: m[2]! })));
+    const unread: string[] = [];
+    for (const c of calls) {
+      // ("name", %{key: "value", "key" => "value"}[, strict: false]) — optionally after the instance.
+      const m = /^(?:[A-Z][\w.]*,\s*)?"([^"]+)"\s*,\s*%\{([^}]*)\}\s*(,\s*strict:\s*false)?\s*$/.exec(c.args.trim());
+      if (m === null) {
+        unread.push(`${c.page}: ${c.op}(${c.args})`);
+        continue;
+      }
+      const vars: Record<string, string> = {};
+      for (const kv of m[2]!.split(',').map((x) => x.trim()).filter(Boolean)) {
+        const pair = /^(?:(\w+):|"([^"]+)"\s*=>)\s*"([^"]*)"$/.exec(kv);
+        if (pair === null) unread.push(`${c.page}: ${c.op}(${c.args})`);
+        else vars[pair[1] ?? pair[2]!] = pair[3]!;
+      }
+      const args = c.op === 'render_template' ? { template_id: m[1]!, variables: vars } : { name: m[1]!, variables: vars };
+      const r = await pe.call(c.op, record({ ...args, variables: record(vars), ...(m[3] !== undefined ? { strict: false } : {}) }));
+      expect(r, `${c.page}: ${c.op}(${c.args})`).toMatchObject({ ok: true });
+    }
+    expect(unread).toEqual([]);
   });
 });

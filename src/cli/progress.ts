@@ -1,10 +1,8 @@
 /**
  * The `train` verb's progress on stderr: a bar redrawn in place on a
  * terminal, one line per epoch otherwise (logs, CI). Epochs come from the
- * trainer's `training epoch` log records; the trainer's own raw
- * `[train] epoch ...` lines are held back while the bar is shown, since the
- * bar says the same (the trainer lives in learning/, which the CLI does not
- * change: when it gains a progress callback, use that instead).
+ * trainer's `training epoch` log records (info level), which the verb
+ * routes here instead of printing them.
  */
 export interface TrainProgress {
   /** Show the bar; returns the function that ends it. */
@@ -29,19 +27,12 @@ export function trainProgress(epochs: number, out: NodeJS.WriteStream): TrainPro
   return {
     start() {
       t0 = Date.now();
-      const rawWrite = out.write.bind(out);
-      // Hold back the trainer's raw epoch lines (see the header).
-      out.write = ((chunk: string | Uint8Array, ...rest: never[]) => {
-        if (typeof chunk === 'string' && chunk.startsWith('[train] epoch')) return true;
-        return rawWrite(chunk, ...rest);
-      }) as typeof out.write;
       if (tty) {
         draw();
         timer = setInterval(draw, 500);
       } else out.write('train: reading the tracked history…\n');
       return () => {
         clearInterval(timer);
-        out.write = rawWrite;
         if (tty) out.write(epoch > 0 ? '\n' : '\r\x1b[K');
       };
     },

@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { fromJson, termToJson, type Json } from '../codec/json.js';
-import { configFromFlags } from '../config.js';
+import { configFromFlags, type EngineConfig } from '../config.js';
 import { createLogger } from '../log.js';
 import { createOpTable } from '../ops/index.js';
 import { describeOps, opsMarkdown, type ArgDescription } from '../ops/describe.js';
@@ -40,15 +40,30 @@ interface Session {
   log: Logger;
 }
 
-/** The engine in this process for one verb; closed (tracking writes flushed) before the verb returns. */
-async function withEngine(p: ParsedArgs, f: (s: Session) => Promise<number>, opts: { logDestination?: (line: string) => void; logLevel?: string } = {}): Promise<number> {
+/** The configuration of an engine command: its flags over the environment, logging at warn unless asked. */
+function commandConfig(p: ParsedArgs): EngineConfig {
   const flags = new Map<string, string | true>();
   for (const [k, v] of p.flags) if (typeof v === 'string') flags.set(k, v);
-  const config = configFromFlags(flags);
-  // A command's stderr is for people: warnings and worse, unless asked.
-  const level = (p.flags.get('log-level') as string | undefined) ?? (process.env.LOG_LEVEL || 'warn');
-  const log = createLogger(opts.logLevel ?? level, 'prompt-engine', opts.logDestination);
-  const engine = createEngine({ ...config, logLevel: level }, log);
+  // A command's stderr is for people: warnings and worse, unless asked (--log-level, LOG_LEVEL).
+  return configFromFlags(flags, undefined, { logLevel: 'warn' });
+}
+
+/**
+ * For a verb that reads what is tracked: the store must exist. On PGlite a
+ * data directory that does not exist (a typo in --data-dir) holds nothing,
+ * and opening it would silently create an empty store: refuse instead.
+ */
+function requireStore(p: ParsedArgs, verb: string): void {
+  const config = commandConfig(p);
+  if (config.databaseUrl !== undefined || fs.existsSync(config.dataDir)) return;
+  throw new UsageError(`the data directory ${config.dataDir} does not exist, so nothing is tracked there (${p.flags.has('data-dir') ? '--data-dir' : 'PROMPT_ENGINE_DATA_DIR, or the default'}); give the directory the sidecar writes to, or --database-url`, verb);
+}
+
+/** The engine in this process for one verb; closed (tracking writes flushed) before the verb returns. */
+async function withEngine(p: ParsedArgs, f: (s: Session) => Promise<number>, opts: { logDestination?: (line: string) => void; logLevel?: string } = {}): Promise<number> {
+  const config = commandConfig(p);
+  const log = createLogger(opts.logLevel ?? config.logLevel, 'prompt-engine', opts.logDestination);
+  const engine = createEngine(config, log);
   const table = createOpTable();
   const abort = new AbortController();
   const onSigint = (): void => abort.abort();
@@ -122,6 +137,27 @@ function jsonArg(text: string, what: string): Json {
   }
 }
 
+/** The op table, for the flags derived from its argument specs. */
+const OPS = createOpTable();
+
+/**
+ * A flag for an op's typed argument, derived from its spec: the type, the
+ * doc, the bounds and the default are the op's (so no limit is written
+ * here again). A boolean that defaults to true becomes `--no-<arg>`.
+ */
+function argFlag(op: string, arg: string, o: { name?: string; value?: string } = {}): FlagSpec {
+  const spec = OPS.specs.find((s) => s.name === op)?.args[arg];
+  if (spec?.shape === undefined) throw new Error(`${op}.${arg} has no typed spec to make a flag from`);
+  const kind = spec.shape.kind;
+  if (kind === 'boolean') return spec.default === true ? { name: o.name ?? `no-${arg.replace(/_/g, '-')}`, type: 'bool', doc: `${arg}: false (default true: ${spec.doc})` } : { name: o.name ?? arg.replace(/_/g, '-'), type: 'bool', doc: spec.doc };
+  const type = kind === 'integer' ? 'int' : kind === 'number' ? 'number' : 'string';
+  const dflt = spec.default === undefined ? '' : `; default ${JSON.stringify(spec.default)}`;
+  return { name: o.name ?? arg.replace(/_/g, '-'), type, value: o.value ?? (type === 'int' ? 'N' : type === 'number' ? 'X' : arg.toUpperCase()), doc: `${spec.doc} (${spec.type}${dflt})` };
+}
+
+/** An op argument's default, as its spec declares it. */
+const argDefault = (op: string, arg: string): Json | undefined => OPS.specs.find((s) => s.name === op)?.args[arg]?.default;
+
 const asObject = (v: Json): JsonObject => (v !== null && typeof v === 'object' && !Array.isArray(v) ? v : {});
 const rowsOf = (v: Json, k: string): JsonObject[] => ((asObject(v)[k] as Json[] | undefined) ?? []).map(asObject);
 const pct = (v: Json | undefined): string => (typeof v === 'number' ? `${(v * 100).toFixed(1)}%` : '');
@@ -162,11 +198,11 @@ const renderVerb: Verb = {
   name: 'render',
   summary: 'render a template with variables (render_template)',
   positionals: [{ name: 'template', doc: 'the template name (prompt-engine call list_templates shows them)', required: true }],
-  flags: [VARS, { name: 'vars', type: 'string', value: 'JSON', doc: 'the variables as a JSON object (--var wins per key)' }, { name: 'strict', type: 'bool', doc: 'fail naming every missing variable' }, ...ENGINE_FLAGS],
-  examples: ['prompt-engine render sparc_specification --var task="a rate limiter"'],
+  flags: [VARS, { name: 'vars', type: 'string', value: 'JSON', doc: 'the variables as a JSON object (--var wins per key)' }, argFlag('render_template', 'strict'), ...ENGINE_FLAGS],
+  examples: ['prompt-engine render sparc_specification --var language=elixir --var domain=payments --var context="a rate limiter per API key"'],
   run: (p) => {
     const vars = { ...asObject(str(p, 'vars') === undefined ? {} : jsonArg(str(p, 'vars')!, '--vars')), ...pairs(p.flags.get('var'), 'var') };
-    return runOp(p, { verb: 'render', op: 'render_template', args: given({ template_id: p.positionals[0], variables: vars, strict: p.flags.has('strict') || undefined }), human: (v) => promptReply(v, 'prompt') });
+    return runOp(p, { verb: 'render', op: 'render_template', args: given({ template_id: p.positionals[0], variables: vars, strict: p.flags.has('no-strict') ? false : undefined }), human: (v) => promptReply(v, 'prompt') });
   },
 };
 
@@ -175,14 +211,14 @@ const optimize: Verb = {
   summary: 'improve a prompt with COPRO (optimize_prompt): offline proposer and the learned scorer unless an LLM is configured',
   positionals: [{ name: 'prompt', doc: "the prompt ('-' reads stdin)", required: true }],
   flags: [
-    { name: 'breadth', type: 'int', value: 'N', doc: 'candidates per round (1..50)' },
-    { name: 'depth', type: 'int', value: 'N', doc: 'refinement rounds (0..10)' },
-    { name: 'temperature', type: 'number', value: 'X', doc: 'proposal temperature (0..2)' },
-    { name: 'language', type: 'string', value: 'LANG', doc: 'the programming language' },
+    argFlag('optimize_prompt', 'breadth'),
+    argFlag('optimize_prompt', 'depth'),
+    argFlag('optimize_prompt', 'temperature'),
+    argFlag('optimize_prompt', 'language', { value: 'LANG' }),
     CONTEXT,
-    { name: 'budget', type: 'int', value: 'N', doc: 'LLM calls for devset evaluation' },
+    argFlag('optimize_prompt', 'budget'),
     { name: 'llm-url', type: 'string', value: 'URL', doc: 'an OpenAI-compatible endpoint (default LLM_URL)' },
-    { name: 'no-cache', type: 'bool', doc: 'do not answer from the result cache' },
+    argFlag('optimize_prompt', 'cache'),
     ...ENGINE_FLAGS,
   ],
   examples: ['prompt-engine optimize "Write a function that parses the input." --language elixir --breadth 4 --depth 1'],
@@ -244,15 +280,16 @@ const train: Verb = {
   summary: 'train a scorer on the tracked history (train); promoted only when no worse on the held-out split. Progress on stderr',
   positionals: [],
   flags: [
-    { name: 'min-samples', type: 'int', value: 'N', doc: 'refuse with fewer executions that carry prompt text (default 50)' },
-    { name: 'epochs', type: 'int', value: 'N', doc: 'training epochs (default 20)' },
-    { name: 'holdout', type: 'number', value: 'X', doc: 'held-out share of prompts (0.05..0.5, default 0.2)' },
-    { name: 'seed', type: 'int', value: 'N', doc: 'seed of the split and the weights (default 42)' },
+    argFlag('train', 'min_samples'),
+    argFlag('train', 'epochs'),
+    argFlag('train', 'holdout'),
+    argFlag('train', 'seed'),
     ...ENGINE_FLAGS,
   ],
   examples: ['prompt-engine train --epochs 10 --database-url postgres://localhost/prompts'],
   run: (p) => {
-    const epochs = num(p, 'epochs') ?? 20;
+    requireStore(p, 'train');
+    const epochs = num(p, 'epochs') ?? (argDefault('train', 'epochs') as number);
     const progress = trainProgress(epochs, process.stderr);
     const args = given({ min_samples: num(p, 'min-samples'), epochs: num(p, 'epochs'), holdout: num(p, 'holdout'), seed: num(p, 'seed') });
     const human = (v: Json): string => {
@@ -260,18 +297,18 @@ const train: Verb = {
       const m = asObject(o.metrics ?? null);
       const sm = asObject(o.serving_metrics ?? null);
       const metricRows = Object.keys(m).map((k) => ({ metric: k, trained: m[k]!, serving: sm[k] ?? null }));
-      return `${render(given({ model_version: o.model_version, promoted: o.promoted, serving_version: o.serving_version, samples: o.samples, epochs: o.epochs, duration_ms: o.duration_ms }), width())}\n${table(metricRows, [{ key: 'metric' }, { key: 'trained', label: 'new model' }, { key: 'serving', label: 'serving model' }], width())}`;
+      return `${render(given({ model_version: o.model_version, previous_version: o.previous_version, promoted: o.promoted, serving_version: o.serving_version, samples: o.samples, epochs: o.epochs, duration_ms: o.duration_ms }), width())}\n${table(metricRows, [{ key: 'metric' }, { key: 'trained', label: `new: ${cellText(o.model_version)}` }, { key: 'serving', label: `previous: ${cellText(o.previous_version)}` }], width())}`;
     };
-    // Epochs are read from the trainer's structured log records (level debug), so the logger runs at
-    // debug and this destination passes on only what the chosen level would have shown.
-    const shown = levelValue((p.flags.get('log-level') as string | undefined) ?? (process.env.LOG_LEVEL || 'warn'));
+    // Epochs are read from the trainer's structured log records (level info), so the logger runs at
+    // info at least and this destination passes on only what the chosen level would have shown.
+    const shown = levelValue(commandConfig(p).logLevel);
     return runOp(p, {
       verb: 'train',
       op: 'train',
       args,
       human,
       engine: {
-        logLevel: 'debug',
+        logLevel: shown < levelValue('info') ? commandConfig(p).logLevel : 'info',
         logDestination: (line) => {
           if (progress.fromLog(line)) return;
           const lvl = /"level":(\d+)/.exec(line);
@@ -289,22 +326,48 @@ function levelValue(name: string): number {
 
 const stats: Verb = {
   name: 'stats',
-  summary: "per-prompt figures from the tracking store (prompt_stats); without ids, the store's and the engine's figures (stats)",
+  summary: "per-prompt figures from the tracking store (prompt_stats); without ids, the store's own: prompts and executions tracked, success rate, experiments, journal depth, the most used prompts",
   positionals: [{ name: 'prompt_id', doc: 'prompts to report on', variadic: true }],
   flags: ENGINE_FLAGS,
   examples: ['prompt-engine stats p-1 p-2', 'prompt-engine stats --json'],
   run: async (p) => {
+    requireStore(p, 'stats');
     if (p.positionals.length > 0)
       return runOp(p, { verb: 'stats', op: 'prompt_stats', args: { prompt_ids: p.positionals }, human: (v) =>
         table(rowsOf(v, 'prompts'), [{ key: 'prompt_id' }, { key: 'count' }, { key: 'successes' }, { key: 'success_rate', label: 'success', format: pct }, { key: 'mean_confidence', label: 'confidence' }, { key: 'p50_ms' }, { key: 'p95_ms' }], width()),
       });
-    // Open the store first, so its figures (backend, journal depth, rows) are part of the reply.
-    return runOp(p, { verb: 'stats', op: 'stats', args: {}, human: (v) => {
-      const o = asObject(v);
-      return render(given({ services: o.services, memory: o.memory }), width());
-    }, before: async (s) => {
-      await s.call('query', { kind: 'high_performance', limit: 1 });
-    } });
+    // The store's figures, not this process's own counters (a command's process has served nothing):
+    // what is tracked, per prompt and in all, and what waits in the journal.
+    return withEngine(p, async (s) => {
+      // The query opens the store first, so `stats` has the store's backend and journal.
+      const perPrompt = await s.call('query', { kind: 'high_performance', threshold: 0, min_count: 1, limit: 10_000 });
+      const [state, exps] = await Promise.all([s.call('stats', {}), s.call('experiment', {})]);
+      for (const r of [perPrompt, state, exps])
+        if (!r.ok) {
+          process.stderr.write(`prompt-engine stats: ${r.reason}: ${r.message}\n`);
+          return 1;
+        }
+      const prompts = rowsOf((perPrompt as { value: Json }).value, 'rows');
+      const store = asObject(asObject(asObject((state as { value: Json }).value).services ?? null).store ?? null);
+      const executions = prompts.reduce((n, r) => n + Number(r.count ?? 0), 0);
+      const successes = prompts.reduce((n, r) => n + Number(r.successes ?? 0), 0);
+      const figures: JsonObject = {
+        backend: store.backend ?? null,
+        journal_depth: store.journal_depth ?? 0,
+        prompts: prompts.length,
+        executions,
+        successes,
+        success_rate: executions === 0 ? 0 : successes / executions,
+        experiments: rowsOf((exps as { value: Json }).value, 'experiments').length,
+      };
+      const top = [...prompts].sort((a, b) => Number(b.count) - Number(a.count)).slice(0, 20);
+      if (p.flags.has('json')) process.stdout.write(`${JSON.stringify({ store: figures, prompts: top }, null, 2)}\n`);
+      else
+        process.stdout.write(
+          `${render({ ...figures, success_rate: pct(figures.success_rate) }, width())}\n${top.length === 0 ? 'no executions tracked\n' : table(top, [{ key: 'prompt_id' }, { key: 'count' }, { key: 'successes' }, { key: 'success_rate', label: 'success', format: pct }, { key: 'p50_ms' }, { key: 'p95_ms' }], width())}`,
+        );
+      return 0;
+    });
   },
 };
 
@@ -325,6 +388,7 @@ const query: Verb = {
   ],
   examples: ['prompt-engine query high_performance --threshold 0.8 --min-count 10', 'prompt-engine query prompt_executions --prompt-id p-1 --limit 5'],
   run: (p) => {
+    requireStore(p, 'query');
     const args = given({
       kind: p.positionals[0],
       prompt_id: str(p, 'prompt-id'),
@@ -356,6 +420,7 @@ const experiments: Verb = {
   ],
   examples: ['prompt-engine experiments', 'prompt-engine experiments ticket_triage --model gpt-4o-mini', 'prompt-engine experiments ticket_triage --action pin --prompt-id p-3'],
   run: (p) => {
+    requireStore(p, 'experiments');
     const args = given({ experiment: p.positionals[0], model: str(p, 'model'), action: str(p, 'action'), prompt_id: str(p, 'prompt-id') });
     return runOp(p, { verb: 'experiments', op: 'experiment', args, human: (v) => {
       const exps = rowsOf(v, 'experiments');
@@ -393,7 +458,7 @@ const ops: Verb = {
   flags: [{ name: 'json', type: 'bool', doc: 'print as JSON' }, { name: 'markdown', type: 'bool', doc: 'print docs/ops.md (what npm run docs:ops writes)' }],
   run: async (p) => {
     // No engine needed: the description is the op table's own data.
-    const all = describeOps(createOpTable());
+    const all = describeOps(OPS);
     if (p.flags.has('markdown')) {
       process.stdout.write(opsMarkdown(all));
       return 0;

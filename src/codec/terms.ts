@@ -147,9 +147,9 @@ export type Term =
  * Object.keys, Reflect.ownKeys, JSON, spread and structuredClone).
  *
  * A private field rather than a WeakMap beside the object: a WeakMap insert
- * cost ~0.5 µs per decoded map (ephemeron table, GC), a field store a few ns
- * (it is a hidden-class transition that V8 caches per object shape). The
- * WeakMap stays as a fallback should an engine refuse the field (for
+ * per decoded map (ephemeron table, GC) costs many times a field store (a
+ * hidden-class transition that V8 caches per object shape; figures in
+ * BENCHMARKS.md, codec section). The WeakMap stays as a fallback should an engine refuse the field (for
  * example on a non-extensible object).
  */
 class Receiver {
@@ -198,9 +198,9 @@ const fallbackAtomKeys = new WeakMap<object, ReadonlySet<string>>();
  * `constructor`, no `toString`, no `__proto__` setter (a `__proto__` key
  * lands as an own property). Not a null prototype on the map itself
  * because V8 makes that slowly: `{}` then `Object.setPrototypeOf(m, null)`
- * costs ~45 ns a map (`Object.create(null)` as much, and starts in
- * dictionary mode); `new` of a constructor whose prototype this is costs
- * ~6 ns and keeps the fast in-object layout. Maps are told from other
+ * (or `Object.create(null)`, which starts in dictionary mode) costs several
+ * times `new` of a constructor whose prototype this is, which also keeps the
+ * fast in-object layout (figures in BENCHMARKS.md, Hot-path goals). Maps are told from other
  * objects by `isMapPrototype`.
  */
 export const MAP_PROTO: object = Object.freeze(Object.create(null) as object);
@@ -218,7 +218,7 @@ export function newMap(): TermObject {
  * A prototype for the maps of one shape whose atom keys are `keys`: like
  * MAP_PROTO (empty, frozen, inherits nothing) and carrying the set, so
  * the decoder's maps of a known shape need no stamp each (a stamp is a
- * hidden-class transition per map, ~10% of decoding a request). A set
+ * hidden-class transition per map; BENCHMARKS.md, Hot-path goals). A set
  * stamped on the map itself (markAtomKeys) takes precedence.
  */
 export function mapPrototypeWithAtomKeys(keys: ReadonlySet<string>): object {

@@ -4,8 +4,14 @@
  * an atom (Elixir) or a string (JSON over NATS), a float as an `ErlFloat`
  * or a number, a map with atom or binary keys. Every failure names the
  * field: `bad_request "breadth: expected an integer in 1..50"`.
+ *
+ * Every text that passes a reader can be stored: a string (or a map key)
+ * holding U+0000 (PostgreSQL's text and jsonb refuse NUL) or a lone UTF-16
+ * surrogate (no UTF-8 form; it arrives as a JSON `\ud800` escape) is a
+ * `bad_request` naming the field here, at the edge, so no op and no writer
+ * downstream ever sees one.
  */
-import { Atom, ErlFloat, isTermObject, Tuple, type Term, type TermObject } from '../codec/terms.js';
+import { Atom, ErlFloat, isTermObject, TermMap, Tuple, type Term, type TermObject } from '../codec/terms.js';
 import { badRequest } from './errors.js';
 
 export type Path = string;
@@ -35,7 +41,57 @@ export function asString(v: Term | undefined, field: Path, opts: { max?: number;
   const max = opts.max ?? 1_048_576 * 8;
   if (s.length > max) throw badRequest(field, `expected a string of at most ${max} characters`);
   if (opts.min !== undefined && s.length < opts.min) throw badRequest(field, `expected a string of at least ${opts.min} characters`);
+  return storable(s, field);
+}
+
+/** Why `s` cannot be stored as text (PostgreSQL text/jsonb, UTF-8), or undefined when it can. */
+export function unstorable(s: string): string | undefined {
+  if (s.indexOf('\u0000') !== -1) return 'contains U+0000 (NUL), which text cannot hold';
+  // One-byte strings (most) answer at once; a lone surrogate has no UTF-8 form.
+  if (!(s as unknown as { isWellFormed(): boolean }).isWellFormed()) return 'contains a lone UTF-16 surrogate, which is not valid Unicode';
+  return undefined;
+}
+
+/** `s` unchanged, or `bad_request` naming `field` when it cannot be stored (see the header). */
+export function storable(s: string, field: Path): string {
+  const why = unstorable(s);
+  if (why !== undefined) throw badRequest(field, why);
   return s;
+}
+
+/** A map key as a field path names it: `metadata.model`, or `metadata["a b"]` when the key is not a plain name. */
+export function keyPath(field: Path, key: string): Path {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(key) ? `${field}.${key}` : `${field}[${JSON.stringify(key)}]`;
+}
+
+/** A map key that can be stored; the error names the map and shows the key escaped. */
+export function storableKey(key: string, field: Path): string {
+  const why = unstorable(key);
+  if (why !== undefined) throw badRequest(field, `the key ${JSON.stringify(key)} ${why}`);
+  return key;
+}
+
+/**
+ * Any term whose text may reach storage or a prompt (template variables,
+ * options passed on): every string and every map key in it, at any depth,
+ * must be storable. Returns `v`; the error names the path (`variables.user.name`).
+ */
+export function storableTerm<T extends Term | undefined>(v: T, field: Path): T {
+  if (typeof v === 'string') storable(v, field);
+  else if (v instanceof Atom) storable(v.name, field);
+  else if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) storableTerm(v[i], `${field}[${i}]`);
+  } else if (v instanceof Tuple) {
+    for (let i = 0; i < v.items.length; i++) storableTerm(v.items[i], `${field}[${i}]`);
+  } else if (isTermObject(v)) {
+    for (const k of Object.keys(v)) storableTerm((v as TermObject)[k], keyPath(field, storableKey(k, field)));
+  } else if (v instanceof TermMap) {
+    for (const [k, x] of v.entries) {
+      storableTerm(k, `${field} (a key)`);
+      storableTerm(x, `${field}[${typeof k === 'string' ? JSON.stringify(k) : '…'}]`);
+    }
+  }
+  return v;
 }
 
 export function oneOf<T extends string>(o: TermObject, k: string, allowed: readonly T[], path?: Path): T {
@@ -134,10 +190,11 @@ export function stringMap(v: Term | undefined, field: Path, opts: { maxEntries?:
   if (keys.length > maxEntries) throw badRequest(field, `expected at most ${maxEntries} entries`);
   let bytes = 0;
   for (const key of keys) {
+    storableKey(key, field);
     const val = m[key];
     const s = typeof val === 'string' ? val : val instanceof Atom ? val.name : typeof val === 'number' ? String(val) : undefined;
-    if (s === undefined) throw badRequest(`${field}.${key}`, 'expected a string');
-    bytes += Buffer.byteLength(key) + Buffer.byteLength(s);
+    if (s === undefined) throw badRequest(keyPath(field, key), 'expected a string');
+    bytes += Buffer.byteLength(key) + Buffer.byteLength(storable(s, keyPath(field, key)));
     out[key] = s;
   }
   const maxBytes = opts.maxBytes ?? 64 * 1024;

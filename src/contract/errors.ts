@@ -41,7 +41,7 @@ export const COMMON_ERRORS: Readonly<Partial<Record<ErrorReason, string>>> = {
   unknown_op: 'no op of that name (the message lists the known ops)',
   cancelled: 'the caller cancelled the request, or the sidecar is draining',
   timeout: 'the deadline passed (a NATS request\'s deadline; on the Port the client times out and cancels)',
-  overloaded: 'too many requests in flight (NATS: more than 4096 per instance)',
+  overloaded: 'too many requests in flight on this connection (PROMPT_ENGINE_PORT_MAX_IN_FLIGHT per Port, PROMPT_ENGINE_NATS_MAX_IN_FLIGHT per NATS instance; the message says which)',
   shutting_down: 'the sidecar is stopping and takes no new work',
   internal: 'a bug: the message says what failed and the sidecar logs the stack',
 };

@@ -1,4 +1,10 @@
-/** A training result as the contract returns it (the `train` op's reply and the `model_trained` event). */
+/**
+ * A training result as the contract returns it (the `train` op's reply and
+ * the `model_trained` event), each metric beside the model it belongs to:
+ * `metrics` are the new model's (`model_version`), `serving_metrics` those of
+ * the model that served when training began (`previous_version`), both on
+ * the same held-out split; `serving_version` is what serves now.
+ */
 import { float, record, type TermObject } from '../codec/terms.js';
 import type { TrainResult } from './learner.js';
 import type { HeldOutMetrics } from './trainer.js';
@@ -13,6 +19,7 @@ export function trainRecord(r: Exclude<TrainResult, { insufficient: number } | {
     epochs: r.epochs,
     metrics: metricsRecord(r.metrics),
     serving_metrics: r.servingMetrics ? metricsRecord(r.servingMetrics) : null,
+    previous_version: r.previousVersion,
     promoted: r.promoted,
     serving_version: r.servingVersion,
     duration_ms: r.durationMs,

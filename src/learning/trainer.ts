@@ -91,8 +91,8 @@ export function trainInWorker(rows: TrainRow[], options: TrainRequestOptions, si
     signal.addEventListener('abort', onAbort, { once: true });
     worker.on('message', (m: { type: string; epoch?: number; trainLoss?: number; valLoss?: number; weights?: MlpWeights; epochs?: number }) => {
       if (m.type === 'epoch') {
-        process.stderr.write(`[train] epoch ${m.epoch}: train loss ${m.trainLoss?.toFixed(4)}, validation loss ${m.valLoss?.toFixed(4)}\n`);
-        log.debug({ epoch: m.epoch, valLoss: m.valLoss }, 'training epoch');
+        // Progress is a log record at info (never a raw stderr line: the Elixir client's log relay would take it for a warning).
+        log.info({ epoch: m.epoch, trainLoss: m.trainLoss, valLoss: m.valLoss }, 'training epoch');
       } else if (m.type === 'done') {
         signal.removeEventListener('abort', onAbort);
         resolve({ weights: m.weights!, epochs: m.epochs! });
@@ -170,7 +170,7 @@ export async function trainFromStore(opts: {
   const [executions, feedback, texts] = await Promise.all([opts.store.trainingExecutions(), opts.store.trainingFeedback(), opts.store.experiments.variantTexts()]);
   const rows = rowsFromHistory(executions, feedback, opts.holdout, texts);
   if (rows.length < opts.minSamples || !rows.some((r) => r.holdout) || rows.every((r) => r.holdout)) return { insufficient: rows.length };
-  process.stderr.write(`[train] ${rows.length} examples (${rows.filter((r) => r.holdout).length} held out)\n`);
+  opts.log.info({ examples: rows.length, held_out: rows.filter((r) => r.holdout).length }, 'training data');
   const { weights, epochs } = await trainInWorker(rows, opts.options, opts.signal, opts.log);
   const metrics = heldOutMetrics(weights, rows);
   let servingMetrics: HeldOutMetrics | undefined;

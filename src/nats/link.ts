@@ -5,10 +5,12 @@
  * back when it is `undefined` (not configured, or not connected yet / now).
  * NATS peer mode (natsService.ts) serves on this same connection, so a
  * sidecar holds one NATS connection. Connection settings (server list,
- * auth, TLS, reconnect backoff) come from nats/options.ts.
+ * auth, TLS, reconnect backoff) are the engine config's `nats`, made into
+ * nats.js options by nats/options.ts.
  */
 import { connect, type NatsConnection, type Status } from 'nats';
-import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff } from './options.js';
+import type { NatsSettings } from '../config.js';
+import { natsConnectOptions, redactServers, resetBackoff } from './options.js';
 
 const COLD_START_MS = 2_000;
 
@@ -19,8 +21,12 @@ export class NatsLink {
   private readonly ready: Promise<void>;
   private readonly onConnect: Array<(nc: NatsConnection) => void> = [];
 
-  constructor(private readonly servers: string[], private readonly log: { info(o: object, m: string): void; warn(o: object, m: string): void }) {
-    const opts = natsConnectOptions(natsSettingsFromEnv(process.env, { servers }));
+  private readonly servers: string[];
+
+  constructor(settings: NatsSettings, private readonly log: { info(o: object, m: string): void; warn(o: object, m: string): void }) {
+    this.servers = settings.servers;
+    const servers = settings.servers;
+    const opts = natsConnectOptions(settings);
     this.ready = connect(opts).then(
       async (nc) => {
         if (this.closed) return void (await nc.close());

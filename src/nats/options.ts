@@ -1,67 +1,15 @@
 /**
- * NATS connection options a deployment needs, from flags and environment:
- * several server URLs, user/password, token, NKEY seed or creds file, TLS
- * (CA, cert, key), a client name, and reconnect with capped exponential
- * backoff and jitter (forever: the sidecar keeps serving its Port while
- * NATS is away and resubscribes when it returns).
- *
- * Environment (flags override): NATS_URL (comma-separated list), NATS_USER,
- * NATS_PASSWORD, NATS_TOKEN, NATS_CREDS (path to a .creds file),
- * NATS_NKEY_SEED (the seed itself, or a path to a file holding it),
- * NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY (paths), NATS_NAME,
- * NATS_RECONNECT_MAX_MS (backoff cap, default 5000).
+ * NATS connection options a deployment needs, from the settings config.ts
+ * read (NATS_URL and NATS_*, flags over them): several server URLs,
+ * user/password, token, NKEY seed or creds file, TLS (CA, cert, key), a
+ * client name, and reconnect with capped exponential backoff and jitter
+ * (forever: the sidecar keeps serving its Port while NATS is away and
+ * resubscribes when it returns; cap NATS_RECONNECT_MAX_MS, default 5000).
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import { credsAuthenticator, nkeyAuthenticator, type Authenticator, type ConnectionOptions } from 'nats';
-
-export interface NatsSettings {
-  /** One or more server URLs (`nats://h1:4222,nats://h2:4222` is split). */
-  servers: string[];
-  user?: string;
-  pass?: string;
-  token?: string;
-  /** Path to a `.creds` file (JWT + NKEY seed). */
-  credsFile?: string;
-  /** An NKEY user seed (`SU...`), or a path to a file holding one. */
-  nkeySeed?: string;
-  tlsCa?: string;
-  tlsCert?: string;
-  tlsKey?: string;
-  name?: string;
-  /** Backoff cap between reconnect attempts. */
-  reconnectMaxMs?: number;
-  /** First reconnect delay; doubles per failed attempt up to `reconnectMaxMs`. */
-  reconnectBaseMs?: number;
-}
-
-const nonEmpty = (v: string | undefined): string | undefined => (v === undefined || v.trim() === '' ? undefined : v.trim());
-
-export function splitServers(v: string | undefined): string[] {
-  return (v ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter((s) => s !== '');
-}
-
-/** Settings from the environment, with explicit values (flags) taking precedence. */
-export function natsSettingsFromEnv(env: NodeJS.ProcessEnv = process.env, overrides: Partial<NatsSettings> = {}): NatsSettings {
-  const s: NatsSettings = {
-    servers: splitServers(env.NATS_URL),
-    user: nonEmpty(env.NATS_USER),
-    pass: nonEmpty(env.NATS_PASSWORD),
-    token: nonEmpty(env.NATS_TOKEN),
-    credsFile: nonEmpty(env.NATS_CREDS),
-    nkeySeed: nonEmpty(env.NATS_NKEY_SEED),
-    tlsCa: nonEmpty(env.NATS_TLS_CA),
-    tlsCert: nonEmpty(env.NATS_TLS_CERT),
-    tlsKey: nonEmpty(env.NATS_TLS_KEY),
-    name: nonEmpty(env.NATS_NAME),
-    reconnectMaxMs: env.NATS_RECONNECT_MAX_MS ? Number(env.NATS_RECONNECT_MAX_MS) : undefined,
-  };
-  for (const [k, v] of Object.entries(overrides)) if (v !== undefined) (s as unknown as Record<string, unknown>)[k] = v;
-  return s;
-}
+import type { NatsSettings } from '../config.js';
 
 /**
  * nats.js `ConnectionOptions` for these settings. Reconnects forever with

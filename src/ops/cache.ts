@@ -1,65 +1,68 @@
-/** `cache_get` / `cache_put` / `cache_clear` / `cache_stats` on the engine's PromptCache. */
+/**
+ * `cache_get` / `cache_put` / `cache_clear` / `cache_stats` on the engine's
+ * PromptCache (bounded in entries and bytes: cache/promptCache.ts).
+ */
 import { atom, float, record, type Term } from '../codec/terms.js';
-import { str } from '../contract/args.js';
-import { defineOp, type OpSpec } from './types.js';
+import { anyTerm, string } from '../contract/schema.js';
+import { ENTRY_SHARE, termBytes } from '../cache/promptCache.js';
+import { typedOp, type OpSpec } from './types.js';
 import { badRequest } from '../contract/errors.js';
 
-const cacheGet = defineOp<{ key: string }>({
+/** The cache key, as both ops take it. */
+const KEY = string({ max: 4096, required: true, doc: 'the cache key' });
+
+const cacheGet = typedOp({
   name: 'cache_get',
   summary: 'a value from the sidecar\'s LRU cache',
-  args: { key: { type: 'string (at most 4096 characters)', required: true, doc: 'the cache key' } },
+  args: { key: KEY },
   reply: '%{found: true, value: term} | %{found: false, value: nil}',
   examples: [{ key: 'greeting' }],
-  validate: (a) => ({ key: str(a, 'key', { max: 4096 }) }),
   async handle({ key }, { engine }) {
     const r = (await engine.service('cache')).get(key);
     return r.found ? record({ found: true, value: r.value }) : record({ found: false, value: null });
   },
 });
 
-const cachePut = defineOp<{ key: string; value: Term }>({
+const cachePut = typedOp({
   name: 'cache_put',
   summary: 'store any term in the LRU cache under a key',
   args: {
-    key: { type: 'string (at most 4096 characters)', required: true, doc: 'the cache key' },
-    value: { type: 'any term', required: true, doc: 'stored as it is and returned by cache_get' },
+    key: KEY,
+    value: anyTerm({ required: true, doc: 'stored as it is and returned by cache_get' }),
   },
   reply: ':ok',
+  errors: { bad_request: `the value (with its key) is over the largest entry the cache takes: 1/${ENTRY_SHARE} of PROMPT_ENGINE_CACHE_BYTES (cache_stats: max_entry_bytes)` },
   examples: [{ key: 'greeting', value: { text: 'hello' } }],
-  validate: (a) => {
-    if (!Object.prototype.hasOwnProperty.call(a, 'value')) throw badRequest('value', 'is required (any term)');
-    return { key: str(a, 'key', { max: 4096 }), value: a.value as Term };
-  },
   async handle({ key, value }, { engine }) {
-    (await engine.service('cache')).put(key, value);
+    const cache = await engine.service('cache');
+    if (!cache.put(key, value))
+      throw badRequest('value', `about ${termBytes(key) + termBytes(value)} bytes in memory, over the cache's limit of ${cache.maxEntryBytes} bytes per entry (1/${ENTRY_SHARE} of PROMPT_ENGINE_CACHE_BYTES)`);
     return atom('ok');
   },
 });
 
-const cacheClear = defineOp<Record<string, never>>({
+const cacheClear = typedOp({
   name: 'cache_clear',
   summary: 'drop every cached entry (prompts, optimization results, cache_put values)',
   args: {},
   reply: ':ok',
   examples: [{}],
-  validate: () => ({}),
   async handle(_a, { engine }) {
     (await engine.service('cache')).clear();
     return atom('ok');
   },
 });
 
-const cacheStats = defineOp<Record<string, never>>({
+const cacheStats = typedOp({
   name: 'cache_stats',
   summary: 'the cache\'s size and hit figures',
   args: {},
-  reply: '%{total_entries, hits, misses, hit_rate: float, evictions, invalidations}',
+  reply: '%{total_entries, total_bytes, max_entries, max_bytes, max_entry_bytes, hits, misses, hit_rate: float, evictions, invalidations}',
   examples: [{}],
-  validate: () => ({}),
   async handle(_a, { engine }) {
     const s = (await engine.service('cache')).stats();
     return record({ ...s, hit_rate: float(s.hit_rate) });
   },
 });
 
-export const cacheOps: OpSpec<unknown>[] = [cacheGet, cachePut, cacheClear, cacheStats] as OpSpec<unknown>[];
+export const cacheOps: OpSpec<unknown>[] = [cacheGet, cachePut, cacheClear, cacheStats];

@@ -7,11 +7,11 @@
 import os from 'node:os';
 import { float, record, type Term, type TermObject } from '../codec/terms.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
-import { optInt, optStr } from '../contract/args.js';
+import { integer, string } from '../contract/schema.js';
 import { probeDependencies } from '../services.js';
 import { describeOps, opDescriptionTerm } from './describe.js';
 import type { OpTable } from './registry.js';
-import { defineOp, type OpSpec } from './types.js';
+import { typedOp, type OpSpec } from './types.js';
 import { OpError } from '../contract/errors.js';
 
 /**
@@ -19,21 +19,17 @@ import { OpError } from '../contract/errors.js';
  * `delay_ms` (0..60000) waits first, abortably (a slow op); `spin_ms`
  * (0..10000) blocks the event loop (what a runaway handler looks like).
  */
-export const echo = defineOp<{ args: TermObject; delayMs: number; spinMs: number }>({
+export const echo = typedOp({
   name: 'echo',
   summary: 'returns its args unchanged (optional delay_ms, cancellable; spin_ms blocks the loop)',
   args: {
-    delay_ms: { type: 'integer 0..60000', default: 0, doc: 'wait this long first (abortable: a slow op for cancel and timeout tests)' },
-    spin_ms: { type: 'integer 0..10000', default: 0, doc: 'block the event loop this long first (what a runaway handler looks like)' },
+    delay_ms: integer({ min: 0, max: 60_000, default: 0, doc: 'wait this long first (abortable: a slow op for cancel and timeout tests)' }),
+    spin_ms: integer({ min: 0, max: 10_000, default: 0, doc: 'block the event loop this long first (what a runaway handler looks like)' }),
   },
   openArgs: true,
   reply: 'the args map, unchanged (any other keys are accepted and returned)',
   examples: [{ hello: 'world', n: 1 }, { delay_ms: 10 }],
-  validate: (args) => ({
-    args,
-    delayMs: optInt(args, 'delay_ms', { min: 0, max: 60_000 }) ?? 0,
-    spinMs: optInt(args, 'spin_ms', { min: 0, max: 10_000 }) ?? 0,
-  }),
+  refine: (a, raw) => ({ args: raw, delayMs: a.delay_ms, spinMs: a.spin_ms }),
   // ctx.signal is read only when needed: the transports create it lazily (an AbortController per request is costly).
   async handle({ args, delayMs, spinMs }, ctx) {
     if (spinMs > 0) {
@@ -62,14 +58,13 @@ export function abortableDelay(ms: number, signal: AbortSignal): Promise<void> {
 
 /** `health` and `stats` need the table they are in (op names, in-flight counts). */
 export function coreOps(table: () => OpTable): OpSpec<unknown>[] {
-  const health = defineOp<Record<string, never>>({
+  const health = typedOp({
     name: 'health',
     summary: 'status ("ok", or "degraded" with the reasons when the database or NATS is unreachable), versions, uptime, in-flight',
     args: {},
     reply:
       '%{status: "ok" | "degraded", reasons: [binary], checks: %{database: %{status: "ok" | "down" | "not_started", detail: binary}, nats: %{status: "ok" | "down" | "not_configured", detail: binary}}, version, protocol, node_version, os_pid, uptime_ms, in_flight, services: [binary]}',
     examples: [{}],
-    validate: () => ({}),
     async handle(_a, { engine }) {
       const checks = await probeDependencies(engine);
       const reasons = Object.entries(checks)
@@ -89,13 +84,12 @@ export function coreOps(table: () => OpTable): OpSpec<unknown>[] {
       });
     },
   });
-  const stats = defineOp<Record<string, never>>({
+  const stats = typedOp({
     name: 'stats',
     summary: 'per-op counters, memory, and the figures of every started service',
     args: {},
     reply: '%{uptime_ms, in_flight, ops: %{op => %{calls, errors, mean_ms}}, services: %{service => figures}, memory: %{rss, heap_used, external}, load: [float]}',
     examples: [{}],
-    validate: () => ({}),
     async handle(_a, { engine }) {
       const ops: Record<string, Term> = Object.create(null) as Record<string, Term>;
       for (const [name, c] of Object.entries(table().stats()))
@@ -113,14 +107,13 @@ export function coreOps(table: () => OpTable): OpSpec<unknown>[] {
       });
     },
   });
-  const describe = defineOp<{ op?: string }>({
+  const describe = typedOp({
     name: 'describe',
     summary: 'every op with its arguments (type, default, required), reply shape and errors, from the op table (docs/ops.md is generated from the same data)',
-    args: { op: { type: 'string', doc: 'describe only this op' } },
+    args: { op: string({ min: 1, max: 200, doc: 'describe only this op' }) },
     reply: '%{ops: [%{name, summary, args: [%{name, type, required, required_when, default, alias_of, doc, keys}], open_args, reply, errors: [%{reason, when}]}], common_errors: [%{reason, when}]}',
     errors: { not_found: 'no op of that name' },
     examples: [{}, { op: 'optimize_prompt' }],
-    validate: (a) => ({ op: optStr(a, 'op', { min: 1, max: 200 }) }),
     async handle({ op }) {
       const all = describeOps(table());
       const ops = op === undefined ? all.ops : all.ops.filter((d) => d.name === op);
@@ -128,5 +121,5 @@ export function coreOps(table: () => OpTable): OpSpec<unknown>[] {
       return record({ ops: ops.map(opDescriptionTerm), common_errors: all.common_errors.map((e) => record({ ...e })) });
     },
   });
-  return [echo as OpSpec<unknown>, health as OpSpec<unknown>, stats as OpSpec<unknown>, describe as OpSpec<unknown>];
+  return [echo, health, stats, describe];
 }

@@ -2,32 +2,28 @@
 import { float, record, type TermObject } from '../codec/terms.js';
 import { DEFAULT_TRAIN_REQUEST, type TrainRequest } from '../learning/learner.js';
 import { trainRecord } from '../learning/resultTerms.js';
-import { asList, asString, optInt, optNum, stringMap } from '../contract/args.js';
-import { defineOp, type OpSpec } from './types.js';
+import { integer, listOf, number, string, stringMap } from '../contract/schema.js';
+import { typedOp, type OpSpec } from './types.js';
 import { badRequest, OpError } from '../contract/errors.js';
 
-const train = defineOp<TrainRequest>({
+const train = typedOp({
   name: 'train',
   summary: 'train a scorer on the tracked history; promoted only when no worse on the same held-out split',
   args: {
-    min_samples: { type: 'integer 1..10000000', default: DEFAULT_TRAIN_REQUEST.minSamples, doc: 'refuse to train on fewer executions with prompt text (docs/tracking.md says which entries count)' },
-    epochs: { type: 'integer 1..200', default: DEFAULT_TRAIN_REQUEST.epochs, doc: 'training epochs (early stopping may use fewer)' },
-    holdout: { type: 'number 0.05..0.5', default: DEFAULT_TRAIN_REQUEST.holdout, doc: 'share of prompts held out to compare the new model with the serving one' },
-    seed: { type: 'integer 0..2147483648', default: DEFAULT_TRAIN_REQUEST.seed, doc: 'seed of the split and the initial weights' },
+    min_samples: integer({ min: 1, max: 10_000_000, default: DEFAULT_TRAIN_REQUEST.minSamples, doc: 'refuse to train on fewer executions with prompt text (docs/tracking.md says which entries count)' }),
+    epochs: integer({ min: 1, max: 200, default: DEFAULT_TRAIN_REQUEST.epochs, doc: 'training epochs (early stopping may use fewer)' }),
+    holdout: number({ min: 0.05, max: 0.5, default: DEFAULT_TRAIN_REQUEST.holdout, doc: 'share of prompts held out to compare the new model with the serving one' }),
+    seed: integer({ min: 0, max: 2 ** 31, default: DEFAULT_TRAIN_REQUEST.seed, doc: 'seed of the split and the initial weights' }),
   },
-  reply: '%{model_version, samples, epochs, metrics: %{auc, log_loss, accuracy, ece, spearman, examples}, serving_metrics, promoted: boolean, serving_version, duration_ms}',
+  reply:
+    '%{model_version, samples, epochs, metrics: %{auc, log_loss, accuracy, ece, spearman, examples} (of model_version, the new model), previous_version, serving_metrics: the same of previous_version (the model serving when training began; nil when its features differ), promoted: boolean, serving_version (what serves now: model_version when promoted, else previous_version), duration_ms}',
   errors: {
     insufficient_data: 'fewer than min_samples executions with prompt text (metadata.prompt) are tracked',
     conflict: 'another instance sharing the database is training (its model is announced to every instance when promoted)',
     unavailable: 'the database is unreachable',
   },
   examples: [{}, { min_samples: 200, epochs: 10, holdout: 0.2, seed: 7 }],
-  validate: (a) => ({
-    minSamples: optInt(a, 'min_samples', { min: 1, max: 10_000_000 }) ?? DEFAULT_TRAIN_REQUEST.minSamples,
-    epochs: optInt(a, 'epochs', { min: 1, max: 200 }) ?? DEFAULT_TRAIN_REQUEST.epochs,
-    holdout: optNum(a, 'holdout', { min: 0.05, max: 0.5 }) ?? DEFAULT_TRAIN_REQUEST.holdout,
-    seed: optInt(a, 'seed', { min: 0, max: 2 ** 31 }) ?? DEFAULT_TRAIN_REQUEST.seed,
-  }),
+  refine: (a): TrainRequest => ({ minSamples: a.min_samples, epochs: a.epochs, holdout: a.holdout, seed: a.seed }),
   async handle(a, { engine, signal }) {
     const r = await (await engine.service('learner')).train(a, signal);
     if ('busy' in r) throw new OpError('conflict', 'another instance sharing the database is training; its model is announced to every instance when promoted');
@@ -42,24 +38,20 @@ interface ScoreArgs {
   single: boolean;
 }
 
-const score = defineOp<ScoreArgs>({
+const score = typedOp({
   name: 'score',
   summary: 'P(success) of a prompt (or a batch) in a context, and the model version',
   args: {
-    prompt: { type: 'string (at most 100000 characters)', requiredWhen: 'unless prompts is given', doc: 'one prompt to score' },
-    prompts: { type: 'list of strings (at most 10000)', doc: 'a batch to score in one call (replies with scores)' },
-    context: { type: 'map of string → string', default: {}, doc: 'model, task, language, domain, framework, template: what the scorer conditions on' },
+    prompt: string({ max: 100_000, requiredWhen: 'unless prompts is given', doc: 'one prompt to score' }),
+    prompts: listOf(string({ max: 100_000 }), { max: 10_000, doc: 'a batch to score in one call (replies with scores)' }),
+    context: stringMap({ default: {}, doc: 'model, task, language, domain, framework, template: what the scorer conditions on' }),
   },
   reply: '%{score: float, model_version} with prompt; %{scores: [float], model_version} with prompts',
   examples: [{ prompt: 'Answer yes or no.', context: { model: 'gpt-4o-mini', task: 'sports_understanding' } }, { prompts: ['a', 'b'] }],
-  validate: (a) => {
-    const context = a.context === undefined || a.context === null ? {} : stringMap(a.context, 'context');
-    if (a.prompts !== undefined) {
-      const prompts = asList(a.prompts, 'prompts', { max: 10_000 }).map((p, i) => asString(p, `prompts[${i}]`, { max: 100_000 }));
-      return { prompts, context, single: false };
-    }
+  refine: (a): ScoreArgs => {
+    if (a.prompts !== undefined) return { prompts: a.prompts, context: a.context, single: false };
     if (a.prompt === undefined) throw badRequest('prompt', 'is required (a string), or give prompts (a list)');
-    return { prompts: [asString(a.prompt, 'prompt', { max: 100_000 })], context, single: true };
+    return { prompts: [a.prompt], context: a.context, single: true };
   },
   async handle({ prompts, context, single }, { engine }) {
     const r = await (await engine.service('scorer')).score(prompts.map((prompt) => ({ prompt, context })));
@@ -67,4 +59,4 @@ const score = defineOp<ScoreArgs>({
   },
 });
 
-export const learningOps: OpSpec<unknown>[] = [train, score] as OpSpec<unknown>[];
+export const learningOps: OpSpec<unknown>[] = [train, score];

@@ -13,22 +13,24 @@ import { chat, LlmError, type ChatMessage, type ChatOptions, type LlmEndpoint } 
 import type { OptimizeContext } from '../optimizer/promptBits.js';
 import { LlmProposer, OfflineProposer, type Proposer } from '../optimizer/proposers.js';
 import { hashSeed, seededRandom } from '../random.js';
-import { asList, asString, optInt, optList, optMap, optNum, optStr, requireMap, str, stringMap } from '../contract/args.js';
-import { defineOp, type OpSpec } from './types.js';
+import { boolean, either, integer, listOf, number, oneOf, record as recordArg, string, stringMap, type ArgsOf } from '../contract/schema.js';
+import { typedOp, type OpSpec } from './types.js';
 import { badRequest, OpError } from '../contract/errors.js';
-import type { ArgSchema } from '../contract/schema.js';
 
-/** The `llm` argument (or LLM_URL/LLM_MODEL/LLM_API_KEY): where an OpenAI-compatible endpoint is. */
-function llmEndpoint(engine: { config: EngineConfig }, arg: TermObject | undefined): LlmEndpoint | undefined {
-  const url = arg ? optStr(arg, 'url', { path: 'llm.url' }) : undefined;
-  const resolvedUrl = url ?? engine.config.llmUrl;
-  if (resolvedUrl === undefined) return undefined;
-  return {
-    url: resolvedUrl,
-    model: (arg ? optStr(arg, 'model', { path: 'llm.model' }) : undefined) ?? engine.config.llmModel,
-    apiKey: (arg ? optStr(arg, 'api_key', { path: 'llm.api_key' }) : undefined) ?? engine.config.llmApiKey,
-    timeoutMs: arg ? optInt(arg, 'timeout_ms', { min: 100, max: 600_000, path: 'llm.timeout_ms' }) : undefined,
-  };
+/** The keys of an `llm` map (optimize_prompt, call_llm). */
+const LLM_KEYS = {
+  url: string({ max: 2000, doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' }),
+  model: string({ max: 200, doc: 'model name (default LLM_MODEL)' }),
+  api_key: string({ max: 4000, doc: 'bearer token (default LLM_API_KEY)' }),
+  timeout_ms: integer({ min: 100, max: 600_000, doc: 'per-request timeout' }),
+};
+type LlmArg = ArgsOf<typeof LLM_KEYS>;
+
+/** The `llm` argument over LLM_URL/LLM_MODEL/LLM_API_KEY: where an OpenAI-compatible endpoint is. */
+function llmEndpoint(engine: { config: EngineConfig }, arg: LlmArg | undefined): LlmEndpoint | undefined {
+  const url = arg?.url ?? engine.config.llmUrl;
+  if (url === undefined) return undefined;
+  return { url, model: arg?.model ?? engine.config.llmModel, apiKey: arg?.api_key ?? engine.config.llmApiKey, timeoutMs: arg?.timeout_ms };
 }
 
 interface OptimizeArgs {
@@ -39,7 +41,7 @@ interface OptimizeArgs {
   depth: number;
   temperature: number;
   devset?: DevExample[];
-  llm?: TermObject;
+  llm?: LlmArg;
   budget: number;
   templateId?: string;
   useCache: boolean;
@@ -57,54 +59,41 @@ function toOptimizeContext(a: OptimizeArgs): OptimizeContext {
   };
 }
 
-/** The keys of an `llm` map (optimize_prompt, call_llm). */
-const LLM_KEYS: ArgSchema = {
-  url: { type: 'string', doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' },
-  model: { type: 'string', doc: 'model name (default LLM_MODEL)' },
-  api_key: { type: 'string', doc: 'bearer token (default LLM_API_KEY)' },
-  timeout_ms: { type: 'integer 100..600000', doc: 'per-request timeout' },
-};
-
-const optimizePrompt = defineOp<OptimizeArgs>({
+const optimizePrompt = typedOp({
   name: 'optimize_prompt',
   summary: 'COPRO over the prompt: offline or LLM proposer, devset or learned evaluator',
   args: {
-    prompt: { type: 'string (1..100000 characters)', required: true, doc: 'the prompt (instruction) to improve' },
-    context: { type: 'string, or map of string → string', default: {}, doc: 'language, framework, domain, task, description: given to the proposer and the scorer' },
-    language: { type: 'string', doc: 'the programming language (else context.language)' },
-    breadth: { type: 'integer 1..50', default: COPRO_DEFAULTS.breadth, doc: 'candidates proposed per round' },
-    depth: { type: 'integer 0..10', default: COPRO_DEFAULTS.depth, doc: 'refinement rounds after the first' },
-    temperature: { type: 'number 0..2', default: COPRO_DEFAULTS.initTemperature, doc: 'proposal temperature of the first round' },
-    devset: { type: 'list of %{input: string, output: string} (at most 1000)', doc: 'examples to measure candidates on with the LLM (needs llm or LLM_URL); without it the learned scorer and tracked outcomes judge' },
-    llm: { type: 'map', doc: 'the LLM endpoint for proposals and the devset (else LLM_URL/LLM_MODEL/LLM_API_KEY; without any, the offline proposer)', keys: LLM_KEYS },
-    budget: { type: 'integer 1..100000', default: 500, doc: 'at most this many LLM calls for devset evaluation' },
-    template_id: { type: 'string', doc: 'the template the prompt came from (reported back, and cached results are dropped when it changes)' },
-    cache: { type: 'boolean', default: true, doc: 'false: do not answer from the result cache' },
+    prompt: string({ min: 1, max: 100_000, required: true, doc: 'the prompt (instruction) to improve' }),
+    context: either(string({ max: 100_000 }), stringMap({}), { default: {}, doc: 'language, framework, domain, task, description: given to the proposer and the scorer (a string is the description)' }),
+    language: string({ max: 100, doc: 'the programming language (else context.language)' }),
+    breadth: integer({ min: 1, max: 50, default: COPRO_DEFAULTS.breadth, doc: 'candidates proposed per round' }),
+    depth: integer({ min: 0, max: 10, default: COPRO_DEFAULTS.depth, doc: 'refinement rounds after the first' }),
+    temperature: number({ min: 0, max: 2, default: COPRO_DEFAULTS.initTemperature, doc: 'proposal temperature of the first round' }),
+    devset: listOf(recordArg({ input: string({ max: 100_000, required: true }), output: string({ max: 100_000, required: true }) }, {}), {
+      max: 1000,
+      doc: 'examples to measure candidates on with the LLM (needs llm or LLM_URL); without it the learned scorer and tracked outcomes judge',
+    }),
+    llm: recordArg(LLM_KEYS, { doc: 'the LLM endpoint for proposals and the devset (else LLM_URL/LLM_MODEL/LLM_API_KEY; without any, the offline proposer)' }),
+    budget: integer({ min: 1, max: 100_000, default: 500, doc: 'at most this many LLM calls for devset evaluation' }),
+    template_id: string({ max: 200, doc: 'the template the prompt came from (reported back, and cached results are dropped when it changes)' }),
+    cache: boolean({ default: true, doc: 'answer from the result cache when the same request was optimized under the same model' }),
   },
   reply: '%{prompt, optimized_prompt, optimization_score: float, confidence: float, improvement_summary, candidates: [%{prompt, score: float, round, prompt_id}], template_used, cached: boolean, model_version, prompt_id, evolution_id, metric_calls}',
   errors: { cancelled: 'the caller cancelled or timed out (COPRO stops between candidates)' },
   examples: [{ prompt: 'Write a function that parses the input.', context: { language: 'elixir' }, breadth: 4, depth: 1 }],
-  validate: (a) => {
-    const devsetRaw = optList(a, 'devset', { max: 1000 });
-    const devset = devsetRaw?.map((ex, i) => {
-      const m = requireMap(ex, `devset[${i}]`);
-      return { input: str(m, 'input', { path: `devset[${i}].input` }), output: str(m, 'output', { path: `devset[${i}].output` }) };
-    });
-    const ctx = a.context === undefined || a.context === null ? {} : typeof a.context === 'string' ? { context: a.context } : stringMap(a.context, 'context');
-    return {
-      prompt: str(a, 'prompt', { min: 1, max: 100_000 }),
-      context: ctx,
-      language: optStr(a, 'language', { max: 100 }),
-      breadth: optInt(a, 'breadth', { min: 1, max: 50 }) ?? COPRO_DEFAULTS.breadth,
-      depth: optInt(a, 'depth', { min: 0, max: 10 }) ?? COPRO_DEFAULTS.depth,
-      temperature: optNum(a, 'temperature', { min: 0, max: 2 }) ?? COPRO_DEFAULTS.initTemperature,
-      devset,
-      llm: optMap(a, 'llm'),
-      budget: optInt(a, 'budget', { min: 1, max: 100_000 }) ?? 500,
-      templateId: optStr(a, 'template_id', { max: 200 }),
-      useCache: a.cache !== false,
-    };
-  },
+  refine: (a): OptimizeArgs => ({
+    prompt: a.prompt,
+    context: typeof a.context === 'string' ? { context: a.context } : a.context,
+    language: a.language,
+    breadth: a.breadth,
+    depth: a.depth,
+    temperature: a.temperature,
+    devset: a.devset as DevExample[] | undefined,
+    llm: a.llm,
+    budget: a.budget,
+    templateId: a.template_id,
+    useCache: a.cache,
+  }),
   async handle(a, { engine, signal, log }) {
     const deps = await engine.service('optimizer');
     const endpoint = llmEndpoint(engine, a.llm);
@@ -184,48 +173,42 @@ interface CallLlmArgs {
   model?: string;
   messages: ChatMessage[];
   options: ChatOptions;
-  llm?: TermObject;
+  llm?: LlmArg;
 }
 
-const callLlm = defineOp<CallLlmArgs>({
+const callLlm = typedOp({
   name: 'call_llm',
   summary: 'one chat completion on the configured OpenAI-compatible endpoint',
   args: {
-    messages: { type: 'list of %{role: "system" | "user" | "assistant", content: string} (1..500)', required: true, doc: 'the conversation' },
-    model: { type: 'string', doc: 'model name (default: llm.model, then LLM_MODEL)' },
-    options: {
-      type: 'map',
-      default: {},
-      doc: 'sampling options',
-      keys: {
-        temperature: { type: 'number 0..2', doc: 'sampling temperature' },
-        max_tokens: { type: 'integer 1..1000000', doc: 'completion length cap' },
-        top_p: { type: 'number 0..1', doc: 'nucleus sampling' },
-        llm: { type: 'map', doc: 'the endpoint (as the top-level llm; the Elixir client puts it here)', keys: LLM_KEYS },
+    messages: listOf(recordArg({ role: oneOf(['system', 'user', 'assistant'] as const, { required: true }), content: string({ max: 1_000_000, required: true }) }, {}), {
+      min: 1,
+      max: 500,
+      required: true,
+      doc: 'the conversation',
+    }),
+    model: string({ max: 200, doc: 'model name (default: llm.model, then LLM_MODEL)' }),
+    options: recordArg(
+      {
+        temperature: number({ min: 0, max: 2, doc: 'sampling temperature' }),
+        max_tokens: integer({ min: 1, max: 1_000_000, doc: 'completion length cap' }),
+        top_p: number({ min: 0, max: 1, doc: 'nucleus sampling' }),
+        llm: recordArg(LLM_KEYS, { doc: 'the endpoint (as the top-level llm; the Elixir client puts it here)' }),
       },
-    },
-    llm: { type: 'map', doc: 'the endpoint (else LLM_URL/LLM_MODEL/LLM_API_KEY)', keys: LLM_KEYS },
+      { default: {}, doc: 'sampling options' },
+    ),
+    llm: recordArg(LLM_KEYS, { doc: 'the endpoint (else LLM_URL/LLM_MODEL/LLM_API_KEY)' }),
   },
   reply: '%{text, model, usage: %{prompt_tokens, completion_tokens, total_tokens}}',
   errors: { unavailable: 'no endpoint: neither llm.url nor LLM_URL is set', llm_error: 'the endpoint failed or answered with an error (the message says which)' },
   examples: [{ messages: [{ role: 'user', content: 'Say hi.' }], options: { temperature: 0 }, llm: { url: 'http://127.0.0.1:8080/v1' } }],
-  validate: (a) => {
-    const messages = asList(a.messages, 'messages', { max: 500 }).map((m, i) => {
-      const mm = requireMap(m, `messages[${i}]`);
-      const role = asString(mm.role, `messages[${i}].role`);
-      if (role !== 'system' && role !== 'user' && role !== 'assistant') throw badRequest(`messages[${i}].role`, 'expected one of system, user, assistant');
-      return { role, content: asString(mm.content, `messages[${i}].content`, { max: 1_000_000 }) } as ChatMessage;
-    });
-    if (messages.length === 0) throw badRequest('messages', 'expected at least one message');
-    const o = optMap(a, 'options') ?? newMap();
+  // Both endpoints are read (and checked) when both are given; the top-level one wins.
+  refine: (a): CallLlmArgs => {
+    const o = a.options;
     const options: ChatOptions = {};
-    const temperature = optNum(o, 'temperature', { min: 0, max: 2, path: 'options.temperature' });
-    if (temperature !== undefined) options.temperature = temperature;
-    const maxTokens = optInt(o, 'max_tokens', { min: 1, max: 1_000_000, path: 'options.max_tokens' });
-    if (maxTokens !== undefined) options.max_tokens = maxTokens;
-    const topP = optNum(o, 'top_p', { min: 0, max: 1, path: 'options.top_p' });
-    if (topP !== undefined) options.top_p = topP;
-    return { model: optStr(a, 'model', { max: 200 }), messages, options, llm: optMap(a, 'llm') ?? optMap(o, 'llm') };
+    if (o.temperature !== undefined) options.temperature = o.temperature;
+    if (o.max_tokens !== undefined) options.max_tokens = o.max_tokens;
+    if (o.top_p !== undefined) options.top_p = o.top_p;
+    return { model: a.model, messages: a.messages as ChatMessage[], options, llm: a.llm ?? o.llm };
   },
   async handle(a, { engine, signal }) {
     const endpoint = llmEndpoint(engine, a.llm);
@@ -246,21 +229,22 @@ interface SelectArgs {
   key?: string;
 }
 
-const selectVariant = defineOp<SelectArgs>({
+const selectVariant = typedOp({
   name: 'select_variant',
   summary: 'Thompson sampling over the tracked outcomes of each variant (prompt id)',
   args: {
-    test_id: { type: 'string', required: true, doc: 'the A/B test' },
-    variants: { type: 'list of strings (1..100)', required: true, doc: 'prompt ids whose tracked executions are the evidence (while the database is unreachable: no evidence, uniform priors, rather than an error)' },
-    key: { type: 'string', doc: 'make the draw sticky per key (a user id): the same key sees the same variant until the evidence moves' },
+    test_id: string({ max: 500, required: true, doc: 'the A/B test' }),
+    variants: listOf(string({ max: 500 }), {
+      min: 1,
+      max: 100,
+      required: true,
+      doc: 'prompt ids whose tracked executions are the evidence (while the database is unreachable: no evidence, uniform priors, rather than an error)',
+    }),
+    key: string({ max: 500, doc: 'make the draw sticky per key (a user id): the same key sees the same variant until the evidence moves' }),
   },
   reply: '%{test_id, variant, posteriors: %{prompt_id => %{successes, failures, mean: float, draw: float}}}',
   examples: [{ test_id: 'greeting', variants: ['p-a', 'p-b'], key: 'user-42' }],
-  validate: (a) => {
-    const variants = asList(a.variants, 'variants', { max: 100 }).map((v, i) => asString(v, `variants[${i}]`, { max: 500 }));
-    if (variants.length === 0) throw badRequest('variants', 'expected at least one variant');
-    return { testId: str(a, 'test_id', { max: 500 }), variants, key: optStr(a, 'key', { max: 500 }) };
-  },
+  refine: (a): SelectArgs => ({ testId: a.test_id, variants: a.variants, key: a.key }),
   async handle(a, { engine }) {
     const outcomes = await (await engine.service('optimizer')).outcomes(a.variants);
     // With a key, the draw is seeded by (test, key): the same user keeps seeing the same variant
@@ -273,4 +257,4 @@ const selectVariant = defineOp<SelectArgs>({
   },
 });
 
-export const optimizerOps: OpSpec<unknown>[] = [optimizePrompt, callLlm, selectVariant] as OpSpec<unknown>[];
+export const optimizerOps: OpSpec<unknown>[] = [optimizePrompt, callLlm, selectVariant];

@@ -5,9 +5,9 @@
  * down. It also keeps the per-op counters that `stats` reports.
  */
 import { isTermObject, type Term, type TermObject } from '../codec/terms.js';
-import { type OpContext, type OpSpec } from './types.js';
+import { validateArgs, type OpContext, type OpSpec } from './types.js';
 import { OpError, type ErrorReason } from '../contract/errors.js';
-import { keyCheck, rejectUnknownKeys, type KeyCheck } from '../contract/schema.js';
+import { isTyped, keyCheck, rejectUnknownKeys, type KeyCheck } from '../contract/schema.js';
 
 export type OpResult = { ok: true; value: Term } | { ok: false; reason: ErrorReason; message: string };
 
@@ -32,6 +32,8 @@ export class OpTable {
     if (this.ops.has(spec.name)) throw new Error(`op ${spec.name} is defined twice`);
     // Ops from plain JS (test fixtures, extensions) are not type-checked: say what is missing.
     if (spec.args === undefined || spec.args === null) throw new Error(`op ${spec.name} declares no args (give args: {} for none)`);
+    if (spec.validate === undefined && !isTyped(spec.args))
+      throw new Error(`op ${spec.name}: arguments ${Object.keys(spec.args).filter((k) => spec.args[k]!.read === undefined && spec.args[k]!.aliasOf === undefined).join(', ')} are declared without a type (use contract/schema.ts's constructors, or give the op a validate)`);
     this.ops.set(spec.name, spec);
     this.keyChecks.set(spec.name, keyCheck(spec.name, spec.args, { open: spec.openArgs }));
     return this;
@@ -75,7 +77,7 @@ export class OpTable {
     try {
       if (!isTermObject(args)) throw new OpError('bad_request', 'args: expected a map');
       rejectUnknownKeys(args as TermObject, this.keyChecks.get(name)!);
-      const valid = spec.validate(args as TermObject);
+      const valid = validateArgs(spec, args as TermObject);
       if (ctx.cancelled !== undefined ? ctx.cancelled() : ctx.signal.aborted) throw new OpError('cancelled', 'request was cancelled before it started');
       const value = await spec.handle(valid, ctx);
       return { ok: true, value };
@@ -98,7 +100,7 @@ export class OpTable {
     try {
       if (!isTermObject(args)) throw new OpError('bad_request', 'args: expected a map');
       rejectUnknownKeys(args as TermObject, this.keyChecks.get(name)!);
-      spec.validate(args as TermObject);
+      validateArgs(spec, args as TermObject);
       return undefined;
     } catch (err) {
       if (err instanceof OpError) return { ok: false, reason: err.reason, message: err.message };

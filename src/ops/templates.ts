@@ -10,92 +10,74 @@
  * <language>_code_analysis, "command"/... → general_command); else the
  * general command template. `confidence` says how direct that choice was.
  */
-import { float, isTermObject, newMap, record, type Term, type TermObject } from '../codec/terms.js';
+import { float, record, type TermObject } from '../codec/terms.js';
 import { termToJson } from '../codec/json.js';
-import { structureScore, type TemplateChoice } from '../templates/assembly.js';
+import { structureScore } from '../templates/assembly.js';
 import type { Vars } from '../templates/renderer.js';
 import { CentralCloudError } from '../templates/centralCloud.js';
-import { parseTemplate, templateRecord, type Template } from '../templates/template.js';
-import { optBool, optInt, optMap, optStr, str } from '../contract/args.js';
-import type { ArgSchema, ArgSpec } from '../contract/schema.js';
-import { defineOp, type OpSpec } from './types.js';
-import { badRequest, OpError } from '../contract/errors.js';
+import { parseTemplate, templateRecord, TEMPLATE_FIELDS, TEMPLATE_NAME_MAX } from '../templates/template.js';
+import { boolean, either, integer, oneOf, record as recordArg, string, variables, type ArgSchema, type ArgSpec } from '../contract/schema.js';
+import { typedOp, type OpSpec } from './types.js';
+import { OpError } from '../contract/errors.js';
 
 const SPARC_PHASES = ['specification', 'pseudocode', 'architecture', 'refinement', 'completion'] as const;
 
-/** The fields of a template map (central_cloud's PromptTemplate shape). */
-const TEMPLATE_FIELDS: ArgSchema = {
-  template_name: { type: 'string (letters, digits, _ . : -; 1..200)', required: true, doc: 'the template\'s name (its id for get_template)' },
-  template_content: { type: 'string (Handlebars)', required: true, doc: 'the template text; must compile' },
-  template_type: { type: 'string', required: true, doc: 'e.g. sparc, command, analysis' },
-  language: { type: 'string', default: 'any', doc: 'the language it is for' },
-  id: { type: 'string', doc: 'central_cloud\'s id' },
-  package_id: { type: 'string', doc: 'central_cloud\'s package' },
-  created_at: { type: 'string', doc: 'when it was made' },
-};
-const STRICT: ArgSpec = { type: 'boolean', default: false, doc: 'fail naming every variable the template uses and the call does not give' };
-const VARIABLES: ArgSpec = { type: 'map', default: {}, doc: 'the template\'s variables' };
+const TEMPLATE_ID = string({ min: 1, max: TEMPLATE_NAME_MAX, required: true, doc: "the template's name" });
+const STRICT = boolean({
+  default: true,
+  doc: 'refuse (bad_request) naming every variable the template needs and the call does not give, and every one given that the template does not declare (a typo)',
+});
+/** generate_prompt picks a template for a loose context, so its variables are not expected to match: strict only when asked. */
+const GENERATE_STRICT = boolean({ default: false, doc: 'refuse missing variables and context keys the chosen template does not declare (language, command and context are always allowed)' });
+/** What generate_prompt adds to the variables itself. */
+const GENERATE_IMPLICIT = ['language', 'command', 'context'] as const;
+const VARIABLES = variables({ default: {}, doc: "the template's variables" });
 
-function varsOf(v: Term | undefined, field: string): Vars {
-  if (v === undefined || v === null) return {};
-  if (!isTermObject(v)) throw badRequest(field, 'expected a map of variables');
-  return termToJson(v) as Vars;
-}
+const vars = (m: TermObject): Vars => termToJson(m) as Vars;
 
-interface GenerateArgs extends TemplateChoice {
-  context: Vars;
-  strict: boolean;
-}
-
-const generatePrompt = defineOp<GenerateArgs>({
+const generatePrompt = typedOp({
   name: 'generate_prompt',
   summary: 'assemble a prompt from a template for a context and language (the NIF shape)',
   args: {
-    context: { type: 'string, or map of variables', required: true, doc: 'what the prompt is about (a string becomes the variables context and command)' },
-    language: { type: 'string (1..100 characters)', required: true, doc: 'the programming language' },
-    template_id: { type: 'string', doc: 'use this template' },
-    category: { type: 'string', doc: 'a template name, or a template_type such as "sparc"' },
-    trigger_type: { type: 'string', doc: 'with trigger_value: "sparc"/"architecture", "mode"/"plan", "analysis"/"<language>", "command"/...' },
-    trigger_value: { type: 'string', doc: 'see trigger_type' },
-    strict: STRICT,
+    context: either(string({ max: 100_000 }), variables({}), { required: true, doc: 'what the prompt is about (a string becomes the variables context and command)' }),
+    language: string({ min: 1, max: 100, required: true, doc: 'the programming language' }),
+    template_id: string({ max: TEMPLATE_NAME_MAX, doc: 'use this template' }),
+    category: string({ max: 200, doc: 'a template name, or a template_type such as "sparc"' }),
+    trigger_type: string({ max: 100, doc: 'with trigger_value: "sparc"/"architecture", "mode"/"plan", "analysis"/"<language>", "command"/...' }),
+    trigger_value: string({ max: 200, doc: 'see trigger_type' }),
+    strict: GENERATE_STRICT,
   },
   reply: '%{prompt, confidence: float, template_used, optimization_score: float, cached: boolean}',
   errors: { not_found: 'template_id names no template' },
   examples: [{ context: 'a GenServer that caches HTTP responses', language: 'elixir' }, { context: { task: 'plan' }, language: 'rust', trigger_type: 'mode', trigger_value: 'plan' }],
-  validate: (a) => {
-    const ctx = a.context;
-    const context: Vars = typeof ctx === 'string' ? { context: ctx } : varsOf(ctx, 'context');
-    if (typeof ctx !== 'string' && !isTermObject(ctx)) throw badRequest('context', 'is required (a string or a map)');
-    return {
-      context,
-      language: str(a, 'language', { min: 1, max: 100 }),
-      templateId: optStr(a, 'template_id', { max: 200 }),
-      triggerType: optStr(a, 'trigger_type', { max: 100 }),
-      triggerValue: optStr(a, 'trigger_value', { max: 200 }),
-      category: optStr(a, 'category', { max: 200 }),
-      strict: optBool(a, 'strict') ?? false,
-    };
-  },
+  refine: (a) => ({
+    context: typeof a.context === 'string' ? { context: a.context } : vars(a.context),
+    language: a.language,
+    templateId: a.template_id,
+    category: a.category,
+    triggerType: a.trigger_type,
+    triggerValue: a.trigger_value,
+    strict: a.strict,
+  }),
   async handle(a, { engine }) {
     const prompts = await engine.service('prompts');
     const { template, confidence } = await prompts.choose(a);
-    const vars: Vars = { language: a.language, ...a.context };
-    if (vars.command === undefined && typeof vars.context === 'string') vars.command = vars.context;
-    const { prompt, cached } = prompts.cachedRender(template, vars, a.strict);
+    const v: Vars = { language: a.language, ...a.context };
+    if (v.command === undefined && typeof v.context === 'string') v.command = v.context;
+    const { prompt, cached } = prompts.cachedRender(template, v, a.strict, GENERATE_IMPLICIT);
     prompts.noteUse(template, 'generate_prompt', a.language);
     return record({ prompt, confidence: float(confidence), template_used: template.template_name, optimization_score: float(structureScore(prompt)), cached });
   },
 });
 
-const getTemplate = defineOp<{ id: string }>({
+const getTemplate = typedOp({
   name: 'get_template',
   summary: 'a template by name (central_cloud first when connected, else the shipped copy)',
-  args: { template_id: { type: 'string (1..200 characters)', required: true, doc: 'the template\'s name' } },
+  args: { template_id: TEMPLATE_ID },
   reply: '%{template: %{template_name, template_content, template_type, language, ...}, source: "central_cloud" | "local"}',
   errors: { not_found: 'no template of that name' },
   examples: [{ template_id: 'sparc_specification' }],
-  validate: (a) => ({ id: str(a, 'template_id', { min: 1, max: 200 }) }),
-  async handle({ id }, { engine }) {
+  async handle({ template_id: id }, { engine }) {
     const reg = await engine.service('templates');
     const hit = await reg.get(id);
     if (hit === undefined) throw new OpError('not_found', `no template named ${JSON.stringify(id)}`);
@@ -103,16 +85,15 @@ const getTemplate = defineOp<{ id: string }>({
   },
 });
 
-const searchTemplates = defineOp<{ query: string; opts: TermObject }>({
+const searchTemplates = typedOp({
   name: 'search_templates',
   summary: 'search templates by text (central_cloud when connected, else the local registry)',
   args: {
-    query: { type: 'string', default: '', doc: 'words to match in names, types and content' },
-    opts: { type: 'map', default: {}, doc: 'template_type, language, limit; passed on to central_cloud as they are' },
+    query: string({ max: 1000, default: '', doc: 'words to match in names, types and content' }),
+    opts: variables({ default: {}, doc: 'template_type, language, limit; passed on to central_cloud as they are' }),
   },
   reply: '%{templates: [template], source: "central_cloud" | "local"}',
   examples: [{ query: 'sparc', opts: { limit: 5 } }],
-  validate: (a) => ({ query: optStr(a, 'query', { max: 1000 }) ?? '', opts: optMap(a, 'opts') ?? newMap() }),
   async handle({ query, opts }, { engine }) {
     const reg = await engine.service('templates');
     const o = termToJson(opts) as Record<string, unknown>;
@@ -129,17 +110,26 @@ const searchTemplates = defineOp<{ query: string; opts: TermObject }>({
   },
 });
 
-const storeTemplate = defineOp<{ template: Template }>({
+/** The template fields at the top level (the other way to give them): required only when `template` is absent. */
+const TOP_LEVEL_FIELDS: ArgSchema = Object.fromEntries(
+  Object.entries(TEMPLATE_FIELDS as ArgSchema).map(([k, spec]): [string, ArgSpec] => [k, { ...spec, required: undefined, requiredWhen: spec.required === true ? 'unless template is given' : undefined }]),
+);
+
+const storeTemplate = typedOp({
   name: 'store_template',
   summary: 'store a template in central_cloud (local-only when not connected, said so in `stored`)',
   args: {
-    template: { type: 'map (a template)', requiredWhen: 'unless the template fields are given at the top level', doc: 'the template', keys: TEMPLATE_FIELDS },
-    ...TEMPLATE_FIELDS,
+    template: { ...recordArg(TEMPLATE_FIELDS, { requiredWhen: 'unless the template fields are given at the top level', doc: 'the template' }), read: (v, f) => parseTemplate(v, f) },
+    ...TOP_LEVEL_FIELDS,
   },
   reply: '%{template: template, stored: "central_cloud" | "local"}',
   errors: { bad_request: 'the template content does not compile', conflict: 'central_cloud refused it' },
-  examples: [{ template: { template_name: 'greet', template_content: 'Hello {{name}}', template_type: 'command' } }],
-  validate: (a) => ({ template: parseTemplate(a.template ?? a, 'template') }),
+  examples: [
+    { template: { template_name: 'greet', template_content: 'Hello {{name}}', template_type: 'command' } },
+    { template_name: 'greet', template_content: 'Hello {{name}}', template_type: 'command', language: 'any', id: 'greet-1', package_id: 'team', created_at: '2026-11-24T00:00:00Z' },
+  ],
+  // Given as `template`, it was read by its spec; else the fields at the top level make it (the required ones checked there).
+  refine: (a, raw) => ({ template: a.template ?? parseTemplate(raw, '') }),
   async handle({ template }, { engine }) {
     const reg = await engine.service('templates');
     try {
@@ -164,67 +154,56 @@ const storeTemplate = defineOp<{ template: Template }>({
   },
 });
 
-const renderTemplate = defineOp<{ id: string; vars: Vars; strict: boolean }>({
+const renderTemplate = typedOp({
   name: 'render_template',
   summary: 'render a template with variables',
-  args: {
-    template_id: { type: 'string (1..200 characters)', required: true, doc: 'the template\'s name' },
-    variables: VARIABLES,
-    strict: STRICT,
-  },
+  args: { template_id: TEMPLATE_ID, variables: VARIABLES, strict: STRICT },
   reply: '%{prompt, template_used, cached: boolean}',
-  errors: { not_found: 'no template of that name', bad_request: 'strict and variables are missing (named), or the template does not compile' },
-  examples: [{ template_id: 'sparc_specification', variables: { task: 'a rate limiter' } }],
-  validate: (a) => ({ id: str(a, 'template_id', { min: 1, max: 200 }), vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? false }),
-  async handle({ id, vars, strict }, { engine }) {
+  errors: { not_found: 'no template of that name', bad_request: 'variables are missing or not declared by the template (all named; unless strict: false), or the template does not compile' },
+  examples: [{ template_id: 'sparc_specification', variables: { language: 'elixir', domain: 'payments', context: 'a rate limiter per API key' } }, { template_id: 'service_blueprint', variables: { language: 'go' }, strict: false }],
+  async handle(a, { engine }) {
     const prompts = await engine.service('prompts');
-    const t = await prompts.find(id);
-    const { prompt, cached } = prompts.cachedRender(t, vars, strict);
+    const t = await prompts.find(a.template_id);
+    const { prompt, cached } = prompts.cachedRender(t, vars(a.variables), a.strict);
     prompts.noteUse(t, 'render_template');
     return record({ prompt, template_used: t.template_name, cached });
   },
 });
 
-const getSparcPrompt = defineOp<{ phase: string; vars: Vars; strict: boolean }>({
+const getSparcPrompt = typedOp({
   name: 'get_sparc_prompt',
   summary: 'the prompt of one SPARC phase',
   args: {
-    name: { type: `one of: ${SPARC_PHASES.join(', ')} (a sparc_ prefix is allowed)`, required: true, doc: 'the phase' },
+    name: oneOf(SPARC_PHASES, { required: true, normalize: (s) => s.toLowerCase().replace(/^sparc_/, ''), typeNote: '(a sparc_ prefix is allowed)', doc: 'the phase' }),
     variables: VARIABLES,
     strict: STRICT,
   },
   reply: '%{prompt, template_used, cached: boolean}',
-  errors: { bad_request: 'strict and variables are missing (named)' },
-  examples: [{ name: 'specification', variables: { task: 'a rate limiter' } }],
-  validate: (a) => {
-    const name = str(a, 'name', { min: 1, max: 100 }).toLowerCase().replace(/^sparc_/, '');
-    if (!(SPARC_PHASES as readonly string[]).includes(name)) throw badRequest('name', `expected one of ${SPARC_PHASES.join(', ')}`);
-    return { phase: name, vars: varsOf(a.variables, 'variables'), strict: optBool(a, 'strict') ?? false };
-  },
-  async handle({ phase, vars, strict }, { engine }) {
+  errors: { bad_request: 'variables are missing or not declared by the template (all named; unless strict: false)' },
+  examples: [{ name: 'specification', variables: { language: 'elixir', domain: 'payments', context: 'a rate limiter per API key' } }],
+  async handle(a, { engine }) {
     const prompts = await engine.service('prompts');
-    const t = await prompts.find(`sparc_${phase}`);
-    const { prompt, cached } = prompts.cachedRender(t, vars, strict);
+    const t = await prompts.find(`sparc_${a.name}`);
+    const { prompt, cached } = prompts.cachedRender(t, vars(a.variables), a.strict);
     prompts.noteUse(t, 'get_sparc_prompt');
     return record({ prompt, template_used: t.template_name, cached });
   },
 });
 
-const listTemplates = defineOp<{ type?: string; limit: number }>({
+const listTemplates = typedOp({
   name: 'list_templates',
-  summary: 'the templates the registry has, with the variables each uses',
+  summary: 'the templates the registry has, with the variables each declares (its own and those of its partials): what strict rendering accepts',
   args: {
-    template_type: { type: 'string', doc: 'only templates of this type' },
-    limit: { type: 'integer 1..10000', default: 1000, doc: 'at most this many' },
+    template_type: string({ max: 100, doc: 'only templates of this type' }),
+    limit: integer({ min: 1, max: 10_000, default: 1000, doc: 'at most this many' }),
   },
   reply: '%{templates: [%{template_name, template_type, language, variables: [binary]}]}',
   examples: [{}, { template_type: 'sparc' }],
-  validate: (a) => ({ type: optStr(a, 'template_type', { max: 100 }), limit: optInt(a, 'limit', { min: 1, max: 10_000 }) ?? 1_000 }),
-  async handle({ type, limit }, { engine }) {
+  async handle({ template_type: type, limit }, { engine }) {
     const reg = await engine.service('templates');
     const list = reg.list().filter((t) => type === undefined || t.template_type === type).slice(0, limit);
-    return record({ templates: list.map((t) => record({ template_name: t.template_name, template_type: t.template_type, language: t.language, variables: reg.renderer.variablesOf(t.template_content) })) });
+    return record({ templates: list.map((t) => record({ template_name: t.template_name, template_type: t.template_type, language: t.language, variables: [...reg.renderer.declaredVariables(t.template_content)].sort() })) });
   },
 });
 
-export const templatesOps: OpSpec<unknown>[] = [generatePrompt, getTemplate, searchTemplates, storeTemplate, renderTemplate, getSparcPrompt, listTemplates] as OpSpec<unknown>[];
+export const templatesOps: OpSpec<unknown>[] = [generatePrompt, getTemplate, searchTemplates, storeTemplate, renderTemplate, getSparcPrompt, listTemplates];

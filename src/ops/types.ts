@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import type { Json } from '../codec/json.js';
 import type { Term, TermObject } from '../codec/terms.js';
 import type { ErrorReason } from '../contract/errors.js';
-import type { ArgSchema } from '../contract/schema.js';
+import { readArgs, type ArgSchema, type ArgsOf } from '../contract/schema.js';
 import type { AppEngine } from '../services.js';
 
 export interface OpContext {
@@ -21,24 +21,24 @@ export interface OpContext {
   readonly transport: string;
 }
 
-export interface OpSpec<A = unknown> {
+export interface OpSpec<A = unknown, S extends ArgSchema = ArgSchema> {
   readonly name: string;
   /** One line for `describe` and docs/ops.md. */
   readonly summary: string;
   /**
    * Every argument the op reads. The table rejects any other key before
-   * `validate` runs (see contract/schema.ts), and `describe` / docs/ops.md
-   * print this: a key the validator reads must be declared here (the ops
-   * test checks it against `examples`).
+   * anything else runs (see contract/schema.ts), and `describe` / docs/ops.md
+   * print this. Typed specs (contract/schema.ts's constructors) are read by
+   * the table itself: their bounds, defaults and errors live only here.
    */
-  readonly args: ArgSchema;
+  readonly args: S;
   /** Accept keys beyond `args` (`echo` returns whatever it is given). */
   readonly openArgs?: boolean;
   /** The `{:ok, reply}` shape, for people (Elixir notation). */
   readonly reply: string;
   /** Errors particular to this op and when they happen; every op may also fail with the reasons of `COMMON_ERRORS`. */
   readonly errors?: Readonly<Partial<Record<ErrorReason, string>>>;
-  /** Valid argument maps (JSON): shown in the docs, and run through `validate` by the ops test. */
+  /** Valid argument maps (JSON): shown in the docs, and run through validation by the ops test. */
   readonly examples?: readonly Json[];
   /**
    * Set when the op records a tracking entry of this kind: a transport with
@@ -46,12 +46,33 @@ export interface OpSpec<A = unknown> {
    * args there first and run the op from the log.
    */
   readonly durableKind?: string;
-  /** Throws `OpError('bad_request', 'field: expected ...')` on bad input. */
-  validate(args: TermObject): A;
+  /**
+   * Typed ops: the rules across arguments (`prompt` or `template_id`, not
+   * both), on what `readArgs` read; absent, the read arguments are the op's.
+   */
+  refine?(read: ArgsOf<S>, raw: TermObject): A;
+  /**
+   * Ops whose arguments are declared only (no typed specs): read them from
+   * the raw map, throwing `OpError('bad_request', 'field: expected ...')`.
+   * New ops use typed specs and `refine` instead.
+   */
+  validate?(args: TermObject): A;
   handle(args: A, ctx: OpContext): Promise<Term>;
 }
 
-/** Define an op with the argument type inferred from `validate`. */
-export function defineOp<A>(spec: OpSpec<A>): OpSpec<A> {
+/** An op whose arguments are declared only and read by its own `validate` (see `typedOp` for new ops). */
+export function defineOp<A, S extends ArgSchema = ArgSchema>(spec: OpSpec<A, S> & { validate(args: TermObject): A }): OpSpec<A, S> {
   return spec;
+}
+
+/** An op with typed argument specs: the table reads them; `refine` (if any) adds the rules across arguments. */
+export function typedOp<S extends ArgSchema, A = ArgsOf<S>>(spec: Omit<OpSpec<A, S>, 'validate'>): OpSpec<unknown> {
+  return spec as unknown as OpSpec<unknown>;
+}
+
+/** What the op's handler gets from raw arguments: typed specs read (and refined), or the op's own `validate`. */
+export function validateArgs<A>(spec: OpSpec<A>, raw: TermObject): A {
+  if (spec.validate !== undefined) return spec.validate(raw);
+  const read = readArgs(raw, spec.args);
+  return spec.refine !== undefined ? spec.refine(read, raw) : (read as unknown as A);
 }

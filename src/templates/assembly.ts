@@ -9,7 +9,8 @@ import { createHash } from 'node:crypto';
 import { OpError } from '../contract/errors.js';
 import type { PromptCache } from '../cache/promptCache.js';
 import type { TemplateRegistry } from './registry.js';
-import { MissingVariablesError, TemplateSyntaxError, type Vars } from './renderer.js';
+import { closest } from '../contract/schema.js';
+import { TemplateSyntaxError, TemplateVariablesError, type Vars } from './renderer.js';
 import type { Template } from './template.js';
 
 export interface TemplateChoice {
@@ -32,23 +33,28 @@ export class PromptAssembler {
     return hit.template;
   }
 
-  /** Render, turning template faults into `bad_request` that name what is wrong. */
-  render(t: Template, vars: Vars, strict: boolean): string {
+  /**
+   * Render, turning template faults into `bad_request` that name what is
+   * wrong: with `strict`, every missing variable and every given one the
+   * template does not declare (with the name it probably meant). `implicit`:
+   * variables the caller adds itself (generate_prompt's language).
+   */
+  render(t: Template, vars: Vars, strict: boolean, implicit: readonly string[] = []): string {
     try {
-      return this.registry.render(t, vars, strict);
+      return this.registry.render(t, vars, strict, implicit);
     } catch (err) {
-      if (err instanceof MissingVariablesError) throw new OpError('bad_request', `variables: missing ${err.missing.join(', ')}`);
+      if (err instanceof TemplateVariablesError) throw new OpError('bad_request', variablesMessage(t.template_name, err));
       if (err instanceof TemplateSyntaxError) throw new OpError('bad_request', `template ${t.template_name}: ${err.message}`);
       throw err;
     }
   }
 
   /** The cached prompt for (template, variables). */
-  cachedRender(t: Template, vars: Vars, strict: boolean): { prompt: string; cached: boolean } {
-    const key = `prompt:${t.template_name}:${createHash('sha256').update(t.template_content).update(JSON.stringify(vars)).update(String(strict)).digest('hex')}`;
+  cachedRender(t: Template, vars: Vars, strict: boolean, implicit: readonly string[] = []): { prompt: string; cached: boolean } {
+    const key = `prompt:${t.template_name}:${createHash('sha256').update(t.template_content).update(JSON.stringify(vars)).update(String(strict)).update(implicit.join(',')).digest('hex')}`;
     const hit = this.cache.get(key);
     if (hit.found) return { prompt: String(hit.value), cached: true };
-    const prompt = this.render(t, vars, strict);
+    const prompt = this.render(t, vars, strict, implicit);
     this.cache.put(key, prompt, [`template:${t.template_name}`, ...this.registry.partialsOf(t).map((p) => `template:${p}`)]);
     return { prompt, cached: false };
   }
@@ -99,4 +105,17 @@ export function structureScore(p: string): number {
   if (/output rules|format/i.test(p)) s += 0.15;
   if (/\b(must|never|do not|always)\b/i.test(p)) s += 0.1;
   return Math.min(1, s);
+}
+
+/** `variables: missing a, b; task is not a variable of sparc_specification (did you mean context?; it takes ...)`. */
+function variablesMessage(name: string, err: TemplateVariablesError): string {
+  const parts: string[] = [];
+  if (err.missing.length > 0) parts.push(`missing ${err.missing.join(', ')}`);
+  if (err.unknown.length > 0) {
+    const hints = err.unknown.map((u) => closest(u, err.declared)).filter((x): x is string => x !== undefined);
+    const hint = hints.length > 0 ? `did you mean ${hints.join(', ')}? ` : '';
+    const takes = err.declared.length === 0 ? 'it takes none' : `it takes ${err.declared.join(', ')}`;
+    parts.push(`${err.unknown.join(', ')} ${err.unknown.length === 1 ? 'is not a variable' : 'are not variables'} of ${name} (${hint}${takes})`);
+  }
+  return `variables: ${parts.join('; ')}; pass strict: false to render anyway`;
 }

@@ -120,8 +120,8 @@ export class TemplateRegistry {
       .map((x) => x.t);
   }
 
-  render(t: Template, vars: Vars, strict: boolean): string {
-    return this.renderer.render(t.template_content, vars, { strict });
+  render(t: Template, vars: Vars, strict: boolean, implicit: readonly string[] = []): string {
+    return this.renderer.render(t.template_content, vars, { strict, implicit });
   }
 
   /** Partials a template includes (their updates must drop prompts built from it too). */

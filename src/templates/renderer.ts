@@ -6,8 +6,10 @@
  * (no `log`), prototype property and method access stay disabled, and the
  * data handed to a template is copied onto null-prototype objects.
  *
- * Strict mode fails naming every missing variable: the required variables
- * are the ones a template (or a partial it includes) uses outside any block,
+ * Strict mode (the ops' default) fails naming every variable that is
+ * missing and every one given that the template does not declare (a typo):
+ * the required variables are the ones a template (or a partial it includes)
+ * uses outside any block, the declared ones those it uses anywhere, both
  * found by walking the AST, so the error lists all of them at once rather
  * than the first one Handlebars trips over.
  */
@@ -16,10 +18,16 @@ import { isMapPrototype } from '../codec/terms.js';
 
 export type Vars = Record<string, unknown>;
 
-export class MissingVariablesError extends Error {
-  constructor(readonly missing: string[]) {
-    super(`missing variables: ${missing.join(', ')}`);
-    this.name = 'MissingVariablesError';
+/** Strict rendering found variables missing, or given and not declared by the template. */
+export class TemplateVariablesError extends Error {
+  constructor(
+    readonly missing: readonly string[],
+    readonly unknown: readonly string[],
+    /** Every variable the template (with its partials) declares, sorted. */
+    readonly declared: readonly string[],
+  ) {
+    super([missing.length > 0 ? `missing variables: ${missing.join(', ')}` : '', unknown.length > 0 ? `unknown variables: ${unknown.join(', ')}` : ''].filter(Boolean).join('; '));
+    this.name = 'TemplateVariablesError';
   }
 }
 
@@ -53,11 +61,18 @@ export class TemplateRenderer {
     this.compile(content);
   }
 
-  render(content: string, vars: Vars, opts: { strict?: boolean } = {}): string {
+  /**
+   * `strict`: refuse missing and undeclared variables (TemplateVariablesError).
+   * `implicit`: names the caller adds itself, never reported as undeclared.
+   */
+  render(content: string, vars: Vars, opts: { strict?: boolean; implicit?: readonly string[] } = {}): string {
     const data = toSafeData(vars) as Vars;
     if (opts.strict) {
       const missing = this.requiredVariables(content).filter((v) => isMissing(data, v));
-      if (missing.length > 0) throw new MissingVariablesError(missing);
+      const declared = this.declaredVariables(content);
+      const known = new Set([...declared, ...(opts.implicit ?? [])]);
+      const unknown = Object.keys(data).filter((k) => !known.has(k));
+      if (missing.length > 0 || unknown.length > 0) throw new TemplateVariablesError(missing, unknown, [...declared].sort());
     }
     try {
       return this.compile(content)(data, {
@@ -66,7 +81,7 @@ export class TemplateRenderer {
         allowCallsToHelperMissing: false,
       });
     } catch (err) {
-      if (err instanceof MissingVariablesError) throw err;
+      if (err instanceof TemplateVariablesError) throw err;
       throw new TemplateSyntaxError((err as Error).message);
     }
   }
@@ -82,6 +97,20 @@ export class TemplateRenderer {
     });
     for (const p of this.partials.keys()) out.delete(p);
     return [...out];
+  }
+
+  /** Every variable a template declares: the ones it uses anywhere, and those of the partials it includes (helpers excluded). */
+  declaredVariables(content: string, seen = new Set<string>()): Set<string> {
+    const out = new Set(this.variablesOf(content).filter((v) => !this.hbs.helpers[v]));
+    walk(this.parse(content), (n) => {
+      if (n.type !== 'PartialStatement' && n.type !== 'PartialBlockStatement') return;
+      const name = (n.name as HbsNode).original as string;
+      const partial = this.partials.get(name);
+      if (partial === undefined || seen.has(name)) return;
+      seen.add(name);
+      for (const v of this.declaredVariables(partial, seen)) out.add(v);
+    });
+    return out;
   }
 
   /** Variables used outside any block, in this template and the partials it includes (top level). */

@@ -2,16 +2,27 @@
  * Reassembles `{:packet, 4}` frames (4-byte big-endian length + payload)
  * from any chunking of a byte stream. A frame declaring more than
  * `maxFrameBytes` is refused before anything is allocated for it: its bytes
- * are skipped as they arrive and `onOversized` is called once, so the
- * stream stays in sync and the sidecar keeps serving.
+ * are skipped as they arrive, keeping only its head (the first
+ * `OVERSIZED_HEAD_BYTES`, or the whole frame if shorter), and `onOversized`
+ * is called once that head is in — however the stream was chunked, so the
+ * request id in it can always be answered — and the stream stays in sync.
  */
 export interface FrameReaderHandlers {
   onFrame(frame: Buffer): void;
-  /** `head`: the frame's first bytes as far as they have arrived (at most 64), to read a request id from. */
+  /** `head`: the frame's first bytes (see OVERSIZED_HEAD_BYTES), to read a request id from. */
   onOversized(declaredBytes: number, head: Buffer): void;
 }
 
+/** Bytes of an oversized frame kept to read its request id from: enough for a compressed frame's zlib header and first block. */
+export const OVERSIZED_HEAD_BYTES = 512;
+
 const EMPTY = Buffer.alloc(0);
+
+interface Oversized {
+  declared: number;
+  head: Buffer;
+  got: number;
+}
 
 export class FrameReader {
   private chunks: Buffer[] = [];
@@ -24,17 +35,32 @@ export class FrameReader {
     private readonly handlers: FrameReaderHandlers,
   ) {}
 
+  /** The oversized frame being skipped, while its head is still being collected. */
+  private oversized: Oversized | undefined;
+
   push(chunk: Buffer): void {
-    if (this.skipping > 0) {
-      const n = Math.min(this.skipping, chunk.length);
-      this.skipping -= n;
-      chunk = chunk.subarray(n);
-      if (chunk.length === 0) return;
-    }
+    if (this.skipping > 0) chunk = this.skip(chunk);
     if (chunk.length === 0) return;
     this.chunks.push(chunk);
     this.buffered += chunk.length;
     this.drain();
+  }
+
+  /** Skip what `chunk` holds of the oversized frame (keeping its head); returns the rest. */
+  private skip(chunk: Buffer): Buffer {
+    const n = Math.min(this.skipping, chunk.length);
+    const o = this.oversized;
+    if (o !== undefined) {
+      const take = Math.min(n, o.head.length - o.got);
+      chunk.copy(o.head, o.got, 0, take);
+      o.got += take;
+    }
+    this.skipping -= n;
+    if (o !== undefined && o.got === o.head.length) {
+      this.oversized = undefined;
+      this.handlers.onOversized(o.declared, o.head);
+    }
+    return chunk.subarray(n);
   }
 
   /** Bytes held for an incomplete frame (0 at a frame boundary). */
@@ -47,11 +73,19 @@ export class FrameReader {
       const len = this.peekLength();
       if (len > this.maxFrameBytes) {
         this.consume(4);
-        const head = Buffer.from(Buffer.concat(this.chunks, Math.min(this.buffered, 64)));
-        const skipNow = Math.min(len, this.buffered);
-        this.consume(skipNow);
-        this.skipping = len - skipNow;
-        this.handlers.onOversized(len, head);
+        this.skipping = len;
+        this.oversized = { declared: len, head: Buffer.alloc(Math.min(len, OVERSIZED_HEAD_BYTES)), got: 0 };
+        // What is buffered goes through the skipper; whatever follows the frame is buffered again.
+        const rest = this.chunks;
+        this.chunks = [];
+        this.buffered = 0;
+        for (const c of rest) {
+          const left = this.skipping > 0 ? this.skip(c) : c;
+          if (left.length > 0) {
+            this.chunks.push(left);
+            this.buffered += left.length;
+          }
+        }
         if (this.skipping > 0) return;
         continue;
       }

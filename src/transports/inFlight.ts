@@ -5,6 +5,13 @@
  * wait for everything to finish, aborting what still runs after a grace
  * period. Keeping this in one place keeps drain semantics identical across
  * transports.
+ *
+ * It also holds each connection's limit: a registry is made with the most
+ * requests it may run at once (`PROMPT_ENGINE_PORT_MAX_IN_FLIGHT` per Port
+ * connection, `PROMPT_ENGINE_NATS_MAX_IN_FLIGHT` per NATS instance); a
+ * transport asks `full` before it starts one more and answers `overloaded()`
+ * (`{:error, {:overloaded, "..."}}`) instead, so what a client can make grow
+ * here is bounded and the error names the setting.
  */
 import type { Logger } from 'pino';
 import type { OpContext } from '../ops/types.js';
@@ -13,8 +20,8 @@ import type { AppEngine } from '../services.js';
 /**
  * A request's cancellation, created lazily: most ops never look at their
  * AbortSignal, and an AbortController (an EventTarget) per request was the
- * largest single cost of a small request (12% of CPU and much of the GC,
- * measured with --cpu-prof under pipelined echo). `signal` creates it on
+ * largest single cost of a small request (BENCHMARKS.md, Hot-path goals:
+ * Port and NATS, per request). `signal` creates it on
  * first use, already aborted if the request was cancelled before.
  */
 export class Cancellation {
@@ -42,8 +49,8 @@ export class Cancellation {
 /**
  * The OpContext of a request run under a Cancellation: its signal is made
  * only when an op reads it. A class rather than an object literal with a
- * getter per request (an accessor pair and two closures each, measured in
- * the NATS profile).
+ * getter per request (an accessor pair and two closures each; BENCHMARKS.md,
+ * Hot-path goals).
  */
 export class RequestContext implements OpContext {
   constructor(
@@ -73,8 +80,27 @@ export class InFlight<K> {
   private readonly waiters: Array<() => void> = [];
   private nextKey = 0;
 
+  /**
+   * `limit`: the most requests this registry runs at once, and `setting`, the
+   * variable that sets it (named in the `overloaded` message).
+   */
+  constructor(
+    readonly limit = Infinity,
+    private readonly setting = '',
+  ) {}
+
   get size(): number {
     return this.entries.size;
+  }
+
+  /** At the limit: the next request gets `overloaded()` instead of a slot. */
+  get full(): boolean {
+    return this.entries.size >= this.limit;
+  }
+
+  /** The reply to a request refused because the registry is full. */
+  overloaded(): { ok: false; reason: 'overloaded'; message: string } {
+    return { ok: false, reason: 'overloaded', message: `${this.limit} requests already in flight on this connection (${this.setting}); retry when some have answered` };
   }
 
   has(key: K): boolean {

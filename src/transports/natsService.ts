@@ -10,7 +10,9 @@
  * API only as a prerelease.
  *
  * Bodies are JSON or ETF (see natsPayload.ts); `track_*` go through a
- * JetStream stream when the server has JetStream (natsTracking.ts).
+ * JetStream stream when the server has JetStream (natsTracking.ts). It
+ * serves on the engine's one NATS connection (nats/link.ts) and never
+ * opens one of its own.
  *
  * One thing is patched by hand: nats.js v2 times an endpoint handler and
  * counts its errors only around the synchronous call, which for our async
@@ -19,9 +21,9 @@
  * figures when the op completes, so `$SRV.STATS` tells the truth.
  */
 import { withTimeout } from './timeouts.js';
-import { connect, Events, type ConnectionOptions, type NatsConnection, type Service, type ServiceMsg, type Status } from 'nats';
-import type { NatsLink } from '../nats/link.js';
+import { Events, type NatsConnection, type Service, type ServiceMsg, type Status } from 'nats';
 import type { Logger } from 'pino';
+import type { NatsLink } from '../nats/link.js';
 import type { TermObject } from '../codec/terms.js';
 import { record } from '../codec/terms.js';
 import type { AppEngine } from '../services.js';
@@ -29,18 +31,10 @@ import { InFlight, RequestContext, type Cancellation } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
 import { PROTOCOL_VERSION, VERSION } from '../version.js';
 import { encodeReply, encodingOf, ETF_CONTENT_TYPE, JSON_CONTENT_TYPE, parseArgs } from './natsPayload.js';
-import { natsConnectOptions, natsSettingsFromEnv, redactServers, resetBackoff, type NatsSettings } from '../nats/options.js';
 
 import { DEFAULT_TRACKING, TrackingStream, type TrackingStreamOptions } from './natsTracking.js';
 
 export interface NatsServiceOptions {
-  /**
-   * Connection settings (servers, auth, TLS; the rest from NATS_* variables) for a
-   * connection of our own. Default: the engine's shared connection (service 'nats').
-   */
-  settings?: Partial<NatsSettings>;
-  /** Use this connection instead of opening one (it is then not closed by `stop`). */
-  connection?: NatsConnection;
   /** Subject prefix and service name. Default `prompt_engine`. */
   prefix?: string;
   /** Queue group. Default `prompt_engine`. */
@@ -48,7 +42,7 @@ export interface NatsServiceOptions {
   /** `auto` (default): durable tracking when the server has JetStream; `off`: straight to the store. */
   jetstream?: 'auto' | 'off';
   tracking?: Partial<Omit<TrackingStreamOptions, 'prefix'>>;
-  /** Requests running at once in this instance; beyond it callers get `overloaded`. */
+  /** Requests running at once in this instance; beyond it callers get `overloaded`. Default: the engine's config (PROMPT_ENGINE_NATS_MAX_IN_FLIGHT). */
   maxInFlight?: number;
   /** How long in-flight requests may run after `stop()` before they are aborted. */
   drainMs?: number;
@@ -57,7 +51,9 @@ export interface NatsServiceOptions {
   /**
    * Deadline of a request that names none (header `Prompt-Engine-Timeout-Ms`
    * or `timeout_ms` in a JSON body): past it the work is cancelled, its slot
-   * freed and a `timeout` error replied. Default PROMPT_ENGINE_NATS_DEADLINE_MS or 30 s.
+   * freed and a `timeout` error replied. Default: the engine's config
+   * (PROMPT_ENGINE_NATS_DEADLINE_MS), so abandoned requests cannot hold
+   * their slots (and keep `overloaded` answered) for long.
    */
   defaultDeadlineMs?: number;
 }
@@ -98,9 +94,8 @@ class NatsPeer implements NatsServiceHandle {
   private readonly queue: string;
   private service: Service | undefined;
   private tracking: TrackingStream | undefined;
-  private readonly inFlight = new InFlight<number>();
+  private readonly inFlight: InFlight<number>;
   private stopping: Promise<void> | undefined;
-  private readonly ownsConnection: boolean;
   private readonly endpointFigures = new Map<string, EndpointFigures>();
   private counts = { requests: 0, errors: 0, overloaded: 0, expired: 0, disconnects: 0, reconnects: 0 };
   private connected = false;
@@ -113,50 +108,30 @@ class NatsPeer implements NatsServiceHandle {
     private readonly opts: NatsServiceOptions,
   ) {
     this.log = engine.log.child({ transport: 'nats' });
-    this.defaultDeadlineMs = NatsPeer.defaultDeadlineOf(opts);
+    this.inFlight = new InFlight(opts.maxInFlight ?? engine.config.natsMaxInFlight, 'PROMPT_ENGINE_NATS_MAX_IN_FLIGHT');
+    this.defaultDeadlineMs = opts.defaultDeadlineMs ?? engine.config.natsDeadlineMs;
     this.prefix = opts.prefix ?? 'prompt_engine';
     this.queue = opts.queue ?? 'prompt_engine';
-    let connOpts: ConnectionOptions | undefined;
+    // The engine's one NATS connection (service 'nats', nats/link.ts, to engine.config.nats): there is
+    // no other. The engine closes it after we have drained.
     let shared: NatsLink | undefined;
-    if (opts.connection !== undefined) {
-      this.ownsConnection = false;
-      this.connection = Promise.resolve(opts.connection);
-    } else if (opts.settings?.servers !== undefined && opts.settings.servers.length > 0) {
-      // Explicit settings: a connection of our own.
-      this.ownsConnection = true;
-      const settings = natsSettingsFromEnv(process.env, opts.settings);
-      connOpts = natsConnectOptions(settings);
-      this.log.info({ servers: redactServers(settings.servers) }, 'connecting to NATS');
-      this.connection = connect(connOpts);
-    } else {
-      // The engine's shared connection (service 'nats', nats/link.ts, to engine.config.natsUrl);
-      // the engine closes it after we have drained.
-      this.ownsConnection = false;
-      this.connection = engine.service('nats').then((link) => {
-        if (link === undefined) throw new Error('NATS peer mode: no server URL (give --nats <url> or set NATS_URL)');
-        shared = link;
-        this.log.info('waiting for the NATS connection');
-        return new Promise<NatsConnection>((resolve) => link.whenConnected(resolve));
-      });
-    }
+    this.connection = engine.service('nats').then((link) => {
+      if (link === undefined) throw new Error('NATS peer mode: no server URL (give --nats <url> or set NATS_URL)');
+      shared = link;
+      this.log.info('waiting for the NATS connection');
+      return new Promise<NatsConnection>((resolve) => link.whenConnected(resolve));
+    });
     this.ready = this.connection.then(async (nc) => {
       this.connected = true;
-      // One status watcher per connection: the shared one's is the link's; a connection of our own, ours.
-      if (shared !== undefined) shared.onStatus((st) => this.onStatus(st, undefined));
-      else this.watchStatus(nc, connOpts);
+      // The connection's one status watcher is the link's.
+      shared?.onStatus((st) => this.onStatus(st));
       await this.register(nc);
     });
     this.ready.catch((err: unknown) => this.log.error({ err }, 'NATS peer mode failed to start'));
     engine.registerFigures('nats', () => this.figures());
   }
 
-  private watchStatus(nc: NatsConnection, connOpts: ConnectionOptions | undefined): void {
-    void (async () => {
-      for await (const s of nc.status()) this.onStatus(s, connOpts);
-    })().catch(() => undefined);
-  }
-
-  private onStatus(s: Status, connOpts: ConnectionOptions | undefined): void {
+  private onStatus(s: Status): void {
     if (s.type === Events.Disconnect) {
       this.connected = false;
       this.counts.disconnects++;
@@ -164,7 +139,6 @@ class NatsPeer implements NatsServiceHandle {
     } else if (s.type === Events.Reconnect) {
       this.connected = true;
       this.counts.reconnects++;
-      if (connOpts !== undefined) resetBackoff(connOpts);
       this.log.info({ server: s.data }, 'NATS reconnected; subscriptions restored');
     } else if (s.type === Events.Error) {
       this.log.warn({ err: String(s.data) }, 'NATS error');
@@ -177,9 +151,9 @@ class NatsPeer implements NatsServiceHandle {
     // waited for: its ops answer {:unavailable, _} and the rest are served.
     await withTimeout(this.engine.service('store'), 15_000).catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'serving without a tracking store'));
     if (this.opts.jetstream !== 'off') {
-      const ackWait = Number(process.env.PROMPT_ENGINE_TRACK_ACK_WAIT_MS);
-      const fromEnv = Number.isSafeInteger(ackWait) && ackWait > 0 ? { ackWaitMs: ackWait } : {};
-      const t = new TrackingStream(nc, this.engine, this.table, this.log, { ...DEFAULT_TRACKING, ...fromEnv, ...this.opts.tracking, prefix: this.prefix });
+      const ackWait = this.engine.config.trackAckWaitMs;
+      const fromConfig = ackWait !== undefined ? { ackWaitMs: ackWait } : {};
+      const t = new TrackingStream(nc, this.engine, this.table, this.log, { ...DEFAULT_TRACKING, ...fromConfig, ...this.opts.tracking, prefix: this.prefix });
       if (await t.setup()) this.tracking = t;
     }
     if (this.stopping !== undefined) return;
@@ -233,9 +207,9 @@ class NatsPeer implements NatsServiceHandle {
     const enc = encodingOf(msg.headers);
     // Requests already routed to us while the subscriptions drain are served; only after that do we refuse.
     if (this.drained) return this.respond(op, msg, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' }, enc, t0);
-    if (this.inFlight.size >= (this.opts.maxInFlight ?? 4096)) {
+    if (this.inFlight.full) {
       this.counts.overloaded++;
-      return this.respond(op, msg, { ok: false, reason: 'overloaded', message: `more than ${this.opts.maxInFlight ?? 4096} requests in flight` }, enc, t0);
+      return this.respond(op, msg, this.inFlight.overloaded(), enc, t0);
     }
     const parsed = parseArgs(msg.data, enc);
     if (!parsed.ok) return this.respond(op, msg, parsed, enc, t0);
@@ -248,7 +222,7 @@ class NatsPeer implements NatsServiceHandle {
         if (bad !== undefined) return Promise.resolve(bad);
         return this.tracking.publish(op, parsed.args as TermObject, c.signal);
       }
-      // The signal is made only for an op that reads it (an AbortController per request was 11% of a small request's CPU).
+      // The signal is made only for an op that reads it (an AbortController per request: BENCHMARKS.md, Hot-path goals).
       return this.table.dispatch(op, parsed.args, new RequestContext(c, this.engine, this.log, 'nats'));
     };
     // A caller that gave up is gone: past its deadline the work is cancelled and its slot freed at once.
@@ -276,13 +250,6 @@ class NatsPeer implements NatsServiceHandle {
     const n = typeof raw === 'bigint' ? Number(raw) : raw;
     if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_DEADLINE_MS) return `timeout_ms: expected an integer in 1..${MAX_DEADLINE_MS}`;
     return n;
-  }
-
-  /** Read once: a `process.env` read per request was 2% of a small request's CPU. */
-  private static defaultDeadlineOf(opts: NatsServiceOptions): number {
-    if (opts.defaultDeadlineMs !== undefined) return opts.defaultDeadlineMs;
-    const env = Number(process.env.PROMPT_ENGINE_NATS_DEADLINE_MS);
-    return Number.isInteger(env) && env > 0 ? env : 30_000;
   }
 
   private respond(op: string, msg: ServiceMsg, r: OpResult, enc: 'json' | 'etf', t0: number): void {
@@ -334,13 +301,8 @@ class NatsPeer implements NatsServiceHandle {
       // Let requests in flight finish; abort them after drainMs.
       await this.inFlight.drain(this.opts.drainMs ?? 5000, 1000);
       await this.tracking?.stop();
-      if (nc !== undefined && !nc.isClosed()) {
-        await withTimeout(nc.flush(), 1000).catch(() => undefined);
-        if (this.ownsConnection) await withTimeout(nc.drain(), 2000).catch(() => nc.close());
-      } else if (nc === undefined && this.ownsConnection) {
-        // Never connected: stop trying.
-        void this.connection.then((c) => c.close()).catch(() => undefined);
-      }
+      // The connection is the engine's: flushed here, closed by the engine.
+      if (nc !== undefined && !nc.isClosed()) await withTimeout(nc.flush(), 1000).catch(() => undefined);
       this.log.info('NATS peer mode stopped');
     })();
     return this.stopping;

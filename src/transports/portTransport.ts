@@ -12,7 +12,7 @@ import net from 'node:net';
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import { withTimeout } from './timeouts.js';
-import { decode, encode, EtfError } from '../codec/etf.js';
+import { decode, encode, EtfError, type DecodeOptions } from '../codec/etf.js';
 import { Atom, atom, record, tuple, Tuple, type Term, type TermObject } from '../codec/terms.js';
 import type { EngineEvent } from '../engine.js';
 import type { AppEngine } from '../services.js';
@@ -26,6 +26,8 @@ export interface PortTransportOptions {
   inFd: number;
   outFd: number;
   maxFrameBytes: number;
+  /** Requests running at once; beyond it `overloaded`. Default: the engine's config (PROMPT_ENGINE_PORT_MAX_IN_FLIGHT). */
+  maxInFlight?: number;
   /** How long in-flight requests may run after input EOF / SIGTERM before they are aborted. */
   drainMs?: number;
 }
@@ -56,11 +58,13 @@ export class PortTransport {
   private readonly input;
   private readonly output;
   private readonly reader: FrameReader;
-  private readonly inFlight = new InFlight<number | bigint>();
+  private readonly inFlight: InFlight<number | bigint>;
+  /** A compressed frame is held to the frame limit once inflated. Made once: decode runs per frame. */
+  private readonly decodeOptions: DecodeOptions;
   private readonly log: Logger;
   private closing: Promise<void> | undefined;
   private outputBroken = false;
-  private stats = { frames_in: 0, frames_out: 0, protocol_errors: 0, cancels: 0 };
+  private stats = { frames_in: 0, frames_out: 0, protocol_errors: 0, cancels: 0, overloaded: 0 };
   private readonly onEngineEvent = (e: EngineEvent): void => this.send(tuple(A_EVENT, atom(e.name), e.payload));
 
   constructor(
@@ -69,6 +73,8 @@ export class PortTransport {
     private readonly opts: PortTransportOptions,
   ) {
     this.log = engine.log.child({ transport: 'port' });
+    this.inFlight = new InFlight(opts.maxInFlight ?? engine.config.portMaxInFlight, 'PROMPT_ENGINE_PORT_MAX_IN_FLIGHT');
+    this.decodeOptions = { maxDecompressedBytes: opts.maxFrameBytes };
     this.input = openInput(opts.inFd);
     this.output = openOutput(opts.outFd);
     this.reader = new FrameReader(opts.maxFrameBytes, {
@@ -135,7 +141,7 @@ export class PortTransport {
     this.stats.frames_in++;
     let msg: Term;
     try {
-      msg = decode(buf);
+      msg = decode(buf, this.decodeOptions);
     } catch (err) {
       const m = err instanceof EtfError ? `${err.code}: ${err.message}` : String(err);
       return this.refuse(buf, `undecodable frame: ${m}`);
@@ -160,6 +166,10 @@ export class PortTransport {
   private startRequest(id: number | bigint, op: string, args: Term): void {
     if (this.closing !== undefined) return this.reply(id, { ok: false, reason: 'shutting_down', message: 'the sidecar is shutting down' });
     if (this.inFlight.has(id)) return this.protocolError(`request id ${id} is already in flight`);
+    if (this.inFlight.full) {
+      this.stats.overloaded++;
+      return this.reply(id, this.inFlight.overloaded());
+    }
     void this.inFlight
       .start(id, (c) => this.table.dispatch(op, args, new RequestContext(c, this.engine, this.log, 'port')))
       .then((result) => this.reply(id, result));

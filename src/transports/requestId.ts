@@ -4,10 +4,17 @@
  * of `{:req, id, ...}` — version byte, tuple header, the atom `req`, a
  * non-negative integer — so the caller gets `{:reply, id, {:error, ...}}`
  * instead of waiting for its timeout. Hand-written: it must work on frames
- * the full decoder refuses, and on the first bytes of an oversized one.
+ * the full decoder refuses, and on the first bytes of an oversized one. A
+ * compressed frame (`term_to_binary(t, [:compressed])`, a zip bomb among
+ * them) has its id inside the zlib stream: only the stream's first bytes are
+ * inflated, into a bounded buffer, to read it.
  */
+import zlib from 'node:zlib';
 
 const VERSION = 131;
+const COMPRESSED = 80;
+/** Compressed bytes inflated to find the id (the head of `{:req, id, ...}` is a few dozen bytes once inflated). */
+const COMPRESSED_PEEK = 512;
 const SMALL_TUPLE = 104;
 const LARGE_TUPLE = 105;
 const ATOM = 100;
@@ -20,6 +27,7 @@ const SMALL_BIG = 110;
 
 /** The id of a `{:req, id, op, args}` frame, or undefined when its head does not say. */
 export function peekRequestId(buf: Buffer): number | bigint | undefined {
+  if (buf.length >= 6 && buf[0] === VERSION && buf[1] === COMPRESSED) return peekCompressed(buf.subarray(6, 6 + COMPRESSED_PEEK));
   let i = 0;
   const need = (n: number): boolean => i + n <= buf.length;
   if (!need(1) || buf[i++] !== VERSION) return undefined;
@@ -58,4 +66,19 @@ export function peekRequestId(buf: Buffer): number | bigint | undefined {
     return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
   }
   return undefined;
+}
+
+/** The id in the first bytes of a compressed frame's zlib stream (a truncated stream is fine: sync flush). */
+function peekCompressed(zhead: Buffer): number | bigint | undefined {
+  let inflated: Buffer;
+  try {
+    // At most ~1032 bytes out per byte in: COMPRESSED_PEEK bytes inflate to well under the cap.
+    inflated = zlib.inflateSync(zhead, { finishFlush: zlib.constants.Z_SYNC_FLUSH, maxOutputLength: 1 << 20 });
+  } catch {
+    return undefined;
+  }
+  const plain = Buffer.allocUnsafe(1 + Math.min(inflated.length, 64));
+  plain[0] = VERSION;
+  inflated.copy(plain, 1, 0, plain.length - 1);
+  return peekRequestId(plain);
 }

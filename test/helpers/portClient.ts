@@ -68,6 +68,11 @@ export class PortClient {
     });
   }
 
+  /** The reply to a request this client did not send through `request` (raw frames): resolves when its id is answered. */
+  awaitReply(id: number): Promise<Reply> {
+    return new Promise((resolve) => this.pending.set(id, resolve));
+  }
+
   /** The next id `request` will use. */
   peekId(): number {
     return this.nextId;
