@@ -7,7 +7,8 @@ export default defineConfig({
     // forks, few at a time, on a 2-core machine.
     pool: 'forks',
     maxWorkers: 2,
-    testTimeout: 60_000,
+    // Suites start real sidecars: a fresh PGlite store takes seconds to open, tens of seconds on a busy 2-core machine.
+    testTimeout: 120_000,
     hookTimeout: 120_000,
     reporters: ['default'],
   },

@@ -192,7 +192,7 @@ describe('NATS down at start-up', () => {
     expect((await sc.port!.request('echo', record({ x: 1 }))).ok).toBe(true);
     await sleep(700);
     await server.start();
-    await sc.ready(15_000);
+    await sc.ready();
     const nc = await natsConnect(server.url);
     cleanups.push(() => nc.close());
     expect((await requestJson(nc, 'echo', { y: 2 })).body).toEqual({ ok: { y: 2 } });

@@ -130,7 +130,8 @@ export class NatsSidecar {
     return this.stderrText;
   }
 
-  async ready(ms = 20_000): Promise<this> {
+  // A fresh PGlite store opens before NATS serving starts: seconds, tens of seconds on a busy machine.
+  async ready(ms = 90_000): Promise<this> {
     await Promise.race([
       this.serving,
       sleep(ms).then(() => {
