@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY, type Candidate } from '../src/experiments/experiment.js';
-import { NO_TOTALS } from '../src/experiments/objective.js';
+import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from '../src/experiments/objective.js';
 import { promptIdOf } from '../src/optimizer/evaluators.js';
 import { templateVariables, variablesKept } from '../src/optimizer/variables.js';
 
@@ -151,6 +151,61 @@ describe('experiment state machine', () => {
   });
 });
 
+describe('objectives: the right posterior for each kind of outcome recovers the right leader', () => {
+  const obj = (o: Partial<Objective>): Objective => ({ ...DEFAULT_OBJECTIVE, ...o });
+  const graded = (score: number, extra: Partial<VariantTotals> = {}): Partial<VariantTotals> => ({ count: 1, successes: score >= 0.5 ? 1 : 0, scored: 1, score_sum: score, score_sq: score * score, ...extra });
+  /** Deterministic scores around a mean (a fixed spread, no randomness in the test). */
+  const around = (mean: number, i: number): number => Math.min(1, Math.max(0, mean + [0.15, -0.1, 0.05, -0.15, 0.1, -0.05][i % 6]!));
+
+  it('score: the best mean graded score leads, though every call "succeeds"', () => {
+    const l = new MemoryLoop({ id: promptIdOf('base {x}'), text: 'base {x}', origin: 'base', predicted: null }, { ...DEFAULT_POLICY, guardConfidence: 1.01 }, obj({ kind: 'score' }));
+    l.addBatch([cand('good {x}'), cand('fair {x}')], 2);
+    const good = variantOf(l, 'good {x}').id;
+    const fair = variantOf(l, 'fair {x}').id;
+    for (let i = 0; i < 120; i++) {
+      l.observe(l.exp.base.id, graded(around(0.55, i)));
+      l.observe(good, graded(around(0.8, i)));
+      l.observe(fair, graded(around(0.65, i)));
+    }
+    expect(l.exp.leader.id).toBe(good);
+    expect(l.exp.value(variantOf(l, 'good {x}'))).toBeCloseTo(0.8, 1);
+  });
+
+  it('reward: a cheaper variant leads over a better-scoring one when cost is weighed', () => {
+    const l = new MemoryLoop({ id: promptIdOf('base {x}'), text: 'base {x}', origin: 'base', predicted: null }, { ...DEFAULT_POLICY, guardConfidence: 1.01 }, obj({ kind: 'reward', cost_weight: 0.5 }));
+    l.addBatch([cand('rich {x}'), cand('lean {x}')], 2);
+    const rich = variantOf(l, 'rich {x}').id;
+    const lean = variantOf(l, 'lean {x}').id;
+    const cost = (c: number): Partial<VariantTotals> => ({ cost_n: 1, cost_sum: c, cost_sq: c * c });
+    for (let i = 0; i < 150; i++) {
+      l.observe(l.exp.base.id, graded(around(0.5, i), cost(0.4)));
+      l.observe(rich, graded(around(0.85, i), cost(1.0))); // reward ≈ 0.35
+      l.observe(lean, graded(around(0.75, i), cost(0.1))); // reward ≈ 0.70
+    }
+    expect(l.exp.leader.id).toBe(lean);
+    expect(l.exp.value(variantOf(l, 'lean {x}'))).toBeGreaterThan(l.exp.value(variantOf(l, 'rich {x}')));
+  });
+
+  it('a variant that breaks a latency or cost constraint with 95% confidence is banned, the constraint named', () => {
+    for (const [objective, slow] of [
+      [obj({ kind: 'score', max_latency_ms_p90: 200 }), { latency_sum: 500, over_latency: 1 }],
+      [obj({ kind: 'score', max_cost_per_call: 0.5 }), { cost_n: 1, cost_sum: 0.9, cost_sq: 0.81 }],
+    ] as const) {
+      const l = new MemoryLoop({ id: promptIdOf('base {x}'), text: 'base {x}', origin: 'base', predicted: null }, DEFAULT_POLICY, objective);
+      l.addBatch([cand('slow {x}')], 1);
+      const v = variantOf(l, 'slow {x}').id;
+      const decisions = [];
+      for (let i = 0; i < 40; i++) {
+        l.observe(l.exp.base.id, graded(0.6, { latency_sum: 100, cost_n: 1, cost_sum: 0.1, cost_sq: 0.01 }));
+        decisions.push(...l.observe(v, graded(0.9, slow)));
+      }
+      expect(variantOf(l, 'slow {x}').state).toBe('banned');
+      const ban = decisions.find((d) => d.kind === 'banned');
+      expect(ban).toMatchObject({ kind: 'banned', constraint: expect.stringMatching(objective.max_latency_ms_p90 !== null ? /max_latency_ms_p90/ : /max_cost_per_call/) });
+    }
+  });
+});
+
 describe('template variables', () => {
   it('sees both {{var}} and {var}, and refuses drops, additions and renames', () => {
     expect(templateVariables('Hi {{name}}, see {item} and {{#if x}}y{{/if}}')).toEqual(['{item}', '{{#if}}', '{{/if}}', '{{name}}'].sort());
@@ -255,6 +310,57 @@ describe('the closed loop through the op table', () => {
     const c = await ok(pe, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
     expect(c.generation).toBe(before.generation);
   }, 60_000);
+
+  it('graded outcomes: a score-only experiment, a late rating that moves it, every component back after a restart, and bad outcomes refused with nothing stored', async () => {
+    const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0 });
+    const objective = { kind: 'reward', cost_weight: 0.5, max_latency_ms_p90: 1000 };
+    let c = await ok(pe, 'choose_prompt', { experiment: 'graded', prompt: BASE, context: { model: 'm1' }, objective });
+    for (let i = 0; i < 20; i++) {
+      c = await ok(pe, 'choose_prompt', { experiment: 'graded', prompt: BASE, context: { model: 'm1' } });
+      // score only: no success given
+      await ok(pe, 'track_execution', { prompt_id: c.prompt_id!, score: 0.4 + (i % 3) * 0.1, execution_time_ms: 100 + i, input_tokens: 50, output_tokens: 5, cost: 0.2, metadata: c.metadata! });
+    }
+    const one = async (): Promise<TermObject> => ((await ok(pe, 'experiment', { experiment: 'graded' })).experiments as TermObject[])[0]!;
+    const before = await one();
+    expect((before.objective as TermObject).kind).toMatchObject({ name: 'reward' });
+    const served = (before.variants as TermObject[]).filter((v) => Number(v.count) > 0);
+    expect(served.reduce((a, v) => a + Number(v.count), 0)).toBe(20);
+    for (const v of served) {
+      expect(Number(v.cost_per_call)).toBeCloseTo(0.2, 5);
+      expect(Number(v.value)).toBeCloseTo(Number(v.score_mean) - 0.5 * 0.2, 5);
+    }
+    // A rating naming the choice (its metadata in the context) arrives late: it moves the variant's score.
+    const target = served[0]!;
+    const scoreBefore = Number(target.score_mean);
+    await ok(pe, 'track_feedback', { prompt_id: target.prompt_id!, feedback_type: 'quality', rating: 5, context: c.metadata! });
+    const afterRating = ((await one()).variants as TermObject[]).find((v) => v.prompt_id === target.prompt_id)!;
+    expect(Number(afterRating.score_mean)).toBeGreaterThan(scoreBefore);
+    expect(Number(afterRating.count)).toBe(Number(target.count)); // a rating is not another call
+    // Bad outcomes: a clear bad_request naming the key, and nothing stored.
+    const rows = async (): Promise<number> => ((await ok(pe, 'prompt_stats', { prompt_id: String(c.prompt_id) })).prompts as TermObject[])[0]!.count as number;
+    const stored = await rows();
+    for (const [bad, field] of [
+      [{ score: 1.5 }, 'score'],
+      [{ score: 0.5, execution_time_ms: -1 }, 'execution_time_ms'],
+      [{ score: 0.5, cost: -0.1 }, 'cost'],
+      [{ score: 0.5, latency: 3 }, 'latency'],
+      [{}, 'success'],
+    ] as const) {
+      const r = await pe.call('track_execution', { prompt_id: c.prompt_id!, execution_time_ms: 1, metadata: c.metadata!, ...bad });
+      expect(r).toMatchObject({ ok: false, reason: 'bad_request', message: expect.stringContaining(field) });
+    }
+    expect(await rows()).toBe(stored);
+    // Every component comes back after a restart.
+    const full = await one();
+    await (await pe.engine.service('experiments')).settle();
+    await pe.close();
+    const again = localEngine({ dataDir: pe.dataDir, loopAwaitProposals: true, retrainEvery: 0 });
+    cleanups.push(() => again.close());
+    const back = ((await ok(again, 'experiment', { experiment: 'graded' })).experiments as TermObject[])[0]!;
+    const components = (e: TermObject) => (e.variants as TermObject[]).map((v) => [v.prompt_id, v.count, v.score_mean, v.cost_per_call, v.latency_mean_ms, v.value]);
+    expect(components(back)).toEqual(components(full));
+    expect(back.objective).toEqual(full.objective);
+  }, 120_000);
 
   it('keeps serving with the offline proposer when the LLM is down or answers garbage', async () => {
     const garbage = await startFakeLlm(() => ({ status: 200, body: { nonsense: true } }));

@@ -440,16 +440,22 @@ defmodule PromptEngine do
   def choose_prompt(experiment, base, context \\ %{}, opts \\ []), do: Request.with_args(Args.choose(experiment, base, context), &Request.run(:choose_prompt, &1, opts))
 
   @doc """
-  Report how a chosen prompt did: `success?` is whether the answer was good.
-  It is an ordinary `track_execution/2` carrying the choice's prompt id and
-  metadata, sent to the sidecar that made the choice. Options
-  `:execution_time_ms` (default 0), `:confidence_score`, `:response_length`,
-  `:metadata` (merged into the choice's), `:timestamp`, `:context_signature`, `:id`.
+  Report how a chosen prompt did. `outcome` is whether the answer was good
+  (a boolean), or a map of what was measured: `:success` (boolean), `:score`
+  (0.0..1.0, e.g. a judge's score), `:latency_ms`, `:input_tokens`,
+  `:output_tokens`, `:cost` — every key optional but one of `:success` and
+  `:score`. The experiment's objective decides what counts
+  (docs/closed-loop.md). It is an ordinary `track_execution/2` carrying the
+  choice's prompt id and metadata, sent to the sidecar that made the choice.
+  Options `:execution_time_ms` (default 0), `:confidence_score`,
+  `:response_length`, `:metadata` (merged into the choice's), `:timestamp`,
+  `:context_signature`, `:id`.
 
       {:ok, choice} = PromptEngine.choose_prompt("ticket_triage", base_prompt, %{model: "gpt-4o-mini"})
       :ok = PromptEngine.report_outcome(choice, true, execution_time_ms: 850)
+      :ok = PromptEngine.report_outcome(choice, %{score: 0.8, latency_ms: 850, input_tokens: 312, output_tokens: 40, cost: 0.0021})
   """
-  @spec report_outcome(map(), boolean(), opts()) :: :ok | error()
+  @spec report_outcome(map(), boolean() | map(), opts()) :: :ok | error()
   def report_outcome(choice, success?, opts \\ []), do: Request.report_outcome(choice, success?, opts)
 
   @doc """

@@ -28,6 +28,7 @@ import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRe
 import type { TrackingStore } from '../store/trackingStore.js';
 import { decisionChange, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
 import type { FallbackProposer } from '../optimizer/proposers.js';
+import { describeObjective, type Objective } from './objective.js';
 import type { LoopView } from './view.js';
 
 const MAX_PROMPT_CHARS = 100_000;
@@ -285,6 +286,7 @@ export class Decider {
       context: { language: caller.language, domain: caller.domain, task: exp.name },
       // The app fills in exactly the base's variables: a candidate that drops, adds or renames one is never tried.
       variables: 'same',
+      objective: { valueName: VALUE_NAMES[exp.objective.kind], note: `${describeObjective(exp.objective)}${costsTokens(exp.objective) ? ` The current leader uses about ${tokensOf(exp.leader.text)} tokens.` : ''}` },
       signal: new AbortController().signal,
     });
     this.figures.batches++;
@@ -301,7 +303,9 @@ export class Decider {
       }
     }
     this.figures.proposals_screened += safe.length;
-    const candidates: Candidate[] = safe.map((text, i) => ({ id: promptIdOf(text), text, origin: kind, predicted: predicted[i] ?? null }));
+    // Under a reward that weighs the instruction's tokens, a longer candidate is less promising by what it costs.
+    const penalty = (text: string): number => (costsTokens(exp.objective) ? exp.objective.cost_weight * exp.objective.input_token_cost * tokensOf(text) : 0);
+    const candidates: Candidate[] = safe.map((text, i) => ({ id: promptIdOf(text), text, origin: kind, predicted: predicted[i] ?? null, rank: costsTokens(exp.objective) ? (predicted[i] ?? 0.5) - penalty(text) : null }));
     const now = this.deps.view.get(exp.key);
     if (now === undefined || now.generation !== exp.generation) return; // a new generation started meanwhile
     const room = Math.max(0, Math.min(this.deps.policy.poolSize - now.active.length, this.deps.policy.maxVariants - now.variants.size));
@@ -379,6 +383,14 @@ export class Decider {
     await lease?.release();
   }
 }
+
+const VALUE_NAMES = { success: 'success rate', score: 'mean score', reward: 'mean reward' } as const;
+
+/** Whether the objective charges for the instruction's tokens. */
+const costsTokens = (o: Objective): boolean => o.kind === 'reward' && o.cost_weight > 0 && o.input_token_cost > 0;
+
+/** An instruction's tokens, estimated (about four characters a token: no tokenizer of the app's model ships here). */
+export const tokensOf = (text: string): number => Math.ceil(text.length / 4);
 
 /** Two changes as one (fields of the second win). */
 function mergeChanges(a: ExperimentChange | undefined, b: ExperimentChange | undefined): ExperimentChange | undefined {

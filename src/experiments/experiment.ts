@@ -103,7 +103,12 @@ export interface Candidate {
   text: string;
   origin: VariantOrigin;
   predicted: number | null;
+  /** Its promise for ordering the reserve when it differs from the prediction (a long candidate costs more under a reward weighing tokens). */
+  rank?: number | null;
 }
+
+/** A candidate's promise when a batch is screened: its rank, else the scorer's prediction. */
+const promise = (c: Candidate): number => c.rank ?? c.predicted ?? 0.5;
 
 export type Decision =
   /** `constraint`: a ban for breaking one (else, for being worse than `against`). */
@@ -338,7 +343,7 @@ export class Experiment {
       v.state = r.state;
       this.recordTotals(r.prompt_id, r);
     }
-    this.reserveList = reserve.sort((a, b) => (b.predicted ?? 0.5) - (a.predicted ?? 0.5));
+    this.reserveList = reserve.sort((a, b) => promise(b) - promise(a));
     this.applyRow(s.row);
   }
 
@@ -463,12 +468,12 @@ export class Experiment {
   batchChange(candidates: readonly Candidate[], room: number): ExperimentChange {
     const seen = new Set([...this.cells.keys(), ...this.reserveList.map((c) => c.id)]);
     const fresh = candidates.filter((c) => !seen.has(c.id) && seen.add(c.id));
-    const byPrediction = [...this.reserveList, ...fresh].sort((a, b) => (b.predicted ?? 0.5) - (a.predicted ?? 0.5));
+    const byPrediction = [...this.reserveList, ...fresh].sort((a, b) => promise(b) - promise(a));
     const ranked = byPrediction.length > 1 && room > 0 ? this.ranked(byPrediction) : byPrediction;
     const admit = new Set(ranked.slice(0, Math.max(0, room)).map((c) => c.id));
     const keep = new Set([...admit, ...byPrediction.filter((c) => !admit.has(c.id)).slice(0, this.policy.maxReserve).map((c) => c.id)]);
     return {
-      add: fresh.filter((c) => keep.has(c.id)).map((c) => variantRow(c, this.policy, admit.has(c.id) ? 'active' : 'reserve')),
+      add: fresh.filter((c) => keep.has(c.id)).map((c) => variantRow(c, this.policy, admit.has(c.id) ? 'active' : 'reserve', c.rank ?? null)),
       moves: this.reserveList.filter((c) => admit.has(c.id)).map((c) => ({ prompt_id: c.id, from: ['reserve'] as const, to: 'active' as const })),
       fields: { proposals_made: this.proposals + 1, outcomes_at_last_batch: this.outcomes },
       history: [...admit].map((id) => this.historyEntry('admitted', id)),

@@ -252,7 +252,7 @@ export class ExperimentService {
    * counted nowhere.
    */
   async track(row: EntryRow): Promise<void> {
-    const key = row.kind === 'execution' ? this.outcomeKey(row) : undefined;
+    const key = reportsOutcome(row) ? this.outcomeKey(row) : undefined;
     const receipt = await this.store.write(row);
     if (key === undefined) return;
     const exp = this.view.get(experimentKey(key.experiment, key.model));

@@ -37,6 +37,8 @@ export interface ProposalRequest {
   context: OptimizeContext;
   /** Which variables a candidate must keep. */
   variables: VariableRule;
+  /** What the attempts' scores measure, and a sentence saying so to an LLM (the closed loop's objective). */
+  objective?: { valueName: string; note: string };
   signal: AbortSignal;
 }
 
@@ -128,11 +130,12 @@ function coproMessages(req: ProposalRequest): Array<{ role: 'system' | 'user'; c
 function loopMessages(req: ProposalRequest): Array<{ role: 'system' | 'user'; content: string }> {
   const tried = req.tried
     .slice(0, 12)
-    .map((t, i) => `Variant ${i + 1} (success rate ${t.score.toFixed(2)} over ${t.count ?? 0} runs):\n${t.text}`)
+    .map((t, i) => `Variant ${i + 1} (${req.objective?.valueName ?? 'success rate'} ${t.score.toFixed(2)} over ${t.count ?? 0} runs):\n${t.text}`)
     .join('\n\n');
+  const note = req.objective === undefined ? '' : `${req.objective.note}\n\n`;
   return [
     { role: 'system', content: LOOP_SYSTEM },
-    { role: 'user', content: `Instruction:\n${req.base}\n\n${tried ? `Already tried:\n\n${tried}\n\n` : ''}New variant:` },
+    { role: 'user', content: `Instruction:\n${req.base}\n\n${note}${tried ? `Already tried:\n\n${tried}\n\n` : ''}New variant:` },
   ];
 }
 

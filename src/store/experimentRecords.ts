@@ -458,18 +458,18 @@ export async function writeGeneration(q: Query, g: GenerationWrite): Promise<boo
   const b = g.base;
   const rows = await q(
     `WITH e AS (
-       INSERT INTO experiments AS x (name, model, generation, base_prompt_id, status, pinned_prompt_id, proposals_made, leader_prompt_id, outcomes_at_last_batch, revision)
-       VALUES ($1, $2, $3, $4, 'running', NULL, 0, $4, 0, 1)
+       INSERT INTO experiments AS x (name, model, generation, base_prompt_id, status, pinned_prompt_id, proposals_made, leader_prompt_id, outcomes_at_last_batch, revision, objective)
+       VALUES ($1, $2, $3, $4, 'running', NULL, 0, $4, 0, 1, $10::jsonb)
        ON CONFLICT (name, model) DO UPDATE SET generation = excluded.generation, base_prompt_id = excluded.base_prompt_id, status = 'running',
          pinned_prompt_id = NULL, proposals_made = 0, leader_prompt_id = excluded.leader_prompt_id, outcomes_at_last_batch = 0,
-         revision = x.revision + 1, updated_at = now()
+         revision = x.revision + 1, updated_at = now(), objective = excluded.objective
        WHERE x.generation < excluded.generation
        RETURNING name)
      INSERT INTO experiment_variants (name, model, generation, prompt_id, text, origin, prior_alpha, prior_beta, predicted, state)
      SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, 'active' FROM e
      ON CONFLICT (name, model, generation, prompt_id) DO NOTHING
      RETURNING prompt_id`,
-    [g.name, g.model, g.generation, b.prompt_id, b.text, b.origin, b.prior_alpha, b.prior_beta, b.predicted],
+    [g.name, g.model, g.generation, b.prompt_id, b.text, b.origin, b.prior_alpha, b.prior_beta, b.predicted, JSON.stringify(g.objective)],
   );
   return rows.length > 0;
 }

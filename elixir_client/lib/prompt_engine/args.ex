@@ -207,6 +207,9 @@ defmodule PromptEngine.Args do
 
   defp base(other), do: bad(:choose_prompt, "base: expected the prompt's text or %{template_id: id, variables: map}, got #{inspect(other, limit: 10)}")
 
+  # The keys of an outcome map (report_outcome/3).
+  @outcome_keys [:success, :score, :latency_ms, :input_tokens, :output_tokens, :cost]
+
   @doc false
   # report_outcome's track_execution entry: the choice's prompt id and metadata, the outcome, the options.
   @spec outcome(term(), term(), map()) :: {:ok, map()} | {:error, Error.t()}
@@ -219,8 +222,35 @@ defmodule PromptEngine.Args do
     end
   end
 
+  # An outcome as a map (a graded score, latency, tokens, cost): its keys become the entry's fields
+  # (latency_ms is execution_time_ms); the sidecar checks every value and names a bad one.
+  def outcome(%{prompt_id: _} = choice, %{} = outcome, extra) when not is_struct(outcome) do
+    outcome = Map.new(outcome, fn {k, v} -> {outcome_key(k), v} end)
+
+    case Map.keys(outcome) -- @outcome_keys do
+      [] ->
+        if Map.has_key?(outcome, :success) or Map.has_key?(outcome, :score) do
+          {latency, outcome} = Map.pop(outcome, :latency_ms)
+          extra = if latency == nil, do: extra, else: Map.put(extra, :execution_time_ms, latency)
+          with {:ok, entry} <- outcome(choice, Map.get(outcome, :success, true), extra) do
+            entry = if Map.has_key?(outcome, :success), do: entry, else: Map.delete(entry, :success)
+            {:ok, Map.merge(entry, Map.delete(outcome, :success))}
+          end
+        else
+          bad(:report_outcome, "outcome: expected success or score (or both) in #{inspect(outcome, limit: 5)}")
+        end
+
+      unknown ->
+        bad(:report_outcome, "outcome: unknown key#{if length(unknown) > 1, do: "s"} #{Enum.map_join(unknown, ", ", &inspect/1)}; known: #{Enum.map_join(@outcome_keys, ", ", &inspect/1)}")
+    end
+  end
+
   def outcome(choice, success?, _extra),
-    do: bad(:report_outcome, "expected a choice from choose_prompt and a boolean, got #{inspect(choice, limit: 5)} and #{inspect(success?, limit: 5)}")
+    do: bad(:report_outcome, "expected a choice from choose_prompt and a boolean or an outcome map, got #{inspect(choice, limit: 5)} and #{inspect(success?, limit: 5)}")
+
+  defp outcome_key(k) when is_atom(k), do: k
+  defp outcome_key(k) when is_binary(k), do: Enum.find(@outcome_keys, k, &(Atom.to_string(&1) == k))
+  defp outcome_key(k), do: k
 
   # -- ids and encoding ------------------------------------------------------------
 
