@@ -102,6 +102,14 @@ export class PortTransport {
       void this.shutdown('output closed', 0);
     });
     this.engine.registerFigures('port', () => this.figures);
+    // EOF and input errors are heard from the start: a pipe that ends while the store opens ends with
+    // no one listening otherwise, and the sidecar would outlive its owner.
+    // If the parent is gone too (the BEAM was killed), nobody can receive replies: abort at once.
+    this.input.on('end', () => void this.shutdown('input EOF', process.ppid !== this.originalPpid ? 0 : undefined));
+    this.input.on('error', (err: Error) => {
+      this.log.warn({ err: err.message }, 'port input error');
+      void this.shutdown('input error');
+    });
     void warmUp.then(() => {
       if (this.closing !== undefined) return;
       this.send(
@@ -113,12 +121,6 @@ export class PortTransport {
       );
       this.engine.events.on('event', this.onEngineEvent);
       this.input.on('data', (chunk: Buffer | string) => this.reader.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk));
-      // If the parent is gone too (the BEAM was killed), nobody can receive replies: abort at once.
-      this.input.on('end', () => void this.shutdown('input EOF', process.ppid !== this.originalPpid ? 0 : undefined));
-      this.input.on('error', (err: Error) => {
-        this.log.warn({ err: err.message }, 'port input error');
-        void this.shutdown('input error');
-      });
     });
     return done;
   }
