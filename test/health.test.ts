@@ -112,8 +112,8 @@ describe('health when the store cannot be opened', () => {
     const second = sidecar({ PROMPT_ENGINE_DATA_DIR: dir });
     await Promise.all([first.ready, second.ready]);
     expect(await first.request('track_execution', execution())).toMatchObject({ ok: true });
-    // Nothing has tried the store in the second one yet: not opened is not a problem.
-    expect(check(await health(second), 'database')).toMatchObject({ status: 'not_started' });
+    // A Port sidecar opens its store before its handshake: the second one tried, and says so at once.
+    expect(check(await health(second), 'database')).toMatchObject({ status: 'down' });
     const refused = await second.request('track_execution', execution());
     expect(refused).toMatchObject({ ok: false, reason: 'unavailable' });
     expect(!refused.ok && refused.message).toContain(`in use by process ${first.pid}`);

@@ -55,7 +55,7 @@ describe('two sidecars in one queue group', () => {
     const pending: Promise<void>[] = [];
     const t0 = Date.now();
     let killAt = 0;
-    while (Date.now() - t0 < 3000) {
+    while (Date.now() - t0 < 4500) {
       if (killAt === 0 && Date.now() - t0 > 1200) {
         killAt = Date.now();
         a.proc.kill('SIGKILL');
@@ -89,16 +89,19 @@ describe('two sidecars in one queue group', () => {
 
     const before = shots.filter((s) => s.sentAt < killAt - 300);
     const inFlightAtKill = shots.filter((s) => s.sentAt >= killAt - 260 && s.sentAt < killAt);
-    const later = shots.filter((s) => s.sentAt > killAt + 250);
+    // NATS stops routing to A once its server has read A's closed socket: at once when idle, some
+    // hundreds of milliseconds on a busy 2-core machine. Requests sent in that window may be lost.
+    const settled = killAt + 1000;
+    const later = shots.filter((s) => s.sentAt > settled);
     expect(before.length).toBeGreaterThan(20);
     expect(before.every((s) => s.ok)).toBe(true);
     // Some requests were in flight to A when it died: they fail or time out at the caller.
     expect(inFlightAtKill.filter((s) => !s.ok).length).toBeGreaterThan(0);
-    expect(shots.filter((s) => !s.ok).every((s) => s.sentAt < killAt + 250)).toBe(true);
+    expect(shots.filter((s) => !s.ok && s.sentAt >= settled)).toEqual([]);
     // Every later request was served, by B (A is gone).
     expect(later.length).toBeGreaterThan(20);
     expect(later.filter((s) => !s.ok)).toEqual([]);
-    const laterProbes = probes.filter((p) => p.sentAt > killAt + 250);
+    const laterProbes = probes.filter((p) => p.sentAt > settled);
     expect(laterProbes.length).toBeGreaterThan(20);
     expect(new Set(laterProbes.map((p) => p.pid))).toEqual(new Set([b.pid]));
   });

@@ -122,9 +122,8 @@ describe('durable tracking through JetStream', () => {
     const db = new pg.Client({ connectionString: dbUrl });
     await db.connect();
     cleanups.push(() => db.end());
-    const table = (await db.query<{ table_name: string }>(`SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_name LIKE '%execution%'`)).rows.map((r) => r.table_name)[0];
-    expect(table).toBeDefined();
-    const rows = (await db.query<{ id: string; n: string }>(`SELECT id::text AS id, count(*)::text AS n FROM ${table} GROUP BY id`)).rows;
+    // The engine's tables live in their own schema (PROMPT_ENGINE_DB_SCHEMA, prompt_engine by default).
+    const rows = (await db.query<{ id: string; n: string }>(`SELECT id::text AS id, count(*)::text AS n FROM prompt_engine.prompt_executions GROUP BY id`)).rows;
     const counts = new Map(rows.map((r) => [r.id, Number(r.n)]));
     const missing = [...acked.keys()].filter((id) => !counts.has(id));
     const duplicated = rows.filter((r) => Number(r.n) > 1);

@@ -72,8 +72,13 @@ export interface SqlClient {
   readonly copy: CopyIn;
   /** Announce `payload` on `channel` (NOTIFY); a no-op on PGlite. */
   notify(channel: string, payload: string): Promise<void>;
-  /** Call `onMessage` for every NOTIFY on `channel` from any session; resolves once listening. Returns a stop function. */
-  listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
+  /**
+   * Call `onMessage` for every NOTIFY on `channel` from any session; resolves once listening.
+   * The listening connection is reopened when it drops; notifications sent meanwhile are lost,
+   * so `onRelistened` runs after each reopening for the caller to catch up from the tables.
+   * Returns a stop function.
+   */
+  listen(channel: string, onMessage: (payload: string) => void, onRelistened?: () => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -188,11 +193,21 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
     async notify(channel, payload) {
       await pool.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((err: unknown) => Promise.reject(unreachable(err)));
     },
-    async listen(channel, onMessage) {
+    async listen(channel, onMessage, onRelistened) {
       // A connection of its own for as long as we listen (a pooled one would be handed to others);
-      // reconnected with backoff when the server goes away.
+      // reconnected every second while the server is away.
       let stopped = false;
       let client: pg.Client | undefined;
+      let opened = false;
+      let retrying = false;
+      const retry = (): void => {
+        if (stopped || retrying) return;
+        retrying = true;
+        setTimeout(() => {
+          retrying = false;
+          start().catch(retry);
+        }, 1_000).unref();
+      };
       const start = async (): Promise<void> => {
         const c = new pg.Client({ connectionString: url, options, connectionTimeoutMillis: 2_000 });
         c.on('error', () => undefined);
@@ -200,13 +215,29 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
           if (m.channel === channel) onMessage(m.payload ?? '');
         });
         c.on('end', () => {
-          if (!stopped) setTimeout(() => void start().catch(() => undefined), 1_000).unref();
+          if (client === c) retry();
         });
-        await c.connect();
-        await c.query(`LISTEN "${channel.replace(/"/g, '')}"`);
+        try {
+          await c.connect();
+          await c.query(`LISTEN "${channel.replace(/"/g, '')}"`);
+        } catch (err) {
+          await c.end().catch(() => undefined);
+          throw err;
+        }
+        if (stopped) {
+          await c.end().catch(() => undefined);
+          return;
+        }
         client = c;
+        if (opened) onRelistened?.();
+        opened = true;
       };
-      await start();
+      try {
+        await start();
+      } catch (err) {
+        stopped = true;
+        throw unreachable(err);
+      }
       return async () => {
         stopped = true;
         await client?.end().catch(() => undefined);

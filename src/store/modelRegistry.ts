@@ -57,9 +57,21 @@ export class ModelRegistry {
     return undefined;
   }
 
-  /** Promotions announced by any instance (PostgreSQL only); returns a stop function. */
+  /**
+   * Promotions announced by any instance (PostgreSQL only); returns a stop function. When the
+   * listening connection comes back after a drop, the latest promotion is read from the table
+   * (announcements sent meanwhile were lost) and passed on too; the caller skips its own version.
+   */
   onPromoted(f: (version: string) => void): Promise<() => Promise<void>> {
-    return this.db.listen(MODEL_CHANNEL, f);
+    const catchUp = (): void => {
+      this.promoted().then(
+        (m) => {
+          if (m !== undefined) f(m.version);
+        },
+        () => undefined, // the database went away again: the next reopening catches up
+      );
+    };
+    return this.db.listen(MODEL_CHANNEL, f, catchUp);
   }
 
   /** The most recently promoted model. */
