@@ -108,9 +108,11 @@ describe('health and store errors when the database is away', () => {
 describe('health when the store cannot be opened', () => {
   it('a second sidecar on a PGlite directory held by another: unavailable naming the holder, health degraded; ok once the holder is gone', async () => {
     const dir = tmpDir();
+    // The first holds the directory before the second starts: which one wins a race is not what is tested.
     const first = sidecar({ PROMPT_ENGINE_DATA_DIR: dir });
+    await first.ready;
     const second = sidecar({ PROMPT_ENGINE_DATA_DIR: dir });
-    await Promise.all([first.ready, second.ready]);
+    await second.ready;
     expect(await first.request('track_execution', execution())).toMatchObject({ ok: true });
     // A Port sidecar opens its store before its handshake: the second one tried, and says so at once.
     expect(check(await health(second), 'database')).toMatchObject({ status: 'down' });

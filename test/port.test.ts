@@ -42,7 +42,8 @@ describe.each(['fds', 'stdio'])('Port in %s mode, driven from Erlang', (mode) =>
     expect(name(err)).toBe('error');
     expect(name(reason)).toBe('cancelled');
     expect(dt).toBeLessThan(1000); // not the 5 s the request asked for
-    expect(health).toBe('ok');
+    // Still serving: health answered (its status depends on the database and NATS the test run shares, not on the cancel).
+    expect(['ok', 'degraded']).toContain(health);
   });
 
   it('answers the id of every request it cannot decode (a fun, too deep, an atom cache ref, over the size limit) and keeps serving', () => {

@@ -16,13 +16,12 @@
  *   flags (cli/verbs.ts) print the spec.
  *
  * A spec written as a plain object (`{type, doc}` with no reader) is only
- * declared: its op reads it itself (src/store/entries.ts and
- * src/ops/{tracking,experiments}.ts until they move to the constructors;
- * see contract/README.md). May import: codec.
+ * declared: its op reads it itself (see contract/README.md). Every op and
+ * tracking entry now uses the constructors. May import: codec.
  */
 import { isTermObject, newMap, type Term, type TermObject } from '../codec/terms.js';
 import type { Json } from '../codec/json.js';
-import { asBool, asInt, asList, asNumber, asString, requireMap, storableTerm, stringMap as readStringMap } from './args.js';
+import { asBool, asInt, asList, asNumber, asString, asTimestamp, nowIso, numberMap as readNumberMap, requireMap, storableTerm, stringMap as readStringMap } from './args.js';
 import { badRequest } from './errors.js';
 
 /** What a typed argument holds, as data: what the CLI, the docs and the tests derive from. */
@@ -35,6 +34,9 @@ export type Shape =
   | { readonly kind: 'list'; readonly of: Shape; readonly min?: number; readonly max?: number }
   | { readonly kind: 'record'; readonly keys: ArgSchema }
   | { readonly kind: 'string_map'; readonly maxEntries: number; readonly maxBytes: number }
+  | { readonly kind: 'number_map'; readonly maxEntries: number }
+  /** ISO-8601 text or integer unix milliseconds. */
+  | { readonly kind: 'timestamp' }
   /** Any map whose text (every string and key, at any depth) must be storable: template variables, options passed on. */
   | { readonly kind: 'variables' }
   /** Any term, kept as given and never stored as text (cache_put's value). */
@@ -120,6 +122,10 @@ export function typeText(s: Shape): string {
       return 'map';
     case 'string_map':
       return `map of string → string (at most ${s.maxEntries} entries, ${s.maxBytes / 1024} KiB)`;
+    case 'number_map':
+      return `map of string → number (at most ${s.maxEntries} entries)`;
+    case 'timestamp':
+      return 'ISO-8601 string or integer unix ms';
     case 'variables':
       return 'map';
     case 'any':
@@ -146,6 +152,8 @@ export function requiredText(s: Shape): string {
       return 'a list';
     case 'any':
       return 'any term';
+    case 'timestamp':
+      return 'an ISO-8601 timestamp or unix milliseconds';
     case 'either':
       return s.of.map(requiredText).join(' or ');
     default:
@@ -223,6 +231,17 @@ export function stringMap<O extends Common<Record<string, string>> & { readonly 
   const maxEntries = o.maxEntries ?? 256;
   const maxBytes = o.maxBytes ?? 64 * 1024;
   return typed({ kind: 'string_map', maxEntries, maxBytes }, o, (v, f) => readStringMap(v, f, { maxEntries, maxBytes }), () => ({}));
+}
+
+/** A map of string → number (measured figures): entries bounded, keys storable. */
+export function numberMap<O extends Common<Record<string, number>> & { readonly maxEntries?: number }>(o: O): ArgSpec<Record<string, number>, PresenceOf<O>> {
+  const maxEntries = o.maxEntries ?? 256;
+  return typed({ kind: 'number_map', maxEntries }, o, (v, f) => readNumberMap(v, f, { maxEntries }), () => ({}));
+}
+
+/** A moment, read as ISO-8601 text (UTC); `defaultNow`: absent means the time of the call. */
+export function timestamp<O extends Omit<Common<string>, 'default'> & { readonly defaultNow?: boolean }>(o: O): ArgSpec<string, O extends { defaultNow: true } ? 'always' : PresenceOf<O>> {
+  return typed({ kind: 'timestamp' }, o.defaultNow === true ? { ...o, default: 'now' } : o, asTimestamp, nowIso);
 }
 
 /** Any map (template variables, options passed on) whose every string and key is storable text. */

@@ -6,100 +6,92 @@
  * posteriors and leader; operator actions pin/unpin/reset/stop/resume and
  * a new objective).
  */
-import { atom, isTermObject, float, newMap, record, type Term, type TermObject } from '../codec/terms.js';
+import { atom, float, newMap, record, type Term, type TermObject } from '../codec/terms.js';
 import { termToJson } from '../codec/json.js';
-import { optBool, optNum, optOneOf, optStr, str, stringMap } from '../contract/args.js';
-import { rejectUnknownKeys, keyCheck, type ArgSchema } from '../contract/schema.js';
+import { alias, boolean, number, oneOf, record as recordArg, string, stringMap, variables, type ArgsOf } from '../contract/schema.js';
 import { badRequest } from '../contract/errors.js';
 import { successRate, type Experiment, type Variant } from '../experiments/experiment.js';
 import { costPerCall, DEFAULT_OBJECTIVE, meanScore, type Objective } from '../experiments/objective.js';
 import type { HistoryRow } from '../store/experimentRecords.js';
 import type { Vars } from '../templates/renderer.js';
-import { defineOp, type OpSpec } from './types.js';
-
-interface ChooseArgs {
-  experiment: string;
-  prompt?: string;
-  templateId?: string;
-  variables: Vars;
-  context: Record<string, string>;
-  model: string;
-  objective?: Objective;
-}
+import { typedOp, type OpSpec } from './types.js';
 
 const OBJECTIVE_KINDS = ['success', 'score', 'reward'] as const;
+/** Costs and weights: non-negative and finite (a 1e9 cap keeps a typo from swamping every score). */
+const COST = { min: 0, max: 1e9 } as const;
 
-/** An objective's keys, declared once: the argument's nested schema and its reader. */
-const OBJECTIVE_ARGS: ArgSchema = {
-  kind: { type: `one of: ${OBJECTIVE_KINDS.join(', ')}`, default: 'success', doc: 'success: the share of successful calls; score: the mean graded score (0..1); reward: score − cost_weight × cost per call' },
-  cost_weight: { type: 'number ≥ 0', default: 0, doc: 'reward: what one unit of cost per call takes off the score' },
-  input_token_cost: { type: 'number ≥ 0', default: 0, doc: 'cost of one input token, added to the reported cost' },
-  output_token_cost: { type: 'number ≥ 0', default: 0, doc: 'cost of one output token, added to the reported cost' },
-  max_latency_ms_p90: { type: 'number > 0', doc: 'constraint: a variant whose p90 latency is above it with 95% confidence is banned' },
-  max_cost_per_call: { type: 'number ≥ 0', doc: 'constraint: a variant whose mean cost per call is above it with 95% confidence is banned' },
+/** An objective's keys, declared once: both ops' nested schema, its reader and its docs. */
+const OBJECTIVE_ARGS = {
+  kind: oneOf(OBJECTIVE_KINDS, { default: DEFAULT_OBJECTIVE.kind, doc: 'success: the share of successful calls; score: the mean graded score (0..1); reward: score − cost_weight × cost per call' }),
+  cost_weight: number({ ...COST, default: 0, doc: 'reward: what one unit of cost per call takes off the score' }),
+  input_token_cost: number({ ...COST, default: 0, doc: 'cost of one input token, added to the reported cost' }),
+  output_token_cost: number({ ...COST, default: 0, doc: 'cost of one output token, added to the reported cost' }),
+  max_latency_ms_p90: number({ ...COST, doc: 'constraint (above 0): a variant whose p90 latency is above it with 95% confidence is banned' }),
+  max_cost_per_call: number({ ...COST, doc: 'constraint: a variant whose mean cost per call is above it with 95% confidence is banned' }),
 };
-const OBJECTIVE_KEYS = keyCheck('objective', OBJECTIVE_ARGS);
 
-function objectiveArg(a: TermObject): Objective | undefined {
-  const v = a.objective;
-  if (v === undefined || v === null) return undefined;
-  if (!isTermObject(v)) throw badRequest('objective', 'expected a map (kind, cost_weight, input_token_cost, output_token_cost, max_latency_ms_p90, max_cost_per_call)');
-  rejectUnknownKeys(v, OBJECTIVE_KEYS, 'objective.');
-  const n = (k: string, min: number): number | undefined => optNum(v, k, { min, max: 1e9, path: `objective.${k}` });
-  const latency = n('max_latency_ms_p90', 0);
-  if (latency === 0) throw badRequest('objective.max_latency_ms_p90', 'expected a number above 0');
+function toObjective(o: ArgsOf<typeof OBJECTIVE_ARGS> | undefined): Objective | undefined {
+  if (o === undefined) return undefined;
+  if (o.max_latency_ms_p90 === 0) throw badRequest('objective.max_latency_ms_p90', 'expected a number above 0');
   return {
-    kind: optOneOf(v, 'kind', OBJECTIVE_KINDS, 'objective.kind') ?? DEFAULT_OBJECTIVE.kind,
-    cost_weight: n('cost_weight', 0) ?? 0,
-    input_token_cost: n('input_token_cost', 0) ?? 0,
-    output_token_cost: n('output_token_cost', 0) ?? 0,
-    max_latency_ms_p90: latency ?? null,
-    max_cost_per_call: n('max_cost_per_call', 0) ?? null,
+    kind: o.kind,
+    cost_weight: o.cost_weight,
+    input_token_cost: o.input_token_cost,
+    output_token_cost: o.output_token_cost,
+    max_latency_ms_p90: o.max_latency_ms_p90 ?? null,
+    max_cost_per_call: o.max_cost_per_call ?? null,
   };
 }
+
+/** An experiment's name: a string (binary) of 1..200 characters; an atom is refused (it reads like an instance name on the Elixir side). */
+function experimentName<O extends { required?: boolean; requiredWhen?: string; doc: string }>(o: O): ReturnType<typeof string<O & { min: 1; max: 200 }>> {
+  const spec = string({ ...o, min: 1 as const, max: 200 as const });
+  const read = spec.read!;
+  return {
+    ...spec,
+    read: (v: Term, f: string): string => {
+      if (typeof v !== 'string') throw badRequest(f, 'expected a string (an experiment name is a binary, not an atom)');
+      return read(v, f);
+    },
+  } as ReturnType<typeof string<O & { min: 1; max: 200 }>>;
+}
+
+const MODEL = { min: 1, max: 200 } as const;
 
 /** An objective as a reply carries it. */
 const objectiveTerm = (o: Objective): TermObject =>
   record({ kind: atom(o.kind), cost_weight: float(o.cost_weight), input_token_cost: float(o.input_token_cost), output_token_cost: float(o.output_token_cost), max_latency_ms_p90: o.max_latency_ms_p90 === null ? null : float(o.max_latency_ms_p90), max_cost_per_call: o.max_cost_per_call === null ? null : float(o.max_cost_per_call) });
 
-function contextOf(v: Term | undefined): Record<string, string> {
-  if (v === undefined || v === null) return {};
-  return stringMap(v, 'context');
-}
+const CHOOSE_ARGS = {
+  experiment: experimentName({ required: true, doc: 'the experiment (one per task); created on first use' }),
+  prompt: string({ min: 1, max: 100_000, requiredWhen: 'unless template_id is given', doc: 'the base prompt' }),
+  template_id: string({ min: 1, max: 200, requiredWhen: 'unless prompt is given', doc: 'render this template with variables as the base prompt' }),
+  variables: variables({ default: {}, doc: 'variables for template_id' }),
+  context: stringMap({ default: {}, doc: "the caller's context; context.model keys the experiment when model is absent" }),
+  model: string({ ...MODEL, doc: 'the model the prompt will run on (else context.model, else "default")' }),
+  objective: recordArg(OBJECTIVE_ARGS, { doc: "what a new experiment optimizes, with its constraints (default kind success; set on first use, changed by the experiment op's objective action)" }),
+};
 
-const choosePrompt = defineOp<ChooseArgs>({
+const choosePrompt = typedOp({
   name: 'choose_prompt',
   summary: 'the prompt to use now for an experiment and model (the closed loop); report the outcome with track_execution and the reply metadata',
-  args: {
-    experiment: { type: 'string (1..200 characters)', required: true, doc: 'the experiment (one per task); created on first use' },
-    prompt: { type: 'string (1..100000 characters)', requiredWhen: 'unless template_id is given', doc: 'the base prompt' },
-    template_id: { type: 'string', requiredWhen: 'unless prompt is given', doc: 'render this template with variables as the base prompt' },
-    variables: { type: 'map', default: {}, doc: 'variables for template_id' },
-    context: { type: 'map of string → string', default: {}, doc: 'the caller\'s context; context.model keys the experiment when model is absent' },
-    model: { type: 'string (1..200 characters)', default: 'default', doc: 'the model the prompt will run on (else context.model)' },
-    objective: { type: 'map', default: { kind: 'success' }, keys: OBJECTIVE_ARGS, doc: 'what a new experiment optimizes, with its constraints (set on first use; changed by the experiment op\'s objective action)' },
-  },
+  args: CHOOSE_ARGS,
   reply: '%{prompt, prompt_id, experiment, model, generation, origin: :base | :offline | :llm, exploring: boolean, leader_id, variants, metadata: %{"experiment" => _, "model" => _, "generation" => _}}',
   errors: { not_found: 'template_id names no template', unavailable: 'the database is unreachable' },
   examples: [{ experiment: 'ticket_triage', prompt: 'Classify the ticket.', context: { model: 'gpt-4o-mini' } }],
-  validate: (a) => {
-    const context = contextOf(a.context);
-    const prompt = optStr(a, 'prompt', { min: 1, max: 100_000 });
-    const templateId = optStr(a, 'template_id', { min: 1, max: 200 });
-    if (prompt === undefined && templateId === undefined) throw badRequest('prompt', 'is required (a string), or give template_id and variables');
-    if (prompt !== undefined && templateId !== undefined) throw badRequest('template_id', 'give either prompt or template_id, not both');
-    const vars = a.variables;
-    if (vars !== undefined && vars !== null && !isTermObject(vars)) throw badRequest('variables', 'expected a map of variables');
-    const model = optStr(a, 'model', { min: 1, max: 200 }) ?? context.model ?? 'default';
-    if (model.length === 0 || model.length > 200) throw badRequest('context.model', 'expected a string of 1..200 characters');
+  refine: (a: ArgsOf<typeof CHOOSE_ARGS>) => {
+    if (a.prompt === undefined && a.template_id === undefined) throw badRequest('prompt', 'is required (a string), or give template_id and variables');
+    if (a.prompt !== undefined && a.template_id !== undefined) throw badRequest('template_id', 'give either prompt or template_id, not both');
+    const model = a.model ?? a.context.model ?? 'default';
+    if (model.length === 0 || model.length > MODEL.max) throw badRequest('context.model', `expected a string of ${MODEL.min}..${MODEL.max} characters`);
     return {
-      experiment: experimentName(a, 'experiment') ?? required('experiment'),
-      prompt,
-      templateId,
-      variables: vars === undefined || vars === null ? {} : (termToJson(vars as TermObject) as Vars),
-      context,
+      experiment: a.experiment,
+      prompt: a.prompt,
+      templateId: a.template_id,
+      variables: termToJson(a.variables) as Vars,
+      context: a.context,
       model,
-      objective: objectiveArg(a),
+      objective: toObjective(a.objective),
     };
   },
   async handle(a, { engine }) {
@@ -135,29 +127,8 @@ function loopMetadata(experiment: string, model: string, generation: number): Te
   return m;
 }
 
-/** An experiment's name: a string (binary) of 1..200 characters; an atom is refused (it reads like an instance name on the Elixir side). */
-function experimentName(a: TermObject, key: string): string | undefined {
-  const v = a[key];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string') throw badRequest(key, 'expected a string (an experiment name is a binary, not an atom)');
-  return str(a, key, { min: 1, max: 200 });
-}
-
-const required = (field: string): never => {
-  throw badRequest(field, 'is required (a string)');
-};
-
 const ACTIONS = ['pin', 'unpin', 'reset', 'stop', 'resume', 'objective'] as const;
 
-interface ExperimentArgs {
-  name?: string;
-  model?: string;
-  action?: (typeof ACTIONS)[number];
-  promptId?: string;
-  force: boolean;
-  history: boolean;
-  objective?: Objective;
-}
 
 /**
  * An experiment's history as the reply carries it: each snapshot of its
@@ -233,31 +204,30 @@ function describe(e: Experiment, withVariants: boolean): TermObject {
   });
 }
 
-const experiment = defineOp<ExperimentArgs>({
+const EXPERIMENT_ARGS = {
+  experiment: experimentName({ requiredWhen: 'with an action', doc: 'the experiment; absent: list every experiment in brief' }),
+  name: alias('experiment', 'the experiment', 'string'),
+  model: string({ ...MODEL, doc: "only this model's experiment (required with an action when the experiment runs for several models)" }),
+  action: oneOf(ACTIONS, { doc: 'pin (serve prompt_id only), unpin, reset (back to the base), stop (serve the leader, propose nothing), resume, objective (a new generation judged by the objective given)' }),
+  objective: recordArg(OBJECTIVE_ARGS, { requiredWhen: 'with action objective', doc: 'the new objective' }),
+  prompt_id: string({ min: 1, max: 200, doc: 'the variant to pin (default: the leader)' }),
+  force: boolean({ default: false, doc: 'pin a variant the loop retired or banned anyway' }),
+  history: boolean({ default: false, doc: "add each experiment's history: snapshots of its counts (history) and its decisions (events)" }),
+};
+
+const experiment = typedOp({
   name: 'experiment',
-  summary: 'a closed-loop experiment: variants, outcomes, posteriors, P(best), leader; action pin | unpin | reset | stop | resume. Without a name: every experiment, in brief',
-  args: {
-    experiment: { type: 'string (1..200 characters)', requiredWhen: 'with an action', doc: 'the experiment; absent: list every experiment in brief' },
-    name: { type: 'string', aliasOf: 'experiment', doc: 'the experiment' },
-    model: { type: 'string', doc: 'only this model\'s experiment (required with an action when the experiment runs for several models)' },
-    action: { type: `one of: ${ACTIONS.join(', ')}`, doc: 'pin (serve prompt_id only), unpin, reset (back to the base), stop (serve the leader, propose nothing), resume, objective (a new generation judged by the objective given)' },
-    objective: { type: 'map', keys: OBJECTIVE_ARGS, requiredWhen: 'with action objective', doc: 'the new objective' },
-    prompt_id: { type: 'string', doc: 'the variant to pin (default: the leader)' },
-    force: { type: 'boolean', default: false, doc: 'pin a variant the loop retired or banned anyway' },
-    history: { type: 'boolean', default: false, doc: 'add each experiment\'s history: snapshots of its counts (history) and its decisions (events)' },
-  },
-  reply: '%{experiments: [%{experiment, model, generation, status, pinned, outcomes, proposals_made, leader: %{prompt_id, origin, success_rate, count}, base: %{prompt_id, success_rate, count}, improvement: float, active, revision, variants: [%{prompt_id, text, origin, state, successes, count, success_rate, interval: [low, high], posterior_mean, p_best, predicted}] | count, history: [%{outcomes, successes, variants: %{prompt_id => servings in the bucket}, at}], events: [%{kind: :leader | :retired | :banned | :admitted, prompt_id, outcomes, at}]}]} (history and events with history: true)',
+  summary: 'a closed-loop experiment: variants, outcomes, posteriors, P(best), leader; action pin | unpin | reset | stop | resume | objective. Without a name: every experiment, in brief',
+  args: EXPERIMENT_ARGS,
+  reply: '%{experiments: [%{experiment, model, generation, status, pinned, objective, outcomes, proposals_made, leader: %{prompt_id, origin, success_rate, value, count}, base: %{prompt_id, success_rate, value, count}, improvement: float, active, revision, variants: [%{prompt_id, text, origin, state, successes, count, success_rate, value, posterior_mean, interval: [low, high], score_mean, cost_per_call, latency_mean_ms, over_latency_share, p_best, predicted}] | count, history: [%{outcomes, successes, variants: %{prompt_id => servings in the bucket}, at}], events: [%{kind: :leader | :retired | :banned | :admitted, prompt_id, outcomes, at}]}]} (history and events with history: true)',
   errors: { not_found: 'no experiment of that name (and model), or prompt_id is not one of its variants', conflict: 'pin of a variant the loop retired or banned, without force: true', unavailable: 'the database is unreachable (actions are written before they apply)' },
-  examples: [{}, { experiment: 'ticket_triage' }, { experiment: 'ticket_triage', model: 'gpt-4o-mini', action: 'pin', prompt_id: 'p-1' }],
-  validate: (a) => {
-    const action = optOneOf(a, 'action', ACTIONS);
-    const name = experimentName(a, 'experiment') ?? experimentName(a, 'name');
-    if (action !== undefined && name === undefined) throw badRequest('experiment', 'is required with an action');
-    const promptId = optStr(a, 'prompt_id', { min: 1, max: 200 });
-    if (promptId !== undefined && action === undefined) throw badRequest('prompt_id', 'only goes with an action');
-    const objective = objectiveArg(a);
-    if ((objective === undefined) !== (action !== 'objective')) throw badRequest('objective', 'goes with action objective, and only with it');
-    return { name, model: optStr(a, 'model', { min: 1, max: 200 }), action, promptId, force: optBool(a, 'force') ?? false, history: optBool(a, 'history') ?? false, objective };
+  examples: [{}, { experiment: 'ticket_triage' }, { experiment: 'ticket_triage', model: 'gpt-4o-mini', action: 'pin', prompt_id: 'p-1' }, { experiment: 'ticket_triage', action: 'objective', objective: { kind: 'reward', cost_weight: 2, max_latency_ms_p90: 2000 } }],
+  refine: (a: ArgsOf<typeof EXPERIMENT_ARGS>) => {
+    if (a.action !== undefined && a.experiment === undefined) throw badRequest('experiment', 'is required with an action');
+    if (a.prompt_id !== undefined && a.action === undefined) throw badRequest('prompt_id', 'only goes with an action');
+    const objective = toObjective(a.objective);
+    if ((objective === undefined) !== (a.action !== 'objective')) throw badRequest('objective', 'goes with action objective, and only with it');
+    return { name: a.experiment, model: a.model, action: a.action, promptId: a.prompt_id, force: a.force, history: a.history, objective };
   },
   async handle(a, { engine }) {
     const svc = await engine.service('experiments');
@@ -273,4 +243,4 @@ const experiment = defineOp<ExperimentArgs>({
   },
 });
 
-export const experimentOps: OpSpec<unknown>[] = [choosePrompt, experiment] as OpSpec<unknown>[];
+export const experimentOps: OpSpec<unknown>[] = [choosePrompt, experiment];

@@ -5,18 +5,17 @@
  * dashboard's Models page and `prompt-engine call models` show it.
  */
 import { float, record, type Term } from '../codec/terms.js';
-import { optInt } from '../contract/args.js';
-import { defineOp, type OpSpec } from './types.js';
+import { integer } from '../contract/schema.js';
+import { typedOp, type OpSpec } from './types.js';
 
-const models = defineOp<{ limit: number }>({
+const models = typedOp({
   name: 'models',
   summary: 'the model registry: every trained scorer with its held-out metrics, which are promoted, the version this sidecar serves, and the retraining figures',
-  args: { limit: { type: 'integer 1..1000', default: 100, doc: 'at most this many models, the most recently trained first' } },
+  args: { limit: integer({ min: 1, max: 1000, default: 100, doc: 'at most this many models, the most recently trained first' }) },
   reply:
     '%{serving: version, promoted: [version] (most recent promotion first), models: [%{version, created_at, samples, metrics: %{auc, log_loss, accuracy, ece, spearman, ...}, promoted: boolean, feature_spec_hash}], learner: %{trainings, promotions, continuous, insufficient, busy, last_error, training: boolean}}',
   errors: { unavailable: 'the database is unreachable' },
   examples: [{}, { limit: 10 }],
-  validate: (a) => ({ limit: optInt(a, 'limit', { min: 1, max: 1000 }) ?? 100 }),
   async handle({ limit }, { engine }) {
     const store = await engine.service('store');
     const [rows, promoted, scorer, learner] = await Promise.all([store.models.list(), store.models.promotedVersions(), engine.service('scorer'), engine.service('learner')]);
@@ -33,4 +32,4 @@ const models = defineOp<{ limit: number }>({
   },
 });
 
-export const modelOps: OpSpec<unknown>[] = [models as OpSpec<unknown>];
+export const modelOps: OpSpec<unknown>[] = [models];

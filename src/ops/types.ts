@@ -52,17 +52,12 @@ export interface OpSpec<A = unknown, S extends ArgSchema = ArgSchema> {
    */
   refine?(read: ArgsOf<S>, raw: TermObject): A;
   /**
-   * Ops whose arguments are declared only (no typed specs): read them from
-   * the raw map, throwing `OpError('bad_request', 'field: expected ...')`.
-   * New ops use typed specs and `refine` instead.
+   * Ops written in plain JS (a test fixture, an extension) may read their
+   * raw map themselves, throwing `OpError('bad_request', 'field: expected ...')`.
+   * Every op of the engine uses typed specs and `refine` instead.
    */
   validate?(args: TermObject): A;
   handle(args: A, ctx: OpContext): Promise<Term>;
-}
-
-/** An op whose arguments are declared only and read by its own `validate` (see `typedOp` for new ops). */
-export function defineOp<A, S extends ArgSchema = ArgSchema>(spec: OpSpec<A, S> & { validate(args: TermObject): A }): OpSpec<A, S> {
-  return spec;
 }
 
 /** An op with typed argument specs: the table reads them; `refine` (if any) adds the rules across arguments. */

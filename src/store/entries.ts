@@ -10,10 +10,9 @@
  * field; nothing partial is ever written.
  */
 import { randomUUID } from 'node:crypto';
-import { Atom, isTermObject, type Term, type TermObject } from '../codec/terms.js';
-import { asList, asNumber, asString, bool, int, num, oneOf, optInt, optNum, optStr, str, stringMap } from '../contract/args.js';
+import type { TermObject } from '../codec/terms.js';
 import { badRequest } from '../contract/errors.js';
-import type { ArgSchema, ArgSpec } from '../contract/schema.js';
+import { boolean, integer, listOf, number, numberMap, oneOf, readArgs, string, stringMap, timestamp, type ArgSchema, type ArgSpec } from '../contract/schema.js';
 
 export const FEEDBACK_TYPES = ['quality', 'accuracy', 'performance', 'usability', 'completeness', 'other'] as const;
 export const EVOLUTION_TYPES = ['optimization', 'refinement', 'expansion', 'simplification', 'adaptation', 'other'] as const;
@@ -23,21 +22,14 @@ export type EntryKind = 'execution' | 'feedback' | 'evolution' | 'ab_result' | '
 
 type Value = string | number | boolean | null | string[];
 
-/** What a column's reader may keep beside the value (an execution's metadata as a map, for the closed loop). */
-interface ReadContext {
-  id: string;
-  meta?: Readonly<Record<string, string>>;
-}
-
 interface Column {
   readonly name: string;
   /** Its PostgreSQL type (`int4`, `jsonb`, `text[]`, ...). */
   readonly pg: string;
+  /** The argument: its words, bounds, default and reader (contract/schema.ts). */
   readonly arg: ArgSpec;
-  /** The value from a request's argument map (throws `bad_request` naming the field). */
-  read(e: TermObject, ctx: ReadContext): Value;
-  /** The value when the engine writes the entry itself and leaves the field out. */
-  dflt?(): Value;
+  /** The column's value from the argument's (absent: the value itself, or null when left out). */
+  readonly store?: (v: unknown) => Value;
 }
 
 export interface EntryDeclaration {
@@ -46,43 +38,32 @@ export interface EntryDeclaration {
   readonly table: string;
   /** Columns in insert order; `id` first. */
   readonly columns: readonly Column[];
+  /** The string map kept beside the row as its `meta` (what the closed loop reads an outcome from). */
+  readonly meta?: string;
+  /** Rules across arguments, on what was read (an execution's success from its score). */
+  readonly refine?: (a: Record<string, unknown>) => void;
 }
 
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MAX_JSON_BYTES = 64 * 1024;
 const MAX_INT4 = 2_147_483_647;
-const STRING_MAP = 'map of string → string (at most 64 KiB)';
 
 const id: Column = {
   name: 'id',
   pg: 'uuid',
-  arg: { type: 'string (a UUID)', doc: "the entry's own id: writing the same id twice stores it once, so a retried write never duplicates a row (default: a new UUID)" },
-  read: (_e, ctx) => ctx.id,
-  dflt: () => randomUUID(),
+  arg: string({ max: 36, pattern: { re: UUID_RE, says: 'a UUID' }, doc: "the entry's own id: writing the same id twice stores it once, so a retried write never duplicates a row (default: a new UUID)" }),
+  store: (v) => (v === undefined ? randomUUID() : (v as string).toLowerCase()),
 };
-const requiredText = (name: string, doc: string): Column => ({ name, pg: 'text', arg: { type: 'string (1..512 characters)', required: true, doc }, read: (e) => str(e, name, { min: 1, max: 512 }) });
-const optionalText = (name: string, max: number, doc: string): Column => ({ name, pg: 'text', arg: { type: max === 512 ? 'string' : `string (at most ${max} characters)`, doc }, read: (e) => optStr(e, name, { max }) ?? null });
-const choice = (name: string, allowed: readonly string[], doc: string): Column => ({ name, pg: 'text', arg: { type: `one of: ${allowed.join(', ')}`, required: true, doc }, read: (e) => oneOf(e, name, allowed) });
-const at = (name: string, doc: string): Column => ({ name, pg: 'timestamptz', arg: { type: 'ISO-8601 string or integer unix ms', default: 'now', doc }, read: (e) => timestamp(e, name), dflt: nowIso });
-const stringMapColumn = (name: string, doc: string, keep?: (ctx: ReadContext, m: Record<string, string>) => void): Column => ({
-  name,
-  pg: 'jsonb',
-  arg: { type: STRING_MAP, default: {}, doc },
-  read: (e, ctx) => {
-    const v = e[name];
-    const m = v === undefined || v === null ? {} : stringMap(v, name, { maxBytes: MAX_JSON_BYTES });
-    keep?.(ctx, m);
-    return jsonText(m, name);
-  },
-  dflt: () => '{}',
-});
-const optionalInt = (name: string, doc: string): Column => ({ name, pg: 'int4', arg: { type: 'integer ≥ 0', doc }, read: (e) => optInt(e, name, { min: 0, max: MAX_INT4 }) ?? null });
-const optionalNumber = (name: string, range: { min: number; max?: number }, doc: string): Column => ({
-  name,
-  pg: 'float8',
-  arg: { type: range.max === undefined ? `number ≥ ${range.min}` : `number ${range.min}..${range.max}`, doc },
-  read: (e) => optNum(e, name, range) ?? null,
-});
+const requiredText = (name: string, doc: string): Column => ({ name, pg: 'text', arg: string({ min: 1, max: 512, required: true, doc }) });
+const optionalText = (name: string, max: number, doc: string): Column => ({ name, pg: 'text', arg: string({ max, doc }) });
+const choice = (name: string, allowed: readonly string[], doc: string): Column => ({ name, pg: 'text', arg: oneOf(allowed, { required: true, doc }) });
+const at = (name: string, doc: string): Column => ({ name, pg: 'timestamptz', arg: timestamp({ defaultNow: true, doc }) });
+const json = (name: string) => (v: unknown): Value => jsonText(v as Record<string, string | number>, name);
+const stringMapColumn = (name: string, doc: string): Column => ({ name, pg: 'jsonb', arg: stringMap({ maxBytes: MAX_JSON_BYTES, default: {}, doc }), store: json(name) });
+const optionalInt = (name: string, doc: string): Column => ({ name, pg: 'int4', arg: integer({ min: 0, max: MAX_INT4, doc }) });
+const requiredInt = (name: string, pg: 'int4' | 'int8', doc: string): Column => ({ name, pg, arg: integer({ min: 0, max: pg === 'int4' ? MAX_INT4 : Number.MAX_SAFE_INTEGER, required: true, doc }) });
+const optionalNumber = (name: string, range: { min: number; max?: number }, doc: string): Column => ({ name, pg: 'float8', arg: number({ ...range, doc }) });
+const requiredNumber = (name: string, range: { min?: number; max?: number }, doc: string): Column => ({ name, pg: 'float8', arg: number({ ...range, required: true, doc }) });
 
 /** The five entries, declared once. */
 export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
@@ -92,28 +73,24 @@ export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
     columns: [
       id,
       requiredText('prompt_id', "the prompt that ran (choose_prompt's prompt_id in the closed loop)"),
-      { name: 'execution_time_ms', pg: 'int4', arg: { type: 'integer ≥ 0', required: true, doc: 'how long it took (the latency the closed loop weighs)' }, read: (e) => int(e, 'execution_time_ms', { min: 0, max: MAX_INT4 }) },
-      {
-        name: 'success',
-        pg: 'bool',
-        arg: { type: 'boolean', requiredWhen: 'unless score is given (then it is score ≥ 0.5)', doc: 'whether the answer was good' },
-        read: (e) => {
-          if (e.success !== undefined && e.success !== null) return bool(e, 'success');
-          const score = optNum(e, 'score', { min: 0, max: 1 });
-          if (score === undefined) throw badRequest('success', 'is required (a boolean), or give a score');
-          return score >= 0.5;
-        },
-      },
+      requiredInt('execution_time_ms', 'int4', 'how long it took (the latency the closed loop weighs)'),
+      { name: 'success', pg: 'bool', arg: boolean({ requiredWhen: 'unless score is given (then it is score ≥ 0.5)', doc: 'whether the answer was good' }) },
       optionalNumber('confidence_score', { min: 0, max: 1 }, "the caller's confidence in the answer"),
       optionalText('context_signature', 512, "a ContextSignatureEntry's signature_hash"),
       optionalInt('response_length', 'length of the answer'),
       at('timestamp', 'when it ran'),
-      stringMapColumn('metadata', 'prompt (its text: what train learns from), model, task, language, domain, framework, template; experiment, model, generation for a closed-loop outcome; n and successes for an aggregate', (ctx, m) => (ctx.meta = m)),
+      stringMapColumn('metadata', 'prompt (its text: what train learns from), model, task, language, domain, framework, template; experiment, model, generation for a closed-loop outcome; n and successes for an aggregate'),
       optionalNumber('score', { min: 0, max: 1 }, "a graded outcome (a judge's score, stars scaled to 0..1); the closed loop's score and reward objectives use it, success when absent"),
       optionalInt('input_tokens', "the prompt's tokens on the model (cost objectives)"),
       optionalInt('output_tokens', "the answer's tokens (cost objectives)"),
       optionalNumber('cost', { min: 0 }, 'what the call cost, in any unit the app uses consistently (cost objectives)'),
     ],
+    meta: 'metadata',
+    refine: (a) => {
+      if (a.success !== undefined) return;
+      if (a.score === undefined) throw badRequest('success', 'is required (a boolean), or give a score');
+      a.success = (a.score as number) >= 0.5;
+    },
   },
   feedback: {
     title: 'PromptFeedbackEntry',
@@ -122,12 +99,13 @@ export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
       id,
       requiredText('prompt_id', 'the prompt the feedback is about'),
       choice('feedback_type', FEEDBACK_TYPES, 'what was rated'),
-      { name: 'rating', pg: 'float8', arg: { type: 'number', required: true, doc: 'the rating (read as rating/5, clamped to 0..1: by train, and by the closed loop as a late score when context names the choice)' }, read: (e) => num(e, 'rating', { min: -1e6, max: 1e6 }) },
+      requiredNumber('rating', { min: -1e6, max: 1e6 }, 'the rating (read as rating/5, clamped to 0..1: by train, and by the closed loop as a late score when context names the choice)'),
       optionalText('comment', 10_000, 'free text'),
       optionalText('user_id', 512, 'who rated'),
       at('timestamp', 'when it was given'),
-      stringMapColumn('context', "model, task, ... (merged into the prompt's context for training); experiment, model, generation (a choice's metadata) make it a late outcome of that choice", (ctx, m) => (ctx.meta = m)),
+      stringMapColumn('context', "model, task, ... (merged into the prompt's context for training); experiment, model, generation (a choice's metadata) make it a late outcome of that choice"),
     ],
+    meta: 'context',
   },
   evolution: {
     title: 'PromptEvolutionEntry',
@@ -137,7 +115,7 @@ export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
       requiredText('original_prompt_id', 'the prompt before'),
       requiredText('evolved_prompt_id', 'the prompt after'),
       choice('evolution_type', EVOLUTION_TYPES, 'what kind of change'),
-      { name: 'performance_improvement', pg: 'float8', arg: { type: 'number', required: true, doc: 'measured or estimated gain' }, read: (e) => num(e, 'performance_improvement') },
+      requiredNumber('performance_improvement', {}, 'measured or estimated gain'),
       at('evolution_timestamp', 'when it happened'),
       stringMapColumn('evolution_metadata', 'anything else (the optimizer records proposer, evaluator, rounds, ...)'),
     ],
@@ -151,11 +129,11 @@ export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
       requiredText('variant_a_prompt_id', 'variant a'),
       requiredText('variant_b_prompt_id', 'variant b'),
       choice('winner', WINNERS, 'which won'),
-      { name: 'confidence_level', pg: 'float8', arg: { type: 'number 0..1', required: true, doc: 'confidence in the winner' }, read: (e) => num(e, 'confidence_level', { min: 0, max: 1 }) },
-      { name: 'sample_size', pg: 'int4', arg: { type: 'integer ≥ 0', required: true, doc: 'observations' }, read: (e) => int(e, 'sample_size', { min: 0, max: MAX_INT4 }) },
-      { name: 'test_duration', pg: 'int8', arg: { type: 'integer ≥ 0 (ms)', required: true, doc: 'how long the test ran' }, read: (e) => int(e, 'test_duration', { min: 0 }) },
+      requiredNumber('confidence_level', { min: 0, max: 1 }, 'confidence in the winner'),
+      requiredInt('sample_size', 'int4', 'observations'),
+      requiredInt('test_duration', 'int8', 'how long the test ran, in ms'),
       at('test_timestamp', 'when it ended'),
-      { name: 'metrics', pg: 'jsonb', arg: { type: 'map of string → number', default: {}, doc: 'measured figures' }, read: (e) => jsonText(e.metrics === undefined || e.metrics === null ? {} : floatMap(e.metrics, 'metrics'), 'metrics'), dflt: () => '{}' },
+      { name: 'metrics', pg: 'jsonb', arg: numberMap({ default: {}, doc: 'measured figures' }), store: json('metrics') },
     ],
   },
   context_signature: {
@@ -167,10 +145,8 @@ export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
       {
         name: 'project_tech_stack',
         pg: 'text[]',
-        arg: { type: 'list of strings (at most 100; stored lower-case)', default: [], doc: "the project's technologies" },
-        read: (e) =>
-          (e.project_tech_stack === undefined ? [] : asList(e.project_tech_stack, 'project_tech_stack', { max: 100 })).map((x, i) => asString(x instanceof Atom ? x.name : x, `project_tech_stack[${i}]`, { max: 200 }).toLowerCase()),
-        dflt: () => [],
+        arg: listOf(string({ max: 200 }), { max: 100, default: [], doc: "the project's technologies (stored lower-case)" }),
+        store: (v) => (v as string[]).map((x) => x.toLowerCase()),
       },
       requiredText('project_type', 'e.g. web_service'),
       requiredText('complexity_level', 'e.g. low, medium, high'),
@@ -222,40 +198,6 @@ export interface EntryRow {
   meta?: Readonly<Record<string, string>>;
 }
 
-
-function entryId(e: TermObject): string {
-  const id = optStr(e, 'id', { max: 36 });
-  if (id === undefined) return randomUUID();
-  if (!UUID_RE.test(id)) throw badRequest('id', 'expected a UUID');
-  return id.toLowerCase();
-}
-
-/** Now as ISO-8601 text, made once per millisecond: a burst of entries shares it (a Date and its text per entry was ~7% of a tracked entry's CPU). */
-let nowMs = -1;
-let nowText = '';
-function nowIso(): string {
-  const ms = Date.now();
-  if (ms !== nowMs) {
-    nowMs = ms;
-    nowText = new Date(ms).toISOString();
-  }
-  return nowText;
-}
-
-/** ISO-8601 text or integer unix milliseconds; defaults to now when absent. */
-function timestamp(e: TermObject, field: string): string {
-  const v = e[field];
-  if (v === undefined || v === null) return nowIso();
-  let d: Date;
-  if (typeof v === 'string') {
-    if (!/^\d{4}-\d{2}-\d{2}([T ][\d:.]+(Z|[+-]\d{2}:?\d{2})?)?$/.test(v)) throw badRequest(field, 'expected an ISO-8601 timestamp or unix milliseconds');
-    d = new Date(v);
-  } else if (typeof v === 'number' && Number.isInteger(v)) d = new Date(v);
-  else throw badRequest(field, 'expected an ISO-8601 timestamp or unix milliseconds');
-  if (Number.isNaN(d.getTime()) || d.getUTCFullYear() < 1970 || d.getUTCFullYear() > 9999) throw badRequest(field, 'expected a valid timestamp');
-  return d.toISOString();
-}
-
 function jsonText(obj: Record<string, string | number>, field: string): string {
   const text = JSON.stringify(obj);
   // A JS string's length bounds its UTF-8 size from below and 3× from above: measure only when it could be over.
@@ -263,31 +205,32 @@ function jsonText(obj: Record<string, string | number>, field: string): string {
   return text;
 }
 
-/** string → number maps (A/B metrics). */
-function floatMap(v: Term | undefined, field: string): Record<string, number> {
-  if (!isTermObject(v)) throw badRequest(field, 'expected a map of string to number');
-  const out: Record<string, number> = {};
-  for (const k of Object.keys(v)) out[k] = asNumber(v[k], `${field}.${k}`);
-  return out;
+/** A request's entry as its row: every column read by its argument's spec (a bad one is a `bad_request` naming it). */
+export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
+  return entryRow(kind, readArgs(e, ENTRY_SCHEMAS[kind]) as Record<string, unknown>);
 }
 
+/** The row of arguments already read by `ENTRY_SCHEMAS[kind]` (the op table reads them; `refine` makes the row). */
+export function entryRow(kind: EntryKind, a: Record<string, unknown>): EntryRow {
+  const d = ENTRIES[kind];
+  d.refine?.(a);
+  const values = d.columns.map((c) => columnValue(c, a[c.name]));
+  const id = values[0] as string;
+  return d.meta === undefined ? { kind, id, values } : { kind, id, values, meta: (a[d.meta] ?? {}) as Readonly<Record<string, string>> };
+}
 
-/** A request's entry as its row: every column read from its argument (a bad one is a `bad_request` naming it). */
-export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
-  const ctx: ReadContext = { id: entryId(e) };
-  const values = ENTRIES[kind].columns.map((c) => c.read(e, ctx));
-  return ctx.meta === undefined ? { kind, id: ctx.id, values } : { kind, id: ctx.id, values, meta: ctx.meta };
+function columnValue(c: Column, v: unknown): Value {
+  if (c.store !== undefined) return c.store(v);
+  return v === undefined ? null : (v as Value);
 }
 
 /** An entry the engine writes itself (already typed: no term readers), by column name; a field left out takes its default. */
 function engineRow(kind: EntryKind, fields: Readonly<Record<string, Value | Readonly<Record<string, string | number>> | undefined>>): EntryRow {
   const values = ENTRIES[kind].columns.map((c) => {
     const v = fields[c.name];
-    if (v === undefined) {
-      if (c.dflt === undefined) throw new Error(`${kind}.${c.name} is required`);
-      return c.dflt();
-    }
-    return c.pg === 'jsonb' && typeof v === 'object' && v !== null && !Array.isArray(v) ? JSON.stringify(v) : (v as Value);
+    if (v !== undefined) return columnValue(c, v);
+    if (c.arg.required === true) throw new Error(`${kind}.${c.name} is required`);
+    return columnValue(c, c.arg.fallback?.());
   });
   return { kind, id: String(values[0]), values };
 }
