@@ -224,6 +224,21 @@ SELECT v.name, v.model, v.generation, v.prompt_id, count(*) FILTER (WHERE x.succ
 ON CONFLICT DO NOTHING
 `,
   },
+  {
+    version: 6,
+    // Prompt embeddings, computed once per (embedding model, prompt id) for every sidecar on this database
+    // (learning/embeddings.ts encodes the vector); a new embedding model has no rows and recomputes.
+    name: 'prompt embeddings',
+    sql: `
+CREATE TABLE IF NOT EXISTS embeddings (
+  model text NOT NULL,
+  prompt_id text NOT NULL,
+  vector bytea NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (model, prompt_id)
+)
+`,
+  },
 ];
 
 /** Every table the migrations create, with a column only ours has (to tell them from an app's own table of that name). */

@@ -22,6 +22,8 @@ export interface Cell {
   acc: number;
   n: number;
   successes: number;
+  /** The task's base: its first `default` template (where the closed loop starts; what a variant is compared with). */
+  base: string;
 }
 
 export const MULTIPROMPT_DIR = path.join(REPO_ROOT, 'data', 'multiprompt');
@@ -41,10 +43,11 @@ export function loadCells(dir: string = MULTIPROMPT_DIR, tasks?: readonly string
       if (tasks !== undefined && !tasks.includes(task)) continue;
       const raw = JSON.parse(fs.readFileSync(path.join(dir, suite, file), 'utf8')) as RawFile;
       const n = EXECUTIONS[task] ?? 100;
+      const base = Object.entries(raw.paraphrases).sort(([a], [b]) => Number(a) - Number(b)).find(([, p]) => p.method === 'default')?.[1].template ?? '';
       for (const [id, p] of Object.entries(raw.paraphrases)) {
         for (const [model, acc] of Object.entries(p.accs)) {
           const successes = Math.round(acc * n);
-          out.push({ task, suite, templateId: `${task}#${id}`, template: p.template, method: p.method, correct: p.correct, model, acc, n, successes });
+          out.push({ task, suite, templateId: `${task}#${id}`, template: p.template, method: p.method, correct: p.correct, model, acc, n, successes, base });
         }
       }
     }
@@ -67,4 +70,14 @@ export function cellToEntry(c: Cell): Record<string, unknown> {
     response_length: 0,
     metadata: { prompt: c.template, task: c.task, model: c.model, method: c.method, n: String(c.n), successes: String(c.successes) },
   };
+}
+
+/** Every distinct text of the corpus that is ever embedded (templates and bases), sorted. */
+export function corpusTexts(cells: Cell[] = loadCells()): string[] {
+  return [...new Set(cells.flatMap((c) => [c.template, c.base]))].filter((t) => t !== '').sort();
+}
+
+/** A hash of those texts: an embedding file of the corpus records it, and a test checks it. */
+export function corpusTextsHash(texts: readonly string[] = corpusTexts()): string {
+  return createHash('sha256').update(texts.join('\u0000')).digest('hex').slice(0, 16);
 }
