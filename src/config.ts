@@ -25,6 +25,8 @@ export interface EngineConfig {
   maxFrameBytes: number;
   /** Entries in the prompt/result cache. */
   cacheMaxEntries: number;
+  /** Prompt embeddings held in memory (PROMPT_ENGINE_EMBEDDING_CACHE; the store keeps every one). */
+  embeddingCacheEntries: number;
   /** OpenAI-compatible LLM endpoint for call_llm and the LLM proposer (optional). */
   llmUrl?: string;
   llmModel?: string;
@@ -78,6 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     logLevel: env.LOG_LEVEL || 'info',
     maxFrameBytes: positiveInt(env.PROMPT_ENGINE_MAX_FRAME_BYTES, 64 * 1024 * 1024),
     cacheMaxEntries: positiveInt(env.PROMPT_ENGINE_CACHE_ENTRIES, 10_000),
+    embeddingCacheEntries: positiveInt(env.PROMPT_ENGINE_EMBEDDING_CACHE, 20_000),
     llmUrl: env.LLM_URL || undefined,
     llmModel: env.LLM_MODEL || undefined,
     llmApiKey: env.LLM_API_KEY || undefined,
