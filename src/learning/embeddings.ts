@@ -150,7 +150,7 @@ export function neighbourEstimate(candidate: ArrayLike<number>, measured: readon
  * in measured accuracy by no more than two measurements of one prompt do
  * (BENCHMARKS.md, "Prompt embeddings").
  */
-export const NEAR_DUPLICATE_COSINE = 0.97;
+export const NEAR_DUPLICATE_COSINE = 0.98;
 
 /** Whether two prompts (their embeddings) are near-duplicates in meaning. */
 export function nearDuplicate(a: ArrayLike<number>, b: ArrayLike<number>, threshold = NEAR_DUPLICATE_COSINE): boolean {
