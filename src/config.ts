@@ -33,6 +33,8 @@ export interface EngineConfig {
   llmApiKey?: string;
   /** Closed loop: retrain the scorer after this many reported outcomes (0 = only when `train` is called). */
   retrainEvery: number;
+  /** Closed loop: continuous retraining replays the shipped corpus and guards on its unseen tasks (PROMPT_ENGINE_RETRAIN_CORPUS, default on). */
+  retrainCorpus: boolean;
   /** Closed loop: wait for a proposal batch before serving the next choice (replayable simulations). */
   loopAwaitProposals: boolean;
   /** The PostgreSQL (or PGlite) schema the store's tables live in (PROMPT_ENGINE_DB_SCHEMA). */
@@ -85,6 +87,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     llmModel: env.LLM_MODEL || undefined,
     llmApiKey: env.LLM_API_KEY || undefined,
     retrainEvery: nonNegativeInt(env.PROMPT_ENGINE_RETRAIN_EVERY, 5_000),
+    retrainCorpus: env.PROMPT_ENGINE_RETRAIN_CORPUS !== '0' && env.PROMPT_ENGINE_RETRAIN_CORPUS !== 'false',
     loopAwaitProposals: env.PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS === '1' || env.PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS === 'true',
     loopPolicy: loopPolicyFrom(env),
     dbSchema: schemaName(env.PROMPT_ENGINE_DB_SCHEMA),

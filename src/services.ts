@@ -141,6 +141,8 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
         {
           store: () => engine.service('store'),
           scorer: () => engine.service('scorer'),
+          embeddings: () => engine.service('embeddings'),
+          retrainCorpus: engine.config.retrainCorpus,
           modelsDir: engine.config.modelsDir,
           trainedDir: path.join(engine.config.dataDir, 'models'),
           log: engine.log.child({ part: 'learner' }),

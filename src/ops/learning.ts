@@ -2,7 +2,7 @@
 import { float, record, type TermObject } from '../codec/terms.js';
 import { DEFAULT_TRAIN_REQUEST, type TrainRequest } from '../learning/learner.js';
 import { trainRecord } from '../learning/resultTerms.js';
-import { asList, asString, optInt, optNum, stringMap } from '../contract/args.js';
+import { asList, asString, optBool, optInt, optNum, optStr, stringMap } from '../contract/args.js';
 import { defineOp, type OpSpec } from './types.js';
 import { badRequest, OpError } from '../contract/errors.js';
 
@@ -14,8 +14,9 @@ const train = defineOp<TrainRequest>({
     epochs: { type: 'integer 1..200', default: DEFAULT_TRAIN_REQUEST.epochs, doc: 'training epochs (early stopping may use fewer)' },
     holdout: { type: 'number 0.05..0.5', default: DEFAULT_TRAIN_REQUEST.holdout, doc: 'share of prompts held out to compare the new model with the serving one' },
     seed: { type: 'integer 0..2147483648', default: DEFAULT_TRAIN_REQUEST.seed, doc: 'seed of the split and the initial weights' },
+    corpus: { type: 'boolean', default: DEFAULT_TRAIN_REQUEST.corpus, doc: 'also replay the shipped corpus (data/multiprompt, 24 templates per group), and promote only when no worse on its tasks the serving model never saw (minutes instead of seconds)' },
   },
-  reply: '%{model_version, samples, epochs, metrics: %{auc, log_loss, accuracy, ece, spearman, examples}, serving_metrics, promoted: boolean, serving_version, duration_ms}',
+  reply: '%{model_version, samples, epochs, metrics: %{auc, log_loss, accuracy, ece, spearman, examples}, serving_metrics, unseen_metrics: %{tasks, groups, spearman, regret} | nil, serving_unseen_metrics, promoted: boolean, serving_version, duration_ms}',
   errors: {
     insufficient_data: 'fewer than min_samples executions with prompt text (metadata.prompt) are tracked',
     conflict: 'another instance sharing the database is training (its model is announced to every instance when promoted)',
@@ -27,6 +28,7 @@ const train = defineOp<TrainRequest>({
     epochs: optInt(a, 'epochs', { min: 1, max: 200 }) ?? DEFAULT_TRAIN_REQUEST.epochs,
     holdout: optNum(a, 'holdout', { min: 0.05, max: 0.5 }) ?? DEFAULT_TRAIN_REQUEST.holdout,
     seed: optInt(a, 'seed', { min: 0, max: 2 ** 31 }) ?? DEFAULT_TRAIN_REQUEST.seed,
+    corpus: optBool(a, 'corpus') ?? DEFAULT_TRAIN_REQUEST.corpus,
   }),
   async handle(a, { engine, signal }) {
     const r = await (await engine.service('learner')).train(a, signal);
@@ -40,6 +42,7 @@ interface ScoreArgs {
   prompts: string[];
   context: Record<string, string>;
   single: boolean;
+  base: string | undefined;
 }
 
 const score = defineOp<ScoreArgs>({
@@ -49,20 +52,22 @@ const score = defineOp<ScoreArgs>({
     prompt: { type: 'string (at most 100000 characters)', requiredWhen: 'unless prompts is given', doc: 'one prompt to score' },
     prompts: { type: 'list of strings (at most 10000)', doc: 'a batch to score in one call (replies with scores)' },
     context: { type: 'map of string → string', default: {}, doc: 'model, task, language, domain, framework, template: what the scorer conditions on' },
+    base: { type: 'string (at most 100000 characters)', doc: 'the prompt these are variants of (an experiment\'s base, the task\'s own prompt): the scorer compares each with it; absent, each is its own base. A prompt not seen before is embedded first (about 0.1 s each, once)' },
   },
   reply: '%{score: float, model_version} with prompt; %{scores: [float], model_version} with prompts',
   examples: [{ prompt: 'Answer yes or no.', context: { model: 'gpt-4o-mini', task: 'sports_understanding' } }, { prompts: ['a', 'b'] }],
   validate: (a) => {
     const context = a.context === undefined || a.context === null ? {} : stringMap(a.context, 'context');
+    const base = optStr(a, 'base', { max: 100_000 });
     if (a.prompts !== undefined) {
       const prompts = asList(a.prompts, 'prompts', { max: 10_000 }).map((p, i) => asString(p, `prompts[${i}]`, { max: 100_000 }));
-      return { prompts, context, single: false };
+      return { prompts, context, single: false, base };
     }
     if (a.prompt === undefined) throw badRequest('prompt', 'is required (a string), or give prompts (a list)');
-    return { prompts: [asString(a.prompt, 'prompt', { max: 100_000 })], context, single: true };
+    return { prompts: [asString(a.prompt, 'prompt', { max: 100_000 })], context, single: true, base };
   },
-  async handle({ prompts, context, single }, { engine }) {
-    const r = await (await engine.service('scorer')).score(prompts.map((prompt) => ({ prompt, context })));
+  async handle({ prompts, context, single, base }, { engine }) {
+    const r = await (await engine.service('scorer')).score(prompts.map((prompt) => ({ prompt, context, base })));
     return single ? record({ score: float(r.p[0]!), model_version: r.modelVersion }) : record({ scores: r.p.map((x) => float(x)), model_version: r.modelVersion });
   },
 });
