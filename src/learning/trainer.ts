@@ -257,7 +257,14 @@ export async function trainFromStore(opts: {
   const replay = opts.corpus === undefined ? [] : corpusRows(opts.corpus, unseen);
   const guard = opts.corpus === undefined || !servingFits ? [] : corpusRows(opts.corpus.filter((c) => unseen.includes(c.task)), [], Infinity);
   const rows = [...history, ...replay];
-  await attachEmbeddings([...rows, ...guard], opts.embed);
+  // Embedding new prompts takes a while (about 0.1 s each, once): a cancelled training stops here too.
+  const cancelled = new Promise<never>((_, reject) => {
+    const abort = (): void => reject(Object.assign(new Error('training was cancelled'), { name: 'AbortError' }));
+    if (opts.signal.aborted) abort();
+    else opts.signal.addEventListener('abort', abort, { once: true });
+  });
+  cancelled.catch(() => undefined);
+  await Promise.race([attachEmbeddings([...rows, ...guard], opts.embed), cancelled]);
   process.stderr.write(`[train] ${rows.length} examples (${history.length} from the history, ${history.filter((r) => r.holdout).length} of them held out; ${replay.length} replayed from the corpus)\n`);
   const { weights, epochs } = await trainInWorker(rows, opts.options, opts.signal, opts.log);
   const metrics = heldOutMetrics(weights, history);
