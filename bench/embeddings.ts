@@ -9,7 +9,8 @@
  *    random templates measured with N simulated outcomes each, the rest
  *    estimated by `neighbourEstimate` at several kernel widths: mean
  *    Spearman of the estimate against the measured accuracy (what chose
- *    NEIGHBOUR_DEFAULTS.bandwidth);
+ *    NEIGHBOUR_DEFAULTS.bandwidth), beside the same kernel on word-bigram
+ *    Jaccard similarity (what the loop's reserve ranking reads today);
  *  - near-duplicates: template pairs of one task by cosine, their mean
  *    accuracy difference against the binomial noise of two measurements of
  *    one prompt (what chose NEAR_DUPLICATE_COSINE).
@@ -82,6 +83,36 @@ function groupsOf(cells: Cell[]): Cell[][] {
   return [...m.values()];
 }
 
+/** Word uni- and bigrams (as the closed loop's reserve ranking reads a prompt today). */
+function grams(text: string): Set<string> {
+  const w = text.toLowerCase().replace(/\{\{?[^}]*\}?\}/g, ' var ').match(/[a-z0-9:]+/g) ?? [];
+  const out = new Set<string>(w);
+  for (let i = 1; i < w.length; i++) out.add(`${w[i - 1]} ${w[i]}`);
+  return out;
+}
+
+/** The same kernel estimate on word-bigram Jaccard similarity instead of cosine (the baseline). */
+function jaccardEstimate(c: Set<string>, measured: Array<{ g: Set<string>; successes: number; count: number }>, h: number): number {
+  let k = 0;
+  let n = 0;
+  for (const m of measured) {
+    k += m.successes;
+    n += m.count;
+  }
+  const pooled = (k + 1) / (n + 2);
+  let wk = 0;
+  let wn = 0;
+  for (const m of measured) {
+    let inter = 0;
+    for (const x of c) if (m.g.has(x)) inter++;
+    const j = inter === 0 ? 0 : inter / (c.size + m.g.size - inter);
+    const w = Math.exp(-(1 - j) / h);
+    wk += w * m.successes;
+    wn += w * m.count;
+  }
+  return (2 * pooled + wk) / (2 + wn);
+}
+
 function neighbours(model: string, cells: Cell[]): void {
   const groups = groupsOf(cells);
   const widths = [0.02, 0.05, 0.1, 0.2, 0.5];
@@ -95,14 +126,18 @@ function neighbours(model: string, cells: Cell[]): void {
         const ms = cs.map((c) => {
           let k = 0;
           for (let i = 0; i < n; i++) if (rnd() < c.acc) k++;
-          return { embedding: corpusEmbedding(model, c.template), successes: k, count: n };
+          return { embedding: model === 'jaccard' ? new Float32Array(1) : corpusEmbedding(model, c.template), successes: k, count: n };
         });
         const idx = cs.map((_, i) => i).sort(() => rnd() - 0.5);
         const measured = idx.slice(0, 20).map((i) => ms[i]!);
         const rest = idx.slice(20);
         const truth = rest.map((i) => cs[i]!.acc);
         if (rest.length < 3 || Math.max(...truth) === Math.min(...truth)) continue;
-        sp += spearman(rest.map((i) => neighbourEstimate(ms[i]!.embedding, measured, { bandwidth: h, poolStrength: 2, maxStrength: 4 }).mean), truth);
+        const est =
+          model === 'jaccard'
+            ? rest.map((i) => jaccardEstimate(grams(cs[i]!.template), idx.slice(0, 20).map((j) => ({ g: grams(cs[j]!.template), successes: ms[j]!.successes, count: n })), h))
+            : rest.map((i) => neighbourEstimate(ms[i]!.embedding, measured, { bandwidth: h, poolStrength: 2, maxStrength: 4 }).mean);
+        sp += spearman(est, truth);
         g++;
       }
       row.push((sp / g).toFixed(3));
@@ -155,7 +190,7 @@ const cells = loadCells();
 const models = [EMBEDDING_MODEL, GLOVE].filter((m) => fs.existsSync(corpusEmbeddingFile(m)));
 out.push('Neighbour estimate (20 templates of each (task, model) group measured with N outcomes, the rest estimated): mean Spearman against the measured accuracy, by kernel width h', '');
 out.push('| model | N | h 0.02 | h 0.05 | h 0.1 | h 0.2 | h 0.5 |', '|---|---:|---:|---:|---:|---:|---:|');
-for (const m of models) neighbours(m, cells);
+for (const m of [...models, 'jaccard']) neighbours(m, cells);
 out.push('', 'Template pairs of one task by cosine: mean |accuracy difference| over models, against the binomial noise of two measurements of one prompt', '');
 out.push('| model | cosine | pairs | mean abs. difference | noise |', '|---|---|---:|---:|---:|');
 for (const m of models) duplicates(m, cells);
