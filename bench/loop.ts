@@ -20,7 +20,17 @@
  * them round-robin and each outcome to a random one; one engine alone on
  * PostgreSQL runs beside it on the same groups and draws.
  *
+ * Nested leave-tasks-out (`--nested`): the loop's policy constants are
+ * chosen honestly. Every constant set of a small grid runs on every fold;
+ * for each fold, the set with the lowest median last-100 regret on the
+ * OTHER folds is chosen and its figures on this fold are reported; beside
+ * it the in-sample figure (the set best on all folds, judged on all folds).
+ * `--grid 'priorStrength=2,4;warmup=6,10'` sets the grid (every
+ * combination); the default varies one constant at a time around
+ * DEFAULT_POLICY.
+ *
  *   npm run bench:loop [-- --rounds 1000 --folds 4 --tasks a,b --retrain-every 0 --seeds 1]
+ *   npm run bench:loop -- --nested [--grid 'priorStrength=1,2,4;retireBelow=0.15,0.25']
  *   bash scripts/with-services.sh npm run bench:loop -- --sidecars 3
  */
 import fs from 'node:fs';
@@ -56,6 +66,8 @@ const SEEDS = Number(flag('seeds', '1'));
 const ONLY = flag('tasks', '');
 const ONLY_FOLD = Number(flag('fold', '0'));
 const SIDECARS = Number(flag('sidecars', '1'));
+const NESTED = argv.includes('--nested');
+const GRID = flag('grid', '');
 const PG_URL = process.env.DATABASE_URL || process.env.TEST_DATABASE_URL || '';
 if (SIDECARS > 1 && PG_URL === '') {
   process.stderr.write('bench:loop --sidecars needs PostgreSQL: run it through `bash scripts/with-services.sh npm run bench:loop -- --sidecars 3`, or set DATABASE_URL\n');
@@ -138,7 +150,7 @@ async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> 
  * engine (its own draws, so the success draws are the same whatever the
  * routing).
  */
-async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number, opts: { sidecars: number; postgres: boolean }): Promise<EngineRun> {
+async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number, opts: { sidecars: number; postgres: boolean; policy?: PolicyOverrides }): Promise<EngineRun> {
   const llm = await startFakeParaphraser(tasks);
   const db = opts.postgres ? await freshDatabase() : undefined;
   const dataDirs: string[] = [];
@@ -147,7 +159,7 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
     dataDirs.push(dataDir);
     const config = loadConfig(
       { ...process.env, DATABASE_URL: db?.url ?? '', NATS_URL: '', PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS: '1', PROMPT_ENGINE_RETRAIN_EVERY: RETRAIN_EVERY },
-      { dataDir, modelsDir, llmUrl: llm.url, llmModel: 'fake' },
+      { dataDir, modelsDir, llmUrl: llm.url, llmModel: 'fake', ...(opts.policy === undefined ? {} : { loopPolicy: opts.policy }) },
     );
     return createEngine(config, createLogger(process.env.LOG_LEVEL ?? 'warn'));
   });
@@ -204,10 +216,81 @@ function baselineScores(groups: Group[], seed: number): Record<string, GroupScor
 
 const fmt = (x: number): string => (x >= 0 ? ' ' : '') + x.toFixed(3);
 
+type PolicyOverrides = Partial<Record<'priorStrength' | 'warmup' | 'retireBelow' | 'scorerWeight' | 'minSamples' | 'maxVariants', number>>;
+
+/** The grid of constant sets: every combination of `--grid`, or one constant at a time around the defaults. */
+function grid(): PolicyOverrides[] {
+  if (GRID === '') return [{}, { priorStrength: 4 }, { warmup: 10 }, { retireBelow: 0.15 }];
+  let sets: PolicyOverrides[] = [{}];
+  for (const part of GRID.split(';').filter((p) => p.trim() !== '')) {
+    const [name, values] = part.split('=') as [keyof PolicyOverrides, string];
+    sets = sets.flatMap((s) => values.split(',').map((v) => ({ ...s, [name.trim()]: Number(v) })));
+  }
+  return sets;
+}
+
+const nameOf = (p: PolicyOverrides): string => (Object.keys(p).length === 0 ? 'defaults' : Object.entries(p).map(([k, v]) => `${k} ${v}`).join(', '));
+
+/** Nested leave-tasks-out: every constant set on every fold, then each fold judged with the set chosen on the others. */
+async function nested(tasks: Task[], parts: Task[][]): Promise<void> {
+  const sets = grid();
+  const runs: GroupScore[][][] = sets.map(() => []); // [set][fold] → scores
+  for (const [i, heldOut] of parts.entries()) {
+    const modelsDir = await foldModelDir(heldOut);
+    const groups = heldOut.flatMap(groupsOf);
+    for (const [k, policy] of sets.entries()) {
+      progress(`nested: fold ${i + 1}/${parts.length}, constants ${k + 1}/${sets.length} (${nameOf(policy)}) — ${groups.length} groups × ${ROUNDS} rounds`);
+      runs[k]![i] = (await runEngine(groups, tasks, modelsDir, 1, { sidecars: 1, postgres: false, policy })).scores;
+    }
+  }
+  const pooled = (k: number, folds: number[]): GroupScore[] => folds.flatMap((f) => runs[k]![f]!);
+  const best = (folds: number[]): number => {
+    let b = 0;
+    for (let k = 1; k < sets.length; k++) {
+      const m = summary(pooled(k, folds));
+      const mb = summary(pooled(b, folds));
+      if (m.regretMedian < mb.regretMedian - 1e-12 || (Math.abs(m.regretMedian - mb.regretMedian) <= 1e-12 && m.gainMean > mb.gainMean)) b = k;
+    }
+    return b;
+  };
+  const all = parts.map((_, i) => i);
+  const nestedScores: GroupScore[] = [];
+  const rows: string[] = [];
+  for (const i of all) {
+    const k = best(all.filter((f) => f !== i));
+    nestedScores.push(...runs[k]![i]!);
+    const m = summary(runs[k]![i]!);
+    rows.push(`| ${i + 1} | ${parts[i]!.map((t) => t.name).join(', ')} | ${nameOf(sets[k]!)} | ${fmt(m.regretMedian)} | ${fmt(m.gainMean)} |`);
+  }
+  const inSample = best(all);
+  const n = summary(nestedScores);
+  const s = summary(pooled(inSample, all));
+  const lines = [
+    `Nested leave-tasks-out choice of the loop's constants: ${sets.length} constant sets × ${parts.length} folds × ${ROUNDS} rounds, 1 seed, PGlite, fake paraphrasing LLM, fold scorers; ${os.cpus().length} cores.`,
+    '',
+    '| constants | last-100 regret, median | last-100 regret, mean | gain, mean |',
+    '|---|---:|---:|---:|',
+    ...sets.map((p, k) => {
+      const m = summary(pooled(k, all));
+      return `| ${nameOf(p)} (all folds) | ${fmt(m.regretMedian)} | ${fmt(m.regretMean)} | ${fmt(m.gainMean)} |`;
+    }),
+    `| **nested: each fold with the set chosen on the other folds** | ${fmt(n.regretMedian)} | ${fmt(n.regretMean)} | ${fmt(n.gainMean)} |`,
+    `| in-sample: the set best on all folds (${nameOf(sets[inSample]!)}) | ${fmt(s.regretMedian)} | ${fmt(s.regretMean)} | ${fmt(s.gainMean)} |`,
+    '',
+    '| fold | held-out tasks | constants chosen on the other folds | regret median | gain mean |',
+    '|---:|---|---|---:|---:|',
+    ...rows,
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  fs.mkdirSync(path.join(REPO_ROOT, 'bench', 'results'), { recursive: true });
+  if (ONLY === '') fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'loop-nested.md'), `${lines.join('\n')}\n`);
+}
+
 async function main(): Promise<void> {
   let tasks = loadTasks();
   if (ONLY !== '') tasks = tasks.filter((t) => ONLY.split(',').includes(t.name));
   const parts = folds(tasks, Math.min(FOLDS, tasks.length));
+  if (NESTED) return nested(tasks, parts);
   const all: Record<string, GroupScore[]> = {};
   const perFold: string[] = [];
   const rates: number[] = [];

@@ -42,12 +42,16 @@ export interface EngineConfig {
   portMaxInFlight: number;
   /** Requests in flight in one NATS peer instance; beyond it `overloaded`. */
   natsMaxInFlight: number;
+  /** Prompt embeddings held in memory (PROMPT_ENGINE_EMBEDDING_CACHE; the store keeps every one). */
+  embeddingCacheEntries: number;
   /** OpenAI-compatible LLM endpoint for call_llm and the LLM proposer (optional). */
   llmUrl?: string;
   llmModel?: string;
   llmApiKey?: string;
   /** Closed loop: retrain the scorer after this many reported outcomes (0 = only when `train` is called). */
   retrainEvery: number;
+  /** Closed loop: continuous retraining replays the shipped corpus and guards on its unseen tasks (PROMPT_ENGINE_RETRAIN_CORPUS, default on). */
+  retrainCorpus: boolean;
   /** Closed loop: wait for a proposal batch before serving the next choice (replayable simulations). */
   loopAwaitProposals: boolean;
   /** The PostgreSQL (or PGlite) schema the store's tables live in (PROMPT_ENGINE_DB_SCHEMA). */
@@ -58,8 +62,11 @@ export interface EngineConfig {
   loopStalenessMs: number;
   /** Closed loop: how often a sidecar that does not decide tries to take the decider's lease, in ms. */
   loopLeaseRetryMs: number;
-  /** Closed loop policy overrides (PROMPT_ENGINE_LOOP_POOL_SIZE, ..._BATCH_SIZE, ..._MIN_SAMPLES, ..._REFILL_AFTER, ..._MAX_VARIANTS, ..._PRIOR_STRENGTH). */
-  loopPolicy: Partial<Record<'poolSize' | 'batchSize' | 'minSamples' | 'refillAfter' | 'maxVariants' | 'priorStrength', number>>;
+  /**
+   * Closed loop policy overrides (PROMPT_ENGINE_LOOP_POOL_SIZE, ..._BATCH_SIZE, ..._MIN_SAMPLES, ..._REFILL_AFTER, ..._MAX_VARIANTS, ..._PRIOR_STRENGTH);
+   * `warmup`, `retireBelow` and `scorerWeight` only in code (bench:loop's nested leave-tasks-out grid).
+   */
+  loopPolicy: Partial<Record<'poolSize' | 'batchSize' | 'minSamples' | 'refillAfter' | 'maxVariants' | 'priorStrength' | 'warmup' | 'retireBelow' | 'scorerWeight', number>>;
   /** Serve the dashboard on this address (PROMPT_ENGINE_DASHBOARD: `host:port` or a port on loopback; `--http`). */
   dashboard?: HttpAddress;
   /** The dashboard's operator token (PROMPT_ENGINE_DASHBOARD_TOKEN). A secret: never logged, never in `health` or `stats`. */
@@ -137,10 +144,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     // At least the Elixir client's own max_in_flight default (10,000), so the client refuses first.
     portMaxInFlight: positiveInt(env.PROMPT_ENGINE_PORT_MAX_IN_FLIGHT, 10_000),
     natsMaxInFlight: positiveInt(env.PROMPT_ENGINE_NATS_MAX_IN_FLIGHT, 4_096),
+    embeddingCacheEntries: positiveInt(env.PROMPT_ENGINE_EMBEDDING_CACHE, 20_000),
     llmUrl: env.LLM_URL || undefined,
     llmModel: env.LLM_MODEL || undefined,
     llmApiKey: env.LLM_API_KEY || undefined,
     retrainEvery: nonNegativeInt(env.PROMPT_ENGINE_RETRAIN_EVERY, 5_000),
+    retrainCorpus: env.PROMPT_ENGINE_RETRAIN_CORPUS !== '0' && env.PROMPT_ENGINE_RETRAIN_CORPUS !== 'false',
     loopAwaitProposals: env.PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS === '1' || env.PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS === 'true',
     loopPolicy: loopPolicyFrom(env),
     dbSchema: schemaName(env.PROMPT_ENGINE_DB_SCHEMA),

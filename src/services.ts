@@ -13,6 +13,7 @@ import { OpError } from './contract/errors.js';
 import { Engine, type ServiceDefinitions } from './engine.js';
 import { followPromotions, servingModel } from './learning/modelSync.js';
 import { Scorer } from './learning/scorer.js';
+import { EmbeddingService, SHIPPED_EMBEDDINGS } from './learning/embeddings.js';
 import type { Logger } from './log.js';
 import { NatsLink } from './nats/link.js';
 import { OptimizerDeps } from './optimizer/deps.js';
@@ -31,6 +32,7 @@ export type Services = {
   /** The engine's one NATS connection (central_cloud, peer mode); undefined when NATS is not configured. */
   nats: NatsLink | undefined;
   store: TrackingStore;
+  embeddings: EmbeddingService;
   scorer: Scorer;
   templates: TemplateRegistry;
   prompts: PromptAssembler;
@@ -66,6 +68,19 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
     stats: (s) => s.figures,
   },
 
+  // Prompt embeddings: memory, then the shipped file, then the store, then the worker thread (written back to the store).
+  embeddings: {
+    create: (engine) =>
+      new EmbeddingService({
+        maxEntries: engine.config.embeddingCacheEntries,
+        store: () => engine.service('store'),
+        shippedFiles: [path.join(engine.config.modelsDir, path.basename(SHIPPED_EMBEDDINGS))],
+        log: engine.log.child({ part: 'embeddings' }),
+      }),
+    close: (e) => e.close(),
+    stats: (e) => record({ model: e.model, entries: e.size, ...e.figures }),
+  },
+
   // The last promoted model of the registry (its bytes, from the table), else the shipped default;
   // then every promotion made by any instance sharing the database, hot-swapped within a second.
   scorer: {
@@ -73,7 +88,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
       const log = engine.log.child({ part: 'scorer' });
       const store = await engine.service('store').catch(() => undefined);
       const m = await servingModel(store, engine.config.modelsDir, log);
-      const scorer = await Scorer.load(m.onnx, m.meta);
+      const scorer = await Scorer.load(m.onnx, m.meta, async (texts) => (await engine.service('embeddings')).embed(texts), log);
       if (store !== undefined) {
         const stop = await followPromotions(store, scorer, log, (previous, version) => modelPromoted(engine, previous, version, 'another instance')).catch((err: unknown) => {
           log.warn({ err: (err as Error).message }, 'not following promotions of other instances');
@@ -122,6 +137,8 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
         {
           store: () => engine.service('store'),
           scorer: () => engine.service('scorer'),
+          embeddings: () => engine.service('embeddings'),
+          retrainCorpus: engine.config.retrainCorpus,
           modelsDir: engine.config.modelsDir,
           trainedDir: path.join(engine.config.dataDir, 'models'),
           log: engine.log.child({ part: 'learner' }),

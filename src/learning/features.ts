@@ -7,10 +7,22 @@
  * structural features with the model (rankings transfer poorly between
  * models: the model is part of the context).
  *
+ * v3 adds what the prompt means and how it differs from its base (the
+ * experiment's base prompt, the task's default prompt): the structural and
+ * style features of the prompt minus the base's, and from the prompt
+ * embeddings (embeddings.ts) a fixed random projection of the prompt's
+ * vector and of its difference from the base's, their cosine, and the
+ * length ratio, the last two also per model. The projection is drawn from a
+ * seed in the spec (never fitted to data, so no statistic of a held-out
+ * task leaks through it). Without a base the prompt is its own base (every
+ * difference zero, cosine 1): the ranking then rests on the other features.
+ *
  * The spec is versioned and hashed; a model records the hash it was trained
  * with and is never served with another.
  */
 import { createHash } from 'node:crypto';
+import { seededRandom } from '../random.js';
+import { cosine, EMBEDDING_DIMS, EMBEDDING_MODEL } from './embeddings.js';
 
 export interface FeatureSpec {
   version: number;
@@ -23,7 +35,33 @@ export interface FeatureSpec {
   /** generic instruction words (not task content): each is a presence feature, and interacts with the model */
   styleWords: readonly string[];
   contextKeys: readonly string[];
+  /** v3: the structural and style features of the prompt minus its base's */
+  relative: boolean;
+  /** v3: features from prompt embeddings (absent: none) */
+  embedding?: EmbeddingFeatureSpec;
 }
+
+export interface EmbeddingFeatureSpec {
+  /** the embedding model (embeddings.ts EMBEDDING_MODEL): its vectors are what the projection reads */
+  model: string;
+  dims: number;
+  /** random projection size (of the prompt's vector, and of its difference from the base's) */
+  projection: number;
+  /** seed of the projection matrix (N(0, 1) entries) */
+  seed: number;
+  /** scale of the projected blocks */
+  weight: number;
+}
+
+/** What a prompt is compared with: its base's text, and both vectors when the spec reads embeddings. */
+export interface Relative {
+  base?: string;
+  embedding?: ArrayLike<number>;
+  baseEmbedding?: ArrayLike<number>;
+}
+
+/** The scalar features of a prompt relative to its base (also crossed with the model). */
+export const RELATIVE_SCALARS = ['cosine_to_base', 'distance_to_base', 'length_ratio', 'is_base'] as const;
 
 export const STRUCTURAL = [
   'len_log',
@@ -73,7 +111,7 @@ export const STYLE_WORDS = [
 ] as const;
 
 export const FEATURE_SPEC: FeatureSpec = {
-  version: 2,
+  version: 3,
   ngramBuckets: 2048,
   ngramWeight: 0.5,
   contextBuckets: 256,
@@ -81,10 +119,37 @@ export const FEATURE_SPEC: FeatureSpec = {
   structural: STRUCTURAL,
   styleWords: STYLE_WORDS,
   contextKeys: ['model', 'task', 'language', 'domain', 'framework', 'template'],
+  relative: true,
+  embedding: { model: EMBEDDING_MODEL, dims: EMBEDDING_DIMS, projection: 32, seed: 1, weight: 0.5 },
 };
 
 export function featureDim(spec: FeatureSpec = FEATURE_SPEC): number {
+  return relativeBase(spec) + relativeDim(spec);
+}
+
+/** Where the v3 blocks start (after the interactions). */
+function relativeBase(spec: FeatureSpec): number {
   return spec.ngramBuckets + spec.structural.length + spec.styleWords.length + spec.contextBuckets + spec.interactionBuckets;
+}
+
+function relativeDim(spec: FeatureSpec): number {
+  const st = spec.relative ? spec.structural.length + spec.styleWords.length : 0;
+  const emb = spec.embedding === undefined ? 0 : 2 * spec.embedding.projection + RELATIVE_SCALARS.length;
+  return st + emb;
+}
+
+const projections = new Map<string, Float32Array>();
+/** The fixed projection matrix [projection][dims] of a spec (seeded; not fitted to data). */
+function projectionOf(e: EmbeddingFeatureSpec): Float32Array {
+  const key = `${e.seed}:${e.projection}:${e.dims}`;
+  let m = projections.get(key);
+  if (m === undefined) {
+    const rnd = seededRandom(e.seed);
+    m = new Float32Array(e.projection * e.dims);
+    for (let i = 0; i < m.length; i++) m[i] = Math.sqrt(-2 * Math.log(rnd() || 1e-12)) * Math.cos(2 * Math.PI * rnd());
+    projections.set(key, m);
+  }
+  return m;
 }
 
 /** [start, end) of the hashed context block (model, task, ...): the inputs a group shares. */
@@ -156,8 +221,8 @@ export function structuralFeatures(prompt: string): number[] {
   ];
 }
 
-/** Featurize one prompt in a context. */
-export function featurize(prompt: string, context: Record<string, string>, spec: FeatureSpec = FEATURE_SPEC): SparseVec {
+/** Featurize one prompt in a context (v3: relative to its base, with the embeddings when the spec reads them). */
+export function featurize(prompt: string, context: Record<string, string>, spec: FeatureSpec = FEATURE_SPEC, rel: Relative = {}): SparseVec {
   const acc = new Map<number, number>();
   const add = (i: number, v: number): void => void acc.set(i, (acc.get(i) ?? 0) + v);
   // n-grams (placeholders normalised so {sentence} and {{sentence}} read the same)
@@ -193,6 +258,52 @@ export function featurize(prompt: string, context: Record<string, string>, spec:
     st.forEach((v, i) => {
       if (v !== 0) add(ibase + (fnv(`${model}*${names[i]}`) % spec.interactionBuckets), v);
     });
+  // v3: relative to the base (the prompt itself when there is none)
+  let rbase = ibase + spec.interactionBuckets;
+  const baseText = rel.base ?? prompt;
+  if (spec.relative) {
+    if (baseText !== prompt) {
+      const bw = new Set(baseText.toLowerCase().replace(/\{\{?\s*[a-z_][\w.]*\s*\}?\}/g, ' _slot_ ').match(/_slot_|[a-z0-9]+(?:'[a-z]+)?/g) ?? []);
+      const bst = [...structuralFeatures(baseText), ...spec.styleWords.map((w) => (bw.has(w) ? 1 : 0))];
+      st.forEach((v, i) => {
+        const d = v - bst[i]!;
+        if (d !== 0) add(rbase + i, d);
+      });
+    }
+    rbase += spec.structural.length + spec.styleWords.length;
+  }
+  const e = spec.embedding;
+  if (e !== undefined) {
+    const same = baseText === prompt;
+    const pv = rel.embedding;
+    const bv = same ? pv : rel.baseEmbedding;
+    let cos = 1;
+    if (pv !== undefined && pv.length === e.dims) {
+      const m = projectionOf(e);
+      const scale = e.weight; // USE vectors are about unit length: a projected coordinate is about N(0, 1)
+      const diff = bv !== undefined && bv.length === e.dims && !same;
+      for (let j = 0; j < e.projection; j++) {
+        let a = 0;
+        let d = 0;
+        const row = j * e.dims;
+        for (let i = 0; i < e.dims; i++) {
+          a += m[row + i]! * pv[i]!;
+          if (diff) d += m[row + i]! * (pv[i]! - bv[i]!);
+        }
+        if (a !== 0) add(rbase + j, a * scale);
+        if (d !== 0) add(rbase + e.projection + j, d * scale);
+      }
+      if (diff) cos = cosine(pv, bv);
+    }
+    const sbase = rbase + 2 * e.projection;
+    const lenRatio = Math.max(-1, Math.min(1, Math.log((prompt.length + 1) / (baseText.length + 1)) / Math.log(8)));
+    const scalars = [cos, Math.min(1, Math.sqrt(Math.max(0, 2 * (1 - cos)))), lenRatio, same ? 1 : 0];
+    scalars.forEach((v, i) => {
+      if (v === 0) return;
+      add(sbase + i, v);
+      if (model !== '') add(ibase + (fnv(`${model}*${RELATIVE_SCALARS[i]}`) % spec.interactionBuckets), v);
+    });
+  }
   const idx = Int32Array.from([...acc.keys()].sort((a, b) => a - b));
   const val = Float32Array.from(idx, (i) => acc.get(i)!);
   return { idx, val };

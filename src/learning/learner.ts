@@ -5,22 +5,30 @@
  * serving scorer and tells the rest of the engine (`onPromoted`). The
  * `train` op and the closed loop's continuous learning (every `retrainEvery`
  * tracked outcomes, one training at a time, serving never paused) both go
- * through here.
+ * through here. With `corpus`, the shipped corpus is replayed beside the
+ * history and the new model must also be no worse on the corpus tasks the
+ * serving model never saw (trainer.ts); continuous retraining does this by
+ * default (PROMPT_ENGINE_RETRAIN_CORPUS).
  */
 import type { Logger } from 'pino';
+import fs from 'node:fs';
 import type { TrackingStore } from '../store/trackingStore.js';
+import { loadCells, MULTIPROMPT_DIR, type Cell } from './corpus.js';
+import type { EmbeddingService } from './embeddings.js';
 import { servingModel } from './modelSync.js';
 import type { Scorer } from './scorer.js';
-import { trainFromStore, type HeldOutMetrics } from './trainer.js';
+import { trainFromStore, type HeldOutMetrics, type UnseenMetrics } from './trainer.js';
 
 export interface TrainRequest {
   minSamples: number;
   epochs: number;
   holdout: number;
   seed: number;
+  /** Replay the shipped corpus beside the history, and guard on its unseen tasks. */
+  corpus: boolean;
 }
 
-export const DEFAULT_TRAIN_REQUEST: TrainRequest = { minSamples: 50, epochs: 20, holdout: 0.2, seed: 42 };
+export const DEFAULT_TRAIN_REQUEST: TrainRequest = { minSamples: 50, epochs: 20, holdout: 0.2, seed: 42, corpus: false };
 
 export type TrainResult =
   | { insufficient: number }
@@ -31,6 +39,9 @@ export type TrainResult =
       epochs: number;
       metrics: HeldOutMetrics;
       servingMetrics: HeldOutMetrics | undefined;
+      /** The new and the serving model on the corpus tasks neither saw (with `corpus`). */
+      unseen: UnseenMetrics | undefined;
+      servingUnseen: UnseenMetrics | undefined;
       promoted: boolean;
       previousVersion: string;
       servingVersion: string;
@@ -40,6 +51,10 @@ export type TrainResult =
 export interface LearnerDeps {
   store(): Promise<TrackingStore>;
   scorer(): Promise<Scorer>;
+  /** Prompt embeddings (features v3). */
+  embeddings?(): Promise<EmbeddingService>;
+  /** Replay the corpus in continuous retraining. */
+  retrainCorpus?: boolean;
   /** Where the shipped default lives (served when the registry has no promoted model). */
   modelsDir: string;
   /** Where trained models are written. */
@@ -79,10 +94,17 @@ export class Learner {
     if (this.outcomesSinceTraining < this.retrainEvery || this.running !== undefined) return;
     this.outcomesSinceTraining = 0;
     this.figures.continuous++;
-    this.train({ ...DEFAULT_TRAIN_REQUEST, minSamples: 10 }, new AbortController().signal).catch((err: unknown) => {
+    this.train({ ...DEFAULT_TRAIN_REQUEST, minSamples: 10, corpus: this.deps.retrainCorpus ?? false }, new AbortController().signal).catch((err: unknown) => {
       this.figures.last_error = (err as Error).message;
       this.deps.log.warn({ err: (err as Error).message }, 'continuous training failed; serving the current model');
     });
+  }
+
+  private corpusCells: Cell[] | undefined;
+  /** The shipped corpus, read once (undefined where it is not installed). */
+  private corpus(): Cell[] | undefined {
+    if (this.corpusCells === undefined && fs.existsSync(MULTIPROMPT_DIR)) this.corpusCells = loadCells();
+    return this.corpusCells;
   }
 
   private async run(req: TrainRequest, signal: AbortSignal): Promise<TrainResult> {
@@ -110,6 +132,8 @@ export class Learner {
       options: { epochs: req.epochs, seed: req.seed },
       signal,
       log: this.deps.log,
+      embed: this.deps.embeddings === undefined ? undefined : async (texts) => (await this.deps.embeddings!()).embed(texts),
+      corpus: req.corpus ? this.corpus() : undefined,
     });
     if ('insufficient' in out) {
       this.figures.insufficient++;
@@ -137,6 +161,8 @@ export class Learner {
       epochs: out.epochs,
       metrics: out.metrics,
       servingMetrics: out.servingMetrics,
+      unseen: out.unseen,
+      servingUnseen: out.servingUnseen,
       promoted: out.promoted,
       previousVersion,
       servingVersion: out.promoted ? out.meta.version : previousVersion,

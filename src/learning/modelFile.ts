@@ -16,6 +16,8 @@ export interface ModelMeta {
   metrics: Record<string, number>;
   trained_at: string;
   trained_on: string;
+  /** Corpus tasks (data/multiprompt) the model never trained on: continuous retraining keeps them out and compares models on them. */
+  unseen_tasks?: string[];
 }
 
 export function writeModel(dir: string, name: string, onnx: Uint8Array, meta: ModelMeta): string {

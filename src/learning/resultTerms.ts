@@ -7,10 +7,13 @@
  */
 import { float, record, type TermObject } from '../codec/terms.js';
 import type { TrainResult } from './learner.js';
-import type { HeldOutMetrics } from './trainer.js';
+import type { HeldOutMetrics, UnseenMetrics } from './trainer.js';
 
 const metricsRecord = (m: HeldOutMetrics): TermObject =>
   record({ auc: float(m.auc), log_loss: float(m.log_loss), accuracy: float(m.accuracy), ece: float(m.ece), spearman: float(m.spearman), examples: m.examples });
+
+const unseenRecord = (m: UnseenMetrics | undefined): TermObject | null =>
+  m === undefined ? null : record({ tasks: m.tasks, groups: m.groups, spearman: float(m.spearman), regret: float(m.regret) });
 
 export function trainRecord(r: Exclude<TrainResult, { insufficient: number } | { busy: true }>): TermObject {
   return record({
@@ -20,6 +23,8 @@ export function trainRecord(r: Exclude<TrainResult, { insufficient: number } | {
     metrics: metricsRecord(r.metrics),
     serving_metrics: r.servingMetrics ? metricsRecord(r.servingMetrics) : null,
     previous_version: r.previousVersion,
+    unseen_metrics: unseenRecord(r.unseen),
+    serving_unseen_metrics: unseenRecord(r.servingUnseen),
     promoted: r.promoted,
     serving_version: r.servingVersion,
     duration_ms: r.durationMs,

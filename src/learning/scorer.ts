@@ -6,15 +6,26 @@
  * session from under a request: each request scores every batch with the
  * model it started with, and a replaced session is released when its last
  * request is done.
+ *
+ * Features v3 read the prompt's embedding and its base's (a score item may
+ * name the base it is compared with: the experiment's base, the task's
+ * default prompt); they come from the embedding service, cached. When the
+ * service fails, the prompts are scored without them (a warning is logged).
  */
 import ort from 'onnxruntime-node';
 import { featureDim, featurize, FEATURE_SPEC, specHash, toDense } from './features.js';
 import type { ModelMeta } from './modelFile.js';
+import { EMBED_MAX_TEXTS } from './embeddings.js';
 
 export interface ScoreItem {
   prompt: string;
   context: Record<string, string>;
+  /** The prompt it is a variant of (absent: the prompt is its own base). */
+  base?: string;
 }
+
+/** Vectors of texts (the embedding service's `embed`). */
+export type Embed = (texts: string[]) => Promise<Float32Array[]>;
 
 /** A loaded model and the requests scoring with it. */
 interface Loaded {
@@ -28,11 +39,32 @@ interface Loaded {
 const createSession = (onnx: Uint8Array): Promise<ort.InferenceSession> => ort.InferenceSession.create(onnx, { intraOpNumThreads: 1, interOpNumThreads: 1 });
 
 export class Scorer {
-  private constructor(private current: Loaded) {}
+  private constructor(
+    private current: Loaded,
+    private readonly embed: Embed | undefined,
+    private readonly log: { warn(o: object, m: string): void } | undefined,
+  ) {}
 
-  static async load(onnx: Uint8Array, meta: ModelMeta): Promise<Scorer> {
+  static async load(onnx: Uint8Array, meta: ModelMeta, embed?: Embed, log?: { warn(o: object, m: string): void }): Promise<Scorer> {
     checkSpec(meta);
-    return new Scorer({ session: await createSession(onnx), meta, users: 0, retired: false });
+    return new Scorer({ session: await createSession(onnx), meta, users: 0, retired: false }, embed, log);
+  }
+
+  /** The vectors of every prompt and base of `items` (none when the spec reads none, or the service failed). */
+  private async vectors(items: ScoreItem[]): Promise<Map<string, Float32Array>> {
+    const out = new Map<string, Float32Array>();
+    if (FEATURE_SPEC.embedding === undefined || this.embed === undefined) return out;
+    const texts = [...new Set(items.flatMap((it) => (it.base === undefined ? [it.prompt] : [it.prompt, it.base])))];
+    try {
+      for (let i = 0; i < texts.length; i += EMBED_MAX_TEXTS) {
+        const batch = texts.slice(i, i + EMBED_MAX_TEXTS);
+        (await this.embed(batch)).forEach((v, k) => out.set(batch[k]!, v));
+      }
+    } catch (err) {
+      this.log?.warn({ err: (err as Error).message }, 'scoring without prompt embeddings: the embedding service failed');
+      out.clear();
+    }
+    return out;
   }
 
   get modelVersion(): string {
@@ -58,10 +90,11 @@ export class Scorer {
     m.users++;
     try {
       const dim = featureDim(FEATURE_SPEC);
+      const vec = await this.vectors(items);
       const out: number[] = [];
       for (let i = 0; i < items.length; i += 256) {
         const batch = items.slice(i, i + 256);
-        const x = toDense(batch.map((it) => featurize(it.prompt, it.context)), dim);
+        const x = toDense(batch.map((it) => featurize(it.prompt, it.context, FEATURE_SPEC, { base: it.base, embedding: vec.get(it.prompt), baseEmbedding: vec.get(it.base ?? it.prompt) })), dim);
         const r = await m.session.run({ features: new ort.Tensor('float32', x, [batch.length, dim]) });
         out.push(...Array.from(r.p!.data as Float32Array));
       }

@@ -16,6 +16,16 @@ export interface TrainRow {
   y: number;
   w: number;
   holdout: boolean;
+  /** The prompt it is a variant of (absent: its own base). */
+  base?: string;
+  /** The prompt's and the base's embeddings (features v3). */
+  embedding?: Float32Array;
+  baseEmbedding?: Float32Array;
+}
+
+/** A row's features. */
+export function rowFeatures(r: TrainRow) {
+  return featurize(r.prompt, r.context, FEATURE_SPEC, { base: r.base, embedding: r.embedding, baseEmbedding: r.baseEmbedding ?? (r.base === undefined ? r.embedding : undefined) });
 }
 
 export interface TrainRequest {
@@ -30,7 +40,7 @@ export function rowExamples(rows: TrainRow[]): Example[] {
     const key = `${r.context.task ?? ''}|${r.context.model ?? ''}`;
     let g = groups.get(key);
     if (g === undefined) groups.set(key, (g = groups.size));
-    return { x: featurize(r.prompt, r.context, FEATURE_SPEC), y: r.y, w: r.w, group: g };
+    return { x: rowFeatures(r), y: r.y, w: r.w, group: g };
   });
 }
 

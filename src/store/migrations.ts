@@ -311,6 +311,21 @@ CREATE TRIGGER prompt_feedback_count_loop_feedback AFTER INSERT ON prompt_feedba
   REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION count_loop_feedback()
 `,
   },
+  {
+    version: 8,
+    // Prompt embeddings, computed once per (embedding model, prompt id) for every sidecar on this database
+    // (learning/embeddings.ts encodes the vector); a new embedding model has no rows and recomputes.
+    name: 'prompt embeddings',
+    sql: `
+CREATE TABLE IF NOT EXISTS embeddings (
+  model text NOT NULL,
+  prompt_id text NOT NULL,
+  vector bytea NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (model, prompt_id)
+)
+`,
+  },
 ];
 
 /** Every table the migrations create, with a column only ours has (to tell them from an app's own table of that name). */
@@ -326,4 +341,5 @@ export const OWN_TABLES: ReadonlyArray<{ table: string; marker: string }> = [
   { table: 'experiment_variants', marker: 'prior_alpha' },
   { table: 'experiment_counts', marker: 'generation' },
   { table: 'experiment_history', marker: 'variants' },
+  { table: 'embeddings', marker: 'vector' },
 ];

@@ -17,6 +17,7 @@ import { Journal } from './journal.js';
 import { MIGRATIONS, OWN_TABLES } from './migrations.js';
 import { ExperimentRecords, type GenerationWrite } from './experimentRecords.js';
 import { ModelRegistry } from './modelRegistry.js';
+import { EmbeddingRecords } from './embeddingRecords.js';
 import { runQuery, toAggregate, type PromptAggregate, type QueryArgs, type QueryKind } from './queries.js';
 import { iso } from './rowTerms.js';
 
@@ -68,6 +69,8 @@ export class TrackingStore {
   readonly models: ModelRegistry;
   /** The closed loop's experiments and variants. */
   readonly experiments: ExperimentRecords;
+  /** Prompt embeddings by (embedding model, prompt id). */
+  readonly embeddings: EmbeddingRecords;
 
   private constructor(
     readonly db: SqlClient,
@@ -77,6 +80,7 @@ export class TrackingStore {
     readonly instanceId: string,
   ) {
     this.models = new ModelRegistry(db, () => this.migrate());
+    this.embeddings = new EmbeddingRecords(db, () => this.migrate());
     const notice = { channel: loopChannel(db.schema), sender: instanceId };
     this.experiments = new ExperimentRecords(db, () => this.migrate(), notice);
     this.writer = new GroupCommitWriter(db, journal, log, { maxBatch: 500, recoverEveryMs: 300, maxInFlight: db.backend === 'postgres' ? 3 : 1, onRecovered: () => this.migrate(), notice });

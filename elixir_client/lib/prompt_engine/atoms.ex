@@ -14,13 +14,13 @@ defmodule PromptEngine.Atoms do
     cache_put cache_stats cached call_llm calls cancel cancelled cancels candidates category
     central_connected central_fallbacks central_hits checks choices choose_prompt comment
     common_errors completion_tokens complexity_level confidence confidence_level confidence_score
-    conflict connected context context_signature continuous cost cost_per_call cost_weight count
-    created_at database db_up deciding default delay_ms depth describe detail devset disconnects doc
-    draw dropped duplicate_outcomes duplicates duration duration_ms ece echo epochs error errors
-    event events evicted evictions evolution_id evolution_metadata evolution_timestamp
+    conflict connected context context_signature continuous corpus cost cost_per_call cost_weight
+    count created_at database db_up deciding default delay_ms depth describe detail devset
+    disconnects doc draw dropped duplicate_outcomes duplicates duration duration_ms ece echo epochs
+    error errors event events evicted evictions evolution_id evolution_metadata evolution_timestamp
     evolution_type evolved_prompt_id examples execution_time_ms experiment experiments expired
     exploring external failures false feature_spec_hash feedback_type force found frames_in
-    frames_out full_refreshes generate_prompt generation get_sparc_prompt get_template health
+    frames_out full_refreshes generate_prompt generation get_sparc_prompt get_template groups health
     heap_used heartbeats_missed high history hit_rate hits holdout id improvement
     improvement_summary in_flight input_token_cost input_tokens insufficient insufficient_data
     internal interval invalidations jetstream journal_depth journaled journaled_outcomes key keys
@@ -40,15 +40,16 @@ defmodule PromptEngine.Atoms do
     reasons reconnects redelivered refreshes refused regret render_template replayed reply req
     requests required required_when response_length retired retried revision round rows rss running
     sample_size samples score score_mean scores search_templates seed select_variant services
-    serving serving_metrics shipped_hits shutting_down signature_hash since_ms source spearman
-    spin_ms state stats status stopped store_template stored strict success success_rate successes
-    summary tech_stack temperature template template_content template_id template_name template_type
-    template_updated template_used templates terminated test_duration test_id test_timestamp text
-    threshold timeout timeout_ms timestamp top_p total_bytes total_entries total_tokens
-    track_ab_result track_context_signature track_evolution track_execution track_feedback train
-    trained training trainings trigger_type trigger_value true type unavailable unknown_op
-    unmatched_outcomes updates uptime_ms url usage user_id value variables variant
-    variant_a_prompt_id variant_b_prompt_id variants version when winner write_errors written
+    serving serving_metrics serving_unseen_metrics shipped_hits shutting_down signature_hash
+    since_ms source spearman spin_ms state stats status stopped store_template stored strict success
+    success_rate successes summary tasks tech_stack temperature template template_content
+    template_id template_name template_type template_updated template_used templates terminated
+    test_duration test_id test_timestamp text threshold timeout timeout_ms timestamp top_p
+    total_bytes total_entries total_tokens track_ab_result track_context_signature track_evolution
+    track_execution track_feedback train trained training trainings trigger_type trigger_value true
+    type unavailable unknown_op unmatched_outcomes unseen_metrics updates uptime_ms url usage
+    user_id value variables variant variant_a_prompt_id variant_b_prompt_id variants version when
+    winner write_errors written
   )a
 
   # op => {argument names, whether other keys are accepted, argument => its map's keys}
@@ -72,7 +73,7 @@ defmodule PromptEngine.Atoms do
     prompt_stats: {~w(prompt_id prompt_ids)a, false, []},
     query: {~w(duration id kind limit min_count min_success_rate project_tech_stack project_type prompt_id since_ms tech_stack threshold)a, false, []},
     render_template: {~w(strict template_id variables)a, false, []},
-    score: {~w(context prompt prompts)a, false, []},
+    score: {~w(base context prompt prompts)a, false, []},
     search_templates: {~w(opts query)a, false, []},
     select_variant: {~w(key test_id variants)a, false, []},
     stats: {~w()a, false, []},
@@ -82,7 +83,7 @@ defmodule PromptEngine.Atoms do
     track_evolution: {~w(evolution_metadata evolution_timestamp evolution_type evolved_prompt_id id original_prompt_id performance_improvement)a, false, []},
     track_execution: {~w(confidence_score context_signature cost execution_time_ms id input_tokens metadata output_tokens prompt_id response_length score success timestamp)a, false, []},
     track_feedback: {~w(comment context feedback_type id prompt_id rating timestamp user_id)a, false, []},
-    train: {~w(epochs holdout min_samples seed)a, false, []}
+    train: {~w(corpus epochs holdout min_samples seed)a, false, []}
   }
 
   @doc false

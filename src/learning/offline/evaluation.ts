@@ -22,6 +22,7 @@ import { featurize, FEATURE_SPEC, specHash, type FeatureSpec, type SparseVec } f
 import { auc, ece, logLoss, spearman, top1Regret } from '../metrics.js';
 import { predictAll, type Example, type MlpWeights } from '../mlp.js';
 import type { Cell } from './multiprompt.js';
+import { corpusEmbedding } from './corpusEmbeddings.js';
 import { assemble, trainRanker, type RankerOptions } from '../ranker.js';
 import type { RankJob } from './rankWorker.js';
 
@@ -35,7 +36,11 @@ export function cellFeatures(c: Cell, spec: FeatureSpec = FEATURE_SPEC): SparseV
   let memo = featureMemo.get(spec);
   if (memo === undefined) featureMemo.set(spec, (memo = new WeakMap()));
   let x = memo.get(c);
-  if (x === undefined) memo.set(c, (x = featurize(c.template, cellContext(c), spec)));
+  if (x === undefined) {
+    const e = spec.embedding;
+    const rel = e === undefined ? { base: c.base } : { base: c.base, embedding: corpusEmbedding(e.model, c.template), baseEmbedding: corpusEmbedding(e.model, c.base) };
+    memo.set(c, (x = featurize(c.template, cellContext(c), spec, rel)));
+  }
   return x;
 }
 

@@ -69,6 +69,7 @@ writeModel(dir, 'default', onnx, {
     held_out_ece: report.heldOutCells.ece,
   },
   trained_at: new Date().toISOString(),
+  unseen_tasks: [DEMO_TASK],
   trained_on: `data/multiprompt: ${tasks.length - 1} of its ${tasks.length} tasks, every template and model (${shipped.length} cells); not ${DEMO_TASK} (kept unseen for the demo's closed loop), and nothing else (no other tasks, models, languages or prompt kinds)`,
 });
 fs.writeFileSync(

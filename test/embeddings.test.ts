@@ -1,0 +1,174 @@
+/**
+ * Prompt embeddings (src/learning/embeddings.ts): the real Universal
+ * Sentence Encoder in its worker thread (dist/, built first), the cache in
+ * memory (bounded) and in a real store (PGlite; PostgreSQL too when the
+ * suite has one), the model named in the store's key, the shipped file of
+ * the multiprompt corpus checked against the data and the serving model,
+ * and the closed loop's pure helpers.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import {
+  cosine,
+  decodeVector,
+  EMBED_MAX_TEXTS,
+  EMBEDDING_MODEL,
+  EmbeddingService,
+  encodeVector,
+  NEAR_DUPLICATE_COSINE,
+  nearDuplicate,
+  neighbourEstimate,
+  promptId,
+  readEmbeddingFile,
+  SHIPPED_EMBEDDINGS,
+} from '../src/learning/embeddings.js';
+import { FEATURE_SPEC } from '../src/learning/features.js';
+import { corpusTexts, corpusTextsHash } from '../src/learning/offline/multiprompt.js';
+import { createLogger } from '../src/log.js';
+import { TrackingStore } from '../src/store/trackingStore.js';
+
+const log = createLogger('silent');
+const dirs: string[] = [];
+const tmp = (): string => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-embed-'));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+describe('the shipped embeddings of data/multiprompt', () => {
+  const file = readEmbeddingFile(SHIPPED_EMBEDDINGS);
+  it('are of the serving model and the spec reads that model', () => {
+    expect(file.model).toBe(EMBEDDING_MODEL);
+    expect(FEATURE_SPEC.embedding?.model).toBe(EMBEDDING_MODEL);
+    expect(file.dims).toBe(FEATURE_SPEC.embedding?.dims);
+  });
+  it('hold every text of the data, and nothing else (rebuild with scripts/embed-multiprompt.mjs)', () => {
+    const texts = corpusTexts();
+    expect(file.header.texts_sha256).toBe(corpusTextsHash(texts));
+    expect(file.vectors.size).toBe(texts.length);
+    for (const t of texts) expect(file.vectors.has(promptId(t))).toBe(true);
+  });
+});
+
+describe('the embedding service', () => {
+  it('embeds in its worker what the shipped file holds, and puts paraphrases nearer than unrelated prompts', async () => {
+    const service = new EmbeddingService({ maxEntries: 100, log });
+    try {
+      const corpus = corpusTexts().slice(0, 3);
+      const [a, b, c, ...fromCorpus] = await service.embed(['Determine whether the sentence is plausible.', 'Decide if this statement is believable.', 'Sort the following words alphabetically.', ...corpus]);
+      expect(service.figures.computed).toBe(6);
+      expect(service.figures.worker_starts).toBe(1);
+      expect(a!.length).toBe(512);
+      expect(cosine(a!, b!)).toBeGreaterThan(cosine(a!, c!) + 0.1);
+      const shipped = readEmbeddingFile(SHIPPED_EMBEDDINGS);
+      fromCorpus.forEach((v, i) => expect(cosine(v, decodeVector(shipped.vectors.get(promptId(corpus[i]!))!))).toBeGreaterThan(0.999));
+      // a second ask is answered from memory
+      const again = await service.embed(['Decide if this statement is believable.']);
+      expect(again[0]).toEqual(b);
+      expect(service.figures.computed).toBe(6);
+    } finally {
+      await service.close();
+    }
+  }, 120_000);
+
+  it('reads the shipped file before computing, and ignores a file of another model', async () => {
+    const dir = tmp();
+    const other = path.join(dir, 'other.bin');
+    const { writeEmbeddingFile } = await import('../src/learning/embeddings.js');
+    writeEmbeddingFile(other, 'another-model', 4, [{ promptId: promptId('x'), vector: encodeVector([1, 0, 0, 0]) }]);
+    let computed = 0;
+    const service = new EmbeddingService({ maxEntries: 100, log, shippedFiles: [other, SHIPPED_EMBEDDINGS], compute: async (t) => ((computed += t.length), t.map(() => new Float32Array(512).fill(0.1))) });
+    const text = corpusTexts()[7]!;
+    const [v] = await service.embed([text, 'x']);
+    expect(computed).toBe(1); // only 'x': the other model's file is not used
+    expect(service.figures.shipped_hits).toBe(1);
+    expect(v).toEqual(decodeVector(readEmbeddingFile(SHIPPED_EMBEDDINGS).vectors.get(promptId(text))!));
+    await service.close();
+  });
+
+  it('keeps at most maxEntries in memory, shares one computation between callers, and refuses too many texts', async () => {
+    let calls = 0;
+    const service = new EmbeddingService({
+      maxEntries: 2,
+      log,
+      compute: async (t) => {
+        calls++;
+        await new Promise((r) => setImmediate(r));
+        return t.map((s) => Float32Array.from({ length: 8 }, (_, i) => s.length + i));
+      },
+    });
+    const [x, y] = await Promise.all([service.embed(['a', 'b', 'c']), service.embed(['a', 'b'])]);
+    expect(calls).toBe(1);
+    expect(y[0]).toEqual(x[0]);
+    expect(service.size).toBe(2);
+    await expect(service.embed(new Array<string>(EMBED_MAX_TEXTS + 1).fill('z'))).rejects.toThrow(`at most ${EMBED_MAX_TEXTS} texts`);
+    await service.close();
+  });
+
+  const stores: Array<[string, () => Promise<TrackingStore>]> = [['PGlite', () => TrackingStore.open({ dataDir: tmp(), log })]];
+  if (process.env.TEST_DATABASE_URL) stores.push(['PostgreSQL', () => TrackingStore.open({ databaseUrl: process.env.TEST_DATABASE_URL, dataDir: tmp(), schema: `pe_embed_${process.pid}`, log })]);
+  for (const [name, open] of stores)
+    it(`computes each prompt once for every service on one store (${name}), keyed by the model`, async () => {
+      const store = await open();
+      try {
+        let computed = 0;
+        const compute = async (t: string[]): Promise<Float32Array[]> => ((computed += t.length), t.map((s) => Float32Array.from({ length: 512 }, (_, i) => Math.sin(s.length + i))));
+        const a = new EmbeddingService({ maxEntries: 10, log, store: async () => store, compute });
+        const [va] = await a.embed(['You are a careful grader. Answer yes or no.']);
+        expect(computed).toBe(1);
+        const b = new EmbeddingService({ maxEntries: 10, log, store: async () => store, compute: async () => Promise.reject(new Error('must come from the store')) });
+        const [vb] = await b.embed(['You are a careful grader. Answer yes or no.']);
+        expect(b.figures.store_hits).toBe(1);
+        expect(vb).toEqual(va);
+        expect(await store.embeddings.count(EMBEDDING_MODEL)).toBe(1);
+        // another model's key finds nothing: a new model recomputes
+        expect((await store.embeddings.get('another-model', [promptId('You are a careful grader. Answer yes or no.')])).size).toBe(0);
+        await a.close();
+        await b.close();
+      } finally {
+        await store.close();
+      }
+    }, 60_000);
+});
+
+describe('neighbours by meaning', () => {
+  const unit = (...xs: number[]): Float32Array => {
+    const n = Math.hypot(...xs);
+    return Float32Array.from(xs, (x) => x / n);
+  };
+  it('estimates a newcomer from its nearest measured neighbours, shrunk to the pooled rate', () => {
+    const near = { embedding: unit(1, 0.05, 0), successes: 90, count: 100 };
+    const far = { embedding: unit(0, 1, 0), successes: 10, count: 100 };
+    const e = neighbourEstimate(unit(1, 0, 0), [near, far]);
+    expect(e.mean).toBeGreaterThan(0.8);
+    expect(neighbourEstimate(unit(0, 1, 0.02), [near, far]).mean).toBeLessThan(0.2);
+    // the strength is capped: a prior the newcomer's own outcomes soon outweigh
+    expect(e.strength).toBeLessThanOrEqual(4);
+    expect(e.alpha / (e.alpha + e.beta)).toBeGreaterThan(0.7);
+    // nobody near: the pooled rate
+    const alone = neighbourEstimate(unit(0, 0, 1), [near, far]);
+    expect(alone.mean).toBeCloseTo(0.5, 1);
+    expect(alone.strength).toBeLessThan(0.01);
+    // nothing measured: 0.5 worth nothing
+    expect(neighbourEstimate(unit(1, 0, 0), [])).toMatchObject({ mean: 0.5, strength: 0, alpha: 1, beta: 1 });
+  });
+
+  it('calls near-duplicates what is within the threshold only', () => {
+    expect(nearDuplicate(unit(1, 0), unit(1, 0.01))).toBe(true);
+    expect(nearDuplicate(unit(1, 0), unit(1, 0.5))).toBe(false);
+    expect(NEAR_DUPLICATE_COSINE).toBeGreaterThan(0.8);
+  });
+
+  it('encodes a vector in 4 + dims bytes and back within the int8 step', () => {
+    const v = Float32Array.from({ length: 512 }, (_, i) => Math.sin(i) / 20);
+    const b = encodeVector(v);
+    expect(b.length).toBe(516);
+    const d = decodeVector(b);
+    expect(cosine(v, d)).toBeGreaterThan(0.9999);
+  });
+});
