@@ -29,7 +29,17 @@
  * combination); the default varies one constant at a time around
  * DEFAULT_POLICY.
  *
+ * Graded outcomes (`--graded`): each call's score is the share of 5
+ * Bernoulli draws at the served paraphrase's measured accuracy, its tokens
+ * the prompt's length (characters / 4, plus a fixed 60-token question) and
+ * a fixed 20-token answer, each token costing PRICE_PER_TOKEN; the reward
+ * is score − cost. The engine optimizing that reward (objective `reward`)
+ * runs beside the engine optimizing success alone, plain Thompson sampling
+ * on the same reward, and the original; each is judged by its regret on
+ * the expected reward, and by the accuracy and tokens it ends up serving.
+ *
  *   npm run bench:loop [-- --rounds 1000 --folds 4 --tasks a,b --retrain-every 0 --seeds 1]
+ *   npm run bench:loop -- --graded [--price 0.003]
  *   npm run bench:loop -- --nested [--grid 'priorStrength=1,2,4;retireBelow=0.15,0.25']
  *   bash scripts/with-services.sh npm run bench:loop -- --sidecars 3
  */
@@ -50,7 +60,7 @@ import { loadCells, type Cell } from '../src/learning/offline/multiprompt.js';
 import { createOpTable } from '../src/ops/index.js';
 import { hashSeed, seededRandom } from '../src/random.js';
 import { createEngine } from '../src/services.js';
-import { alwaysOriginal, plainThompson, score, summary, type GroupScore } from '../src/learning/offline/loopSim/baselines.js';
+import { alwaysOriginal, gradedScore, gradedSummary, plainThompson, plainThompsonGraded, score, summary, type GradedScore, type GradedWorld, type GroupScore } from '../src/learning/offline/loopSim/baselines.js';
 import { accuracyOf, groupsOf, loadTasks, type Group, type Task } from '../src/learning/offline/loopSim/world.js';
 import { startFakeParaphraser } from '../src/learning/offline/loopSim/fakeParaphraser.js';
 
@@ -68,6 +78,26 @@ const ONLY_FOLD = Number(flag('fold', '0'));
 const SIDECARS = Number(flag('sidecars', '1'));
 const NESTED = argv.includes('--nested');
 const GRID = flag('grid', '');
+const GRADED = argv.includes('--graded');
+/** Cost of one token under the graded objective: 0.003 makes the best paraphrase by accuracy not the best by reward in about half the groups. */
+const PRICE_PER_TOKEN = Number(flag('price', '0.003'));
+const QUESTION_TOKENS = 60;
+const ANSWER_TOKENS = 20;
+const DRAWS_PER_SCORE = 5;
+/** The graded world: what a served text earns in expectation (the simulator's and scoreboard's, never the engine's). */
+const GRADED_WORLD: GradedWorld = {
+  accuracy: (g, text) => accuracyOf(g, text),
+  tokens: (text) => Math.ceil(text.trim().length / 4) + QUESTION_TOKENS,
+  reward: (g, text) => accuracyOf(g, text) - PRICE_PER_TOKEN * (GRADED_WORLD.tokens(text) + ANSWER_TOKENS),
+};
+/** The reward objective the engine is given: the same reward, from the tokens it is told. */
+const REWARD_OBJECTIVE = { kind: 'reward', cost_weight: 1, input_token_cost: PRICE_PER_TOKEN, output_token_cost: PRICE_PER_TOKEN };
+/** One graded call's observed score: the share of DRAWS_PER_SCORE Bernoulli draws at `acc`. */
+function drawScore(acc: number, rnd: () => number): number {
+  let k = 0;
+  for (let i = 0; i < DRAWS_PER_SCORE; i++) if (rnd() < acc) k++;
+  return k / DRAWS_PER_SCORE;
+}
 const PG_URL = process.env.DATABASE_URL || process.env.TEST_DATABASE_URL || '';
 if (SIDECARS > 1 && PG_URL === '') {
   process.stderr.write('bench:loop --sidecars needs PostgreSQL: run it through `bash scripts/with-services.sh npm run bench:loop -- --sidecars 3`, or set DATABASE_URL\n');
@@ -119,6 +149,8 @@ async function foldModelDir(heldOut: Task[]): Promise<string> {
 
 interface EngineRun {
   scores: GroupScore[];
+  /** The texts served, by group (in the order of `groups`). */
+  served: string[][];
   figures: TermObject;
   pairsPerSecond: number;
   llmRequests: number;
@@ -150,7 +182,7 @@ async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> 
  * engine (its own draws, so the success draws are the same whatever the
  * routing).
  */
-async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number, opts: { sidecars: number; postgres: boolean; policy?: PolicyOverrides }): Promise<EngineRun> {
+async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number, opts: { sidecars: number; postgres: boolean; policy?: PolicyOverrides; graded?: 'reward' | 'success' }): Promise<EngineRun> {
   const llm = await startFakeParaphraser(tasks);
   const db = opts.postgres ? await freshDatabase() : undefined;
   const dataDirs: string[] = [];
@@ -174,22 +206,31 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
   let done = 0;
   const t0 = performance.now();
   const ticker = setInterval(() => progress(`  ${done}/${groups.length * ROUNDS} rounds`), 5000);
-  const scores = await Promise.all(
+  const objective: TermObject = opts.graded === 'reward' ? { objective: REWARD_OBJECTIVE } : {};
+  const runs = await Promise.all(
     groups.map(async (g) => {
       const rnd = seededRandom(hashSeed(`${seed}|${g.task.name}|${g.model}`));
       const route = seededRandom(hashSeed(`route|${seed}|${g.task.name}|${g.model}`));
       const served: number[] = [];
+      const texts: string[] = [];
       for (let r = 0; r < ROUNDS; r++) {
-        const c = await call(engines[r % engines.length]!, 'choose_prompt', { experiment: g.task.name, prompt: g.task.base.text, context: { model: g.model } });
-        const acc = accuracyOf(g, String(c.prompt));
+        const c = await call(engines[r % engines.length]!, 'choose_prompt', { experiment: g.task.name, prompt: g.task.base.text, context: { model: g.model }, ...objective });
+        const text = String(c.prompt);
+        const acc = accuracyOf(g, text);
         served.push(acc);
+        texts.push(text);
         const reporter = engines[Math.floor(route() * engines.length)]!;
-        await call(reporter, 'track_execution', { prompt_id: c.prompt_id!, success: rnd() < acc, execution_time_ms: 0, metadata: c.metadata! });
+        const outcome: TermObject =
+          opts.graded === undefined
+            ? { success: rnd() < acc }
+            : { score: drawScore(acc, rnd), input_tokens: GRADED_WORLD.tokens(text), output_tokens: ANSWER_TOKENS };
+        await call(reporter, 'track_execution', { prompt_id: c.prompt_id!, ...outcome, execution_time_ms: 0, metadata: c.metadata! });
         done++;
       }
-      return score(g, served);
+      return { score: score(g, served), texts };
     }),
   );
+  const scores = runs.map((r) => r.score);
   clearInterval(ticker);
   const seconds = (performance.now() - t0) / 1000;
   const figures: TermObject[] = [];
@@ -202,7 +243,7 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
   await db?.drop();
   for (const d of dataDirs) fs.rmSync(d, { recursive: true, force: true });
   const deciding = figures.find((f) => f.deciding === true) ?? figures[0]!;
-  return { scores, figures: deciding, pairsPerSecond: (groups.length * ROUNDS) / seconds, llmRequests: llm.requests };
+  return { scores, served: runs.map((r) => r.texts), figures: deciding, pairsPerSecond: (groups.length * ROUNDS) / seconds, llmRequests: llm.requests };
 }
 
 function baselineScores(groups: Group[], seed: number): Record<string, GroupScore[]> {
@@ -286,11 +327,56 @@ async function nested(tasks: Task[], parts: Task[][]): Promise<void> {
   if (ONLY === '') fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'loop-nested.md'), `${lines.join('\n')}\n`);
 }
 
+/** Graded outcomes and cost: the engine on the reward, the engine on success alone, plain Thompson on the reward, the original. */
+async function graded(tasks: Task[], parts: Task[][]): Promise<void> {
+  const all: Record<string, GradedScore[]> = {};
+  const add = (name: string, s: GradedScore[]): void => void (all[name] ??= []).push(...s);
+  for (let seed = 1; seed <= SEEDS; seed++) {
+    for (const [i, heldOut] of parts.entries()) {
+      if (ONLY_FOLD > 0 && i + 1 !== ONLY_FOLD) continue;
+      const modelsDir = await foldModelDir(heldOut);
+      const groups = heldOut.flatMap(groupsOf);
+      progress(`graded: fold ${i + 1}/${parts.length} (seed ${seed}): ${heldOut.map((t) => t.name).join(', ')} — ${groups.length} groups × ${ROUNDS} rounds`);
+      add('always original', groups.map((g) => gradedScore(g, new Array<string>(ROUNDS).fill(g.task.base.text), GRADED_WORLD)));
+      for (const k of [10, 20]) {
+        add(
+          `plain Thompson on the reward, ${k} random paraphrases`,
+          groups.map((g) => {
+            const rnd = seededRandom(hashSeed(`gts${k}|${seed}|${g.task.name}|${g.model}`));
+            const observe = (t: string): number => drawScore(accuracyOf(g, t), rnd) - PRICE_PER_TOKEN * (GRADED_WORLD.tokens(t) + ANSWER_TOKENS);
+            return gradedScore(g, plainThompsonGraded(g, k, ROUNDS, rnd, observe), GRADED_WORLD);
+          }),
+        );
+      }
+      for (const [name, objective] of [['engine, objective success (the score ignored)', 'success'], ['engine, objective reward (score − cost)', 'reward']] as const) {
+        const run = await runEngine(groups, tasks, modelsDir, seed, { sidecars: 1, postgres: false, graded: objective });
+        progress(`  ${name}: ${run.pairsPerSecond.toFixed(0)} pairs/s, ${run.llmRequests} proposal requests`);
+        add(name, groups.map((g, k) => gradedScore(g, run.served[k]!, GRADED_WORLD)));
+      }
+    }
+  }
+  const first = gradedSummary(Object.values(all)[0]!);
+  const lines = [
+    `Graded outcomes and cost on data/multiprompt: ${first.groups / SEEDS} (task, model) groups × ${ROUNDS} rounds, ${parts.length} leave-tasks-out folds, ${SEEDS} seed(s); a call's score is the share of ${DRAWS_PER_SCORE} draws at the served paraphrase's accuracy, its cost ${PRICE_PER_TOKEN} per token (prompt characters / 4 + ${QUESTION_TOKENS} question tokens + ${ANSWER_TOKENS} answer tokens), reward = score − cost. In ${(first.tradeOffShare * 100).toFixed(0)}% of the groups the best paraphrase by accuracy is not the best by reward. Engine through the op table in-process (PGlite, fake paraphrasing LLM, fold scorer); ${os.cpus().length} cores.`,
+    '',
+    '| policy | reward regret, last 100, median | mean | reward gain over the original, mean | accuracy served, last 100 | prompt tokens served, last 100 |',
+    '|---|---:|---:|---:|---:|---:|',
+    ...Object.entries(all).map(([name, s]) => {
+      const m = gradedSummary(s);
+      return `| ${name} | ${fmt(m.regretMedian)} | ${fmt(m.regretMean)} | ${fmt(m.gainMean)} | ${m.accuracy.toFixed(3)} | ${m.tokens.toFixed(1)} |`;
+    }),
+  ];
+  process.stdout.write(`${lines.join('\n')}\n`);
+  fs.mkdirSync(path.join(REPO_ROOT, 'bench', 'results'), { recursive: true });
+  if (ONLY === '' && ONLY_FOLD === 0) fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'loop-graded.md'), `${lines.join('\n')}\n`);
+}
+
 async function main(): Promise<void> {
   let tasks = loadTasks();
   if (ONLY !== '') tasks = tasks.filter((t) => ONLY.split(',').includes(t.name));
   const parts = folds(tasks, Math.min(FOLDS, tasks.length));
   if (NESTED) return nested(tasks, parts);
+  if (GRADED) return graded(tasks, parts);
   const all: Record<string, GroupScore[]> = {};
   const perFold: string[] = [];
   const rates: number[] = [];

@@ -147,13 +147,26 @@ describe('engine verbs on PGlite', () => {
     expect(choice.metadata).toMatchObject({ experiment: 'cli_triage', model: 'm1' });
     const list = on('experiments');
     expect(list.code).toBe(0);
-    expect(list.stdout).toMatch(/^experiment +model +status +gen +outcomes +leader/m);
-    expect(list.stdout).toMatch(/^cli_triage +m1 +running /m);
+    expect(list.stdout).toMatch(/^experiment +model +status +gen +objective +outcomes +leader/m);
+    expect(list.stdout).toMatch(/^cli_triage +m1 +running +\d+ +success /m);
     const one = on('experiments', 'cli_triage');
-    expect(one.stdout).toMatch(/^cli_triage \(m1\): running, generation \d+, 0 outcomes/m);
+    expect(one.stdout).toMatch(/^cli_triage \(m1\): running, generation \d+, objective success, 0 outcomes/m);
     expect(one.stdout).toMatch(/^prompt_id +origin +state +count +success +P\(best\) +text/m);
     expect(one.stdout).toContain(choice.prompt_id);
     expect(on('experiments', 'nope')).toMatchObject({ code: 1, stderr: expect.stringMatching(/not_found: no experiment named "nope"/) });
+  });
+
+  it('choose --objective sets a reward objective that experiments shows with each measured component; a wrong key is named', () => {
+    const c = on('choose', 'cli_costly', 'Answer the customer.', '--objective', 'kind=reward', '--objective', 'cost_weight=1', '--objective', 'input_token_cost=0.001', '--json');
+    expect(c.code).toBe(0);
+    const one = on('experiments', 'cli_costly');
+    expect(one.code).toBe(0);
+    expect(one.stdout).toMatch(/^cli_costly \(default\): running, generation \d+, objective reward \(cost_weight 1, input_token_cost 0\.001\), 0 outcomes/m);
+    expect(one.stdout).toMatch(/^prompt_id +origin +state +count +success +value +score +cost +latency ms +P\(best\) +text/m);
+    expect(on('choose', 'cli_costly2', 'Answer.', '--objective', 'kind=reward', '--objective', 'cost_wieght=1')).toMatchObject({
+      code: 1,
+      stderr: expect.stringMatching(/bad_request: objective\.cost_wieght: unknown argument .*did you mean objective\.cost_weight/),
+    });
   });
 
   it('optimize prints the score, the candidates and the optimized prompt', () => {

@@ -163,6 +163,29 @@ const rowsOf = (v: Json, k: string): JsonObject[] => ((asObject(v)[k] as Json[] 
 const pct = (v: Json | undefined): string => (typeof v === 'number' ? `${(v * 100).toFixed(1)}%` : '');
 const VARS: FlagSpec = { name: 'var', type: 'list', value: 'KEY=VALUE', doc: 'a template variable' };
 const CONTEXT: FlagSpec = { name: 'context', type: 'list', value: 'KEY=VALUE', doc: 'a context entry (model, task, language, ...)' };
+const OBJECTIVE: FlagSpec = {
+  name: 'objective',
+  type: 'list',
+  value: 'KEY=VALUE',
+  doc: "an objective key (kind=success|score|reward, cost_weight, input_token_cost, output_token_cost, max_latency_ms_p90, max_cost_per_call: the op's objective map, docs/ops.md); repeat for each",
+};
+
+/** `--objective k=v` pairs as the op's objective map: numbers as numbers; the op validates the keys and names a wrong one. */
+function objectiveArg(p: ParsedArgs): Record<string, string | number> | undefined {
+  const kv = pairs(p.flags.get('objective'), 'objective');
+  if (Object.keys(kv).length === 0) return undefined;
+  return Object.fromEntries(Object.entries(kv).map(([k, v]) => [k, v.trim() !== '' && Number.isFinite(Number(v)) ? Number(v) : v]));
+}
+
+/** An objective in one line: its kind, then every weight and constraint it sets. */
+function objectiveText(o: Record<string, Json>): string {
+  const set = Object.entries(o).filter(([k, v]) => k !== 'kind' && v !== null && v !== 0);
+  return `${String(o.kind ?? 'success')}${set.length === 0 ? '' : ` (${set.map(([k, v]) => `${k} ${String(v)}`).join(', ')})`}`;
+}
+
+/** A value under an experiment's objective: a rate as a percentage, a reward as a number. */
+const valueText = (objective: Json | undefined, v: Json | undefined): string =>
+  typeof v !== 'number' ? '' : asObject(objective ?? null).kind === 'reward' ? v.toFixed(3) : pct(v);
 
 /** Prompt-bearing replies: the fields as lines, then the prompt itself as a block. */
 function promptReply(v: Json, promptKey: string): string {
@@ -256,9 +279,10 @@ const choose: Verb = {
     { name: 'template', type: 'string', value: 'NAME', doc: 'render this template as the base prompt' },
     VARS,
     CONTEXT,
+    OBJECTIVE,
     ...ENGINE_FLAGS,
   ],
-  examples: ['prompt-engine choose ticket_triage "Classify the ticket." --model gpt-4o-mini'],
+  examples: ['prompt-engine choose ticket_triage "Classify the ticket." --model gpt-4o-mini', 'prompt-engine choose support_reply "Answer the customer." --objective kind=reward --objective cost_weight=1 --objective input_token_cost=0.00001'],
   run: (p) => {
     if (p.positionals[1] === undefined && str(p, 'template') === undefined) throw new UsageError('give the base <prompt> or --template', 'choose');
     const vars = pairs(p.flags.get('var'), 'var');
@@ -270,6 +294,7 @@ const choose: Verb = {
       variables: Object.keys(vars).length > 0 ? vars : undefined,
       context: Object.keys(context).length > 0 ? context : undefined,
       model: str(p, 'model'),
+      objective: objectiveArg(p),
     });
     return runOp(p, { verb: 'choose', op: 'choose_prompt', args, human: (v) => promptReply(v, 'prompt') });
   },
@@ -410,18 +435,24 @@ const query: Verb = {
 
 const experiments: Verb = {
   name: 'experiments',
-  summary: "the closed loop's state: every experiment, or one with its variants (experiment); --action pins, resets, stops or resumes",
+  summary: "the closed loop's state: every experiment, or one with its variants, each judged by the experiment's objective (experiment); --action pins, resets, stops, resumes or sets a new objective",
   positionals: [{ name: 'experiment', doc: 'show this experiment\'s variants' }],
   flags: [
     { name: 'model', type: 'string', value: 'MODEL', doc: "only this model's experiment" },
-    { name: 'action', type: 'string', value: 'ACTION', doc: 'pin, unpin, reset, stop or resume (needs <experiment>)' },
+    { name: 'action', type: 'string', value: 'ACTION', doc: 'pin, unpin, reset, stop, resume or objective (needs <experiment>)' },
     { name: 'prompt-id', type: 'string', value: 'ID', doc: 'the variant to pin' },
+    OBJECTIVE,
     ...ENGINE_FLAGS,
   ],
-  examples: ['prompt-engine experiments', 'prompt-engine experiments ticket_triage --model gpt-4o-mini', 'prompt-engine experiments ticket_triage --action pin --prompt-id p-3'],
+  examples: [
+    'prompt-engine experiments',
+    'prompt-engine experiments ticket_triage --model gpt-4o-mini',
+    'prompt-engine experiments ticket_triage --action pin --prompt-id p-3',
+    'prompt-engine experiments ticket_triage --action objective --objective kind=score --objective max_latency_ms_p90=2000',
+  ],
   run: (p) => {
     requireStore(p, 'experiments');
-    const args = given({ experiment: p.positionals[0], model: str(p, 'model'), action: str(p, 'action'), prompt_id: str(p, 'prompt-id') });
+    const args = given({ experiment: p.positionals[0], model: str(p, 'model'), action: str(p, 'action'), prompt_id: str(p, 'prompt-id'), objective: objectiveArg(p) });
     return runOp(p, { verb: 'experiments', op: 'experiment', args, human: (v) => {
       const exps = rowsOf(v, 'experiments');
       if (p.positionals[0] === undefined)
@@ -432,19 +463,42 @@ const experiments: Verb = {
             { key: 'model' },
             { key: 'status' },
             { key: 'generation', label: 'gen' },
+            { key: 'objective', format: (x) => cellText(asObject(x ?? null).kind) },
             { key: 'outcomes' },
             { key: 'leader', format: (x) => cellText(asObject(x ?? null).prompt_id) },
-            { key: 'leader_rate', label: 'leader', format: (_x, r) => pct(asObject(r.leader ?? null).success_rate) },
-            { key: 'base_rate', label: 'base', format: (_x, r) => pct(asObject(r.base ?? null).success_rate) },
-            { key: 'improvement', format: (x) => (typeof x === 'number' ? `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)} pt` : '') },
+            { key: 'leader_value', label: 'leader', format: (_x, r) => valueText(r.objective, asObject(r.leader ?? null).value) },
+            { key: 'base_value', label: 'base', format: (_x, r) => valueText(r.objective, asObject(r.base ?? null).value) },
+            {
+              key: 'improvement',
+              format: (x, r) => (typeof x !== 'number' ? '' : asObject(r.objective ?? null).kind === 'reward' ? `${x >= 0 ? '+' : ''}${x.toFixed(3)}` : `${x >= 0 ? '+' : ''}${(x * 100).toFixed(1)} pt`),
+            },
             { key: 'variants' },
           ],
           width(),
         );
       return exps
         .map((e) => {
-          const head = `${String(e.experiment)} (${String(e.model)}): ${String(e.status)}, generation ${String(e.generation)}, ${String(e.outcomes)} outcomes, leader ${cellText(asObject(e.leader ?? null).prompt_id)}${e.pinned ? `, pinned ${String(e.pinned)}` : ''}\n`;
-          return `${head}${table(rowsOf(e, 'variants'), [{ key: 'prompt_id' }, { key: 'origin' }, { key: 'state' }, { key: 'count' }, { key: 'success_rate', label: 'success', format: pct }, { key: 'p_best', label: 'P(best)', format: pct }, { key: 'text', max: 400 }], width())}`;
+          const objective = asObject(e.objective ?? null);
+          const graded = objective.kind !== 'success';
+          const head = `${String(e.experiment)} (${String(e.model)}): ${String(e.status)}, generation ${String(e.generation)}, objective ${objectiveText(objective)}, ${String(e.outcomes)} outcomes, leader ${cellText(asObject(e.leader ?? null).prompt_id)}${e.pinned ? `, pinned ${String(e.pinned)}` : ''}\n`;
+          const columns: Column[] = [
+            { key: 'prompt_id' },
+            { key: 'origin' },
+            { key: 'state' },
+            { key: 'count' },
+            { key: 'success_rate', label: 'success', format: pct },
+            ...(graded
+              ? [
+                  { key: 'value', format: (x: Json | undefined) => valueText(objective, x) },
+                  { key: 'score_mean', label: 'score', format: (x: Json | undefined) => (typeof x === 'number' ? x.toFixed(3) : '') },
+                  { key: 'cost_per_call', label: 'cost', format: (x: Json | undefined) => (typeof x === 'number' ? x.toPrecision(3) : '') },
+                  { key: 'latency_mean_ms', label: 'latency ms', format: (x: Json | undefined) => (typeof x === 'number' ? x.toFixed(0) : '') },
+                ]
+              : []),
+            { key: 'p_best', label: 'P(best)', format: pct },
+            { key: 'text', max: 400 },
+          ];
+          return `${head}${table(rowsOf(e, 'variants'), columns, width())}`;
         })
         .join('\n');
     } });
