@@ -53,4 +53,37 @@ defmodule PromptEngine.ClosedLoopTest do
     assert {:error, %PromptEngine.Error{reason: :bad_request}} = PromptEngine.choose_prompt("ticket_triage", base, "not a map", opts)
     assert {:error, %PromptEngine.Error{reason: :bad_request}} = PromptEngine.report_outcome(%{}, :yes, opts)
   end
+
+  test "graded outcomes: a score objective set on first use, outcome maps moving it, a bad map named with nothing stored", %{name: name} do
+    base = "Summarise the ticket {ticket} in one sentence."
+    opts = [name: name, timeout: 30_000]
+
+    assert {:ok, _} = PromptEngine.choose_prompt("graded_summary", base, %{model: "m"}, [objective: %{kind: :score}] ++ opts)
+
+    # A judge's score: the base earns 0.3, every proposal 0.8; each call also reports its latency and tokens.
+    for _ <- 1..200 do
+      {:ok, c} = PromptEngine.choose_prompt("graded_summary", base, %{model: "m"}, opts)
+      score = if c.origin == :base, do: 0.3, else: 0.8
+      :ok = PromptEngine.report_outcome(c, %{score: score, latency_ms: 120, input_tokens: 40, output_tokens: 12}, opts)
+    end
+
+    assert {:ok, %{experiments: [exp]}} = PromptEngine.experiment("graded_summary", opts)
+    assert exp.objective.kind == :score
+    assert exp.outcomes == 200
+    assert exp.leader.origin == :offline
+    assert exp.improvement > 0.3
+    leader = Enum.find(exp.variants, &(&1.prompt_id == exp.leader.prompt_id))
+    assert_in_delta leader.score_mean, 0.8, 1.0e-9
+    assert_in_delta leader.latency_mean_ms, 120, 1.0e-9
+
+    # Bad outcome maps are answered with the key named; nothing is counted for them.
+    {:ok, c} = PromptEngine.choose_prompt("graded_summary", base, %{model: "m"}, opts)
+    assert {:error, %PromptEngine.Error{reason: :bad_request, message: m1}} = PromptEngine.report_outcome(c, %{score: 1.5}, opts)
+    assert m1 =~ "score"
+    assert {:error, %PromptEngine.Error{reason: :bad_request, message: m2}} = PromptEngine.report_outcome(c, %{success: true, latency_ms: -1}, opts)
+    assert m2 =~ "execution_time_ms"
+    assert {:error, %PromptEngine.Error{reason: :bad_request, message: m3}} = PromptEngine.report_outcome(c, %{success: true, colour: 1}, opts)
+    assert m3 =~ ":colour"
+    assert {:ok, %{experiments: [%{outcomes: 200}]}} = PromptEngine.experiment("graded_summary", opts)
+  end
 end
