@@ -257,11 +257,11 @@ function baselineScores(groups: Group[], seed: number): Record<string, GroupScor
 
 const fmt = (x: number): string => (x >= 0 ? ' ' : '') + x.toFixed(3);
 
-type PolicyOverrides = Partial<Record<'priorStrength' | 'warmup' | 'retireBelow' | 'scorerWeight' | 'minSamples' | 'maxVariants', number>>;
+type PolicyOverrides = Partial<Record<'priorStrength' | 'warmup' | 'retireBelow' | 'scorerWeight' | 'minSamples' | 'maxVariants' | 'neighbourBandwidth', number>>;
 
 /** The grid of constant sets: every combination of `--grid`, or one constant at a time around the defaults. */
 function grid(): PolicyOverrides[] {
-  if (GRID === '') return [{}, { priorStrength: 4 }, { warmup: 10 }, { retireBelow: 0.15 }];
+  if (GRID === '') return [{}, { neighbourBandwidth: 0 }, { priorStrength: 4 }, { warmup: 10 }, { retireBelow: 0.15 }];
   let sets: PolicyOverrides[] = [{}];
   for (const part of GRID.split(';').filter((p) => p.trim() !== '')) {
     const [name, values] = part.split('=') as [keyof PolicyOverrides, string];

@@ -64,9 +64,9 @@ export interface EngineConfig {
   loopLeaseRetryMs: number;
   /**
    * Closed loop policy overrides (PROMPT_ENGINE_LOOP_POOL_SIZE, ..._BATCH_SIZE, ..._MIN_SAMPLES, ..._REFILL_AFTER, ..._MAX_VARIANTS, ..._PRIOR_STRENGTH);
-   * `warmup`, `retireBelow` and `scorerWeight` only in code (bench:loop's nested leave-tasks-out grid).
+   * `warmup`, `retireBelow`, `scorerWeight` and `neighbourBandwidth` only in code (bench:loop's nested leave-tasks-out grid).
    */
-  loopPolicy: Partial<Record<'poolSize' | 'batchSize' | 'minSamples' | 'refillAfter' | 'maxVariants' | 'priorStrength' | 'warmup' | 'retireBelow' | 'scorerWeight', number>>;
+  loopPolicy: Partial<Record<'poolSize' | 'batchSize' | 'minSamples' | 'refillAfter' | 'maxVariants' | 'priorStrength' | 'warmup' | 'retireBelow' | 'scorerWeight' | 'neighbourBandwidth', number>>;
   /** Serve the dashboard on this address (PROMPT_ENGINE_DASHBOARD: `host:port` or a port on loopback; `--http`). */
   dashboard?: HttpAddress;
   /** The dashboard's operator token (PROMPT_ENGINE_DASHBOARD_TOKEN). A secret: never logged, never in `health` or `stats`. */

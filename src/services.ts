@@ -163,6 +163,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
       return ExperimentService.start({
         store: () => engine.service('store'),
         scorer: () => engine.service('scorer'),
+        embeddings: () => engine.service('embeddings'),
         learner: () => engine.service('learner'),
         proposer: new FallbackProposer(llm, new OfflineProposer(), log),
         log,

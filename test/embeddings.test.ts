@@ -28,6 +28,9 @@ import { FEATURE_SPEC } from '../src/learning/features.js';
 import { corpusTexts, corpusTextsHash } from '../src/learning/offline/multiprompt.js';
 import { createLogger } from '../src/log.js';
 import { TrackingStore } from '../src/store/trackingStore.js';
+import { DEFAULT_POLICY, priorOf, type Candidate } from '../src/experiments/experiment.js';
+import { promptIdOf } from '../src/optimizer/evaluators.js';
+import { MemoryLoop } from './helpers/memoryLoop.js';
 
 const log = createLogger('silent');
 const dirs: string[] = [];
@@ -170,5 +173,61 @@ describe('neighbours by meaning', () => {
     expect(b.length).toBe(516);
     const d = decodeVector(b);
     expect(cosine(v, d)).toBeGreaterThan(0.9999);
+  });
+});
+
+describe('the closed loop by meaning', () => {
+  const unit = (...xs: number[]): Float32Array => {
+    const n = Math.hypot(...xs);
+    return Float32Array.from(xs, (x) => x / n);
+  };
+  const cand = (text: string): Candidate => ({ id: promptIdOf(text), text, origin: 'llm', predicted: 0.5 });
+  // Two measured variants, A good and B bad; C is worded like B but means what A means, D the other way round.
+  const A = cand('Answer with care and precision.');
+  const B = cand('Reply in a hurry without checking.');
+  const C = cand('Reply in a hurry without checking twice.');
+  const D = cand('Answer with care and precision please.');
+  const vectors = new Map([
+    [promptIdOf('base'), unit(0, 0, 1)],
+    [A.id, unit(1, 0, 0)],
+    [B.id, unit(0, 1, 0)],
+    [C.id, unit(1, 0.1, 0)],
+    [D.id, unit(0.1, 1, 0)],
+  ]);
+  const vectorOf = (id: string): Float32Array | undefined => vectors.get(id);
+
+  function measured(policy = DEFAULT_POLICY): MemoryLoop {
+    const m = new MemoryLoop({ id: promptIdOf('base'), text: 'base', origin: 'base', predicted: null }, policy);
+    m.addBatch([A, B], 2);
+    for (let i = 0; i < 20; i++) {
+      m.observe(A.id, i % 10 !== 0); // 90%
+      m.observe(B.id, i % 10 === 0); // 10%
+    }
+    return m;
+  }
+
+  it('ranks the reserve by what the nearest measured variants by meaning achieved, by wording when no vector is at hand', () => {
+    const byMeaning = measured();
+    const admitted = byMeaning.exp.batchChange([C, D], 1, vectorOf).add!.filter((r) => r.state === 'active').map((r) => r.prompt_id);
+    expect(admitted).toEqual([C.id]);
+    // The same experiment without vectors (or with neighbourBandwidth 0) goes by wording: D looks like A.
+    expect(byMeaning.exp.batchChange([C, D], 1).add!.filter((r) => r.state === 'active').map((r) => r.prompt_id)).toEqual([D.id]);
+    const byWords = measured({ ...DEFAULT_POLICY, neighbourBandwidth: 0 });
+    expect(byWords.exp.batchChange([C, D], 1, vectorOf).add!.filter((r) => r.state === 'active').map((r) => r.prompt_id)).toEqual([D.id]);
+  });
+
+  it("gives a newcomer a prior from its neighbours' outcomes, worth a few outcomes, added to the scorer's", () => {
+    const m = measured();
+    const nearGood = m.exp.neighbourPrior(vectors.get(C.id)!, vectorOf)!;
+    const nearBad = m.exp.neighbourPrior(vectors.get(D.id)!, vectorOf)!;
+    expect(nearGood.mean).toBeGreaterThan(0.7);
+    expect(nearBad.mean).toBeLessThan(0.3);
+    expect(nearGood.strength).toBeGreaterThan(0);
+    expect(nearGood.strength).toBeLessThanOrEqual(4);
+    const plain = priorOf(C, DEFAULT_POLICY);
+    const informed = priorOf({ ...C, neighbours: nearGood }, DEFAULT_POLICY);
+    expect(informed.priorAlpha / (informed.priorAlpha + informed.priorBeta)).toBeGreaterThan(plain.priorAlpha / (plain.priorAlpha + plain.priorBeta));
+    // Nothing measured has a vector: no prior from neighbours.
+    expect(m.exp.neighbourPrior(vectors.get(C.id)!, () => undefined)).toBeUndefined();
   });
 });

@@ -243,6 +243,21 @@ async function play(pe: LocalEngine, rounds: number, base: string, rate: (text: 
 describe('the closed loop through the op table', () => {
   const BASE = 'Label the ticket {ticket} as billing, bug or other.';
 
+  it('does not try a proposal that means what a known variant means (a near-duplicate by its embedding)', async () => {
+    const same = 'Label the ticket {ticket} as billing, bug, or other.'; // the base with one comma more
+    const other = 'You are a support lead. Read the ticket {ticket} and say whether it is about billing, a bug or something else.';
+    const llm = await startFakeLlm(() => [same, other]);
+    cleanups.push(() => llm.close());
+    const pe = await engineWith(llm.url);
+    await play(pe, 40, BASE, () => 0.5);
+    const exp = ((await ok(pe, 'experiment', { experiment: 'triage' })).experiments as TermObject[])[0]!;
+    const texts = (exp.variants as TermObject[]).map((v) => String(v.text));
+    expect(texts).toContain(other);
+    expect(texts).not.toContain(same);
+    const figures = ((await ok(pe, 'stats', {})).services as TermObject).experiments as TermObject;
+    expect(Number(figures.near_duplicates)).toBeGreaterThanOrEqual(1);
+  }, 120_000);
+
   it('tries LLM proposals that keep the variables, never the ones that break them, and learns the better one', async () => {
     const llm = await startFakeLlm(() => [
       'Read the ticket {ticket} carefully, then label it billing, bug or other.',
@@ -294,7 +309,8 @@ describe('the closed loop through the op table', () => {
   }, 60_000);
 
   it('holds at most loopMaxExperiments experiments in memory, and reloads a dropped one from the store as it was', async () => {
-    const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0, loopMaxExperiments: 20 });
+    // Small batches: every one of the 100 experiments screens its first batch (each candidate embedded once), and eviction is what is tested.
+    const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0, loopMaxExperiments: 20, loopPolicy: { batchSize: 2 } });
     cleanups.push(() => pe.close());
     await play(pe, 30, BASE, () => 0.5);
     const before = ((await ok(pe, 'experiment', { experiment: 'triage' })).experiments as TermObject[])[0]!;
@@ -309,7 +325,7 @@ describe('the closed loop through the op table', () => {
     expect((after.variants as TermObject[]).map((v) => [v.prompt_id, v.count])).toEqual((before.variants as TermObject[]).map((v) => [v.prompt_id, v.count]));
     const c = await ok(pe, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
     expect(c.generation).toBe(before.generation);
-  }, 60_000);
+  }, 120_000);
 
   it('graded outcomes: a score-only experiment, a late rating that moves it, every component back after a restart, and bad outcomes refused with nothing stored', async () => {
     const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0 });
@@ -413,7 +429,8 @@ describe('the closed loop through the op table', () => {
     let k = 0;
     const llm = await startFakeLlm((req) => Array.from({ length: req.n ?? 1 }, () => `${(k++ % 2 === 0 ? 'Sort' : 'Read')} ticket ${k}: {ticket}. Answer billing, bug or other.`));
     cleanups.push(() => llm.close());
-    const pe = localEngine({ llmUrl: llm.url, loopAwaitProposals: true, retrainEvery: 150 });
+    // Proposals that differ by a number mean the same: neighbours by wording here, so that every one is tried and there is history to train on.
+    const pe = localEngine({ llmUrl: llm.url, loopAwaitProposals: true, retrainEvery: 150, loopPolicy: { neighbourBandwidth: 0 } });
     cleanups.push(() => pe.close());
     const trained: TermObject[] = [];
     pe.engine.events.on('event', (e: { name: string; payload: TermObject }) => e.name === 'model_trained' && trained.push(e.payload));

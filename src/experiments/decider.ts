@@ -30,6 +30,8 @@ import { decisionChange, successRate, type Candidate, type Decision, type Experi
 import type { FallbackProposer } from '../optimizer/proposers.js';
 import { describeObjective, type Objective } from './objective.js';
 import type { LoopView } from './view.js';
+import { nearDuplicate, type EmbeddingService } from '../learning/embeddings.js';
+import { PromptVectors } from './vectors.js';
 
 const MAX_PROMPT_CHARS = 100_000;
 /** Changes written in one transaction at most. */
@@ -38,6 +40,8 @@ const MAX_CHANGES_PER_WRITE = 128;
 export interface DeciderDeps {
   store: TrackingStore;
   scorer(): Promise<Scorer>;
+  /** Prompt embeddings, for neighbours by meaning (absent: by wording). */
+  embeddings?(): Promise<EmbeddingService>;
   proposer: FallbackProposer;
   log: Logger;
   policy: LoopPolicy;
@@ -62,6 +66,8 @@ export interface DeciderFigures {
   banned: number;
   leader_changes: number;
   admitted: number;
+  /** Proposals not tried: near-duplicates in meaning of a known variant or of another proposal of their batch. */
+  near_duplicates: number;
   write_errors: number;
 }
 
@@ -78,9 +84,12 @@ export class Decider {
   /** Decision writes in flight per experiment (their decisions are assumed in the view meanwhile). */
   private readonly decisionWrites = new Map<string, number>();
   private readonly writing = new Set<Promise<void>>();
-  readonly figures: DeciderFigures = { leases_taken: 0, leases_lost: 0, batches: 0, proposals_screened: 0, proposals_rejected: 0, retired: 0, banned: 0, leader_changes: 0, admitted: 0, write_errors: 0 };
+  readonly figures: DeciderFigures = { leases_taken: 0, leases_lost: 0, batches: 0, proposals_screened: 0, proposals_rejected: 0, retired: 0, banned: 0, leader_changes: 0, admitted: 0, near_duplicates: 0, write_errors: 0 };
+  private readonly vectors: PromptVectors;
 
-  constructor(private readonly deps: DeciderDeps) {}
+  constructor(private readonly deps: DeciderDeps) {
+    this.vectors = new PromptVectors(deps.policy.neighbourBandwidth > 0 ? deps.embeddings : undefined, deps.log);
+  }
 
   /** Whether this sidecar decides now. */
   get deciding(): boolean {
@@ -184,13 +193,15 @@ export class Decider {
    * for a candidate of the reserve, both go in one write.
    */
   private async step(exp: Experiment): Promise<void> {
+    // Ranking the reserve by meaning needs the vectors of the reserve and of the measured variants (cached after the first time).
+    if (exp.reserve.length > 0 && exp.wantsProposals() > 0) await this.vectors.ensure([...exp.variants.values(), ...exp.reserve]);
     const decisions = exp.decisions();
     if (decisions.length > 0) exp.assume(decisions);
     // The history's snapshot goes with whatever this step writes.
     const snapshot = exp.historyDue(this.snapshotAt.get(exp.key) ?? 0) ? { history: [exp.historyEntry('snapshot')] } : undefined;
     if (snapshot !== undefined) this.snapshotAt.set(exp.key, exp.outcomes);
     const room = exp.wantsProposals();
-    const chosen = room > 0 ? exp.fromReserve(room) : [];
+    const chosen = room > 0 ? exp.fromReserve(room, this.vectors.of) : [];
     if (chosen.length > 0) {
       const after = await this.writeDecisions(exp, decisions, mergeChanges(exp.admitChange(chosen), snapshot));
       if (after !== undefined) this.figures.admitted += chosen.length;
@@ -291,13 +302,15 @@ export class Decider {
     });
     this.figures.batches++;
     const seen = new Set([...exp.variants.keys(), ...exp.reserve.map((c) => c.id)]);
-    const safe = [...new Set(texts)].filter((t) => t.length <= MAX_PROMPT_CHARS && !seen.has(promptIdOf(t)));
+    let safe = [...new Set(texts)].filter((t) => t.length <= MAX_PROMPT_CHARS && !seen.has(promptIdOf(t)));
     this.figures.proposals_rejected += texts.length - safe.length;
+    safe = await this.withoutNearDuplicates(exp, safe);
     let predicted: Array<number | null> = safe.map(() => null);
     if (safe.length > 0) {
       try {
         const scorer = await this.deps.scorer();
-        predicted = (await scorer.score(safe.map((prompt) => ({ prompt, context: { model: exp.model, task: exp.name } })))).p;
+        // Features v3 read each candidate against the experiment's base (what it is a variant of).
+        predicted = (await scorer.score(safe.map((prompt) => ({ prompt, context: { model: exp.model, task: exp.name }, base: exp.base.text })))).p;
       } catch (err) {
         this.deps.log.warn({ err: (err as Error).message }, 'no scorer for screening: proposals enter unranked');
       }
@@ -305,13 +318,41 @@ export class Decider {
     this.figures.proposals_screened += safe.length;
     // Under a reward that weighs the instruction's tokens, a longer candidate is less promising by what it costs.
     const penalty = (text: string): number => (costsTokens(exp.objective) ? exp.objective.cost_weight * exp.objective.input_token_cost * tokensOf(text) : 0);
-    const candidates: Candidate[] = safe.map((text, i) => ({ id: promptIdOf(text), text, origin: kind, predicted: predicted[i] ?? null, rank: costsTokens(exp.objective) ? (predicted[i] ?? 0.5) - penalty(text) : null }));
+    const candidates: Candidate[] = safe.map((text, i) => {
+      const id = promptIdOf(text);
+      const vector = this.vectors.of(id);
+      const neighbours = vector === undefined ? undefined : exp.neighbourPrior(vector, this.vectors.of);
+      return { id, text, origin: kind, predicted: predicted[i] ?? null, rank: costsTokens(exp.objective) ? (predicted[i] ?? 0.5) - penalty(text) : null, ...(neighbours === undefined ? {} : { neighbours }) };
+    });
     const now = this.deps.view.get(exp.key);
     if (now === undefined || now.generation !== exp.generation) return; // a new generation started meanwhile
     const room = Math.max(0, Math.min(this.deps.policy.poolSize - now.active.length, this.deps.policy.maxVariants - now.variants.size));
     const before = now.active.length;
-    const after = await this.write(now, () => now.batchChange(candidates, room));
+    const after = await this.write(now, () => now.batchChange(candidates, room, this.vectors.of));
     if (after !== undefined) this.figures.admitted += Math.max(0, after.active.length - before);
+  }
+
+  /**
+   * A batch without the proposals that mean what a known variant (or an
+   * earlier proposal of the batch) means: trying them would spend outcomes
+   * on what is measured already. Unchanged when neighbours are not found by
+   * meaning or no embedding is at hand.
+   */
+  private async withoutNearDuplicates(exp: Experiment, texts: string[]): Promise<string[]> {
+    if (texts.length === 0 || this.deps.policy.neighbourBandwidth <= 0) return texts;
+    const known = [...exp.variants.values(), ...exp.reserve];
+    const proposed = texts.map((text) => ({ id: promptIdOf(text), text }));
+    if (!(await this.vectors.ensure([...known, ...proposed]))) return texts;
+    const kept: string[] = [];
+    const keptVectors = known.map((k) => this.vectors.of(k.id)!);
+    for (const p of proposed) {
+      const v = this.vectors.of(p.id)!;
+      if (keptVectors.some((u) => nearDuplicate(u, v))) continue;
+      keptVectors.push(v);
+      kept.push(p.text);
+    }
+    this.figures.near_duplicates += texts.length - kept.length;
+    return kept;
   }
 
   /**

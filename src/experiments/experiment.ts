@@ -32,6 +32,7 @@
  */
 import { betaOf, pBestBy, sampleBeta, sampleNormal, thompsonPick, type Beta } from '../optimizer/bandit.js';
 import { hashSeed, seededRandom } from '../random.js';
+import { cosine, neighbourEstimate, NEIGHBOUR_DEFAULTS } from '../learning/embeddings.js';
 import type { ExperimentChange, ExperimentCounts, ExperimentSnapshot, ExperimentStatus, HistoryEntry, VariantOrigin, VariantRow, VariantState } from '../store/experimentRecords.js';
 import { brokenConstraint, DEFAULT_OBJECTIVE, estimate, measuredValue, NO_TOTALS, pGreater, TOTALS_KEYS, type Estimate, type Objective, type VariantTotals } from './objective.js';
 
@@ -60,6 +61,14 @@ export interface LoopPolicy {
   neighbourK: number;
   /** Weight of the scorer's prediction beside the measured neighbours when ranking the reserve. */
   scorerWeight: number;
+  /**
+   * How neighbours are found: above 0, by meaning (prompt embeddings; a
+   * neighbour at cosine c weighs exp(−(1 − c) / neighbourBandwidth)), which
+   * also gives a newcomer a prior from its neighbours and keeps
+   * near-duplicates of known variants out; 0, by wording (word-bigram
+   * Jaccard), also the fallback when no embedding is at hand.
+   */
+  neighbourBandwidth: number;
   /** Outcomes a new variant gets before it competes by Thompson sampling (0 = none). */
   warmup: number;
 }
@@ -81,8 +90,12 @@ export const DEFAULT_POLICY: LoopPolicy = {
   leaderConfidence: 0.9,
   neighbourK: 5,
   scorerWeight: 0.5,
+  neighbourBandwidth: 0.05,
   warmup: 6,
 };
+
+/** A prompt's embedding by prompt id, when one is at hand (the decider's PromptVectors). */
+export type VectorOf = (promptId: string) => Float32Array | undefined;
 
 export interface Variant extends Readonly<VariantTotals> {
   readonly id: string;
@@ -105,6 +118,8 @@ export interface Candidate {
   predicted: number | null;
   /** Its promise for ordering the reserve when it differs from the prediction (a long candidate costs more under a reward weighing tokens). */
   rank?: number | null;
+  /** What its measured neighbours by meaning achieved when it was screened, worth `strength` outcomes in its prior. */
+  neighbours?: { mean: number; strength: number };
 }
 
 /** A candidate's promise when a batch is screened: its rank, else the scorer's prediction. */
@@ -123,9 +138,12 @@ export const successRate = (v: Variant): number => (v.count === 0 ? 0 : v.succes
 
 /** A variant's prior from its scorer prediction (the base: uniform). */
 export function priorOf(c: Candidate, policy: LoopPolicy): { priorAlpha: number; priorBeta: number } {
+  if (c.origin === 'base') return { priorAlpha: 1, priorBeta: 1 };
+  // The scorer's prediction worth priorStrength outcomes, plus what the neighbours by meaning achieved worth theirs.
   const p = c.predicted ?? 0.5;
-  const s = c.origin === 'base' ? 0 : policy.priorStrength;
-  return { priorAlpha: 1 + s * p, priorBeta: 1 + s * (1 - p) };
+  const s = policy.priorStrength;
+  const n = c.neighbours ?? { mean: 0.5, strength: 0 };
+  return { priorAlpha: 1 + s * p + n.strength * n.mean, priorBeta: 1 + s * (1 - p) + n.strength * (1 - n.mean) };
 }
 
 /** A candidate as the row the store keeps. */
@@ -454,9 +472,9 @@ export class Experiment {
    * nearest measured neighbours (by wording) achieved, blended with the
    * scorer's prediction. Nothing changes until the store has them.
    */
-  fromReserve(room: number): Candidate[] {
+  fromReserve(room: number, vectorOf?: VectorOf): Candidate[] {
     if (room <= 0 || this.reserveList.length === 0) return [];
-    const ranked = this.reserveList.length > 1 ? this.ranked(this.reserveList) : this.reserveList;
+    const ranked = this.reserveList.length > 1 ? this.ranked(this.reserveList, vectorOf) : this.reserveList;
     return ranked.filter((c) => !this.cells.has(c.id)).slice(0, room);
   }
 
@@ -465,11 +483,11 @@ export class Experiment {
    * (capped at `maxReserve`, most promising kept) and what enters the pool
    * now (`room`), as the change the store applies.
    */
-  batchChange(candidates: readonly Candidate[], room: number): ExperimentChange {
+  batchChange(candidates: readonly Candidate[], room: number, vectorOf?: VectorOf): ExperimentChange {
     const seen = new Set([...this.cells.keys(), ...this.reserveList.map((c) => c.id)]);
     const fresh = candidates.filter((c) => !seen.has(c.id) && seen.add(c.id));
     const byPrediction = [...this.reserveList, ...fresh].sort((a, b) => promise(b) - promise(a));
-    const ranked = byPrediction.length > 1 && room > 0 ? this.ranked(byPrediction) : byPrediction;
+    const ranked = byPrediction.length > 1 && room > 0 ? this.ranked(byPrediction, vectorOf) : byPrediction;
     const admit = new Set(ranked.slice(0, Math.max(0, room)).map((c) => c.id));
     const keep = new Set([...admit, ...byPrediction.filter((c) => !admit.has(c.id)).slice(0, this.policy.maxReserve).map((c) => c.id)]);
     return {
@@ -489,31 +507,84 @@ export class Experiment {
     };
   }
 
-  /** Candidates by promise: what their nearest measured neighbours (by wording) achieved, blended with the scorer. */
-  private ranked<C extends Candidate>(candidates: readonly C[]): C[] {
-    // A measured variant's rate: smoothed success for the success objective, else its estimated value.
-    const rate = (v: Variant): number => (this.objectiveValue.kind === 'success' ? (v.successes + 1) / (v.count + 2) : this.estimate(v).mean);
-    const measured = [...this.cells.values()].filter((v) => v.count >= 5).map((v) => ({ grams: wordGrams(v.text), rate: rate(v), weight: v.count / (v.count + 10) }));
-    if (measured.length === 0) return [...candidates];
+  /** A measured variant's rate under the objective: smoothed success for `success`, else its estimated value. */
+  private rate(v: Variant): number {
+    return this.objectiveValue.kind === 'success' ? (v.successes + 1) / (v.count + 2) : this.estimate(v).mean;
+  }
+
+  /** Variants with outcomes enough to be a candidate's neighbour. */
+  private measured(): Variant[] {
+    return [...this.cells.values()].filter((v) => v.count >= 5);
+  }
+
+  /** Whether neighbours are found by meaning now: the policy says so and every measured variant has a vector. */
+  private byMeaning(vectorOf: VectorOf | undefined, measured: readonly Variant[]): vectorOf is VectorOf {
+    return this.policy.neighbourBandwidth > 0 && vectorOf !== undefined && measured.every((v) => vectorOf(v.id) !== undefined);
+  }
+
+  /**
+   * Candidates by promise: what their nearest measured neighbours achieved
+   * (by meaning when vectors are at hand, else by wording), shrunk to the
+   * measured variants' mean and blended with the scorer.
+   */
+  private ranked<C extends Candidate>(candidates: readonly C[], vectorOf?: VectorOf): C[] {
+    const variants = this.measured();
+    if (variants.length === 0) return [...candidates];
+    const measured = variants.map((v) => ({ v, rate: this.rate(v), weight: v.count / (v.count + 10) }));
     const overall = measured.reduce((a, m) => a + m.rate * m.weight, 0) / measured.reduce((a, m) => a + m.weight, 0);
     const k = this.policy.neighbourK;
+    let similarity: (c: Candidate) => number[];
+    if (this.byMeaning(vectorOf, variants)) {
+      const h = this.policy.neighbourBandwidth;
+      const vecs = variants.map((v) => vectorOf(v.id)!);
+      similarity = (c) => {
+        const mine = vectorOf(c.id);
+        return mine === undefined ? vecs.map(() => 0) : vecs.map((u) => Math.exp(-(1 - cosine(mine, u)) / h));
+      };
+    } else {
+      const grams = variants.map((v) => wordGrams(v.text));
+      similarity = (c) => {
+        const mine = wordGrams(c.text);
+        return grams.map((g) => Math.pow(jaccard(mine, g), 2));
+      };
+    }
     const estimate = (c: Candidate): number => {
-      const grams = wordGrams(c.text);
-      const sims = measured.map((m) => ({ m, sim: jaccard(grams, m.grams) })).sort((a, b) => b.sim - a.sim).slice(0, k);
+      const sims = similarity(c)
+        .map((sim, i) => ({ m: measured[i]!, sim }))
+        .sort((a, b) => b.sim - a.sim)
+        .slice(0, k);
       let num = 0.5 * overall;
       let den = 0.5;
       for (const { m, sim } of sims) {
-        const w = Math.pow(sim, 2) * m.weight * 4;
+        const w = sim * m.weight * 4;
         num += w * m.rate;
         den += w;
       }
-      const knn = num / den;
-      return knn + this.policy.scorerWeight * ((c.predicted ?? 0.5) - 0.5);
+      return num / den + this.policy.scorerWeight * ((c.predicted ?? 0.5) - 0.5);
     };
     return candidates
       .map((c) => ({ c, e: estimate(c) }))
       .sort((a, b) => b.e - a.e)
       .map((x) => x.c);
+  }
+
+  /**
+   * A newcomer's prior from its measured neighbours by meaning (success and
+   * score objectives, where a value is a rate): their rates kernel-weighted
+   * by cosine, shrunk to the pooled rate, worth at most a few outcomes
+   * (learning/embeddings.ts, neighbourEstimate). Undefined when neighbours are
+   * not found by meaning or none is measured.
+   */
+  neighbourPrior(vector: Float32Array, vectorOf: VectorOf): { mean: number; strength: number } | undefined {
+    if (this.objectiveValue.kind === 'reward') return undefined;
+    const variants = this.measured();
+    if (variants.length === 0 || !this.byMeaning(vectorOf, variants)) return undefined;
+    const e = neighbourEstimate(
+      vector,
+      variants.map((v) => ({ embedding: vectorOf(v.id)!, successes: this.rate(v) * v.count, count: v.count })),
+      { ...NEIGHBOUR_DEFAULTS, bandwidth: this.policy.neighbourBandwidth },
+    );
+    return { mean: e.mean, strength: e.strength };
   }
 
   /** Monte Carlo P(best) of each non-banned variant (seeded, for the `experiment` op). */

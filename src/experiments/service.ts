@@ -18,6 +18,7 @@ import type { Logger } from 'pino';
 import { OpError } from '../contract/errors.js';
 import type { Learner } from '../learning/learner.js';
 import type { Scorer } from '../learning/scorer.js';
+import type { EmbeddingService } from '../learning/embeddings.js';
 import { promptIdOf } from '../optimizer/evaluators.js';
 import { TABLES, type EntryRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot, HistoryRow } from '../store/experimentRecords.js';
@@ -54,6 +55,8 @@ export interface Choice {
 export interface ExperimentServiceDeps {
   store(): Promise<TrackingStore>;
   scorer(): Promise<Scorer>;
+  /** Prompt embeddings (neighbours by meaning in the loop); absent: by wording. */
+  embeddings?(): Promise<EmbeddingService>;
   proposer: FallbackProposer;
   learner(): Promise<Learner>;
   log: Logger;
@@ -133,6 +136,7 @@ export class ExperimentService {
     this.decider = new Decider({
       store,
       scorer: deps.scorer,
+      ...(deps.embeddings === undefined ? {} : { embeddings: deps.embeddings }),
       proposer: deps.proposer,
       log: deps.log,
       policy: deps.policy,

@@ -115,7 +115,8 @@ const optimizePrompt = typedOp({
       endpoint && a.devset && a.devset.length > 0
         ? new DevsetEvaluator(endpoint, a.devset, a.budget)
         : new LearnedEvaluator({
-            predict: async (xs) => (await deps.predict(xs, a.context)).p,
+            // Every candidate is a variant of the prompt being optimized: the scorer reads each against it.
+            predict: async (xs) => (await deps.predict(xs, a.context, a.prompt)).p,
             outcomes: (ids) => deps.outcomes(ids),
           });
     const copro = new CoproOptimizer(proposer, evaluator, { breadth: a.breadth, depth: a.depth, initTemperature: a.temperature }, (p) =>

@@ -30,10 +30,11 @@ export class OptimizerDeps {
     }
   }
 
-  async predict(instructions: string[], context: Record<string, string>): Promise<{ p: number[]; modelVersion: string }> {
+  /** P(success) of each instruction, read against `base` (the prompt they are variants of) when given. */
+  async predict(instructions: string[], context: Record<string, string>, base?: string): Promise<{ p: number[]; modelVersion: string }> {
     const scorer = await this.scorer();
     if (scorer === undefined) return { p: instructions.map(() => 0.5), modelVersion: 'none' };
-    return scorer.score(instructions.map((prompt) => ({ prompt, context })));
+    return scorer.score(instructions.map((prompt) => ({ prompt, context, ...(base === undefined ? {} : { base }) })));
   }
 
   async outcomes(promptIds: string[]): Promise<Map<string, Outcomes>> {
