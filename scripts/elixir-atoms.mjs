@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { createOpTable } from '../dist/src/ops/index.js';
 import { describeOps } from '../dist/src/ops/describe.js';
 import { ERROR_REASONS } from '../dist/src/contract/errors.js';
+import { OBJECTIVE_KINDS } from '../dist/src/store/experimentRecords.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const ATOMS_EX = path.join(ROOT, 'elixir_client', 'lib', 'prompt_engine', 'atoms.ex');
@@ -29,13 +30,15 @@ const UNDESCRIBED = [
   // store figures and rows
   'backend', 'db_up', 'batches', 'mean_batch', 'journaled', 'replayed', 'path', 'journal_depth', 'overlap', 'kind',
   'rows', 'count', 'success_rate',
+  // the embedding service's figures
+  'computed', 'store_hits', 'store_errors', 'worker_starts', 'entries',
   // learning figures
   'samples', 'examples', 'training', 'trained', 'promoted', 'p', 'regret', 'feature_spec_hash', 'trainings', 'promotions',
   'last_error', 'insufficient', 'continuous', 'busy',
   // the store writer's and the closed loop's figures
   'write_errors', 'unmatched_outcomes', 'proposals_screened', 'proposals_rejected', 'leader_changes', 'choices', 'refused',
   'duplicate_outcomes', 'journaled_outcomes', 'leases_taken', 'leases_lost', 'admitted', 'notices', 'refreshes',
-  'full_refreshes', 'heartbeats_missed', 'deciding', 'evicted', 'lag_ms',
+  'full_refreshes', 'heartbeats_missed', 'deciding', 'evicted', 'lag_ms', 'near_duplicates',
   // NATS peer mode's figures (a sidecar serving NATS and the Port)
   'connected', 'serving', 'jetstream', 'overloaded', 'expired', 'disconnects', 'reconnects', 'published', 'duplicates',
   'written', 'redelivered', 'terminated', 'retried',
@@ -76,7 +79,8 @@ function argNames(args) {
 const TYPE_WORDS = new Set(['float', 'binary', 'boolean', 'integer', 'term', 'map', 'op', 'service', 'figures']);
 
 export function elixirAtomsSource(d = describeOps(createOpTable()), reasons = ERROR_REASONS) {
-  const atoms = new Set([...FRAME, ...EVENTS, ...reasons, ...UNDESCRIBED]);
+  // An objective's kind is an atom in every reply that carries the objective.
+  const atoms = new Set([...FRAME, ...EVENTS, ...reasons, ...UNDESCRIBED, ...OBJECTIVE_KINDS]);
   for (const o of d.ops) {
     atoms.add(o.name);
     for (const n of argNames(o.args)) atoms.add(n);

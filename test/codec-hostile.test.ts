@@ -268,7 +268,8 @@ describe('fuzz through the live sidecar', () => {
     }
     c.sendRaw(Buffer.concat(chunks));
     const health = await Promise.race([c.request('health', record({}), 9_999_999), new Promise((r) => setTimeout(() => r('hang'), 20_000))]);
-    expect(health).toMatchObject({ ok: true, value: { status: 'ok' } });
+    // Still serving (health's status depends on the database and NATS the test run shares, not on the frames sent).
+    expect(health).toMatchObject({ ok: true, value: { status: expect.stringMatching(/^(ok|degraded)$/) } });
     expect(c.events.filter((e) => e.name === 'protocol_error').length).toBeGreaterThan(5_000);
     expect((await c.close()).code).toBe(0);
   });

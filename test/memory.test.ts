@@ -82,7 +82,8 @@ describe('bounded memory', () => {
     }
     c.sendRaw(Buffer.concat(chunks));
     const health = await c.request('health', record({}));
-    expect(health).toMatchObject({ ok: true, value: { status: 'ok' } });
+    // Still serving (health's status depends on the database and NATS the test run shares, not on the frames sent).
+    expect(health).toMatchObject({ ok: true, value: { status: expect.stringMatching(/^(ok|degraded)$/) } });
     const after = await settle(c);
     process.stderr.write(`[memory] fuzz: start ${(start / 1e6).toFixed(0)} MB, after ${(after / 1e6).toFixed(0)} MB, largest frame ${(largest / 1e3).toFixed(0)} kB\n`);
     expect(after).toBeLessThan(2 * start + largest);

@@ -155,7 +155,8 @@ describe('Port from Node (stdio mode)', () => {
       expect(r, String(id)).toMatchObject({ ok: false, reason: 'bad_request' });
       expect(r.message).toMatch(/exceeds the limit of 1048576|undecodable frame: too_large/);
     }
-    expect(await c.request('health', record({}))).toMatchObject({ ok: true, value: { status: 'ok' } });
+    // Still serving (health's status depends on the database and NATS the test run shares, not on these frames).
+    expect(await c.request('health', record({}))).toMatchObject({ ok: true });
     expect(c.events.filter((e) => e.name === 'protocol_error')).toHaveLength(3);
     expect((await c.close()).code).toBe(0);
   });

@@ -12,11 +12,10 @@ import { alias, boolean, number, oneOf, record as recordArg, string, stringMap, 
 import { badRequest } from '../contract/errors.js';
 import { successRate, type Experiment, type Variant } from '../experiments/experiment.js';
 import { costPerCall, DEFAULT_OBJECTIVE, meanScore, type Objective } from '../experiments/objective.js';
-import type { HistoryRow } from '../store/experimentRecords.js';
+import { OBJECTIVE_KINDS, type HistoryRow } from '../store/experimentRecords.js';
 import type { Vars } from '../templates/renderer.js';
 import { typedOp, type OpSpec } from './types.js';
 
-const OBJECTIVE_KINDS = ['success', 'score', 'reward'] as const;
 /** Costs and weights: non-negative and finite (a 1e9 cap keeps a typo from swamping every score). */
 const COST = { min: 0, max: 1e9 } as const;
 

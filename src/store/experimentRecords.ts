@@ -19,7 +19,9 @@ export type VariantOrigin = 'base' | 'offline' | 'llm';
 export type VariantState = 'active' | 'retired' | 'banned' | 'reserve';
 export type ExperimentStatus = 'running' | 'stopped';
 
-export type ObjectiveKind = 'success' | 'score' | 'reward';
+/** What an experiment can optimize (experiments/objective.ts says how each is judged). */
+export const OBJECTIVE_KINDS = ['success', 'score', 'reward'] as const;
+export type ObjectiveKind = (typeof OBJECTIVE_KINDS)[number];
 
 export interface Objective {
   kind: ObjectiveKind;
