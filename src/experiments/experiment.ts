@@ -17,7 +17,9 @@
  * constraints):
  *  - serving: Thompson sampling over the active variants, each a posterior
  *    of its value whose prior is the scorer's prediction worth
- *    `priorStrength` pseudo-outcomes; a newcomer first gets `warmup` servings;
+ *    `priorStrength` pseudo-outcomes, plus its neighbours' by meaning (the
+ *    decider's prompt vectors; `neighbourPrior`); a newcomer first gets
+ *    `warmup` servings;
  *  - retirement: a variant whose chance of beating the leader falls below
  *    `retireBelow` (after `minSamples` outcomes) stops being served;
  *  - guardrail: a variant worse than the base with `guardConfidence`, or
@@ -28,7 +30,9 @@
  *  - proposals: the pool is refilled (screened candidates from the
  *    reserve first, then a new batch) when a variant left and
  *    `refillAfter` outcomes passed since the last batch, up to
- *    `maxVariants` per generation.
+ *    `maxVariants` per generation; the reserve ranked by what the nearest
+ *    measured variants achieved, by meaning (embeddings, a kernel of width
+ *    `neighbourBandwidth`) or, without vectors, by wording.
  */
 import { betaOf, pBestBy, sampleBeta, sampleNormal, thompsonPick, type Beta } from '../optimizer/bandit.js';
 import { hashSeed, seededRandom } from '../random.js';
@@ -469,8 +473,9 @@ export class Experiment {
   /**
    * Up to `room` candidates of the reserve, most promising first: once
    * variants have measured outcomes, a candidate's promise is what its
-   * nearest measured neighbours (by wording) achieved, blended with the
-   * scorer's prediction. Nothing changes until the store has them.
+   * nearest measured neighbours (by meaning when `vectorOf` has their
+   * vectors, else by wording) achieved, blended with the scorer's
+   * prediction. Nothing changes until the store has them.
    */
   fromReserve(room: number, vectorOf?: VectorOf): Candidate[] {
     if (room <= 0 || this.reserveList.length === 0) return [];
