@@ -145,8 +145,9 @@ describe('limits', () => {
     expect(await c.request('track_execution', entry(many))).toEqual({ ok: false, reason: 'bad_request', message: 'metadata: expected at most 256 entries' });
     const large = { prompt: 'x'.repeat(70 * 1024) };
     expect(await c.request('track_execution', entry(large))).toEqual({ ok: false, reason: 'bad_request', message: 'metadata: expected at most 65536 bytes in total' });
-    // Nothing reached the store: validation refused them at the edge (a Port sidecar opens its store before the handshake).
-    expect(((await stats(c)).services as TermObject).store).toMatchObject({ rows: 0, batches: 0 });
+    // Nothing reached the store: validation refused them at the edge (whether the store was opened yet or not).
+    const store = ((await stats(c)).services as TermObject).store as TermObject | undefined;
+    if (store !== undefined) expect(store).toMatchObject({ rows: 0, batches: 0 });
     expect((await c.close()).code).toBe(0);
   }, 60_000);
 });
