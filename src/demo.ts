@@ -177,7 +177,10 @@ async function closedLoop(dataDir: string, ref: { engine?: AppEngine }): Promise
   const tasks = loadTasks();
   const task = tasks.find((t) => t.name === 'sports_understanding')!;
   const llm = await startFakeParaphraser([task]);
-  const config = loadConfig(envWith({ DATABASE_URL: '', NATS_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' }), { dataDir, llmUrl: llm.url }, { logLevel: 'warn' });
+  // A simulation runs its 1,000 rounds in a second or two, faster than a first proposal batch is embedded and
+  // screened (the embedding model loads in seconds): each choice waits for a batch under way, as bench:loop's
+  // do, so the demo replays the same way on any machine. A real app's traffic is served meanwhile instead.
+  const config = loadConfig(envWith({ DATABASE_URL: '', NATS_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0', PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS: '1' }), { dataDir, llmUrl: llm.url }, { logLevel: 'warn' });
   const engine = createEngine(config, createLogger(config.logLevel));
   ref.engine = engine;
   const table = createOpTable();
