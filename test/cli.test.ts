@@ -8,7 +8,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromJson } from '../src/codec/json.js';
 import { REPO_ROOT } from '../src/config.js';
 import { portRefusal } from '../src/cli.js';
@@ -140,6 +140,32 @@ describe('engine verbs on PGlite', () => {
     expect(on('render', 'no_such_template')).toMatchObject({ code: 1, stderr: expect.stringMatching(/not_found: no template named "no_such_template"/) });
   });
 
+  it('optimize prints the score, the candidates and the optimized prompt', () => {
+    const r = on('optimize', 'Write a function that parses the input.', '--breadth', '3', '--depth', '0', '--language', 'elixir');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^score +\d\.\d{3}$/m);
+    expect(r.stdout).toMatch(/^round +score +prompt$/m);
+    expect(r.stdout).toMatch(/optimized prompt:\n\S/);
+  }, 60_000);
+
+  it('ops lists every op; ops <op> its arguments; ops --markdown is docs/ops.md', () => {
+    const all = cli(['ops']);
+    expect(all.stdout).toMatch(/^optimize_prompt +prompt breadth\? /m);
+    expect(cli(['ops', 'optimize_prompt']).stdout).toMatch(/^breadth +integer 1\.\.50 +no +\d+ +candidates proposed per round/m);
+    expect(cli(['ops', 'nope'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/not_found: no op named "nope"; known: /) });
+    expect(cli(['ops', '--markdown']).stdout).toBe(fs.readFileSync(path.join(REPO_ROOT, 'docs', 'ops.md'), 'utf8'));
+  });
+});
+
+// The closed loop's verbs open the store several times in a row: on PostgreSQL (each PGlite open of the
+// directory costs seconds; PGlite itself is exercised by the verbs above).
+describe('the closed loop from the CLI, on PostgreSQL', () => {
+  let url = '';
+  beforeAll(async () => {
+    url = await freshDatabase('pe_cli_loop');
+  });
+  const on = (...args: string[]): Run => cli(args, { env: { DATABASE_URL: url } });
+
   it('choose, then experiments shows the closed loop as a table', () => {
     const c = on('choose', 'cli_triage', 'Classify the ticket by urgency.', '--model', 'm1', '--json');
     expect(c.code).toBe(0);
@@ -168,22 +194,6 @@ describe('engine verbs on PGlite', () => {
       stderr: expect.stringMatching(/bad_request: objective\.cost_wieght: unknown argument .*did you mean objective\.cost_weight/),
     });
   });
-
-  it('optimize prints the score, the candidates and the optimized prompt', () => {
-    const r = on('optimize', 'Write a function that parses the input.', '--breadth', '3', '--depth', '0', '--language', 'elixir');
-    expect(r.code).toBe(0);
-    expect(r.stdout).toMatch(/^score +\d\.\d{3}$/m);
-    expect(r.stdout).toMatch(/^round +score +prompt$/m);
-    expect(r.stdout).toMatch(/optimized prompt:\n\S/);
-  }, 60_000);
-
-  it('ops lists every op; ops <op> its arguments; ops --markdown is docs/ops.md', () => {
-    const all = cli(['ops']);
-    expect(all.stdout).toMatch(/^optimize_prompt +prompt breadth\? /m);
-    expect(cli(['ops', 'optimize_prompt']).stdout).toMatch(/^breadth +integer 1\.\.50 +no +\d+ +candidates proposed per round/m);
-    expect(cli(['ops', 'nope'])).toMatchObject({ code: 1, stderr: expect.stringMatching(/not_found: no op named "nope"; known: /) });
-    expect(cli(['ops', '--markdown']).stdout).toBe(fs.readFileSync(path.join(REPO_ROOT, 'docs', 'ops.md'), 'utf8'));
-  });
 });
 
 describe('train', () => {
@@ -194,15 +204,16 @@ describe('train', () => {
   }, 60_000);
 
   it('on a tracked history: epochs on stderr, the result as a table', async () => {
-    const dataDir = tmpDir();
-    const eng = localEngine({ dataDir });
+    // On PostgreSQL: the history is written, then the store opened twice more (each PGlite open costs seconds).
+    const url = await freshDatabase('pe_cli_train');
+    const eng = localEngine({ databaseUrl: url });
     for (let i = 0; i < 120; i++) {
       const prompt = `Answer the question carefully, variant ${i % 12}.${i % 3 === 0 ? ' Think step by step.' : ''}`;
       const r = await eng.call('track_execution', fromJson({ prompt_id: `cli-${i % 12}`, success: i % 3 === 0 || i % 5 === 0, execution_time_ms: 10, metadata: { prompt, model: 'm1', task: 'qa' } }));
       expect(r.ok).toBe(true);
     }
     await eng.close();
-    const r = cli(['train', '--min-samples', '20', '--epochs', '3', '--data-dir', dataDir]);
+    const r = cli(['train', '--min-samples', '20', '--epochs', '3'], { env: { DATABASE_URL: url } });
     expect(r.code, r.stderr).toBe(0);
     // Not a terminal here: one line per epoch instead of a redrawn bar; the trainer's epoch records are not printed as well.
     expect(r.stderr).toMatch(/^train: epoch 1\/3, held-out loss \d\.\d{4}$/m);
@@ -216,7 +227,7 @@ describe('train', () => {
     expect(version).not.toBe(previous);
     expect(r.stdout).toMatch(new RegExp(`^metric +new: ${version} +previous: ${previous}$`, 'm'));
     expect(r.stdout).toMatch(/^auc +\d/m);
-    const j = JSON.parse(cli(['train', '--min-samples', '20', '--epochs', '2', '--data-dir', dataDir, '--json']).stdout) as { model_version: string; previous_version: string; serving_version: string; promoted: boolean };
+    const j = JSON.parse(cli(['train', '--min-samples', '20', '--epochs', '2', '--json'], { env: { DATABASE_URL: url } }).stdout) as { model_version: string; previous_version: string; serving_version: string; promoted: boolean };
     expect(j.previous_version).toBe(/^promoted +yes$/m.test(r.stdout) ? version : previous);
     expect(j.serving_version).toBe(j.promoted ? j.model_version : j.previous_version);
   }, 120_000);

@@ -7,11 +7,14 @@ defmodule PromptEngine.ClosedLoopTest do
     dir = Path.join(System.tmp_dir!(), "pe-ex-loop-#{System.unique_integer([:positive])}")
     name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
 
+    # The suite's PostgreSQL, in a schema of this test's own (a fresh PGlite store costs seconds to create).
     start_supervised!(
       {PromptEngine,
        name: name,
        timeout: 30_000,
-       env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", ""}, {"LLM_URL", ""}, {"PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS", "1"}]}
+       database_url: PromptEngine.TestHelper.pg_url!(),
+       schema: "loop_test_#{System.unique_integer([:positive])}",
+       env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"LLM_URL", ""}, {"PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS", "1"}]}
     )
 
     on_exit(fn -> File.rm_rf(dir) end)
