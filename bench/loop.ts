@@ -257,6 +257,14 @@ function baselineScores(groups: Group[], seed: number): Record<string, GroupScor
 
 const fmt = (x: number): string => (x >= 0 ? ' ' : '') + x.toFixed(3);
 
+/** A result table on stdout, and under bench/results/ when the run covered every task (a partial run is not a result). */
+function report(lines: string[], file: string | undefined): void {
+  process.stdout.write(`${lines.join('\n')}\n`);
+  if (file === undefined) return;
+  fs.mkdirSync(path.join(REPO_ROOT, 'bench', 'results'), { recursive: true });
+  fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', file), `${lines.join('\n')}\n`);
+}
+
 type PolicyOverrides = Partial<Record<'priorStrength' | 'warmup' | 'retireBelow' | 'scorerWeight' | 'minSamples' | 'maxVariants' | 'neighbourBandwidth', number>>;
 
 /** The grid of constant sets: every combination of `--grid`, or one constant at a time around the defaults. */
@@ -322,9 +330,7 @@ async function nested(tasks: Task[], parts: Task[][]): Promise<void> {
     '|---:|---|---|---:|---:|',
     ...rows,
   ];
-  process.stdout.write(`${lines.join('\n')}\n`);
-  fs.mkdirSync(path.join(REPO_ROOT, 'bench', 'results'), { recursive: true });
-  if (ONLY === '') fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'loop-nested.md'), `${lines.join('\n')}\n`);
+  report(lines, ONLY === '' ? 'loop-nested.md' : undefined);
 }
 
 /** Graded outcomes and cost: the engine on the reward, the engine on success alone, plain Thompson on the reward, the original. */
@@ -366,9 +372,7 @@ async function graded(tasks: Task[], parts: Task[][]): Promise<void> {
       return `| ${name} | ${fmt(m.regretMedian)} | ${fmt(m.regretMean)} | ${fmt(m.gainMean)} | ${m.accuracy.toFixed(3)} | ${m.tokens.toFixed(1)} |`;
     }),
   ];
-  process.stdout.write(`${lines.join('\n')}\n`);
-  fs.mkdirSync(path.join(REPO_ROOT, 'bench', 'results'), { recursive: true });
-  if (ONLY === '' && ONLY_FOLD === 0) fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', 'loop-graded.md'), `${lines.join('\n')}\n`);
+  report(lines, ONLY === '' && ONLY_FOLD === 0 ? 'loop-graded.md' : undefined);
 }
 
 async function main(): Promise<void> {
@@ -422,9 +426,7 @@ async function main(): Promise<void> {
     '|---:|---:|---|---|---:|---:|---:|',
     ...perFold,
   ];
-  process.stdout.write(`${lines.join('\n')}\n`);
-  fs.mkdirSync(path.join(REPO_ROOT, 'bench', 'results'), { recursive: true });
-  if (ONLY === '' && ONLY_FOLD === 0) fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', SIDECARS > 1 ? `loop-fleet-${SIDECARS}.md` : 'loop.md'), `${lines.join('\n')}\n`);
+  report(lines, ONLY === '' && ONLY_FOLD === 0 ? (SIDECARS > 1 ? `loop-fleet-${SIDECARS}.md` : 'loop.md') : undefined);
 }
 
 await main();
