@@ -217,8 +217,11 @@ describe('template variables', () => {
   });
 });
 
+/** The loop's suites open many stores: on the suite's PostgreSQL when it has one (PGlite's own path: store, cli, tracking tests). */
+const ON_POSTGRES = { postgres: true };
+
 async function engineWith(llm?: string, dataDir?: string): Promise<LocalEngine> {
-  const pe = localEngine({ llmUrl: llm, loopAwaitProposals: true, retrainEvery: 0, ...(dataDir ? { dataDir } : {}) });
+  const pe = localEngine({ llmUrl: llm, loopAwaitProposals: true, retrainEvery: 0, ...(dataDir ? { dataDir } : {}) }, ON_POSTGRES);
   cleanups.push(() => pe.close());
   return pe;
 }
@@ -310,7 +313,7 @@ describe('the closed loop through the op table', () => {
 
   it('holds at most loopMaxExperiments experiments in memory, and reloads a dropped one from the store as it was', async () => {
     // Small batches: every one of the 100 experiments screens its first batch (each candidate embedded once), and eviction is what is tested.
-    const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0, loopMaxExperiments: 20, loopPolicy: { batchSize: 2 } });
+    const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0, loopMaxExperiments: 20, loopPolicy: { batchSize: 2 } }, ON_POSTGRES);
     cleanups.push(() => pe.close());
     await play(pe, 30, BASE, () => 0.5);
     const before = ((await ok(pe, 'experiment', { experiment: 'triage' })).experiments as TermObject[])[0]!;
@@ -328,7 +331,7 @@ describe('the closed loop through the op table', () => {
   }, 120_000);
 
   it('graded outcomes: a score-only experiment, a late rating that moves it, every component back after a restart, and bad outcomes refused with nothing stored', async () => {
-    const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0 });
+    const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0 }, ON_POSTGRES);
     const objective = { kind: 'reward', cost_weight: 0.5, max_latency_ms_p90: 1000 };
     let c = await ok(pe, 'choose_prompt', { experiment: 'graded', prompt: BASE, context: { model: 'm1' }, objective });
     for (let i = 0; i < 20; i++) {
@@ -370,7 +373,7 @@ describe('the closed loop through the op table', () => {
     const full = await one();
     await (await pe.engine.service('experiments')).settle();
     await pe.close();
-    const again = localEngine({ dataDir: pe.dataDir, loopAwaitProposals: true, retrainEvery: 0 });
+    const again = localEngine({ dataDir: pe.dataDir, loopAwaitProposals: true, retrainEvery: 0 }, ON_POSTGRES);
     cleanups.push(() => again.close());
     const back = ((await ok(again, 'experiment', { experiment: 'graded' })).experiments as TermObject[])[0]!;
     const components = (e: TermObject) => (e.variants as TermObject[]).map((v) => [v.prompt_id, v.count, v.score_mean, v.cost_per_call, v.latency_mean_ms, v.value]);
@@ -430,7 +433,7 @@ describe('the closed loop through the op table', () => {
     const llm = await startFakeLlm((req) => Array.from({ length: req.n ?? 1 }, () => `${(k++ % 2 === 0 ? 'Sort' : 'Read')} ticket ${k}: {ticket}. Answer billing, bug or other.`));
     cleanups.push(() => llm.close());
     // Proposals that differ by a number mean the same: neighbours by wording here, so that every one is tried and there is history to train on.
-    const pe = localEngine({ llmUrl: llm.url, loopAwaitProposals: true, retrainEvery: 150, loopPolicy: { neighbourBandwidth: 0 } });
+    const pe = localEngine({ llmUrl: llm.url, loopAwaitProposals: true, retrainEvery: 150, loopPolicy: { neighbourBandwidth: 0 } }, ON_POSTGRES);
     cleanups.push(() => pe.close());
     const trained: TermObject[] = [];
     pe.engine.events.on('event', (e: { name: string; payload: TermObject }) => e.name === 'model_trained' && trained.push(e.payload));
@@ -454,7 +457,7 @@ describe('the closed loop through the op table', () => {
   it('comes back from the store after a restart with every variant, outcome, pin and leader', async () => {
     const llm = await startFakeLlm((req) => [`Variant ${req.messages.length} of: label the ticket {ticket}.`, 'Sort the ticket {ticket} into billing, bug or other.']);
     cleanups.push(() => llm.close());
-    const first = localEngine({ llmUrl: llm.url, loopAwaitProposals: true, retrainEvery: 0 });
+    const first = localEngine({ llmUrl: llm.url, loopAwaitProposals: true, retrainEvery: 0 }, ON_POSTGRES);
     await play(first, 200, BASE, (t) => (t.startsWith('Sort') ? 0.9 : 0.2));
     const before = ((await ok(first, 'experiment', { experiment: 'triage' })).experiments as TermObject[])[0]!;
     await ok(first, 'experiment', { experiment: 'triage', action: 'pin', prompt_id: String((before.leader as TermObject).prompt_id) });

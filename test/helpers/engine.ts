@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createHash } from 'node:crypto';
 import { loadConfig, type EngineConfig } from '../../src/config.js';
 import { createEngine, type AppEngine } from '../../src/services.js';
 import { createLogger } from '../../src/log.js';
@@ -15,9 +16,16 @@ export interface LocalEngine {
   dataDir: string;
 }
 
-export function localEngine(overrides: Partial<EngineConfig> = {}): LocalEngine {
+/**
+ * `postgres: true` puts the store on the suite's PostgreSQL (TEST_DATABASE_URL, when set) in a schema named
+ * after the data directory, so an engine reopened on the same directory finds its store again: for suites
+ * that open many stores and test the loop, not the backend (a fresh PGlite store costs seconds of initdb).
+ */
+export function localEngine(overrides: Partial<EngineConfig> = {}, o: { postgres?: boolean } = {}): LocalEngine {
   const dataDir = overrides.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'pe-engine-'));
-  const engine = createEngine(loadConfig({ ...process.env, DATABASE_URL: '', NATS_URL: '' }, { ...overrides, dataDir }), createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
+  const pg = o.postgres === true ? process.env.TEST_DATABASE_URL : undefined;
+  const store = pg === undefined ? {} : { databaseUrl: pg, dbSchema: `pe_t_${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}` };
+  const engine = createEngine(loadConfig({ ...process.env, DATABASE_URL: '', NATS_URL: '' }, { ...store, ...overrides, dataDir }), createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
   const table = createOpTable();
   return {
     engine,
