@@ -100,9 +100,9 @@ export class Decider {
     return this.busy.has(key);
   }
 
-  /** Try to take the lease now, and again every `retryMs` while another holds it. */
-  start(): void {
-    void this.acquire();
+  /** Try to take the lease now, and again every `retryMs` while another holds it; resolves once the first try ended. */
+  start(): Promise<void> {
+    return this.acquire();
   }
 
   private async acquire(): Promise<void> {

@@ -157,7 +157,10 @@ export class ExperimentService {
       await svc.freshness.start().catch((err: unknown) => deps.log.warn({ err: (err as Error).message }, 'not following other sidecars\' closed-loop changes yet; refreshing by the clock'));
     }
     store.onRecovered(() => void svc.afterOutage());
-    svc.decider.start();
+    // A replayable simulation (awaitProposals) knows whether this sidecar decides before its first choice:
+    // on PostgreSQL the lease is a query away, and a choice served before it would not wait for proposals.
+    const firstTry = svc.decider.start();
+    if (deps.awaitProposals) await firstTry;
     return svc;
   }
 
