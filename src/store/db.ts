@@ -25,6 +25,28 @@ export type Row = Record<string, unknown>;
  */
 export type Query = (sql: string, params?: SqlParam[], prepared?: string) => Promise<Row[]>;
 
+/** A column of a multi-row insert: its name, its PostgreSQL type, and its value in a row. */
+export interface UnnestColumn<R> {
+  name: string;
+  type: string;
+  value(row: R): string | number | boolean | null;
+}
+
+/**
+ * Every row in one `INSERT ... SELECT * FROM unnest($1::type[], ...)`: one
+ * array parameter per column, so the statement's text does not depend on
+ * the number of rows (it can be prepared once). `tail` follows it
+ * (`ON CONFLICT ...`, `RETURNING ...`).
+ */
+export function unnestInsert<R>(table: string, columns: ReadonlyArray<UnnestColumn<R>>, rows: readonly R[], tail = ''): { sql: string; params: SqlParam[] } {
+  const names = columns.map((c) => `"${c.name}"`).join(', ');
+  const arrays = columns.map((c, i) => `$${i + 1}::${c.type}[]`).join(', ');
+  return {
+    sql: `INSERT INTO ${table} (${names}) SELECT * FROM unnest(${arrays})${tail === '' ? '' : ` ${tail}`}`,
+    params: columns.map((c) => rows.map((r) => c.value(r))),
+  };
+}
+
 /**
  * A lease: a session-level advisory lock held on a connection of its own for
  * as long as the holder lives (it dies with the connection, so another

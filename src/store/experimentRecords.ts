@@ -12,7 +12,7 @@
  * NOTIFY channel, so every sidecar's view follows within its bound.
  */
 import type { EntryRow } from './entries.js';
-import type { Query, Row, SqlClient } from './db.js';
+import { unnestInsert, type Query, type Row, type SqlClient, type UnnestColumn } from './db.js';
 
 export type VariantOrigin = 'base' | 'offline' | 'llm';
 /** `reserve`: screened, not yet served; `active`: served; `retired`/`banned`: no longer served. */
@@ -270,10 +270,10 @@ export class ExperimentRecords {
         locked.set(`${String(r.name)}\u0000${String(r.model)}`, { row: toExperiment(r), variants: (r.variants as Row[]).map(toVariant) });
       const out: Array<ExperimentSnapshot | undefined> = [];
       const changed = new Map<string, { snap: ExperimentSnapshot; fields: NonNullable<ExperimentChange['fields']> }>();
-      const adds: Array<{ row: ExperimentRow; v: NonNullable<ExperimentChange['add']>[number] }> = [];
+      const adds: VariantAdd[] = [];
       const moves: Array<{ row: ExperimentRow; m: NonNullable<ExperimentChange['moves']>[number] }> = [];
       const entries: EntryRow[] = [];
-      const history: Array<{ row: ExperimentRow; h: HistoryEntry }> = [];
+      const history: HistoryAdd[] = [];
       const resets: Array<{ id: string; g: GenerationWrite; index: number }> = [];
       for (const item of items) {
         const id = `${item.key.name}\u0000${item.key.model}`;
@@ -308,21 +308,10 @@ export class ExperimentRecords {
       }
       await applyVariants(q, adds, moves);
       if (entries.length > 0) await writeEntries(q, entries);
-      if (history.length > 0)
-        await q(
-          `INSERT INTO experiment_history (name, model, generation, kind, prompt_id, outcomes, successes, variants)
-           SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::jsonb[])`,
-          [
-            history.map((x) => x.row.name),
-            history.map((x) => x.row.model),
-            history.map((x) => x.row.generation),
-            history.map((x) => x.h.kind),
-            history.map((x) => x.h.prompt_id),
-            history.map((x) => x.h.outcomes),
-            history.map((x) => x.h.successes),
-            history.map((x) => (x.h.variants === null ? null : JSON.stringify(x.h.variants))),
-          ],
-        );
+      if (history.length > 0) {
+        const st = unnestInsert('experiment_history', HISTORY_COLUMNS, history);
+        await q(st.sql, st.params);
+      }
       if (changed.size > 0) {
         // Every changed row's fields and revision in one statement (a field not set keeps its value).
         const rows = [...changed.values()];
@@ -415,31 +404,46 @@ export function applyToSnapshot(s: ExperimentSnapshot, c: ExperimentChange, afte
   return { row: { ...s.row, ...(c.fields ?? {}), ...after }, variants };
 }
 
+type VariantAdd = { row: ExperimentRow; v: NonNullable<ExperimentChange['add']>[number] };
+type HistoryAdd = { row: ExperimentRow; h: HistoryEntry };
+
+/** experiment_variants' columns as a change writes them. */
+const VARIANT_COLUMNS: ReadonlyArray<UnnestColumn<VariantAdd>> = [
+  { name: 'name', type: 'text', value: (a) => a.row.name },
+  { name: 'model', type: 'text', value: (a) => a.row.model },
+  { name: 'generation', type: 'int4', value: (a) => a.row.generation },
+  { name: 'prompt_id', type: 'text', value: (a) => a.v.prompt_id },
+  { name: 'text', type: 'text', value: (a) => a.v.text },
+  { name: 'origin', type: 'text', value: (a) => a.v.origin },
+  { name: 'prior_alpha', type: 'float8', value: (a) => a.v.prior_alpha },
+  { name: 'prior_beta', type: 'float8', value: (a) => a.v.prior_beta },
+  { name: 'predicted', type: 'float8', value: (a) => a.v.predicted },
+  { name: 'state', type: 'text', value: (a) => a.v.state },
+  { name: 'rank', type: 'float8', value: (a) => a.v.rank },
+];
+
+/** experiment_history's columns as a change writes them. */
+const HISTORY_COLUMNS: ReadonlyArray<UnnestColumn<HistoryAdd>> = [
+  { name: 'name', type: 'text', value: (x) => x.row.name },
+  { name: 'model', type: 'text', value: (x) => x.row.model },
+  { name: 'generation', type: 'int4', value: (x) => x.row.generation },
+  { name: 'kind', type: 'text', value: (x) => x.h.kind },
+  { name: 'prompt_id', type: 'text', value: (x) => x.h.prompt_id },
+  { name: 'outcomes', type: 'int8', value: (x) => x.h.outcomes },
+  { name: 'successes', type: 'int8', value: (x) => x.h.successes },
+  { name: 'variants', type: 'jsonb', value: (x) => (x.h.variants === null ? null : JSON.stringify(x.h.variants)) },
+];
+
 /** The changes' new variants (one insert) and state moves (one update; each only from the states it lists). */
 async function applyVariants(
   q: Query,
-  adds: ReadonlyArray<{ row: ExperimentRow; v: NonNullable<ExperimentChange['add']>[number] }>,
+  adds: ReadonlyArray<VariantAdd>,
   moves: ReadonlyArray<{ row: ExperimentRow; m: NonNullable<ExperimentChange['moves']>[number] }>,
 ): Promise<void> {
-  if (adds.length > 0)
-    await q(
-      `INSERT INTO experiment_variants (name, model, generation, prompt_id, text, origin, prior_alpha, prior_beta, predicted, state, rank)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::float8[], $9::float8[], $10::text[], $11::float8[])
-       ON CONFLICT (name, model, generation, prompt_id) DO NOTHING`,
-      [
-        adds.map((a) => a.row.name),
-        adds.map((a) => a.row.model),
-        adds.map((a) => a.row.generation),
-        adds.map((a) => a.v.prompt_id),
-        adds.map((a) => a.v.text),
-        adds.map((a) => a.v.origin),
-        adds.map((a) => a.v.prior_alpha),
-        adds.map((a) => a.v.prior_beta),
-        adds.map((a) => a.v.predicted),
-        adds.map((a) => a.v.state),
-        adds.map((a) => a.v.rank),
-      ],
-    );
+  if (adds.length > 0) {
+    const st = unnestInsert('experiment_variants', VARIANT_COLUMNS, adds, 'ON CONFLICT (name, model, generation, prompt_id) DO NOTHING');
+    await q(st.sql, st.params);
+  }
   if (moves.length > 0)
     // The allowed states comma-joined (no state has a comma).
     await q(

@@ -20,7 +20,7 @@
  */
 import type { Logger } from 'pino';
 import type { Query, SqlClient, SqlParam } from './db.js';
-import { isConnectionError } from './db.js';
+import { isConnectionError, unnestInsert } from './db.js';
 import { TABLES, type EntryKind, type EntryRow } from './entries.js';
 import { loopNotice, totalsOf, writeGeneration, type GenerationWrite, type VariantTotals } from './experimentRecords.js';
 import type { Journal } from './journal.js';
@@ -370,12 +370,12 @@ function statementsOf(rows: EntryRow[]): Step[] {
 
 function insertStatement(kind: EntryKind, list: EntryRow[]): { sql: string; params: SqlParam[] } {
   const spec = TABLES[kind];
-  const cols = spec.columns.map((c) => `"${c}"`).join(',');
-  if (spec.arrayTypes !== undefined) {
-    const params: SqlParam[] = spec.columns.map((_, i) => list.map((r) => r.values[i] as string | number | boolean | null));
-    const unnest = spec.arrayTypes.map((t, i) => `$${i + 1}::${t}[]`).join(',');
-    return { sql: `INSERT INTO ${spec.table} (${cols}) SELECT * FROM unnest(${unnest}) ON CONFLICT (id) DO NOTHING RETURNING id`, params };
+  const types = spec.arrayTypes;
+  if (types !== undefined) {
+    const columns = spec.columns.map((name, i) => ({ name, type: types[i]!, value: (r: EntryRow) => r.values[i] as string | number | boolean | null }));
+    return unnestInsert(spec.table, columns, list, 'ON CONFLICT (id) DO NOTHING RETURNING id');
   }
+  const cols = spec.columns.map((c) => `"${c}"`).join(',');
   const params: SqlParam[] = [];
   const tuples = list.map((r) => {
     const ph = spec.columns.map((c, i) => {
