@@ -3,9 +3,11 @@
  * track op and query kind, idempotent ids, validation naming the field, and
  * the same results from both.
  */
+import os from 'node:os';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MIGRATIONS } from '../src/store/migrations.js';
+import { COUNTED_COLUMNS, MIGRATIONS } from '../src/store/migrations.js';
+import { TOTALS_KEYS } from '../src/store/experimentRecords.js';
 import { ErlFloat, record, type Term, type TermObject } from '../src/codec/terms.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { freshDatabase, storeClient } from './helpers/pg.js';
@@ -285,5 +287,38 @@ describe('the store in its own schema, beside an app\'s tables (PostgreSQL)', ()
     expect(left).toEqual([]);
     expect((await c.query(`SELECT version FROM prompt_engine.schema_migrations ORDER BY 1`)).rows.map((r: { version: number }) => r.version)).toEqual(MIGRATIONS.map((m) => m.version));
     await c.end();
+  });
+});
+
+describe('closed-loop counting in the statement that stores an outcome (PostgreSQL)', () => {
+  it('the counting triggers answer every aggregate the store reads', () => {
+    expect([...COUNTED_COLUMNS].sort()).toEqual([...TOTALS_KEYS].sort());
+  });
+
+  it('counts each new outcome once per variant, announces the experiments a batch moved, and says "all" past the NOTIFY limit', async () => {
+    const url = await freshDatabase('pe_counting');
+    const store = await TrackingStore.open({ databaseUrl: url, dataDir: `${os.tmpdir()}/pe-counting-${process.pid}`, instanceId: 'writer', log: createLogger('silent') });
+    const heard: Array<{ s: string; k?: Array<[string, string]>; all?: boolean }> = [];
+    const stop = await store.db.listen(store.experiments.notice.channel, (p) => heard.push(JSON.parse(p) as (typeof heard)[number]));
+    try {
+      const outcome = (experiment: string, success: boolean, id?: string): Promise<string> =>
+        store.track('execution', record({ ...(id === undefined ? {} : { id }), prompt_id: 'p_a', execution_time_ms: 7, success, metadata: { experiment, model: 'm', generation: '1' } as unknown as Term }));
+      // Two experiments, a repeated id: counted once.
+      await Promise.all([outcome('small-1', true, ids.e1), outcome('small-1', false), outcome('small-2', true)]);
+      await outcome('small-1', true, ids.e1);
+      // 400 experiments in one tick: batches whose keys do not fit in 7,000 bytes.
+      await Promise.all(Array.from({ length: 400 }, (_, i) => outcome(`a-rather-long-experiment-name-past-the-notify-limit-${String(i).padStart(4, '0')}`, i % 2 === 0)));
+      const counts = (await store.db.query(`SELECT name, successes, count, scored, latency_sum FROM experiment_counts ORDER BY name`)).map((r) => [r.name, Number(r.successes), Number(r.count), Number(r.scored), Number(r.latency_sum)]);
+      expect(counts.length).toBe(402);
+      expect(counts.filter((c) => String(c[0]).startsWith('small'))).toEqual([['small-1', 1, 2, 2, 14], ['small-2', 1, 1, 1, 7]]);
+      expect(counts.filter((c) => String(c[0]).startsWith('a-rather')).every((c, i) => c[1] === (i % 2 === 0 ? 1 : 0) && c[2] === 1)).toBe(true);
+      await expect.poll(() => heard.some((n) => n.all === true), { timeout: 10_000 }).toBe(true);
+      const small = heard.filter((n) => n.k?.some(([name]) => name.startsWith('small')));
+      expect([...new Set(small.flatMap((n) => n.k ?? []).map(([name, model]) => `${name}/${model}`))].sort()).toEqual(['small-1/m', 'small-2/m']);
+      expect(heard.every((n) => n.s === 'writer')).toBe(true);
+    } finally {
+      await stop();
+      await store.close();
+    }
   });
 });

@@ -207,7 +207,13 @@ export class Decider {
       if (after !== undefined) this.figures.admitted += chosen.length;
       return;
     }
-    if (decisions.length > 0 || snapshot !== undefined) void this.writeDecisions(exp, decisions, snapshot);
+    if (decisions.length > 0) void this.writeDecisions(exp, decisions, snapshot);
+    else if (snapshot !== undefined) {
+      // A snapshot alone records counts and decides nothing: it goes with the next batch of writes, without the experiment's lock.
+      this.deps.store.writeHistorySnapshot({ row: { name: exp.name, model: exp.model, generation: exp.generation }, h: snapshot.history[0]! }).catch((err: unknown) => {
+        this.deps.log.debug({ err: (err as Error).message, experiment: exp.name }, 'closed-loop history snapshot not written');
+      });
+    }
     if (room > 0) await this.batch(exp);
   }
 

@@ -308,10 +308,7 @@ export class ExperimentRecords {
       }
       await applyVariants(q, adds, moves);
       if (entries.length > 0) await writeEntries(q, entries);
-      if (history.length > 0) {
-        const st = unnestInsert('experiment_history', HISTORY_COLUMNS, history);
-        await q(st.sql, st.params);
-      }
+      await writeHistory(q, history);
       if (changed.size > 0) {
         // Every changed row's fields and revision in one statement (a field not set keeps its value).
         const rows = [...changed.values()];
@@ -405,7 +402,8 @@ export function applyToSnapshot(s: ExperimentSnapshot, c: ExperimentChange, afte
 }
 
 type VariantAdd = { row: ExperimentRow; v: NonNullable<ExperimentChange['add']>[number] };
-type HistoryAdd = { row: ExperimentRow; h: HistoryEntry };
+/** A history line and the experiment generation it belongs to. */
+export type HistoryAdd = { row: ExperimentKey & { generation: number }; h: HistoryEntry };
 
 /** experiment_variants' columns as a change writes them. */
 const VARIANT_COLUMNS: ReadonlyArray<UnnestColumn<VariantAdd>> = [
@@ -433,6 +431,13 @@ const HISTORY_COLUMNS: ReadonlyArray<UnnestColumn<HistoryAdd>> = [
   { name: 'successes', type: 'int8', value: (x) => x.h.successes },
   { name: 'variants', type: 'jsonb', value: (x) => (x.h.variants === null ? null : JSON.stringify(x.h.variants)) },
 ];
+
+/** History lines in one insert (a change's, or snapshots through group commit). */
+export async function writeHistory(q: Query, history: readonly HistoryAdd[]): Promise<void> {
+  if (history.length === 0) return;
+  const st = unnestInsert('experiment_history', HISTORY_COLUMNS, history);
+  await q(st.sql, st.params);
+}
 
 /** The changes' new variants (one insert) and state moves (one update; each only from the states it lists). */
 async function applyVariants(

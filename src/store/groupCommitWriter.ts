@@ -22,8 +22,9 @@ import type { Logger } from 'pino';
 import type { Query, SqlClient, SqlParam } from './db.js';
 import { isConnectionError, unnestInsert } from './db.js';
 import { TABLES, type EntryKind, type EntryRow } from './entries.js';
-import { loopNotice, totalsOf, writeGeneration, type GenerationWrite, type VariantTotals } from './experimentRecords.js';
+import { loopNotice, writeGeneration, writeHistory, type GenerationWrite, type HistoryAdd, type VariantTotals } from './experimentRecords.js';
 import type { Journal } from './journal.js';
+import { COUNTED_COLUMNS } from './migrations.js';
 
 /** A new closed-loop generation, written through group commit so it is journaled like any entry while the database is away. */
 export interface GenerationEntry {
@@ -32,7 +33,14 @@ export interface GenerationEntry {
   generation: GenerationWrite;
 }
 
-export type StoreWrite = EntryRow | GenerationEntry;
+/** A snapshot of an experiment's counts for its history, written with the next batch (no lock: it records, it decides nothing). */
+export interface HistorySnapshotEntry {
+  kind: 'history';
+  id: string;
+  history: HistoryAdd;
+}
+
+export type StoreWrite = EntryRow | GenerationEntry | HistorySnapshotEntry;
 
 /** What a write came to: stored, already stored under its id (`duplicate`), or journaled; a counted outcome's variant totals after it. */
 export interface WriteReceipt {
@@ -240,9 +248,10 @@ export class GroupCommitWriter {
 }
 
 const isGeneration = (r: StoreWrite): r is GenerationEntry => r.kind === 'generation';
+const isHistory = (r: StoreWrite): r is HistorySnapshotEntry => r.kind === 'history';
 
 /**
- * One batch: closed-loop generations first, then the entries, in one
+ * One batch: closed-loop generations and history snapshots first, then the entries, in one
  * transaction (one statement, or one COPY, when it can be). Duplicates of
  * an id are ignored. Closed-loop outcomes are counted by the store's
  * trigger in the statement that stores them, which answers with the
@@ -250,11 +259,13 @@ const isGeneration = (r: StoreWrite): r is GenerationEntry => r.kind === 'genera
  * or says `duplicate` for an id already stored.
  */
 export async function writeBatch(db: SqlClient, rows: readonly StoreWrite[], notice?: LoopNoticeTarget): Promise<Map<string, WriteReceipt>> {
-  const entries = rows.filter((r): r is EntryRow => !isGeneration(r));
-  const generations: Step[] = rows.filter(isGeneration).map((r) => async (q) => {
+  const entries = rows.filter((r): r is EntryRow => !isGeneration(r) && !isHistory(r));
+  const before: Step[] = rows.filter(isGeneration).map((r) => async (q) => {
     if ((await writeGeneration(q, r.generation)) && notice !== undefined) await q('SELECT pg_notify($1, $2)', [notice.channel, loopNotice(notice.sender, [r.generation])]);
   });
-  const { stored, notices } = await insertRows(db, entries, generations);
+  const history = rows.filter(isHistory).map((r) => r.history);
+  if (history.length > 0) before.push((q) => writeHistory(q, history));
+  const { stored, notices } = await insertRows(db, entries, before);
   return receiptsOf(entries, stored, notices);
 }
 
@@ -294,8 +305,8 @@ export async function insertRows(db: SqlClient, rows: EntryRow[], before: Step[]
   return { stored: value, notices };
 }
 
-/** What the counting trigger raises: `prompt_engine_counts` and the totals of the variants a statement moved (JSON). */
-const COUNTS_NOTICE = 'prompt_engine_counts ';
+/** What the counting triggers raise (migration 9): `prompt_engine_totals` and, per variant a statement moved, `[name, model, generation, prompt_id, ...COUNTED_COLUMNS]`. */
+const TOTALS_NOTICE = 'prompt_engine_totals ';
 
 /** Each execution's and rating's receipt: `duplicate` when it was not stored now, else its variant's totals when a trigger counted it. */
 function receiptsOf(rows: EntryRow[], stored: ReadonlySet<string> | undefined, notices: string[]): Map<string, WriteReceipt> {
@@ -303,11 +314,11 @@ function receiptsOf(rows: EntryRow[], stored: ReadonlySet<string> | undefined, n
   // By variant; outcomes of two generations of one variant keep the newer generation's totals.
   const totals = new Map<string, VariantTotals & { generation: number }>();
   for (const n of notices) {
-    if (!n.startsWith(COUNTS_NOTICE)) continue;
-    for (const t of JSON.parse(n.slice(COUNTS_NOTICE.length)) as Array<Record<string, unknown>>) {
-      const key = `${String(t.name)}\u0000${String(t.model)}\u0000${String(t.prompt_id)}`;
-      const generation = Number(t.generation);
-      if ((totals.get(key)?.generation ?? -1) < generation) totals.set(key, { generation, ...totalsOf(t) });
+    if (!n.startsWith(TOTALS_NOTICE)) continue;
+    for (const t of JSON.parse(n.slice(TOTALS_NOTICE.length)) as unknown[][]) {
+      const key = `${String(t[0])}\u0000${String(t[1])}\u0000${String(t[3])}`;
+      const generation = Number(t[2]);
+      if ((totals.get(key)?.generation ?? -1) < generation) totals.set(key, { generation, ...countedTotals(t) });
     }
   }
   for (const r of rows) {
@@ -386,4 +397,11 @@ function insertStatement(kind: EntryKind, list: EntryRow[]): { sql: string; para
     return `(${ph.join(',')})`;
   });
   return { sql: `INSERT INTO ${spec.table} (${cols}) VALUES ${tuples.join(',')} ON CONFLICT (id) DO NOTHING RETURNING id`, params };
+}
+
+/** A notice's totals (after name, model, generation and prompt id, in COUNTED_COLUMNS order). */
+function countedTotals(t: readonly unknown[]): VariantTotals {
+  const out = {} as VariantTotals;
+  for (let i = 0; i < COUNTED_COLUMNS.length; i++) out[COUNTED_COLUMNS[i]!] = Number(t[i + 4] ?? 0);
+  return out;
 }

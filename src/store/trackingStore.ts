@@ -15,7 +15,7 @@ import { abResultRow, evolutionRow, parseEntry, type AbResultInput, type EntryKi
 import { GroupCommitWriter, insertRowsIn, type StoreWrite, type WriteReceipt } from './groupCommitWriter.js';
 import { Journal } from './journal.js';
 import { MIGRATIONS, OWN_TABLES } from './migrations.js';
-import { ExperimentRecords, type GenerationWrite } from './experimentRecords.js';
+import { ExperimentRecords, type GenerationWrite, type HistoryAdd } from './experimentRecords.js';
 import { ModelRegistry } from './modelRegistry.js';
 import { EmbeddingRecords } from './embeddingRecords.js';
 import { runQuery, toAggregate, type PromptAggregate, type QueryArgs, type QueryKind } from './queries.js';
@@ -166,6 +166,11 @@ export class TrackingStore {
   /** A new closed-loop generation through group commit (journaled while the database is away). */
   async writeGeneration(g: GenerationWrite): Promise<WriteReceipt> {
     return this.writer.write({ kind: 'generation', id: randomUUID(), generation: g });
+  }
+
+  /** A snapshot of an experiment's counts for its history, through group commit (journaled while the database is away). */
+  async writeHistorySnapshot(history: HistoryAdd): Promise<void> {
+    await this.writer.write({ kind: 'history', id: randomUUID(), history });
   }
 
   /** Write tracking entries inside a transaction of the caller's (a closed-loop change and the entries that record it). */
