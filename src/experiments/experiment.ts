@@ -197,9 +197,11 @@ export class Experiment {
     return exp;
   }
 
+  /** Its key in the view (built once: the hot path looks it up per request). */
   get key(): string {
-    return experimentKey(this.name, this.model);
+    return (this.keyValue ??= experimentKey(this.name, this.model));
   }
+  private keyValue: string | undefined;
 
   get variants(): ReadonlyMap<string, Variant> {
     return this.cells;
