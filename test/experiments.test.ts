@@ -5,6 +5,8 @@
  * endpoint that is down or answers garbage (offline fallback, serving goes
  * on), no LLM at all, and outcomes that match no experiment.
  */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY, type Candidate } from '../src/experiments/experiment.js';
 import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from '../src/experiments/objective.js';
@@ -395,6 +397,27 @@ describe('the closed loop through the op table', () => {
       expect(stats.experiments).toBeDefined();
     }
   }, 60_000);
+
+  it('closes without waiting for a proposal batch in progress: its LLM request is aborted', async () => {
+    // An LLM that never answers (the client would wait 60 s for it).
+    const requests: http.IncomingMessage[] = [];
+    const hang = http.createServer((req) => void requests.push(req));
+    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => hang.close(r)));
+    cleanups.push(() => hang.closeAllConnections());
+    const pe = localEngine({ llmUrl: `http://127.0.0.1:${(hang.address() as AddressInfo).port}/v1`, retrainEvery: 0 }, ON_POSTGRES);
+    cleanups.push(() => pe.close());
+    // Served until the decider (its lease taken in the background) asks the LLM for a batch.
+    for (let i = 0; requests.length === 0; i++) {
+      if (i > 600) throw new Error('no proposal batch was asked for');
+      await ok(pe, 'choose_prompt', { experiment: 'hang', prompt: BASE });
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const aborted = new Promise<void>((r) => requests[0]!.socket.once('close', () => r()));
+    await pe.close(); // within the test's 30 s, not after the LLM's 60 s
+    await aborted;
+    expect(requests.length).toBe(1);
+  }, 30_000);
 
   it('uses the offline proposer when no LLM is configured', async () => {
     const pe = await engineWith(undefined);

@@ -84,6 +84,10 @@ export class Decider {
   /** Decision writes in flight per experiment (their decisions are assumed in the view meanwhile). */
   private readonly decisionWrites = new Map<string, number>();
   private readonly writing = new Set<Promise<void>>();
+  /** Aborted at close: a proposal batch in progress (an LLM request, embeddings, screening) stops at its next step and writes nothing. */
+  private readonly stopping = new AbortController();
+  /** The group commit of changes in progress, if any. */
+  private flushDone: Promise<void> | undefined;
   readonly figures: DeciderFigures = { leases_taken: 0, leases_lost: 0, batches: 0, proposals_screened: 0, proposals_rejected: 0, retired: 0, banned: 0, leader_changes: 0, admitted: 0, near_duplicates: 0, write_errors: 0 };
   private readonly vectors: PromptVectors;
 
@@ -155,7 +159,7 @@ export class Decider {
    * this sidecar decides; one piece of work per experiment at a time.
    */
   poke(exp: Experiment): void {
-    if (!this.deciding) return;
+    if (!this.deciding || this.closed) return;
     if (this.busy.has(exp.key)) {
       this.again.add(exp.key);
       return;
@@ -164,6 +168,8 @@ export class Decider {
     const key = exp.key;
     const work = this.step(exp)
       .catch((err: unknown) => {
+        // Work abandoned at close fails as its services close under it: not an error of the loop.
+        if (this.closed) return;
         this.figures.write_errors++;
         this.deps.log.warn({ err: (err as Error).message, experiment: exp.name, model: exp.model }, 'closed-loop decision not written; the next outcome decides again');
       })
@@ -195,6 +201,7 @@ export class Decider {
   private async step(exp: Experiment): Promise<void> {
     // Ranking the reserve by meaning needs the vectors of the reserve and of the measured variants (cached after the first time).
     if (exp.reserve.length > 0 && exp.wantsProposals() > 0) await this.vectors.ensure([...exp.variants.values(), ...exp.reserve]);
+    if (this.closed) return;
     const decisions = exp.decisions();
     if (decisions.length > 0) exp.assume(decisions);
     // The history's snapshot goes with whatever this step writes.
@@ -304,13 +311,15 @@ export class Decider {
       // The app fills in exactly the base's variables: a candidate that drops, adds or renames one is never tried.
       variables: 'same',
       objective: { valueName: VALUE_NAMES[exp.objective.kind], note: `${describeObjective(exp.objective)}${costsTokens(exp.objective) ? ` The current leader uses about ${tokensOf(exp.leader.text)} tokens.` : ''}` },
-      signal: new AbortController().signal,
+      signal: this.stopping.signal,
     });
+    if (this.closed) return;
     this.figures.batches++;
     const seen = new Set([...exp.variants.keys(), ...exp.reserve.map((c) => c.id)]);
     let safe = [...new Set(texts)].filter((t) => t.length <= MAX_PROMPT_CHARS && !seen.has(promptIdOf(t)));
     this.figures.proposals_rejected += texts.length - safe.length;
     safe = await this.withoutNearDuplicates(exp, safe);
+    if (this.closed) return;
     let predicted: Array<number | null> = safe.map(() => null);
     if (safe.length > 0) {
       try {
@@ -321,6 +330,7 @@ export class Decider {
         this.deps.log.warn({ err: (err as Error).message }, 'no scorer for screening: proposals enter unranked');
       }
     }
+    if (this.closed) return;
     this.figures.proposals_screened += safe.length;
     // Under a reward that weighs the instruction's tokens, a longer candidate is less promising by what it costs.
     const penalty = (text: string): number => (costsTokens(exp.objective) ? exp.objective.cost_weight * exp.objective.input_token_cost * tokensOf(text) : 0);
@@ -374,7 +384,7 @@ export class Decider {
       this.queued.push({ exp, decide, isDecisionWrite, resolve, reject });
       if (!this.flushing) {
         this.flushing = true;
-        setImmediate(() => void this.flush());
+        this.flushDone = new Promise<void>((r) => setImmediate(r)).then(() => this.flush());
       }
     });
   }
@@ -421,10 +431,18 @@ export class Decider {
     while (this.busy.size > 0 || this.writing.size > 0) await Promise.allSettled([...this.busy.values(), ...this.writing]);
   }
 
+  /**
+   * Stop deciding: decisions being written are written (or fail), proposal
+   * batches in progress are abandoned (their LLM request aborted; each
+   * stops at its next step and writes nothing), so a sidecar asked to stop
+   * does not wait for an LLM or a queue of embeddings.
+   */
   async close(): Promise<void> {
     this.closed = true;
+    this.stopping.abort();
     if (this.retry !== undefined) clearTimeout(this.retry);
-    await this.settle();
+    while (this.writing.size > 0) await Promise.allSettled([...this.writing]);
+    while (this.flushing) await this.flushDone;
     const lease = this.lease;
     this.lease = undefined;
     await lease?.release();

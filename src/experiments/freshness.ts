@@ -39,13 +39,17 @@ export class Freshness {
   private stopListening: (() => Promise<void>) | undefined;
   private closed = false;
   readonly figures = { notices: 0, refreshes: 0, full_refreshes: 0, heartbeats_missed: 0 };
+  /** How every notice this sidecar sends begins (its sender first: loopNotice, the counting trigger). */
+  private readonly ownPrefix: string;
 
   constructor(
     private readonly store: TrackingStore,
     private readonly log: Logger,
     private readonly boundMs: number,
     private readonly refresh: (what: RefreshRequest) => Promise<void>,
-  ) {}
+  ) {
+    this.ownPrefix = `{"s":${JSON.stringify(store.experiments.notice.sender)},`;
+  }
 
   async start(): Promise<void> {
     const { channel } = this.store.experiments.notice;
@@ -76,6 +80,8 @@ export class Freshness {
   }
 
   private onNotice(payload: string): void {
+    // This sidecar's own changes (one per batch it writes) are in its view already: not even parsed.
+    if (payload.startsWith(this.ownPrefix) && !payload.includes('"hb":')) return;
     let n: LoopNotice;
     try {
       n = JSON.parse(payload) as LoopNotice;

@@ -418,10 +418,11 @@ export class ExperimentService {
     await this.decider.settle();
   }
 
+  /** Stop: experiments being opened are opened, decisions being written are written; proposal batches in progress are abandoned (Decider.close). */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.settle();
+    await Promise.allSettled([...this.opening.values()]);
     await this.freshness?.close();
     await this.decider.close();
   }

@@ -44,12 +44,14 @@ export type StoreWrite = EntryRow | GenerationEntry | HistorySnapshotEntry;
 
 /** What a write came to: stored, already stored under its id (`duplicate`), or journaled; a counted outcome's variant totals after it. */
 export interface WriteReceipt {
-  status: 'stored' | 'duplicate' | 'journaled';
-  totals?: VariantTotals & { generation: number };
+  readonly status: 'stored' | 'duplicate' | 'journaled';
+  /** Shared by every row of the batch that moved this variant: read, never changed. */
+  readonly totals?: Readonly<VariantTotals & { generation: number }>;
 }
 
 const STORED: WriteReceipt = { status: 'stored' };
 const JOURNALED: WriteReceipt = { status: 'journaled' };
+const DUPLICATE: WriteReceipt = { status: 'duplicate' };
 
 interface Pending {
   row: StoreWrite;
@@ -311,25 +313,25 @@ const TOTALS_NOTICE = 'prompt_engine_totals ';
 /** Each execution's and rating's receipt: `duplicate` when it was not stored now, else its variant's totals when a trigger counted it. */
 function receiptsOf(rows: EntryRow[], stored: ReadonlySet<string> | undefined, notices: string[]): Map<string, WriteReceipt> {
   const receipts = new Map<string, WriteReceipt>();
-  // By variant; outcomes of two generations of one variant keep the newer generation's totals.
-  const totals = new Map<string, VariantTotals & { generation: number }>();
+  // By variant, one receipt shared by its rows; outcomes of two generations of one variant keep the newer generation's totals.
+  const byVariant = new Map<string, WriteReceipt & { totals: VariantTotals & { generation: number } }>();
   for (const n of notices) {
     if (!n.startsWith(TOTALS_NOTICE)) continue;
     for (const t of JSON.parse(n.slice(TOTALS_NOTICE.length)) as unknown[][]) {
       const key = `${String(t[0])}\u0000${String(t[1])}\u0000${String(t[3])}`;
       const generation = Number(t[2]);
-      if ((totals.get(key)?.generation ?? -1) < generation) totals.set(key, { generation, ...countedTotals(t) });
+      if ((byVariant.get(key)?.totals.generation ?? -1) < generation) byVariant.set(key, { status: 'stored', totals: { generation, ...countedTotals(t) } });
     }
   }
   for (const r of rows) {
     if (r.kind !== 'execution' && r.kind !== 'feedback') continue;
     if (stored !== undefined && !stored.has(r.id)) {
-      receipts.set(r.id, { status: 'duplicate' });
+      receipts.set(r.id, DUPLICATE);
       continue;
     }
     const experiment = r.meta?.experiment;
-    const t = experiment === undefined ? undefined : totals.get(`${experiment}\u0000${r.meta?.model ?? 'default'}\u0000${String(r.values[1])}`);
-    if (t !== undefined) receipts.set(r.id, { status: 'stored', totals: t });
+    const receipt = experiment === undefined ? undefined : byVariant.get(`${experiment}\u0000${r.meta?.model ?? 'default'}\u0000${String(r.values[1])}`);
+    if (receipt !== undefined) receipts.set(r.id, receipt);
   }
   return receipts;
 }
