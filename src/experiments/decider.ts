@@ -440,6 +440,7 @@ export class Decider {
   async close(): Promise<void> {
     this.closed = true;
     this.stopping.abort();
+    this.vectors.close();
     if (this.retry !== undefined) clearTimeout(this.retry);
     while (this.writing.size > 0) await Promise.allSettled([...this.writing]);
     while (this.flushing) await this.flushDone;

@@ -19,6 +19,7 @@ const RETRY_AFTER_MS = 60_000;
 export class PromptVectors {
   private readonly cache = new LRUCache<string, Float32Array>({ max: MAX_VECTORS });
   private failedAt = -Infinity;
+  private closed = false;
 
   constructor(
     private readonly service: (() => Promise<EmbeddingService>) | undefined,
@@ -42,9 +43,16 @@ export class PromptVectors {
       }
       return true;
     } catch (err) {
+      // Said once per failure (many batches waiting on the service fail together), and not at all once the loop stops.
+      const already = Date.now() - this.failedAt < RETRY_AFTER_MS;
       this.failedAt = Date.now();
-      this.log.warn({ err: (err as Error).message }, 'no prompt embeddings: the closed loop compares prompts by wording for a minute');
+      if (!already && !this.closed) this.log.warn({ err: (err as Error).message }, 'no prompt embeddings: the closed loop compares prompts by wording for a minute');
       return false;
     }
+  }
+
+  /** The loop stopped: what fails from now on is its services closing under it. */
+  close(): void {
+    this.closed = true;
   }
 }

@@ -61,7 +61,11 @@ export class Scorer {
         (await this.embed(batch)).forEach((v, k) => out.set(batch[k]!, v));
       }
     } catch (err) {
-      this.log?.warn({ err: (err as Error).message }, 'scoring without prompt embeddings: the embedding service failed');
+      // Once a minute at most: the calls waiting on the service fail together.
+      if (Date.now() - this.embedWarnedAt >= 60_000) {
+        this.embedWarnedAt = Date.now();
+        this.log?.warn({ err: (err as Error).message }, 'scoring without prompt embeddings: the embedding service failed');
+      }
       out.clear();
     }
     return out;
@@ -106,6 +110,7 @@ export class Scorer {
   }
 
   private readonly closers: Array<() => Promise<void>> = [];
+  private embedWarnedAt = -Infinity;
 
   /** Run `f` when the scorer closes (e.g. stop following promotions). */
   onClose(f: () => Promise<void>): void {
