@@ -17,7 +17,7 @@ import type { Vars } from '../templates/renderer.js';
 import { CentralCloudError } from '../templates/centralCloud.js';
 import { parseTemplate, templateRecord, TEMPLATE_FIELDS, TEMPLATE_NAME_MAX } from '../templates/template.js';
 import { boolean, either, integer, oneOf, record as recordArg, string, variables, type ArgSchema, type ArgSpec } from '../contract/schema.js';
-import { typedOp, type OpSpec } from './types.js';
+import { typedOp, type OpContext, type OpSpec } from './types.js';
 import { OpError } from '../contract/errors.js';
 
 const SPARC_PHASES = ['specification', 'pseudocode', 'architecture', 'refinement', 'completion'] as const;
@@ -34,6 +34,15 @@ const GENERATE_IMPLICIT = ['language', 'command', 'context'] as const;
 const VARIABLES = variables({ default: {}, doc: "the template's variables" });
 
 const vars = (m: TermObject): Vars => termToJson(m) as Vars;
+
+/** A registry template rendered with the request's variables (render_template, get_sparc_prompt). */
+async function renderNamed(engine: OpContext['engine'], templateId: string, a: { variables: TermObject; strict: boolean }, op: string): Promise<TermObject> {
+  const prompts = await engine.service('prompts');
+  const t = await prompts.find(templateId);
+  const { prompt, cached } = prompts.cachedRender(t, vars(a.variables), a.strict);
+  prompts.noteUse(t, op);
+  return record({ prompt, template_used: t.template_name, cached });
+}
 
 const generatePrompt = typedOp({
   name: 'generate_prompt',
@@ -161,13 +170,7 @@ const renderTemplate = typedOp({
   reply: '%{prompt, template_used, cached: boolean}',
   errors: { not_found: 'no template of that name', bad_request: 'variables are missing or not declared by the template (all named; unless strict: false), or the template does not compile' },
   examples: [{ template_id: 'sparc_specification', variables: { language: 'elixir', domain: 'payments', context: 'a rate limiter per API key' } }, { template_id: 'service_blueprint', variables: { language: 'go' }, strict: false }],
-  async handle(a, { engine }) {
-    const prompts = await engine.service('prompts');
-    const t = await prompts.find(a.template_id);
-    const { prompt, cached } = prompts.cachedRender(t, vars(a.variables), a.strict);
-    prompts.noteUse(t, 'render_template');
-    return record({ prompt, template_used: t.template_name, cached });
-  },
+  handle: (a, { engine }) => renderNamed(engine, a.template_id, a, 'render_template'),
 });
 
 const getSparcPrompt = typedOp({
@@ -181,13 +184,7 @@ const getSparcPrompt = typedOp({
   reply: '%{prompt, template_used, cached: boolean}',
   errors: { bad_request: 'variables are missing or not declared by the template (all named; unless strict: false)' },
   examples: [{ name: 'specification', variables: { language: 'elixir', domain: 'payments', context: 'a rate limiter per API key' } }],
-  async handle(a, { engine }) {
-    const prompts = await engine.service('prompts');
-    const t = await prompts.find(`sparc_${a.name}`);
-    const { prompt, cached } = prompts.cachedRender(t, vars(a.variables), a.strict);
-    prompts.noteUse(t, 'get_sparc_prompt');
-    return record({ prompt, template_used: t.template_name, cached });
-  },
+  handle: (a, { engine }) => renderNamed(engine, `sparc_${a.name}`, a, 'get_sparc_prompt'),
 });
 
 const listTemplates = typedOp({

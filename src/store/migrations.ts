@@ -34,6 +34,35 @@ const totalsInto = `SELECT json_agg(json_build_array(u.name, u.model, u.generati
          jsonb_agg(DISTINCT jsonb_build_array(u.name, u.model))::text
     INTO totals, keys FROM upd u;`;
 
+/**
+ * The executions a statement inserted (its transition table, `inserted`),
+ * summed per variant: only the rows inserted now (a repeated id, skipped by
+ * ON CONFLICT, is not there), each counted for the variant its metadata
+ * names (without a generation: the experiment's current one), whether or
+ * not the variant is stored yet (journals replay in any order after an
+ * outage; counts of variants the loop does not know are never read). A call
+ * without a score counts its success as its score; a call slower than the
+ * experiment's latency bound counts as over it. Columns: name, model,
+ * generation, prompt_id, then COUNTED_COLUMNS. Used by migrations 7 and 9:
+ * frozen with them (a change is a new migration).
+ */
+const EXECUTIONS_BY_VARIANT = `
+    SELECT o.name, o.model, coalesce(o.generation, e.generation) AS generation, o.prompt_id,
+           count(*) FILTER (WHERE o.success) AS successes, count(*) AS count, count(*) AS scored,
+           sum(o.s) AS score_sum, sum(o.s * o.s) AS score_sq,
+           count(o.cost) AS cost_n, coalesce(sum(o.cost), 0) AS cost_sum, coalesce(sum(o.cost * o.cost), 0) AS cost_sq,
+           count(*) FILTER (WHERE o.input_tokens IS NOT NULL OR o.output_tokens IS NOT NULL) AS tokens_n,
+           coalesce(sum(o.input_tokens), 0) AS tokens_in, coalesce(sum(o.output_tokens), 0) AS tokens_out,
+           sum(o.ms) AS latency_sum, sum(o.ms * o.ms) AS latency_sq,
+           count(*) FILTER (WHERE o.ms > (e.objective->>'max_latency_ms_p90')::float8) AS over_latency
+      FROM (SELECT n.metadata->>'experiment' AS name, coalesce(n.metadata->>'model', 'default') AS model,
+                   CASE WHEN n.metadata->>'generation' ~ '^[0-9]{1,9}$' THEN (n.metadata->>'generation')::int END AS generation,
+                   n.prompt_id, n.success, coalesce(n.score, n.success::int)::float8 AS s, n.cost, n.input_tokens, n.output_tokens,
+                   n.execution_time_ms::float8 AS ms
+              FROM inserted n WHERE n.metadata ? 'experiment') o
+      LEFT JOIN experiments e ON e.name = o.name AND e.model = o.model
+     GROUP BY 1, 2, 3, 4`;
+
 export const MIGRATIONS: readonly Migration[] = [
   {
     version: 1,
@@ -286,28 +315,8 @@ END
 $$;
 CREATE OR REPLACE FUNCTION count_loop_outcomes() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  -- Only the rows this statement inserted (a repeated id, skipped by ON CONFLICT, is not here), each counted
-  -- for the variant its metadata names (without a generation: the experiment's current one), whether or not
-  -- the variant is stored yet (journals replay in any order after an outage; counts of variants the loop does
-  -- not know are never read). A call without a score counts its success as its score; a call slower than
-  -- the experiment's latency bound counts as over it.
-  PERFORM count_loop_upsert((
-    SELECT json_agg(a) FROM (
-      SELECT o.name, o.model, coalesce(o.generation, e.generation) AS generation, o.prompt_id,
-             count(*) FILTER (WHERE o.success) AS successes, count(*) AS count, count(*) AS scored,
-             sum(o.s) AS score_sum, sum(o.s * o.s) AS score_sq,
-             count(o.cost) AS cost_n, coalesce(sum(o.cost), 0) AS cost_sum, coalesce(sum(o.cost * o.cost), 0) AS cost_sq,
-             count(*) FILTER (WHERE o.input_tokens IS NOT NULL OR o.output_tokens IS NOT NULL) AS tokens_n,
-             coalesce(sum(o.input_tokens), 0) AS tokens_in, coalesce(sum(o.output_tokens), 0) AS tokens_out,
-             sum(o.ms) AS latency_sum, sum(o.ms * o.ms) AS latency_sq,
-             count(*) FILTER (WHERE o.ms > (e.objective->>'max_latency_ms_p90')::float8) AS over_latency
-        FROM (SELECT n.metadata->>'experiment' AS name, coalesce(n.metadata->>'model', 'default') AS model,
-                     CASE WHEN n.metadata->>'generation' ~ '^[0-9]{1,9}$' THEN (n.metadata->>'generation')::int END AS generation,
-                     n.prompt_id, n.success, coalesce(n.score, n.success::int)::float8 AS s, n.cost, n.input_tokens, n.output_tokens,
-                     n.execution_time_ms::float8 AS ms
-                FROM inserted n WHERE n.metadata ? 'experiment') o
-        LEFT JOIN experiments e ON e.name = o.name AND e.model = o.model
-       GROUP BY 1, 2, 3, 4) a));
+  -- EXECUTIONS_BY_VARIANT (migrations.ts) says what is counted, and how.
+  PERFORM count_loop_upsert((SELECT json_agg(a) FROM (${EXECUTIONS_BY_VARIANT}) a));
   RETURN NULL;
 END
 $$;
@@ -400,27 +409,8 @@ DECLARE
   totals text;
   keys text;
 BEGIN
-  -- Only the rows this statement inserted (a repeated id, skipped by ON CONFLICT, is not here), each counted
-  -- for the variant its metadata names (without a generation: the experiment's current one), whether or not
-  -- the variant is stored yet (journals replay in any order after an outage; counts of variants the loop does
-  -- not know are never read). A call without a score counts its success as its score; a call slower than
-  -- the experiment's latency bound counts as over it.
-  WITH a AS (
-    SELECT o.name, o.model, coalesce(o.generation, e.generation) AS generation, o.prompt_id,
-           count(*) FILTER (WHERE o.success) AS successes, count(*) AS count, count(*) AS scored,
-           sum(o.s) AS score_sum, sum(o.s * o.s) AS score_sq,
-           count(o.cost) AS cost_n, coalesce(sum(o.cost), 0) AS cost_sum, coalesce(sum(o.cost * o.cost), 0) AS cost_sq,
-           count(*) FILTER (WHERE o.input_tokens IS NOT NULL OR o.output_tokens IS NOT NULL) AS tokens_n,
-           coalesce(sum(o.input_tokens), 0) AS tokens_in, coalesce(sum(o.output_tokens), 0) AS tokens_out,
-           sum(o.ms) AS latency_sum, sum(o.ms * o.ms) AS latency_sq,
-           count(*) FILTER (WHERE o.ms > (e.objective->>'max_latency_ms_p90')::float8) AS over_latency
-      FROM (SELECT n.metadata->>'experiment' AS name, coalesce(n.metadata->>'model', 'default') AS model,
-                   CASE WHEN n.metadata->>'generation' ~ '^[0-9]{1,9}$' THEN (n.metadata->>'generation')::int END AS generation,
-                   n.prompt_id, n.success, coalesce(n.score, n.success::int)::float8 AS s, n.cost, n.input_tokens, n.output_tokens,
-                   n.execution_time_ms::float8 AS ms
-              FROM inserted n WHERE n.metadata ? 'experiment') o
-      LEFT JOIN experiments e ON e.name = o.name AND e.model = o.model
-     GROUP BY 1, 2, 3, 4),
+  -- EXECUTIONS_BY_VARIANT (migrations.ts) says what is counted, and how.
+  WITH a AS (${EXECUTIONS_BY_VARIANT}),
   upd AS (
     ${upsertCounts(`SELECT * FROM a WHERE a.generation IS NOT NULL`)})
   ${totalsInto}
