@@ -414,10 +414,10 @@ describe('the closed loop through the op table', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     const aborted = new Promise<void>((r) => requests[0]!.socket.once('close', () => r()));
-    await pe.close(); // within the test's 30 s, not after the LLM's 60 s
+    await pe.close(); // within the test's 50 s, not after the LLM's 60 s
     await aborted;
     expect(requests.length).toBe(1);
-  }, 30_000);
+  }, 50_000);
 
   it('uses the offline proposer when no LLM is configured', async () => {
     const pe = await engineWith(undefined);
