@@ -125,7 +125,9 @@ describe("train's progress in the sidecar's logs", () => {
   it('is JSON log records at info (shown under LOG_LEVEL=info, not under warn), never raw stderr lines', async () => {
     for (const level of ['info', 'warn']) {
       const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-train-log-'));
-      const c = new PortClient({ env: { LOG_LEVEL: level, DATABASE_URL: '', NATS_URL: '', PROMPT_ENGINE_DATA_DIR: dataDir } });
+      // The suite's PostgreSQL in a schema of its own when there is one (this is about the logs, not the backend: a fresh PGlite store costs seconds).
+      const store = process.env.TEST_DATABASE_URL ? { DATABASE_URL: process.env.TEST_DATABASE_URL, PROMPT_ENGINE_DB_SCHEMA: `pe_train_log_${level}_${process.pid}` } : { DATABASE_URL: '' };
+      const c = new PortClient({ env: { LOG_LEVEL: level, ...store, NATS_URL: '', PROMPT_ENGINE_DATA_DIR: dataDir } });
       await c.ready;
       for (let i = 0; i < 40; i++)
         expect(await c.request('track_execution', record({ prompt_id: `log-${i % 8}`, success: i % 3 === 0, execution_time_ms: 5, metadata: record({ prompt: `Variant ${i % 8}: answer briefly.`, model: 'm1', task: 't' }) }))).toMatchObject({ ok: true });
