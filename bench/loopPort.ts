@@ -86,6 +86,7 @@ process.stdout.write(
       : (() => {
           const bs = baseRuns.map((r) => r.figures);
           const bBest = (k: number, max = false): number => (max ? Math.max(...bs.map((r) => r[k]!)) : Math.min(...bs.map((r) => r[k]!)));
+          const bc = baseRuns.reduce((a, b) => (b.figures[4]! > a.figures[4]! ? b : a)).cpu;
           return [
             '',
             `| this checkout beside the baseline (${path.basename(baseline)}), alternate rounds, best of ${rounds} each | this | baseline | ratio |`,
@@ -94,6 +95,7 @@ process.stdout.write(
             `| choose_prompt p50 µs | ${f(cP50)} | ${f(bBest(2))} | ${f(cP50 / bBest(2), 2)}× |`,
             `| choose_prompt p99 µs | ${f(cP99)} | ${f(bBest(3))} | ${f(cP99 / bBest(3), 2)}× |`,
             `| choose_prompt + track_execution pairs/s | ${f(rate, 0)} | ${f(bBest(4, true), 0)} | ${f(rate / bBest(4, true), 2)}× |`,
+            ...(['sidecar', 'postgres', 'beam', 'busy', 'idle'] as const).map((k) => `| CPU µs per pair, ${k} (fastest round) | ${f(c[k])} | ${f(bc[k])} | ${f(c[k] / bc[k], 2)}× |`),
           ];
         })()),
   ].join('\n') + '\n',
