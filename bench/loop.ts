@@ -49,7 +49,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import pg from 'pg';
 import type { TermObject } from '../src/codec/terms.js';
-import { loadConfig, REPO_ROOT } from '../src/config.js';
+import { loadConfig, REPO_ROOT, type EngineConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
 import { FEATURE_SPEC, specHash } from '../src/learning/features.js';
 import { writeModel } from '../src/learning/modelFile.js';
@@ -265,7 +265,7 @@ function report(lines: string[], file: string | undefined): void {
   fs.writeFileSync(path.join(REPO_ROOT, 'bench', 'results', file), `${lines.join('\n')}\n`);
 }
 
-type PolicyOverrides = Partial<Record<'priorStrength' | 'warmup' | 'retireBelow' | 'scorerWeight' | 'minSamples' | 'maxVariants' | 'neighbourBandwidth', number>>;
+type PolicyOverrides = EngineConfig['loopPolicy'];
 
 /** The grid of constant sets: every combination of `--grid`, or one constant at a time around the defaults. */
 function grid(): PolicyOverrides[] {
