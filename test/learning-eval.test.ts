@@ -3,8 +3,10 @@
  * measures it for the model card: leave-tasks-out over 5 folds (task families
  * held out together, every task once; a held-out task's cells never reach
  * training, and nothing in the features is fitted to data) and within-task
- * ranking of unseen templates, against baselines in the same run.
- * Deterministic (seeded). Members train in worker threads running dist/
+ * ranking of unseen templates, against baselines in the same run, and
+ * within task the closed loop's own ranking (the scorer blended with the
+ * measured neighbours by meaning), its constants also chosen by nested task
+ * folds. Deterministic (seeded). Members train in worker threads running dist/
  * (`npm test` builds first). Features v3 read the prompt embeddings of the
  * corpus from models/embeddings-multiprompt.bin (test/embeddings.test.ts
  * checks it against the data and the model). About 4–5 minutes on 2 quiet
@@ -30,7 +32,7 @@ describe('scorer evaluation on multiprompt', () => {
     const report = await evaluate(cells, { ...SHIPPED_OPTIONS, progress: (l) => process.stderr.write(`[learning-eval] ${l}\n`) });
     const l = report.leaveTasksOut;
     const w = report.withinTask;
-    process.stderr.write(`[learning-eval] ${JSON.stringify({ within: { spearman: w.spearman, regret: w.regret }, lto: { spearman: l.spearman, regret: l.regret }, cells: report.heldOutCells, seconds: report.train.seconds })}\n`);
+    process.stderr.write(`[learning-eval] ${JSON.stringify({ within: { spearman: w.spearman, regret: w.regret, loopRanking: w.loopRanking }, lto: { spearman: l.spearman, regret: l.regret }, cells: report.heldOutCells, seconds: report.train.seconds })}\n`);
     // leave-tasks-out: the must-haves
     expect(l.folds.flatMap((f) => f.heldOutTasks).sort()).toEqual(tasks);
     expect(l.groups).toBeGreaterThan(200);
@@ -48,6 +50,16 @@ describe('scorer evaluation on multiprompt', () => {
     expect(w.spearman.model!).toBeGreaterThan(w.spearman.nearest_neighbour!);
     for (const b of ['nearest_neighbour', 'default', 'random', 'length_only']) expect(w.regret.model!).toBeLessThan(w.regret[b]!);
     expect(w.regret.model!).toBeLessThan(0.13);
+    // within task, ranked as the closed loop ranks its reserve (the scorer blended with the measured neighbours by
+    // meaning): better than either part alone, with the loop's defaults and with constants chosen on other task folds
+    for (const part of ['model', 'neighbours_by_meaning', 'nearest_neighbour']) {
+      expect(w.regret.loop_ranking!).toBeLessThan(w.regret[part]!);
+      expect(w.spearman.loop_ranking!).toBeGreaterThan(w.spearman[part]!);
+    }
+    const nested = w.loopRanking!.nested;
+    expect(nested.folds.flatMap((f) => f.heldOutTasks).sort()).toEqual(tasks);
+    expect(nested.regret).toBeLessThan(w.regret.model!);
+    expect(nested.spearman).toBeGreaterThan(w.spearman.model!);
     // the output stays a usable P(success): calibrated on held-out cells
     expect(report.heldOutCells.auc).toBeGreaterThan(0.7);
     expect(report.heldOutCells.ece).toBeLessThan(0.05);

@@ -36,7 +36,7 @@
  */
 import { betaOf, pBestBy, sampleBeta, sampleNormal, thompsonPick, type Beta } from '../optimizer/bandit.js';
 import { hashSeed, seededRandom } from '../random.js';
-import { cosine, neighbourEstimate, NEIGHBOUR_DEFAULTS } from '../learning/embeddings.js';
+import { cosine, meaningKernel, neighbourEstimate, NEIGHBOUR_DEFAULTS } from '../learning/embeddings.js';
 import type { ExperimentChange, ExperimentCounts, ExperimentSnapshot, ExperimentStatus, HistoryEntry, VariantOrigin, VariantRow, VariantState } from '../store/experimentRecords.js';
 import { brokenConstraint, DEFAULT_OBJECTIVE, estimate, measuredValue, NO_TOTALS, pGreater, TOTALS_KEYS, type Estimate, type Objective, type VariantTotals } from './objective.js';
 
@@ -133,6 +133,43 @@ export type Decision =
   /** `constraint`: a ban for breaking one (else, for being worse than `against`). */
   | { kind: 'retired' | 'banned'; variant: Variant; against: Variant; confidence: number; constraint?: string }
   | { kind: 'leader'; from: Variant; to: Variant; improvement: number; confidence: number };
+
+/** A measured variant as the reserve's ranking reads it: its rate under the objective, and what its outcomes make it worth. */
+export interface MeasuredRate {
+  rate: number;
+  weight: number;
+}
+
+/** What a measured variant's rate weighs by its outcomes: count / (count + 10). */
+export const measuredWeight = (count: number): number => count / (count + 10);
+
+/** The measured variants' rates pooled by weight: what a candidate with no near neighbour is shrunk to. */
+export function pooledRate(measured: readonly MeasuredRate[]): number {
+  return measured.reduce((a, m) => a + m.rate * m.weight, 0) / measured.reduce((a, m) => a + m.weight, 0);
+}
+
+/**
+ * A candidate's promise, the order of the reserve: what its `neighbourK`
+ * most similar measured variants achieved (`sims[i]` its similarity to
+ * `measured[i]`), weighted by similarity and outcomes and shrunk to
+ * `overall`, plus the scorer's prediction (centred) times `scorerWeight`.
+ * Pure, so the offline evaluation ranks a task's unmeasured templates
+ * exactly as the loop ranks its reserve.
+ */
+export function reserveEstimate(sims: readonly number[], measured: readonly MeasuredRate[], overall: number, predicted: number | null, policy: Pick<LoopPolicy, 'neighbourK' | 'scorerWeight'>): number {
+  const nearest = sims
+    .map((sim, i) => ({ m: measured[i]!, sim }))
+    .sort((a, b) => b.sim - a.sim)
+    .slice(0, policy.neighbourK);
+  let num = 0.5 * overall;
+  let den = 0.5;
+  for (const { m, sim } of nearest) {
+    const w = sim * m.weight * 4;
+    num += w * m.rate;
+    den += w;
+  }
+  return num / den + policy.scorerWeight * ((predicted ?? 0.5) - 0.5);
+}
 
 /** A variant's prior as a Beta. */
 export const priorBeta = (v: Variant): Beta => ({ alpha: v.priorAlpha, beta: v.priorBeta });
@@ -537,16 +574,15 @@ export class Experiment {
   private ranked<C extends Candidate>(candidates: readonly C[], vectorOf?: VectorOf): C[] {
     const variants = this.measured();
     if (variants.length === 0) return [...candidates];
-    const measured = variants.map((v) => ({ v, rate: this.rate(v), weight: v.count / (v.count + 10) }));
-    const overall = measured.reduce((a, m) => a + m.rate * m.weight, 0) / measured.reduce((a, m) => a + m.weight, 0);
-    const k = this.policy.neighbourK;
+    const measured = variants.map((v) => ({ rate: this.rate(v), weight: measuredWeight(v.count) }));
+    const overall = pooledRate(measured);
     let similarity: (c: Candidate) => number[];
     if (this.byMeaning(vectorOf, variants)) {
       const h = this.policy.neighbourBandwidth;
       const vecs = variants.map((v) => vectorOf(v.id)!);
       similarity = (c) => {
         const mine = vectorOf(c.id);
-        return mine === undefined ? vecs.map(() => 0) : vecs.map((u) => Math.exp(-(1 - cosine(mine, u)) / h));
+        return mine === undefined ? vecs.map(() => 0) : vecs.map((u) => meaningKernel(cosine(mine, u), h));
       };
     } else {
       const grams = variants.map((v) => wordGrams(v.text));
@@ -555,22 +591,8 @@ export class Experiment {
         return grams.map((g) => Math.pow(jaccard(mine, g), 2));
       };
     }
-    const estimate = (c: Candidate): number => {
-      const sims = similarity(c)
-        .map((sim, i) => ({ m: measured[i]!, sim }))
-        .sort((a, b) => b.sim - a.sim)
-        .slice(0, k);
-      let num = 0.5 * overall;
-      let den = 0.5;
-      for (const { m, sim } of sims) {
-        const w = sim * m.weight * 4;
-        num += w * m.rate;
-        den += w;
-      }
-      return num / den + this.policy.scorerWeight * ((c.predicted ?? 0.5) - 0.5);
-    };
     return candidates
-      .map((c) => ({ c, e: estimate(c) }))
+      .map((c) => ({ c, e: reserveEstimate(similarity(c), measured, overall, c.predicted, this.policy) }))
       .sort((a, b) => b.e - a.e)
       .map((x) => x.c);
   }

@@ -118,6 +118,9 @@ export interface NeighbourEstimate {
   neighbours: number;
 }
 
+/** Similarity by meaning: a kernel of width `bandwidth` on the cosine of two prompt embeddings (1 at cosine 1). */
+export const meaningKernel = (cos: number, bandwidth: number): number => Math.exp(-(1 - cos) / bandwidth);
+
 /**
  * A newcomer's success rate from its measured neighbours: kernel regression
  * on cosine similarity, shrunk to the pooled rate of every measured variant
@@ -139,7 +142,7 @@ export function neighbourEstimate(candidate: ArrayLike<number>, measured: readon
   let wsum = 0;
   for (const m of measured) {
     if (m.count <= 0) continue;
-    const w = Math.exp(-(1 - cosine(candidate, m.embedding)) / o.bandwidth);
+    const w = meaningKernel(cosine(candidate, m.embedding), o.bandwidth);
     wk += w * m.successes;
     wn += w * m.count;
     wsum += w;

@@ -12,6 +12,12 @@
  * neighbour by text similarity; each fitted on the same training cells as
  * the model), and execution-level AUC / log-loss / ECE on the within-task
  * held-out cells. Models train in worker threads (RankPool).
+ *
+ * Within task it also ranks as the closed loop ranks its reserve (the
+ * model blended with what the group's measured templates achieved,
+ * neighbours by meaning: `reserveEstimate`), with the loop's default
+ * constants, and with constants chosen by nested leave-tasks-out (a small
+ * grid, each task fold judged with the set best on the other folds).
  */
 import { createHash } from 'node:crypto';
 import os from 'node:os';
@@ -23,6 +29,8 @@ import { auc, ece, logLoss, spearman, top1Regret } from '../metrics.js';
 import { predictAll, type Example, type MlpWeights } from '../mlp.js';
 import type { Cell } from './multiprompt.js';
 import { corpusEmbedding } from './corpusEmbeddings.js';
+import { cosine, EMBEDDING_MODEL, meaningKernel } from '../embeddings.js';
+import { DEFAULT_POLICY, measuredWeight, pooledRate, reserveEstimate, type LoopPolicy, type MeasuredRate } from '../../experiments/experiment.js';
 import { assemble, trainRanker, type RankerOptions } from '../ranker.js';
 import type { RankJob } from './rankWorker.js';
 
@@ -61,8 +69,14 @@ export interface RankingReport {
   regret: Record<string, number>;
 }
 
+/** The loop's ranking within task with constants chosen on the other task folds, beside the set best on all (in-sample). */
+export interface LoopRankingReport {
+  nested: { spearman: number; regret: number; folds: Array<{ heldOutTasks: string[]; constants: LoopConstants; regret: number }> };
+  inSample: { spearman: number; regret: number; constants: LoopConstants };
+}
+
 export interface EvalReport {
-  withinTask: RankingReport & { perGroup: GroupResult[] };
+  withinTask: RankingReport & { perGroup: GroupResult[]; loopRanking?: LoopRankingReport };
   leaveTasksOut: RankingReport & { folds: FoldReport[]; perGroup: GroupResult[] };
   heldOutCells: { auc: number; logLoss: number; ece: number; cells: number; executions: number };
   /** within-task training set size, best epoch of each member, and the wall time of the whole evaluation */
@@ -187,6 +201,66 @@ function summarise(groups: GroupResult[]): RankingReport {
     groups: groups.length,
     spearman: Object.fromEntries(Object.entries(sp).map(([k, v]) => [k, mean(v)])),
     regret: Object.fromEntries(Object.entries(rg).map(([k, v]) => [k, mean(v)])),
+  };
+}
+
+type LoopConstants = Pick<LoopPolicy, 'neighbourBandwidth' | 'neighbourK' | 'scorerWeight'>;
+
+/** The loop's ranking constants the nested within-task figure chooses among. */
+const LOOP_GRID: LoopConstants[] = [0.02, 0.05, 0.1].flatMap((neighbourBandwidth) => [5, 10].flatMap((neighbourK) => [0, 0.25, 0.5, 1, 2].map((scorerWeight) => ({ neighbourBandwidth, neighbourK, scorerWeight }))));
+const constantsName = (c: LoopConstants): string => `loop h${c.neighbourBandwidth} k${c.neighbourK} w${c.scorerWeight}`;
+
+/**
+ * The closed loop's order for a group's unmeasured templates
+ * (experiments/experiment.ts, reserveEstimate): what the group's measured
+ * templates (`history`) achieved, neighbours by meaning, blended with
+ * `model`'s prediction (`scorerWeight` 0: the neighbours alone). A cell's
+ * cosines to its group's history are computed once for every constant set.
+ */
+function loopRankings(history: Cell[], model: Scorer, grid: readonly LoopConstants[]): Scorer[] {
+  const groups = new Map<string, { vectors: Float32Array[]; measured: MeasuredRate[]; overall: number }>();
+  for (const [key, cs] of groupBy(history, (c) => `${c.task}|${c.model}`)) {
+    const measured = cs.map((c) => ({ rate: (c.successes + 1) / (c.n + 2), weight: measuredWeight(c.n) }));
+    groups.set(key, { vectors: cs.map((c) => corpusEmbedding(EMBEDDING_MODEL, c.template)), measured, overall: pooledRate(measured) });
+  }
+  const cosines = new Map<Cell, number[]>();
+  const cosOf = (c: Cell, vectors: Float32Array[]): number[] => {
+    let cs = cosines.get(c);
+    if (cs === undefined) {
+      const v = corpusEmbedding(EMBEDDING_MODEL, c.template);
+      cosines.set(c, (cs = vectors.map((u) => cosine(v, u))));
+    }
+    return cs;
+  };
+  return grid.map((k) => (cells) => {
+    const p = model(cells);
+    return cells.map((c, i) => {
+      const g = groups.get(`${c.task}|${c.model}`);
+      if (g === undefined) return p[i]!;
+      return reserveEstimate(cosOf(c, g.vectors).map((x) => meaningKernel(x, k.neighbourBandwidth)), g.measured, g.overall, p[i]!, k);
+    });
+  });
+}
+
+/** Constants chosen by nested leave-tasks-out: each fold's groups judged with the set of lowest regret on the other folds. */
+function nestedChoice(groups: GroupResult[], folds: string[][], grid: readonly LoopConstants[]): LoopRankingReport {
+  const mean = (x: number[]): number => x.reduce((a, b) => a + b, 0) / Math.max(1, x.length);
+  const regretOf = (k: LoopConstants, gs: GroupResult[]): number => mean(gs.map((g) => g.regret[constantsName(k)]!));
+  const best = (gs: GroupResult[]): LoopConstants => grid.reduce((b, k) => (regretOf(k, gs) < regretOf(b, gs) ? k : b));
+  const chosen: LoopRankingReport['nested']['folds'] = [];
+  const sp: number[] = [];
+  const rg: number[] = [];
+  for (const heldOut of folds) {
+    const constants = best(groups.filter((g) => !heldOut.includes(g.task)));
+    const mine = groups.filter((g) => heldOut.includes(g.task));
+    sp.push(...mine.map((g) => g.spearman[constantsName(constants)]!));
+    rg.push(...mine.map((g) => g.regret[constantsName(constants)]!));
+    chosen.push({ heldOutTasks: heldOut, constants, regret: regretOf(constants, mine) });
+  }
+  const all = best(groups);
+  return {
+    nested: { spearman: mean(sp), regret: mean(rg), folds: chosen },
+    inSample: { spearman: mean(groups.map((g) => g.spearman[constantsName(all)]!)), regret: regretOf(all, groups), constants: all },
   };
 }
 
@@ -455,9 +529,15 @@ export async function evaluate(cells: Cell[], o: EvalOptions = {}): Promise<Eval
       withinEpochs = within.epochs;
       const unseen = cells.filter((c) => !isHistory(c.templateId));
       const mlp = modelScorer(within.weights, o.spec);
-      const groups = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history) });
-      withinTask = { ...summarise(groups), perGroup: groups };
+      // The loop's ranking: with its default constants, and the neighbours alone (no scorer).
+      const [loopDefault, neighboursAlone] = loopRankings(history, mlp, [DEFAULT_POLICY, { ...DEFAULT_POLICY, scorerWeight: 0 }]);
+      const groups = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history), neighbours_by_meaning: neighboursAlone!, loop_ranking: loopDefault! });
+      const gridScorers = loopRankings(history, mlp, LOOP_GRID);
+      const gridGroups = rankGroups(unseen, cells, Object.fromEntries(LOOP_GRID.map((k, i) => [constantsName(k), gridScorers[i]!])));
+      withinTask = { ...summarise(groups), perGroup: groups, loopRanking: nestedChoice(gridGroups, taskFolds(cells, o.folds ?? 5, o.families ?? true), LOOP_GRID) };
       say(`[${since()}] within-task (best epochs ${within.epochs.join('/')}): ${fmt(withinTask)}`);
+      const lr = withinTask.loopRanking!;
+      say(`[${since()}] within-task, the loop's ranking with constants chosen on the other task folds: ρ ${lr.nested.spearman.toFixed(3)} regret ${lr.nested.regret.toFixed(3)} (in-sample ${constantsName(lr.inSample.constants)}: ρ ${lr.inSample.spearman.toFixed(3)} regret ${lr.inSample.regret.toFixed(3)})`);
       const p = mlp(unseen);
       const w = unseen.map((c, i) => ({ p: p[i]!, y: c.successes / c.n, w: c.n }));
       heldOutCells = { auc: auc(w), logLoss: logLoss(w), ece: ece(w), cells: unseen.length, executions: unseen.reduce((s, c) => s + c.n, 0) };
