@@ -85,7 +85,7 @@ async function main(): Promise<void> {
   const model = 'vicuna-13b';
   const cells = loadCells(undefined, [task, 'hyperbaton', 'causal_judgement']);
   const history = cells.filter((c) => isHistory(c.templateId));
-  progress(`tracking ${history.length} executions-cells of 3 BBH tasks (the history half of their templates)`);
+  progress(`tracking the measured accuracies of ${history.length} (template, model) cells of 3 BBH tasks as executions (the history half of their templates)`);
   const t0 = Date.now();
   const ids = await Promise.all(history.map((c) => call('track_execution', record(cellToEntry(c) as Record<string, Term>))));
   out(`\n## 3. Tracked ${ids.length} entries (${history.reduce((n, c) => n + c.n, 0).toLocaleString('en-US')} executions) in the embedded store in ${Date.now() - t0} ms`);

@@ -34,6 +34,14 @@ export interface EngineEvent {
   payload: TermObject;
 }
 
+/** A service asked for while the engine shuts down: expected then, and not worth a warning (work in flight just stops). */
+export class ShuttingDownError extends Error {
+  constructor(service: string) {
+    super(`engine is shutting down; ${service} not started`);
+    this.name = 'ShuttingDownError';
+  }
+}
+
 export class Engine<S = Record<string, never>> {
   readonly startedAt = Date.now();
   /** This engine's name among the sidecars sharing a database or a NATS queue group (host, pid, and a random part). */
@@ -59,7 +67,7 @@ export class Engine<S = Record<string, never>> {
   service<K extends keyof S & string>(name: K): Promise<S[K]> {
     let p = this.started.get(name) as Promise<S[K]> | undefined;
     if (p === undefined) {
-      if (this.closing) return Promise.reject(new Error(`engine is shutting down; ${name} not started`));
+      if (this.closing) return Promise.reject(new ShuttingDownError(name));
       const def = this.definitions[name];
       const started = Promise.resolve().then(() => def.create(this));
       p = started;

@@ -169,6 +169,8 @@ describe('the closed loop from the CLI, on PostgreSQL', () => {
   it('choose, then experiments shows the closed loop as a table', () => {
     const c = on('choose', 'cli_triage', 'Classify the ticket by urgency.', '--model', 'm1', '--json');
     expect(c.code).toBe(0);
+    // The command returns while the new experiment's first batch is screened: the engine closing under it is no warning.
+    expect(c.stderr).toBe('');
     const choice = JSON.parse(c.stdout) as { prompt_id: string; metadata: Record<string, string> };
     expect(choice.metadata).toMatchObject({ experiment: 'cli_triage', model: 'm1' });
     const list = on('experiments');
@@ -179,6 +181,8 @@ describe('the closed loop from the CLI, on PostgreSQL', () => {
     expect(one.stdout).toMatch(/^cli_triage \(m1\): running, generation \d+, objective success, 0 outcomes/m);
     expect(one.stdout).toMatch(/^prompt_id +origin +state +count +success +P\(best\) +text/m);
     expect(one.stdout).toContain(choice.prompt_id);
+    // no outcome yet: nothing measured, not 0%
+    expect(one.stdout).toMatch(new RegExp(`^${choice.prompt_id} +base +active +0 +— `, 'm'));
     expect(on('experiments', 'nope')).toMatchObject({ code: 1, stderr: expect.stringMatching(/not_found: no experiment named "nope"/) });
   });
 

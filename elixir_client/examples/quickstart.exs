@@ -39,4 +39,5 @@ IO.puts("optimized (#{Float.round(score, 3)}): #{better}")
 :ok = PromptEngine.cache_put("greeting", %{text: "hello"})
 {:ok, %{found: true, value: %{text: "hello"}}} = PromptEngine.cache_get("greeting")
 
-# (in a script, stop it again: Supervisor.stop(sup))
+# In a script, stop it again (in an application, its supervisor does):
+:ok = Supervisor.stop(sup)

@@ -486,7 +486,8 @@ const experiments: Verb = {
             { key: 'origin' },
             { key: 'state' },
             { key: 'count' },
-            { key: 'success_rate', label: 'success', format: pct },
+            // no outcome yet: nothing measured (not 0%)
+            { key: 'success_rate', label: 'success', format: (x, r) => (r.count === 0 ? '—' : pct(x)) },
             ...(graded
               ? [
                   { key: 'value', format: (x: Json | undefined) => valueText(objective, x) },

@@ -20,6 +20,7 @@
  * it stores (the journal).
  */
 import type { Logger } from 'pino';
+import { ShuttingDownError } from '../engine.js';
 import type { Scorer } from '../learning/scorer.js';
 import { promptIdOf } from '../optimizer/evaluators.js';
 import type { Lease } from '../store/db.js';
@@ -327,6 +328,8 @@ export class Decider {
         // Features v3 read each candidate against the experiment's base (what it is a variant of).
         predicted = (await scorer.score(safe.map((prompt) => ({ prompt, context: { model: exp.model, task: exp.name }, base: exp.base.text })))).p;
       } catch (err) {
+        // The engine shutting down (a CLI command that returns while a batch screens) is no fault.
+        if (err instanceof ShuttingDownError) return;
         this.deps.log.warn({ err: (err as Error).message }, 'no scorer for screening: proposals enter unranked');
       }
     }

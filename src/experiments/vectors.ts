@@ -9,6 +9,7 @@
  */
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import { ShuttingDownError } from '../engine.js';
 import type { EmbeddingService } from '../learning/embeddings.js';
 import type { VectorOf } from './experiment.js';
 
@@ -43,7 +44,8 @@ export class PromptVectors {
       }
       return true;
     } catch (err) {
-      // Said once per failure (many batches waiting on the service fail together), and not at all once the loop stops.
+      // Said once per failure (many batches waiting on the service fail together), and not at all once the loop or the engine stops.
+      if (err instanceof ShuttingDownError) return false;
       const already = Date.now() - this.failedAt < RETRY_AFTER_MS;
       this.failedAt = Date.now();
       if (!already && !this.closed) this.log.warn({ err: (err as Error).message }, 'no prompt embeddings: the closed loop compares prompts by wording for a minute');
