@@ -58,6 +58,43 @@ export interface Relative {
   base?: string;
   embedding?: ArrayLike<number>;
   baseEmbedding?: ArrayLike<number>;
+  /** What featurize reads of the base, when the caller computed it once for many prompts (`baseParts`). */
+  parts?: BaseParts;
+}
+
+/** What featurize reads of a base: computed once for every prompt compared with it (a screened batch shares one base). */
+export interface BaseParts {
+  /** the base's structural and style features */
+  structural: number[];
+  /** the projection of the base's vector (absent: the spec reads no embeddings, or the base has no vector) */
+  projection?: Float64Array;
+}
+
+const SLOT = /\{\{?\s*[a-z_][\w.]*\s*\}?\}/g;
+const SLOT_WORDS = /_slot_|[a-z0-9]+(?:'[a-z]+)?/g;
+
+/** A prompt's words as the features read them (placeholders normalised so {sentence} and {{sentence}} read the same). */
+const featureWords = (text: string): string[] => text.toLowerCase().replace(SLOT, ' _slot_ ').match(SLOT_WORDS) ?? [];
+
+/** What featurize reads of `base` under `spec` (its vector, when given, projected). */
+export function baseParts(base: string, spec: FeatureSpec = FEATURE_SPEC, embedding?: ArrayLike<number>): BaseParts {
+  const words = new Set(featureWords(base));
+  const structural = [...structuralFeatures(base), ...spec.styleWords.map((w) => (words.has(w) ? 1 : 0))];
+  const e = spec.embedding;
+  return e === undefined || embedding === undefined || embedding.length !== e.dims ? { structural } : { structural, projection: project(e, embedding) };
+}
+
+/** The spec's random projection of a vector. */
+function project(e: EmbeddingFeatureSpec, v: ArrayLike<number>): Float64Array {
+  const m = projectionOf(e);
+  const out = new Float64Array(e.projection);
+  for (let j = 0; j < e.projection; j++) {
+    let a = 0;
+    const row = j * e.dims;
+    for (let i = 0; i < e.dims; i++) a += m[row + i]! * v[i]!;
+    out[j] = a;
+  }
+  return out;
 }
 
 /** The scalar features of a prompt relative to its base (also crossed with the model). */
@@ -226,10 +263,7 @@ export function featurize(prompt: string, context: Record<string, string>, spec:
   const acc = new Map<number, number>();
   const add = (i: number, v: number): void => void acc.set(i, (acc.get(i) ?? 0) + v);
   // n-grams (placeholders normalised so {sentence} and {{sentence}} read the same)
-  const words = prompt
-    .toLowerCase()
-    .replace(/\{\{?\s*[a-z_][\w.]*\s*\}?\}/g, ' _slot_ ')
-    .match(/_slot_|[a-z0-9]+(?:'[a-z]+)?/g) ?? [];
+  const words = featureWords(prompt);
   const grams: string[] = [];
   for (let i = 0; i < words.length; i++) {
     grams.push(`u:${words[i]}`);
@@ -263,8 +297,7 @@ export function featurize(prompt: string, context: Record<string, string>, spec:
   const baseText = rel.base ?? prompt;
   if (spec.relative) {
     if (baseText !== prompt) {
-      const bw = new Set(baseText.toLowerCase().replace(/\{\{?\s*[a-z_][\w.]*\s*\}?\}/g, ' _slot_ ').match(/_slot_|[a-z0-9]+(?:'[a-z]+)?/g) ?? []);
-      const bst = [...structuralFeatures(baseText), ...spec.styleWords.map((w) => (bw.has(w) ? 1 : 0))];
+      const bst = (rel.parts ?? baseParts(baseText, spec)).structural;
       st.forEach((v, i) => {
         const d = v - bst[i]!;
         if (d !== 0) add(rbase + i, d);
@@ -279,18 +312,14 @@ export function featurize(prompt: string, context: Record<string, string>, spec:
     const bv = same ? pv : rel.baseEmbedding;
     let cos = 1;
     if (pv !== undefined && pv.length === e.dims) {
-      const m = projectionOf(e);
       const scale = e.weight; // USE vectors are about unit length: a projected coordinate is about N(0, 1)
       const diff = bv !== undefined && bv.length === e.dims && !same;
+      // The projection is linear: the difference's is the prompt's minus the base's (computed once per base when given).
+      const a = project(e, pv);
+      const b = diff ? (rel.parts?.projection ?? project(e, bv)) : undefined;
       for (let j = 0; j < e.projection; j++) {
-        let a = 0;
-        let d = 0;
-        const row = j * e.dims;
-        for (let i = 0; i < e.dims; i++) {
-          a += m[row + i]! * pv[i]!;
-          if (diff) d += m[row + i]! * (pv[i]! - bv[i]!);
-        }
-        if (a !== 0) add(rbase + j, a * scale);
+        if (a[j] !== 0) add(rbase + j, a[j]! * scale);
+        const d = b === undefined ? 0 : a[j]! - b[j]!;
         if (d !== 0) add(rbase + e.projection + j, d * scale);
       }
       if (diff) cos = cosine(pv, bv);

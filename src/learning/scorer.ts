@@ -13,7 +13,7 @@
  * service fails, the prompts are scored without them (a warning is logged).
  */
 import ort from 'onnxruntime-node';
-import { featureDim, featurize, FEATURE_SPEC, specHash, toDense } from './features.js';
+import { baseParts, featureDim, featurize, FEATURE_SPEC, specHash, toDense, type BaseParts } from './features.js';
 import type { ModelMeta } from './modelFile.js';
 import { EMBED_MAX_TEXTS } from './embeddings.js';
 
@@ -95,10 +95,13 @@ export class Scorer {
     try {
       const dim = featureDim(FEATURE_SPEC);
       const vec = await this.vectors(items);
+      // A screened batch compares every candidate with one base: what the features read of it, once.
+      const parts = new Map<string, BaseParts>();
+      const partsOf = (base: string): BaseParts => parts.get(base) ?? parts.set(base, baseParts(base, FEATURE_SPEC, vec.get(base))).get(base)!;
       const out: number[] = [];
       for (let i = 0; i < items.length; i += 256) {
         const batch = items.slice(i, i + 256);
-        const x = toDense(batch.map((it) => featurize(it.prompt, it.context, FEATURE_SPEC, { base: it.base, embedding: vec.get(it.prompt), baseEmbedding: vec.get(it.base ?? it.prompt) })), dim);
+        const x = toDense(batch.map((it) => featurize(it.prompt, it.context, FEATURE_SPEC, { base: it.base, embedding: vec.get(it.prompt), baseEmbedding: vec.get(it.base ?? it.prompt), parts: it.base === undefined ? undefined : partsOf(it.base) })), dim);
         const r = await m.session.run({ features: new ort.Tensor('float32', x, [batch.length, dim]) });
         out.push(...Array.from(r.p!.data as Float32Array));
       }

@@ -58,8 +58,9 @@ export class OfflineProposer implements Proposer {
     const out: string[] = [];
     // Higher temperature → more operators per candidate (bolder rewrites).
     const maxOps = Math.max(1, Math.round(1 + req.temperature * 1.5));
+    // What applies to the base is the same for every attempt (the closed loop asks for a batch per refill).
+    const usable = ALL_BITS.filter((b) => b.applies(req.base, req.context));
     for (let attempt = 0; attempt < req.n * 6 && out.length < req.n; attempt++) {
-      const usable = ALL_BITS.filter((b) => b.applies(req.base, req.context));
       if (usable.length === 0) break;
       const nOps = 1 + Math.floor(rnd() * Math.min(maxOps, usable.length));
       const picked = shuffle(usable, rnd).slice(0, nOps);
