@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The counting trigger's cost per statement, in PostgreSQL alone (issue 21):
+#   npm run build && bash scripts/with-services.sh bash bench/sql/trigger-cost.sh
+# Migrates a fresh schema (the CLI's health opens the store), then inserts
+# executions of 100 experiments in statements of 1 and of 50 rows (50
+# different variants), 40 statements each, under EXPLAIN ANALYZE: the
+# trigger's time and the statement's, per statement, with the counting
+# trigger, with a no-op statement trigger reading the same transition table
+# instead, and with no trigger.
+set -euo pipefail
+export DATABASE_URL=$TEST_DATABASE_URL
+node dist/src/cli.js health >/dev/null 2>&1 || true
+export PGOPTIONS="-c search_path=prompt_engine -c client_min_messages=warning"
+P="psql -q -X -v ON_ERROR_STOP=1 $TEST_DATABASE_URL"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+q() { echo "EXPLAIN (ANALYZE, SUMMARY ON) INSERT INTO prompt_executions (id, prompt_id, execution_time_ms, success, \"timestamp\", metadata) SELECT gen_random_uuid(), 'p' || (i % 5), 1, (i % 2 = 0), now(), jsonb_build_object('experiment', 'e' || ((i * 7 + $2) % 100), 'model', 'm', 'generation', '1') FROM generate_series(1, $1) i;"; }
+for n in 1 50; do for r in $(seq 1 40); do q "$n" "$r"; done >"$tmp/t$n.sql"; done
+measure() {
+  for n in 1 50; do
+    $P -f "$tmp/t$n.sql" | grep -E "Trigger|Execution Time" | awk -v n=$n -v l="$1" '
+      /Trigger/ { match($0, /time=[0-9.]+/); t += substr($0, RSTART + 5, RLENGTH - 5); c++ }
+      /Execution Time/ { e += $3; k++ }
+      END { printf "| %s | %d | %.3f | %.3f |\n", l, n, (c ? t / c : 0), e / k }'
+  done
+}
+echo "| trigger | rows a statement | trigger ms a statement | statement ms |"
+echo "|---|---:|---:|---:|"
+measure "counting (migration 9)"
+$P -c "ALTER TABLE prompt_executions DISABLE TRIGGER prompt_executions_count_loop_outcomes"
+$P -c "CREATE FUNCTION bench_noop() RETURNS trigger LANGUAGE plpgsql AS \$\$ BEGIN RETURN NULL; END \$\$"
+$P -c "CREATE TRIGGER bench_noop AFTER INSERT ON prompt_executions REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION bench_noop()"
+measure "no-op, same transition table"
+$P -c "DROP TRIGGER bench_noop ON prompt_executions"
+measure "none"
