@@ -66,6 +66,8 @@ const add = (k: string, pred: number[], truth: number[]): void => {
   r.regret.push(top1Regret(pred, truth));
 };
 const reliability: number[] = [];
+/** Spearman of every two models' accuracies over a task's templates. */
+const pairwise: number[] = [];
 for (const task of tasks) {
   say(`cross-model: ${task}`);
   const models = byTask.get(task)!;
@@ -80,6 +82,7 @@ for (const task of tasks) {
     const w = others.map((m) => Math.max(0, agreement(target, m, task)));
     const wsum = w.reduce((a, b) => a + b, 0);
     add("the other models weighted by their agreement with this one on the other tasks", ids.map((_, i) => (wsum === 0 ? 0 : others.reduce((a, m, j) => a + w[j]! * accOf(m)[i]!, 0) / wsum)), truth);
+    for (const m of others) if (m > target) pairwise.push(spearman(accOf(m), truth));
     const best = others.map(accOf).reduce((b, x) => (spearman(x, truth) > spearman(b, truth) ? x : b));
     add('the single best other model, chosen in hindsight', best, truth);
     const defaults = ids.filter((t) => models.get(target)!.get(t)!.method === 'default').map((t) => models.get(target)!.get(t)!.acc);
@@ -100,6 +103,12 @@ const out: string[] = [
   ...Object.entries(rows).map(([k, r]) => `| ${k} | ${k.startsWith("the task's default") ? '—' : mean(r.spearman).toFixed(3)} | ${mean(r.regret).toFixed(3)} |`),
   '',
   `Share of a group's accuracy variance over templates that is not binomial noise: ${mean(reliability).toFixed(3)} (mean over groups).`,
+  `Two models' agreement on a task's templates: Spearman ${mean(pairwise).toFixed(3)} (mean over every pair of models of every task).`,
+  (() => {
+    const models = tasks.map((t) => byTask.get(t)!.size);
+    const executions = tasks.map((t) => [...byTask.get(t)!.values()].reduce((a, m) => a + [...m.values()].reduce((b, c) => b + c.n, 0), 0));
+    return `Models a task: ${Math.min(...models)}–${Math.max(...models)}; executions behind a task's accuracies: ${Math.min(...executions).toLocaleString('en-US')}–${Math.max(...executions).toLocaleString('en-US')}.`;
+  })(),
   '',
   '| k paraphrases tried, drawn at random, the best of them served without error | last-100 regret, median | mean |',
   '|---:|---:|---:|',

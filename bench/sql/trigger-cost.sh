@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # The counting trigger's cost per statement, in PostgreSQL alone (issue 21):
 #   npm run build && bash scripts/with-services.sh bash bench/sql/trigger-cost.sh
-# Migrates a fresh schema (the CLI's health opens the store), then inserts
-# executions of 100 experiments in statements of 1 and of 50 rows (50
-# different variants), 40 statements each, under EXPLAIN ANALYZE: the
-# trigger's time and the statement's, per statement, with the counting
-# trigger, with a no-op statement trigger reading the same transition table
-# instead, and with no trigger.
+# Migrates a fresh schema of its own (the CLI's health opens the store), creates
+# 100 experiments, then inserts their executions in statements of 1 and of 50
+# rows (50 different variants), 40 statements each, under EXPLAIN ANALYZE,
+# with the loop's NOTIFY channel set as a sidecar sets it: the trigger's time
+# and the statement's, per statement, with the counting trigger, with a no-op
+# statement trigger reading the same transition table instead, and with none.
+# The schema is dropped at the end.
 set -euo pipefail
-export DATABASE_URL=$TEST_DATABASE_URL
-node dist/src/cli.js health >/dev/null 2>&1 || true
-export PGOPTIONS="-c search_path=prompt_engine -c client_min_messages=warning"
+schema="bench_trigger_$$"
+export DATABASE_URL=$TEST_DATABASE_URL PROMPT_ENGINE_DB_SCHEMA=$schema
+if ! out=$(node dist/src/cli.js health 2>&1); then echo "the store did not open: $out" >&2; exit 1; fi
+export PGOPTIONS="-c search_path=$schema -c client_min_messages=warning -c prompt_engine.loop_channel=bench_trigger -c prompt_engine.instance=bench"
 P="psql -q -X -v ON_ERROR_STOP=1 $TEST_DATABASE_URL"
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap '$P -c "DROP SCHEMA $schema CASCADE" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
+$P -c "INSERT INTO experiments (name, model, generation, base_prompt_id) SELECT 'e' || i, 'm', 1, 'p0' FROM generate_series(0, 99) i"
 q() { echo "EXPLAIN (ANALYZE, SUMMARY ON) INSERT INTO prompt_executions (id, prompt_id, execution_time_ms, success, \"timestamp\", metadata) SELECT gen_random_uuid(), 'p' || (i % 5), 1, (i % 2 = 0), now(), jsonb_build_object('experiment', 'e' || ((i * 7 + $2) % 100), 'model', 'm', 'generation', '1') FROM generate_series(1, $1) i;"; }
 for n in 1 50; do for r in $(seq 1 40); do q "$n" "$r"; done >"$tmp/t$n.sql"; done
 measure() {

@@ -29,7 +29,7 @@ defmodule PromptEngine.DeployTest do
   # The sidecar side of `schema:` (PROMPT_ENGINE_DB_SCHEMA) is built by another change; until
   # the built sidecar reads it, the Ecto case cannot pass and is not run (the test says so).
   @doc_path Path.join(@root, "docs/deploying.md")
-  @doc_git ~s(git: "file:///srv/git/prompt-engine.git", branch: "main")
+  @doc_git ~s(git: "file:///path/to/your/prompt-engine.git", branch: "main")
 
   setup do
     tmp = Path.join(System.tmp_dir!(), "pe-deploy-#{System.unique_integer([:positive])}")

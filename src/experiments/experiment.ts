@@ -140,8 +140,14 @@ export interface MeasuredRate {
   weight: number;
 }
 
-/** What a measured variant's rate weighs by its outcomes: count / (count + 10). */
+/** What a measured variant's rate weighs by its outcomes: near 0 for a handful (its rate is mostly noise), near 1 past a few dozen. */
 export const measuredWeight = (count: number): number => count / (count + 10);
+
+/** A success rate smoothed by one success and one failure (a variant with few outcomes never reads 0 or 1). */
+export const smoothedRate = (successes: number, count: number): number => (successes + 1) / (count + 2);
+
+/** Outcomes a variant needs before its rate informs the ranking of its neighbours. */
+export const MIN_NEIGHBOUR_OUTCOMES = 5;
 
 /** The measured variants' rates pooled by weight: what a candidate with no near neighbour is shrunk to. */
 export function pooledRate(measured: readonly MeasuredRate[]): number {
@@ -553,12 +559,12 @@ export class Experiment {
 
   /** A measured variant's rate under the objective: smoothed success for `success`, else its estimated value. */
   private rate(v: Variant): number {
-    return this.objectiveValue.kind === 'success' ? (v.successes + 1) / (v.count + 2) : this.estimate(v).mean;
+    return this.objectiveValue.kind === 'success' ? smoothedRate(v.successes, v.count) : this.estimate(v).mean;
   }
 
   /** Variants with outcomes enough to be a candidate's neighbour. */
   private measured(): Variant[] {
-    return [...this.cells.values()].filter((v) => v.count >= 5);
+    return [...this.cells.values()].filter((v) => v.count >= MIN_NEIGHBOUR_OUTCOMES);
   }
 
   /** Whether neighbours are found by meaning now: the policy says so and every measured variant has a vector. */

@@ -13,6 +13,7 @@
  * service fails, the prompts are scored without them (a warning is logged).
  */
 import ort from 'onnxruntime-node';
+import { ShuttingDownError } from '../engine.js';
 import { baseParts, featureDim, featurize, FEATURE_SPEC, specHash, toDense, type BaseParts } from './features.js';
 import type { ModelMeta } from './modelFile.js';
 import { EMBED_MAX_TEXTS } from './embeddings.js';
@@ -61,8 +62,8 @@ export class Scorer {
         (await this.embed(batch)).forEach((v, k) => out.set(batch[k]!, v));
       }
     } catch (err) {
-      // Once a minute at most: the calls waiting on the service fail together.
-      if (Date.now() - this.embedWarnedAt >= 60_000) {
+      // Once a minute at most: the calls waiting on the service fail together; not at all while the engine shuts down.
+      if (!(err instanceof ShuttingDownError) && Date.now() - this.embedWarnedAt >= 60_000) {
         this.embedWarnedAt = Date.now();
         this.log?.warn({ err: (err as Error).message }, 'scoring without prompt embeddings: the embedding service failed');
       }

@@ -30,7 +30,7 @@ import { predictAll, type Example, type MlpWeights } from '../mlp.js';
 import type { Cell } from './multiprompt.js';
 import { corpusEmbedding } from './corpusEmbeddings.js';
 import { cosine, EMBEDDING_MODEL, meaningKernel } from '../embeddings.js';
-import { DEFAULT_POLICY, measuredWeight, pooledRate, reserveEstimate, type LoopPolicy, type MeasuredRate } from '../../experiments/experiment.js';
+import { DEFAULT_POLICY, measuredWeight, MIN_NEIGHBOUR_OUTCOMES, pooledRate, reserveEstimate, smoothedRate, type LoopPolicy, type MeasuredRate } from '../../experiments/experiment.js';
 import { assemble, trainRanker, type RankerOptions } from '../ranker.js';
 import type { RankJob } from './rankWorker.js';
 
@@ -206,9 +206,9 @@ function summarise(groups: GroupResult[]): RankingReport {
 
 type LoopConstants = Pick<LoopPolicy, 'neighbourBandwidth' | 'neighbourK' | 'scorerWeight'>;
 
-/** The loop's ranking constants the nested within-task figure chooses among. */
-const LOOP_GRID: LoopConstants[] = [0.02, 0.05, 0.1].flatMap((neighbourBandwidth) => [5, 10].flatMap((neighbourK) => [0, 0.25, 0.5, 1, 2].map((scorerWeight) => ({ neighbourBandwidth, neighbourK, scorerWeight }))));
-const constantsName = (c: LoopConstants): string => `loop h${c.neighbourBandwidth} k${c.neighbourK} w${c.scorerWeight}`;
+/** The loop's ranking constants the nested within-task figure chooses among: the ones a deployment can set (PROMPT_ENGINE_LOOP_*). */
+const LOOP_GRID: LoopConstants[] = [0.02, 0.05, 0.1].flatMap((neighbourBandwidth) => [0, 0.25, 0.5, 1, 2].map((scorerWeight) => ({ neighbourBandwidth, neighbourK: DEFAULT_POLICY.neighbourK, scorerWeight })));
+const constantsName = (c: LoopConstants): string => `loop h${c.neighbourBandwidth} w${c.scorerWeight}`;
 
 /**
  * The closed loop's order for a group's unmeasured templates
@@ -219,8 +219,10 @@ const constantsName = (c: LoopConstants): string => `loop h${c.neighbourBandwidt
  */
 function loopRankings(history: Cell[], model: Scorer, grid: readonly LoopConstants[]): Scorer[] {
   const groups = new Map<string, { vectors: Float32Array[]; measured: MeasuredRate[]; overall: number }>();
-  for (const [key, cs] of groupBy(history, (c) => `${c.task}|${c.model}`)) {
-    const measured = cs.map((c) => ({ rate: (c.successes + 1) / (c.n + 2), weight: measuredWeight(c.n) }));
+  for (const [key, all] of groupBy(history, (c) => `${c.task}|${c.model}`)) {
+    const cs = all.filter((c) => c.n >= MIN_NEIGHBOUR_OUTCOMES);
+    if (cs.length === 0) continue;
+    const measured = cs.map((c) => ({ rate: smoothedRate(c.successes, c.n), weight: measuredWeight(c.n) }));
     groups.set(key, { vectors: cs.map((c) => corpusEmbedding(EMBEDDING_MODEL, c.template)), measured, overall: pooledRate(measured) });
   }
   const cosines = new Map<Cell, number[]>();
@@ -534,7 +536,7 @@ export async function evaluate(cells: Cell[], o: EvalOptions = {}): Promise<Eval
       const groups = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history), neighbours_by_meaning: neighboursAlone!, loop_ranking: loopDefault! });
       const gridScorers = loopRankings(history, mlp, LOOP_GRID);
       const gridGroups = rankGroups(unseen, cells, Object.fromEntries(LOOP_GRID.map((k, i) => [constantsName(k), gridScorers[i]!])));
-      withinTask = { ...summarise(groups), perGroup: groups, loopRanking: nestedChoice(gridGroups, taskFolds(cells, o.folds ?? 5, o.families ?? true), LOOP_GRID) };
+      withinTask = { ...summarise(groups), perGroup: groups, loopRanking: nestedChoice(gridGroups, o.only === 'within' ? taskFolds(cells, o.folds ?? 5, o.families ?? true) : folds, LOOP_GRID) };
       say(`[${since()}] within-task (best epochs ${within.epochs.join('/')}): ${fmt(withinTask)}`);
       const lr = withinTask.loopRanking!;
       say(`[${since()}] within-task, the loop's ranking with constants chosen on the other task folds: ρ ${lr.nested.spearman.toFixed(3)} regret ${lr.nested.regret.toFixed(3)} (in-sample ${constantsName(lr.inSample.constants)}: ρ ${lr.inSample.spearman.toFixed(3)} regret ${lr.inSample.regret.toFixed(3)})`);
