@@ -531,10 +531,9 @@ export async function evaluate(cells: Cell[], o: EvalOptions = {}): Promise<Eval
       withinEpochs = within.epochs;
       const unseen = cells.filter((c) => !isHistory(c.templateId));
       const mlp = modelScorer(within.weights, o.spec);
-      // The loop's ranking: with its default constants, and the neighbours alone (no scorer).
-      const [loopDefault, neighboursAlone] = loopRankings(history, mlp, [DEFAULT_POLICY, { ...DEFAULT_POLICY, scorerWeight: 0 }]);
+      // The loop's ranking: with its default constants, the neighbours alone (no scorer), and every set of the grid (one cosine cache for all).
+      const [loopDefault, neighboursAlone, ...gridScorers] = loopRankings(history, mlp, [DEFAULT_POLICY, { ...DEFAULT_POLICY, scorerWeight: 0 }, ...LOOP_GRID]);
       const groups = rankGroups(unseen, cells, { model: mlp, random: 'random', default: 'default', length_only: lengthOnly(history), nearest_neighbour: nearestNeighbour(history), neighbours_by_meaning: neighboursAlone!, loop_ranking: loopDefault! });
-      const gridScorers = loopRankings(history, mlp, LOOP_GRID);
       const gridGroups = rankGroups(unseen, cells, Object.fromEntries(LOOP_GRID.map((k, i) => [constantsName(k), gridScorers[i]!])));
       withinTask = { ...summarise(groups), perGroup: groups, loopRanking: nestedChoice(gridGroups, o.only === 'within' ? taskFolds(cells, o.folds ?? 5, o.families ?? true) : folds, LOOP_GRID) };
       say(`[${since()}] within-task (best epochs ${within.epochs.join('/')}): ${fmt(withinTask)}`);
