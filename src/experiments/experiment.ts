@@ -38,7 +38,7 @@ import { betaOf, pBestBy, sampleBeta, sampleNormal, thompsonPick, type Beta } fr
 import { hashSeed, seededRandom } from '../random.js';
 import { cosine, meaningKernel, neighbourEstimate, NEIGHBOUR_DEFAULTS } from '../learning/embeddings.js';
 import type { ExperimentChange, ExperimentCounts, ExperimentSnapshot, ExperimentStatus, HistoryEntry, VariantOrigin, VariantRow, VariantState } from '../store/experimentRecords.js';
-import { brokenConstraint, DEFAULT_OBJECTIVE, estimate, measuredValue, NO_TOTALS, pGreater, TOTALS_KEYS, type Estimate, type Objective, type VariantTotals } from './objective.js';
+import { brokenConstraint, DEFAULT_OBJECTIVE, estimate, measuredValue, NO_TOTALS, pGreater, smoothedRate, TOTALS_KEYS, type Estimate, type Objective, type VariantTotals } from './objective.js';
 
 export interface LoopPolicy {
   /** Variants served at once. */
@@ -142,9 +142,6 @@ export interface MeasuredRate {
 
 /** What a measured variant's rate weighs by its outcomes: near 0 for a handful (its rate is mostly noise), near 1 past a few dozen. */
 export const measuredWeight = (count: number): number => count / (count + 10);
-
-/** A success rate smoothed by one success and one failure (a variant with few outcomes never reads 0 or 1). */
-export const smoothedRate = (successes: number, count: number): number => (successes + 1) / (count + 2);
 
 /** Outcomes a variant needs before its rate informs the ranking of its neighbours. */
 export const MIN_NEIGHBOUR_OUTCOMES = 5;

@@ -72,11 +72,14 @@ const betaEstimate = (b: Beta): Estimate => ({ mean: betaMean(b), variance: beta
 
 export { pGreater };
 
+/** A share smoothed by one hit and one miss (a few outcomes never read 0 or 1): a variant's success rate, its share of slow calls. */
+export const smoothedRate = (hits: number, count: number): number => (hits + 1) / (count + 2);
+
 /** A constraint a variant breaks with at least `confidence`, if any (the name and the confidence). */
 export function brokenConstraint(o: Objective, t: VariantTotals, confidence: number): { constraint: string; confidence: number } | undefined {
   if (o.max_latency_ms_p90 !== null && t.count > 0) {
     // p90 over the bound ⇔ more than 10% of calls slower than it: one-sided, on the share of slow calls.
-    const m = (t.over_latency + 1) / (t.count + 2);
+    const m = smoothedRate(t.over_latency, t.count);
     const p = normalCdf((m - 0.1) / Math.sqrt((m * (1 - m)) / (t.count + 3)));
     if (p >= confidence) return { constraint: `max_latency_ms_p90 ${o.max_latency_ms_p90}`, confidence: p };
   }

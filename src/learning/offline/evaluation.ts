@@ -30,7 +30,8 @@ import { predictAll, type Example, type MlpWeights } from '../mlp.js';
 import type { Cell } from './multiprompt.js';
 import { corpusEmbedding } from './corpusEmbeddings.js';
 import { cosine, EMBEDDING_MODEL, meaningKernel } from '../embeddings.js';
-import { DEFAULT_POLICY, measuredWeight, MIN_NEIGHBOUR_OUTCOMES, pooledRate, reserveEstimate, smoothedRate, type LoopPolicy, type MeasuredRate } from '../../experiments/experiment.js';
+import { DEFAULT_POLICY, measuredWeight, MIN_NEIGHBOUR_OUTCOMES, pooledRate, reserveEstimate, type LoopPolicy, type MeasuredRate } from '../../experiments/experiment.js';
+import { smoothedRate } from '../../experiments/objective.js';
 import { assemble, trainRanker, type RankerOptions } from '../ranker.js';
 import type { RankJob } from './rankWorker.js';
 
