@@ -38,9 +38,9 @@ export interface UnnestColumn<R> {
  * the number of rows (it can be prepared once). `tail` follows it
  * (`ON CONFLICT ...`, `RETURNING ...`).
  */
-export function unnestInsert<R>(table: string, columns: ReadonlyArray<UnnestColumn<R>>, rows: readonly R[], tail = ''): { sql: string; params: SqlParam[] } {
+export function unnestInsert<R>(table: string, columns: ReadonlyArray<UnnestColumn<R>>, rows: readonly R[], tail = '', firstParam = 1): { sql: string; params: SqlParam[] } {
   const names = columns.map((c) => `"${c.name}"`).join(', ');
-  const arrays = columns.map((c, i) => `$${i + 1}::${c.type}[]`).join(', ');
+  const arrays = columns.map((c, i) => `$${i + firstParam}::${c.type}[]`).join(', ');
   return {
     sql: `INSERT INTO ${table} (${names}) SELECT * FROM unnest(${arrays})${tail === '' ? '' : ` ${tail}`}`,
     params: columns.map((c) => rows.map((r) => c.value(r))),

@@ -12,7 +12,7 @@
  * NOTIFY channel, so every sidecar's view follows within its bound.
  */
 import type { EntryRow } from './entries.js';
-import { unnestInsert, type Query, type Row, type SqlClient, type UnnestColumn } from './db.js';
+import { unnestInsert, type Query, type Row, type SqlClient, type SqlParam, type UnnestColumn } from './db.js';
 
 export type VariantOrigin = 'base' | 'offline' | 'llm';
 /** `reserve`: screened, not yet served; `active`: served; `retired`/`banned`: no longer served. */
@@ -432,10 +432,15 @@ const HISTORY_COLUMNS: ReadonlyArray<UnnestColumn<HistoryAdd>> = [
   { name: 'variants', type: 'jsonb', value: (x) => (x.h.variants === null ? null : JSON.stringify(x.h.variants)) },
 ];
 
+/** History lines as one INSERT, its array parameters numbered from `firstParam` (to go inside another statement). */
+export function historyInsert(history: readonly HistoryAdd[], firstParam = 1): { sql: string; params: SqlParam[] } {
+  return unnestInsert('experiment_history', HISTORY_COLUMNS, history, '', firstParam);
+}
+
 /** History lines in one insert (a change's, or snapshots through group commit). */
 export async function writeHistory(q: Query, history: readonly HistoryAdd[]): Promise<void> {
   if (history.length === 0) return;
-  const st = unnestInsert('experiment_history', HISTORY_COLUMNS, history);
+  const st = historyInsert(history);
   await q(st.sql, st.params);
 }
 

@@ -22,7 +22,7 @@ import type { Logger } from 'pino';
 import type { Query, SqlClient, SqlParam } from './db.js';
 import { isConnectionError, unnestInsert } from './db.js';
 import { TABLES, type EntryKind, type EntryRow } from './entries.js';
-import { loopNotice, writeGeneration, writeHistory, type GenerationWrite, type HistoryAdd, type VariantTotals } from './experimentRecords.js';
+import { historyInsert, loopNotice, writeGeneration, writeHistory, type GenerationWrite, type HistoryAdd, type VariantTotals } from './experimentRecords.js';
 import type { Journal } from './journal.js';
 import { COUNTED_COLUMNS } from './migrations.js';
 
@@ -253,8 +253,9 @@ const isGeneration = (r: StoreWrite): r is GenerationEntry => r.kind === 'genera
 const isHistory = (r: StoreWrite): r is HistorySnapshotEntry => r.kind === 'history';
 
 /**
- * One batch: closed-loop generations and history snapshots first, then the entries, in one
- * transaction (one statement, or one COPY, when it can be). Duplicates of
+ * One batch: closed-loop generations first, then the entries with the history snapshots, in one
+ * transaction (one statement, or one COPY, when it can be: every round trip costs both processes
+ * more than the rows of a batch do, BENCHMARKS.md). Duplicates of
  * an id are ignored. Closed-loop outcomes are counted by the store's
  * trigger in the statement that stores them, which answers with the
  * variants' totals (a notice read with the reply): a receipt carries them,
@@ -266,8 +267,10 @@ export async function writeBatch(db: SqlClient, rows: readonly StoreWrite[], not
     if ((await writeGeneration(q, r.generation)) && notice !== undefined) await q('SELECT pg_notify($1, $2)', [notice.channel, loopNotice(notice.sender, [r.generation])]);
   });
   const history = rows.filter(isHistory).map((r) => r.history);
-  if (history.length > 0) before.push((q) => writeHistory(q, history));
-  const { stored, notices } = await insertRows(db, entries, before);
+  // History snapshots ride in the entries' statement when there is one (a round trip, not a transaction of four).
+  const alongside = history.length > 0 && entries.length > 0 ? history : undefined;
+  if (history.length > 0 && alongside === undefined) before.push((q) => writeHistory(q, history));
+  const { stored, notices } = await insertRows(db, entries, before, alongside);
   return receiptsOf(entries, stored, notices);
 }
 
@@ -286,9 +289,9 @@ type Step = (q: Query, stored: Set<string>) => Promise<void>;
  * INSERT, which skips the duplicate. Returns the ids stored now (undefined:
  * all of them) and the notices the statements raised.
  */
-export async function insertRows(db: SqlClient, rows: EntryRow[], before: Step[] = []): Promise<{ stored: ReadonlySet<string> | undefined; notices: string[] }> {
+export async function insertRows(db: SqlClient, rows: EntryRow[], before: Step[] = [], history?: readonly HistoryAdd[]): Promise<{ stored: ReadonlySet<string> | undefined; notices: string[] }> {
   const kind = rows[0]?.kind;
-  if (before.length === 0 && kind !== undefined && rows.length >= db.copy.minRows && TABLES[kind].arrayTypes !== undefined && rows.every((r) => r.kind === kind)) {
+  if (before.length === 0 && history === undefined && kind !== undefined && rows.length >= db.copy.minRows && TABLES[kind].arrayTypes !== undefined && rows.every((r) => r.kind === kind)) {
     try {
       const { notices } = await db.session(false, (_q, copy) => copy(TABLES[kind].table, TABLES[kind].columns, copyText(rows)));
       return { stored: undefined, notices };
@@ -296,7 +299,7 @@ export async function insertRows(db: SqlClient, rows: EntryRow[], before: Step[]
       if ((err as { code?: string }).code !== '23505') throw err;
     }
   }
-  const steps = [...before, ...statementsOf(rows)];
+  const steps = [...before, ...statementsOf(rows, history)];
   if (steps.length === 0) return { stored: new Set(), notices: [] };
   // One statement is atomic on its own: one round trip instead of BEGIN, the statement, COMMIT.
   const { value, notices } = await db.session(steps.length > 1, async (q) => {
@@ -364,19 +367,30 @@ function escapeCopyChar(c: string): string {
   return c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r';
 }
 
-/** One INSERT statement per entry kind present; each adds the ids it stored (not already there) to `stored`. */
-function statementsOf(rows: EntryRow[]): Step[] {
+/**
+ * One INSERT statement per entry kind present; each adds the ids it stored
+ * (not already there) to `stored`. `history` goes into the first of them,
+ * as a data-modifying WITH: one statement, atomic on its own.
+ */
+function statementsOf(rows: EntryRow[], history?: readonly HistoryAdd[]): Step[] {
   const byKind = new Map<EntryKind, EntryRow[]>();
   for (const r of rows) {
     let list = byKind.get(r.kind);
     if (list === undefined) byKind.set(r.kind, (list = []));
     list.push(r);
   }
-  return [...byKind].map(([kind, list]) => {
+  return [...byKind].map(([kind, list], i) => {
     const st = insertStatement(kind, list);
+    let name = TABLES[kind].arrayTypes === undefined ? undefined : `pe_insert_${kind}`;
+    if (i === 0 && history !== undefined) {
+      const h = historyInsert(history, st.params.length + 1);
+      st.sql = `WITH history AS (${h.sql}) ${st.sql}`;
+      st.params.push(...h.params);
+      if (name !== undefined) name += '_with_history';
+    }
     // The unnest form's text depends on the kind only: prepared once per connection.
     return async (q: Query, stored: Set<string>) => {
-      for (const r of await q(st.sql, st.params, TABLES[kind].arrayTypes === undefined ? undefined : `pe_insert_${kind}`)) stored.add(String(r.id));
+      for (const r of await q(st.sql, st.params, name)) stored.add(String(r.id));
     };
   });
 }
