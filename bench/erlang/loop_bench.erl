@@ -1,7 +1,8 @@
 %% The closed loop's hot path from the BEAM (bench/loopPort.ts runs it):
 %% p50/p99 of `echo` and of `choose_prompt` one at a time with 100 live
 %% experiments, then choose_prompt + track_execution pairs pipelined
-%% (Window pairs in flight, each track sent when its choice arrives).
+%% (Window pairs in flight, each track sent when its choice arrives), after
+%% BENCH_WARMUP_PAIRS untimed pairs.
 %% Around the pairs phase it reads CPU time from /proc (machine busy/idle,
 %% the sidecar, this BEAM, every postgres process): CPU µs per pair, by
 %% process, is what bounds pairs/s on a machine with this many cores.
@@ -14,6 +15,7 @@
 main([Exe | Args]) ->
     Seq = list_to_integer(os:getenv("BENCH_SEQ", "5000")),
     Pairs = list_to_integer(os:getenv("BENCH_PAIRS", "40000")),
+    WarmUp = list_to_integer(os:getenv("BENCH_WARMUP_PAIRS", "20000")),
     Window = list_to_integer(os:getenv("BENCH_WINDOW", "256")),
     Experiments = 100,
     P = open_port({spawn_executable, Exe}, [binary, {packet, 4}, exit_status, nouse_stdio, {args, Args}]),
@@ -30,9 +32,12 @@ main([Exe | Args]) ->
     quiet(integer_to_list(SidecarPid), 120),
     {EP50, EP99} = latencies(P, Seq, fun(I) -> call(P, I, echo, Echo, 5000) end),
     {CP50, CP99} = latencies(P, Seq, fun(I) -> call(P, I, choose_prompt, Choose(I), 5000) end),
+    %% Untimed pairs first: a sidecar serves for days, and what the JIT compiles in its first seconds
+    %% (more code on a longer path) would otherwise weigh on the timed pairs of one side more than the other's.
+    pairs(P, Choose, 1, WarmUp, Window, #{}, 0, 3000000),
     C0 = cpu(SidecarPid),
     T1 = erlang:monotonic_time(nanosecond),
-    pairs(P, Choose, 1, Pairs, Window, #{}, 0),
+    pairs(P, Choose, 1, Pairs, Window, #{}, 0, 1000000),
     Rate = Pairs / ((erlang:monotonic_time(nanosecond) - T1) / 1.0e9),
     C1 = cpu(SidecarPid),
     Cpu = list_to_tuple([(B - A) * 1.0e6 / 100 / Pairs || {A, B} <- lists:zip(tuple_to_list(C0), tuple_to_list(C1))] ++ [erlang:system_info(logical_processors_available)]),
@@ -43,6 +48,10 @@ main([Exe | Args]) ->
     EchoRate = Pairs / ((erlang:monotonic_time(nanosecond) - T2) / 1.0e9),
     E1 = cpu(SidecarPid),
     EchoSidecarUs = (element(3, E1) - element(3, E0)) * 1.0e6 / 100 / Pairs,
+    case os:getenv("BENCH_DIAG") of
+        false -> ok;
+        _ -> io:format(standard_error, "health: ~p~n", [call(P, 9999999, stats, #{}, 10000)])
+    end,
     port_close(P),
     io:format("result ~s~n", [binary:encode_hex(term_to_binary({EP50, EP99, CP50, CP99, Rate, EchoRate, Cpu, EchoSidecarUs}))]),
     halt(0).
@@ -117,22 +126,22 @@ echo_pairs(P, E, Next, N, W, Pending, Done) ->
     after 30000 -> exit(pairs_timeout)
     end.
 
-%% Ids: 2N for the choice of pair N, 2N+1 for its track. Done counts finished pairs.
-pairs(_P, _C, Next, N, _W, Pending, Done) when Done >= N, map_size(Pending) =:= 0, Next > N -> ok;
-pairs(P, C, Next, N, W, Pending, Done) when map_size(Pending) < W, Next =< N ->
-    Id = 1000000 + 2 * Next,
+%% Ids: From + 2N for the choice of pair N, From + 2N+1 for its track. Done counts finished pairs.
+pairs(_P, _C, Next, N, _W, Pending, Done, _From) when Done >= N, map_size(Pending) =:= 0, Next > N -> ok;
+pairs(P, C, Next, N, W, Pending, Done, From) when map_size(Pending) < W, Next =< N ->
+    Id = From + 2 * Next,
     port_command(P, term_to_binary({req, Id, choose_prompt, C(Next)})),
-    pairs(P, C, Next + 1, N, W, Pending#{Id => choose}, Done);
-pairs(P, C, Next, N, W, Pending, Done) ->
+    pairs(P, C, Next + 1, N, W, Pending#{Id => choose}, Done, From);
+pairs(P, C, Next, N, W, Pending, Done, From) ->
     receive
         {P, {data, D}} ->
             case binary_to_term(D) of
                 {reply, Id, {ok, #{prompt_id := Pid, metadata := Meta}}} when is_map_key(Id, Pending) ->
                     Track = #{prompt_id => Pid, success => (Id rem 3) =/= 0, execution_time_ms => 10, metadata => Meta},
                     port_command(P, term_to_binary({req, Id + 1, track_execution, Track})),
-                    pairs(P, C, Next, N, W, maps:put(Id + 1, track, maps:remove(Id, Pending)), Done);
+                    pairs(P, C, Next, N, W, maps:put(Id + 1, track, maps:remove(Id, Pending)), Done, From);
                 {reply, Id, {ok, _}} when is_map_key(Id, Pending) ->
-                    pairs(P, C, Next, N, W, maps:remove(Id, Pending), Done + 1);
+                    pairs(P, C, Next, N, W, maps:remove(Id, Pending), Done + 1, From);
                 Other ->
                     exit({unexpected, Other})
             end
