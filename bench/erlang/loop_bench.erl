@@ -8,7 +8,10 @@
 %% process, is what bounds pairs/s on a machine with this many cores.
 %% Prints `result <hex of term_to_binary({EchoP50, EchoP99, ChooseP50, ChooseP99,
 %% PairsPerSec, EchoPairsPerSec, {BusyUs, IdleUs, SidecarUs, BeamUs, PostgresUs, Cores},
-%% SidecarUsPerEchoPair})>` (the CPU figures are µs per pair).
+%% SidecarUsPerEchoPair})>` (the CPU figures are µs per pair). Settings:
+%% BENCH_SEQ (calls timed one at a time, 5000), BENCH_PAIRS (40000),
+%% BENCH_WARMUP_PAIRS (20000), BENCH_WINDOW (256); BENCH_DIAG set: the
+%% sidecar's `stats` (the loop's and the store's figures) on stderr at the end.
 -module(loop_bench).
 -export([main/1]).
 
