@@ -8,7 +8,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY, type Candidate } from '../src/experiments/experiment.js';
+import { DEFAULT_POLICY, MAX_REFILL_DOUBLINGS, type Candidate } from '../src/experiments/experiment.js';
 import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from '../src/experiments/objective.js';
 import { promptIdOf } from '../src/optimizer/evaluators.js';
 import { templateVariables, variablesKept } from '../src/optimizer/variables.js';
@@ -48,6 +48,35 @@ describe('experiment state machine', () => {
     expect(l.exp.active.filter((v) => v.origin !== 'base').map((v) => v.text).sort()).toEqual(['b {x}', 'd {x}']);
     expect(l.exp.reserve.map((c) => c.text)).toEqual(['c {x}', 'a {x}']);
     expect(l.snap.row.proposals_made).toBe(1);
+  });
+
+  it('asks a proposer that brought nothing new again after twice as many outcomes each time (at most 16×), and after refillAfter once it brings something', () => {
+    const l = loop({ ...DEFAULT_POLICY, refillAfter: 10 });
+    // Outcomes until the next batch is due (the pool has room throughout: the base and one variant of 8).
+    const due = (): number => {
+      let n = 0;
+      while (l.exp.wantsProposals() === 0) {
+        l.observe(l.exp.base.id, n % 2 === 0);
+        n++;
+      }
+      return n;
+    };
+    const batch = (texts: string[]): void => {
+      const fresh = texts.filter((t) => !l.exp.variants.has(promptIdOf(t)));
+      l.addBatch(texts.map((t) => cand(t)), 1);
+      l.exp.noteBatch(fresh.length);
+    };
+    batch(['a {x}']);
+    expect(due()).toBe(10);
+    const waits = [];
+    for (let i = 0; i < 6; i++) {
+      batch(['a {x}']); // nothing new
+      waits.push(due());
+    }
+    expect(waits).toEqual(waits.map((_, i) => 10 * 2 ** Math.min(i + 1, MAX_REFILL_DOUBLINGS)));
+    expect(waits.at(-1)).toBe(160);
+    batch(['b {x}']);
+    expect(due()).toBe(10);
   });
 
   it('keeps at most maxReserve candidates in reserve, the most promising', () => {
@@ -286,6 +315,17 @@ describe('the closed loop through the op table', () => {
     // The leader change and the retirements were recorded as evolutions and A/B results.
     const history = (await ok(pe, 'query', { kind: 'evolution_history', prompt_id: promptIdOf(good) })).rows as TermObject[];
     expect(history.some((r) => r.evolved_prompt_id === promptIdOf(good))).toBe(true);
+  }, 60_000);
+
+  it('asks an LLM that proposes only what it proposed before less and less often', async () => {
+    const same = ['Decide whether ticket {ticket} concerns billing, a bug, or something else; reply with one word.', 'Ticket: {ticket}\nCategory (billing, bug or other):'];
+    const llm = await startFakeLlm(() => same);
+    cleanups.push(() => llm.close());
+    const pe = await engineWith(llm.url);
+    await play(pe, 600, BASE, () => 0.5);
+    // Every 50 outcomes without the backoff (12 requests); after the first, waits of 100, 200, 400: 4.
+    expect(llm.requests.length).toBeGreaterThanOrEqual(2);
+    expect(llm.requests.length).toBeLessThanOrEqual(5);
   }, 60_000);
 
   it('keeps a history: snapshots of the counts (servings per bucket add up) and every decision as an event', async () => {

@@ -345,6 +345,7 @@ export class Decider {
     });
     const now = this.deps.view.get(exp.key);
     if (now === undefined || now.generation !== exp.generation) return; // a new generation started meanwhile
+    now.noteBatch(candidates.length);
     const room = Math.max(0, Math.min(this.deps.policy.poolSize - now.active.length, this.deps.policy.maxVariants - now.variants.size));
     const before = now.active.length;
     const after = await this.write(now, () => now.batchChange(candidates, room, this.vectors.of));

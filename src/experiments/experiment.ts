@@ -29,8 +29,10 @@
  *    when the challenger beats the current leader with `leaderConfidence`;
  *  - proposals: the pool is refilled (screened candidates from the
  *    reserve first, then a new batch) when a variant left and
- *    `refillAfter` outcomes passed since the last batch, up to
- *    `maxVariants` per generation; the reserve ranked by what the nearest
+ *    `refillAfter` outcomes passed since the last batch (twice as many
+ *    after each batch in a row that brought nothing new, up to
+ *    2^MAX_REFILL_DOUBLINGS times), up to `maxVariants` per generation;
+ *    the reserve ranked by what the nearest
  *    measured variants achieved, by meaning (embeddings, a kernel of width
  *    `neighbourBandwidth`) or, without vectors, by wording.
  */
@@ -196,6 +198,15 @@ export function variantRow(c: Candidate, policy: LoopPolicy, state: VariantState
   return { prompt_id: c.id, text: c.text, origin: c.origin, prior_alpha: prior.priorAlpha, prior_beta: prior.priorBeta, predicted: c.predicted, state, rank };
 }
 
+/**
+ * A proposer that brought nothing new (every text known, or meaning what a
+ * known one means) is asked again after twice as many outcomes each time, at
+ * most this many doublings (16 × `refillAfter`): an LLM that has run dry on a
+ * base is not paid, nor a batch screened and written, every `refillAfter`
+ * outcomes for nothing. A batch with something new asks at `refillAfter` again.
+ */
+export const MAX_REFILL_DOUBLINGS = 4;
+
 export class Experiment {
   private readonly cells = new Map<string, VariantCell>();
   /** Screened candidates not yet in the pool, most promising first. */
@@ -204,6 +215,8 @@ export class Experiment {
   private pinnedId: string | undefined;
   private proposals = 0;
   private outcomesAtLastBatch = 0;
+  /** Proposal batches in a row that brought nothing new (this decider's economy, not shared state: a new decider starts at 0). */
+  private emptyBatches = 0;
   private leaderId: string;
   private revisionValue = 0;
   private objectiveValue: Objective = DEFAULT_OBJECTIVE;
@@ -508,8 +521,15 @@ export class Experiment {
     if (this.statusValue === 'stopped' || this.pinnedId !== undefined) return 0;
     const room = Math.min(this.policy.poolSize - this.active.length, this.policy.maxVariants - this.cells.size);
     if (room <= 0) return 0;
-    if (this.proposals > 0 && this.outcomes - this.outcomesAtLastBatch < this.policy.refillAfter) return 0;
+    // Admissions from the reserve wait `refillAfter` outcomes; a new batch after empty ones waits longer.
+    const wait = this.reserveList.length > 0 ? this.policy.refillAfter : this.policy.refillAfter * 2 ** this.emptyBatches;
+    if (this.proposals > 0 && this.outcomes - this.outcomesAtLastBatch < wait) return 0;
     return room;
+  }
+
+  /** What a proposal batch brought: `fresh` candidates not known before (0: the proposer has run dry, for now). */
+  noteBatch(fresh: number): void {
+    this.emptyBatches = fresh > 0 ? 0 : Math.min(this.emptyBatches + 1, MAX_REFILL_DOUBLINGS);
   }
 
   /**
