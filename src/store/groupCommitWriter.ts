@@ -281,7 +281,8 @@ type Step = (q: Query, stored: Set<string>) => Promise<void>;
  * INSERT per table, rows as one array parameter per column
  * (`INSERT ... SELECT * FROM unnest($1::uuid[], ...)`): a constant-size
  * statement, prepared once per connection, instead of a VALUES list with a
- * parameter per cell. A batch of one kind and at least the backend's
+ * parameter per cell; `history` rides in the first INSERT. A batch of one
+ * kind, nothing before it, no history and at least the backend's
  * `copy.minRows` rows goes through COPY instead (faster per row on both
  * backends: BENCHMARKS.md, store); COPY has no ON CONFLICT, so a batch that
  * repeats an id already stored (a redelivered NATS message, a replayed
