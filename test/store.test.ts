@@ -3,6 +3,7 @@
  * track op and query kind, idempotent ids, validation naming the field, and
  * the same results from both.
  */
+import { randomUUID } from 'node:crypto';
 import os from 'node:os';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -199,6 +200,36 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
       await store.close();
     }
   });
+
+  it('writes history snapshots in the statement that stores a batch: each once, the outcomes counted once, a snapshot alone apart', async () => {
+    const store = await pe.engine.service('store');
+    const [e1, f1] = [randomUUID(), randomUUID()];
+    const outcome = (id: string, success: boolean): EntryRow =>
+      entryRow('execution', { id, prompt_id: 'p_a', execution_time_ms: 5, success, timestamp: new Date().toISOString(), metadata: { experiment: 'hist', model: 'm', generation: '1' } });
+    const snapshot = (id: string, outcomes: number): StoreWrite => ({ kind: 'history', id, history: { row: { name: 'hist', model: 'm', generation: 1 }, h: { kind: 'snapshot', prompt_id: null, outcomes, successes: 1, variants: { p_a: outcomes } } } });
+    // The real client, with each session's statements counted: a batch of outcomes and a snapshot is one statement, no transaction.
+    const sessions: Array<{ inTransaction: boolean; statements: number }> = [];
+    const counted: SqlClient = {
+      ...store.db,
+      session: (inTransaction, fn) => {
+        const s = { inTransaction, statements: 0 };
+        sessions.push(s);
+        return store.db.session(inTransaction, (q, copy) => fn((...a) => (s.statements++, q(...a)), copy));
+      },
+    };
+    const first = await writeBatch(counted, [outcome(e1, true), snapshot('h1', 2), outcome(f1, false)]);
+    expect([first.get(e1)?.status, first.get(f1)?.status]).toEqual(['stored', 'stored']);
+    expect(sessions).toEqual([{ inTransaction: false, statements: 1 }]);
+    // The same outcome again, with the next snapshot: the outcome is a duplicate, the snapshot is stored.
+    const again = await writeBatch(store.db, [outcome(e1, true), snapshot('h2', 3)]);
+    expect(again.get(e1)?.status).toBe('duplicate');
+    await writeBatch(store.db, [snapshot('h3', 4)]);
+    const history = await store.db.query(`SELECT outcomes, variants FROM experiment_history WHERE name = 'hist' ORDER BY seq`);
+    expect(history.map((r) => Number(r.outcomes))).toEqual([2, 3, 4]);
+    expect(history[0]!.variants).toEqual({ p_a: 2 });
+    const counts = await store.db.query(`SELECT successes, count FROM experiment_counts WHERE name = 'hist'`);
+    expect(counts.map((r) => [Number(r.successes), Number(r.count)])).toEqual([[1, 2]]);
+  });
 });
 
 describe('both backends', () => {
@@ -321,42 +352,6 @@ describe('closed-loop counting in the statement that stores an outcome (PostgreS
       expect(heard.every((n) => n.s === 'writer')).toBe(true);
     } finally {
       await stop();
-      await store.close();
-    }
-  });
-});
-
-describe.each(['pglite', 'postgres'])('history snapshots in the statement that stores a batch (%s)', (backend) => {
-  it('stores the snapshot and the outcomes together, each once, and a snapshot with no outcome beside it alone', async () => {
-    const url = backend === 'postgres' ? await freshDatabase('pe_history_batch') : undefined;
-    const store = await TrackingStore.open({ databaseUrl: url, dataDir: `${os.tmpdir()}/pe-history-batch-${backend}-${process.pid}-${Date.now()}`, log: createLogger('silent') });
-    try {
-      const outcome = (id: string, success: boolean): EntryRow =>
-        entryRow('execution', { id, prompt_id: 'p_a', execution_time_ms: 5, success, timestamp: new Date().toISOString(), metadata: { experiment: 'hist', model: 'm', generation: '1' } });
-      const snapshot = (id: string, outcomes: number): StoreWrite => ({ kind: 'history', id, history: { row: { name: 'hist', model: 'm', generation: 1 }, h: { kind: 'snapshot', prompt_id: null, outcomes, successes: 1, variants: { p_a: outcomes } } } });
-      // The real client, with each session's statements counted: a batch of outcomes and a snapshot is one statement, no transaction.
-      const sessions: Array<{ inTransaction: boolean; statements: number }> = [];
-      const counted: SqlClient = {
-        ...store.db,
-        session: (inTransaction, fn) => {
-          const s = { inTransaction, statements: 0 };
-          sessions.push(s);
-          return store.db.session(inTransaction, (q, copy) => fn((...a) => (s.statements++, q(...a)), copy));
-        },
-      };
-      const first = await writeBatch(counted, [outcome(ids.e1, true), snapshot('h1', 2), outcome(ids.f1, false)]);
-      expect([first.get(ids.e1)?.status, first.get(ids.f1)?.status]).toEqual(['stored', 'stored']);
-      expect(sessions).toEqual([{ inTransaction: false, statements: 1 }]);
-      // The same outcome again, with the next snapshot: the outcome is a duplicate, the snapshot is stored.
-      const again = await writeBatch(store.db, [outcome(ids.e1, true), snapshot('h2', 3)]);
-      expect(again.get(ids.e1)?.status).toBe('duplicate');
-      await writeBatch(store.db, [snapshot('h3', 4)]);
-      const history = await store.db.query(`SELECT outcomes, variants FROM experiment_history WHERE name = 'hist' ORDER BY seq`);
-      expect(history.map((r) => Number(r.outcomes))).toEqual([2, 3, 4]);
-      expect(history[0]!.variants).toEqual({ p_a: 2 });
-      const counts = await store.db.query(`SELECT successes, count FROM experiment_counts WHERE name = 'hist'`);
-      expect(counts.map((r) => [Number(r.successes), Number(r.count)])).toEqual([[1, 2]]);
-    } finally {
       await store.close();
     }
   });
