@@ -53,7 +53,7 @@ main([Exe | Args]) ->
     EchoSidecarUs = (element(3, E1) - element(3, E0)) * 1.0e6 / 100 / Pairs,
     case os:getenv("BENCH_DIAG") of
         false -> ok;
-        _ -> io:format(standard_error, "health: ~p~n", [call(P, 9999999, stats, #{}, 10000)])
+        _ -> io:format(standard_error, "stats: ~p~n", [call(P, 9999999, stats, #{}, 10000)])
     end,
     port_close(P),
     io:format("result ~s~n", [binary:encode_hex(term_to_binary({EP50, EP99, CP50, CP99, Rate, EchoRate, Cpu, EchoSidecarUs}))]),
