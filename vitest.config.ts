@@ -4,8 +4,8 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
 import { defineConfig } from 'vitest/config';
 
 /**
- * The suites that run for minutes, longest first (seconds on 2 cores:
- * BENCHMARKS.md, the test run). With no timing cache (a fresh clone, CI)
+ * The suites that run for minutes, longest first (their times: BENCHMARKS.md,
+ * the test run). With no timing cache (a fresh clone, CI)
  * vitest starts the largest files first, and the scorer's evaluation, a
  * small file that runs for 4–5 minutes, started last: the two workers then
  * ended minutes apart. These start first; the rest follow in vitest's order
