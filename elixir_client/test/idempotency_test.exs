@@ -26,34 +26,75 @@ defmodule PromptEngine.IdempotencyTest do
     [conn] = PromptEngine.Supervisor.connections(name)
     %{os_pid: os_pid} = Connection.info(conn)
     {:ok, choice} = PromptEngine.choose_prompt(outcome_exp, "Classify the ticket.", %{model: "m"}, name: name)
-    n = 600
     parent = self()
 
-    # Short timeouts (shorter than a sidecar's restart) so that calls fail (:sidecar_exited, :timeout,
-    # :unavailable) and are retried by the caller, as an app would.
-    calls =
-      for i <- 1..n do
-        Task.async(fn ->
-          call =
-            if rem(i, 3) == 0,
-              do: fn -> PromptEngine.report_outcome(choice, rem(i, 2) == 0, name: name, timeout: 500, execution_time_ms: i) end,
-              else: fn -> PromptEngine.track_execution(%{prompt_id: prompt_id, execution_time_ms: i, success: true}, name: name, timeout: 500) end
-
-          retry(call, parent, 0)
-        end)
+    # A load that goes on until it is told to stop: each worker always has a call in flight, so the kill
+    # lands mid-load whatever the machine's speed (a fixed set of calls could all be answered in the batch
+    # that answered the first). Short timeouts (shorter than a sidecar's restart) so that calls fail
+    # (:sidecar_exited, :timeout, :unavailable) and are retried by the caller, as an app would.
+    workers =
+      for w <- 1..24 do
+        Task.async(fn -> load(w, 0, %{executions: 0, outcomes: 0, retried: 0}, parent, prompt_id, choice, name) end)
       end
 
-    # kill once some have been answered
-    assert_receive {:answered, _}, 30_000
+    answers(40)
     {_, 0} = System.cmd("kill", ["-9", Integer.to_string(os_pid)])
-    retries = calls |> Task.await_many(180_000) |> Enum.sum()
+    # Served again by the restarted sidecar, then stop.
+    wait_until(fn -> Connection.info(conn).total_restarts == 1 end)
+    flush_answers()
+    answers(40)
+    for w <- workers, do: send(w.pid, :stop)
+    done = Task.await_many(workers, 180_000)
+    retries = done |> Enum.map(& &1.retried) |> Enum.sum()
     IO.puts(:stderr, "idempotency: #{retries} calls failed at least once and were retried")
     assert retries > 0, "no call failed: the kill did not happen mid-load"
     assert %{total_restarts: 1} = Connection.info(conn)
 
-    executions = Enum.count(1..n, &(rem(&1, 3) != 0))
-    assert rows(name, prompt_id) == executions
-    assert rows(name, choice.prompt_id) == n - executions
+    assert rows(name, prompt_id) == done |> Enum.map(& &1.executions) |> Enum.sum()
+    assert rows(name, choice.prompt_id) == done |> Enum.map(& &1.outcomes) |> Enum.sum()
+  end
+
+  # One worker's calls, one at a time, each retried until it is answered, until :stop; every third an outcome.
+  defp load(w, k, made, parent, prompt_id, choice, name) do
+    receive do
+      :stop -> made
+    after
+      0 ->
+        i = w * 100_000 + k
+
+        {call, kind} =
+          if rem(k, 3) == 0,
+            do: {fn -> PromptEngine.report_outcome(choice, rem(i, 2) == 0, name: name, timeout: 500, execution_time_ms: rem(i, 1000)) end, :outcomes},
+            else: {fn -> PromptEngine.track_execution(%{prompt_id: prompt_id, execution_time_ms: rem(i, 1000), success: true}, name: name, timeout: 500) end, :executions}
+
+        failed = retry(call, parent, 0)
+        load(w, k + 1, %{made | kind => made[kind] + 1, retried: made.retried + failed}, parent, prompt_id, choice, name)
+    end
+  end
+
+  defp flush_answers do
+    receive do
+      {:answered, _} -> flush_answers()
+    after
+      0 -> :ok
+    end
+  end
+
+  defp answers(0), do: :ok
+
+  defp answers(n) do
+    assert_receive {:answered, _}, 30_000
+    answers(n - 1)
+  end
+
+  defp wait_until(f, tries \\ 600) do
+    cond do
+      f.() -> :ok
+      tries == 0 -> flunk("the sidecar did not come back")
+      true ->
+        Process.sleep(50)
+        wait_until(f, tries - 1)
+    end
   end
 
   test "a call that timed out, retried with the same arguments, is stored once", %{name: name} do
