@@ -82,7 +82,8 @@ describe('the dashboard in a real browser, over the closed loop', () => {
     expect(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: scripts/provision.sh installs Debian's chromium`).toBe(true);
     const llm = await startFakeLlm(() => [OTHER, HOSTILE, GOOD]);
     cleanups.push(() => llm.close());
-    pe = localEngine({ llmUrl: llm.url, loopAwaitProposals: true, retrainEvery: 0, dataDir: path.join(tmp, 'data') });
+    // The suite's PostgreSQL (a schema of this data dir's own): the pages read the store whatever its backend, and a fresh PGlite store costs seconds.
+    pe = localEngine({ llmUrl: llm.url, loopAwaitProposals: true, retrainEvery: 0, dataDir: path.join(tmp, 'data') }, { postgres: true });
     cleanups.push(() => pe.close());
     await play(pe, 300);
     // Feedback whose comment is hostile too (the tracked-prompts page shows comments).
@@ -267,7 +268,7 @@ describe('the dashboard over HTTP', () => {
   let pe: LocalEngine;
 
   beforeAll(async () => {
-    pe = localEngine({ retrainEvery: 0, dataDir: path.join(tmp, 'http') });
+    pe = localEngine({ retrainEvery: 0, dataDir: path.join(tmp, 'http') }, { postgres: true });
     cleanups.push(() => pe.close());
     await ok(pe, 'choose_prompt', { experiment: 'x', prompt: BASE, context: { model: 'm1' } });
   });

@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { record, type Term, type TermObject } from '../src/codec/terms.js';
-import { requireEnv, startPrivatePostgres, type PrivatePostgres } from './helpers/pg.js';
+import { requireEnv, sidecarStoreEnv, startPrivatePostgres, type PrivatePostgres } from './helpers/pg.js';
 import { PortClient, type Reply } from './helpers/portClient.js';
 
 /** A loopback port nothing listens on. */
@@ -135,7 +135,8 @@ describe('health when the store cannot be opened', () => {
 describe('health when NATS is away', () => {
   it('NATS_URL on a closed port: degraded, naming NATS; the Port keeps serving', async () => {
     const port = await closedPort();
-    const c = sidecar({ NATS_URL: `nats://127.0.0.1:${port}` });
+    // About NATS: the store on the suite's PostgreSQL (a fresh PGlite store costs seconds).
+    const c = sidecar({ NATS_URL: `nats://127.0.0.1:${port}`, ...sidecarStoreEnv(`health-nats-closed-${process.pid}`) });
     await c.ready;
     const h = await health(c);
     expect(h.status).toBe('degraded');
@@ -148,7 +149,7 @@ describe('health when NATS is away', () => {
   }, 90_000);
 
   it('a reachable NATS: ok', async () => {
-    const c = sidecar({ NATS_URL: requireEnv('TEST_NATS_URL') });
+    const c = sidecar({ NATS_URL: requireEnv('TEST_NATS_URL'), ...sidecarStoreEnv(`health-nats-ok-${process.pid}`) });
     await c.ready;
     expect(await until(async () => (await health(c)).status === 'ok', 5_000)).toBe(true);
     expect(check(await health(c), 'nats')).toMatchObject({ status: 'ok', detail: 'connected' } as Record<string, Term>);

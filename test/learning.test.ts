@@ -58,7 +58,8 @@ describe('train and score through the op table', () => {
   );
 
   beforeAll(async () => {
-    pe = localEngine();
+    // The suite's PostgreSQL when there is one: this is about training, not the backend (a fresh PGlite store costs seconds).
+    pe = localEngine({}, { postgres: true });
     pe.engine.events.on('event', (e: { name: string; payload: TermObject }) => events.push(e));
     for (const [i, p] of prompts.entries())
       ok(await pe.call('track_execution', record({ prompt_id: `syn-${i}`, execution_time_ms: 10, success: i % 2 === 0, metadata: { prompt: p, model: 'synthetic-1', task: 'synthetic', n: '50', successes: String(i % 2 === 0 ? 45 : 5) } as unknown as Term })));
@@ -115,7 +116,7 @@ describe('train and score through the op table', () => {
     const last = (await (await pe.engine.service('store')).models.promoted())!;
     expect(models.length).toBeGreaterThan(0);
     await pe.close();
-    pe = localEngine({ dataDir: pe.dataDir });
+    pe = localEngine({ dataDir: pe.dataDir }, { postgres: true });
     const r = ok(await pe.call('score', record({ prompt: 'x' })));
     expect(r.model_version).toBe(last.version);
   });

@@ -11,6 +11,11 @@ import { Atom, Tuple, atom, record, tuple, type Term, type TermObject } from '..
 import { FrameReader, frame } from '../src/transports/frameReader.js';
 import { REPO, SIDECAR, processAlive, runErl, spawnErl, waitGone } from './helpers/erlang.js';
 import { PortClient } from './helpers/portClient.js';
+import { sidecarStoreEnv } from './helpers/pg.js';
+
+// These tests are about the Port: every sidecar they start (from Node or from Erlang, which passes this
+// environment on) keeps its store on the suite's PostgreSQL.
+Object.assign(process.env, sidecarStoreEnv('port.test'));
 
 const asTuple = (t: unknown): unknown[] => (t as Tuple).items;
 const name = (t: unknown): string => (t as Atom).name;

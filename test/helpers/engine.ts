@@ -2,12 +2,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createHash } from 'node:crypto';
 import { loadConfig, type EngineConfig } from '../../src/config.js';
 import { createEngine, type AppEngine } from '../../src/services.js';
 import { createLogger } from '../../src/log.js';
 import { createOpTable, type OpResult } from '../../src/ops/index.js';
 import type { Term } from '../../src/codec/terms.js';
+import { testSchemaOf } from './pg.js';
 
 export interface LocalEngine {
   engine: AppEngine;
@@ -24,7 +24,7 @@ export interface LocalEngine {
 export function localEngine(overrides: Partial<EngineConfig> = {}, o: { postgres?: boolean } = {}): LocalEngine {
   const dataDir = overrides.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), 'pe-engine-'));
   const pg = o.postgres === true ? process.env.TEST_DATABASE_URL : undefined;
-  const store = pg === undefined ? {} : { databaseUrl: pg, dbSchema: `pe_t_${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}` };
+  const store = pg === undefined ? {} : { databaseUrl: pg, dbSchema: testSchemaOf(dataDir) };
   const engine = createEngine(loadConfig({ ...process.env, DATABASE_URL: '', NATS_URL: '' }, { ...store, ...overrides, dataDir }), createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'));
   const table = createOpTable();
   return {

@@ -12,6 +12,7 @@ import { connect, headers, type Msg, type NatsConnection } from 'nats';
 import { decode, encode } from '../../src/codec/etf.js';
 import type { Term } from '../../src/codec/terms.js';
 import { REPO, processAlive, waitGone } from './erlang.js';
+import { sidecarStoreEnv } from './pg.js';
 import { PortClient } from './portClient.js';
 
 /** The real sidecar entry (compiled): `serve --nats <url>` (see README: NATS peer mode). */
@@ -104,7 +105,10 @@ export class NatsSidecar {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 
   constructor(opts: SidecarOptions) {
-    const env = { PROMPT_ENGINE_DATA_DIR: this.dataDir, DATABASE_URL: '', NATS_URL: '', LOG_LEVEL: 'info', ...opts.env };
+    // The store on the suite's PostgreSQL in a schema of this sidecar's own, unless the test names a database
+    // (DATABASE_URL; '' for PGlite): these tests are about NATS.
+    const store = opts.env?.DATABASE_URL === undefined ? sidecarStoreEnv(this.dataDir) : {};
+    const env = { PROMPT_ENGINE_DATA_DIR: this.dataDir, ...store, NATS_URL: '', LOG_LEVEL: 'info', ...opts.env };
     const args = [SERVE_JS, 'serve', '--nats', opts.natsUrl, ...(opts.withPort ? ['--port'] : [])];
     if (opts.withPort) {
       this.port = new PortClient({ command: process.execPath, commandArgs: args, env });
@@ -130,7 +134,7 @@ export class NatsSidecar {
     return this.stderrText;
   }
 
-  // A fresh PGlite store opens before NATS serving starts: seconds, tens of seconds on a busy machine.
+  // The store opens before NATS serving starts: a fresh PGlite store takes seconds, tens of seconds on a busy machine.
   async ready(ms = 90_000): Promise<this> {
     await Promise.race([
       this.serving,

@@ -1,4 +1,5 @@
 /** A fresh PostgreSQL database per test file on the server scripts/with-services.sh started. */
+import { createHash } from 'node:crypto';
 import pg from 'pg';
 import { DEFAULT_SCHEMA } from '../../src/store/trackingStore.js';
 
@@ -11,6 +12,23 @@ export function requireEnv(name: string): string {
 /** A client whose unqualified table names are the store's (its own schema, as every sidecar connection has). */
 export function storeClient(url: string): pg.Client {
   return new pg.Client({ connectionString: url, options: `-c search_path=${DEFAULT_SCHEMA}` });
+}
+
+/** The store schema of a test's engine or sidecar, named after `key` (its data dir): reopened on the same key, it finds its store again. */
+export const testSchemaOf = (key: string): string => `pe_t_${createHash('sha256').update(key).digest('hex').slice(0, 16)}`;
+
+/**
+ * The environment of a sidecar whose test is not about the store: the suite's
+ * PostgreSQL (TEST_DATABASE_URL) in a schema of `key`'s own, else PGlite. A
+ * sidecar opens PostgreSQL in about a second of CPU where a fresh PGlite
+ * store costs six to eight (BENCHMARKS.md, the test run): on a 2-core machine
+ * that is the test run's time. PGlite itself is tested where it is the
+ * subject (store, store-durability, cli, health, nats-deadline's first
+ * store open, the Elixir client's tracking and deploy tests).
+ */
+export function sidecarStoreEnv(key: string): NodeJS.ProcessEnv {
+  const url = process.env.TEST_DATABASE_URL;
+  return url ? { DATABASE_URL: url, PROMPT_ENGINE_DB_SCHEMA: testSchemaOf(key) } : { DATABASE_URL: '' };
 }
 
 export async function freshDatabase(prefix: string): Promise<string> {
