@@ -18,6 +18,7 @@ import { exportOnnx, readOnnxWeights } from '../src/learning/onnx.js';
 import { Scorer } from '../src/learning/scorer.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { PortClient } from './helpers/portClient.js';
+import { sidecarStoreEnv } from './helpers/pg.js';
 import { okValue } from './helpers/results.js';
 
 const ok = okValue;
@@ -126,8 +127,8 @@ describe("train's progress in the sidecar's logs", () => {
   it('is JSON log records at info (shown under LOG_LEVEL=info, not under warn), never raw stderr lines', async () => {
     for (const level of ['info', 'warn']) {
       const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-train-log-'));
-      // The suite's PostgreSQL in a schema of its own when there is one (this is about the logs, not the backend: a fresh PGlite store costs seconds).
-      const store = process.env.TEST_DATABASE_URL ? { DATABASE_URL: process.env.TEST_DATABASE_URL, PROMPT_ENGINE_DB_SCHEMA: `pe_train_log_${level}_${process.pid}` } : { DATABASE_URL: '' };
+      // This is about the logs, not the backend.
+      const store = sidecarStoreEnv(dataDir);
       const c = new PortClient({ env: { LOG_LEVEL: level, ...store, NATS_URL: '', PROMPT_ENGINE_DATA_DIR: dataDir } });
       await c.ready;
       for (let i = 0; i < 40; i++)
