@@ -11,7 +11,9 @@ defmodule PromptEngine.PoolTest do
     conns = PromptEngine.Supervisor.connections(name)
     assert length(Enum.uniq(for c <- conns, do: Connection.info(c).os_pid)) == 3
 
-    exps = for i <- 1..6, do: "pool_exp_#{i}_#{System.unique_integer([:positive])}"
+    # Six names or more, until every sidecar is routed some (by pick/2, the client's routing): six names
+    # drawn at random all reach one sidecar once in 243 runs.
+    exps = spread_names(name, length(conns), [])
     rounds = 30
 
     for exp <- exps, _ <- 1..rounds do
@@ -37,8 +39,11 @@ defmodule PromptEngine.PoolTest do
     # and the sidecar that served an experiment's choices stored its outcomes
     for {chosen, tracked, _} <- per_sidecar, do: assert(chosen == tracked, inspect(per_sidecar))
     assert Enum.sum(for {c, _, _} <- per_sidecar, do: c) == length(exps) * rounds
-    # the experiments are spread: more than one sidecar serves some
-    assert Enum.count(per_sidecar, fn {c, _, _} -> c > 0 end) >= 2
+    # each sidecar served exactly the choices of the experiments routed to it, and every one served some
+    for {c, {chosen, _, _}} <- Enum.zip(conns, per_sidecar) do
+      assert chosen == rounds * Enum.count(exps, &(PromptEngine.Supervisor.pick(name, &1) == c))
+      assert chosen > 0
+    end
 
     # a track_execution naming the experiment in its metadata goes the same way
     [exp | _] = exps
@@ -84,5 +89,10 @@ defmodule PromptEngine.PoolTest do
     [c1, _c2] = PromptEngine.Supervisor.connections(name)
     assert {:ok, %{"health" => %{"os_pid" => os_pid}}} = PromptEngine.LogRelay.decode_json(body)
     assert os_pid == Connection.info(c1).os_pid
+  end
+
+  defp spread_names(name, sidecars, names) do
+    routed = names |> Enum.map(&PromptEngine.Supervisor.pick(name, &1)) |> Enum.uniq() |> length()
+    if length(names) >= 6 and routed == sidecars, do: names, else: spread_names(name, sidecars, ["pool_exp_#{System.unique_integer([:positive])}" | names])
   end
 end
