@@ -102,7 +102,8 @@ describe('one model for every instance (PostgreSQL)', () => {
     );
     await db.query(`SELECT pg_notify('prompt_engine_model', 'm-from-the-future')`);
     await db.end();
-    for (let i = 0; i < 50 && !stderr(watcher).includes('m-from-the-future'); i++) await new Promise((r) => setTimeout(r, 20));
+    // As long as the promotion's wait: the refusal comes after the model's bytes are read (megabytes).
+    for (let i = 0; i < 750 && !stderr(watcher).includes('m-from-the-future'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(stderr(watcher)).toMatch(/m-from-the-future was trained with feature spec spec-from-the-future.*not served/);
     expect(await version(watcher)).toBe(trained.model_version);
 

@@ -123,6 +123,8 @@ describe('NATS start-up', () => {
       }),
     );
     expect(((await track).body as { ok: { id: string } }).ok.id).toMatch(/^[0-9a-f-]{36}$/);
-    expect(Math.max(...latencies)).toBeLessThan(300);
+    // A store open stalls for seconds (a fresh PGlite costs six to eight of CPU); the first write's own
+    // setup, queued before a health on PGlite's one connection, may take a few hundred ms on a busy machine.
+    expect(Math.max(...latencies)).toBeLessThan(1000);
   }, 60_000);
 });

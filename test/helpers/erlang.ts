@@ -64,6 +64,17 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** The parent pid of a live process (undefined once it is gone or a zombie). */
+export function parentPid(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const [state, ppid] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return state === 'Z' ? undefined : Number(ppid);
+  } catch {
+    return undefined;
+  }
+}
+
 export async function waitGone(pid: number, ms: number): Promise<boolean> {
   const until = Date.now() + ms;
   while (Date.now() < until) {
