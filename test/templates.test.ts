@@ -222,7 +222,7 @@ describe('central_cloud over NATS', () => {
     const before = ok(await pe.call('cache_stats', record({}))).invalidations as number;
     cloud.nc.publish('template.updated.command.team_rules', json.encode({ template_name: 'team_rules', template_type: 'command', language: 'any', template_content: 'Rules v2 for {{context}}' }));
     await cloud.nc.flush();
-    for (let i = 0; i < 50 && !events.includes('template_updated'); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 500 && !events.includes('template_updated'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(events).toContain('template_updated');
     expect(ok(await pe.call('cache_stats', record({}))).invalidations).toBeGreaterThan(before);
     const second = ok(await pe.call('generate_prompt', args));
@@ -231,7 +231,7 @@ describe('central_cloud over NATS', () => {
 
   it('publishes template.analytics for template uses', async () => {
     await pe.call('render_template', record({ template_id: 'sparc_refinement', variables: record({ context: 'x' }), strict: false }));
-    for (let i = 0; i < 50 && !cloud.analytics.some((a) => (a as { template_id: string }).template_id === 'sparc_refinement'); i++) await new Promise((r) => setTimeout(r, 20));
+    for (let i = 0; i < 500 && !cloud.analytics.some((a) => (a as { template_id: string }).template_id === 'sparc_refinement'); i++) await new Promise((r) => setTimeout(r, 20));
     expect(cloud.analytics).toContainEqual(expect.objectContaining({ template_id: 'sparc_refinement', op: 'render_template' }));
   });
 });
@@ -278,11 +278,13 @@ describe('central_cloud down or slow', () => {
     // The first lookup waits for the first connect at most the cold-start bound (2 s); later ones not at all.
     let t0 = performance.now();
     const r = ok(await pe.call('generate_prompt', record({ context: 'x', language: 'elixir', category: 'sparc_specification' })));
-    expect(performance.now() - t0).toBeLessThan(2_500);
+    // The bound plus a first template compile on a busy machine; a wait for NATS's own connect timeout would be seconds more.
+    expect(performance.now() - t0).toBeLessThan(3_000);
     expect(r.template_used).toBe('sparc_specification');
     t0 = performance.now();
     ok(await pe.call('generate_prompt', record({ context: 'y', language: 'elixir', category: 'sparc_pseudocode' })));
-    expect(performance.now() - t0).toBeLessThan(200);
+    // Not the 2 s wait again.
+    expect(performance.now() - t0).toBeLessThan(1_000);
     const stored = ok(await pe.call('store_template', record({ template: record({ template_name: 'offline_one', template_type: 'command', language: 'any', template_content: 'hi {{context}}' }) })));
     expect(stored.stored).toBe('local');
     await pe.close();
