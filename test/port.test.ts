@@ -100,8 +100,8 @@ describe.each(['fds', 'stdio'])('Port in %s mode, driven from Erlang', (mode) =>
     // whole chain is bounded separately. A zombie counts as gone (PID 1 here reaps late): /proc/PID/stat is
     // read every 5 ms.
     let orphanedAt: number | undefined;
-    while (parentPid(osPid) !== undefined && Date.now() - t0 < 2000) {
-      if (orphanedAt === undefined && parentPid(osPid) !== parent) orphanedAt = Date.now();
+    for (let now = parentPid(osPid); now !== undefined && Date.now() - t0 < 2000; now = parentPid(osPid)) {
+      if (orphanedAt === undefined && now !== parent) orphanedAt = Date.now();
       await new Promise((r) => setTimeout(r, 5));
     }
     const goneAt = Date.now();

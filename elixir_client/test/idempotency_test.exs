@@ -40,7 +40,7 @@ defmodule PromptEngine.IdempotencyTest do
     answers(40)
     {_, 0} = System.cmd("kill", ["-9", Integer.to_string(os_pid)])
     # Served again by the restarted sidecar, then stop.
-    wait_until(fn -> Connection.info(conn).total_restarts == 1 end)
+    assert TestHelper.until(fn -> Connection.info(conn).total_restarts == 1 end, 30_000, 50), "the sidecar did not come back"
     flush_answers()
     answers(40)
     for w <- workers, do: send(w.pid, :stop)
@@ -85,16 +85,6 @@ defmodule PromptEngine.IdempotencyTest do
   defp answers(n) do
     assert_receive {:answered, _}, 30_000
     answers(n - 1)
-  end
-
-  defp wait_until(f, tries \\ 600) do
-    cond do
-      f.() -> :ok
-      tries == 0 -> flunk("the sidecar did not come back")
-      true ->
-        Process.sleep(50)
-        wait_until(f, tries - 1)
-    end
   end
 
   test "a call that timed out, retried with the same arguments, is stored once", %{name: name} do

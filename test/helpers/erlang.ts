@@ -56,12 +56,7 @@ function erlList(args: string[]): string {
 
 /** True while the OS process exists and is not a zombie. */
 export function processAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
+  return parentPid(pid) !== undefined;
 }
 
 /** The parent pid of a live process (undefined once it is gone or a zombie). */
