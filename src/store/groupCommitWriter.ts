@@ -5,7 +5,12 @@
  * `maxInFlight` batches commit at once on the pool's connections, what
  * waits shared evenly among the free ones (a caller that awaits each write
  * still sees its writes committed in its order; the order across callers is
- * not promised), on PGlite one. A write is answered only after its row is
+ * not promised), on PGlite one. While a batch commits, another starts only
+ * once `minConcurrentBatch` writes wait (else they wait for a batch to
+ * return, one commit at most): a batch's fixed cost (its round trip, its
+ * statement, the counting trigger's setup, its NOTIFY) is paid by fewer,
+ * larger batches under load, and a lone write still goes at once
+ * (BENCHMARKS.md, the closed loop's hot path). A write is answered only after its row is
  * committed — or, while the database is unreachable, after it is fsync'd to
  * the journal, which a recovery loop replays in order when the database
  * returns; while the journal holds entries, one batch at a time.
@@ -80,6 +85,7 @@ export class GroupCommitWriter {
   private flushing: Promise<void> | undefined;
   private inFlightBatches = 0;
   private idle: Array<() => void> = [];
+  private startPending = false;
   private dbUp = true;
   private recovering: NodeJS.Timeout | undefined;
   private closed = false;
@@ -90,7 +96,7 @@ export class GroupCommitWriter {
     private readonly db: SqlClient,
     private readonly journal: Journal,
     private readonly log: Logger,
-    private readonly opts: { maxBatch: number; recoverEveryMs: number; maxInFlight?: number; onRecovered?: () => Promise<void>; notice?: LoopNoticeTarget } = { maxBatch: 500, recoverEveryMs: 500 },
+    private readonly opts: { maxBatch: number; recoverEveryMs: number; maxInFlight?: number; minConcurrentBatch?: number; onRecovered?: () => Promise<void>; notice?: LoopNoticeTarget } = { maxBatch: 500, recoverEveryMs: 500 },
   ) {}
 
   /** Resolves when the row is committed (or durably journaled). */
@@ -100,6 +106,14 @@ export class GroupCommitWriter {
       this.queue.push({ row, resolve, reject });
       // Let the writes of this tick join the first batch.
       if (this.flushing === undefined) this.flushing = new Promise<void>((r) => setImmediate(r)).then(() => this.pump());
+      // Enough wait beside a committing batch: start the next on a free connection (after this tick's writes join it).
+      else if (!this.startPending && this.inFlightBatches > 0 && this.queue.length >= this.leastConcurrent()) {
+        this.startPending = true;
+        setImmediate(() => {
+          this.startPending = false;
+          this.startBatches();
+        });
+      }
     });
   }
 
@@ -119,13 +133,29 @@ export class GroupCommitWriter {
     this.scheduleRecovery(0);
   }
 
+  private leastConcurrent(): number {
+    return Math.min(this.opts.minConcurrentBatch ?? 1, this.opts.maxBatch);
+  }
+
   /** Start batches while there is work and room; resolves when nothing is queued or committing. */
   private pump(): Promise<void> {
+    this.startBatches();
+    if (this.queue.length === 0 && this.inFlightBatches === 0) {
+      this.flushing = undefined;
+      for (const f of this.idle.splice(0)) f();
+      return Promise.resolve();
+    }
+    return new Promise<void>((r) => this.idle.push(r));
+  }
+
+  /** Batches out of what waits, while a connection is free (beside a committing batch only once `minConcurrentBatch` wait). */
+  private startBatches(): void {
     const max = this.dbUp && this.journal.depth === 0 ? (this.opts.maxInFlight ?? 1) : 1;
-    while (this.queue.length > 0 && this.inFlightBatches < max) {
+    const least = this.leastConcurrent();
+    while (this.queue.length > 0 && this.inFlightBatches < max && (this.inFlightBatches === 0 || this.queue.length >= least)) {
       // What waits is shared evenly among the free connections (a full batch and a sliver left
-      // one connection idle while the other did all the work).
-      const size = Math.min(this.opts.maxBatch, Math.ceil(this.queue.length / (max - this.inFlightBatches)));
+      // one connection idle while the other did all the work), in batches of at least `least`.
+      const size = Math.min(this.opts.maxBatch, Math.max(least, Math.ceil(this.queue.length / (max - this.inFlightBatches))));
       const batch = this.queue.splice(0, size);
       this.inFlightBatches++;
       void this.commit(batch).finally(() => {
@@ -133,12 +163,6 @@ export class GroupCommitWriter {
         void this.pump();
       });
     }
-    if (this.queue.length === 0 && this.inFlightBatches === 0) {
-      this.flushing = undefined;
-      for (const f of this.idle.splice(0)) f();
-      return Promise.resolve();
-    }
-    return new Promise<void>((r) => this.idle.push(r));
   }
 
   private async commit(batch: Pending[]): Promise<void> {

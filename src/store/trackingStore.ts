@@ -44,6 +44,12 @@ const MIGRATION_LOCK = 7_403_221; // pg_advisory_lock key for migrations (any sc
 
 /** The store's schema when none is configured: its own, beside an app's `public`. */
 export const DEFAULT_SCHEMA = 'prompt_engine';
+/**
+ * While a batch commits on PostgreSQL, the next waits for this many writes (or for a batch to
+ * return): chosen with bench/loopPort.ts (64, 128 and none, beside the checkout before it),
+ * BENCHMARKS.md.
+ */
+const MIN_CONCURRENT_BATCH = 128;
 
 /** The closed loop's NOTIFY channel in `schema` (a short name: channels are identifiers). */
 export const loopChannel = (schema: string): string => `pe_loop_${lockKey(schema, 'loop').toString(36)}`;
@@ -83,7 +89,7 @@ export class TrackingStore {
     this.embeddings = new EmbeddingRecords(db, () => this.migrate());
     const notice = { channel: loopChannel(db.schema), sender: instanceId };
     this.experiments = new ExperimentRecords(db, () => this.migrate(), notice);
-    this.writer = new GroupCommitWriter(db, journal, log, { maxBatch: 500, recoverEveryMs: 300, maxInFlight: db.backend === 'postgres' ? 3 : 1, onRecovered: () => this.migrate(), notice });
+    this.writer = new GroupCommitWriter(db, journal, log, { maxBatch: 500, recoverEveryMs: 300, maxInFlight: db.backend === 'postgres' ? 3 : 1, minConcurrentBatch: MIN_CONCURRENT_BATCH, onRecovered: () => this.migrate(), notice });
   }
 
   /** Open the backend, migrate, and replay what an earlier process left in the journal. */
