@@ -107,7 +107,7 @@ export class GroupCommitWriter {
       // Let the writes of this tick join the first batch.
       if (this.flushing === undefined) this.flushing = new Promise<void>((r) => setImmediate(r)).then(() => this.pump());
       // Enough wait beside a committing batch: start the next on a free connection (after this tick's writes join it).
-      else if (!this.startPending && this.inFlightBatches > 0 && this.queue.length >= this.leastConcurrent()) {
+      else if (!this.startPending && this.inFlightBatches > 0 && this.inFlightBatches < this.maxInFlightNow() && this.queue.length >= this.leastConcurrent()) {
         this.startPending = true;
         setImmediate(() => {
           this.startPending = false;
@@ -133,6 +133,11 @@ export class GroupCommitWriter {
     this.scheduleRecovery(0);
   }
 
+  /** Connections a batch may commit on now: one while the journal holds entries or the database is away. */
+  private maxInFlightNow(): number {
+    return this.dbUp && this.journal.depth === 0 ? (this.opts.maxInFlight ?? 1) : 1;
+  }
+
   private leastConcurrent(): number {
     return Math.min(this.opts.minConcurrentBatch ?? 1, this.opts.maxBatch);
   }
@@ -150,7 +155,7 @@ export class GroupCommitWriter {
 
   /** Batches out of what waits, while a connection is free (beside a committing batch only once `minConcurrentBatch` wait). */
   private startBatches(): void {
-    const max = this.dbUp && this.journal.depth === 0 ? (this.opts.maxInFlight ?? 1) : 1;
+    const max = this.maxInFlightNow();
     const least = this.leastConcurrent();
     while (this.queue.length > 0 && this.inFlightBatches < max && (this.inFlightBatches === 0 || this.queue.length >= least)) {
       // What waits is shared evenly among the free connections (a full batch and a sliver left
