@@ -227,7 +227,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
       await holder.query('COMMIT');
       await Promise.all(writes);
       expect((store.figures.batches as number) - before).toBe(2);
-      // Nothing committing: a lone write goes at once.
+      // Nothing committing: a lone write does not wait for 127 more.
       await Promise.all(track(1, 'd'));
       expect((store.figures.batches as number) - before).toBe(3);
     } finally {
