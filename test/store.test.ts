@@ -201,42 +201,6 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     }
   });
 
-  it.runIf(backend === 'postgres')('while a batch commits, the next waits for 128 writes or for it to return (fewer, larger batches under load)', async () => {
-    const store = await TrackingStore.open({ databaseUrl: dbUrl, dataDir: `${pe.dataDir}/held`, log: createLogger('silent') });
-    // The table held in SHARE mode: every batch that starts waits on the lock, where pg_stat_activity shows it.
-    const holder = new pg.Client({ connectionString: dbUrl });
-    const watcher = new pg.Client({ connectionString: dbUrl });
-    await Promise.all([holder.connect(), watcher.connect()]);
-    const waiting = async (): Promise<number> =>
-      Number((await watcher.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%prompt_executions%'`)).rows[0].n);
-    const track = (n: number, tag: string): Array<Promise<unknown>> =>
-      Array.from({ length: n }, (_, i) => store.track('execution', record({ prompt_id: `p_held_${tag}`, execution_time_ms: i, success: true })));
-    try {
-      await holder.query('BEGIN');
-      await holder.query(`LOCK TABLE "${store.db.schema}".prompt_executions IN SHARE MODE`);
-      const before = store.figures.batches as number;
-      const writes = track(1, 'a');
-      await vi.waitFor(async () => expect(await waiting()).toBe(1), { timeout: 10_000, interval: 20 });
-      // 100 wait: two connections are free, but no batch starts beside it for fewer than 128.
-      writes.push(...track(100, 'b'));
-      await new Promise((r) => setTimeout(r, 300));
-      expect(await waiting()).toBe(1);
-      // The 128th starts them at once, as one batch (before: they waited for the first to return, then went as three).
-      writes.push(...track(28, 'c'));
-      await vi.waitFor(async () => expect(await waiting()).toBe(2), { timeout: 10_000, interval: 20 });
-      await holder.query('COMMIT');
-      await Promise.all(writes);
-      expect((store.figures.batches as number) - before).toBe(2);
-      // Nothing committing: a lone write does not wait for 127 more.
-      await Promise.all(track(1, 'd'));
-      expect((store.figures.batches as number) - before).toBe(3);
-    } finally {
-      await holder.query('ROLLBACK').catch(() => undefined);
-      await Promise.all([holder.end(), watcher.end()]);
-      await store.close();
-    }
-  });
-
   it('writes history snapshots in the statement that stores a batch: each once, the outcomes counted once, a snapshot alone apart', async () => {
     const store = await pe.engine.service('store');
     const [e1, f1] = [randomUUID(), randomUUID()];
@@ -357,6 +321,45 @@ describe('the store in its own schema, beside an app\'s tables (PostgreSQL)', ()
     expect(left).toEqual([]);
     expect((await c.query(`SELECT version FROM prompt_engine.schema_migrations ORDER BY 1`)).rows.map((r: { version: number }) => r.version)).toEqual(MIGRATIONS.map((m) => m.version));
     await c.end();
+  });
+});
+
+describe('group commit under load (PostgreSQL)', () => {
+  it('while a batch commits, the next waits for 128 writes or for it to return (fewer, larger batches under load)', async () => {
+    const dbUrl = await freshDatabase('pe_group_commit');
+    const store = await TrackingStore.open({ databaseUrl: dbUrl, dataDir: `${os.tmpdir()}/pe-group-commit-${process.pid}`, log: createLogger('silent') });
+    // The table held in SHARE mode: every batch that starts waits on the lock, where pg_stat_activity shows it.
+    const holder = new pg.Client({ connectionString: dbUrl });
+    const watcher = new pg.Client({ connectionString: dbUrl });
+    await Promise.all([holder.connect(), watcher.connect()]);
+    const waiting = async (): Promise<number> =>
+      Number((await watcher.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%prompt_executions%'`)).rows[0].n);
+    const track = (n: number, tag: string): Array<Promise<unknown>> =>
+      Array.from({ length: n }, (_, i) => store.track('execution', record({ prompt_id: `p_held_${tag}`, execution_time_ms: i, success: true })));
+    try {
+      await holder.query('BEGIN');
+      await holder.query(`LOCK TABLE "${store.db.schema}".prompt_executions IN SHARE MODE`);
+      const before = store.figures.batches as number;
+      const writes = track(1, 'a');
+      await vi.waitFor(async () => expect(await waiting()).toBe(1), { timeout: 10_000, interval: 20 });
+      // 100 wait: two connections are free, but no batch starts beside it for fewer than 128.
+      writes.push(...track(100, 'b'));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(await waiting()).toBe(1);
+      // The 128th starts them at once, as one batch (before: they waited for the first to return, then went as three).
+      writes.push(...track(28, 'c'));
+      await vi.waitFor(async () => expect(await waiting()).toBe(2), { timeout: 10_000, interval: 20 });
+      await holder.query('COMMIT');
+      await Promise.all(writes);
+      expect((store.figures.batches as number) - before).toBe(2);
+      // Nothing committing: a lone write does not wait for 127 more.
+      await Promise.all(track(1, 'd'));
+      expect((store.figures.batches as number) - before).toBe(3);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await Promise.all([holder.end(), watcher.end()]);
+      await store.close();
+    }
   });
 });
 
