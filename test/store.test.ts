@@ -333,7 +333,7 @@ describe('group commit under load (PostgreSQL)', () => {
     const watcher = new pg.Client({ connectionString: dbUrl });
     await Promise.all([holder.connect(), watcher.connect()]);
     const waiting = async (): Promise<number> =>
-      Number((await watcher.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query ILIKE '%prompt_executions%'`)).rows[0].n);
+      Number((await watcher.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND backend_type = 'client backend' AND wait_event_type = 'Lock' AND query ILIKE '%prompt_executions%'`)).rows[0].n);
     const track = (n: number, tag: string): Array<Promise<unknown>> =>
       Array.from({ length: n }, (_, i) => store.track('execution', record({ prompt_id: `p_held_${tag}`, execution_time_ms: i, success: true })));
     try {
