@@ -107,7 +107,7 @@ export class GroupCommitWriter {
       // Let the writes of this tick join the first batch.
       if (this.flushing === undefined) this.flushing = new Promise<void>((r) => setImmediate(r)).then(() => this.pump());
       // Enough wait beside a committing batch: start the next on a free connection (after this tick's writes join it).
-      else if (!this.startPending && this.inFlightBatches > 0 && this.inFlightBatches < this.maxInFlightNow() && this.queue.length >= this.leastConcurrent()) {
+      else if (!this.startPending && this.inFlightBatches > 0 && this.mayStart()) {
         this.startPending = true;
         setImmediate(() => {
           this.startPending = false;
@@ -142,6 +142,11 @@ export class GroupCommitWriter {
     return Math.min(this.opts.minConcurrentBatch ?? 1, this.opts.maxBatch);
   }
 
+  /** Whether a batch may start now: something waits, a connection is free, and nothing commits or `minConcurrentBatch` wait. */
+  private mayStart(): boolean {
+    return this.queue.length > 0 && this.inFlightBatches < this.maxInFlightNow() && (this.inFlightBatches === 0 || this.queue.length >= this.leastConcurrent());
+  }
+
   /** Start batches while there is work and room; resolves when nothing is queued or committing. */
   private pump(): Promise<void> {
     this.startBatches();
@@ -157,7 +162,7 @@ export class GroupCommitWriter {
   private startBatches(): void {
     const max = this.maxInFlightNow();
     const least = this.leastConcurrent();
-    while (this.queue.length > 0 && this.inFlightBatches < max && (this.inFlightBatches === 0 || this.queue.length >= least)) {
+    while (this.mayStart()) {
       // What waits is shared evenly among the free connections (a full batch and a sliver left
       // one connection idle while the other did all the work), in batches of at least `least`.
       const size = Math.min(this.opts.maxBatch, Math.max(least, Math.ceil(this.queue.length / (max - this.inFlightBatches))));
