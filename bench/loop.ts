@@ -47,10 +47,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import pg from 'pg';
 import type { TermObject } from '../src/codec/terms.js';
 import { loadConfig, REPO_ROOT, type EngineConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
+import { freshDatabase } from './freshDatabase.js';
 import { FEATURE_SPEC, specHash } from '../src/learning/features.js';
 import { writeModel } from '../src/learning/modelFile.js';
 import { exportOnnx } from '../src/learning/onnx.js';
@@ -156,26 +156,6 @@ interface EngineRun {
   llmRequests: number;
 }
 
-/** A database of its own for one run (dropped after it), on the server PG_URL names. */
-async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
-  const name = `pe_bench_loop_${process.pid}_${Math.floor(Math.random() * 1e9)}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(PG_URL);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    async drop() {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
-}
-
 /**
  * The engine on every group: `sidecars` engines (PostgreSQL when more than
  * one, or when `postgres`), choices round-robin, each outcome to a random
@@ -184,7 +164,7 @@ async function freshDatabase(): Promise<{ url: string; drop(): Promise<void> }> 
  */
 async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number, opts: { sidecars: number; postgres: boolean; policy?: PolicyOverrides; graded?: 'reward' | 'success' }): Promise<EngineRun> {
   const llm = await startFakeParaphraser(tasks);
-  const db = opts.postgres ? await freshDatabase() : undefined;
+  const db = opts.postgres ? await freshDatabase(PG_URL, 'pe_bench_loop') : undefined;
   const dataDirs: string[] = [];
   const engines = Array.from({ length: opts.sidecars }, () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-loop-'));

@@ -4,7 +4,8 @@
  * choose_prompt + track_execution pairs per second pipelined through one
  * sidecar (PGlite, or PostgreSQL when DATABASE_URL is set). With
  * BENCH_BASELINE=<another checkout, built> its sidecar runs in alternate
- * rounds of the same run, and the table gives both (a change's cost).
+ * rounds of the same run, and the table gives both (a change's cost). On
+ * PostgreSQL every run gets a database of its own on DATABASE_URL's server.
  *   npm run build && node dist/bench/loopPort.js
  *   BENCH_BASELINE=/tmp/before DATABASE_URL=... node dist/bench/loopPort.js
  */
@@ -15,6 +16,7 @@ import path from 'node:path';
 import { decode } from '../src/codec/etf.js';
 import { REPO_ROOT } from '../src/config.js';
 import { ErlFloat, Tuple, type Term } from '../src/codec/terms.js';
+import { freshDatabase } from './freshDatabase.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-loop-'));
 const progress = (m: string): void => void process.stderr.write(`[bench:loop-port] ${m}\n`);
@@ -27,17 +29,25 @@ interface Run {
 }
 const num = (x: Term): number => (x instanceof ErlFloat ? x.value : Number(x));
 
-function run(root: string): Run {
+/** One run of `root`'s sidecar; on PostgreSQL in a database of its own (no run pays for another's rows or schema). */
+async function run(root: string): Promise<Run> {
   const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
-  const out = execFileSync('erl', ['-noshell', '-pa', tmp, '-eval', `loop_bench:main(${JSON.stringify([path.join(root, 'port', 'prompt_engine'), '--port-fds'])})`], {
-    env: { ...process.env, LOG_LEVEL: 'warn', PROMPT_ENGINE_DATA_DIR: dataDir, LLM_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  }).toString();
-  const line = out.split('\n').find((l) => l.startsWith('result '));
-  if (line === undefined) throw new Error(`no result: ${out}`);
-  const items = (decode(Buffer.from(line.slice(7), 'hex')) as Tuple).items;
-  const [busy, idle, sidecar, beam, postgres, cores] = (items[6] as Tuple).items.map(num) as [number, number, number, number, number, number];
-  return { figures: items.slice(0, 6).map(num), cpu: { busy, idle, sidecar, beam, postgres, cores, sidecarEcho: num(items[7]!) } };
+  const db = process.env.DATABASE_URL ? await freshDatabase(process.env.DATABASE_URL, 'pe_bench_loop_port') : undefined;
+  try {
+    const out = execFileSync('erl', ['-noshell', '-pa', tmp, '-eval', `loop_bench:main(${JSON.stringify([path.join(root, 'port', 'prompt_engine'), '--port-fds'])})`], {
+      env: { ...process.env, ...(db === undefined ? {} : { DATABASE_URL: db.url }), LOG_LEVEL: 'warn', PROMPT_ENGINE_DATA_DIR: dataDir, LLM_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    }).toString();
+    const line = out.split('\n').find((l) => l.startsWith('result '));
+    if (line === undefined) throw new Error(`no result: ${out}`);
+    const items = (decode(Buffer.from(line.slice(7), 'hex')) as Tuple).items;
+    const [busy, idle, sidecar, beam, postgres, cores] = (items[6] as Tuple).items.map(num) as [number, number, number, number, number, number];
+    const r = { figures: items.slice(0, 6).map(num), cpu: { busy, idle, sidecar, beam, postgres, cores, sidecarEcho: num(items[7]!) } };
+    progress(`  ${Math.round(r.figures[4]!)} choose + track pairs/s`);
+    return r;
+  } finally {
+    await db?.drop();
+  }
 }
 
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -46,10 +56,10 @@ const runs: Run[] = [];
 const baseRuns: Run[] = [];
 for (let i = 0; i < rounds; i++) {
   progress(`round ${i + 1}/${rounds} (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`);
-  runs.push(run(REPO_ROOT));
+  runs.push(await run(REPO_ROOT));
   if (baseline !== undefined) {
     progress(`round ${i + 1}/${rounds}, baseline ${baseline}`);
-    baseRuns.push(run(baseline));
+    baseRuns.push(await run(baseline));
   }
 }
 const rs = runs.map((r) => r.figures);
