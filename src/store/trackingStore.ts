@@ -46,9 +46,8 @@ const MIGRATION_LOCK = 7_403_221; // pg_advisory_lock key for migrations (any sc
 export const DEFAULT_SCHEMA = 'prompt_engine';
 /**
  * While a batch commits on PostgreSQL, the next waits for this many writes (or for a batch to
- * return): fewer, larger batches cost PostgreSQL less per outcome (what a fleet's sidecars
- * share); chosen with bench/loopPort.ts (none, 64, 128, and "as many as are committing",
- * beside the checkout before it), BENCHMARKS.md.
+ * return): fewer, larger batches cost less per outcome. Chosen with bench/loopPort.ts (none,
+ * 64, 128, and "as many as are committing", beside the checkout before it), BENCHMARKS.md.
  */
 const MIN_CONCURRENT_BATCH = 128;
 
