@@ -50,7 +50,7 @@ import { createHash } from 'node:crypto';
 import type { TermObject } from '../src/codec/terms.js';
 import { loadConfig, REPO_ROOT, type EngineConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
-import { freshDatabase } from './freshDatabase.js';
+import { createDatabase } from '../test/helpers/pg.js';
 import { FEATURE_SPEC, specHash } from '../src/learning/features.js';
 import { writeModel } from '../src/learning/modelFile.js';
 import { exportOnnx } from '../src/learning/onnx.js';
@@ -164,7 +164,7 @@ interface EngineRun {
  */
 async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number, opts: { sidecars: number; postgres: boolean; policy?: PolicyOverrides; graded?: 'reward' | 'success' }): Promise<EngineRun> {
   const llm = await startFakeParaphraser(tasks);
-  const db = opts.postgres ? await freshDatabase(PG_URL, 'pe_bench_loop') : undefined;
+  const db = opts.postgres ? await createDatabase(PG_URL, 'pe_bench_loop') : undefined;
   const dataDirs: string[] = [];
   const engines = Array.from({ length: opts.sidecars }, () => {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-loop-'));

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { decode } from '../src/codec/etf.js';
 import { REPO_ROOT } from '../src/config.js';
 import { ErlFloat, Tuple, type Term } from '../src/codec/terms.js';
-import { freshDatabase } from './freshDatabase.js';
+import { createDatabase } from '../test/helpers/pg.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-loop-'));
 const progress = (m: string): void => void process.stderr.write(`[bench:loop-port] ${m}\n`);
@@ -32,7 +32,7 @@ const num = (x: Term): number => (x instanceof ErlFloat ? x.value : Number(x));
 /** One run of `root`'s sidecar; on PostgreSQL in a database of its own (no run pays for another's rows or schema). */
 async function run(root: string): Promise<Run> {
   const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
-  const db = process.env.DATABASE_URL ? await freshDatabase(process.env.DATABASE_URL, 'pe_bench_loop_port') : undefined;
+  const db = process.env.DATABASE_URL ? await createDatabase(process.env.DATABASE_URL, 'pe_bench_loop_port') : undefined;
   try {
     const out = execFileSync('erl', ['-noshell', '-pa', tmp, '-eval', `loop_bench:main(${JSON.stringify([path.join(root, 'port', 'prompt_engine'), '--port-fds'])})`], {
       env: { ...process.env, ...(db === undefined ? {} : { DATABASE_URL: db.url }), LOG_LEVEL: 'warn', PROMPT_ENGINE_DATA_DIR: dataDir, LLM_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' },

@@ -19,7 +19,7 @@ import { openPglite } from '../src/store/db.js';
 import { parseEntry, TABLES } from '../src/store/entries.js';
 import { DEFAULT_SCHEMA, TrackingStore } from '../src/store/trackingStore.js';
 import { copyText } from '../src/store/groupCommitWriter.js';
-import { freshDatabase } from './freshDatabase.js';
+import { createDatabase } from '../test/helpers/pg.js';
 
 const progress = (m: string): void => void process.stderr.write(`[bench:store] ${m}\n`);
 const base = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL;
@@ -32,7 +32,7 @@ const entry = (i: number) =>
   record({ prompt_id: `p_${i % 50}`, execution_time_ms: 100 + (i % 900), success: i % 3 !== 0, confidence_score: 0.75, context_signature: 'sig', response_length: 640, metadata: { model: 'vicuna-13b', task: 'bench' } as unknown as Term });
 
 /** A fresh database for one round (the services' temporary server goes away with them). */
-const freshDb = async (prefix: string): Promise<string> => (await freshDatabase(base!, prefix)).url;
+const freshDb = async (prefix: string): Promise<string> => (await createDatabase(base!, prefix)).url;
 
 async function storePath(databaseUrl: string | undefined, n: number): Promise<number> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-store-'));

@@ -12,6 +12,7 @@ import pg from 'pg';
 import type { NatsConnection } from 'nats';
 import { NatsSidecar, OwnNatsServer, natsConnect, requestEtf, requestJson, requireEnv, sleep } from './helpers/nats.js';
 import { record, float, Tuple, type TermObject } from '../src/codec/terms.js';
+import { createDatabase } from './helpers/pg.js';
 
 const BASE_DB = requireEnv('TEST_DATABASE_URL');
 const cleanups: Array<() => Promise<void>> = [];
@@ -20,20 +21,9 @@ afterAll(async () => {
 });
 
 async function ownDatabase(): Promise<string> {
-  const name = `pe_nats_${randomUUID().slice(0, 8)}`;
-  const admin = new pg.Client({ connectionString: BASE_DB });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const u = new URL(BASE_DB);
-  u.pathname = `/${name}`;
-  cleanups.push(async () => {
-    const a = new pg.Client({ connectionString: BASE_DB });
-    await a.connect();
-    await a.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await a.end();
-  });
-  return u.toString();
+  const db = await createDatabase(BASE_DB, 'pe_nats');
+  cleanups.push(db.drop);
+  return db.url;
 }
 
 const entry = (i: number, id?: string): Record<string, unknown> => ({

@@ -31,16 +31,33 @@ export function sidecarStoreEnv(key: string): NodeJS.ProcessEnv {
   return url ? { DATABASE_URL: url, PROMPT_ENGINE_DB_SCHEMA: testSchemaOf(key) } : { DATABASE_URL: '' };
 }
 
-export async function freshDatabase(prefix: string): Promise<string> {
-  const base = requireEnv('TEST_DATABASE_URL');
-  const name = `${prefix}_${process.pid}_${Math.floor(Math.random() * 1e6)}`;
-  const c = new pg.Client({ connectionString: base });
-  await c.connect();
-  await c.query(`CREATE DATABASE ${name}`);
-  await c.end();
+/**
+ * A database of its own on the server `base` names (a unique name from
+ * `prefix`), and how to drop it: one suite's or one bench run's tables never
+ * meet another's (the benches use it too).
+ */
+export async function createDatabase(base: string, prefix: string): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `${prefix}_${process.pid}_${Math.floor(Math.random() * 1e9)}`;
+  const admin = new pg.Client({ connectionString: base });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
   const url = new URL(base);
   url.pathname = `/${name}`;
-  return url.toString();
+  return {
+    url: url.toString(),
+    async drop() {
+      const c = new pg.Client({ connectionString: base });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+/** A fresh database on the suite's server (TEST_DATABASE_URL), left for the server's end with the run. */
+export async function freshDatabase(prefix: string): Promise<string> {
+  return (await createDatabase(requireEnv('TEST_DATABASE_URL'), prefix)).url;
 }
 
 import { execFileSync } from 'node:child_process';
