@@ -7,7 +7,7 @@ import { defineConfig } from 'vitest/config';
  * The suites that run for minutes, longest first (their times: BENCHMARKS.md,
  * the test run). With no timing cache (a fresh clone, CI)
  * vitest starts the largest files first, and the scorer's evaluation, a
- * small file that runs for 4–5 minutes, started last: the two workers then
+ * small file that runs for minutes, started last: the two workers then
  * ended minutes apart. These start first; the rest follow in vitest's order
  * (its cache's durations once it has them).
  */

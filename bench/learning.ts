@@ -2,18 +2,27 @@
  * Scoring throughput (prompts/s) through onnxruntime-node in batches of 1,
  * 10 and 100 beside the TypeScript forward pass of the same model (both
  * including featurization), training time for the whole multiprompt history
- * and for 100k synthetic executions, and memory.
+ * and for 100k synthetic executions, and memory. With BENCH_BASELINE=<another
+ * checkout, built> its MLP (dist/src/learning/mlp.js) trains the shipped
+ * ranking member on the same examples in alternate rounds of the same run,
+ * and forward-passes the same inputs: the seconds of each, the ratio, and
+ * whether both trained the same weights bit for bit.
  *   npm run build && node dist/bench/learning.js
+ *   BENCH_BASELINE=/tmp/before BENCH_ROUNDS=2 node dist/bench/learning.js
  */
+import { createHash } from 'node:crypto';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from '../src/config.js';
 import { featureDim, featurize, FEATURE_SPEC } from '../src/learning/features.js';
 import { readModel } from '../src/learning/modelFile.js';
-import { predictAll, seeded, trainMlp, type Example } from '../src/learning/mlp.js';
+import * as mlp from '../src/learning/mlp.js';
+import { predictAll, seeded, trainMlp, type Example, type MlpWeights } from '../src/learning/mlp.js';
 import { loadCells } from '../src/learning/offline/multiprompt.js';
 import { readOnnxWeights } from '../src/learning/onnx.js';
 import { Scorer } from '../src/learning/scorer.js';
-import { cellExample } from '../src/learning/offline/evaluation.js';
+import { cellExample, examplesOf } from '../src/learning/offline/evaluation.js';
+import { RANKING_DEFAULTS } from '../src/learning/ranker.js';
 
 const progress = (m: string): void => void process.stderr.write(`[bench:learning] ${m}\n`);
 const { onnx, meta } = readModel(path.join(REPO_ROOT, 'models', 'default.onnx'));
@@ -68,6 +77,50 @@ trainMlp(str, sva, featureDim(FEATURE_SPEC), { epochs: 5, seed: 42, patience: 10
 const synthS = (performance.now() - t0) / 1000;
 const mem = process.memoryUsage();
 
+/** This checkout's MLP beside a baseline's, on the same inputs, in alternate rounds. */
+async function beside(root: string): Promise<string[]> {
+  const base = (await import(pathToFileURL(path.join(root, 'dist', 'src', 'learning', 'mlp.js')).href)) as typeof mlp;
+  const hash = (w: MlpWeights): string => {
+    const h = createHash('sha256');
+    for (const a of [w.w1, w.b1, w.w2, w.b2, w.w3, w.b3]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+    return h.digest('hex');
+  };
+  // the shipped ranking member (trainMember's options) on the whole history, its validation split seeded
+  const [rtr, rva] = split(examplesOf(cells));
+  const xs = ex.map((e) => e.x);
+  const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+  const secs = { this: [] as number[], base: [] as number[] };
+  const fwd = { this: [] as number[], base: [] as number[] };
+  const hashes = { this: new Set<string>(), base: new Set<string>() };
+  for (let i = 0; i < rounds; i++) {
+    for (const [name, m] of [['this', mlp], ['base', base]] as const) {
+      progress(`round ${i + 1}/${rounds}: the ranking member with ${name === 'this' ? 'this checkout' : root}'s MLP`);
+      let t = performance.now();
+      const r = m.trainMlp(rtr, rva, featureDim(FEATURE_SPEC), { ...RANKING_DEFAULTS, seed: 42 });
+      secs[name].push((performance.now() - t) / 1000);
+      hashes[name].add(hash(r.weights));
+      t = performance.now();
+      for (let k = 0; k < 3; k++) m.predictAll(r.weights, xs);
+      fwd[name].push((3 * xs.length) / ((performance.now() - t) / 1000));
+      progress(`  ${secs[name].at(-1)!.toFixed(1)} s, ${r.epochs} epochs (best); forward ${Math.round(fwd[name].at(-1)!).toLocaleString('en-US')} inputs/s`);
+    }
+  }
+  const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
+  const same = hashes.this.size === 1 && hashes.base.size === 1 && [...hashes.this][0] === [...hashes.base][0];
+  return [
+    '',
+    `beside ${root} (${rounds} rounds each, alternating; medians):`,
+    '',
+    '| | this | baseline | ratio |',
+    '|---|---:|---:|---:|',
+    `| training the ranking member, whole history (${rtr.length.toLocaleString('en-US')} examples), s | ${med(secs.this).toFixed(1)} | ${med(secs.base).toFixed(1)} | ${(med(secs.base) / med(secs.this)).toFixed(2)}× faster |`,
+    `| TS forward pass, inputs/s (${xs.length.toLocaleString('en-US')} inputs, featurized once) | ${Math.round(med(fwd.this)).toLocaleString('en-US')} | ${Math.round(med(fwd.base)).toLocaleString('en-US')} | ${(med(fwd.this) / med(fwd.base)).toFixed(2)}× |`,
+    '',
+    `the same weights bit for bit: ${same ? 'yes' : 'NO'}`,
+  ];
+}
+const besideRows = process.env.BENCH_BASELINE === undefined ? [] : await beside(process.env.BENCH_BASELINE);
+
 process.stdout.write(
   [
     '| batch | onnxruntime prompts/s | TS forward prompts/s | ratio |',
@@ -80,6 +133,7 @@ process.stdout.write(
     `| 100k synthetic executions (one row each) | 100,000 | 5 | ${synthS.toFixed(1)} |`,
     '',
     `memory after both: rss ${(mem.rss / 2 ** 20).toFixed(0)} MiB, heap used ${(mem.heapUsed / 2 ** 20).toFixed(0)} MiB (model file ${(onnx.length / 1024).toFixed(0)} KiB)`,
+    ...besideRows,
   ].join('\n') + '\n',
 );
 await scorer.close();

@@ -9,8 +9,8 @@
  * folds. Deterministic (seeded). Members train in worker threads running dist/
  * (`npm test` builds first). Features v3 read the prompt embeddings of the
  * corpus from models/embeddings-multiprompt.bin (test/embeddings.test.ts
- * checks it against the data and the model). About 4–5 minutes on 2 quiet
- * cores.
+ * checks it against the data and the model). About 3 minutes on 2 quiet
+ * cores (BENCHMARKS.md, the test run).
  */
 import { describe, expect, it } from 'vitest';
 import { evaluate, selectCells, taskFolds } from '../src/learning/offline/evaluation.js';
