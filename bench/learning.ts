@@ -4,20 +4,19 @@
  * including featurization), training time for the whole multiprompt history
  * and for 100k synthetic executions, and memory. With BENCH_BASELINE=<another
  * checkout, built> its MLP (dist/src/learning/mlp.js) trains the shipped
- * ranking member on the same examples in alternate rounds of the same run,
- * and forward-passes the same inputs: the seconds of each, the ratio, and
+ * ranking member on the same examples in alternate rounds of the same run
+ * (each in a worker thread of its own), and forward-passes the same inputs: the seconds of each, the ratio, and
  * whether both trained the same weights bit for bit.
  *   npm run build && node dist/bench/learning.js
  *   BENCH_BASELINE=/tmp/before BENCH_ROUNDS=2 node dist/bench/learning.js
  */
-import { createHash } from 'node:crypto';
+import { Worker } from 'node:worker_threads';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { REPO_ROOT } from '../src/config.js';
 import { featureDim, featurize, FEATURE_SPEC } from '../src/learning/features.js';
 import { readModel } from '../src/learning/modelFile.js';
-import * as mlp from '../src/learning/mlp.js';
-import { predictAll, seeded, trainMlp, type Example, type MlpWeights } from '../src/learning/mlp.js';
+import { predictAll, seeded, trainMlp, type Example } from '../src/learning/mlp.js';
 import { loadCells } from '../src/learning/offline/multiprompt.js';
 import { readOnnxWeights } from '../src/learning/onnx.js';
 import { Scorer } from '../src/learning/scorer.js';
@@ -77,46 +76,61 @@ trainMlp(str, sva, featureDim(FEATURE_SPEC), { epochs: 5, seed: 42, patience: 10
 const synthS = (performance.now() - t0) / 1000;
 const mem = process.memoryUsage();
 
+/**
+ * One checkout's MLP in a worker thread of its own (its compiled code sees only
+ * these inputs, as in the trainer's worker): the shipped ranking member's
+ * training, then forward passes over every input.
+ */
+const MLP_ROUND = `
+const { workerData, parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+import(workerData.mlpUrl).then((m) => {
+  let t = performance.now();
+  const r = m.trainMlp(workerData.tr, workerData.va, workerData.input, workerData.options);
+  const secs = (performance.now() - t) / 1000;
+  const h = createHash('sha256');
+  for (const a of [r.weights.w1, r.weights.b1, r.weights.w2, r.weights.b2, r.weights.w3, r.weights.b3]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
+  t = performance.now();
+  for (let k = 0; k < 3; k++) m.predictAll(r.weights, workerData.xs);
+  parentPort.postMessage({ secs, epochs: r.epochs, hash: h.digest('hex'), fwd: (3 * workerData.xs.length) / ((performance.now() - t) / 1000) });
+});
+`;
+
 /** This checkout's MLP beside a baseline's, on the same inputs, in alternate rounds. */
 async function beside(root: string): Promise<string[]> {
-  const base = (await import(pathToFileURL(path.join(root, 'dist', 'src', 'learning', 'mlp.js')).href)) as typeof mlp;
-  const hash = (w: MlpWeights): string => {
-    const h = createHash('sha256');
-    for (const a of [w.w1, w.b1, w.w2, w.b2, w.w3, w.b3]) h.update(new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
-    return h.digest('hex');
-  };
   // the shipped ranking member (trainMember's options) on the whole history, its validation split seeded
-  const [rtr, rva] = split(examplesOf(cells));
+  const [tr, va] = split(examplesOf(cells));
   const xs = ex.map((e) => e.x);
+  const data = { tr, va, xs, input: featureDim(FEATURE_SPEC), options: { ...RANKING_DEFAULTS, seed: 42 } };
+  const round = (mlpPath: string): Promise<{ secs: number; epochs: number; hash: string; fwd: number }> =>
+    new Promise((resolve, reject) => {
+      const w = new Worker(MLP_ROUND, { eval: true, workerData: { ...data, mlpUrl: pathToFileURL(mlpPath).href } });
+      w.once('message', (m: { secs: number; epochs: number; hash: string; fwd: number }) => void w.terminate().then(() => resolve(m)));
+      w.once('error', reject);
+    });
   const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
-  const secs = { this: [] as number[], base: [] as number[] };
-  const fwd = { this: [] as number[], base: [] as number[] };
-  const hashes = { this: new Set<string>(), base: new Set<string>() };
+  const runs = { this: [] as Array<{ secs: number; fwd: number; hash: string }>, base: [] as Array<{ secs: number; fwd: number; hash: string }> };
   for (let i = 0; i < rounds; i++) {
-    for (const [name, m] of [['this', mlp], ['base', base]] as const) {
-      progress(`round ${i + 1}/${rounds}: the ranking member with ${name === 'this' ? 'this checkout' : root}'s MLP`);
-      let t = performance.now();
-      const r = m.trainMlp(rtr, rva, featureDim(FEATURE_SPEC), { ...RANKING_DEFAULTS, seed: 42 });
-      secs[name].push((performance.now() - t) / 1000);
-      hashes[name].add(hash(r.weights));
-      t = performance.now();
-      for (let k = 0; k < 3; k++) m.predictAll(r.weights, xs);
-      fwd[name].push((3 * xs.length) / ((performance.now() - t) / 1000));
-      progress(`  ${secs[name].at(-1)!.toFixed(1)} s, ${r.epochs} epochs (best); forward ${Math.round(fwd[name].at(-1)!).toLocaleString('en-US')} inputs/s`);
+    for (const [name, dir] of [['this', REPO_ROOT], ['base', root]] as const) {
+      progress(`round ${i + 1}/${rounds}: the ranking member with ${name === 'this' ? 'this checkout' : root}'s MLP, in a worker thread`);
+      const r = await round(path.join(dir, 'dist', 'src', 'learning', 'mlp.js'));
+      runs[name].push(r);
+      progress(`  ${r.secs.toFixed(1)} s, ${r.epochs} epochs (best); forward ${Math.round(r.fwd).toLocaleString('en-US')} inputs/s`);
     }
   }
   const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)]!;
-  const same = hashes.this.size === 1 && hashes.base.size === 1 && [...hashes.this][0] === [...hashes.base][0];
+  const [secs, fwd] = [(n: 'this' | 'base') => med(runs[n].map((r) => r.secs)), (n: 'this' | 'base') => med(runs[n].map((r) => r.fwd))];
+  const same = new Set([...runs.this, ...runs.base].map((r) => r.hash)).size === 1;
   return [
     '',
-    `beside ${root} (${rounds} rounds each, alternating; medians):`,
+    `beside ${root} (${rounds} rounds each, alternating, each in a worker thread of its own; medians):`,
     '',
     '| | this | baseline | ratio |',
     '|---|---:|---:|---:|',
-    `| training the ranking member, whole history (${rtr.length.toLocaleString('en-US')} examples), s | ${med(secs.this).toFixed(1)} | ${med(secs.base).toFixed(1)} | ${(med(secs.base) / med(secs.this)).toFixed(2)}× faster |`,
-    `| TS forward pass, inputs/s (${xs.length.toLocaleString('en-US')} inputs, featurized once) | ${Math.round(med(fwd.this)).toLocaleString('en-US')} | ${Math.round(med(fwd.base)).toLocaleString('en-US')} | ${(med(fwd.this) / med(fwd.base)).toFixed(2)}× |`,
+    `| training the ranking member, whole history (${tr.length.toLocaleString('en-US')} examples), s | ${secs('this').toFixed(1)} | ${secs('base').toFixed(1)} | ${(secs('base') / secs('this')).toFixed(2)}× faster |`,
+    `| TS forward pass, inputs/s (${xs.length.toLocaleString('en-US')} inputs, featurized once) | ${Math.round(fwd('this')).toLocaleString('en-US')} | ${Math.round(fwd('base')).toLocaleString('en-US')} | ${(fwd('this') / fwd('base')).toFixed(2)}× |`,
     '',
-    `the same weights bit for bit: ${same ? 'yes' : 'NO'}`,
+    `the same weights bit for bit in every round: ${same ? 'yes' : 'NO'}`,
   ];
 }
 const besideRows = process.env.BENCH_BASELINE === undefined ? [] : await beside(process.env.BENCH_BASELINE);

@@ -84,88 +84,72 @@ export function forward(m: MlpWeights, x: SparseVec, a1?: Float32Array, a2?: Flo
   return sigmoid(logit(m, x, a1, a2));
 }
 
-/**
- * The pre-sigmoid output (the ranking logit).
- *
- * Each unit sums its inputs in the same order as a plain loop would, rounded
- * to float32 after each addition (Math.fround, as a store into the
- * Float32Array did), so the result is bit-for-bit that of the plain loop:
- * the units are taken 8 at a time with their sums in locals instead of being
- * read and written back once per input (the training's hottest loop).
- */
+/** The pre-sigmoid output (the ranking logit). */
 export function logit(m: MlpWeights, x: SparseVec, a1?: Float32Array, a2?: Float32Array): number {
   const [, h1, h2] = m.dims;
   const z1 = a1 ?? new Float32Array(h1);
   const z2 = a2 ?? new Float32Array(h2);
-  const { idx, val } = x;
-  const n = idx.length;
-  const { w1, b1, w2, b2, w3 } = m;
+  reluLayer(z1, h1, m.b1, m.w1, x.idx, x.val, x.idx.length);
+  // the second layer's inputs: the first layer's units that are on, in order
+  if (onIdx.length < h1) [onIdx, onVal] = [new Int32Array(h1), new Float32Array(h1)];
+  let n = 0;
+  for (let i = 0; i < h1; i++) {
+    const a = z1[i]!;
+    if (a !== 0) {
+      onIdx[n] = i;
+      onVal[n++] = a;
+    }
+  }
+  reluLayer(z2, h2, m.b2, m.w2, onIdx, onVal, n);
+  let z3 = m.b3[0]!;
+  for (let j = 0; j < h2; j++) z3 += m.w3[j]! * z2[j]!;
+  return z3;
+}
+
+/** Scratch for the second layer's inputs (one thread runs one pass at a time). */
+let onIdx = new Int32Array(64);
+let onVal = new Float32Array(64);
+
+/**
+ * out[j] = max(0, bias[j] + Σ w[idx[k] * width + j] · val[k]) over k < n,
+ * for j < width. Each unit sums its inputs in order, rounded to
+ * float32 after each addition (Math.fround, as a store into a Float32Array
+ * rounds), so the result is bit for bit that of a loop that adds each input
+ * to every unit in turn: the units are taken 8 at a time with their sums in
+ * locals instead of being read and written back once per input (training's
+ * hottest loop).
+ */
+function reluLayer(out: Float32Array, width: number, bias: Float32Array, w: Float32Array, idx: Int32Array, val: Float32Array, n: number): void {
   const f = Math.fround;
   let j = 0;
-  for (; j + 8 <= h1; j += 8) {
-    let s0 = b1[j]!, s1 = b1[j + 1]!, s2 = b1[j + 2]!, s3 = b1[j + 3]!, s4 = b1[j + 4]!, s5 = b1[j + 5]!, s6 = b1[j + 6]!, s7 = b1[j + 7]!;
+  for (; j + 8 <= width; j += 8) {
+    let s0 = bias[j]!, s1 = bias[j + 1]!, s2 = bias[j + 2]!, s3 = bias[j + 3]!, s4 = bias[j + 4]!, s5 = bias[j + 5]!, s6 = bias[j + 6]!, s7 = bias[j + 7]!;
     for (let k = 0; k < n; k++) {
-      const o = idx[k]! * h1 + j;
+      const o = idx[k]! * width + j;
       const v = val[k]!;
-      s0 = f(s0 + w1[o]! * v);
-      s1 = f(s1 + w1[o + 1]! * v);
-      s2 = f(s2 + w1[o + 2]! * v);
-      s3 = f(s3 + w1[o + 3]! * v);
-      s4 = f(s4 + w1[o + 4]! * v);
-      s5 = f(s5 + w1[o + 5]! * v);
-      s6 = f(s6 + w1[o + 6]! * v);
-      s7 = f(s7 + w1[o + 7]! * v);
+      s0 = f(s0 + w[o]! * v);
+      s1 = f(s1 + w[o + 1]! * v);
+      s2 = f(s2 + w[o + 2]! * v);
+      s3 = f(s3 + w[o + 3]! * v);
+      s4 = f(s4 + w[o + 4]! * v);
+      s5 = f(s5 + w[o + 5]! * v);
+      s6 = f(s6 + w[o + 6]! * v);
+      s7 = f(s7 + w[o + 7]! * v);
     }
-    z1[j] = s0 < 0 ? 0 : s0;
-    z1[j + 1] = s1 < 0 ? 0 : s1;
-    z1[j + 2] = s2 < 0 ? 0 : s2;
-    z1[j + 3] = s3 < 0 ? 0 : s3;
-    z1[j + 4] = s4 < 0 ? 0 : s4;
-    z1[j + 5] = s5 < 0 ? 0 : s5;
-    z1[j + 6] = s6 < 0 ? 0 : s6;
-    z1[j + 7] = s7 < 0 ? 0 : s7;
+    out[j] = s0 < 0 ? 0 : s0;
+    out[j + 1] = s1 < 0 ? 0 : s1;
+    out[j + 2] = s2 < 0 ? 0 : s2;
+    out[j + 3] = s3 < 0 ? 0 : s3;
+    out[j + 4] = s4 < 0 ? 0 : s4;
+    out[j + 5] = s5 < 0 ? 0 : s5;
+    out[j + 6] = s6 < 0 ? 0 : s6;
+    out[j + 7] = s7 < 0 ? 0 : s7;
   }
-  for (; j < h1; j++) {
-    let s = b1[j]!;
-    for (let k = 0; k < n; k++) s = f(s + w1[idx[k]! * h1 + j]! * val[k]!);
-    z1[j] = s < 0 ? 0 : s;
+  for (; j < width; j++) {
+    let s = bias[j]!;
+    for (let k = 0; k < n; k++) s = f(s + w[idx[k]! * width + j]! * val[k]!);
+    out[j] = s < 0 ? 0 : s;
   }
-  j = 0;
-  for (; j + 8 <= h2; j += 8) {
-    let s0 = b2[j]!, s1 = b2[j + 1]!, s2 = b2[j + 2]!, s3 = b2[j + 3]!, s4 = b2[j + 4]!, s5 = b2[j + 5]!, s6 = b2[j + 6]!, s7 = b2[j + 7]!;
-    for (let i = 0; i < h1; i++) {
-      const a = z1[i]!;
-      if (a === 0) continue;
-      const o = i * h2 + j;
-      s0 = f(s0 + w2[o]! * a);
-      s1 = f(s1 + w2[o + 1]! * a);
-      s2 = f(s2 + w2[o + 2]! * a);
-      s3 = f(s3 + w2[o + 3]! * a);
-      s4 = f(s4 + w2[o + 4]! * a);
-      s5 = f(s5 + w2[o + 5]! * a);
-      s6 = f(s6 + w2[o + 6]! * a);
-      s7 = f(s7 + w2[o + 7]! * a);
-    }
-    z2[j] = s0 < 0 ? 0 : s0;
-    z2[j + 1] = s1 < 0 ? 0 : s1;
-    z2[j + 2] = s2 < 0 ? 0 : s2;
-    z2[j + 3] = s3 < 0 ? 0 : s3;
-    z2[j + 4] = s4 < 0 ? 0 : s4;
-    z2[j + 5] = s5 < 0 ? 0 : s5;
-    z2[j + 6] = s6 < 0 ? 0 : s6;
-    z2[j + 7] = s7 < 0 ? 0 : s7;
-  }
-  for (; j < h2; j++) {
-    let s = b2[j]!;
-    for (let i = 0; i < h1; i++) {
-      const a = z1[i]!;
-      if (a !== 0) s = f(s + w2[i * h2 + j]! * a);
-    }
-    z2[j] = s < 0 ? 0 : s;
-  }
-  let z3 = m.b3[0]!;
-  for (let k = 0; k < h2; k++) z3 += w3[k]! * z2[k]!;
-  return z3;
 }
 
 /** Forward pass on a dense row (what the ONNX graph computes), for parity tests. */
