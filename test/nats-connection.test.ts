@@ -87,6 +87,22 @@ describe('connection settings from NATS_* variables', () => {
     expect(await roundTrip({ NATS_URL: s.url, NATS_NKEY_SEED: path.join(dir, 'user.nk') })).toBe('pong from t.ping');
     const other = new TextDecoder().decode(nkeys.createUser().getSeed());
     expect(await refused({ NATS_URL: s.url, NATS_NKEY_SEED: other })).toBe(true);
+    // as an env file may quote it
+    expect(await roundTrip({ NATS_URL: s.url, NATS_NKEY_SEED: ` "${seed}"\n` })).toBe('pong from t.ping');
+    // a mistyped seed is not read as a file name into an error (errors are logged and answered): the value never shows
+    for (const typo of [seed.toLowerCase(), `${seed.slice(0, 20)}-${seed.slice(21)}`, `"${seed}`]) {
+      const err = (() => {
+        try {
+          natsConnectOptions(natsSettingsFromEnv({ NATS_URL: s.url, NATS_NKEY_SEED: typo }));
+          return undefined;
+        } catch (e) {
+          return e as Error & { path?: string };
+        }
+      })();
+      expect(err?.message).toMatch(/^NATS_NKEY_SEED: /);
+      expect(`${err?.message} ${err?.path ?? ''} ${err?.stack ?? ''}`).not.toContain(seed.slice(2, 30));
+      expect(`${err?.message}`.toLowerCase()).not.toContain(seed.slice(2, 30).toLowerCase());
+    }
   });
 
   it('NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY: TLS with a private CA and a client certificate', async () => {

@@ -145,6 +145,30 @@ describe('optimize_prompt and call_llm through the op table', () => {
     expect(bad).toMatchObject({ ok: false, reason: 'bad_request', message: 'messages[0].role: expected one of system, user, assistant' });
   });
 
+  it('sends LLM_API_KEY only to LLM_URL (a request naming another url sends its own key or none); no credential of a URL reaches an error', async () => {
+    const other = await startFakeLlm(brain);
+    const keyed = localEngine({ llmUrl: llm.url, llmApiKey: 'sk-configured-1' });
+    const ask = (llmArg?: Record<string, string>) => keyed.call('call_llm', record({ messages: [record({ role: 'user', content: 'Is 4 even?' })], ...(llmArg === undefined ? {} : { llm: record(llmArg) }) }));
+    try {
+      value(await ask());
+      expect(llm.authorizations.at(-1)).toBe('Bearer sk-configured-1');
+      value(await ask({ url: `${llm.url}/` })); // the configured endpoint, written with a trailing slash
+      expect(llm.authorizations.at(-1)).toBe('Bearer sk-configured-1');
+      value(await ask({ url: other.url }));
+      expect(other.authorizations.at(-1)).toBeUndefined();
+      value(await ask({ url: other.url, api_key: 'sk-own-2' }));
+      expect(other.authorizations.at(-1)).toBe('Bearer sk-own-2');
+      for (const url of ['http://user:hunter2@127.0.0.1:9/v1', 'http://127.0.0.1:9/v1?api-key=qs-secret-3']) {
+        const r = await ask({ url });
+        expect(r).toMatchObject({ ok: false, reason: 'llm_error' });
+        expect(JSON.stringify(r)).not.toMatch(/hunter2|qs-secret-3/);
+      }
+    } finally {
+      await keyed.close();
+      await other.close();
+    }
+  });
+
   it('records every optimization as a PromptEvolutionEntry', async () => {
     const r = value(await pe.call('optimize_prompt', record({ prompt: 'List the risks of {{context}}.', breadth: 3, depth: 1 })));
     const hist = value(await pe.call('query', record({ kind: 'evolution_history', prompt_id: String(r.prompt_id) })));

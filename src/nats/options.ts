@@ -47,7 +47,7 @@ export function natsConnectOptions(s: NatsSettings): ConnectionOptions {
   const auths: Authenticator[] = [];
   if (s.credsFile !== undefined) auths.push(credsAuthenticator(new Uint8Array(fs.readFileSync(s.credsFile))));
   if (s.nkeySeed !== undefined) {
-    const seed = /^S[A-Z2-7]{50,}$/.test(s.nkeySeed) ? s.nkeySeed : fs.readFileSync(s.nkeySeed, 'utf8').trim();
+    const seed = nkeySeed(s.nkeySeed);
     auths.push(nkeyAuthenticator(new TextEncoder().encode(seed)));
   }
   if (auths.length > 0) opts.authenticator = auths.length === 1 ? auths[0] : auths;
@@ -58,6 +58,29 @@ export function natsConnectOptions(s: NatsSettings): ConnectionOptions {
     if (s.tlsKey !== undefined) opts.tls.keyFile = s.tlsKey;
   }
   return opts;
+}
+
+const SEED = /^S[A-Z2-7]{50,}$/;
+
+/**
+ * NATS_NKEY_SEED: the seed itself (quotes from an env file and spaces
+ * around it ignored), else a file holding it. Its errors never carry the
+ * value: a mistyped seed would otherwise be logged and answered as a file
+ * name.
+ */
+function nkeySeed(value: string): string {
+  const bare = value.trim().replace(/^(["'])(.*)\1$/, '$2').trim();
+  if (SEED.test(bare)) return bare;
+  if (SEED.test(bare.toUpperCase())) throw new Error('NATS_NKEY_SEED: a seed is upper case (S, then base32 letters and digits 2-7)');
+  let text: string;
+  try {
+    text = fs.readFileSync(bare, 'utf8');
+  } catch (err) {
+    throw new Error(`NATS_NKEY_SEED: neither a seed (S, then 50 or more base32 characters) nor a file that can be read (${(err as { code?: string }).code ?? 'unreadable'})`);
+  }
+  const seed = text.trim();
+  if (!SEED.test(seed)) throw new Error('NATS_NKEY_SEED: the file it names does not hold a seed (S, then 50 or more base32 characters)');
+  return seed;
 }
 
 /** Reset the reconnect backoff after a successful (re)connect. */

@@ -21,17 +21,25 @@ import { badRequest, OpError } from '../contract/errors.js';
 const LLM_KEYS = {
   url: string({ max: 2000, doc: 'base URL of an OpenAI-compatible endpoint (default LLM_URL)' }),
   model: string({ max: 200, doc: 'model name (default LLM_MODEL)' }),
-  api_key: string({ max: 4000, doc: 'bearer token (default LLM_API_KEY)' }),
+  api_key: string({ max: 4000, doc: 'bearer token (default LLM_API_KEY, sent only to LLM_URL: with another url, only this key is sent)' }),
   timeout_ms: integer({ min: 100, max: 600_000, doc: 'per-request timeout' }),
 };
 type LlmArg = ArgsOf<typeof LLM_KEYS>;
 
-/** The `llm` argument over LLM_URL/LLM_MODEL/LLM_API_KEY: where an OpenAI-compatible endpoint is. */
+/**
+ * The `llm` argument over LLM_URL/LLM_MODEL/LLM_API_KEY: where an
+ * OpenAI-compatible endpoint is. The configured key goes only to the
+ * configured endpoint: a request naming another url (any caller can) sends
+ * the key it gives, or none.
+ */
 function llmEndpoint(engine: { config: EngineConfig }, arg: LlmArg | undefined): LlmEndpoint | undefined {
   const url = arg?.url ?? engine.config.llmUrl;
   if (url === undefined) return undefined;
-  return { url, model: arg?.model ?? engine.config.llmModel, apiKey: arg?.api_key ?? engine.config.llmApiKey, timeoutMs: arg?.timeout_ms };
+  const configured = engine.config.llmUrl !== undefined && trimmed(url) === trimmed(engine.config.llmUrl);
+  return { url, model: arg?.model ?? engine.config.llmModel, apiKey: arg?.api_key ?? (configured ? engine.config.llmApiKey : undefined), timeoutMs: arg?.timeout_ms };
 }
+
+const trimmed = (url: string): string => url.trim().replace(/\/+$/, '');
 
 interface OptimizeArgs {
   prompt: string;

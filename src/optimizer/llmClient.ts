@@ -49,6 +49,20 @@ interface CompletionBody {
   error?: { message?: string } | string;
 }
 
+/**
+ * A URL as an error or a log may show it: without user, password, query or
+ * fragment (where an endpoint's key may be written), and nothing of one that
+ * does not parse.
+ */
+export function urlForMessages(url: string): string {
+  try {
+    const u = new URL(url);
+    return `${u.protocol}//${u.host}${u.pathname}${u.username !== '' || u.password !== '' || u.search !== '' || u.hash !== '' ? ' (credentials and query left out)' : ''}`;
+  } catch {
+    return '(a URL that does not parse)';
+  }
+}
+
 export async function chat(endpoint: LlmEndpoint, model: string | undefined, messages: ChatMessage[], options: ChatOptions, signal?: AbortSignal): Promise<ChatResult> {
   const url = `${endpoint.url.replace(/\/+$/, '')}/chat/completions`;
   const timeout = AbortSignal.timeout(endpoint.timeoutMs ?? 60_000);
@@ -59,7 +73,9 @@ export async function chat(endpoint: LlmEndpoint, model: string | undefined, mes
     signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
   }).catch((err: unknown) => {
     if (signal?.aborted) throw err;
-    throw new LlmError(`LLM request to ${url} failed: ${err instanceof Error ? err.message : String(err)}`);
+    // The URL as messages may show it (a log, an error reply): the endpoint's own message may repeat it whole.
+    const why = (err instanceof Error ? err.message : String(err)).replaceAll(url, urlForMessages(url)).replaceAll(endpoint.url, urlForMessages(endpoint.url));
+    throw new LlmError(`LLM request to ${urlForMessages(url)} failed: ${why}`);
   });
   const text = await res.text();
   let body: CompletionBody;

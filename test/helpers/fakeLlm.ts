@@ -15,8 +15,10 @@ export interface ChatRequest {
 
 export type Brain = (req: ChatRequest) => string[] | { status: number; body: unknown };
 
-export async function startFakeLlm(brain: Brain): Promise<{ url: string; requests: ChatRequest[]; close(): Promise<void> }> {
+export async function startFakeLlm(brain: Brain): Promise<{ url: string; requests: ChatRequest[]; authorizations: Array<string | undefined>; close(): Promise<void> }> {
   const requests: ChatRequest[] = [];
+  /** Each request's Authorization header (undefined: none), in order. */
+  const authorizations: Array<string | undefined> = [];
   const server = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c: Buffer) => (body += c.toString()));
@@ -27,6 +29,7 @@ export async function startFakeLlm(brain: Brain): Promise<{ url: string; request
       }
       const parsed = JSON.parse(body) as ChatRequest;
       requests.push(parsed);
+      authorizations.push(req.headers.authorization);
       const out = brain(parsed);
       if (!Array.isArray(out)) {
         res.writeHead(out.status, { 'content-type': 'application/json' }).end(JSON.stringify(out.body));
@@ -43,5 +46,5 @@ export async function startFakeLlm(brain: Brain): Promise<{ url: string; request
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}/v1`, requests, close: () => new Promise((r) => server.close(() => r())) };
+  return { url: `http://127.0.0.1:${port}/v1`, requests, authorizations, close: () => new Promise((r) => server.close(() => r())) };
 }
