@@ -19,7 +19,11 @@ defmodule PromptEngine.Redact do
   """
 
   @secret_name ~r/(PASSWORD|SECRET|TOKEN|API_KEY|_KEY$|CREDENTIALS)/i
-  @url_password ~r{([a-z][a-z0-9+.\-]*://[^\s:/@]*:)([^\s@/]+)@}i
+  # A URL's user information: everything between `//` and the last `@` before
+  # the host ends (a password may hold `@`: URL parsers take the last one).
+  @url_userinfo ~r{([a-z][a-z0-9+.\-]*://)([^\s/?#]*)@}i
+  # Schemes whose user part alone is a secret (a NATS token: `nats://token@host`).
+  @token_schemes ~w(nats tls ws wss)
 
   @doc """
   Seal a value: a zero-arity function returning it (a function is sealed already).
@@ -43,15 +47,24 @@ defmodule PromptEngine.Redact do
   def unseal(value), do: value
 
   @doc """
-  `text` with passwords in URLs masked and every string of `secrets` (at
-  least 4 bytes long) replaced by `***`.
+  `text` with passwords (and NATS tokens) in URLs masked and every string of
+  `secrets` (at least 4 bytes long) replaced by `***`.
 
       iex> PromptEngine.Redact.text("key sk-12345 at nats://u:p4ss@n:4222", ["sk-12345"])
       "key *** at nats://u:***@n:4222"
+
+      iex> PromptEngine.Redact.text("nats://s3cr3tTok@nats:4222 and postgres://app:p@ssw0rd@db/app")
+      "nats://***@nats:4222 and postgres://app:***@db/app"
   """
   @spec text(String.t(), [String.t()]) :: String.t()
   def text(text, secrets \\ []) when is_binary(text) do
-    masked = Regex.replace(@url_password, text, "\\1***@")
+    masked =
+      Regex.replace(@url_userinfo, text, fn whole, scheme, userinfo ->
+        case userinfo_secret(scheme, userinfo) do
+          nil -> whole
+          _ -> scheme <> masked_userinfo(userinfo) <> "@"
+        end
+      end)
 
     Enum.reduce(secrets, masked, fn
       s, acc when is_binary(s) and byte_size(s) >= 4 -> String.replace(acc, s, "***")
@@ -89,6 +102,9 @@ defmodule PromptEngine.Redact do
 
       iex> PromptEngine.Redact.secrets([{"DATABASE_URL", "postgres://a:b1cd@h/d"}, {"LLM_API_KEY", "sk-123"}])
       ["b1cd", "sk-123"]
+
+      iex> PromptEngine.Redact.secrets([{"NATS_URL", "nats://s3cr3tTok@nats:4222"}, {"DATABASE_URL", "postgres://app:p@ssw0rd@db/app"}])
+      ["s3cr3tTok", "p@ssw0rd"]
   """
   @spec secrets([{charlist() | String.t(), charlist() | String.t() | false | nil}]) :: [String.t()]
   def secrets(pairs) do
@@ -99,7 +115,7 @@ defmodule PromptEngine.Redact do
 
       {k, v} ->
         v = to_string(v)
-        passwords = for [_, _, pw] <- Regex.scan(@url_password, v), do: pw
+        passwords = for [_, scheme, userinfo] <- Regex.scan(@url_userinfo, v), pw = userinfo_secret(scheme, userinfo), do: pw
         if secret_name?(to_string(k)) and v != "", do: [v | passwords], else: passwords
     end)
     |> Enum.uniq()
@@ -113,4 +129,21 @@ defmodule PromptEngine.Redact do
   """
   @spec secret_name?(String.t()) :: boolean()
   def secret_name?(name), do: Regex.match?(@secret_name, name)
+
+  # The secret of a URL's user information: the password, or for a NATS URL a token alone; nil when none.
+  defp userinfo_secret(scheme, userinfo) do
+    case String.split(userinfo, ":", parts: 2) do
+      [_user, ""] -> nil
+      [_user, password] -> password
+      [""] -> nil
+      [token] -> if String.downcase(String.trim_trailing(scheme, "://")) in @token_schemes, do: token, else: nil
+    end
+  end
+
+  defp masked_userinfo(userinfo) do
+    case String.split(userinfo, ":", parts: 2) do
+      [user, _password] -> user <> ":***"
+      [_token] -> "***"
+    end
+  end
 end
