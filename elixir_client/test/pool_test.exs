@@ -45,13 +45,26 @@ defmodule PromptEngine.PoolTest do
       assert chosen > 0
     end
 
-    # a track_execution naming the experiment in its metadata goes the same way
+    # a track_execution naming the experiment in its metadata goes the same way, whatever the
+    # keys (atoms or strings, a map or a keyword list); so does a late rating whose context is the choice's metadata
     [exp | _] = exps
     target = PromptEngine.Supervisor.pick(name, exp)
-    {:ok, %{ops: before}} = Connection.request(target, :stats, %{})
-    {:ok, _} = PromptEngine.track_execution(%{prompt_id: "p", execution_time_ms: 1, success: true, metadata: %{"experiment" => exp}}, name: name)
-    {:ok, %{ops: later}} = Connection.request(target, :stats, %{})
-    assert later["track_execution"].calls == before["track_execution"].calls + 1
+    {:ok, choice} = PromptEngine.choose_prompt(exp, "Classify the ticket {ticket}.", %{model: "m"}, name: name)
+    calls = fn op -> Enum.map(conns, fn c -> ({:ok, %{ops: ops}} = Connection.request(c, :stats, %{}); get_in(ops, [op, :calls]) || 0) end) end
+    executions = calls.("track_execution")
+
+    for metadata <- [%{"experiment" => exp}, %{experiment: exp}] do
+      {:ok, _} = PromptEngine.track_execution(%{prompt_id: "p", execution_time_ms: 1, success: true, metadata: metadata}, name: name)
+    end
+
+    {:ok, _} = PromptEngine.track_execution([prompt_id: "p", execution_time_ms: 1, success: true, metadata: %{experiment: exp}], name: name)
+    {:ok, _} = PromptEngine.track_execution(%{"prompt_id" => "p", "execution_time_ms" => 1, "success" => true, "metadata" => %{"experiment" => exp}}, name: name)
+    assert calls.("track_execution") == Enum.map(conns, fn c -> if c == target, do: 4, else: 0 end) |> Enum.zip_with(executions, &+/2)
+
+    ratings = calls.("track_feedback")
+    {:ok, _} = PromptEngine.track_feedback(%{prompt_id: choice.prompt_id, feedback_type: :quality, rating: 1, context: choice.metadata}, name: name)
+    {:ok, _} = PromptEngine.track_feedback([prompt_id: choice.prompt_id, feedback_type: :quality, rating: 1, context: %{experiment: exp}], name: name)
+    assert calls.("track_feedback") == Enum.map(conns, fn c -> if c == target, do: 2, else: 0 end) |> Enum.zip_with(ratings, &+/2)
   end
 
   test "a pool on the embedded PGlite is refused at start, naming the fix" do

@@ -216,15 +216,14 @@ defmodule PromptEngine.Request do
   defp route_key(op, args) when op in [:cache_get, :cache_put], do: Map.get(args, :key)
   defp route_key(op, args) when op in [:choose_prompt, :experiment], do: Map.get(args, :experiment) || Map.get(args, :name)
 
-  defp route_key(:track_execution, args) do
-    case Map.get(args, :metadata) do
-      %{"experiment" => e} -> e
-      %{experiment: e} -> e
-      _ -> nil
-    end
-  end
-
+  # An outcome names its experiment in an execution's metadata, a late rating in its context
+  # (the choice's metadata), under an atom or a string key.
+  defp route_key(:track_execution, args), do: args |> field(:metadata) |> field(:experiment)
+  defp route_key(:track_feedback, args), do: args |> field(:context) |> field(:experiment)
   defp route_key(_op, _args), do: nil
+
+  defp field(m, key) when is_map(m), do: Map.get(m, key, Map.get(m, Atom.to_string(key)))
+  defp field(_other, _key), do: nil
 
   # -- tracking ids ---------------------------------------------------------------
 
