@@ -170,6 +170,14 @@ defmodule PromptEngine.ClientTest do
       assert {:error, %Error{reason: :bad_option, message: "start option :pool_size must be a positive integer, got: \"2\""}} = PromptEngine.start_link(pool_size: "2")
       assert {:error, %Error{reason: :bad_option, message: "start option :timeout must be " <> _}} = PromptEngine.start_link(%{timeout: -1})
       assert {:error, %Error{reason: :bad_option}} = PromptEngine.start_link(env: "LOG_LEVEL=warn")
+      # what an OS environment cannot hold is refused at start (Port.open/2 would raise in the
+      # connection), and the value, which may be a secret, is not shown
+      for env <- [[{"LLM_API_KEY=sk-env-1", "x"}], [{"", "x"}], [{"LLM_API_KEY", "sk-env-1" <> <<0>>}], [{"A\0B", "x"}], %{"X" => [0x110000]}] do
+        assert {:error, %Error{reason: :bad_option, message: m}} = PromptEngine.start_link(name: BadEnv, env: env), inspect(env)
+        assert m =~ "start option :env must be" and m =~ "without = or NUL"
+        refute m =~ "sk-env-1"
+      end
+
       assert {:error, %Error{reason: :bad_option}} = PromptEngine.start_link(name: "Str")
       assert {:error, %Error{reason: :bad_option}} = PromptEngine.start_link(executable: 5)
       assert {:error, %Error{reason: :bad_option}} = PromptEngine.start_link(data_dir: :tmp)

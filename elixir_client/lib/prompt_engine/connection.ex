@@ -245,9 +245,12 @@ defmodule PromptEngine.Connection do
     try do
       Port.open({:spawn_executable, exe}, [:binary, {:packet, 4}, :exit_status, :nouse_stdio, args: args, env: Redact.unseal(spawn.env)])
     rescue
-      e in ErlangError ->
+      # ErlangError (:enoent, :eacces, ...) or ArgumentError (what the options cannot hold): never its
+      # arguments, which carry the environment and its secrets.
+      e ->
         if relay, do: PromptEngine.LogRelay.stop(relay)
-        down(state, {:spawn_failed, e.original}, "could not start the sidecar #{spawn.exe}: #{inspect(e.original)}")
+        why = with %ErlangError{original: original} <- e, do: original, else: (_ -> :badarg)
+        down(state, {:spawn_failed, why}, "could not start the sidecar #{spawn.exe}: #{inspect(why)}")
     else
       port ->
         # The sidecar speaks first; nothing is sent before its ready handshake.
@@ -558,7 +561,7 @@ defmodule PromptEngine.Connection do
     end
 
     # A sidecar that is not ready is not serving anything: do not wait for it to notice the EOF.
-    if is_integer(os_pid), do: System.cmd("kill", ["-9", Integer.to_string(os_pid)], stderr_to_stdout: true)
+    if is_integer(os_pid), do: PromptEngine.Sidecar.signal(os_pid, "-9")
     :ok
   end
 

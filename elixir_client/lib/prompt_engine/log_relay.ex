@@ -118,7 +118,7 @@ defmodule PromptEngine.LogRelay do
 
       :give_up ->
         case Port.info(port, :os_pid) do
-          {:os_pid, os_pid} -> System.cmd("kill", [Integer.to_string(os_pid)], stderr_to_stdout: true)
+          {:os_pid, os_pid} -> PromptEngine.Sidecar.signal(os_pid, "-TERM")
           nil -> :ok
         end
 

@@ -287,4 +287,22 @@ defmodule PromptEngine.Sidecar do
   catch
     :exit, _ -> nil
   end
+
+  @doc false
+  # Send `signal` ("-9", "-TERM") to an OS process with the system's kill; without one on the
+  # PATH (a slim image) nothing is sent: closing the Port already ends the sidecar (input EOF,
+  # its parent watchdog), only later. Never raises.
+  @spec signal(integer(), String.t()) :: :ok
+  def signal(os_pid, signal) when is_integer(os_pid) do
+    with kill when is_binary(kill) <- System.find_executable("kill") do
+      try do
+        System.cmd(kill, [signal, Integer.to_string(os_pid)], stderr_to_stdout: true)
+      rescue
+        _ -> :ok
+      end
+    end
+
+    :ok
+  end
+
 end

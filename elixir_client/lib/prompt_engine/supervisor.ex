@@ -37,7 +37,7 @@ defmodule PromptEngine.Supervisor do
     pool_size: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer"},
     executable: {&PromptEngine.Supervisor.text_or_nil?/1, "a path (string)"},
     args: {&PromptEngine.Supervisor.texts?/1, "a list of strings"},
-    env: {&PromptEngine.Supervisor.env?/1, "a list of {name, value} string pairs or a map"},
+    env: {&PromptEngine.Supervisor.env?/1, "a list of {name, value} string pairs or a map (names not empty, without = or NUL; values without NUL)"},
     timeout: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer (ms)"},
     max_in_flight: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer"},
     ready_timeout: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer (ms)"},
@@ -207,8 +207,19 @@ defmodule PromptEngine.Supervisor do
   def texts?(v), do: is_list(v) and Enum.all?(v, &is_binary/1)
   @doc false
   def env?(v) when is_map(v), do: env?(Map.to_list(v))
-  def env?(v) when is_list(v), do: Enum.all?(v, &match?({k, val} when (is_binary(k) or is_list(k)) and (is_binary(val) or is_list(val) or val in [nil, false]), &1))
+  def env?(v) when is_list(v), do: Enum.all?(v, &env_pair?/1)
   def env?(_), do: false
+
+  # What an OS environment can hold (Port.open/2 raises otherwise): a name, not empty, without
+  # = or NUL; a value without NUL (nil or false unsets the variable).
+  defp env_pair?({k, val}) when (is_binary(k) or is_list(k)) and (is_binary(val) or is_list(val) or val in [nil, false]) do
+    name = IO.chardata_to_string(k)
+    name != "" and not String.contains?(name, ["=", <<0>>]) and (val in [nil, false] or not String.contains?(IO.chardata_to_string(val), <<0>>))
+  rescue
+    _ -> false
+  end
+
+  defp env_pair?(_), do: false
 
   @impl true
   def init(opts) do
