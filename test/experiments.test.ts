@@ -363,6 +363,10 @@ describe('the closed loop through the op table', () => {
     const stats = ((await ok(pe, 'stats', {})).services as TermObject).experiments as TermObject;
     expect(Number(stats.experiments)).toBeLessThanOrEqual(20);
     expect(Number(stats.evicted)).toBeGreaterThanOrEqual(80);
+    // what is kept beside each experiment (its callers' last context, its last history snapshot) leaves with it
+    const svc = (await pe.engine.service('experiments')) as unknown as { contexts: Map<string, unknown>; decider: { snapshotAt: Map<string, number> } };
+    expect(svc.contexts.size).toBeLessThanOrEqual(20);
+    expect(svc.decider.snapshotAt.size).toBeLessThanOrEqual(20);
     // 'triage' was dropped from memory; its next use loads it from the store with everything it had.
     const after = ((await ok(pe, 'experiment', { experiment: 'triage' })).experiments as TermObject[])[0]!;
     expect(after.outcomes).toBe(30);

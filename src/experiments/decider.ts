@@ -96,6 +96,12 @@ export class Decider {
     this.vectors = new PromptVectors(deps.policy.neighbourBandwidth > 0 ? deps.embeddings : undefined, deps.log);
   }
 
+  /** An experiment left the view: what is kept for it here goes too (a busy one is never dropped). */
+  forget(key: string): void {
+    this.snapshotAt.delete(key);
+    this.again.delete(key);
+  }
+
   /** Whether this sidecar decides now. */
   get deciding(): boolean {
     return this.lease?.held === true;

@@ -132,7 +132,17 @@ export class ExperimentService {
     private readonly deps: ExperimentServiceDeps,
     private readonly store: TrackingStore,
   ) {
-    this.view = new LoopView(deps.policy, deps.maxExperiments, (key) => this.decider.isBusy(key));
+    this.view = new LoopView(
+      deps.policy,
+      deps.maxExperiments,
+      (key) => this.decider.isBusy(key),
+      // Per-experiment state beside the view is bounded by it: a made-up name's context leaves with it.
+      (key) => {
+        this.contexts.delete(key);
+        this.provisional.delete(key);
+        this.decider.forget(key);
+      },
+    );
     this.decider = new Decider({
       store,
       scorer: deps.scorer,

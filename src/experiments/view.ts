@@ -18,6 +18,8 @@ export class LoopView {
     private readonly maxExperiments: number,
     /** An experiment the view must not drop now (the decider is writing its decisions). */
     private readonly pinnedInMemory: (key: string) => boolean = () => false,
+    /** Told when an experiment leaves the view (dropped or evicted): what is kept beside it per experiment goes too. */
+    private readonly forgotten: (key: string) => void = () => undefined,
   ) {}
 
   get size(): number {
@@ -53,6 +55,7 @@ export class LoopView {
         if (key === exp.key || this.pinnedInMemory(key)) continue;
         this.byKey.delete(key);
         this.evicted++;
+        this.forgotten(key);
       }
     return exp;
   }
@@ -70,6 +73,6 @@ export class LoopView {
   }
 
   drop(key: string): void {
-    this.byKey.delete(key);
+    if (this.byKey.delete(key)) this.forgotten(key);
   }
 }
