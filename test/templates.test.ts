@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErlFloat, record, type TermObject } from '../src/codec/terms.js';
 import { REPO_ROOT } from '../src/config.js';
 import { TemplateRenderer } from '../src/templates/renderer.js';
+import { MEMORY_LIMITS } from '../src/templates/registry.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { PortClient } from './helpers/portClient.js';
 import { requireEnv } from './helpers/pg.js';
@@ -126,6 +127,55 @@ describe('shipped templates', () => {
     }
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
+
+  it("stops a render past RENDER_LIMITS (nested each over @root, partials that double) with bad_request, and keeps serving", async () => {
+    const store = async (name: string, content: string, type = 'command'): Promise<void> => void ok(await pe.call('store_template', record({ template: record({ template_name: name, template_type: type, language: 'any', template_content: content }) })));
+    // 1000^4 iterations: hours of one thread if nothing counted them
+    await store('nested_each', '{{#each a}}{{#each @root.a}}{{#each @root.a}}{{#each @root.a}}x{{/each}}{{/each}}{{/each}}{{/each}}');
+    const list = Array.from({ length: 1000 }, (_, i) => i);
+    const nested = await pe.call('render_template', record({ template_id: 'nested_each', variables: record({ a: list }) }));
+    expect(nested).toMatchObject({ ok: false, reason: 'bad_request' });
+    expect((nested as { message: string }).message).toMatch(/^template nested_each: rendering stopped: more than 100,000 blocks/);
+    // each level includes the one below twice: 2^40 characters
+    await store('dbl_0', 'abcdefgh', 'partial');
+    for (let i = 1; i <= 40; i++) await store(`dbl_${i}`, `{{> dbl_${i - 1}}}{{> dbl_${i - 1}}}`, 'partial');
+    await store('doubling', '{{> dbl_40}}');
+    const doubled = await pe.call('render_template', record({ template_id: 'doubling', variables: record({}) }));
+    expect(doubled).toMatchObject({ ok: false, reason: 'bad_request' });
+    expect((doubled as { message: string }).message).toMatch(/rendering stopped: a block's output passed 4,000,000 characters|more than 100,000 blocks/);
+    // within the limits the same shapes render, partials and each alike
+    expect(ok(await pe.call('render_template', record({ template_id: 'nested_each', variables: record({ a: [1, 2, 3] }) }))).prompt).toBe('x'.repeat(81));
+    await store('doubling_small', '{{> dbl_3}}');
+    expect(ok(await pe.call('render_template', record({ template_id: 'doubling_small', variables: record({}) }))).prompt).toBe('abcdefgh'.repeat(8));
+  });
+
+  it('holds at most MEMORY_LIMITS of stored templates: store_template past it is refused naming the limit, a replacement still fits', async () => {
+    const own = localEngine();
+    try {
+      const store = (name: string, content: string) => own.call('store_template', record({ template: record({ template_name: name, template_type: 'command', language: 'any', template_content: content }) }));
+      // by count
+      for (let i = 0; i < MEMORY_LIMITS.templates; i++) ok(await store(`t${i}`, `template ${i} for {{context}}`));
+      const over = await store('one_more', 'x');
+      expect(over).toMatchObject({ ok: false, reason: 'bad_request' });
+      expect((over as { message: string }).message).toContain(`holds ${MEMORY_LIMITS.templates.toLocaleString('en-US')} templates in memory`);
+      ok(await store('t7', 'replaced {{context}}'));
+      expect(ok(await own.call('render_template', record({ template_id: 't7', variables: record({ context: 'c' }) }))).prompt).toBe('replaced c');
+    } finally {
+      await own.close();
+    }
+    const big = localEngine();
+    try {
+      // by size: 1,000,000 characters each (the largest template_content)
+      const content = `${'y'.repeat(999_989)}{{context}}`;
+      const results = [];
+      for (let i = 0; i * 1_000_000 <= MEMORY_LIMITS.chars; i++) results.push(await big.call('store_template', record({ template: record({ template_name: `big${i}`, template_type: 'command', language: 'any', template_content: content }) })));
+      expect(results.filter((r) => r.ok).length).toBe(Math.floor(MEMORY_LIMITS.chars / content.length));
+      expect(results.at(-1)).toMatchObject({ ok: false, reason: 'bad_request' });
+      expect((results.at(-1) as { message: string }).message).toContain('characters of templates in memory');
+    } finally {
+      await big.close();
+    }
+  }, 120_000);
 
   it('generate_prompt keeps the NIF shape and picks templates by id, category and trigger', async () => {
     const byId = ok(await pe.call('generate_prompt', record({ context: 'plan a migration', language: 'elixir', template_id: 'system_plan_mode' })));

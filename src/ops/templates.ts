@@ -13,7 +13,8 @@
 import { float, record, type TermObject } from '../codec/terms.js';
 import { termToJson } from '../codec/json.js';
 import { structureScore } from '../templates/assembly.js';
-import type { Vars } from '../templates/renderer.js';
+import { RENDER_LIMITS, type Vars } from '../templates/renderer.js';
+import { MEMORY_LIMITS } from '../templates/registry.js';
 import { CentralCloudError } from '../templates/centralCloud.js';
 import { parseTemplate, templateRecord, TEMPLATE_FIELDS, TEMPLATE_NAME_MAX } from '../templates/template.js';
 import { boolean, either, integer, oneOf, record as recordArg, string, variables, type ArgSchema, type ArgSpec } from '../contract/schema.js';
@@ -132,7 +133,10 @@ const storeTemplate = typedOp({
     ...TOP_LEVEL_FIELDS,
   },
   reply: '%{template: template, stored: "central_cloud" | "local"}',
-  errors: { bad_request: 'the template content does not compile', conflict: 'central_cloud refused it' },
+  errors: {
+    bad_request: `the template content does not compile, or the sidecar holds its limit of templates in memory (${MEMORY_LIMITS.templates.toLocaleString('en-US')} templates, ${MEMORY_LIMITS.chars / 2 ** 20} MiB of content)`,
+    conflict: 'central_cloud refused it',
+  },
   examples: [
     { template: { template_name: 'greet', template_content: 'Hello {{name}}', template_type: 'command' } },
     { template_name: 'greet', template_content: 'Hello {{name}}', template_type: 'command', language: 'any', id: 'greet-1', package_id: 'team', created_at: '2026-11-24T00:00:00Z' },
@@ -146,6 +150,8 @@ const storeTemplate = typedOp({
     } catch (err) {
       throw new OpError('bad_request', `template.template_content: ${(err as Error).message}`);
     }
+    const full = reg.roomFor(template);
+    if (full !== undefined) throw new OpError('bad_request', `template: ${full} (replacing a stored template of the same name takes no more room)`);
     const cache = await engine.service('cache');
     if (reg.central?.connected) {
       try {
@@ -163,12 +169,15 @@ const storeTemplate = typedOp({
   },
 });
 
+/** One render's limits, as the errors of the render ops name them. */
+const RENDER_LIMITS_TEXT = `${RENDER_LIMITS.blocks.toLocaleString('en-US')} blocks (each iterations, if/unless/with bodies, partials) or ${RENDER_LIMITS.chars.toLocaleString('en-US')} characters`;
+
 const renderTemplate = typedOp({
   name: 'render_template',
   summary: 'render a template with variables',
   args: { template_id: TEMPLATE_ID, variables: VARIABLES, strict: STRICT },
   reply: '%{prompt, template_used, cached: boolean}',
-  errors: { not_found: 'no template of that name', bad_request: 'variables are missing or not declared by the template (all named; unless strict: false), or the template does not compile' },
+  errors: { not_found: 'no template of that name', bad_request: `variables are missing or not declared by the template (all named; unless strict: false), the template does not compile, or its render passed ${RENDER_LIMITS_TEXT}` },
   examples: [{ template_id: 'sparc_specification', variables: { language: 'elixir', domain: 'payments', context: 'a rate limiter per API key' } }, { template_id: 'service_blueprint', variables: { language: 'go' }, strict: false }],
   handle: (a, { engine }) => renderNamed(engine, a.template_id, a, 'render_template'),
 });
@@ -182,7 +191,7 @@ const getSparcPrompt = typedOp({
     strict: STRICT,
   },
   reply: '%{prompt, template_used, cached: boolean}',
-  errors: { bad_request: 'variables are missing or not declared by the template (all named; unless strict: false)' },
+  errors: { bad_request: `variables are missing or not declared by the template (all named; unless strict: false), or its render passed ${RENDER_LIMITS_TEXT}` },
   examples: [{ name: 'specification', variables: { language: 'elixir', domain: 'payments', context: 'a rate limiter per API key' } }],
   handle: (a, { engine }) => renderNamed(engine, `sparc_${a.name}`, a, 'get_sparc_prompt'),
 });

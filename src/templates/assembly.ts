@@ -10,7 +10,7 @@ import { OpError } from '../contract/errors.js';
 import type { PromptCache } from '../cache/promptCache.js';
 import type { TemplateRegistry } from './registry.js';
 import { closest } from '../contract/schema.js';
-import { TemplateSyntaxError, TemplateVariablesError, type Vars } from './renderer.js';
+import { TemplateLimitError, TemplateSyntaxError, TemplateVariablesError, type Vars } from './renderer.js';
 import type { Template } from './template.js';
 
 export interface TemplateChoice {
@@ -44,7 +44,7 @@ export class PromptAssembler {
       return this.registry.render(t, vars, strict, implicit);
     } catch (err) {
       if (err instanceof TemplateVariablesError) throw new OpError('bad_request', variablesMessage(t.template_name, err));
-      if (err instanceof TemplateSyntaxError) throw new OpError('bad_request', `template ${t.template_name}: ${err.message}`);
+      if (err instanceof TemplateSyntaxError || err instanceof TemplateLimitError) throw new OpError('bad_request', `template ${t.template_name}: ${err.message}`);
       throw err;
     }
   }

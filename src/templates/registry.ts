@@ -4,6 +4,8 @@
  * never fails the call) → the shipped `templates_data/`. No network is
  * needed for the shipped templates. Updates from central_cloud replace the
  * memory copy; the caller drops prompts cached from the old version.
+ * Memory is bounded (MEMORY_LIMITS): a client storing templates gets an
+ * answer at the limit instead of growing the sidecar.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -13,10 +15,15 @@ import { parseTemplate, type Template } from './template.js';
 
 export type TemplateSource = 'memory' | 'central_cloud' | 'shipped';
 
+/** Templates held in memory (stored by clients, fetched from or broadcast by central_cloud), and names central_cloud lately did not have. */
+export const MEMORY_LIMITS = { templates: 10_000, chars: 64 * 2 ** 20, misses: 10_000 } as const;
+
 export class TemplateRegistry {
   readonly renderer = new TemplateRenderer();
   private readonly shipped = new Map<string, Template>();
   private readonly memory = new Map<string, Template>();
+  /** Characters of template content held in memory. */
+  private memoryChars = 0;
   readonly figures = { lookups: 0, memory_hits: 0, central_hits: 0, shipped_hits: 0, central_fallbacks: 0 };
 
   constructor(
@@ -52,10 +59,10 @@ export class TemplateRegistry {
           this.figures.central_hits++;
           return { template: t, source: 'central_cloud' };
         }
-        this.missed.set(name, Date.now()); // central_cloud said it has no such template
+        this.miss(name, Date.now()); // central_cloud said it has no such template
       } catch {
         this.figures.central_fallbacks++; // down or slow: the shipped copy serves; ask again a little later
-        this.missed.set(name, Date.now() - this.missTtlMs + this.failureTtlMs);
+        this.miss(name, Date.now() - this.missTtlMs + this.failureTtlMs);
       }
     }
     const s = this.shipped.get(name);
@@ -88,12 +95,31 @@ export class TemplateRegistry {
     return false;
   }
 
-  /** Put a template in memory (a fetch, a local store, an update broadcast). */
-  put(t: Template): void {
+  /** Remember a miss; past MEMORY_LIMITS.misses the oldest is forgotten (it is only asked again). */
+  private miss(name: string, at: number): void {
+    this.missed.delete(name);
+    this.missed.set(name, at);
+    if (this.missed.size > MEMORY_LIMITS.misses) this.missed.delete(this.missed.keys().next().value!);
+  }
+
+  /** Why `t` cannot be held in memory (MEMORY_LIMITS), if it cannot. */
+  roomFor(t: Template): string | undefined {
+    const held = this.memory.get(t.template_name);
+    if (held === undefined && this.memory.size >= MEMORY_LIMITS.templates) return `this sidecar holds ${MEMORY_LIMITS.templates.toLocaleString('en-US')} templates in memory, its limit`;
+    if (this.memoryChars - (held?.template_content.length ?? 0) + t.template_content.length > MEMORY_LIMITS.chars)
+      return `this sidecar holds ${MEMORY_LIMITS.chars.toLocaleString('en-US')} characters of templates in memory at most, and this one would pass it`;
+    return undefined;
+  }
+
+  /** Put a template in memory (a fetch, a local store, an update broadcast); false when MEMORY_LIMITS leave no room (it is then not held). */
+  put(t: Template): boolean {
     this.missed.delete(t.template_name);
     this.renderer.check(t.template_content);
+    if (this.roomFor(t) !== undefined) return false;
+    this.memoryChars += t.template_content.length - (this.memory.get(t.template_name)?.template_content.length ?? 0);
     this.memory.set(t.template_name, t);
     if (t.template_type === 'partial') this.renderer.setPartial(t.template_name, t.template_content);
+    return true;
   }
 
   /** Every known template (memory copies override shipped ones), sorted by name. */

@@ -12,6 +12,13 @@
  * uses outside any block, the declared ones those it uses anywhere, both
  * found by walking the AST, so the error lists all of them at once rather
  * than the first one Handlebars trips over.
+ *
+ * A template and its variables are client data, so one render's work and
+ * output are bounded (RENDER_LIMITS): every block entered (an `each`
+ * iteration, an `if`/`unless`/`with` body, a partial) is counted and every
+ * block's output measured, and a render past either limit stops with
+ * TemplateLimitError instead of holding the event loop (nested `each` over
+ * `@root`, or partials that include each other twice, grow without bound).
  */
 import Handlebars from 'handlebars';
 import { isMapPrototype } from '../codec/terms.js';
@@ -33,6 +40,12 @@ export class TemplateVariablesError extends Error {
 
 export class TemplateSyntaxError extends Error {}
 
+/** What one render may do: blocks entered (an `each` iteration, an `if`/`unless`/`with` body, a partial), characters produced. */
+export const RENDER_LIMITS = { blocks: 100_000, chars: 4_000_000 } as const;
+
+/** A render went past RENDER_LIMITS and was stopped. */
+export class TemplateLimitError extends Error {}
+
 type HbsNode = { type: string; [k: string]: unknown };
 
 export class TemplateRenderer {
@@ -40,17 +53,44 @@ export class TemplateRenderer {
   private readonly compiled = new Map<string, HandlebarsTemplateDelegate>();
   private readonly partials = new Map<string, string>();
 
+  /** Blocks entered by the render under way (renders are synchronous: one at a time). */
+  private blocks = 0;
+
   constructor() {
     this.hbs.unregisterHelper('log');
+    // The built-in block helpers, each block they render counted and measured.
+    for (const name of ['each', 'if', 'unless', 'with']) {
+      const builtin = this.hbs.helpers[name] as (this: unknown, ...a: unknown[]) => unknown;
+      const counted = this.counted;
+      this.hbs.registerHelper(name, function (this: unknown, ...args: unknown[]) {
+        const options = args[args.length - 1] as Handlebars.HelperOptions;
+        args[args.length - 1] = { ...options, fn: counted(options.fn), inverse: counted(options.inverse) };
+        return builtin.apply(this, args);
+      });
+    }
     this.hbs.registerHelper('join', (list: unknown, sep: unknown) => (Array.isArray(list) ? list.map(String).join(typeof sep === 'string' ? sep : ', ') : ''));
     this.hbs.registerHelper('default', (v: unknown, fallback: unknown) => (v === undefined || v === null || v === '' ? fallback : v));
   }
 
-  /** Register (or replace) a partial usable as `{{> name}}`. */
+  /** Register (or replace) a partial usable as `{{> name}}`; each inclusion counted and measured as a block. */
   setPartial(name: string, content: string): void {
+    this.compile(content);
     this.partials.set(name, content);
-    this.hbs.registerPartial(name, content);
+    this.hbs.registerPartial(name, this.counted((context: unknown, options?: Handlebars.RuntimeOptions) => this.compile(content)(context, options)) as unknown as Handlebars.Template);
   }
+
+  /** `f` (a block's or a partial's renderer) counted against RENDER_LIMITS.blocks, its output against RENDER_LIMITS.chars. */
+  private readonly counted = <F>(f: F): F => {
+    if (typeof f !== 'function') return f;
+    const block = (...args: unknown[]): unknown => {
+      if (++this.blocks > RENDER_LIMITS.blocks) throw new TemplateLimitError(`rendering stopped: more than ${RENDER_LIMITS.blocks.toLocaleString('en-US')} blocks (each iterations, if/unless/with bodies, partials) in one render`);
+      const out = (f as (...a: unknown[]) => unknown)(...args);
+      if (typeof out === 'string' && out.length > RENDER_LIMITS.chars) throw new TemplateLimitError(`rendering stopped: a block's output passed ${RENDER_LIMITS.chars.toLocaleString('en-US')} characters`);
+      return out;
+    };
+    // Handlebars reads properties of a block's function (its program, depth, block params).
+    return Object.assign(block, f) as F;
+  };
 
   hasPartial(name: string): boolean {
     return this.partials.has(name);
@@ -74,16 +114,20 @@ export class TemplateRenderer {
       const unknown = Object.keys(data).filter((k) => !known.has(k));
       if (missing.length > 0 || unknown.length > 0) throw new TemplateVariablesError(missing, unknown, [...declared].sort());
     }
+    this.blocks = 0;
+    let out: string;
     try {
-      return this.compile(content)(data, {
+      out = this.compile(content)(data, {
         allowProtoPropertiesByDefault: false,
         allowProtoMethodsByDefault: false,
         allowCallsToHelperMissing: false,
       });
     } catch (err) {
-      if (err instanceof TemplateVariablesError) throw err;
+      if (err instanceof TemplateVariablesError || err instanceof TemplateLimitError) throw err;
       throw new TemplateSyntaxError((err as Error).message);
     }
+    if (out.length > RENDER_LIMITS.chars) throw new TemplateLimitError(`rendering stopped: the prompt passed ${RENDER_LIMITS.chars.toLocaleString('en-US')} characters`);
+    return out;
   }
 
   /** Every variable a template refers to anywhere (for candidates that must keep them). */
