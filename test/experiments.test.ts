@@ -298,6 +298,8 @@ describe('the closed loop through the op table', () => {
       'Label the ticket as billing, bug or other.', // drops {ticket}
       'Label the ticket {tickets} as billing, bug or other.', // renames it
       'Label {ticket} for {customer}: billing, bug or other.', // adds one
+      'Consider the customer message {ticket}\u0000 and classify it: billing, bug, or other.', // what the store cannot hold: it would fail the write of the whole batch
+      'Which team owns {ticket}? Answer finance, engineering or support \ud800.',
       'You are a support lead. Label the ticket {ticket} as billing, bug or other.',
     ]);
     cleanups.push(() => llm.close());

@@ -138,6 +138,10 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
   it('rejects bad queries naming the field', async () => {
     expect(await pe.call('query', record({ kind: 'nope' }))).toMatchObject({ ok: false, reason: 'bad_request', message: expect.stringMatching(/^kind: expected one of by_id/) });
     expect(await pe.call('query', record({ kind: 'recent_feedback', duration: 'soon' }))).toMatchObject({ ok: false, message: expect.stringMatching(/^duration:/) });
+    // a window whose start is no date: bad_request naming the field, not an internal error
+    expect(await pe.call('query', record({ kind: 'recent_feedback', duration: '99999999999d' }))).toMatchObject({ ok: false, reason: 'bad_request', message: 'duration: expected a window of at most 100 years' });
+    expect(await pe.call('query', record({ kind: 'recent_feedback', since_ms: 9e15 }))).toMatchObject({ ok: false, reason: 'bad_request', message: expect.stringMatching(/^since_ms: /) });
+    expect(await pe.call('query', record({ kind: 'recent_feedback', duration: '36500d' }))).toMatchObject({ ok: true });
     expect(await pe.call('query', record({ kind: 'prompt_executions' }))).toMatchObject({ ok: false, message: 'prompt_id: is required (a string)' });
   });
 

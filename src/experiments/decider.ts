@@ -20,6 +20,7 @@
  * it stores (the journal).
  */
 import type { Logger } from 'pino';
+import { unstorable } from '../contract/args.js';
 import { ShuttingDownError } from '../engine.js';
 import type { Scorer } from '../learning/scorer.js';
 import { promptIdOf } from '../optimizer/evaluators.js';
@@ -323,7 +324,8 @@ export class Decider {
     if (this.closed) return;
     this.figures.batches++;
     const seen = new Set([...exp.variants.keys(), ...exp.reserve.map((c) => c.id)]);
-    let safe = [...new Set(texts)].filter((t) => t.length <= MAX_PROMPT_CHARS && !seen.has(promptIdOf(t)));
+    // What the store cannot hold (a NUL, a lone surrogate from an LLM) would fail the write it shares with other experiments' decisions.
+    let safe = [...new Set(texts)].filter((t) => t.length <= MAX_PROMPT_CHARS && unstorable(t) === undefined && !seen.has(promptIdOf(t)));
     this.figures.proposals_rejected += texts.length - safe.length;
     safe = await this.withoutNearDuplicates(exp, safe);
     if (this.closed) return;

@@ -42,6 +42,8 @@ const TRACK_EXAMPLES: Record<EntryKind, Json> = {
 const STACK_DOC = 'technologies to match (a string or a list of strings)';
 const DURATION = /^\s*(\d+)\s*(ms|s|m|h|d)\s*$/;
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
+/** The longest window a query takes: 100 years. */
+const MAX_WINDOW_MS = 100 * 365.25 * 86_400_000;
 const PROMPT_ID_MAX = 512;
 
 const QUERY_ARGS = {
@@ -52,17 +54,19 @@ const QUERY_ARGS = {
   project_tech_stack: either(string({ max: 200 }), listOf(string({ max: 200 }), { max: 100 }), { requiredWhen: 'kind by_tech_stack; similar needs it or project_type', doc: STACK_DOC }),
   tech_stack: alias('project_tech_stack', STACK_DOC, 'string or list of strings'),
   project_type: string({ max: 200, doc: 'similar: the project type to match' }),
-  since_ms: integer({ min: 0, doc: 'recent_feedback: the window in ms' }),
+  since_ms: integer({ min: 0, max: MAX_WINDOW_MS, doc: 'recent_feedback: the window in ms (at most 100 years)' }),
   duration: string({ max: 32, pattern: { re: DURATION, says: 'a duration like "90s", "30m", "24h" or "7d"' }, doc: 'recent_feedback: the window (since_ms wins when both are given)' }),
   threshold: number({ min: 0, max: 1, doc: 'high_performance: minimum success rate' }),
   min_success_rate: alias('threshold', 'high_performance: minimum success rate', 'number 0..1'),
   min_count: integer({ min: 1, doc: 'high_performance: minimum executions per prompt' }),
 };
 
-/** "24h", "30m", "7d", "90s" (checked by the spec's pattern) in milliseconds. */
+/** "24h", "30m", "7d", "90s" (checked by the spec's pattern) in milliseconds; at most MAX_WINDOW_MS (a date before it is not a date). */
 function durationMs(d: string): number {
   const m = DURATION.exec(d)!;
-  return Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+  const ms = Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS];
+  if (!(ms <= MAX_WINDOW_MS)) throw badRequest('duration', 'expected a window of at most 100 years');
+  return ms;
 }
 
 const query = typedOp({
