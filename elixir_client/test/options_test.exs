@@ -92,6 +92,21 @@ defmodule PromptEngine.OptionsTest do
     # a timeout that passes is the call's own, in the instance-first-less forms too
     assert {:error, %Error{reason: :timeout}} = PromptEngine.echo(%{delay_ms: 1_000}, name: name, timeout: 50)
     assert {:error, %Error{reason: :timeout}} = PromptEngine.choose_prompt("opts_exp", "Classify.", %{model: "m"}, name: name, timeout: 0)
+
+    # past Erlang's timers: refused to the caller, nothing sent, nothing raised
+    for fun_call <- [fn -> PromptEngine.health(name: name, timeout: 100 * 86_400_000) end, fn -> PromptEngine.echo(%{}, name: name, timeout: 2 ** 40) end] do
+      assert {:error, %Error{reason: :bad_request, message: msg}} = fun_call.()
+      assert msg =~ "timeout: expected a non-negative integer (ms) of at most 4294962295"
+    end
+
+    [conn | _] = PromptEngine.Supervisor.connections(name)
+    for t <- [:infinity, 100 * 86_400_000, -1] do
+      assert {:error, %Error{reason: :bad_request, message: "timeout: " <> _}} = PromptEngine.Connection.request(conn, :health, %{}, timeout: t)
+    end
+
+    assert {:ok, %{status: _}} = PromptEngine.Connection.request(conn, :health, %{}, timeout: 30_000)
+    assert {:error, %Error{reason: :bad_option}} = PromptEngine.start_link(name: BadTimeout, timeout: 2 ** 40)
+    assert {:error, %Error{reason: :bad_option}} = PromptEngine.start_link(name: BadTimeout, ready_timeout: 2 ** 40)
   end
 
   test "an atom is never read as an instance: experiment names are strings", %{name: name} do

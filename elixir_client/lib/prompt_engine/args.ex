@@ -6,6 +6,14 @@ defmodule PromptEngine.Args do
   # loop's two functions, tracking ids, and the encoding of times and keyword lists.
   @moduledoc false
 
+  # The longest timeout (ms) anything takes: Erlang's timers go to 2^32 - 1 ms, and a call's
+  # backstop waits 5 s past its timeout.
+  @max_timeout 4_294_967_295 - 5_000
+
+  @doc false
+  @spec max_timeout() :: pos_integer()
+  def max_timeout, do: @max_timeout
+
   alias PromptEngine.Error
 
   @call_opts [:name, :timeout, :queue]
@@ -88,7 +96,7 @@ defmodule PromptEngine.Args do
 
       Enum.find_value(copts, {:ok, copts, Map.new(extra)}, fn
         {:name, n} when not is_atom(n) or n in [nil, true, false] -> bad(fun, "name: expected an instance name (an atom), got #{inspect(n, limit: 10)}")
-        {:timeout, t} when not is_integer(t) or t < 0 -> bad(fun, "timeout: expected a non-negative integer (ms), got #{inspect(t, limit: 10)}")
+        {:timeout, t} when not is_integer(t) or t < 0 or t > @max_timeout -> bad(fun, "timeout: expected a non-negative integer (ms) of at most #{@max_timeout}, got #{inspect(t, limit: 10)}")
         {:queue, q} when not is_boolean(q) -> bad(fun, "queue: expected a boolean, got #{inspect(q, limit: 10)}")
         _ -> nil
       end)

@@ -163,6 +163,14 @@ defmodule PromptEngine.Connection do
     timeout = Keyword.get(opts, :timeout, @default_timeout)
     queue? = Keyword.get(opts, :queue, false)
 
+    if is_integer(timeout) and timeout >= 0 and timeout <= PromptEngine.Args.max_timeout() do
+      call(conn, op, args, timeout, queue?)
+    else
+      {:error, Error.new(:bad_request, "timeout: expected a non-negative integer (ms) of at most #{PromptEngine.Args.max_timeout()}, got #{inspect(timeout, limit: 10)}", op: op)}
+    end
+  end
+
+  defp call(conn, op, args, timeout, queue?) do
     try do
       # The deadline lives in the connection; this is only a backstop for a wedged process.
       GenServer.call(conn, {:request, op, args, timeout, queue?}, timeout + 5_000)

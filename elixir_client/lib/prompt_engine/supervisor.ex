@@ -38,9 +38,9 @@ defmodule PromptEngine.Supervisor do
     executable: {&PromptEngine.Supervisor.text_or_nil?/1, "a path (string)"},
     args: {&PromptEngine.Supervisor.texts?/1, "a list of strings"},
     env: {&PromptEngine.Supervisor.env?/1, "a list of {name, value} string pairs or a map (names not empty, without = or NUL; values without NUL)"},
-    timeout: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer (ms)"},
+    timeout: {&PromptEngine.Supervisor.timeout?/1, "a positive integer (ms) of at most #{PromptEngine.Args.max_timeout()}"},
     max_in_flight: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer"},
-    ready_timeout: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer (ms)"},
+    ready_timeout: {&PromptEngine.Supervisor.timeout?/1, "a positive integer (ms) of at most #{PromptEngine.Args.max_timeout()}"},
     sync_start: {&is_boolean/1, "a boolean"},
     max_restarts: {&PromptEngine.Supervisor.restarts?/1, ":infinity or a non-negative integer"},
     backoff_initial: {&PromptEngine.Supervisor.pos_int?/1, "a positive integer (ms)"},
@@ -189,6 +189,8 @@ defmodule PromptEngine.Supervisor do
 
   @doc false
   def pos_int?(v), do: is_integer(v) and v > 0
+  @doc false
+  def timeout?(v), do: pos_int?(v) and v <= PromptEngine.Args.max_timeout()
   @doc false
   def restarts?(v), do: v == :infinity or (is_integer(v) and v >= 0)
   @doc false
