@@ -40,7 +40,7 @@ const UNDESCRIBED = [
   'duplicate_outcomes', 'journaled_outcomes', 'leases_taken', 'leases_lost', 'admitted', 'notices', 'refreshes',
   'full_refreshes', 'heartbeats_missed', 'deciding', 'evicted', 'lag_ms', 'near_duplicates',
   // NATS peer mode's figures (a sidecar serving NATS and the Port)
-  'connected', 'serving', 'jetstream', 'overloaded', 'expired', 'disconnects', 'reconnects', 'published', 'duplicates',
+  'connected', 'serving', 'jetstream', 'overloaded', 'expired', 'expired_running', 'disconnects', 'reconnects', 'published', 'duplicates',
   'written', 'redelivered', 'terminated', 'retried',
   // render errors
   'missing',

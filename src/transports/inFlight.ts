@@ -77,6 +77,8 @@ interface Entry {
 
 export class InFlight<K> {
   private readonly entries = new Map<K, Entry>();
+  /** Expired work that has not stopped yet (an op that does not read its signal): it holds a slot until it settles or its hold ends. */
+  private readonly lingering = new Map<Cancellation, NodeJS.Timeout>();
   private readonly waiters: Array<() => void> = [];
   private nextKey = 0;
 
@@ -93,9 +95,14 @@ export class InFlight<K> {
     return this.entries.size;
   }
 
-  /** At the limit: the next request gets `overloaded()` instead of a slot. */
+  /** At the limit (work expired but still running counts): the next request gets `overloaded()` instead of a slot. */
   get full(): boolean {
-    return this.entries.size >= this.limit;
+    return this.entries.size + this.lingering.size >= this.limit;
+  }
+
+  /** Expired work still running (see `expire`). */
+  get lingeringSize(): number {
+    return this.lingering.size;
   }
 
   /** The reply to a request refused because the registry is full. */
@@ -145,16 +152,34 @@ export class InFlight<K> {
   }
 
   /**
-   * Give up on one request: abort its work and free its slot now, whether
-   * or not the work honours the abort (its late result is ignored).
+   * Give up on one request: abort its work and take it out of flight (its
+   * late result is ignored). Work that does not stop at the abort (an op
+   * that never reads its signal) keeps its slot until it settles, at most
+   * `holdMs`: a caller that asks for a 1 ms deadline cannot start more
+   * work at once than the limit, and work that never ends holds its slot
+   * only that long.
    */
-  expire(key: K): boolean {
+  expire(key: K, holdMs = 0): boolean {
     const e = this.entries.get(key);
     if (e === undefined) return false;
     e.ctl.abort();
     this.entries.delete(key);
-    if (this.waiters.length > 0) for (const w of this.waiters.splice(0)) w();
+    if (holdMs > 0) {
+      const release = (): void => {
+        const t = this.lingering.get(e.ctl);
+        if (t === undefined) return;
+        clearTimeout(t);
+        this.lingering.delete(e.ctl);
+        this.wake();
+      };
+      this.lingering.set(e.ctl, setTimeout(release, holdMs).unref());
+      e.done.then(release, release);
+    } else this.wake();
     return true;
+  }
+
+  private wake(): void {
+    if (this.waiters.length > 0) for (const w of this.waiters.splice(0)) w();
   }
 
   abortAll(): void {

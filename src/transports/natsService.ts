@@ -231,7 +231,8 @@ class NatsPeer implements NatsServiceHandle {
     const timer = setTimeout(() => {
       expired = true;
       this.counts.expired++;
-      this.inFlight.expire(key);
+      // Work that does not stop at the abort keeps its slot until it ends, at most the default deadline.
+      this.inFlight.expire(key, this.defaultDeadlineMs);
       this.respond(op, msg, { ok: false, reason: 'timeout', message: `no result within the request's deadline of ${deadline} ms; the work was cancelled` }, enc, t0);
     }, deadline);
     const settle = (r: OpResult): void => {
@@ -285,6 +286,7 @@ class NatsPeer implements NatsServiceHandle {
       connected: this.connected,
       serving: this.service !== undefined && this.stopping === undefined,
       in_flight: this.inFlight.size,
+      expired_running: this.inFlight.lingeringSize,
       ...this.counts,
       jetstream: this.tracking !== undefined ? record({ ...this.tracking.figures }) : null,
     });
