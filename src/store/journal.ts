@@ -4,10 +4,22 @@
  * answered; replay re-inserts in append order (idempotent by entry id), and
  * the file is only truncated when everything in it is in the database. It
  * survives restarts: a new store replays what an old one left.
+ *
+ * Bounded: at most JOURNAL_MAX_BYTES on disk (past it, writes are refused
+ * with `unavailable` until the database is back and the journal replayed),
+ * and read in pieces of READ_BYTES (opening and replaying a large journal
+ * never holds it in memory as one string).
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { OpError } from '../contract/errors.js';
 import type { StoreWrite } from './groupCommitWriter.js';
+
+/** The most the journal holds on disk. */
+export const JOURNAL_MAX_BYTES = 1024 * 2 ** 20;
+/** How much of the file is read at once (a longer line is read whole). */
+const READ_BYTES = 8 * 2 ** 20;
+const NEWLINE = 0x0a;
 
 export class Journal {
   private fh: fs.promises.FileHandle | undefined;
@@ -19,22 +31,35 @@ export class Journal {
   private replayedEntries = 0;
   private readonly file: string;
 
-  constructor(dir: string) {
+  constructor(
+    dir: string,
+    private readonly maxBytes = JOURNAL_MAX_BYTES,
+  ) {
     fs.mkdirSync(dir, { recursive: true });
     this.file = path.join(dir, 'journal.ndjson');
   }
 
-  /** Open the file and count what an earlier process left in it. */
+  /** Open the file and count what an earlier process left in it (read in pieces). */
   async open(): Promise<void> {
     this.fh = await fs.promises.open(this.file, 'a+');
-    let text = await fs.promises.readFile(this.file, 'utf8');
-    if (text.length > 0 && !text.endsWith('\n')) {
-      // A torn last append (the process was killed mid-write) was never acknowledged: drop it.
-      text = text.slice(0, text.lastIndexOf('\n') + 1);
-      await this.fh.truncate(Buffer.byteLength(text));
+    const size = (await this.fh.stat()).size;
+    let entries = 0;
+    let lineStart = 0; // where the current line began
+    let lastEnd = 0; // just past the last newline
+    const buf = Buffer.alloc(Math.min(READ_BYTES, Math.max(1, size)));
+    for (let at = 0; at < size; ) {
+      const { bytesRead } = await this.fh.read(buf, 0, Math.min(buf.length, size - at), at);
+      if (bytesRead === 0) break;
+      for (let i = buf.indexOf(NEWLINE, 0); i !== -1 && i < bytesRead; i = buf.indexOf(NEWLINE, i + 1)) {
+        if (at + i > lineStart) entries++; // an empty line is no entry
+        lineStart = lastEnd = at + i + 1;
+      }
+      at += bytesRead;
     }
-    this.size = Buffer.byteLength(text);
-    this.entries = text.split('\n').filter((l) => l.length > 0).length;
+    // A torn last append (the process was killed mid-write) was never acknowledged: drop it.
+    if (lastEnd < size) await this.fh.truncate(lastEnd);
+    this.size = lastEnd;
+    this.entries = entries;
   }
 
   /** Entries appended and not yet replayed. */
@@ -46,10 +71,12 @@ export class Journal {
   append(rows: StoreWrite[]): Promise<void> {
     return this.serial(async () => {
       // An execution's parsed `meta` is left out: its values hold the same metadata as JSON text.
-      const text = rows.map((r) => JSON.stringify(r, (k, v: unknown) => (k === 'meta' ? undefined : v))).join('\n') + '\n';
+      const text = Buffer.from(rows.map((r) => JSON.stringify(r, (k, v: unknown) => (k === 'meta' ? undefined : v))).join('\n') + '\n');
+      if (this.size + text.length > this.maxBytes)
+        throw new OpError('unavailable', `the database is unreachable and the local journal holds ${this.size} bytes, its limit being ${this.maxBytes}: not written; retry once the database is back`);
       await this.fh!.write(text);
       await this.fh!.datasync();
-      this.size += Buffer.byteLength(text);
+      this.size += text.length;
       this.entries += rows.length;
     });
   }
@@ -69,14 +96,23 @@ export class Journal {
           this.size = this.replayedBytes = this.entries = this.replayedEntries = 0;
           return undefined;
         }
-        const buf = Buffer.alloc(this.size - this.replayedBytes);
-        await this.fh!.read(buf, 0, buf.length, this.replayedBytes);
-        return buf;
+        // The next piece of whole lines (appends end in a newline, so the file does); a line longer than a piece is read whole.
+        for (let want = Math.min(READ_BYTES, this.size - this.replayedBytes); ; want = Math.min(want * 2, this.size - this.replayedBytes)) {
+          const buf = Buffer.alloc(want);
+          await this.fh!.read(buf, 0, want, this.replayedBytes);
+          const end = buf.lastIndexOf(NEWLINE);
+          if (end !== -1) return buf.subarray(0, end + 1);
+          if (want === this.size - this.replayedBytes) return buf;
+        }
       });
       if (pending === undefined) return total;
-      // Only whole lines; a line still being appended waits for the next pass.
       const text = pending.toString('utf8');
       const lines = text.slice(0, text.lastIndexOf('\n') + 1).split('\n').slice(0, -1);
+      if (lines.length === 0) {
+        // Bytes without a newline after them were never a whole append: skipped, or the loop would not end.
+        this.replayedBytes += pending.length;
+        continue;
+      }
       for (let i = 0; i < lines.length; i += batch) {
         const chunk = lines.slice(i, i + batch);
         // A torn last line (killed mid-append) was never acknowledged: skip it.
