@@ -13,11 +13,12 @@ try {
 } catch { parts.push('vitest: no results'); failed += 1; }
 try {
   const ex = fs.readFileSync(path.join(dir, 'exunit.txt'), 'utf8');
-  const m = /(\d+) (?:tests?|doctests?)[^\n]*?, (\d+) failures?(?:, (\d+) (?:skipped|excluded))?/g;
+  // ExUnit's summary line: "[N doctests, ][N properties, ]N tests, N failures[, N skipped|excluded]" (every count adds up).
+  const m = /^((?:\d+ (?:doctests?|propert(?:y|ies)|tests?), )*\d+ (?:doctests?|propert(?:y|ies)|tests?)), (\d+) failures?(?:, (\d+) (?:skipped|excluded))?/gm;
   let last;
   for (let r; (r = m.exec(ex)); ) last = r;
   if (last) {
-    const total = Number(last[1]), f = Number(last[2]), s = Number(last[3] ?? 0);
+    const total = [...last[1].matchAll(/(\d+) /g)].reduce((n, c) => n + Number(c[1]), 0), f = Number(last[2]), s = Number(last[3] ?? 0);
     passed += total - f - s; failed += f; skipped += s;
     parts.push(`exunit ${total - f - s}/${total}`);
   } else if (fs.existsSync(path.join(dir, 'exunit.txt'))) { parts.push('exunit: no summary'); failed += 1; }
