@@ -18,6 +18,25 @@ defmodule PromptEngine.LifecycleTest do
 
   defp kill9(os_pid), do: {_, 0} = System.cmd("kill", ["-9", Integer.to_string(os_pid)])
 
+  test "the connection process killed with requests in flight: what may have run is not sent again; a tracking call (its id) is" do
+    {name, _sup} = start()
+    [conn] = PromptEngine.Supervisor.connections(name)
+    pid = GenServer.whereis(conn)
+    me = self()
+    # an echo that the old sidecar finishes after the kill (it drains what it holds)
+    echo = Task.async(fn -> PromptEngine.echo(%{delay_ms: 300, n: 1}, name: name, timeout: 10_000) end)
+    id = PromptEngine.Args.uuid4()
+    track = Task.async(fn -> (send(me, :tracking); PromptEngine.track_execution(%{id: id, prompt_id: "crash-p", execution_time_ms: 1, success: true}, name: name, timeout: 20_000)) end)
+    assert_receive :tracking
+    Process.sleep(50)
+    Process.exit(pid, :kill)
+    assert {:error, %Error{reason: :unavailable, details: :connection_crashed, message: msg}} = Task.await(echo, 15_000)
+    assert msg =~ "may have run"
+    assert {:ok, %{id: ^id}} = Task.await(track, 25_000)
+    assert {:ok, %{rows: rows}} = PromptEngine.query(:by_id, %{id: id}, name: name)
+    assert length(rows) == 1
+  end
+
   test "a stopped instance answers :no_instance at once, saying it was stopped" do
     {name, sup} = start()
     assert {:ok, _} = PromptEngine.health(name: name)

@@ -178,10 +178,15 @@ defmodule PromptEngine.Connection do
       :exit, {:timeout, _} ->
         {:error, Error.new(:timeout, "no reply from the connection within #{timeout + 5_000} ms", op: op)}
 
-      # The connection process is gone (being restarted by its supervisor, or the instance
-      # is stopping): the request was never sent to a sidecar, so it may be sent again.
-      :exit, {_reason, _} ->
+      # The connection process was not running (being restarted by its supervisor, or the
+      # instance is stopping): the request was never sent to a sidecar, so it may be sent again.
+      :exit, {:noproc, _} ->
         {:error, Error.new(:unavailable, "the sidecar's connection process is not running (it is being restarted)", op: op, details: :connection_down)}
+
+      # It ended while the request was with it: the request may have reached the sidecar (which
+      # finishes what it holds), so it is not sent again; the caller decides.
+      :exit, {_reason, _} ->
+        {:error, Error.new(:unavailable, "the sidecar's connection process ended while the request was in flight; it may have run", op: op, details: :connection_crashed)}
     end
   end
 

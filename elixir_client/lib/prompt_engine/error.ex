@@ -16,7 +16,10 @@ defmodule PromptEngine.Error do
       `:timeout`, `:overloaded`, `:sidecar_exited` (the sidecar died
       mid-request; `details` is its exit status), `:unavailable` (a restart
       is under way and no sidecar is up within the call's timeout; `details`
-      `%{restarts: n, last_exit: status}`), `:shutting_down`, `:bad_reply`;
+      `%{restarts: n, last_exit: status}`, or `:connection_crashed` when the
+      connection process ended while the request was with it: it may have
+      run, and only tracking calls, whose ids make it safe, are sent
+      again), `:shutting_down`, `:bad_reply`;
       and, for a start that failed: `:executable_not_found`,
       `:node_not_found`, `:node_too_old`, `:spawn_failed`, `:bad_handshake`.
 

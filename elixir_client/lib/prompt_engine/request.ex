@@ -198,6 +198,10 @@ defmodule PromptEngine.Request do
       {:error, %Error{reason: :sidecar_exited}} = error ->
         if retry_exited? and deadline - now() > 0, do: send_to(name, conn, op, args, queue?, deadline, retry_exited?), else: error
 
+      # The connection process ended with the request: sent again only when its id makes that safe.
+      {:error, %Error{details: :connection_crashed}} = error ->
+        if retry_exited? and deadline - now() > 20, do: (Process.sleep(20); send_to(name, conn, op, args, queue?, deadline, retry_exited?)), else: error
+
       # The connection process itself is down (its supervisor restarts it, or the instance is gone).
       {:error, %Error{details: :connection_down}} = error ->
         cond do
