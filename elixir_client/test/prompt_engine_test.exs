@@ -77,6 +77,22 @@ defmodule PromptEngineTest do
       assert Enum.all?(Task.await_many(slow), &match?({:ok, _}, &1))
     end
 
+    @tag engine_opts: [max_in_flight: 1]
+    test "a queued caller that dies while it waits: its request is never sent", %{name: name} do
+      [conn] = PromptEngine.Supervisor.connections(name)
+      echoes = fn -> ({:ok, %{ops: ops}} = PromptEngine.Connection.request(conn, :stats, %{}, queue: true); get_in(ops, ["echo", :calls]) || 0) end
+      before = echoes.()
+      slow = Task.async(fn -> PromptEngine.echo(%{delay_ms: 400}, name: name) end)
+      me = self()
+      waiter = spawn(fn -> (send(me, :queued); PromptEngine.echo(%{n: 2}, name: name, queue: true, timeout: 5_000)) end)
+      assert_receive :queued
+      Process.sleep(100)
+      Process.exit(waiter, :kill)
+      assert {:ok, _} = Task.await(slow)
+      # after the slot freed: the slow echo ran, the dead caller's did not (stats queues behind them, in order)
+      assert echoes.() == before + 1
+    end
+
     test "a caller that dies has its request cancelled", %{name: name} do
       pid = spawn(fn -> PromptEngine.echo(%{delay_ms: 5_000}, name: name, timeout: 10_000) end)
       Process.sleep(150)

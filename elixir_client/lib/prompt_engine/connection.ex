@@ -662,15 +662,24 @@ defmodule PromptEngine.Connection do
           left = deadline - now_ms()
           state = %{state | waiting: rest}
 
-          if left <= 0 do
-            GenServer.reply(from, {:error, waited_too_long(state, op)})
-            drain_waiting(state)
-          else
-            drain_waiting(start_request(state, from, op, args, left))
+          cond do
+            # A caller that died while it waited is not served: its request would run for nobody.
+            caller_gone?(from) ->
+              drain_waiting(state)
+
+            left <= 0 ->
+              GenServer.reply(from, {:error, waited_too_long(state, op)})
+              drain_waiting(state)
+
+            true ->
+              drain_waiting(start_request(state, from, op, args, left))
           end
       end
     end
   end
+
+  defp caller_gone?({pid, _tag}) when is_pid(pid) and node(pid) == node(), do: not Process.alive?(pid)
+  defp caller_gone?(_from), do: false
 
   # Callers whose deadline comes before the next start cannot be served: tell them now.
   defp expire_waiting_before(state, t) do
