@@ -378,6 +378,17 @@ describe('the closed loop through the op table', () => {
     expect(c.generation).toBe(before.generation);
   }, 120_000);
 
+  it('an experiment asked without model: at most 100 models in one reply; past that, name the model', async () => {
+    const pe = localEngine({ retrainEvery: 0 }, ON_POSTGRES);
+    cleanups.push(() => pe.close());
+    for (let i = 0; i <= 100; i++) await ok(pe, 'choose_prompt', { experiment: 'many_models', prompt: BASE, context: { model: `m${String(i).padStart(3, '0')}` } });
+    const r = await pe.call('experiment', { experiment: 'many_models' });
+    expect(r).toMatchObject({ ok: false, reason: 'bad_request', message: 'experiment "many_models" runs for more than 100 models: name one (model:)' });
+    // any one of them by its model, also one the sidecar does not hold and that sorts last
+    const last = (await ok(pe, 'experiment', { experiment: 'many_models', model: 'm100' })).experiments as TermObject[];
+    expect(last.map((e) => e.model)).toEqual(['m100']);
+  }, 120_000);
+
   it('graded outcomes: a score-only experiment, a late rating that moves it, every component back after a restart, and bad outcomes refused with nothing stored', async () => {
     const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0 }, ON_POSTGRES);
     const objective = { kind: 'reward', cost_weight: 0.5, max_latency_ms_p90: 1000 };

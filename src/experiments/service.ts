@@ -113,6 +113,8 @@ export function outcomeDelta(row: EntryRow, objective: Objective): VariantTotals
 }
 
 const MAX_PROMPT_CHARS = 100_000;
+/** The most models of one experiment name one `experiment` reply carries (each with every variant's text). */
+export const MAX_MODELS_PER_REPLY = 100;
 
 export class ExperimentService {
   private readonly view: LoopView;
@@ -361,12 +363,18 @@ export class ExperimentService {
     }
   }
 
-  /** Every (experiment, model) of that name, as this sidecar's view holds it (loaded from the store if it holds none). */
+  /**
+   * Every (experiment, model) of that name, as this sidecar's view holds it
+   * (loaded from the store if it holds none); past MAX_MODELS_PER_REPLY
+   * models a name needs its model named (a reply carries every variant's text).
+   */
   async get(name: string, model?: string): Promise<Experiment[]> {
     let all = [...this.view.values()].filter((e) => e.name === name && (model === undefined || e.model === model));
     if (all.length === 0 || model === undefined) {
       // Models this sidecar has not served yet are in the store.
-      const stored = (await this.store.experiments.named(name)).filter((s) => model === undefined || s.row.model === model);
+      const stored = await this.store.experiments.named(name, MAX_MODELS_PER_REPLY + 1, model);
+      if (stored.length > MAX_MODELS_PER_REPLY)
+        throw new OpError('bad_request', `experiment ${JSON.stringify(name)} runs for more than ${MAX_MODELS_PER_REPLY} models: name one (model:)`);
       const held = new Set(all.map((e) => e.key));
       all = [...all, ...stored.filter((s) => !held.has(experimentKey(s.row.name, s.row.model))).map((s) => this.view.adopt(s))];
     }

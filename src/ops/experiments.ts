@@ -12,6 +12,7 @@ import { alias, boolean, number, oneOf, record as recordArg, string, stringMap, 
 import { badRequest } from '../contract/errors.js';
 import { successRate, type Experiment, type Variant } from '../experiments/experiment.js';
 import { costPerCall, DEFAULT_OBJECTIVE, meanScore, type Objective } from '../experiments/objective.js';
+import { MAX_MODELS_PER_REPLY } from '../experiments/service.js';
 import { OBJECTIVE_KINDS, type HistoryRow } from '../store/experimentRecords.js';
 import type { Vars } from '../templates/renderer.js';
 import { typedOp, type OpSpec } from './types.js';
@@ -219,7 +220,12 @@ const experiment = typedOp({
   summary: 'a closed-loop experiment: variants, outcomes, posteriors, P(best), leader; action pin | unpin | reset | stop | resume | objective. Without a name: every experiment, in brief',
   args: EXPERIMENT_ARGS,
   reply: '%{experiments: [%{experiment, model, generation, status, pinned, objective, outcomes, proposals_made, leader: %{prompt_id, origin, success_rate, value, count}, base: %{prompt_id, success_rate, value, count}, improvement: float, active, revision, variants: [%{prompt_id, text, origin, state, successes, count, success_rate, value, posterior_mean, interval: [low, high], score_mean, cost_per_call, latency_mean_ms, over_latency_share, p_best, predicted}] | count, history: [%{outcomes, successes, variants: %{prompt_id => servings in the bucket}, at}], events: [%{kind: :leader | :retired | :banned | :admitted, prompt_id, outcomes, at}]}]} (history and events with history: true)',
-  errors: { not_found: 'no experiment of that name (and model), or prompt_id is not one of its variants', conflict: 'pin of a variant the loop retired or banned, without force: true', unavailable: 'the database is unreachable (actions are written before they apply)' },
+  errors: {
+    not_found: 'no experiment of that name (and model), or prompt_id is not one of its variants',
+    bad_request: `an experiment that runs for more than ${MAX_MODELS_PER_REPLY} models, asked without model:`,
+    conflict: 'pin of a variant the loop retired or banned, without force: true',
+    unavailable: 'the database is unreachable (actions are written before they apply)',
+  },
   examples: [{}, { experiment: 'ticket_triage' }, { experiment: 'ticket_triage', model: 'gpt-4o-mini', action: 'pin', prompt_id: 'p-1' }, { experiment: 'ticket_triage', action: 'objective', objective: { kind: 'reward', cost_weight: 2, max_latency_ms_p90: 2000 } }],
   refine: (a: ArgsOf<typeof EXPERIMENT_ARGS>) => {
     if (a.action !== undefined && a.experiment === undefined) throw badRequest('experiment', 'is required with an action');

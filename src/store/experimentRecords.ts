@@ -222,10 +222,10 @@ export class ExperimentRecords {
     return rows.map((r) => ({ row: toExperiment(r), counts: (r.variants as Row[]).map(toCounts) }));
   }
 
-  /** Every (experiment, model) of one name, with texts. */
-  async named(name: string): Promise<ExperimentSnapshot[]> {
+  /** The (experiment, model)s of one name (of one model when given), with texts, by model: at most `limit`. */
+  async named(name: string, limit: number, model?: string): Promise<ExperimentSnapshot[]> {
     await this.migrate();
-    const rows = await this.db.query(`SELECT ${EXPERIMENT_COLUMNS}, ${variantsJson(true)} FROM experiments e WHERE e.name = $1 ORDER BY e.model`, [name]);
+    const rows = await this.db.query(`SELECT ${EXPERIMENT_COLUMNS}, ${variantsJson(true)} FROM experiments e WHERE e.name = $1 AND ($3::text IS NULL OR e.model = $3) ORDER BY e.model LIMIT $2`, [name, limit, model ?? null]);
     return rows.map((r) => ({ row: toExperiment(r), variants: (r.variants as Row[]).map(toVariant) }));
   }
 
