@@ -140,6 +140,14 @@ describe('every op over NATS, JSON and ETF, matches the Port', () => {
     expect(h.ok.status).toBe('ok');
     expect(h.ok.os_pid).toBe(sc.pid);
   });
+
+  it('echo spin_ms (blocks the event loop) is refused from NATS peers, and nothing was blocked', async () => {
+    const t0 = performance.now();
+    const r = (await requestJson(nc, 'echo', { spin_ms: 10_000 })).body as { error: { reason: string; message: string } };
+    expect(r.error).toMatchObject({ reason: 'bad_request' });
+    expect(r.error.message).toMatch(/^spin_ms: .*only through the Port/);
+    expect(performance.now() - t0).toBeLessThan(9_000); // it did not spin for its 10 s
+  });
 });
 
 describe('errors', () => {

@@ -24,7 +24,7 @@ export const echo = typedOp({
   summary: 'returns its args unchanged (optional delay_ms, cancellable; spin_ms blocks the loop)',
   args: {
     delay_ms: integer({ min: 0, max: 60_000, default: 0, doc: 'wait this long first (abortable: a slow op for cancel and timeout tests)' }),
-    spin_ms: integer({ min: 0, max: 10_000, default: 0, doc: 'block the event loop this long first (what a runaway handler looks like)' }),
+    spin_ms: integer({ min: 0, max: 10_000, default: 0, doc: 'block the event loop this long first (what a runaway handler looks like); through the Port only: over NATS any peer could stall every request' }),
   },
   openArgs: true,
   reply: 'the args map, unchanged (any other keys are accepted and returned)',
@@ -32,6 +32,7 @@ export const echo = typedOp({
   refine: (a, raw) => ({ args: raw, delayMs: a.delay_ms, spinMs: a.spin_ms }),
   // ctx.signal is read only when needed: the transports create it lazily (an AbortController per request is costly).
   async handle({ args, delayMs, spinMs }, ctx) {
+    if (spinMs > 0 && ctx.transport === 'nats') throw new OpError('bad_request', 'spin_ms: blocks every request of this sidecar, so it is taken only through the Port (its one owner), not from NATS peers');
     if (spinMs > 0) {
       const until = performance.now() + spinMs;
       while (performance.now() < until && !ctx.signal.aborted);
