@@ -74,7 +74,10 @@ export async function chat(endpoint: LlmEndpoint, model: string | undefined, mes
   }).catch((err: unknown) => {
     if (signal?.aborted) throw err;
     // The URL as messages may show it (a log, an error reply): the endpoint's own message may repeat it whole.
-    const why = (err instanceof Error ? err.message : String(err)).replaceAll(url, urlForMessages(url)).replaceAll(endpoint.url, urlForMessages(endpoint.url));
+    const why = (err instanceof Error ? err.message : String(err))
+      .replaceAll(url, urlForMessages(url))
+      .replaceAll(endpoint.url, urlForMessages(endpoint.url))
+      .replace(/\/\/[^\s/@]+@/g, '//***@'); // a URL written another way (normalized) keeps no credentials either
     throw new LlmError(`LLM request to ${urlForMessages(url)} failed: ${why}`);
   });
   const text = await res.text();
