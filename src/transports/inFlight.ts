@@ -132,7 +132,7 @@ export class InFlight<K> {
     const settle = (): void => {
       if (this.entries.get(key)?.ctl !== ctl) return; // expired already
       this.entries.delete(key);
-      if (this.waiters.length > 0) for (const w of this.waiters.splice(0)) w();
+      this.wake();
     };
     done.then(settle, settle);
     return done;
@@ -178,6 +178,7 @@ export class InFlight<K> {
     return true;
   }
 
+  /** A slot came free: whoever waits in `below` looks again. */
   private wake(): void {
     if (this.waiters.length > 0) for (const w of this.waiters.splice(0)) w();
   }
