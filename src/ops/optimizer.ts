@@ -9,7 +9,7 @@ import type { EngineConfig } from '../config.js';
 import { CoproOptimizer, COPRO_DEFAULTS } from '../optimizer/copro.js';
 import { thompson } from '../optimizer/bandit.js';
 import { DevsetEvaluator, LearnedEvaluator, promptIdOf, type DevExample, type Evaluator } from '../optimizer/evaluators.js';
-import { chat, LlmError, type ChatMessage, type ChatOptions, type LlmEndpoint } from '../optimizer/llmClient.js';
+import { chat, completionsUrl, LlmError, type ChatMessage, type ChatOptions, type LlmEndpoint } from '../optimizer/llmClient.js';
 import type { OptimizeContext } from '../optimizer/promptBits.js';
 import { LlmProposer, OfflineProposer, type Proposer } from '../optimizer/proposers.js';
 import { hashSeed, seededRandom } from '../random.js';
@@ -35,11 +35,9 @@ type LlmArg = ArgsOf<typeof LLM_KEYS>;
 function llmEndpoint(engine: { config: EngineConfig }, arg: LlmArg | undefined): LlmEndpoint | undefined {
   const url = arg?.url ?? engine.config.llmUrl;
   if (url === undefined) return undefined;
-  const configured = engine.config.llmUrl !== undefined && trimmed(url) === trimmed(engine.config.llmUrl);
+  const configured = engine.config.llmUrl !== undefined && completionsUrl(url) === completionsUrl(engine.config.llmUrl);
   return { url, model: arg?.model ?? engine.config.llmModel, apiKey: arg?.api_key ?? (configured ? engine.config.llmApiKey : undefined), timeoutMs: arg?.timeout_ms };
 }
-
-const trimmed = (url: string): string => url.trim().replace(/\/+$/, '');
 
 interface OptimizeArgs {
   prompt: string;

@@ -49,6 +49,9 @@ interface CompletionBody {
   error?: { message?: string } | string;
 }
 
+/** Where an endpoint's chat completions are: its base URL (spaces and trailing slashes aside), then /chat/completions. */
+export const completionsUrl = (base: string): string => `${base.trim().replace(/\/+$/, '')}/chat/completions`;
+
 /**
  * A URL as an error or a log may show it: without user, password, query or
  * fragment (where an endpoint's key may be written), and nothing of one that
@@ -64,7 +67,7 @@ export function urlForMessages(url: string): string {
 }
 
 export async function chat(endpoint: LlmEndpoint, model: string | undefined, messages: ChatMessage[], options: ChatOptions, signal?: AbortSignal): Promise<ChatResult> {
-  const url = `${endpoint.url.replace(/\/+$/, '')}/chat/completions`;
+  const url = completionsUrl(endpoint.url);
   const timeout = AbortSignal.timeout(endpoint.timeoutMs ?? 60_000);
   const res = await fetch(url, {
     method: 'POST',
