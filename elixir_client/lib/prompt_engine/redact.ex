@@ -62,7 +62,7 @@ defmodule PromptEngine.Redact do
       Regex.replace(@url_userinfo, text, fn whole, scheme, userinfo ->
         case userinfo_secret(scheme, userinfo) do
           nil -> whole
-          _ -> scheme <> masked_userinfo(userinfo) <> "@"
+          {_secret, masked} -> scheme <> masked <> "@"
         end
       end)
 
@@ -115,7 +115,7 @@ defmodule PromptEngine.Redact do
 
       {k, v} ->
         v = to_string(v)
-        passwords = for [_, scheme, userinfo] <- Regex.scan(@url_userinfo, v), pw = userinfo_secret(scheme, userinfo), do: pw
+        passwords = for [_, scheme, userinfo] <- Regex.scan(@url_userinfo, v), {pw, _masked} <- [userinfo_secret(scheme, userinfo)], do: pw
         if secret_name?(to_string(k)) and v != "", do: [v | passwords], else: passwords
     end)
     |> Enum.uniq()
@@ -130,20 +130,14 @@ defmodule PromptEngine.Redact do
   @spec secret_name?(String.t()) :: boolean()
   def secret_name?(name), do: Regex.match?(@secret_name, name)
 
-  # The secret of a URL's user information: the password, or for a NATS URL a token alone; nil when none.
+  # The secret of a URL's user information (the password, or for a NATS URL a token alone) and
+  # the user information with it masked; nil when it holds none.
   defp userinfo_secret(scheme, userinfo) do
     case String.split(userinfo, ":", parts: 2) do
       [_user, ""] -> nil
-      [_user, password] -> password
+      [user, password] -> {password, user <> ":***"}
       [""] -> nil
-      [token] -> if String.downcase(String.trim_trailing(scheme, "://")) in @token_schemes, do: token, else: nil
-    end
-  end
-
-  defp masked_userinfo(userinfo) do
-    case String.split(userinfo, ":", parts: 2) do
-      [user, _password] -> user <> ":***"
-      [_token] -> "***"
+      [token] -> if String.downcase(String.trim_trailing(scheme, "://")) in @token_schemes, do: {token, "***"}, else: nil
     end
   end
 end
