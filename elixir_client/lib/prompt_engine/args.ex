@@ -14,6 +14,12 @@ defmodule PromptEngine.Args do
   @spec max_timeout() :: pos_integer()
   def max_timeout, do: @max_timeout
 
+  @doc false
+  # What is wrong with a call's timeout, if anything (every call and Connection.request/4 say it alike).
+  @spec timeout_problem(term()) :: String.t() | nil
+  def timeout_problem(t) when is_integer(t) and t >= 0 and t <= @max_timeout, do: nil
+  def timeout_problem(t), do: "timeout: expected a non-negative integer (ms) of at most #{@max_timeout}, got #{inspect(t, limit: 10)}"
+
   alias PromptEngine.Error
 
   @call_opts [:name, :timeout, :queue]
@@ -96,7 +102,7 @@ defmodule PromptEngine.Args do
 
       Enum.find_value(copts, {:ok, copts, Map.new(extra)}, fn
         {:name, n} when not is_atom(n) or n in [nil, true, false] -> bad(fun, "name: expected an instance name (an atom), got #{inspect(n, limit: 10)}")
-        {:timeout, t} when not is_integer(t) or t < 0 or t > @max_timeout -> bad(fun, "timeout: expected a non-negative integer (ms) of at most #{@max_timeout}, got #{inspect(t, limit: 10)}")
+        {:timeout, t} -> if problem = timeout_problem(t), do: bad(fun, problem)
         {:queue, q} when not is_boolean(q) -> bad(fun, "queue: expected a boolean, got #{inspect(q, limit: 10)}")
         _ -> nil
       end)

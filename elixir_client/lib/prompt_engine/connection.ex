@@ -163,10 +163,9 @@ defmodule PromptEngine.Connection do
     timeout = Keyword.get(opts, :timeout, @default_timeout)
     queue? = Keyword.get(opts, :queue, false)
 
-    if is_integer(timeout) and timeout >= 0 and timeout <= PromptEngine.Args.max_timeout() do
-      call(conn, op, args, timeout, queue?)
-    else
-      {:error, Error.new(:bad_request, "timeout: expected a non-negative integer (ms) of at most #{PromptEngine.Args.max_timeout()}, got #{inspect(timeout, limit: 10)}", op: op)}
+    case PromptEngine.Args.timeout_problem(timeout) do
+      nil -> call(conn, op, args, timeout, queue?)
+      problem -> {:error, Error.new(:bad_request, problem, op: op)}
     end
   end
 
