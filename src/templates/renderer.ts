@@ -74,9 +74,9 @@ export class TemplateRenderer {
 
   /** Register (or replace) a partial usable as `{{> name}}`; each inclusion counted and measured as a block. */
   setPartial(name: string, content: string): void {
-    this.compile(content);
+    const template = this.compile(content);
     this.partials.set(name, content);
-    this.hbs.registerPartial(name, this.counted((context: unknown, options?: Handlebars.RuntimeOptions) => this.compile(content)(context, options)) as unknown as Handlebars.Template);
+    this.hbs.registerPartial(name, this.counted((context: unknown, options?: Handlebars.RuntimeOptions) => template(context, options)) as unknown as Handlebars.Template);
   }
 
   /** `f` (a block's or a partial's renderer) counted against RENDER_LIMITS.blocks, its output against RENDER_LIMITS.chars. */
