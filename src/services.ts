@@ -88,7 +88,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
       const log = engine.log.child({ part: 'scorer' });
       const store = await engine.service('store').catch(() => undefined);
       const m = await servingModel(store, engine.config.modelsDir, log);
-      const scorer = await Scorer.load(m.onnx, m.meta, async (texts) => (await engine.service('embeddings')).embed(texts), log);
+      const scorer = await Scorer.load(m.onnx, m.meta, async (texts, signal) => (await engine.service('embeddings')).embed(texts, signal), log);
       if (store !== undefined) {
         const stop = await followPromotions(store, scorer, log, (previous, version) => modelPromoted(engine, previous, version, 'another instance')).catch((err: unknown) => {
           log.warn({ err: (err as Error).message }, 'not following promotions of other instances');

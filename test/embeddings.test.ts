@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   cosine,
   decodeVector,
+  EMBED_CHUNK,
   EMBED_MAX_TEXTS,
   EMBEDDING_MODEL,
   EmbeddingService,
@@ -31,6 +32,9 @@ import { TrackingStore } from '../src/store/trackingStore.js';
 import { DEFAULT_POLICY, priorOf, type Candidate } from '../src/experiments/experiment.js';
 import { promptIdOf } from '../src/optimizer/evaluators.js';
 import { MemoryLoop } from './helpers/memoryLoop.js';
+import { PortClient } from './helpers/portClient.js';
+import { sidecarStoreEnv } from './helpers/pg.js';
+import { record, type TermObject } from '../src/codec/terms.js';
 
 const log = createLogger('silent');
 const dirs: string[] = [];
@@ -42,6 +46,40 @@ const tmp = (): string => {
 afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
+/** Resolves once `cond` holds (polled), fails after `ms`. */
+async function until(cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+const vectorOf = (s: string): Float32Array => Float32Array.from({ length: 8 }, (_, i) => s.length + i);
+/** What the service answers for `vectorOf(s)`: quantised as it is stored. */
+const servedOf = (s: string): Float32Array => decodeVector(encodeVector(vectorOf(s)));
+
+/**
+ * A stand-in for the worker thread, stepped by the test: computations wait
+ * in the order they arrive; `next()` completes the oldest (once one waits).
+ */
+function steppedWorker(): { compute: (t: string[]) => Promise<Float32Array[]>; chunks: string[][]; waiting: () => number; next: () => Promise<void>; drain: (p: Promise<unknown>) => Promise<void> } {
+  const chunks: string[][] = [];
+  const queue: Array<{ texts: string[]; resolve(v: Float32Array[]): void }> = [];
+  const compute = (texts: string[]): Promise<Float32Array[]> => new Promise((resolve) => queue.push({ texts, resolve }));
+  const next = async (): Promise<void> => {
+    await until(() => queue.length > 0);
+    const job = queue.shift()!;
+    chunks.push(job.texts);
+    job.resolve(job.texts.map(vectorOf));
+    await new Promise((r) => setImmediate(r));
+  };
+  const drain = async (p: Promise<unknown>): Promise<void> => {
+    let done = false;
+    void p.finally(() => (done = true)).catch(() => undefined);
+    while (!done) await (queue.length > 0 ? next() : new Promise((r) => setImmediate(r)));
+  };
+  return { compute, chunks, waiting: () => queue.length, next, drain };
+}
 
 describe('the shipped embeddings of data/multiprompt', () => {
   const file = readEmbeddingFile(SHIPPED_EMBEDDINGS);
@@ -111,6 +149,71 @@ describe('the embedding service', () => {
     expect(service.size).toBe(2);
     await expect(service.embed(new Array<string>(EMBED_MAX_TEXTS + 1).fill('z'))).rejects.toThrow(`at most ${EMBED_MAX_TEXTS} texts`);
     await service.close();
+  });
+
+  it('computes a large job EMBED_CHUNK prompts at a time, a small job taking its turn between two of them', async () => {
+    const worker = steppedWorker();
+    const service = new EmbeddingService({ maxEntries: 1_000, log, compute: worker.compute });
+    const big = Array.from({ length: 200 }, (_, i) => `big prompt ${i}`);
+    const bigCall = service.embed(big);
+    await worker.next();
+    await worker.next();
+    const small = service.embed(['a small prompt']);
+    // The big job's next chunk and the small job's wait, nothing else of the big job's.
+    await until(() => worker.waiting() === 2);
+    await worker.next();
+    await worker.next();
+    expect((await small)[0]).toEqual(servedOf('a small prompt'));
+    expect(worker.chunks[3]).toEqual(['a small prompt']);
+    await worker.drain(bigCall);
+    expect(await bigCall).toEqual(big.map(servedOf));
+    expect(Math.max(...worker.chunks.map((c) => c.length))).toBe(EMBED_CHUNK);
+    expect(service.figures.computed).toBe(201);
+    await service.close();
+  });
+
+  it('stops a job nobody waits for after the chunk at hand, and finishes what another caller still awaits', async () => {
+    const worker = steppedWorker();
+    const service = new EmbeddingService({ maxEntries: 1_000, log, compute: worker.compute });
+    const big = Array.from({ length: 200 }, (_, i) => `big prompt ${i}`);
+    // Cancelled alone: rejected at once with the signal's reason; the worker is asked for nothing after the chunk at hand.
+    const stop = new AbortController();
+    const alone = service.embed(big, stop.signal);
+    await worker.next();
+    await worker.next();
+    await until(() => worker.waiting() === 1);
+    stop.abort();
+    await expect(alone).rejects.toThrow(/abort/i);
+    await worker.next();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(worker.waiting()).toBe(0);
+    expect(service.figures.computed).toBe(3 * EMBED_CHUNK);
+    // What it did not compute is computed anew for the next caller (no rejection left behind for it).
+    const again = service.embed([big[199]!]);
+    await worker.next();
+    expect((await again)[0]).toEqual(servedOf(big[199]!));
+    await expect(service.embed(['x'], AbortSignal.abort())).rejects.toThrow(/abort/i);
+
+    // Shared: another caller awaits one of its prompts; the job goes on until that one is computed, then stops.
+    const worker2 = steppedWorker();
+    const shared = new EmbeddingService({ maxEntries: 1_000, log, compute: worker2.compute });
+    const stop2 = new AbortController();
+    const first = shared.embed(big, stop2.signal);
+    await worker2.next();
+    const second = shared.embed([big[100]!]);
+    stop2.abort();
+    await expect(first).rejects.toThrow(/abort/i);
+    await worker2.drain(second);
+    expect((await second)[0]).toEqual(servedOf(big[100]!));
+    await new Promise((r) => setTimeout(r, 20));
+    if (worker2.waiting() > 0) await worker2.next();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(worker2.waiting()).toBe(0);
+    const chunkOf100 = Math.floor(100 / EMBED_CHUNK);
+    expect(worker2.chunks.length).toBeGreaterThanOrEqual(chunkOf100 + 1);
+    expect(worker2.chunks.length).toBeLessThanOrEqual(chunkOf100 + 2);
+    await service.close();
+    await shared.close();
   });
 
   const stores: Array<[string, () => Promise<TrackingStore>]> = [['PGlite', () => TrackingStore.open({ dataDir: tmp(), log })]];
@@ -230,4 +333,38 @@ describe('the closed loop by meaning', () => {
     // Nothing measured has a vector: no prior from neighbours.
     expect(m.exp.neighbourPrior(vectors.get(C.id)!, () => undefined)).toBeUndefined();
   });
+});
+
+describe('embedding in the real sidecar', () => {
+  const computed = async (client: PortClient): Promise<number> => {
+    const r = await client.request('stats', record({}));
+    if (!r.ok) throw new Error(r.message);
+    // A service appears in `stats` once started.
+    const embeddings = ((r.value as TermObject).services as TermObject).embeddings as TermObject | undefined;
+    return Number(embeddings?.computed ?? 0);
+  };
+
+  it('stops embedding the unseen prompts of a cancelled score, and a score after it does not wait behind them', async () => {
+    const client = new PortClient({ env: { ...sidecarStoreEnv('embeddings.test'), LOG_LEVEL: 'warn' } });
+    try {
+      await client.ready;
+      const tag = `${process.pid}-${Date.now()}`;
+      // 5,000 prompts never seen: more than a minute of the worker (77 s here before a computation took turns and stopped).
+      const prompts = Array.from({ length: 5_000 }, (_, i) => `Prompt ${i} of a batch nobody waits for (${tag}): answer in one word.`);
+      const id = client.peekId();
+      const big = client.request('score', record({ prompts }));
+      await until(async () => (await computed(client)) > 0, 120_000);
+      client.cancel(id);
+      expect(await big).toMatchObject({ ok: false, reason: 'cancelled' });
+      // The next unseen prompt waits for the chunk at hand, not for the batch.
+      const one = await client.request('score', record({ prompt: `One more prompt, never seen (${tag}).` }));
+      expect(one.ok).toBe(true);
+      const after = await computed(client);
+      await new Promise((r) => setTimeout(r, 3_000));
+      expect(await computed(client)).toBe(after);
+      expect(after).toBeLessThan(200);
+    } finally {
+      await client.close();
+    }
+  }, 180_000);
 });

@@ -24,6 +24,12 @@
  * on one core), but a prompt is embedded once in the life of a fleet,
  * never on the hot path: USE serves best per cost.
  *
+ * The worker is shared by every caller (a `score` of thousands of unseen
+ * prompts, the closed loop's screening, the trainer), so a computation
+ * takes turns: EMBED_CHUNK prompts at a time, each job one chunk at the
+ * worker, and a job nobody waits for any more (its callers cancelled,
+ * timed out or were answered) stops after the chunk at hand.
+ *
  * A vector is stored quantised (a float32 scale + one int8 per dimension,
  * 516 bytes): every path (computed here, read from the store or the file)
  * gives the same numbers, so training and serving see the same features.
@@ -49,6 +55,12 @@ export const EMBEDDING_DIMS = 512;
 export const EMBED_MAX_CHARS = 8_000;
 /** Texts per `embed` call. */
 export const EMBED_MAX_TEXTS = 1_000;
+/**
+ * Texts a computation sends to the worker at once (a tenth of a second of
+ * USE for short prompts, a second or so for long ones):
+ * the unit of turn-taking between jobs and of stopping one nobody awaits.
+ */
+export const EMBED_CHUNK = 8;
 
 /** The prompt id the engine uses everywhere: `p_` + 16 hex of the text's SHA-256. */
 export function promptId(text: string): string {
@@ -241,14 +253,44 @@ export interface EmbeddingFigures {
   worker_starts: number;
 }
 
+/**
+ * One computation: the prompts an `embed` call found nowhere, computed
+ * EMBED_CHUNK at a time. Every call awaiting one of its prompts holds it;
+ * when the last lets go before it is done, it stops after the chunk at hand.
+ */
+class ComputeJob {
+  private holders = 0;
+  private readonly stop = new AbortController();
+  readonly signal = this.stop.signal;
+
+  hold(): void {
+    this.holders++;
+  }
+
+  release(): void {
+    if (--this.holders === 0) this.stop.abort();
+  }
+}
+
+/** A prompt being computed: its vector to come, and the job computing it. */
+interface Computing {
+  vector: Promise<Float32Array>;
+  resolve(v: Float32Array): void;
+  reject(err: unknown): void;
+  job: ComputeJob;
+}
+
+/** What an aborted `embed` rejects with: the signal's reason (an AbortError by default). */
+const abortReason = (signal: AbortSignal): unknown => signal.reason ?? Object.assign(new Error('the embedding was aborted'), { name: 'AbortError' });
+
 export class EmbeddingService {
   readonly model = EMBEDDING_MODEL;
   readonly dims = EMBEDDING_DIMS;
   readonly figures: EmbeddingFigures = { computed: 0, memory_hits: 0, store_hits: 0, shipped_hits: 0, store_errors: 0, worker_starts: 0 };
   private readonly memory: LRUCache<string, Float32Array>;
   private shipped: Map<string, Uint8Array> | undefined;
-  /** Computations under way, by prompt id (two callers asking for one prompt share one). */
-  private readonly pending = new Map<string, Promise<Float32Array>>();
+  /** Prompts being computed, by prompt id (two callers asking for one prompt share one computation). */
+  private readonly computing = new Map<string, Computing>();
   private worker: EmbedWorker | undefined;
   private closed = false;
 
@@ -260,13 +302,19 @@ export class EmbeddingService {
     return this.memory.size;
   }
 
-  /** One vector per text (unit length is not assumed; compare with `cosine`). */
-  async embed(texts: readonly string[]): Promise<Float32Array[]> {
+  /**
+   * One vector per text (unit length is not assumed; compare with `cosine`).
+   * `signal` aborted: rejects at once with its reason, and what was being
+   * computed for this call alone stops after the chunk at hand.
+   */
+  async embed(texts: readonly string[], signal?: AbortSignal): Promise<Float32Array[]> {
     if (this.closed) throw new Error('the embedding service is closed');
     if (texts.length > EMBED_MAX_TEXTS) throw new Error(`embed: at most ${EMBED_MAX_TEXTS} texts per call, got ${texts.length}`);
+    if (signal?.aborted) throw abortReason(signal);
     const ids = texts.map(promptId);
-    const out = new Array<Float32Array | Promise<Float32Array> | undefined>(texts.length);
+    const out = new Array<Float32Array | Promise<Float32Array>>(texts.length);
     const missing = new Map<string, string>();
+    const jobs = new Set<ComputeJob>();
     ids.forEach((id, i) => {
       const hit = this.memory.get(id);
       if (hit !== undefined) {
@@ -280,49 +328,96 @@ export class EmbeddingService {
         out[i] = this.remember(id, decodeVector(shipped));
         return;
       }
-      const p = this.pending.get(id);
-      if (p !== undefined) out[i] = p;
-      else missing.set(id, texts[i]!);
+      const c = this.computing.get(id);
+      if (c !== undefined) {
+        out[i] = c.vector;
+        jobs.add(c.job);
+      } else missing.set(id, texts[i]!);
     });
     if (missing.size > 0) {
-      const job = this.fetchOrCompute(missing);
-      for (const id of missing.keys()) {
-        const p = job.then((m) => m.get(id)!);
-        p.catch(() => undefined);
-        this.pending.set(id, p);
-      }
-      void job.finally(() => {
-        for (const id of missing.keys()) this.pending.delete(id);
-      }).catch(() => undefined);
+      const job = this.startJob(missing);
+      jobs.add(job);
       ids.forEach((id, i) => {
-        if (out[i] === undefined) out[i] = this.pending.get(id);
+        if (out[i] === undefined) out[i] = this.computing.get(id)!.vector;
       });
     }
-    return Promise.all(out as Array<Float32Array | Promise<Float32Array>>);
+    if (jobs.size === 0) return out as Float32Array[];
+    for (const j of jobs) j.hold();
+    return new Promise<Float32Array[]>((resolve, reject) => {
+      const done = (): void => {
+        signal?.removeEventListener('abort', onAbort);
+        for (const j of jobs) j.release();
+        jobs.clear();
+      };
+      const onAbort = (): void => {
+        done();
+        reject(abortReason(signal!));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      Promise.all(out).then(
+        (v) => (done(), resolve(v)),
+        (err: unknown) => (done(), reject(err)),
+      );
+    });
   }
 
-  /** The store first (vectors other sidecars computed), then the worker for the rest, written back to the store. */
-  private async fetchOrCompute(missing: Map<string, string>): Promise<Map<string, Float32Array>> {
-    const got = new Map<string, Float32Array>();
+  /** Compute `missing` (prompt id → text) as a job of its own; its prompts are `computing` until each has its vector or the job ends. */
+  private startJob(missing: Map<string, string>): ComputeJob {
+    const job = new ComputeJob();
+    for (const id of missing.keys()) {
+      let resolve!: (v: Float32Array) => void;
+      let reject!: (err: unknown) => void;
+      const vector = new Promise<Float32Array>((res, rej) => ((resolve = res), (reject = rej)));
+      vector.catch(() => undefined);
+      this.computing.set(id, { vector, resolve, reject, job });
+    }
+    const settle = (id: string, v: Float32Array | undefined, err?: unknown): void => {
+      const c = this.computing.get(id);
+      if (c?.job !== job) return;
+      this.computing.delete(id);
+      if (v !== undefined) c.resolve(v);
+      else c.reject(err);
+    };
+    // Stopped: what it had not computed is no longer being computed (a later caller starts anew).
+    job.signal.addEventListener('abort', () => {
+      for (const id of missing.keys()) settle(id, undefined, abortReason(job.signal));
+    });
+    void this.fetchOrCompute(missing, settle, job.signal).catch((err: unknown) => {
+      for (const id of missing.keys()) settle(id, undefined, err);
+    });
+    return job;
+  }
+
+  /**
+   * The store first (vectors other sidecars computed), then the worker for
+   * the rest, EMBED_CHUNK at a time (one chunk of this job at the worker:
+   * jobs take turns), each chunk written back to the store before its
+   * vectors are answered; stops between chunks once `signal` is aborted.
+   */
+  private async fetchOrCompute(missing: Map<string, string>, settle: (id: string, v: Float32Array) => void, signal: AbortSignal): Promise<void> {
     const store = await this.storeOrUndefined();
+    const found = new Set<string>();
     if (store !== undefined) {
       try {
         for (const [id, bytes] of await store.embeddings.get(this.model, [...missing.keys()])) {
           this.figures.store_hits++;
-          got.set(id, this.remember(id, decodeVector(bytes)));
+          found.add(id);
+          settle(id, this.remember(id, decodeVector(bytes)));
         }
       } catch (err) {
         this.storeError(err);
       }
     }
-    const todo = [...missing].filter(([id]) => !got.has(id));
-    if (todo.length === 0) return got;
-    const raw = await (this.o.compute ?? ((t: string[]) => this.workerFor().embed(t)))(todo.map(([, text]) => text.slice(0, EMBED_MAX_CHARS)));
-    const rows = todo.map(([id], i) => ({ promptId: id, vector: encodeVector(raw[i]!) }));
-    this.figures.computed += rows.length;
-    for (const r of rows) got.set(r.promptId, this.remember(r.promptId, decodeVector(r.vector)));
-    if (store !== undefined) await store.embeddings.put(this.model, rows).catch((err: unknown) => this.storeError(err));
-    return got;
+    const todo = [...missing].filter(([id]) => !found.has(id));
+    const compute = this.o.compute ?? ((t: string[]) => this.workerFor().embed(t));
+    for (let i = 0; i < todo.length && !signal.aborted; i += EMBED_CHUNK) {
+      const chunk = todo.slice(i, i + EMBED_CHUNK);
+      const raw = await compute(chunk.map(([, text]) => text.slice(0, EMBED_MAX_CHARS)));
+      const rows = chunk.map(([id], k) => ({ promptId: id, vector: encodeVector(raw[k]!) }));
+      this.figures.computed += rows.length;
+      if (store !== undefined) await store.embeddings.put(this.model, rows).catch((err: unknown) => this.storeError(err));
+      for (const r of rows) settle(r.promptId, this.remember(r.promptId, decodeVector(r.vector)));
+    }
   }
 
   private remember(id: string, v: Float32Array): Float32Array {

@@ -132,7 +132,7 @@ export class Learner {
       options: { epochs: req.epochs, seed: req.seed },
       signal,
       log: this.deps.log,
-      embed: this.deps.embeddings === undefined ? undefined : async (texts) => (await this.deps.embeddings!()).embed(texts),
+      embed: this.deps.embeddings === undefined ? undefined : async (texts) => (await this.deps.embeddings!()).embed(texts, signal),
       corpus: req.corpus ? this.corpus() : undefined,
     });
     if ('insufficient' in out) {

@@ -25,8 +25,8 @@ export interface ScoreItem {
   base?: string;
 }
 
-/** Vectors of texts (the embedding service's `embed`). */
-export type Embed = (texts: string[]) => Promise<Float32Array[]>;
+/** Vectors of texts (the embedding service's `embed`); `signal` aborted: rejects, and stops what only this call waits for. */
+export type Embed = (texts: string[], signal?: AbortSignal) => Promise<Float32Array[]>;
 
 /** A loaded model and the requests scoring with it. */
 interface Loaded {
@@ -51,17 +51,19 @@ export class Scorer {
     return new Scorer({ session: await createSession(onnx), meta, users: 0, retired: false }, embed, log);
   }
 
-  /** The vectors of every prompt and base of `items` (none when the spec reads none, or the service failed). */
-  private async vectors(items: ScoreItem[]): Promise<Map<string, Float32Array>> {
+  /** The vectors of every prompt and base of `items` (none when the spec reads none, or the service failed); rejects once `signal` is aborted. */
+  private async vectors(items: ScoreItem[], signal?: AbortSignal): Promise<Map<string, Float32Array>> {
     const out = new Map<string, Float32Array>();
     if (FEATURE_SPEC.embedding === undefined || this.embed === undefined) return out;
     const texts = [...new Set(items.flatMap((it) => (it.base === undefined ? [it.prompt] : [it.prompt, it.base])))];
     try {
       for (let i = 0; i < texts.length; i += EMBED_MAX_TEXTS) {
         const batch = texts.slice(i, i + EMBED_MAX_TEXTS);
-        (await this.embed(batch)).forEach((v, k) => out.set(batch[k]!, v));
+        (await this.embed(batch, signal)).forEach((v, k) => out.set(batch[k]!, v));
       }
     } catch (err) {
+      // The request was cancelled or expired: nobody reads its scores.
+      if (signal?.aborted) throw err;
       // Once a minute at most: the calls waiting on the service fail together; not at all while the engine shuts down.
       if (!(err instanceof ShuttingDownError) && Date.now() - this.embedWarnedAt >= 60_000) {
         this.embedWarnedAt = Date.now();
@@ -89,13 +91,14 @@ export class Scorer {
     await retire(old);
   }
 
-  async score(items: ScoreItem[]): Promise<{ p: number[]; modelVersion: string }> {
+  /** P(success) of each item; `signal` (the request's) stops the embedding of prompts not seen before when it is aborted. */
+  async score(items: ScoreItem[], signal?: AbortSignal): Promise<{ p: number[]; modelVersion: string }> {
     const m = this.current;
     if (items.length === 0) return { p: [], modelVersion: m.meta.version };
     m.users++;
     try {
       const dim = featureDim(FEATURE_SPEC);
-      const vec = await this.vectors(items);
+      const vec = await this.vectors(items, signal);
       // A screened batch compares every candidate with one base: what the features read of it, once.
       const parts = new Map<string, BaseParts>();
       const partsOf = (base: string): BaseParts => parts.get(base) ?? parts.set(base, baseParts(base, FEATURE_SPEC, vec.get(base))).get(base)!;

@@ -47,7 +47,7 @@ const score = typedOp({
     prompt: string({ max: 100_000, requiredWhen: 'unless prompts is given', doc: 'one prompt to score' }),
     prompts: listOf(string({ max: 100_000 }), { max: 10_000, doc: 'a batch to score in one call (replies with scores)' }),
     context: stringMap({ default: {}, doc: 'model, task, language, domain, framework, template: what the scorer conditions on' }),
-    base: string({ max: 100_000, doc: "the prompt these are variants of (an experiment's base, the task's own prompt): the scorer compares each with it; absent, each is its own base. A prompt not seen before is embedded first (about 0.1 s each, once)" }),
+    base: string({ max: 100_000, doc: "the prompt these are variants of (an experiment's base, the task's own prompt): the scorer compares each with it; absent, each is its own base. A prompt not seen before is embedded first (about 0.1 s each, once; a cancelled or expired request stops its embedding)" }),
   },
   reply: '%{score: float, model_version} with prompt; %{scores: [float], model_version} with prompts',
   examples: [{ prompt: 'Answer yes or no.', context: { model: 'gpt-4o-mini', task: 'sports_understanding' } }, { prompts: ['a', 'b'] }],
@@ -56,8 +56,8 @@ const score = typedOp({
     if (a.prompt === undefined) throw badRequest('prompt', 'is required (a string), or give prompts (a list)');
     return { prompts: [a.prompt], context: a.context, single: true, base: a.base };
   },
-  async handle({ prompts, context, single, base }, { engine }) {
-    const r = await (await engine.service('scorer')).score(prompts.map((prompt) => ({ prompt, context, base })));
+  async handle({ prompts, context, single, base }, { engine, signal }) {
+    const r = await (await engine.service('scorer')).score(prompts.map((prompt) => ({ prompt, context, base })), signal);
     return single ? record({ score: float(r.p[0]!), model_version: r.modelVersion }) : record({ scores: r.p.map((x) => float(x)), model_version: r.modelVersion });
   },
 });
