@@ -355,7 +355,14 @@ defmodule PromptEngine do
       {:ok, %{scores: [_, _]}} = PromptEngine.score(["A", "B"], model: "gpt-4o-mini")
   """
   @spec score(String.t() | [String.t()], args(), opts()) :: result()
-  def score(prompts, context \\ %{}, opts \\ []), do: Request.with_map(context, :score, "context", &Request.run(:score, Map.put(%{context: &1}, if(is_list(prompts), do: :prompts, else: :prompt), prompts), opts))
+  def score(prompts, context \\ %{}, opts \\ []),
+    do:
+      Request.with_map(
+        context,
+        :score,
+        "context",
+        &Request.run(:score, Map.put(%{context: &1}, if(is_list(prompts), do: :prompts, else: :prompt), prompts), opts)
+      )
 
   @doc """
   A template by id.
@@ -390,7 +397,8 @@ defmodule PromptEngine do
       {:error, %PromptEngine.Error{reason: :bad_request}} = PromptEngine.render_template("service_blueprint", %{}, strict: true)
   """
   @spec render_template(String.t(), args(), opts()) :: result()
-  def render_template(template_id, variables, opts \\ []), do: Request.with_map(variables, :render_template, "variables", &Request.run(:render_template, %{template_id: template_id, variables: &1}, opts))
+  def render_template(template_id, variables, opts \\ []),
+    do: Request.with_map(variables, :render_template, "variables", &Request.run(:render_template, %{template_id: template_id, variables: &1}, opts))
 
   @doc """
   The prompt of a SPARC phase (`"specification"`, `"pseudocode"`, ...) with variables.
@@ -398,7 +406,8 @@ defmodule PromptEngine do
       {:ok, %{prompt: spec}} = PromptEngine.get_sparc_prompt("specification", %{"language" => "elixir"})
   """
   @spec get_sparc_prompt(String.t(), args(), opts()) :: result()
-  def get_sparc_prompt(name, variables \\ %{}, opts \\ []), do: Request.with_map(variables, :get_sparc_prompt, "variables", &Request.run(:get_sparc_prompt, %{name: name, variables: &1}, opts))
+  def get_sparc_prompt(name, variables \\ %{}, opts \\ []),
+    do: Request.with_map(variables, :get_sparc_prompt, "variables", &Request.run(:get_sparc_prompt, %{name: name, variables: &1}, opts))
 
   @doc """
   Every template the sidecar knows. Options: `:limit`, `:template_type`.
@@ -437,7 +446,8 @@ defmodule PromptEngine do
       {:ok, choice} = PromptEngine.choose_prompt("ticket_triage", base_prompt, %{model: "gpt-4o-mini"}, name: MyApp.Prompts, timeout: 10_000)
   """
   @spec choose_prompt(String.t(), String.t() | map(), args(), opts()) :: result()
-  def choose_prompt(experiment, base, context \\ %{}, opts \\ []), do: Request.with_args(Args.choose(experiment, base, context), &Request.run(:choose_prompt, &1, opts))
+  def choose_prompt(experiment, base, context \\ %{}, opts \\ []),
+    do: Request.with_args(Args.choose(experiment, base, context), &Request.run(:choose_prompt, &1, opts))
 
   @doc """
   Report how a chosen prompt did. `outcome` is whether the answer was good

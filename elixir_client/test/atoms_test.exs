@@ -16,14 +16,18 @@ defmodule PromptEngine.AtomsTest do
 
   test "every op's example, health, stats and describe, through a real sidecar: no atom the client does not know" do
     name = TestHelper.unique_name(__MODULE__)
-    start_supervised!({PromptEngine, name: name, data_dir: TestHelper.tmp_dir("pe-atoms"), database_url: TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}, {"LLM_URL", ""}]})
+
+    start_supervised!(
+      {PromptEngine, name: name, data_dir: TestHelper.tmp_dir("pe-atoms"), database_url: TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}, {"LLM_URL", ""}]}
+    )
+
     [conn] = PromptEngine.Supervisor.connections(name)
     {:ok, %{ops: ops}} = Connection.request(conn, :describe, %{}, timeout: 30_000)
     assert length(ops) == length(PromptEngine.Atoms.ops())
 
     # a closed-loop experiment with variants, so that experiment's reply carries its states
     exp = "atoms_#{System.unique_integer([:positive])}"
-    for _ <- 1..40, do: (PromptEngine.choose_prompt(exp, "Classify {x}.", %{model: "m"}, name: name) |> elem(1) |> PromptEngine.report_outcome(true, name: name))
+    for _ <- 1..40, do: PromptEngine.choose_prompt(exp, "Classify {x}.", %{model: "m"}, name: name) |> elem(1) |> PromptEngine.report_outcome(true, name: name)
 
     calls =
       for %{name: op, examples: examples} <- ops, op not in ["train"], example <- [%{} | examples] do

@@ -9,7 +9,10 @@ defmodule PromptEngine.ClientTest do
     dir = Path.join(System.tmp_dir!(), "pe-ex-client-#{System.unique_integer([:positive])}")
     name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
     # TZ: the sidecar's local zone is not UTC, so a time sent without a zone would be shifted
-    start_supervised!({PromptEngine, %{name: name, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: %{"LOG_LEVEL" => "warn", "TZ" => "America/New_York"}}})
+    start_supervised!(
+      {PromptEngine, %{name: name, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: %{"LOG_LEVEL" => "warn", "TZ" => "America/New_York"}}}
+    )
+
     on_exit(fn -> File.rm_rf(dir) end)
     {:ok, name: name}
   end
@@ -60,7 +63,10 @@ defmodule PromptEngine.ClientTest do
   describe "no instance" do
     test "a name never started fails at once, not after the timeout" do
       t0 = System.monotonic_time(:millisecond)
-      assert {:error, %Error{reason: :no_instance, message: "no instance named PromptEngine.ClientTest.Nope" <> _}} = PromptEngine.health(name: PromptEngine.ClientTest.Nope, timeout: 5_000)
+
+      assert {:error, %Error{reason: :no_instance, message: "no instance named PromptEngine.ClientTest.Nope" <> _}} =
+               PromptEngine.health(name: PromptEngine.ClientTest.Nope, timeout: 5_000)
+
       assert System.monotonic_time(:millisecond) - t0 < 100
       assert {:error, %Error{reason: :no_instance}} = PromptEngine.cache_stats(name: PromptEngine.ClientTest.Nope)
       assert {:error, %Error{reason: :no_instance}} = PromptEngine.subscribe(name: PromptEngine.ClientTest.Nope)
@@ -86,13 +92,24 @@ defmodule PromptEngine.ClientTest do
       opts = [name: name, timeout: 30_000]
 
       assert {:ok, %{id: id}} =
-               PromptEngine.track_execution(%{prompt_id: "dt-p", execution_time_ms: 1, success: true, timestamp: ~U[2024-01-02 03:04:05.123456Z], metadata: %{seen: ~N[2024-05-06 07:08:09]}}, opts)
+               PromptEngine.track_execution(
+                 %{
+                   prompt_id: "dt-p",
+                   execution_time_ms: 1,
+                   success: true,
+                   timestamp: ~U[2024-01-02 03:04:05.123456Z],
+                   metadata: %{seen: ~N[2024-05-06 07:08:09]}
+                 },
+                 opts
+               )
 
       assert {:ok, %{rows: [row]}} = PromptEngine.query(:by_id, %{id: id}, opts)
       assert row.timestamp == "2024-01-02T03:04:05.123Z"
       assert row.metadata == %{"seen" => "2024-05-06T07:08:09Z"}
 
-      assert {:ok, %{id: id2}} = PromptEngine.track_execution(%{prompt_id: "dt-p", execution_time_ms: 1, success: true, timestamp: ~N[2024-01-02 03:04:05]}, opts)
+      assert {:ok, %{id: id2}} =
+               PromptEngine.track_execution(%{prompt_id: "dt-p", execution_time_ms: 1, success: true, timestamp: ~N[2024-01-02 03:04:05]}, opts)
+
       assert {:ok, %{rows: [%{timestamp: "2024-01-02T03:04:05.000Z"}]}} = PromptEngine.query(:by_id, %{id: id2}, opts)
 
       offset = DateTime.from_naive!(~N[2024-01-02 05:04:05], "Etc/UTC") |> Map.merge(%{utc_offset: 7200, time_zone: "Etc/GMT-2", zone_abbr: "+02"})
@@ -167,7 +184,10 @@ defmodule PromptEngine.ClientTest do
     test "unknown options and wrong types are named" do
       assert {:error, %Error{reason: :bad_option, message: m}} = PromptEngine.start_link(name: Bad1, pool: 2)
       assert m =~ "unknown start option :pool" and m =~ ":pool_size"
-      assert {:error, %Error{reason: :bad_option, message: "start option :pool_size must be a positive integer, got: \"2\""}} = PromptEngine.start_link(pool_size: "2")
+
+      assert {:error, %Error{reason: :bad_option, message: "start option :pool_size must be a positive integer, got: \"2\""}} =
+               PromptEngine.start_link(pool_size: "2")
+
       assert {:error, %Error{reason: :bad_option, message: "start option :timeout must be " <> _}} = PromptEngine.start_link(%{timeout: -1})
       assert {:error, %Error{reason: :bad_option}} = PromptEngine.start_link(env: "LOG_LEVEL=warn")
       # what an OS environment cannot hold is refused at start (Port.open/2 would raise in the
@@ -192,7 +212,13 @@ defmodule PromptEngine.ClientTest do
       on_exit(fn -> File.rm_rf(dir) end)
 
       start_supervised!(
-        {PromptEngine, name: name, data_dir: dir, database_url: "", node: System.find_executable("node"), capture_stderr: true, ready_timeout: 20_000,
+        {PromptEngine,
+         name: name,
+         data_dir: dir,
+         database_url: "",
+         node: System.find_executable("node"),
+         capture_stderr: true,
+         ready_timeout: 20_000,
          env: [{"LOG_LEVEL", "warn"}, {"PROMPT_ENGINE_DATA_DIR", dir}, {"DATABASE_URL", PromptEngine.TestHelper.pg_url!()}]},
         id: :deploy
       )
@@ -201,7 +227,8 @@ defmodule PromptEngine.ClientTest do
     end
 
     test "under a supervisor, the reason is the Error" do
-      assert {:error, {%Error{reason: :bad_option, message: "unknown start option :bogus" <> _}, _}} = start_supervised({PromptEngine, name: Bad2, bogus: 1}, id: :bad2)
+      assert {:error, {%Error{reason: :bad_option, message: "unknown start option :bogus" <> _}, _}} =
+               start_supervised({PromptEngine, name: Bad2, bogus: 1}, id: :bad2)
     end
   end
 end

@@ -95,16 +95,23 @@ defmodule PromptEngine.DeployTest do
       refute File.exists?(Path.join(data_pg, "PromptEngine/1/pglite"))
       assert console =~ "exited with status 137", "the kill was not logged:\n#{console}"
       assert console =~ "deploy_test_crash", "the connection's crash report was not logged:\n#{console}"
-      refute (out <> console) =~ @password, "the password is in the release's output:\n#{console}"
+      refute out <> console =~ @password, "the password is in the release's output:\n#{console}"
 
       # Ecto's tables are as they were; the engine's are in its own schema
       assert psql!(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1") ==
                "executions\nexperiments\nmodels\nschema_migrations"
 
-      assert psql!(db, "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'schema_migrations'") ==
+      assert psql!(
+               db,
+               "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'schema_migrations'"
+             ) ==
                "version,inserted_at"
 
-      assert psql!(db, "SELECT (SELECT count(*) FROM schema_migrations) || ' ' || (SELECT count(*) FROM models) || ' ' || (SELECT count(*) FROM experiments) || ' ' || (SELECT count(*) FROM executions)") == "1 1 1 1"
+      assert psql!(
+               db,
+               "SELECT (SELECT count(*) FROM schema_migrations) || ' ' || (SELECT count(*) FROM models) || ' ' || (SELECT count(*) FROM experiments) || ' ' || (SELECT count(*) FROM executions)"
+             ) == "1 1 1 1"
+
       assert String.to_integer(psql!(db, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'prompt_engine'")) > 0
     end
 
@@ -165,7 +172,15 @@ defmodule PromptEngine.DeployTest do
   defp with_release(rel, env, fun) do
     bin = Path.join(rel, "bin/my_app")
     env = [{"RELEASE_NODE", "my_app_#{System.unique_integer([:positive])}"}, {"DATABASE_URL", nil} | env]
-    port = Port.open({:spawn_executable, bin}, [:binary, :exit_status, :stderr_to_stdout, args: ["start"], env: Enum.map(env, fn {k, v} -> {to_charlist(k), if(v, do: to_charlist(v), else: false)} end)])
+
+    port =
+      Port.open({:spawn_executable, bin}, [
+        :binary,
+        :exit_status,
+        :stderr_to_stdout,
+        args: ["start"],
+        env: Enum.map(env, fn {k, v} -> {to_charlist(k), if(v, do: to_charlist(v), else: false)} end)
+      ])
 
     rpc = fn expr ->
       {out, status} = System.cmd(bin, ["rpc", expr], env: env, stderr_to_stdout: true)
@@ -252,7 +267,10 @@ defmodule PromptEngine.DeployTest do
   defp psql!(db, sql) do
     psql = Path.join(System.fetch_env!("TEST_PG_BIN"), "psql")
     port = System.fetch_env!("TEST_PG_PORT")
-    {out, status} = System.cmd(psql, ["-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql], stderr_to_stdout: true)
+
+    {out, status} =
+      System.cmd(psql, ["-h", "127.0.0.1", "-p", port, "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-At", "-c", sql], stderr_to_stdout: true)
+
     assert status == 0, "psql failed (#{status}): #{sql}\n#{out}"
     String.trim(out)
   end

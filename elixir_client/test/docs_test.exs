@@ -2,7 +2,21 @@ defmodule PromptEngine.DocsTest do
   use ExUnit.Case, async: true
 
   # Every public function of the client is documented with an example and has a @spec.
-  @modules [PromptEngine, PromptEngine.Error, PromptEngine.Supervisor, PromptEngine.Connection, PromptEngine.LogRelay, PromptEngine.Telemetry, PromptEngine.Redact, PromptEngine.Sidecar]
+  @modules [
+    PromptEngine,
+    PromptEngine.Error,
+    PromptEngine.Supervisor,
+    PromptEngine.Connection,
+    PromptEngine.LogRelay,
+    PromptEngine.Telemetry,
+    PromptEngine.Redact,
+    PromptEngine.Sidecar
+  ]
+
+  test "the client's sources are laid out as `mix format` writes them (.formatter.exs)" do
+    {out, status} = System.cmd("mix", ["format", "--check-formatted"], cd: Path.expand("..", __DIR__), stderr_to_stdout: true)
+    assert status == 0, "run `mix format` in elixir_client:\n" <> out
+  end
 
   test "every documented public function has an example and a @spec" do
     for mod <- @modules do
@@ -31,7 +45,9 @@ defmodule PromptEngine.DocsTest do
     names = PromptEngine.__info__(:functions) |> Keyword.keys() |> MapSet.new(&Atom.to_string/1)
 
     for page <- ["README.md", "elixir_client/README.md", "docs/deploying.md"], text = File.read!(Path.expand("../../" <> page, __DIR__)) do
-      mentioned = for [_, f, a] <- Regex.scan(~r/`(?:PromptEngine\.)?([a-z_]+!?)\/(\d)`/, text), MapSet.member?(names, f), do: {String.to_atom(f), String.to_integer(a)}
+      mentioned =
+        for [_, f, a] <- Regex.scan(~r/`(?:PromptEngine\.)?([a-z_]+!?)\/(\d)`/, text), MapSet.member?(names, f), do: {String.to_atom(f), String.to_integer(a)}
+
       assert mentioned != [] or page == "docs/deploying.md"
       for {f, a} <- mentioned, do: assert(function_exported?(PromptEngine, f, a), "#{page} names PromptEngine.#{f}/#{a}, which does not exist")
     end

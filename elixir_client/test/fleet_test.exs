@@ -12,17 +12,31 @@ defmodule PromptEngine.FleetTest do
   @model "airoboros-13b"
 
   setup do
-    world = Port.open({:spawn_executable, System.find_executable("node")}, [:binary, {:line, 1_000_000}, args: [Path.expand("support/loop_world.mjs", __DIR__), "sports_understanding", @model]])
+    world =
+      Port.open({:spawn_executable, System.find_executable("node")}, [
+        :binary,
+        {:line, 1_000_000},
+        args: [Path.expand("support/loop_world.mjs", __DIR__), "sports_understanding", @model]
+      ])
+
     on_exit(fn -> if Port.info(world), do: Port.close(world) end)
     {:ok, world: read_world(world, %{acc: %{}})}
   end
 
   defp read_world(port, acc) do
     receive do
-      {^port, {:data, {:eol, "ready"}}} -> Map.put(acc, :port, port)
-      {^port, {:data, {:eol, "url " <> url}}} -> read_world(port, Map.put(acc, :url, url))
-      {^port, {:data, {:eol, "base " <> b}}} -> read_world(port, Map.put(acc, :base, Base.decode64!(b)))
-      {^port, {:data, {:eol, "median " <> m}}} -> read_world(port, Map.put(acc, :median, String.to_float(m)))
+      {^port, {:data, {:eol, "ready"}}} ->
+        Map.put(acc, :port, port)
+
+      {^port, {:data, {:eol, "url " <> url}}} ->
+        read_world(port, Map.put(acc, :url, url))
+
+      {^port, {:data, {:eol, "base " <> b}}} ->
+        read_world(port, Map.put(acc, :base, Base.decode64!(b)))
+
+      {^port, {:data, {:eol, "median " <> m}}} ->
+        read_world(port, Map.put(acc, :median, String.to_float(m)))
+
       {^port, {:data, {:eol, "acc " <> rest}}} ->
         [b, a] = String.split(rest, " ")
         read_world(port, %{acc | acc: Map.put(acc.acc, Base.decode64!(b), to_number(a))})

@@ -20,7 +20,11 @@ defmodule PromptEngine.HandshakeTest do
     dir = Path.join(System.tmp_dir!(), "pe-ex-hs-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf(dir) end)
     t0 = System.monotonic_time(:millisecond)
-    start_supervised!({PromptEngine, [name: name, executable: exe, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]] ++ extra})
+
+    start_supervised!(
+      {PromptEngine, [name: name, executable: exe, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]] ++ extra}
+    )
+
     {name, System.monotonic_time(:millisecond) - t0}
   end
 
@@ -58,7 +62,13 @@ defmodule PromptEngine.HandshakeTest do
     Process.flag(:trap_exit, true)
 
     assert {:error, %Error{reason: :unavailable, message: msg}} =
-             PromptEngine.start_link(name: Module.concat(__MODULE__, Never), executable: slow_executable(3), ready_timeout: 300, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}])
+             PromptEngine.start_link(
+               name: Module.concat(__MODULE__, Never),
+               executable: slow_executable(3),
+               ready_timeout: 300,
+               database_url: PromptEngine.TestHelper.pg_url!(),
+               env: [{"LOG_LEVEL", "warn"}]
+             )
 
     assert msg =~ "ready handshake within 300 ms"
     # nothing is left running, and calls say why

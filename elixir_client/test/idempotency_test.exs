@@ -65,7 +65,9 @@ defmodule PromptEngine.IdempotencyTest do
         {call, kind} =
           if rem(k, 3) == 0,
             do: {fn -> PromptEngine.report_outcome(choice, rem(i, 2) == 0, name: name, timeout: 500, execution_time_ms: rem(i, 1000)) end, :outcomes},
-            else: {fn -> PromptEngine.track_execution(%{prompt_id: prompt_id, execution_time_ms: rem(i, 1000), success: true}, name: name, timeout: 500) end, :executions}
+            else:
+              {fn -> PromptEngine.track_execution(%{prompt_id: prompt_id, execution_time_ms: rem(i, 1000), success: true}, name: name, timeout: 500) end,
+               :executions}
 
         failed = retry(call, parent, 0)
         load(w, k + 1, %{made | kind => made[kind] + 1, retried: made.retried + failed}, parent, prompt_id, choice, name)

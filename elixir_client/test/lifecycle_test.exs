@@ -26,7 +26,13 @@ defmodule PromptEngine.LifecycleTest do
     # an echo that the old sidecar finishes after the kill (it drains what it holds)
     echo = Task.async(fn -> PromptEngine.echo(%{delay_ms: 300, n: 1}, name: name, timeout: 10_000) end)
     id = PromptEngine.Args.uuid4()
-    track = Task.async(fn -> (send(me, :tracking); PromptEngine.track_execution(%{id: id, prompt_id: "crash-p", execution_time_ms: 1, success: true}, name: name, timeout: 20_000)) end)
+
+    track =
+      Task.async(fn ->
+        send(me, :tracking)
+        PromptEngine.track_execution(%{id: id, prompt_id: "crash-p", execution_time_ms: 1, success: true}, name: name, timeout: 20_000)
+      end)
+
     assert_receive :tracking
     Process.sleep(50)
     Process.exit(pid, :kill)
@@ -78,8 +84,11 @@ defmodule PromptEngine.LifecycleTest do
 
     # meanwhile: the truth, not a wait
     case PromptEngine.health(name: name, timeout: 50) do
-      {:ok, _} -> :ok
-      {:error, %Error{reason: reason, message: msg}} when reason in [:unavailable, :timeout] -> assert msg =~ "restart" or msg =~ "starting" or msg =~ "no reply"
+      {:ok, _} ->
+        :ok
+
+      {:error, %Error{reason: reason, message: msg}} when reason in [:unavailable, :timeout] ->
+        assert msg =~ "restart" or msg =~ "starting" or msg =~ "no reply"
     end
 
     assert {:ok, %{status: "ok", os_pid: served}} = PromptEngine.health(name: name, timeout: 60_000)
@@ -120,7 +129,10 @@ defmodule PromptEngine.LifecycleTest do
     t0 = System.monotonic_time(:millisecond)
     {name, _sup} = start()
     t1 = System.monotonic_time(:millisecond)
-    assert {:ok, %{prompt: "Classify the ticket."}} = PromptEngine.choose_prompt("ready_#{System.unique_integer([:positive])}", "Classify the ticket.", %{model: "m"}, name: name)
+
+    assert {:ok, %{prompt: "Classify the ticket."}} =
+             PromptEngine.choose_prompt("ready_#{System.unique_integer([:positive])}", "Classify the ticket.", %{model: "m"}, name: name)
+
     t2 = System.monotonic_time(:millisecond)
     assert {:ok, %{score: _}} = PromptEngine.score("Classify the ticket.", %{model: "m"}, name: name)
     assert {:ok, %{id: _}} = PromptEngine.track_execution(%{prompt_id: "ready-p", execution_time_ms: 1, success: true}, name: name)

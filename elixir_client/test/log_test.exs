@@ -75,7 +75,11 @@ defmodule PromptEngine.LogTest do
 
   test "capture_stderr: false leaves stderr alone", %{dir: dir} do
     name = Module.concat(__MODULE__, "NoCapture")
-    start_supervised!({PromptEngine, name: name, capture_stderr: false, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "debug"}]})
+
+    start_supervised!(
+      {PromptEngine, name: name, capture_stderr: false, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "debug"}]}
+    )
+
     assert {:ok, _} = PromptEngine.optimize_prompt("Write a parser.", name: name, breadth: 2, depth: 1, timeout: 30_000)
     refute_receive {:log, _, "copro round", _}, 300
   end
@@ -88,7 +92,9 @@ defmodule PromptEngine.LogTest do
     assert :error = PromptEngine.LogRelay.decode_json(~s({"a":1} trailing))
     assert {:warning, "{\"level\":", []} = PromptEngine.LogRelay.parse(~s|{"level":|)
     # the trainer's progress lines (plain text on stderr) are progress, not warnings
-    assert {:info, "[train] epoch 3: train loss 0.5012, validation loss 0.5120", []} = PromptEngine.LogRelay.parse("[train] epoch 3: train loss 0.5012, validation loss 0.5120")
+    assert {:info, "[train] epoch 3: train loss 0.5012, validation loss 0.5120", []} =
+             PromptEngine.LogRelay.parse("[train] epoch 3: train loss 0.5012, validation loss 0.5120")
+
     assert {:info, "[train] 2662 examples (532 held out)", []} = PromptEngine.LogRelay.parse("[train] 2662 examples (532 held out)")
     assert {:warning, "Error: boom", []} = PromptEngine.LogRelay.parse("Error: boom")
   end

@@ -33,8 +33,17 @@ defmodule PromptEngine.OptionsTest do
       {:cache_stats, fn -> PromptEngine.cache_stats(opts) end},
       {:track_execution, fn -> PromptEngine.track_execution(%{prompt_id: "opts-p", execution_time_ms: 1, success: true}, opts) end},
       {:track_feedback, fn -> PromptEngine.track_feedback(%{prompt_id: "opts-p", feedback_type: :quality, rating: 4}, opts) end},
-      {:track_evolution, fn -> PromptEngine.track_evolution(%{original_prompt_id: "a", evolved_prompt_id: "b", evolution_type: :refinement, performance_improvement: 0.1}, opts) end},
-      {:track_ab_result, fn -> PromptEngine.track_ab_result(%{test_id: "t", variant_a_prompt_id: "a", variant_b_prompt_id: "b", winner: :a, confidence_level: 0.9, sample_size: 1, test_duration: 1}, opts) end},
+      {:track_evolution,
+       fn ->
+         PromptEngine.track_evolution(%{original_prompt_id: "a", evolved_prompt_id: "b", evolution_type: :refinement, performance_improvement: 0.1}, opts)
+       end},
+      {:track_ab_result,
+       fn ->
+         PromptEngine.track_ab_result(
+           %{test_id: "t", variant_a_prompt_id: "a", variant_b_prompt_id: "b", winner: :a, confidence_level: 0.9, sample_size: 1, test_duration: 1},
+           opts
+         )
+       end},
       {:track_context_signature, fn -> PromptEngine.track_context_signature(%{signature_hash: "s", project_type: "web", complexity_level: "low"}, opts) end},
       {:query, fn -> PromptEngine.query(:prompt_executions, %{prompt_id: "opts-p"}, opts) end},
       {:train, fn -> PromptEngine.train([min_samples: 10_000_000] ++ opts) end},
@@ -59,7 +68,14 @@ defmodule PromptEngine.OptionsTest do
 
   test "the list above covers every public function" do
     covered = every_function([]) |> Enum.map(&elem(&1, 0)) |> MapSet.new()
-    public = for {f, _} <- PromptEngine.__info__(:functions), not String.ends_with?(Atom.to_string(f), "!"), f not in [:child_spec, :start_link, :default_executable], into: MapSet.new(), do: f
+
+    public =
+      for {f, _} <- PromptEngine.__info__(:functions),
+          not String.ends_with?(Atom.to_string(f), "!"),
+          f not in [:child_spec, :start_link, :default_executable],
+          into: MapSet.new(),
+          do: f
+
     assert MapSet.difference(public, covered) |> MapSet.to_list() == []
   end
 
@@ -76,10 +92,17 @@ defmodule PromptEngine.OptionsTest do
 
     assert_raise Error, ~r/nmae: unknown option of health \(did you mean name\?\)/, fn -> PromptEngine.health!(nmae: name) end
     # an op's own option mistyped: the op table's names are the known ones
-    assert {:error, %Error{message: "bredth: unknown option of optimize_prompt (did you mean breadth?)" <> _}} = PromptEngine.optimize_prompt("x", name: name, bredth: 2)
-    assert {:error, %Error{message: "temprature: unknown option of call_llm (did you mean temperature?)" <> _}} = PromptEngine.call_llm("m", [], name: name, temprature: 0)
-    assert {:error, %Error{message: "limt: unknown option of search_templates (did you mean limit?)" <> _}} = PromptEngine.search_templates("x", name: name, limt: 2)
-    assert {:error, %Error{message: "stirct: unknown option of call (did you mean strict?)" <> _}} = PromptEngine.call(:render_template, %{template_id: "ex_rules"}, name: name, stirct: true)
+    assert {:error, %Error{message: "bredth: unknown option of optimize_prompt (did you mean breadth?)" <> _}} =
+             PromptEngine.optimize_prompt("x", name: name, bredth: 2)
+
+    assert {:error, %Error{message: "temprature: unknown option of call_llm (did you mean temperature?)" <> _}} =
+             PromptEngine.call_llm("m", [], name: name, temprature: 0)
+
+    assert {:error, %Error{message: "limt: unknown option of search_templates (did you mean limit?)" <> _}} =
+             PromptEngine.search_templates("x", name: name, limt: 2)
+
+    assert {:error, %Error{message: "stirct: unknown option of call (did you mean strict?)" <> _}} =
+             PromptEngine.call(:render_template, %{template_id: "ex_rules"}, name: name, stirct: true)
   end
 
   test "every function takes timeout: in every arity, and the instance only as name:", %{name: name} do
@@ -100,6 +123,7 @@ defmodule PromptEngine.OptionsTest do
     end
 
     [conn | _] = PromptEngine.Supervisor.connections(name)
+
     for t <- [:infinity, 100 * 86_400_000, -1] do
       assert {:error, %Error{reason: :bad_request, message: "timeout: " <> _}} = PromptEngine.Connection.request(conn, :health, %{}, timeout: t)
     end
@@ -113,7 +137,10 @@ defmodule PromptEngine.OptionsTest do
     assert {:error, %Error{reason: :bad_request, message: msg}} = PromptEngine.choose_prompt(:triage, "Classify.")
     assert msg =~ "experiment: expected the experiment's name (a string), got the atom :triage" and msg =~ "name: option"
     assert {:error, %Error{reason: :bad_request}} = PromptEngine.choose_prompt(name, "triage", "Classify.", %{})
-    assert {:error, %Error{reason: :bad_request, message: "experiment: name: expected the experiment's name" <> _}} = PromptEngine.experiment(:triage, name: name)
+
+    assert {:error, %Error{reason: :bad_request, message: "experiment: name: expected the experiment's name" <> _}} =
+             PromptEngine.experiment(:triage, name: name)
+
     assert {:error, %Error{reason: :bad_request}} = PromptEngine.experiment(:triage, name: name, action: :pin, prompt_id: "p")
     assert {:error, %Error{reason: :bad_request}} = PromptEngine.subscribe(name)
     assert {:ok, %{experiments: _}} = PromptEngine.experiment(nil, name: name)

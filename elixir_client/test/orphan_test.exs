@@ -50,6 +50,12 @@ defmodule PromptEngine.OrphanTest do
   defp wait_gone(pid, ms) when ms <= 0, do: not alive?(pid)
 
   defp wait_gone(pid, ms) do
-    if alive?(pid), do: (Process.sleep(20); wait_gone(pid, ms - 20)), else: true
+    if alive?(pid),
+      do:
+        (
+          Process.sleep(20)
+          wait_gone(pid, ms - 20)
+        ),
+      else: true
   end
 end

@@ -7,7 +7,11 @@ defmodule PromptEngine.PoolTest do
 
   test "pool_size: 3 on PostgreSQL: choose_prompt, report_outcome and experiment of one experiment reach one sidecar" do
     name = TestHelper.unique_name(__MODULE__)
-    start_supervised!({PromptEngine, name: name, pool_size: 3, data_dir: TestHelper.tmp_dir("pe-pool"), database_url: TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]})
+
+    start_supervised!(
+      {PromptEngine, name: name, pool_size: 3, data_dir: TestHelper.tmp_dir("pe-pool"), database_url: TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]}
+    )
+
     conns = PromptEngine.Supervisor.connections(name)
     assert length(Enum.uniq(for c <- conns, do: Connection.info(c).os_pid)) == 3
 
@@ -50,7 +54,14 @@ defmodule PromptEngine.PoolTest do
     [exp | _] = exps
     target = PromptEngine.Supervisor.pick(name, exp)
     {:ok, choice} = PromptEngine.choose_prompt(exp, "Classify the ticket {ticket}.", %{model: "m"}, name: name)
-    calls = fn op -> Enum.map(conns, fn c -> ({:ok, %{ops: ops}} = Connection.request(c, :stats, %{}); get_in(ops, [op, :calls]) || 0) end) end
+
+    calls = fn op ->
+      Enum.map(conns, fn c ->
+        {:ok, %{ops: ops}} = Connection.request(c, :stats, %{})
+        get_in(ops, [op, :calls]) || 0
+      end)
+    end
+
     executions = calls.("track_execution")
 
     for metadata <- [%{"experiment" => exp}, %{experiment: exp}] do
@@ -58,7 +69,10 @@ defmodule PromptEngine.PoolTest do
     end
 
     {:ok, _} = PromptEngine.track_execution([prompt_id: "p", execution_time_ms: 1, success: true, metadata: %{experiment: exp}], name: name)
-    {:ok, _} = PromptEngine.track_execution(%{"prompt_id" => "p", "execution_time_ms" => 1, "success" => true, "metadata" => %{"experiment" => exp}}, name: name)
+
+    {:ok, _} =
+      PromptEngine.track_execution(%{"prompt_id" => "p", "execution_time_ms" => 1, "success" => true, "metadata" => %{"experiment" => exp}}, name: name)
+
     assert calls.("track_execution") == Enum.map(conns, fn c -> if c == target, do: 4, else: 0 end) |> Enum.zip_with(executions, &+/2)
 
     ratings = calls.("track_feedback")
@@ -90,7 +104,13 @@ defmodule PromptEngine.PoolTest do
     token = "pool-test-token-#{System.unique_integer([:positive])}"
 
     start_supervised!(
-      {PromptEngine, name: name, pool_size: 2, data_dir: TestHelper.tmp_dir("pe-dash"), database_url: TestHelper.pg_url!(), dashboard: [port: port, token: token], env: [{"LOG_LEVEL", "warn"}]}
+      {PromptEngine,
+       name: name,
+       pool_size: 2,
+       data_dir: TestHelper.tmp_dir("pe-dash"),
+       database_url: TestHelper.pg_url!(),
+       dashboard: [port: port, token: token],
+       env: [{"LOG_LEVEL", "warn"}]}
     )
 
     url = ~c"http://127.0.0.1:#{port}/health.json"

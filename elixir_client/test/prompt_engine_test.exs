@@ -41,7 +41,18 @@ defmodule PromptEngineTest do
 
     test "optimize_prompt returns the documented fields", %{name: name} do
       assert {:ok, r} = PromptEngine.optimize_prompt("Write a {{language}} parser for {{context}}.", name: name, breadth: 3, depth: 1, timeout: 30_000)
-      assert %{prompt: _, optimized_prompt: opt, optimization_score: s, confidence: c, improvement_summary: _, candidates: [_ | _], cached: false, model_version: _} = r
+
+      assert %{
+               prompt: _,
+               optimized_prompt: opt,
+               optimization_score: s,
+               confidence: c,
+               improvement_summary: _,
+               candidates: [_ | _],
+               cached: false,
+               model_version: _
+             } = r
+
       assert is_float(s) and is_float(c)
       assert opt =~ "{{language}}" and opt =~ "{{context}}"
     end
@@ -54,8 +65,11 @@ defmodule PromptEngineTest do
     end
 
     test "bad arguments name the field", %{name: name} do
-      assert {:error, %PromptEngine.Error{reason: :bad_request, message: "delay_ms: expected an integer in 0..60000"}} = PromptEngine.echo(%{delay_ms: "soon"}, name: name)
-      assert {:error, %PromptEngine.Error{reason: :bad_request, message: "breadth: expected an integer in 1..50"}} = PromptEngine.optimize_prompt("x", name: name, breadth: 0)
+      assert {:error, %PromptEngine.Error{reason: :bad_request, message: "delay_ms: expected an integer in 0..60000"}} =
+               PromptEngine.echo(%{delay_ms: "soon"}, name: name)
+
+      assert {:error, %PromptEngine.Error{reason: :bad_request, message: "breadth: expected an integer in 1..50"}} =
+               PromptEngine.optimize_prompt("x", name: name, breadth: 0)
     end
 
     test "timeout cancels the work in the sidecar and drops the late reply", %{name: name} do
@@ -80,11 +94,22 @@ defmodule PromptEngineTest do
     @tag engine_opts: [max_in_flight: 1]
     test "a queued caller that dies while it waits: its request is never sent", %{name: name} do
       [conn] = PromptEngine.Supervisor.connections(name)
-      echoes = fn -> ({:ok, %{ops: ops}} = PromptEngine.Connection.request(conn, :stats, %{}, queue: true); get_in(ops, ["echo", :calls]) || 0) end
+
+      echoes = fn ->
+        {:ok, %{ops: ops}} = PromptEngine.Connection.request(conn, :stats, %{}, queue: true)
+        get_in(ops, ["echo", :calls]) || 0
+      end
+
       before = echoes.()
       slow = Task.async(fn -> PromptEngine.echo(%{delay_ms: 400}, name: name) end)
       me = self()
-      waiter = spawn(fn -> (send(me, :queued); PromptEngine.echo(%{n: 2}, name: name, queue: true, timeout: 5_000)) end)
+
+      waiter =
+        spawn(fn ->
+          send(me, :queued)
+          PromptEngine.echo(%{n: 2}, name: name, queue: true, timeout: 5_000)
+        end)
+
       assert_receive :queued
       Process.sleep(100)
       Process.exit(waiter, :kill)

@@ -18,6 +18,7 @@ defmodule PromptEngine.SecretsTest do
     def log(event, %{config: %{pid: pid}}), do: send(pid, {:logged, inspect(event, limit: :infinity, printable_limit: :infinity), format(event)})
 
     defp format(%{msg: {:string, s}}), do: IO.chardata_to_string(s)
+
     defp format(%{msg: {:report, r}, meta: meta}) do
       case meta[:report_cb] do
         cb when is_function(cb, 1) -> cb |> apply([r]) |> then(fn {f, a} -> IO.chardata_to_string(:io_lib.format(f, a)) end)
@@ -94,7 +95,14 @@ defmodule PromptEngine.SecretsTest do
         calls = for i <- 1..20, do: Task.async(fn -> PromptEngine.Connection.request(conn, :echo, %{i: i, delay_ms: 2_000}, timeout: 10_000) end)
         assert TestHelper.until(fn -> PromptEngine.Connection.info(conn).in_flight == 20 end, 5_000)
         {_, 0} = System.cmd("kill", ["-9", Integer.to_string(os_pid)])
-        for r <- Task.await_many(calls, 15_000), do: (assert {:error, %Error{} = e} = r; refute_secret(Exception.message(e), "an error"))
+
+        for r <- Task.await_many(calls, 15_000),
+            do:
+              (
+                assert {:error, %Error{} = e} = r
+                refute_secret(Exception.message(e), "an error")
+              )
+
         assert TestHelper.until(fn -> match?(%{status: :ready, total_restarts: 1}, PromptEngine.Connection.info(conn)) end, 30_000)
 
         # the connection process itself crashes: a GenServer terminate report, a supervisor report
@@ -125,7 +133,16 @@ defmodule PromptEngine.SecretsTest do
 
     logs =
       capture_log(fn ->
-        assert {:error, %Error{} = e} = PromptEngine.start_link(name: TestHelper.unique_name(__MODULE__), executable: slow, node: false, ready_timeout: 300, database_url: url, env: [{"LLM_API_KEY", @api_key}])
+        assert {:error, %Error{} = e} =
+                 PromptEngine.start_link(
+                   name: TestHelper.unique_name(__MODULE__),
+                   executable: slow,
+                   node: false,
+                   ready_timeout: 300,
+                   database_url: url,
+                   env: [{"LLM_API_KEY", @api_key}]
+                 )
+
         refute_secret(inspect(e, limit: :infinity), "the start error")
 
         # a secret of the wrong type is not printed in the option error
@@ -150,7 +167,11 @@ defmodule PromptEngine.SecretsTest do
 
     logs =
       capture_log(fn ->
-        start_supervised!({PromptEngine, name: name, executable: exe, database_url: "", data_dir: TestHelper.tmp_dir("pe-leaky"), env: [{"LOG_LEVEL", "warn"}, {"LLM_API_KEY", @api_key}]})
+        start_supervised!(
+          {PromptEngine,
+           name: name, executable: exe, database_url: "", data_dir: TestHelper.tmp_dir("pe-leaky"), env: [{"LOG_LEVEL", "warn"}, {"LLM_API_KEY", @api_key}]}
+        )
+
         assert {:ok, _} = PromptEngine.health(name: name)
         seen = receive_until(&(&1 =~ "cannot connect to postgres://app:***@db/app"), 5_000)
         assert Enum.any?(seen, &(&1 =~ "plain postgres://x:***@h/d")) or receive_until(&(&1 =~ "plain postgres://x:***@h/d"), 5_000) != []

@@ -141,7 +141,8 @@ defmodule PromptEngine.SidecarTest do
     assert env(spec)["PROMPT_ENGINE_DASHBOARD"] == "[::1]:4051"
     refute Map.has_key?(env(spec), "PROMPT_ENGINE_DASHBOARD_TOKEN")
 
-    assert {:error, %PromptEngine.Error{reason: :bad_option, message: "prot: unknown key of the dashboard start option (did you mean port?); known: host, port, token"}} =
+    assert {:error,
+            %PromptEngine.Error{reason: :bad_option, message: "prot: unknown key of the dashboard start option (did you mean port?); known: host, port, token"}} =
              PromptEngine.Supervisor.validate(dashboard: [prot: 4050])
 
     assert {:error, %PromptEngine.Error{reason: :bad_option, message: msg}} = PromptEngine.Supervisor.validate(dashboard: [port: 0])

@@ -34,7 +34,11 @@ defmodule PromptEngine.TelemetryTest do
     name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
     dir = Path.join(System.tmp_dir!(), "pe-ex-tel-#{System.unique_integer([:positive])}")
     on_exit(fn -> File.rm_rf(dir) end)
-    start_supervised!({PromptEngine, [name: name, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]] ++ opts}, id: name)
+
+    start_supervised!({PromptEngine, [name: name, data_dir: dir, database_url: PromptEngine.TestHelper.pg_url!(), env: [{"LOG_LEVEL", "warn"}]] ++ opts},
+      id: name
+    )
+
     name
   end
 
@@ -58,7 +62,9 @@ defmodule PromptEngine.TelemetryTest do
 
     assert {:error, _} = PromptEngine.call(:no_such_op, %{}, name: name)
     assert_receive {:telemetry, [:prompt_engine, :request, :start], _, %{op: :no_such_op}}
-    assert_receive {:telemetry, [:prompt_engine, :request, :stop], _, %{op: :no_such_op, result: :error, reason: :unknown_op, error: %Error{reason: :unknown_op}}}
+
+    assert_receive {:telemetry, [:prompt_engine, :request, :stop], _,
+                    %{op: :no_such_op, result: :error, reason: :unknown_op, error: %Error{reason: :unknown_op}}}
 
     # a pool-wide op is one event
     assert {:ok, _} = PromptEngine.cache_stats(name: name)
@@ -69,7 +75,10 @@ defmodule PromptEngine.TelemetryTest do
     # a bang variant that raises: :exception instead of :stop
     assert_raise Error, fn -> PromptEngine.call!(:no_such_op, %{}, name: name) end
     assert_receive {:telemetry, [:prompt_engine, :request, :start], _, %{op: :no_such_op}}
-    assert_receive {:telemetry, [:prompt_engine, :request, :exception], %{duration: _}, %{op: :no_such_op, kind: :error, reason: %Error{reason: :unknown_op}, stacktrace: [_ | _]}}
+
+    assert_receive {:telemetry, [:prompt_engine, :request, :exception], %{duration: _},
+                    %{op: :no_such_op, kind: :error, reason: %Error{reason: :unknown_op}, stacktrace: [_ | _]}}
+
     refute_receive {:telemetry, [:prompt_engine, :request, :stop], _, _}, 100
 
     # ... and one that succeeds is an ordinary start/stop
@@ -84,9 +93,15 @@ defmodule PromptEngine.TelemetryTest do
     assert is_integer(d) and d > 0
 
     {_, 0} = System.cmd("kill", ["-9", Integer.to_string(os_pid)])
-    assert_receive {:telemetry, [:prompt_engine, :sidecar, :exited], %{uptime: up}, %{instance: ^name, index: 1, os_pid: ^os_pid, status: 137, failed: 0}}, 10_000
+
+    assert_receive {:telemetry, [:prompt_engine, :sidecar, :exited], %{uptime: up}, %{instance: ^name, index: 1, os_pid: ^os_pid, status: 137, failed: 0}},
+                   10_000
+
     assert is_integer(up)
-    assert_receive {:telemetry, [:prompt_engine, :sidecar, :restarted], %{delay: 50}, %{instance: ^name, index: 1, attempt: 1, restarts: 1, last_exit: 137}}, 10_000
+
+    assert_receive {:telemetry, [:prompt_engine, :sidecar, :restarted], %{delay: 50}, %{instance: ^name, index: 1, attempt: 1, restarts: 1, last_exit: 137}},
+                   10_000
+
     assert_receive {:telemetry, [:prompt_engine, :sidecar, :started], _, %{instance: ^name, os_pid: second, restarts: 1}}, 60_000
 
     {_, 0} = System.cmd("kill", ["-9", Integer.to_string(second)])

@@ -6,7 +6,15 @@ defmodule PromptEngine.TemplatesTest do
   setup do
     nats = System.get_env("TEST_NATS_URL") || flunk("TEST_NATS_URL is not set: run through `npm test`")
     name = Module.concat(__MODULE__, "I#{System.unique_integer([:positive])}")
-    start_supervised!({PromptEngine, name: name, database_url: PromptEngine.TestHelper.pg_url!(), data_dir: PromptEngine.TestHelper.tmp_dir("pe-ex-tpl"), env: [{"LOG_LEVEL", "warn"}, {"NATS_URL", nats}]})
+
+    start_supervised!(
+      {PromptEngine,
+       name: name,
+       database_url: PromptEngine.TestHelper.pg_url!(),
+       data_dir: PromptEngine.TestHelper.tmp_dir("pe-ex-tpl"),
+       env: [{"LOG_LEVEL", "warn"}, {"NATS_URL", nats}]}
+    )
+
     {:ok, name: name, nats: nats}
   end
 
@@ -21,7 +29,9 @@ defmodule PromptEngine.TemplatesTest do
     assert {:ok, %{prompt: spec, template_used: "sparc_specification"}} = PromptEngine.get_sparc_prompt("specification", vars, name: name)
     assert spec =~ "SPECIFICATION phase" and spec =~ "phoenix"
 
-    assert {:error, %PromptEngine.Error{reason: :bad_request, message: "variables: missing " <> missing}} = PromptEngine.render_template("service_blueprint", %{"language" => "go"}, name: name, strict: true)
+    assert {:error, %PromptEngine.Error{reason: :bad_request, message: "variables: missing " <> missing}} =
+             PromptEngine.render_template("service_blueprint", %{"language" => "go"}, name: name, strict: true)
+
     assert missing =~ "service_name"
     assert {:ok, %{templates: [_ | _]}} = PromptEngine.list_templates(name: name)
   end
@@ -49,6 +59,13 @@ defmodule PromptEngine.TemplatesTest do
 
   defp wait_connected(name, n) do
     {:ok, %{services: %{"templates" => t}}} = PromptEngine.stats(name: name)
-    if t.central_connected, do: :ok, else: (Process.sleep(50); wait_connected(name, n - 1))
+
+    if t.central_connected,
+      do: :ok,
+      else:
+        (
+          Process.sleep(50)
+          wait_connected(name, n - 1)
+        )
   end
 end

@@ -30,9 +30,15 @@ defmodule PromptEngine.TestHelper do
   # Wait on a condition (a signal: a process state, a reply), never a fixed sleep.
   def until(fun, ms, step \\ 10) do
     cond do
-      result = fun.() -> result
-      ms <= 0 -> false
-      true -> (Process.sleep(step); until(fun, ms - step, step))
+      result = fun.() ->
+        result
+
+      ms <= 0 ->
+        false
+
+      true ->
+        Process.sleep(step)
+        until(fun, ms - step, step)
     end
   end
 end

@@ -15,14 +15,38 @@ defmodule PromptEngine.TrackingTest do
     opts = [name: name, timeout: 30_000]
 
     assert {:ok, %{id: ^id}} =
-             PromptEngine.track_execution(%{id: id, prompt_id: "ex-p", execution_time_ms: 120, success: true, confidence_score: 0.9, metadata: %{"model" => "m"}}, opts)
+             PromptEngine.track_execution(
+               %{id: id, prompt_id: "ex-p", execution_time_ms: 120, success: true, confidence_score: 0.9, metadata: %{"model" => "m"}},
+               opts
+             )
 
     assert {:ok, %{id: ^id}} = PromptEngine.track_execution(%{id: id, prompt_id: "ex-p", execution_time_ms: 1, success: false}, opts)
     assert {:ok, %{id: _}} = PromptEngine.track_execution(%{prompt_id: "ex-p", execution_time_ms: 80, success: false}, opts)
     assert {:ok, %{id: _}} = PromptEngine.track_feedback(%{prompt_id: "ex-p", feedback_type: :quality, rating: 5}, opts)
-    assert {:ok, %{id: _}} = PromptEngine.track_evolution(%{original_prompt_id: "ex-p", evolved_prompt_id: "ex-q", evolution_type: :refinement, performance_improvement: 0.1}, opts)
-    assert {:ok, %{id: _}} = PromptEngine.track_ab_result(%{test_id: "t", variant_a_prompt_id: "ex-p", variant_b_prompt_id: "ex-q", winner: :a, confidence_level: 0.9, sample_size: 10, test_duration: 1000, metrics: %{"lift" => 0.2}}, opts)
-    assert {:ok, %{id: _}} = PromptEngine.track_context_signature(%{signature_hash: "s", project_tech_stack: ["elixir"], project_type: "web", complexity_level: "low"}, opts)
+
+    assert {:ok, %{id: _}} =
+             PromptEngine.track_evolution(
+               %{original_prompt_id: "ex-p", evolved_prompt_id: "ex-q", evolution_type: :refinement, performance_improvement: 0.1},
+               opts
+             )
+
+    assert {:ok, %{id: _}} =
+             PromptEngine.track_ab_result(
+               %{
+                 test_id: "t",
+                 variant_a_prompt_id: "ex-p",
+                 variant_b_prompt_id: "ex-q",
+                 winner: :a,
+                 confidence_level: 0.9,
+                 sample_size: 10,
+                 test_duration: 1000,
+                 metrics: %{"lift" => 0.2}
+               },
+               opts
+             )
+
+    assert {:ok, %{id: _}} =
+             PromptEngine.track_context_signature(%{signature_hash: "s", project_tech_stack: ["elixir"], project_type: "web", complexity_level: "low"}, opts)
 
     assert {:ok, %{rows: [row]}} = PromptEngine.query(:by_id, %{id: id}, opts)
     assert %{kind: "execution", prompt_id: "ex-p", success: true, confidence_score: c, metadata: %{"model" => "m"}} = row
@@ -31,6 +55,7 @@ defmodule PromptEngine.TrackingTest do
     assert {:ok, %{rows: [%{feedback_type: "quality"}]}} = PromptEngine.query(:recent_feedback, %{duration: "1h"}, opts)
     assert {:ok, %{prompts: [%{count: 2, successes: 1, success_rate: 0.5}]}} = PromptEngine.call(:prompt_stats, %{prompt_id: "ex-p"}, opts)
 
-    assert {:error, %PromptEngine.Error{reason: :bad_request, message: "feedback_type: expected one of " <> _}} = PromptEngine.track_feedback(%{prompt_id: "ex-p", feedback_type: :vibes, rating: 1}, opts)
+    assert {:error, %PromptEngine.Error{reason: :bad_request, message: "feedback_type: expected one of " <> _}} =
+             PromptEngine.track_feedback(%{prompt_id: "ex-p", feedback_type: :vibes, rating: 1}, opts)
   end
 end

@@ -201,7 +201,8 @@ defmodule PromptEngine.Args do
     end
   end
 
-  def choose(experiment, _base, _context), do: bad(:choose_prompt, "experiment: " <> experiment_name(experiment, "choose_prompt(\"triage\", base, context, name: MyApp.Prompts)"))
+  def choose(experiment, _base, _context),
+    do: bad(:choose_prompt, "experiment: " <> experiment_name(experiment, "choose_prompt(\"triage\", base, context, name: MyApp.Prompts)"))
 
   @doc false
   @spec experiment_name(term(), String.t()) :: String.t()
@@ -246,6 +247,7 @@ defmodule PromptEngine.Args do
         if Map.has_key?(outcome, :success) or Map.has_key?(outcome, :score) do
           {latency, outcome} = Map.pop(outcome, :latency_ms)
           extra = if latency == nil, do: extra, else: Map.put(extra, :execution_time_ms, latency)
+
           with {:ok, entry} <- outcome(choice, Map.get(outcome, :success, true), extra) do
             entry = if Map.has_key?(outcome, :success), do: entry, else: Map.delete(entry, :success)
             {:ok, Map.merge(entry, Map.delete(outcome, :success))}
@@ -255,12 +257,19 @@ defmodule PromptEngine.Args do
         end
 
       unknown ->
-        bad(:report_outcome, "outcome: unknown key#{if length(unknown) > 1, do: "s"} #{Enum.map_join(unknown, ", ", &inspect/1)}; known: #{Enum.map_join(@outcome_keys, ", ", &inspect/1)}")
+        bad(
+          :report_outcome,
+          "outcome: unknown key#{if length(unknown) > 1, do: "s"} #{Enum.map_join(unknown, ", ", &inspect/1)}; known: #{Enum.map_join(@outcome_keys, ", ", &inspect/1)}"
+        )
     end
   end
 
   def outcome(choice, success?, _extra),
-    do: bad(:report_outcome, "expected a choice from choose_prompt and a boolean or an outcome map, got #{inspect(choice, limit: 5)} and #{inspect(success?, limit: 5)}")
+    do:
+      bad(
+        :report_outcome,
+        "expected a choice from choose_prompt and a boolean or an outcome map, got #{inspect(choice, limit: 5)} and #{inspect(success?, limit: 5)}"
+      )
 
   defp outcome_key(k) when is_atom(k), do: k
   defp outcome_key(k) when is_binary(k), do: Enum.find(@outcome_keys, k, &(Atom.to_string(&1) == k))

@@ -185,7 +185,8 @@ defmodule PromptEngine.Connection do
       # It ended while the request was with it: the request may have reached the sidecar (which
       # finishes what it holds), so it is not sent again; the caller decides.
       :exit, {_reason, _} ->
-        {:error, Error.new(:unavailable, "the sidecar's connection process ended while the request was in flight; it may have run", op: op, details: :connection_crashed)}
+        {:error,
+         Error.new(:unavailable, "the sidecar's connection process ended while the request was in flight; it may have run", op: op, details: :connection_crashed)}
     end
   end
 
@@ -311,7 +312,10 @@ defmodule PromptEngine.Connection do
             {:noreply, enqueue(state, from, op, args, timeout)}
 
           true ->
-            {:reply, {:error, Error.new(:overloaded, "#{state.max_in_flight} requests already in flight on this sidecar (max_in_flight); pass queue: true to wait", op: op)}, state}
+            {:reply,
+             {:error,
+              Error.new(:overloaded, "#{state.max_in_flight} requests already in flight on this sidecar (max_in_flight); pass queue: true to wait", op: op)},
+             state}
         end
 
       # Before the handshake every call waits, within its own timeout, for the sidecar.
@@ -399,7 +403,15 @@ defmodule PromptEngine.Connection do
 
   def handle_info(:respawn, %{status: :backoff} = state) do
     state = %{state | total_restarts: state.total_restarts + 1}
-    Telemetry.sidecar(state.telemetry, :restarted, %{delay: state.delay}, %{instance: state.instance, index: state.index, attempt: state.restarts, restarts: state.total_restarts, last_exit: state.last_exit})
+
+    Telemetry.sidecar(state.telemetry, :restarted, %{delay: state.delay}, %{
+      instance: state.instance,
+      index: state.index,
+      attempt: state.restarts,
+      restarts: state.total_restarts,
+      last_exit: state.last_exit
+    })
+
     {:noreply, spawn_sidecar(state)}
   end
 
@@ -497,7 +509,13 @@ defmodule PromptEngine.Connection do
     t = System.monotonic_time()
     os_pid = Map.get(info, :os_pid, state.os_pid)
     PromptEngine.Supervisor.set_ready(state.ready_slot, true)
-    Telemetry.sidecar(state.telemetry, :started, %{duration: t - state.spawned_at}, %{instance: state.instance, index: state.index, os_pid: os_pid, restarts: state.total_restarts})
+
+    Telemetry.sidecar(state.telemetry, :started, %{duration: t - state.spawned_at}, %{
+      instance: state.instance,
+      index: state.index,
+      os_pid: os_pid,
+      restarts: state.total_restarts
+    })
 
     if state.total_restarts > 0,
       do: Logger.info("prompt-engine sidecar #{state.index} of #{inspect(state.instance)} is up again (os pid #{os_pid}, restart #{state.total_restarts})")
@@ -531,7 +549,13 @@ defmodule PromptEngine.Connection do
     if state.write_timer, do: Process.cancel_timer(state.write_timer)
     state = %{state | pending: %{}, monitors: %{}, write_queue: :queue.new(), write_timer: nil}
 
-    Telemetry.sidecar(state.telemetry, :exited, %{uptime: uptime}, %{instance: state.instance, index: state.index, os_pid: state.os_pid, status: status, failed: failed})
+    Telemetry.sidecar(state.telemetry, :exited, %{uptime: uptime}, %{
+      instance: state.instance,
+      index: state.index,
+      os_pid: state.os_pid,
+      status: status,
+      failed: failed
+    })
 
     # The instance's start waits for the first handshake (sync_start): a first start that fails fails it.
     state =
@@ -544,14 +568,21 @@ defmodule PromptEngine.Connection do
       end
 
     if give_up? do
-      Logger.error("prompt-engine sidecar #{state.index} of #{inspect(state.instance)} (os pid #{state.os_pid}) #{describe_exit(status, why)}; giving up after #{restarts - 1} restarts in a row (max_restarts: #{state.max_restarts})")
+      Logger.error(
+        "prompt-engine sidecar #{state.index} of #{inspect(state.instance)} (os pid #{state.os_pid}) #{describe_exit(status, why)}; giving up after #{restarts - 1} restarts in a row (max_restarts: #{state.max_restarts})"
+      )
+
       Telemetry.sidecar(state.telemetry, :gave_up, %{}, %{instance: state.instance, index: state.index, restarts: restarts - 1, last_exit: status})
       state = %{state | status: :gave_up}
       fail_waiting(state, fn op -> unavailable(state, op) end)
       %{state | waiting: :queue.new()}
     else
       delay = backoff(state)
-      Logger.error("prompt-engine sidecar #{state.index} of #{inspect(state.instance)} (os pid #{state.os_pid}) #{describe_exit(status, why)}; restarting it in #{delay} ms (restart #{restarts} in a row)")
+
+      Logger.error(
+        "prompt-engine sidecar #{state.index} of #{inspect(state.instance)} (os pid #{state.os_pid}) #{describe_exit(status, why)}; restarting it in #{delay} ms (restart #{restarts} in a row)"
+      )
+
       timer = Process.send_after(self(), :respawn, delay)
       state = %{state | status: :backoff, next_start_at: now_ms() + delay, respawn_timer: timer, delay: delay}
       expire_waiting_before(state, state.next_start_at)
@@ -603,7 +634,9 @@ defmodule PromptEngine.Connection do
   end
 
   defp unavailable(%{status: :gave_up} = state, op) do
-    Error.new(:unavailable, "sidecar #{state.index} of #{inspect(state.instance)} is down: the connection gave up after #{state.restarts - 1} restarts in a row (max_restarts: #{state.max_restarts}); the last sidecar #{state.last_why}; restart the instance",
+    Error.new(
+      :unavailable,
+      "sidecar #{state.index} of #{inspect(state.instance)} is down: the connection gave up after #{state.restarts - 1} restarts in a row (max_restarts: #{state.max_restarts}); the last sidecar #{state.last_why}; restart the instance",
       op: op,
       details: %{restarts: state.total_restarts, last_exit: state.last_exit}
     )
@@ -616,7 +649,9 @@ defmodule PromptEngine.Connection do
         _ -> "a new sidecar is starting"
       end
 
-    Error.new(:unavailable, "sidecar #{state.index} of #{inspect(state.instance)} is being restarted (restart #{state.restarts} in a row, #{state.total_restarts} since the instance started; the last sidecar #{state.last_why}); #{next}, after the call's timeout",
+    Error.new(
+      :unavailable,
+      "sidecar #{state.index} of #{inspect(state.instance)} is being restarted (restart #{state.restarts} in a row, #{state.total_restarts} since the instance started; the last sidecar #{state.last_why}); #{next}, after the call's timeout",
       op: op,
       details: %{restarts: state.total_restarts, last_exit: state.last_exit}
     )
@@ -752,7 +787,10 @@ defmodule PromptEngine.Connection do
           new = Enum.reject(names, &MapSet.member?(state.logged_atoms, &1))
 
           if new != [] and MapSet.size(state.logged_atoms) < @max_logged_atoms,
-            do: Logger.warning("prompt-engine: the sidecar sent atoms this client does not know (#{Enum.join(new, ", ")}); they are passed on as strings. Regenerate PromptEngine.Atoms (npm run docs:ops)")
+            do:
+              Logger.warning(
+                "prompt-engine: the sidecar sent atoms this client does not know (#{Enum.join(new, ", ")}); they are passed on as strings. Regenerate PromptEngine.Atoms (npm run docs:ops)"
+              )
 
           {{:ok, term}, %{state | unknown_atoms: state.unknown_atoms + length(names), logged_atoms: Enum.into(new, state.logged_atoms)}}
 
@@ -764,7 +802,9 @@ defmodule PromptEngine.Connection do
   defp normalize({:ok, :ok}, _op), do: :ok
   defp normalize({:ok, _} = ok, _op), do: ok
   defp normalize({:error, {reason, message}}, op) when is_atom(reason) and is_binary(message), do: {:error, Error.new(reason, message, op: op)}
-  defp normalize(other, op), do: {:error, Error.new(:bad_reply, "the sidecar sent a reply of an unknown shape: #{inspect(other, limit: 10)}", op: op, details: other)}
+
+  defp normalize(other, op),
+    do: {:error, Error.new(:bad_reply, "the sidecar sent a reply of an unknown shape: #{inspect(other, limit: 10)}", op: op, details: other)}
 
   defp enqueue(state, from, op, args, timeout) do
     deadline = now_ms() + timeout

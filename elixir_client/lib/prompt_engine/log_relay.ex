@@ -106,7 +106,13 @@ defmodule PromptEngine.LogRelay do
       {^port, {:data, {:noeol, chunk}}} ->
         acc = s.acc <> chunk
         # a runaway line is logged in pieces rather than held without bound
-        if byte_size(acc) >= @max_line, do: (safe_log(acc, s); loop(%{s | acc: ""})), else: loop(%{s | acc: acc})
+        if byte_size(acc) >= @max_line,
+          do:
+            (
+              safe_log(acc, s)
+              loop(%{s | acc: ""})
+            ),
+          else: loop(%{s | acc: acc})
 
       {^port, {:exit_status, _}} ->
         if s.acc != "", do: safe_log(s.acc, s)

@@ -32,7 +32,7 @@ defmodule PromptEngine.Redact do
       iex> inspect(sealed) =~ "pw"
       false
   """
-  @spec seal(term()) :: (-> term())
+  @spec seal(term()) :: (() -> term())
   def seal(f) when is_function(f, 0), do: f
   def seal(value), do: fn -> value end
 

@@ -110,7 +110,9 @@ defmodule PromptEngine.Request do
         hits = sum.(:hits)
         misses = sum.(:misses)
         rate = if hits + misses == 0, do: 0.0, else: hits / (hits + misses)
-        {:ok, %{total_entries: sum.(:total_entries), hits: hits, misses: misses, hit_rate: rate, evictions: sum.(:evictions), invalidations: sum.(:invalidations)}}
+
+        {:ok,
+         %{total_entries: sum.(:total_entries), hits: hits, misses: misses, hit_rate: rate, evictions: sum.(:evictions), invalidations: sum.(:invalidations)}}
 
       error ->
         error
@@ -159,9 +161,19 @@ defmodule PromptEngine.Request do
   @spec instance(atom(), atom()) :: {:ok, map()} | {:error, Error.t()}
   def instance(name, op) do
     case PromptEngine.Supervisor.config(name) do
-      nil -> {:error, Error.new(:no_instance, "no instance named #{inspect(name)} was started: start it with {PromptEngine, name: #{inspect(name)}} in your supervision tree, or pass the name: of one that is", op: op)}
-      %{stopped: why} when why != nil -> {:error, stopped(name, op, why)}
-      config -> {:ok, config}
+      nil ->
+        {:error,
+         Error.new(
+           :no_instance,
+           "no instance named #{inspect(name)} was started: start it with {PromptEngine, name: #{inspect(name)}} in your supervision tree, or pass the name: of one that is",
+           op: op
+         )}
+
+      %{stopped: why} when why != nil ->
+        {:error, stopped(name, op, why)}
+
+      config ->
+        {:ok, config}
     end
   end
 
@@ -177,7 +189,11 @@ defmodule PromptEngine.Request do
     do: Error.new(:no_instance, "the instance #{inspect(name)} was stopped (its supervisor shut it down); start it again to call it", op: op, details: :stopped)
 
   defp stopped(name, op, :failed),
-    do: Error.new(:no_instance, "the instance #{inspect(name)} failed to start (its start returned the error); start it again to call it", op: op, details: :failed)
+    do:
+      Error.new(:no_instance, "the instance #{inspect(name)} failed to start (its start returned the error); start it again to call it",
+        op: op,
+        details: :failed
+      )
 
   defp stopped(name, op, :down),
     do: Error.new(:no_instance, "the instance #{inspect(name)} is not running: its supervisor exited", op: op, details: :down)
@@ -200,14 +216,26 @@ defmodule PromptEngine.Request do
 
       # The connection process ended with the request: sent again only when its id makes that safe.
       {:error, %Error{details: :connection_crashed}} = error ->
-        if retry_exited? and deadline - now() > 20, do: (Process.sleep(20); send_to(name, conn, op, args, queue?, deadline, retry_exited?)), else: error
+        if retry_exited? and deadline - now() > 20,
+          do:
+            (
+              Process.sleep(20)
+              send_to(name, conn, op, args, queue?, deadline, retry_exited?)
+            ),
+          else: error
 
       # The connection process itself is down (its supervisor restarts it, or the instance is gone).
       {:error, %Error{details: :connection_down}} = error ->
         cond do
-          Process.whereis(PromptEngine.Supervisor.sup_name(name)) == nil -> {:error, stopped(name, op, :down)}
-          deadline - now() <= 20 -> error
-          true -> (Process.sleep(20); send_to(name, conn, op, args, queue?, deadline, retry_exited?))
+          Process.whereis(PromptEngine.Supervisor.sup_name(name)) == nil ->
+            {:error, stopped(name, op, :down)}
+
+          deadline - now() <= 20 ->
+            error
+
+          true ->
+            Process.sleep(20)
+            send_to(name, conn, op, args, queue?, deadline, retry_exited?)
         end
 
       other ->

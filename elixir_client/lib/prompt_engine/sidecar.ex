@@ -159,11 +159,15 @@ defmodule PromptEngine.Sidecar do
               :ok
 
             _ ->
-              {:error, {:node_too_old, "prompt-engine needs Node >= #{@min_node_major}, but #{node} is #{String.trim("v" <> version)}. Install Node #{@min_node_major}+ on this machine, or point `node:` (start option) / `config :prompt_engine, node: \"/path/to/node\"` at one."}}
+              {:error,
+               {:node_too_old,
+                "prompt-engine needs Node >= #{@min_node_major}, but #{node} is #{String.trim("v" <> version)}. Install Node #{@min_node_major}+ on this machine, or point `node:` (start option) / `config :prompt_engine, node: \"/path/to/node\"` at one."}}
           end
 
         {out, _} ->
-          {:error, {:node_not_found, "prompt-engine could not run #{node} --version: #{String.trim(out)}. Install Node >= #{@min_node_major}, or set `node:` / `config :prompt_engine, node: \"/path/to/node\"`."}}
+          {:error,
+           {:node_not_found,
+            "prompt-engine could not run #{node} --version: #{String.trim(out)}. Install Node >= #{@min_node_major}, or set `node:` / `config :prompt_engine, node: \"/path/to/node\"`."}}
       end
     end
   end
@@ -172,8 +176,16 @@ defmodule PromptEngine.Sidecar do
 
   defp schema(opts) do
     case option(opts, :schema) do
-      nil -> {:ok, nil}
-      s -> if PromptEngine.Supervisor.schema?(s), do: {:ok, s}, else: {:error, {:bad_option, "schema #{inspect(s)} (config :prompt_engine, schema: ...) is not a PostgreSQL schema name: lower-case letters, digits and _, at most 63, not starting with a digit"}}
+      nil ->
+        {:ok, nil}
+
+      s ->
+        if PromptEngine.Supervisor.schema?(s),
+          do: {:ok, s},
+          else:
+            {:error,
+             {:bad_option,
+              "schema #{inspect(s)} (config :prompt_engine, schema: ...) is not a PostgreSQL schema name: lower-case letters, digits and _, at most 63, not starting with a digit"}}
     end
   end
 
@@ -202,13 +214,17 @@ defmodule PromptEngine.Sidecar do
 
         cond do
           not File.regular?(exe) ->
-            {:error, {:executable_not_found, "prompt-engine sidecar executable #{exe} (from the `executable:` option or `config :prompt_engine, executable: ...`) does not exist. Point it at the sidecar's dist/port/main.js or port/prompt_engine, or remove it to use the one built into priv/sidecar (docs/deploying.md)."}}
+            {:error,
+             {:executable_not_found,
+              "prompt-engine sidecar executable #{exe} (from the `executable:` option or `config :prompt_engine, executable: ...`) does not exist. Point it at the sidecar's dist/port/main.js or port/prompt_engine, or remove it to use the one built into priv/sidecar (docs/deploying.md)."}}
 
           String.ends_with?(exe, ".js") or executable_file?(exe) ->
             {:ok, exe}
 
           true ->
-            {:error, {:executable_not_found, "prompt-engine sidecar executable #{exe} is not executable (chmod +x it, or point `executable:` at a .js entry to run it with node)."}}
+            {:error,
+             {:executable_not_found,
+              "prompt-engine sidecar executable #{exe} is not executable (chmod +x it, or point `executable:` at a .js entry to run it with node)."}}
         end
     end
   end
@@ -232,8 +248,13 @@ defmodule PromptEngine.Sidecar do
 
       nil ->
         case System.find_executable("node") do
-          nil -> {:error, {:node_not_found, "prompt-engine needs Node >= #{@min_node_major}, and there is no `node` on the PATH. Install it, or set `node:` (start option) / `config :prompt_engine, node: \"/path/to/node\"`."}}
-          node -> with :ok <- check_node(node), do: {:ok, node}
+          nil ->
+            {:error,
+             {:node_not_found,
+              "prompt-engine needs Node >= #{@min_node_major}, and there is no `node` on the PATH. Install it, or set `node:` (start option) / `config :prompt_engine, node: \"/path/to/node\"`."}}
+
+          node ->
+            with :ok <- check_node(node), do: {:ok, node}
         end
 
       node ->
@@ -243,7 +264,9 @@ defmodule PromptEngine.Sidecar do
         if found && File.regular?(found) do
           with :ok <- check_node(found), do: {:ok, found}
         else
-          {:error, {:node_not_found, "the Node binary #{node} (from `node:` or `config :prompt_engine, node: ...`) was not found. Point it at Node >= #{@min_node_major}."}}
+          {:error,
+           {:node_not_found,
+            "the Node binary #{node} (from `node:` or `config :prompt_engine, node: ...`) was not found. Point it at Node >= #{@min_node_major}."}}
         end
     end
   end
@@ -304,5 +327,4 @@ defmodule PromptEngine.Sidecar do
 
     :ok
   end
-
 end

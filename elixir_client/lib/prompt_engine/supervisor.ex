@@ -90,7 +90,10 @@ defmodule PromptEngine.Supervisor do
       (unknown = Keyword.keys(opts) -- @known) != [] ->
         [first | _] = unknown
         hint = if near = Args.closest(Atom.to_string(first), Enum.map(@known, &Atom.to_string/1)), do: " (did you mean :#{near}?)", else: ""
-        bad("unknown start option#{if length(unknown) > 1, do: "s"} #{Enum.map_join(unknown, ", ", &inspect/1)}#{hint}; known options: #{Enum.map_join(@known, ", ", &inspect/1)}")
+
+        bad(
+          "unknown start option#{if length(unknown) > 1, do: "s"} #{Enum.map_join(unknown, ", ", &inspect/1)}#{hint}; known options: #{Enum.map_join(@known, ", ", &inspect/1)}"
+        )
 
       true ->
         Enum.reduce_while(opts, {:ok, []}, fn {key, value}, {:ok, acc} ->
@@ -98,11 +101,15 @@ defmodule PromptEngine.Supervisor do
           plain = Redact.unseal(value)
 
           cond do
-            not check.(plain) -> {:halt, bad("start option #{inspect(key)} must be #{expected}, got: #{shown(key, plain)}")}
-            true -> normalize(key, plain) |> then(fn
-              {:ok, v} -> {:cont, {:ok, [{key, seal(key, v)} | acc]}}
-              error -> {:halt, error}
-            end)
+            not check.(plain) ->
+              {:halt, bad("start option #{inspect(key)} must be #{expected}, got: #{shown(key, plain)}")}
+
+            true ->
+              normalize(key, plain)
+              |> then(fn
+                {:ok, v} -> {:cont, {:ok, [{key, seal(key, v)} | acc]}}
+                error -> {:halt, error}
+              end)
           end
         end)
         |> case do
@@ -152,10 +159,17 @@ defmodule PromptEngine.Supervisor do
         d = Map.new(pairs)
 
         cond do
-          not is_integer(d[:port]) or d[:port] not in 1..65_535 -> bad("start option :dashboard: port must be an integer in 1..65535, got: #{inspect(d[:port])}")
-          Map.has_key?(d, :host) and not text?(d[:host]) -> bad("start option :dashboard: host must be a non-empty string, got: #{inspect(d[:host])}")
-          Map.has_key?(d, :token) and not text?(d[:token]) -> bad("start option :dashboard: token must be a non-empty string")
-          true -> {:ok, Map.put_new(d, :host, "127.0.0.1")}
+          not is_integer(d[:port]) or d[:port] not in 1..65_535 ->
+            bad("start option :dashboard: port must be an integer in 1..65535, got: #{inspect(d[:port])}")
+
+          Map.has_key?(d, :host) and not text?(d[:host]) ->
+            bad("start option :dashboard: host must be a non-empty string, got: #{inspect(d[:host])}")
+
+          Map.has_key?(d, :token) and not text?(d[:token]) ->
+            bad("start option :dashboard: token must be a non-empty string")
+
+          true ->
+            {:ok, Map.put_new(d, :host, "127.0.0.1")}
         end
     end
   end

@@ -73,7 +73,7 @@ defmodule PromptEngine.Telemetry do
   @doc false
   # Runs a public call inside the request span; nothing in it raises into the caller unless
   # a bang variant asked for the error to be raised (then :exception is emitted).
-  @spec span(atom(), atom(), boolean(), (-> term())) :: term()
+  @spec span(atom(), atom(), boolean(), (() -> term())) :: term()
   def span(op, instance, telemetry?, fun) do
     # A bang variant asks for the error to be raised inside the span; the flag is taken
     # here so that nested calls do not see it.
@@ -89,7 +89,12 @@ defmodule PromptEngine.Telemetry do
       if telemetry? do
         t1 = System.monotonic_time()
         error = error(result)
-        :telemetry.execute([:prompt_engine, :request, :stop], %{duration: t1 - t0, monotonic_time: t1}, Map.merge(meta, %{result: if(error, do: :error, else: :ok), reason: error && error.reason, error: error}))
+
+        :telemetry.execute(
+          [:prompt_engine, :request, :stop],
+          %{duration: t1 - t0, monotonic_time: t1},
+          Map.merge(meta, %{result: if(error, do: :error, else: :ok), reason: error && error.reason, error: error})
+        )
       end
 
       result
@@ -99,18 +104,25 @@ defmodule PromptEngine.Telemetry do
 
         if telemetry? do
           t1 = System.monotonic_time()
-          :telemetry.execute([:prompt_engine, :request, :exception], %{duration: t1 - t0, monotonic_time: t1}, Map.merge(meta, %{kind: kind, reason: reason, stacktrace: stacktrace}))
+
+          :telemetry.execute(
+            [:prompt_engine, :request, :exception],
+            %{duration: t1 - t0, monotonic_time: t1},
+            Map.merge(meta, %{kind: kind, reason: reason, stacktrace: stacktrace})
+          )
         end
 
         if raise?,
           do: :erlang.raise(kind, reason, stacktrace),
-          else: {:error, PromptEngine.Error.new(:internal, "prompt-engine client failure: " <> Exception.format_banner(kind, reason, stacktrace), op: op, details: reason)}
+          else:
+            {:error,
+             PromptEngine.Error.new(:internal, "prompt-engine client failure: " <> Exception.format_banner(kind, reason, stacktrace), op: op, details: reason)}
     end
   end
 
   @doc false
   # What a bang variant runs: the value, or the error raised (inside the span, when there is one).
-  @spec bang((-> term())) :: term()
+  @spec bang((() -> term())) :: term()
   def bang(fun) do
     Process.put(@bang_key, true)
 

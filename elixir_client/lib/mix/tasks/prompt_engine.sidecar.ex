@@ -87,7 +87,9 @@ defmodule Mix.Tasks.PromptEngine.Sidecar do
       dep = Enum.find(Mix.Dep.cached(), &(&1.app == :prompt_engine))
 
       case dep do
-        nil -> {:error, "no :prompt_engine dependency in this project (add it to deps in mix.exs, then mix deps.get)"}
+        nil ->
+          {:error, "no :prompt_engine dependency in this project (add it to deps in mix.exs, then mix deps.get)"}
+
         # :dest is the project dir (with a git subdir:, the subdir of the checkout)
         dep ->
           dest = dep.opts[:dest]
@@ -145,8 +147,7 @@ defmodule Mix.Tasks.PromptEngine.Sidecar do
         Enum.map(~w(package.json package-lock.json tsconfig.json scripts/pack-sidecar.mjs dist/port/main.js), &Path.join(root, &1))
 
     entries =
-      for f <- Enum.sort(files), {:ok, %File.Stat{type: :regular, size: size, mtime: mtime}} <- [File.stat(f)],
-          do: {Path.relative_to(f, root), size, mtime}
+      for f <- Enum.sort(files), {:ok, %File.Stat{type: :regular, size: size, mtime: mtime}} <- [File.stat(f)], do: {Path.relative_to(f, root), size, mtime}
 
     entries |> :erlang.term_to_binary() |> :erlang.md5() |> Base.encode16(case: :lower)
   end
