@@ -71,6 +71,17 @@ defmodule PromptEngine.ClientTest do
       assert {:error, %Error{reason: :no_instance}} = PromptEngine.cache_stats(name: PromptEngine.ClientTest.Nope)
       assert {:error, %Error{reason: :no_instance}} = PromptEngine.subscribe(name: PromptEngine.ClientTest.Nope)
     end
+
+    test "Connection.info/1 of a connection that has ended says :down instead of exiting the caller", %{name: name} do
+      [registered] = PromptEngine.Supervisor.connections(name)
+      assert %{status: :ready} = PromptEngine.Connection.info(registered)
+      conn = GenServer.whereis(registered)
+      ref = Process.monitor(conn)
+      Process.exit(conn, :kill)
+      assert_receive {:DOWN, ^ref, :process, ^conn, :killed}
+      assert %{status: :down, os_pid: nil, in_flight: 0} = PromptEngine.Connection.info(conn)
+      assert %{status: :down} = PromptEngine.Connection.info(:no_such_connection)
+    end
   end
 
   describe "keyword lists or maps" do

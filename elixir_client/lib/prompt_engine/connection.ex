@@ -194,13 +194,31 @@ defmodule PromptEngine.Connection do
   The sidecar's OS pid, its handshake info and the connection's state and
   counters: `status` (`:starting`, `:ready`, `:backoff`, `:gave_up`),
   `restarts` (in a row), `total_restarts`, `last_exit`, `in_flight`,
-  `waiting`, `bad_frames`, `unknown_atoms`.
+  `waiting`, `bad_frames`, `unknown_atoms`. A connection process that is not
+  running (being restarted by its supervisor, or its instance stopped), or
+  does not answer within 5 s, gives `status: :down` and nil for what only it
+  knows: the caller never exits.
 
       iex> [conn | _] = PromptEngine.Supervisor.connections(PromptEngine)
       iex> %{os_pid: _, in_flight: 0, status: :ready} = PromptEngine.Connection.info(conn)
   """
   @spec info(GenServer.server()) :: map()
-  def info(conn), do: GenServer.call(conn, :info)
+  def info(conn) do
+    GenServer.call(conn, :info)
+  catch
+    :exit, _ ->
+      %{
+        status: :down,
+        os_pid: nil,
+        restarts: nil,
+        total_restarts: nil,
+        last_exit: nil,
+        in_flight: 0,
+        waiting: 0,
+        bad_frames: nil,
+        unknown_atoms: nil
+      }
+  end
 
   @doc false
   # :ok once the sidecar has completed its handshake; the error when its first start failed.
