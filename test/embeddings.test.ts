@@ -349,7 +349,7 @@ describe('embedding in the real sidecar', () => {
     try {
       await client.ready;
       const tag = `${process.pid}-${Date.now()}`;
-      // 5,000 prompts never seen: more than a minute of the worker (77 s here before a computation took turns and stopped).
+      // 5,000 prompts never seen: minutes of the worker, were they all computed.
       const prompts = Array.from({ length: 5_000 }, (_, i) => `Prompt ${i} of a batch nobody waits for (${tag}): answer in one word.`);
       const id = client.peekId();
       const big = client.request('score', record({ prompts }));

@@ -56,9 +56,10 @@ export const EMBED_MAX_CHARS = 8_000;
 /** Texts per `embed` call. */
 export const EMBED_MAX_TEXTS = 1_000;
 /**
- * Texts a computation sends to the worker at once (a tenth of a second of
- * USE for short prompts, a second or so for long ones):
- * the unit of turn-taking between jobs and of stopping one nobody awaits.
+ * Texts a computation sends to the worker at once: the unit of turn-taking
+ * between jobs and of stopping one nobody awaits (small enough that another
+ * job waits little, large enough that the message and the store's write per
+ * chunk cost nothing beside the model).
  */
 export const EMBED_CHUNK = 8;
 
