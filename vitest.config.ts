@@ -11,7 +11,7 @@ import { defineConfig } from 'vitest/config';
  * ended minutes apart. These start first; the rest follow in vitest's order
  * (its cache's durations once it has them).
  */
-export const LONG_SUITES = ['learning-eval.test.ts', 'fleet.test.ts', 'cli.test.ts', 'port.test.ts', 'experiments.test.ts'];
+export const LONG_SUITES = ['learning-eval.test.ts', 'fleet.test.ts', 'cli.test.ts', 'port.test.ts', 'experiments.test.ts', 'demo.test.ts'];
 for (const name of LONG_SUITES) if (!fs.existsSync(path.join(import.meta.dirname, 'test', name))) throw new Error(`vitest.config.ts: LONG_SUITES names test/${name}, which does not exist`);
 
 class LongestFirst extends BaseSequencer {
