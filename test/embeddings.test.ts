@@ -47,11 +47,11 @@ afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 /** Resolves once `cond` holds (polled), fails after `ms`. */
-async function until(cond: () => boolean | Promise<boolean>, ms = 30_000): Promise<void> {
+async function until(cond: () => boolean | Promise<boolean>, ms = 30_000, everyMs = 5): Promise<void> {
   const end = Date.now() + ms;
   while (!(await cond())) {
     if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, everyMs));
   }
 }
 const vectorOf = (s: string): Float32Array => Float32Array.from({ length: 8 }, (_, i) => s.length + i);
@@ -353,7 +353,7 @@ describe('embedding in the real sidecar', () => {
       const prompts = Array.from({ length: 5_000 }, (_, i) => `Prompt ${i} of a batch nobody waits for (${tag}): answer in one word.`);
       const id = client.peekId();
       const big = client.request('score', record({ prompts }));
-      await until(async () => (await computed(client)) > 0, 120_000);
+      await until(async () => (await computed(client)) > 0, 120_000, 50);
       client.cancel(id);
       expect(await big).toMatchObject({ ok: false, reason: 'cancelled' });
       // The next unseen prompt waits for the chunk at hand, not for the batch.
