@@ -19,8 +19,9 @@ function runDemo(): Promise<{ code: number | null; stdout: string; stderr: strin
     const p = spawn(process.execPath, [DEMO], { cwd: REPO_ROOT, env: { ...process.env, DATABASE_URL: '', NATS_URL: '', LOG_LEVEL: '' }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    p.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
-    p.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+    // Decoded as a stream: a character split between two chunks (the chart's blocks) stays whole.
+    p.stdout.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+    p.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
     p.on('error', reject);
     p.on('close', (code) => resolve({ code, stdout, stderr }));
   });

@@ -4,7 +4,9 @@
  * memory (bounded) and in a real store (PGlite; PostgreSQL too when the
  * suite has one), the model named in the store's key, the shipped file of
  * the multiprompt corpus checked against the data and the serving model,
- * and the closed loop's pure helpers.
+ * how computations share the worker (their turns and their stop, with a
+ * stand-in worker the test steps, and through the real sidecar: a cancelled
+ * `score` of thousands of unseen prompts), and the closed loop's pure helpers.
  */
 import fs from 'node:fs';
 import os from 'node:os';
