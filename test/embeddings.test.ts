@@ -36,6 +36,7 @@ import { promptIdOf } from '../src/optimizer/evaluators.js';
 import { MemoryLoop } from './helpers/memoryLoop.js';
 import { PortClient } from './helpers/portClient.js';
 import { sidecarStoreEnv } from './helpers/pg.js';
+import { until } from './helpers/poll.js';
 import { record, type TermObject } from '../src/codec/terms.js';
 
 const log = createLogger('silent');
@@ -48,14 +49,6 @@ const tmp = (): string => {
 afterAll(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
-/** Resolves once `cond` holds (polled), fails after `ms`. */
-async function until(cond: () => boolean | Promise<boolean>, ms = 30_000, everyMs = 5): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 const vectorOf = (s: string): Float32Array => Float32Array.from({ length: 8 }, (_, i) => s.length + i);
 /** What the service answers for `vectorOf(s)`: quantised as it is stored. */
 const servedOf = (s: string): Float32Array => decodeVector(encodeVector(vectorOf(s)));

@@ -14,6 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { record, type Term, type TermObject } from '../src/codec/terms.js';
 import { requireEnv, sidecarStoreEnv, startPrivatePostgres, type PrivatePostgres } from './helpers/pg.js';
 import { PortClient, type Reply } from './helpers/portClient.js';
+import { holdsWithin } from './helpers/poll.js';
 
 /** A loopback port nothing listens on. */
 function closedPort(): Promise<number> {
@@ -39,15 +40,6 @@ async function health(c: PortClient): Promise<TermObject> {
 
 const check = (h: TermObject, name: string): TermObject => (h.checks as TermObject)[name] as TermObject;
 const execution = (): TermObject => record({ prompt_id: 'health-p', success: true, execution_time_ms: 5 });
-
-async function until(f: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await f()) return true;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return false;
-}
 
 describe('health and store errors when the database is away', () => {
   it('a DATABASE_URL on a closed port: degraded health, unavailable reads, journaled writes', async () => {
@@ -86,7 +78,7 @@ describe('health and store errors when the database is away', () => {
     it('ok while up, degraded with the reason while stopped, ok again after', async () => {
       const c = sidecar({ DATABASE_URL: server.url });
       await c.ready;
-      expect(await until(async () => (await health(c)).status === 'ok', 10_000)).toBe(true);
+      expect(await holdsWithin(async () => (await health(c)).status === 'ok', 10_000)).toBe(true);
       expect(check(await health(c), 'database')).toMatchObject({ status: 'ok', detail: 'postgres' });
       expect(await c.request('query', record({ kind: 'prompt_executions', prompt_id: 'x' }))).toMatchObject({ ok: true });
 
@@ -98,7 +90,7 @@ describe('health and store errors when the database is away', () => {
       expect(q).toMatchObject({ ok: false, reason: 'unavailable' });
 
       server.start();
-      expect(await until(async () => (await health(c)).status === 'ok', 15_000)).toBe(true);
+      expect(await holdsWithin(async () => (await health(c)).status === 'ok', 15_000)).toBe(true);
       expect(await c.request('query', record({ kind: 'prompt_executions', prompt_id: 'x' }))).toMatchObject({ ok: true });
       expect((await c.close()).code).toBe(0);
     }, 60_000);
@@ -125,7 +117,7 @@ describe('health when the store cannot be opened', () => {
     expect((h.reasons as string[]).join('\n')).toMatch(new RegExp(`^database: tracking store: .*in use by process ${first.pid}`, 'm'));
     // The holder stops: the next health opens the store and says ok.
     expect((await first.close()).code).toBe(0);
-    expect(await until(async () => (await health(second)).status === 'ok', 30_000)).toBe(true);
+    expect(await holdsWithin(async () => (await health(second)).status === 'ok', 30_000)).toBe(true);
     expect(check(await health(second), 'database')).toMatchObject({ status: 'ok', detail: 'pglite' });
     expect(await second.request('track_execution', execution())).toMatchObject({ ok: true });
     expect((await second.close()).code).toBe(0);
@@ -151,7 +143,7 @@ describe('health when NATS is away', () => {
   it('a reachable NATS: ok', async () => {
     const c = sidecar({ NATS_URL: requireEnv('TEST_NATS_URL'), ...sidecarStoreEnv(`health-nats-ok-${process.pid}`) });
     await c.ready;
-    expect(await until(async () => (await health(c)).status === 'ok', 5_000)).toBe(true);
+    expect(await holdsWithin(async () => (await health(c)).status === 'ok', 5_000)).toBe(true);
     expect(check(await health(c), 'nats')).toMatchObject({ status: 'ok', detail: 'connected' } as Record<string, Term>);
     expect((await c.close()).code).toBe(0);
   }, 90_000);
