@@ -281,9 +281,6 @@ interface Computing {
   job: ComputeJob;
 }
 
-/** What an aborted `embed` rejects with: the signal's reason (an AbortError by default). */
-const abortReason = (signal: AbortSignal): unknown => signal.reason ?? Object.assign(new Error('the embedding was aborted'), { name: 'AbortError' });
-
 export class EmbeddingService {
   readonly model = EMBEDDING_MODEL;
   readonly dims = EMBEDDING_DIMS;
@@ -305,13 +302,14 @@ export class EmbeddingService {
 
   /**
    * One vector per text (unit length is not assumed; compare with `cosine`).
-   * `signal` aborted: rejects at once with its reason, and what was being
+   * `signal` aborted: rejects at once with its reason (an AbortError unless
+   * the aborter gave one), and what was being
    * computed for this call alone stops after the chunk at hand.
    */
   async embed(texts: readonly string[], signal?: AbortSignal): Promise<Float32Array[]> {
     if (this.closed) throw new Error('the embedding service is closed');
     if (texts.length > EMBED_MAX_TEXTS) throw new Error(`embed: at most ${EMBED_MAX_TEXTS} texts per call, got ${texts.length}`);
-    if (signal?.aborted) throw abortReason(signal);
+    if (signal?.aborted) throw signal.reason;
     const ids = texts.map(promptId);
     const out = new Array<Float32Array | Promise<Float32Array>>(texts.length);
     const missing = new Map<string, string>();
@@ -352,7 +350,7 @@ export class EmbeddingService {
       };
       const onAbort = (): void => {
         done();
-        reject(abortReason(signal!));
+        reject(signal!.reason);
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       Promise.all(out).then(
@@ -381,7 +379,7 @@ export class EmbeddingService {
     };
     // Stopped: what it had not computed is no longer being computed (a later caller starts anew).
     job.signal.addEventListener('abort', () => {
-      for (const id of missing.keys()) settle(id, undefined, abortReason(job.signal));
+      for (const id of missing.keys()) settle(id, undefined, job.signal.reason);
     });
     void this.fetchOrCompute(missing, settle, job.signal).catch((err: unknown) => {
       for (const id of missing.keys()) settle(id, undefined, err);
