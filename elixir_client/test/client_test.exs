@@ -74,12 +74,15 @@ defmodule PromptEngine.ClientTest do
 
     test "Connection.info/1 of a connection that has ended says :down instead of exiting the caller", %{name: name} do
       [registered] = PromptEngine.Supervisor.connections(name)
-      assert %{status: :ready} = PromptEngine.Connection.info(registered)
+      assert %{status: :ready} = live = PromptEngine.Connection.info(registered)
       conn = GenServer.whereis(registered)
       ref = Process.monitor(conn)
       Process.exit(conn, :kill)
       assert_receive {:DOWN, ^ref, :process, ^conn, :killed}
-      assert %{status: :down, os_pid: nil, in_flight: 0} = PromptEngine.Connection.info(conn)
+      assert %{status: :down, os_pid: nil, in_flight: 0} = down = PromptEngine.Connection.info(conn)
+      # Every key of the connection's own, nil: only the sidecar's handshake (what a down connection cannot know) is missing.
+      assert Map.keys(down) -- Map.keys(live) == []
+      assert Enum.sort(Map.keys(live) -- Map.keys(down)) == [:max_frame_bytes, :ops, :protocol, :version]
       assert %{status: :down} = PromptEngine.Connection.info(:no_such_connection)
     end
   end

@@ -96,6 +96,9 @@ defmodule PromptEngine.Connection do
   @backoff_max 10_000
   @retry_write_ms 1
   @max_logged_atoms 100
+  # What `info/1` reports of the connection's own state, as it is kept (beside in_flight and waiting, counted
+  # from it): a connection that is down answers the same keys, nil.
+  @info_fields [:os_pid, :status, :restarts, :total_restarts, :last_exit, :bad_frames, :unknown_atoms]
 
   defstruct [
     :port,
@@ -206,18 +209,7 @@ defmodule PromptEngine.Connection do
   def info(conn) do
     GenServer.call(conn, :info)
   catch
-    :exit, _ ->
-      %{
-        status: :down,
-        os_pid: nil,
-        restarts: nil,
-        total_restarts: nil,
-        last_exit: nil,
-        in_flight: 0,
-        waiting: 0,
-        bad_frames: nil,
-        unknown_atoms: nil
-      }
+    :exit, _ -> @info_fields |> Map.new(&{&1, nil}) |> Map.merge(%{status: :down, in_flight: 0, waiting: 0})
   end
 
   @doc false
@@ -353,17 +345,9 @@ defmodule PromptEngine.Connection do
 
   def handle_call(:info, _from, state) do
     info =
-      Map.merge(state.info || %{}, %{
-        os_pid: state.os_pid,
-        status: state.status,
-        restarts: state.restarts,
-        total_restarts: state.total_restarts,
-        last_exit: state.last_exit,
-        in_flight: map_size(state.pending),
-        waiting: :queue.len(state.waiting),
-        bad_frames: state.bad_frames,
-        unknown_atoms: state.unknown_atoms
-      })
+      (state.info || %{})
+      |> Map.merge(Map.take(state, @info_fields))
+      |> Map.merge(%{in_flight: map_size(state.pending), waiting: :queue.len(state.waiting)})
 
     {:reply, info, state}
   end
