@@ -14,26 +14,13 @@ import { REPO_ROOT } from '../src/config.js';
 import { COPRO_DEFAULTS } from '../src/optimizer/copro.js';
 import { describeOps, opsMarkdown } from '../src/ops/describe.js';
 import { createOpTable } from '../src/ops/index.js';
-import { validateArgs, type OpSpec } from '../src/ops/types.js';
 import { localEngine } from './helpers/engine.js';
+import { keysRead } from './helpers/keysRead.js';
 
 const table = createOpTable();
 const specs = table.specs;
 const eng = localEngine();
 afterAll(() => eng.close());
-
-/** The keys a validator reads from its args, recorded through a Proxy. */
-function keysRead(spec: OpSpec<unknown>, args: TermObject): Set<string> {
-  const seen = new Set<string>();
-  const note = (k: string | symbol): void => void (typeof k === 'string' && seen.add(k));
-  const proxy = new Proxy(args, {
-    get: (t, k, r) => (note(k), Reflect.get(t, k, r)),
-    has: (t, k) => (note(k), Reflect.has(t, k)),
-    getOwnPropertyDescriptor: (t, k) => (note(k), Reflect.getOwnPropertyDescriptor(t, k)),
-  });
-  validateArgs(spec, proxy);
-  return seen;
-}
 
 describe('op schemas', () => {
   it('every op has a summary, a reply shape and at least one valid example', () => {

@@ -12,36 +12,18 @@ import { fromJson, type Json } from '../src/codec/json.js';
 import type { TermObject } from '../src/codec/terms.js';
 import type { ArgSchema, ArgSpec, Shape } from '../src/contract/schema.js';
 import { createOpTable } from '../src/ops/index.js';
-import { validateArgs, type OpSpec } from '../src/ops/types.js';
 import { localEngine } from './helpers/engine.js';
+import { keysRead } from './helpers/keysRead.js';
 
 const table = createOpTable();
 const eng = localEngine();
 afterAll(() => eng.close());
 
-/** Text arguments no reader of ours checks yet, with who converts them (remove an entry once it passes). */
 /** Text arguments known not to be checked yet, with the module that reads them (empty: every op and entry reads by its typed spec). */
 const PENDING: Record<string, string> = {};
 
 type JsonObject = { [k: string]: Json };
 const isObject = (v: Json | undefined): v is JsonObject => v !== null && typeof v === 'object' && !Array.isArray(v);
-
-/** The keys `validate` reads from `args` (present or not), recorded through a Proxy. */
-function keysRead(spec: OpSpec<unknown>, args: TermObject): Set<string> {
-  const seen = new Set<string>();
-  const note = (k: string | symbol): void => void (typeof k === 'string' && seen.add(k));
-  const proxy = new Proxy(args, {
-    get: (t, k, r) => (note(k), Reflect.get(t, k, r)),
-    has: (t, k) => (note(k), Reflect.has(t, k)),
-    getOwnPropertyDescriptor: (t, k) => (note(k), Reflect.getOwnPropertyDescriptor(t, k)),
-  });
-  try {
-    validateArgs(spec, proxy);
-  } catch {
-    /* reads before a failure count too */
-  }
-  return seen;
-}
 
 /** A plausible value of a text argument absent from every example, from its typed shape; undefined: not text. */
 function sampleShape(s: Shape): Json | undefined {
@@ -133,7 +115,7 @@ function cases(bad: string): { cases: Case[]; unread: string[] } {
         if (!isObject(ex)) continue;
         const base: JsonObject = { ...ex };
         if (argSpec.aliasOf !== undefined) delete base[argSpec.aliasOf];
-        if (!keysRead(spec, fromJson(base) as TermObject).has(arg)) continue;
+        if (!keysRead(spec, fromJson(base) as TermObject, { untilFailure: true }).has(arg)) continue;
         const given = base[arg];
         const s = sample(argSpec);
         const value = isObject(given) && isObject(s) ? { ...s, ...given } : (given ?? s);
