@@ -13,6 +13,7 @@ import { decode, encode } from '../src/codec/etf.js';
 import { termToJson } from '../src/codec/json.js';
 import { Atom, Tuple, atom, float, isTermObject, newMap, record, type Term, type TermObject } from '../src/codec/terms.js';
 import { NatsSidecar, natsConnect, requestEtf, requestJson, requireEnv, sleep, ETF_CT, etfHeaders } from './helpers/nats.js';
+import { holdsWithin } from './helpers/poll.js';
 
 const NATS_URL = requireEnv('TEST_NATS_URL');
 
@@ -62,6 +63,17 @@ function newMapOf(o: Record<string, Term>): TermObject {
 }
 /** Results that legitimately differ call to call (clocks, counters, sampling, cache hits): compare their keys. */
 const VOLATILE = new Set(['health', 'stats', 'cache_stats', 'optimize_prompt', 'select_variant', 'query', 'prompt_stats', 'generate_prompt']);
+
+/** The rows stored under entry `id`, asked of the sidecar until there are some (the consumer stores them a moment later), at most 15 s. */
+async function storedRows(id: string): Promise<TermObject[]> {
+  let rows: TermObject[] = [];
+  await holdsWithin(async () => {
+    const r = await sc.port!.request('query', record({ kind: 'by_id', id }));
+    rows = r.ok ? (((r.value as TermObject).rows as TermObject[]) ?? []) : [];
+    return rows.length > 0;
+  }, 15_000);
+  return rows;
+}
 
 function keysOf(t: Term): string[] {
   return isTermObject(t) ? Object.keys(t).sort() : [];
@@ -249,13 +261,7 @@ describe('real Erlang payloads', () => {
       .toString()
       .trim();
     expect(id).toMatch(/^[0-9a-f-]{36}$/);
-    let rows: TermObject[] = [];
-    const until = Date.now() + 15_000;
-    while (rows.length === 0 && Date.now() < until) {
-      const r = await sc.port!.request('query', record({ kind: 'by_id', id }));
-      rows = r.ok ? (((r.value as TermObject).rows as TermObject[]) ?? []) : [];
-      if (rows.length === 0) await sleep(100);
-    }
+    const rows = await storedRows(id);
     expect(rows).toHaveLength(1);
     expect(rows[0]!.prompt_id).toBe('p-erl');
   });
@@ -268,13 +274,7 @@ describe('real Erlang payloads', () => {
     const again = await js.publish('prompt_engine.track.execution', body, { msgID: id });
     expect(first.stream).toBe('PROMPT_ENGINE_TRACK');
     expect(again.duplicate).toBe(true);
-    let rows: TermObject[] = [];
-    const until = Date.now() + 15_000;
-    while (rows.length === 0 && Date.now() < until) {
-      const r = await sc.port!.request('query', record({ kind: 'by_id', id }));
-      rows = r.ok ? (((r.value as TermObject).rows as TermObject[]) ?? []) : [];
-      if (rows.length === 0) await sleep(100);
-    }
+    const rows = await storedRows(id);
     expect(rows.map((r) => r.prompt_id)).toEqual(['p-direct']);
   });
 
