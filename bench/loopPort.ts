@@ -6,6 +6,10 @@
  * BENCH_BASELINE=<another checkout, built> its sidecar runs in alternate
  * rounds of the same run, and the table gives both (a change's cost). On
  * PostgreSQL every run gets a database of its own on DATABASE_URL's server.
+ * BENCH_DECIDER=peer (PostgreSQL): a second sidecar of the same checkout
+ * starts first on that database and takes the closed loop's lease, so the
+ * sidecar measured only serves, as every sidecar of a pool but one does; the
+ * peer's CPU per pair is in the table (it shares this machine's cores).
  *   npm run build && node dist/bench/loopPort.js
  *   BENCH_BASELINE=/tmp/before DATABASE_URL=... node dist/bench/loopPort.js
  */
@@ -15,8 +19,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { decode } from '../src/codec/etf.js';
 import { REPO_ROOT } from '../src/config.js';
-import { ErlFloat, Tuple, type Term } from '../src/codec/terms.js';
+import { ErlFloat, Tuple, record, type Term, type TermObject } from '../src/codec/terms.js';
 import { createDatabase } from '../test/helpers/pg.js';
+import { PortClient } from '../test/helpers/portClient.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-loop-'));
 const progress = (m: string): void => void process.stderr.write(`[bench:loop-port] ${m}\n`);
@@ -25,27 +30,66 @@ execFileSync('erlc', ['-o', tmp, path.join(REPO_ROOT, 'bench', 'erlang', 'loop_b
 /** One run: [echoP50, echoP99, chooseP50, chooseP99, pairs/s, echoPairs/s] and CPU µs per pair. */
 interface Run {
   figures: number[];
-  cpu: { busy: number; idle: number; sidecar: number; beam: number; postgres: number; cores: number; sidecarEcho: number };
+  cpu: { busy: number; idle: number; sidecar: number; beam: number; postgres: number; peer: number; cores: number; sidecarEcho: number };
 }
 const num = (x: Term): number => (x instanceof ErlFloat ? x.value : Number(x));
+const peerDecides = process.env.BENCH_DECIDER === 'peer';
+if (peerDecides && !process.env.DATABASE_URL) throw new Error('BENCH_DECIDER=peer needs DATABASE_URL (sidecars share a lease through PostgreSQL)');
+
+/**
+ * A sidecar of `root` on `databaseUrl` that holds the closed loop's lease (it decides; the measured one
+ * serves); undefined for a checkout without the lease (before the fleet, every sidecar decided for itself).
+ */
+async function decidingPeer(root: string, databaseUrl: string): Promise<PortClient | undefined> {
+  const peer = new PortClient({
+    command: path.join(root, 'port', 'prompt_engine'),
+    env: { DATABASE_URL: databaseUrl, LOG_LEVEL: 'warn', NATS_URL: '', PROMPT_ENGINE_DATA_DIR: fs.mkdtempSync(path.join(tmp, 'peer-')), LLM_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' },
+  });
+  await peer.ready;
+  // Listing the experiments starts the loop's service, which takes the lease when nobody holds it.
+  for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
+    await peer.request('experiment', record({}));
+    const stats = await peer.request('stats', record({}));
+    const loop = stats.ok ? ((stats.value as TermObject).services as TermObject | undefined)?.experiments : undefined;
+    const deciding = (loop as TermObject | undefined)?.deciding;
+    if (deciding === true) return peer;
+    if (deciding === undefined) {
+      progress(`  ${root} has no shared decider: its sidecar decides for itself, no peer`);
+      await peer.close();
+      return undefined;
+    }
+  }
+  await peer.close();
+  throw new Error(`the peer sidecar of ${root} did not take the closed loop's lease`);
+}
 
 /** One run of `root`'s sidecar; on PostgreSQL in a database of its own (no run pays for another's rows or schema). */
 async function run(root: string): Promise<Run> {
   const dataDir = fs.mkdtempSync(path.join(tmp, 'data-'));
   const db = process.env.DATABASE_URL ? await createDatabase(process.env.DATABASE_URL, 'pe_bench_loop_port') : undefined;
+  const peer = peerDecides && db !== undefined ? await decidingPeer(root, db.url) : undefined;
   try {
     const out = execFileSync('erl', ['-noshell', '-pa', tmp, '-eval', `loop_bench:main(${JSON.stringify([path.join(root, 'port', 'prompt_engine'), '--port-fds'])})`], {
-      env: { ...process.env, ...(db === undefined ? {} : { DATABASE_URL: db.url }), LOG_LEVEL: 'warn', PROMPT_ENGINE_DATA_DIR: dataDir, LLM_URL: '', PROMPT_ENGINE_RETRAIN_EVERY: '0' },
+      env: {
+        ...process.env,
+        ...(db === undefined ? {} : { DATABASE_URL: db.url }),
+        ...(peer === undefined ? {} : { BENCH_PEER_PID: String(peer.pid) }),
+        LOG_LEVEL: 'warn',
+        PROMPT_ENGINE_DATA_DIR: dataDir,
+        LLM_URL: '',
+        PROMPT_ENGINE_RETRAIN_EVERY: '0',
+      },
       stdio: ['ignore', 'pipe', 'inherit'],
     }).toString();
     const line = out.split('\n').find((l) => l.startsWith('result '));
     if (line === undefined) throw new Error(`no result: ${out}`);
     const items = (decode(Buffer.from(line.slice(7), 'hex')) as Tuple).items;
-    const [busy, idle, sidecar, beam, postgres, cores] = (items[6] as Tuple).items.map(num) as [number, number, number, number, number, number];
-    const r = { figures: items.slice(0, 6).map(num), cpu: { busy, idle, sidecar, beam, postgres, cores, sidecarEcho: num(items[7]!) } };
+    const [busy, idle, sidecar, beam, postgres, peerCpu, cores] = (items[6] as Tuple).items.map(num) as [number, number, number, number, number, number, number];
+    const r = { figures: items.slice(0, 6).map(num), cpu: { busy, idle, sidecar, beam, postgres, peer: peerCpu, cores, sidecarEcho: num(items[7]!) } };
     progress(`  ${Math.round(r.figures[4]!)} choose + track pairs/s`);
     return r;
   } finally {
+    await peer?.close();
     await db?.drop();
   }
 }
@@ -71,7 +115,7 @@ const c = runs.reduce((a, b) => (b.figures[4]! > a.figures[4]! ? b : a)).cpu;
 const ceiling = (c.cores * 1e6) / c.busy;
 process.stdout.write(
   [
-    `| through the Port from Erlang (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'}, 100 live experiments, best of ${rounds}) | p50 µs | p99 µs |`,
+    `| through the Port from Erlang (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'}, 100 live experiments, best of ${rounds}${peerDecides ? '; a peer sidecar decides, the one measured serves' : ''}) | p50 µs | p99 µs |`,
     '|---|---:|---:|',
     `| echo (baseline) | ${f(eP50)} | ${f(eP99)} |`,
     `| choose_prompt | ${f(cP50)} | ${f(cP99)} |`,
@@ -87,6 +131,7 @@ process.stdout.write(
     `| sidecar (node) | ${f(c.sidecar)} |`,
     `| sidecar (node) per echo + echo pair, for comparison | ${f(c.sidecarEcho)} |`,
     `| driver (this BEAM) | ${f(c.beam)} |`,
+    ...(peerDecides ? [`| the peer sidecar that decides (node) | ${f(c.peer)} |`] : []),
     `| postgres (all its processes) | ${f(c.postgres)} |`,
     `| whole machine busy | ${f(c.busy)} |`,
     `| whole machine idle | ${f(c.idle)} |`,
@@ -105,7 +150,9 @@ process.stdout.write(
             `| choose_prompt p50 µs | ${f(cP50)} | ${f(bBest(2))} | ${f(cP50 / bBest(2), 2)}× |`,
             `| choose_prompt p99 µs | ${f(cP99)} | ${f(bBest(3))} | ${f(cP99 / bBest(3), 2)}× |`,
             `| choose_prompt + track_execution pairs/s | ${f(rate, 0)} | ${f(bBest(4, true), 0)} | ${f(rate / bBest(4, true), 2)}× |`,
-            ...(['sidecar', 'postgres', 'beam', 'busy', 'idle'] as const).map((k) => `| CPU µs per pair, ${k} (fastest round) | ${f(c[k])} | ${f(bc[k])} | ${f(c[k] / bc[k], 2)}× |`),
+            ...(['sidecar', ...(peerDecides ? (['peer'] as const) : []), 'postgres', 'beam', 'busy', 'idle'] as const).map(
+              (k) => `| CPU µs per pair, ${k === 'peer' ? 'the deciding peer' : k} (fastest round) | ${f(c[k])} | ${f(bc[k])} | ${bc[k] > 0 ? `${f(c[k] / bc[k], 2)}×` : '-'} |`,
+            ),
           ];
         })()),
   ].join('\n') + '\n',

@@ -60,13 +60,15 @@ main([Exe | Args]) ->
     halt(0).
 
 %% {Busy, Idle} jiffies of the whole machine (/proc/stat, USER_HZ = 100) and
-%% utime+stime jiffies of the sidecar, this BEAM and all postgres processes.
+%% utime+stime jiffies of the sidecar, this BEAM, all postgres processes and
+%% the peer sidecar named by BENCH_PEER_PID (0 without one).
 cpu(SidecarPid) ->
     {ok, Stat} = file:read_file("/proc/stat"),
     [<<"cpu ", Line/binary>> | _] = binary:split(Stat, <<"\n">>),
     [User, Nice, Sys, Idle, IoWait, Irq, SoftIrq, Steal | _] = [binary_to_integer(X) || X <- binary:split(Line, <<" ">>, [global, trim_all])],
     Postgres = lists:sum([proc_ticks(Pid) || Pid <- pids(), proc_comm(Pid) =:= <<"postgres">>]),
-    {User + Nice + Sys + Irq + SoftIrq + Steal, Idle + IoWait, proc_ticks(integer_to_list(SidecarPid)), proc_ticks(os:getpid()), Postgres}.
+    Peer = case os:getenv("BENCH_PEER_PID") of false -> 0; PeerPid -> proc_ticks(PeerPid) end,
+    {User + Nice + Sys + Irq + SoftIrq + Steal, Idle + IoWait, proc_ticks(integer_to_list(SidecarPid)), proc_ticks(os:getpid()), Postgres, Peer}.
 
 %% Wait (at most Tries half-seconds) until the sidecar uses at most 10% of a core over half a second.
 quiet(_Pid, 0) -> ok;

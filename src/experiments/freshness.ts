@@ -3,7 +3,11 @@
  * bound. Every change to the loop's state (an outcome counted, a decision,
  * an operator's action, a new generation) is announced with NOTIFY on the
  * loop's channel, naming the experiments it moved; a notice from another
- * sidecar marks them for a refresh, coalesced for a few milliseconds.
+ * sidecar marks them for a refresh, and the notices of a tenth of the bound
+ * share one (`coalesceMs`: each batch of outcomes another sidecar stores
+ * names every experiment it moved, and a refresh reads each one's variants,
+ * so under load a refresh per notice cost PostgreSQL more than storing the
+ * outcomes did: BENCHMARKS.md, "A pool: one decides, the others serve").
  *
  * PostgreSQL delivers notifications in commit order, so a notice this
  * sidecar sent and received back proves that every change committed before
@@ -20,8 +24,10 @@ import type { LoopNotice } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
 import { experimentKey } from './experiment.js';
 
-/** Notices arriving within this many ms share one refresh. */
-const COALESCE_MS = 10;
+/** Notices arriving within this share of the staleness bound share one refresh (at least 10 ms). */
+const COALESCE_SHARE = 0.1;
+
+export const coalesceMs = (boundMs: number): number => Math.max(10, Math.round(boundMs * COALESCE_SHARE));
 
 export type RefreshRequest = ReadonlySet<string> | 'all';
 
@@ -97,7 +103,7 @@ export class Freshness {
     this.figures.notices++;
     if (n.all === true) this.dirtyAll = true;
     else for (const [name, model] of n.k ?? []) this.dirty.add(experimentKey(name, model));
-    this.schedule(COALESCE_MS);
+    this.schedule(coalesceMs(this.boundMs));
   }
 
   private schedule(ms: number): void {

@@ -1,0 +1,64 @@
+/**
+ * How a sidecar follows the other sidecars' changes (experiments/freshness.ts),
+ * on a real PostgreSQL with two stores on one database: notices of another
+ * sidecar arriving within a tenth of the staleness bound share one refresh
+ * (a refresh reads every named experiment's variants: one per notice was the
+ * largest cost of a pool under load), every experiment named is refreshed,
+ * and within the bound.
+ */
+import os from 'node:os';
+import { afterAll, describe, expect, it } from 'vitest';
+import { coalesceMs, Freshness, type RefreshRequest } from '../src/experiments/freshness.js';
+import { experimentKey } from '../src/experiments/experiment.js';
+import { createLogger } from '../src/log.js';
+import { TrackingStore } from '../src/store/trackingStore.js';
+import { freshDatabase } from './helpers/pg.js';
+import { until } from './helpers/poll.js';
+
+const log = createLogger('silent');
+const cleanups: Array<() => Promise<void>> = [];
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+async function twoStores(): Promise<[TrackingStore, TrackingStore]> {
+  const url = await freshDatabase('pe_freshness');
+  const open = async (id: string): Promise<TrackingStore> => {
+    const s = await TrackingStore.open({ databaseUrl: url, dataDir: `${os.tmpdir()}/pe-freshness-${process.pid}-${id}`, instanceId: id, log });
+    cleanups.push(() => s.close());
+    return s;
+  };
+  return [await open('writer'), await open('follower')];
+}
+
+describe('a sidecar following the others (PostgreSQL)', () => {
+  it('derives its coalescing window from the bound: a tenth, at least 10 ms', () => {
+    expect(coalesceMs(1_000)).toBe(100);
+    expect(coalesceMs(250)).toBe(25);
+    expect(coalesceMs(50)).toBe(10);
+  });
+
+  it("refreshes once for another sidecar's burst of notices, every experiment it named, within the bound", async () => {
+    const [writer, follower] = await twoStores();
+    const boundMs = 1_000;
+    const refreshes: Array<{ at: number; what: RefreshRequest }> = [];
+    const freshness = new Freshness(follower, log, boundMs, async (what) => void refreshes.push({ at: Date.now(), what }));
+    await freshness.start();
+    cleanups.push(() => freshness.close());
+    const { channel } = writer.experiments.notice;
+    // 40 notices, each naming one experiment, over about 40 ms: what another sidecar's batches of outcomes send under load.
+    const names = Array.from({ length: 40 }, (_, i) => `burst-${i}`);
+    const sentAt = Date.now();
+    for (const name of names) {
+      await writer.db.notify(channel, JSON.stringify({ s: 'writer', k: [[name, 'm']] }));
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    const wanted = names.map((n) => experimentKey(n, 'm'));
+    const refreshed = (): Set<string> => new Set(refreshes.flatMap((r) => (r.what === 'all' ? wanted : [...r.what])));
+    await until(() => wanted.every((k) => refreshed().has(k)), 10_000, 10);
+    // One refresh, two when a notice was delivered late (a busy machine); a refresh per 10 ms before.
+    expect(refreshes.length).toBeLessThanOrEqual(2);
+    expect(refreshes.at(-1)!.at - sentAt).toBeLessThan(boundMs);
+    expect(freshness.figures.notices).toBe(names.length);
+  });
+});
