@@ -1,15 +1,17 @@
 /**
  * How a sidecar follows the other sidecars' changes (experiments/freshness.ts),
  * on a real PostgreSQL with two stores on one database: notices of another
- * sidecar arriving within a tenth of the staleness bound share one refresh
- * (a refresh reads every named experiment's variants: one per notice was the
- * largest cost of a pool under load), every experiment named is refreshed,
- * and within the bound.
+ * sidecar's counts arriving within a tenth of the staleness bound share one
+ * refresh (a refresh reads every named experiment's variants: one per notice
+ * was the largest cost of a pool under load), every experiment named is
+ * refreshed, within the bound; a notice that what to serve moved (a
+ * decision) is followed at once.
  */
 import os from 'node:os';
 import { afterAll, describe, expect, it } from 'vitest';
 import { coalesceMs, Freshness, type RefreshRequest } from '../src/experiments/freshness.js';
 import { experimentKey } from '../src/experiments/experiment.js';
+import { loopNotice } from '../src/store/experimentRecords.js';
 import { createLogger } from '../src/log.js';
 import { TrackingStore } from '../src/store/trackingStore.js';
 import { freshDatabase } from './helpers/pg.js';
@@ -60,5 +62,21 @@ describe('a sidecar following the others (PostgreSQL)', () => {
     expect(refreshes.length).toBeLessThanOrEqual(2);
     expect(refreshes.at(-1)!.at - sentAt).toBeLessThan(boundMs);
     expect(freshness.figures.notices).toBe(names.length);
+  });
+
+  it('follows a notice that what to serve moved at once, taking along the counts that wait', async () => {
+    const [writer, follower] = await twoStores();
+    // A bound of 5 s: counts wait up to 500 ms for their refresh, a decision 10 ms.
+    const refreshes: Array<{ at: number; what: RefreshRequest }> = [];
+    const freshness = new Freshness(follower, log, 5_000, async (what) => void refreshes.push({ at: Date.now(), what }));
+    await freshness.start();
+    cleanups.push(() => freshness.close());
+    const { channel } = writer.experiments.notice;
+    await writer.db.notify(channel, JSON.stringify({ s: 'writer', k: [['counted', 'm']] }));
+    const sentAt = Date.now();
+    await writer.db.notify(channel, loopNotice('writer', [{ name: 'decided', model: 'm' }]));
+    await until(() => refreshes.length > 0, 10_000, 5);
+    expect(refreshes[0]!.what === 'all' ? 'all' : [...refreshes[0]!.what].sort()).toEqual([experimentKey('counted', 'm'), experimentKey('decided', 'm')].sort());
+    expect(refreshes[0]!.at - sentAt).toBeLessThan(coalesceMs(5_000) * 0.8);
   });
 });

@@ -3,11 +3,14 @@
  * bound. Every change to the loop's state (an outcome counted, a decision,
  * an operator's action, a new generation) is announced with NOTIFY on the
  * loop's channel, naming the experiments it moved; a notice from another
- * sidecar marks them for a refresh, and the notices of a tenth of the bound
- * share one (`coalesceMs`: each batch of outcomes another sidecar stores
- * names every experiment it moved, and a refresh reads each one's variants,
- * so under load a refresh per notice cost PostgreSQL more than storing the
- * outcomes did: BENCHMARKS.md, "A pool: one decides, the others serve").
+ * sidecar marks them for a refresh. Notices of counts (the counting
+ * trigger's) arriving within a tenth of the bound share one refresh
+ * (`coalesceMs`: each batch of outcomes another sidecar stores names every
+ * experiment it moved, and a refresh reads each one's variants, so under
+ * load a refresh per notice cost PostgreSQL more than storing the outcomes
+ * did: BENCHMARKS.md, "A pool: one decides, the others serve"); a notice
+ * that what to serve moved (a decision, an operator's action, a new
+ * generation: `state`) is refreshed within 10 ms, with whatever else waits.
  *
  * PostgreSQL delivers notifications in commit order, so a notice this
  * sidecar sent and received back proves that every change committed before
@@ -24,10 +27,12 @@ import type { LoopNotice } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
 import { experimentKey } from './experiment.js';
 
-/** Notices arriving within this share of the staleness bound share one refresh (at least 10 ms). */
+/** Notices of counts arriving within this share of the staleness bound share one refresh (at least STATE_COALESCE_MS). */
 const COALESCE_SHARE = 0.1;
+/** Notices that the loop's state moved arriving within this many ms share one refresh. */
+const STATE_COALESCE_MS = 10;
 
-export const coalesceMs = (boundMs: number): number => Math.max(10, Math.round(boundMs * COALESCE_SHARE));
+export const coalesceMs = (boundMs: number): number => Math.max(STATE_COALESCE_MS, Math.round(boundMs * COALESCE_SHARE));
 
 export type RefreshRequest = ReadonlySet<string> | 'all';
 
@@ -35,6 +40,8 @@ export class Freshness {
   private dirty = new Set<string>();
   private dirtyAll = false;
   private timer: NodeJS.Timeout | undefined;
+  /** When `timer` fires. */
+  private dueAt = 0;
   private heartbeat: NodeJS.Timeout | undefined;
   private refreshing: Promise<void> | undefined;
   private seq = 0;
@@ -103,11 +110,18 @@ export class Freshness {
     this.figures.notices++;
     if (n.all === true) this.dirtyAll = true;
     else for (const [name, model] of n.k ?? []) this.dirty.add(experimentKey(name, model));
-    this.schedule(coalesceMs(this.boundMs));
+    this.schedule(n.state === true ? STATE_COALESCE_MS : coalesceMs(this.boundMs));
   }
 
+  /** Refresh in `ms`, or sooner when a refresh is due sooner already. */
   private schedule(ms: number): void {
-    if (this.timer !== undefined || this.closed) return;
+    if (this.closed) return;
+    const due = Date.now() + ms;
+    if (this.timer !== undefined) {
+      if (this.dueAt <= due) return;
+      clearTimeout(this.timer);
+    }
+    this.dueAt = due;
     this.timer = setTimeout(() => {
       this.timer = undefined;
       void this.run();

@@ -170,6 +170,8 @@ export interface LoopNotice {
   k?: Array<[string, string]>;
   all?: true;
   hb?: number;
+  /** What to serve moved (a decision, an operator's action, a new generation), not only counts: followed at once. */
+  state?: true;
 }
 
 /** PostgreSQL's NOTIFY payload limit is 8000 bytes; past this many, a notice says `all`. */
@@ -184,8 +186,9 @@ export function loopNotice(sender: string, keys: Iterable<ExperimentKey>): strin
     seen.add(id);
     k.push([key.name, key.model]);
   }
-  const text = JSON.stringify({ s: sender, k } satisfies LoopNotice);
-  return Buffer.byteLength(text) <= MAX_NOTICE_BYTES ? text : JSON.stringify({ s: sender, all: true } satisfies LoopNotice);
+  // Counts move through the counting trigger's notices; this one says the loop's state moved.
+  const text = JSON.stringify({ s: sender, k, state: true } satisfies LoopNotice);
+  return Buffer.byteLength(text) <= MAX_NOTICE_BYTES ? text : JSON.stringify({ s: sender, all: true, state: true } satisfies LoopNotice);
 }
 
 const EXPERIMENT_COLUMNS = `e.name, e.model, e.generation, e.base_prompt_id, e.status, e.pinned_prompt_id, e.proposals_made, e.leader_prompt_id, e.outcomes_at_last_batch, e.revision, e.updated_at, e.objective`;
