@@ -7,8 +7,9 @@
 #   TEST_PG_BIN, TEST_PGDATA          so outage tests can stop/start the server (as user postgres)
 #   TEST_NATS_SERVER                  the nats-server binary, for tests that run their own
 #   TEST_TMP                          the temp dir
+# The command runs where this script was called from (another checkout's tests
+# run as that checkout's, not as the one this script lives in).
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 free_port() { node -e "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{process.stdout.write(String(s.address().port));s.close()})"; }
 
