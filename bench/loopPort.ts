@@ -22,6 +22,7 @@ import { REPO_ROOT } from '../src/config.js';
 import { ErlFloat, Tuple, record, type Term, type TermObject } from '../src/codec/terms.js';
 import { createDatabase } from '../test/helpers/pg.js';
 import { PortClient } from '../test/helpers/portClient.js';
+import { holdsWithin } from '../test/helpers/poll.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-loop-'));
 const progress = (m: string): void => void process.stderr.write(`[bench:loop-port] ${m}\n`);
@@ -47,20 +48,19 @@ async function decidingPeer(root: string, databaseUrl: string): Promise<PortClie
   });
   await peer.ready;
   // Listing the experiments starts the loop's service, which takes the lease when nobody holds it.
-  for (const until = Date.now() + 60_000; Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
+  let deciding: Term | undefined;
+  await holdsWithin(async () => {
     await peer.request('experiment', record({}));
     const stats = await peer.request('stats', record({}));
     const loop = stats.ok ? ((stats.value as TermObject).services as TermObject | undefined)?.experiments : undefined;
-    const deciding = (loop as TermObject | undefined)?.deciding;
-    if (deciding === true) return peer;
-    if (deciding === undefined) {
-      progress(`  ${root} has no shared decider: its sidecar decides for itself, no peer`);
-      await peer.close();
-      return undefined;
-    }
-  }
+    deciding = (loop as TermObject | undefined)?.deciding;
+    return deciding !== false;
+  }, 60_000);
+  if (deciding === true) return peer;
   await peer.close();
-  throw new Error(`the peer sidecar of ${root} did not take the closed loop's lease`);
+  if (deciding === false) throw new Error(`the peer sidecar of ${root} did not take the closed loop's lease`);
+  progress(`  ${root} has no shared decider: its sidecar decides for itself, no peer`);
+  return undefined;
 }
 
 /** One run of `root`'s sidecar; on PostgreSQL in a database of its own (no run pays for another's rows or schema). */
