@@ -37,7 +37,7 @@ const UNDESCRIBED = [
   'last_error', 'insufficient', 'continuous', 'busy',
   // the store writer's and the closed loop's figures
   'write_errors', 'unmatched_outcomes', 'proposals_screened', 'proposals_rejected', 'leader_changes', 'choices', 'refused',
-  'duplicate_outcomes', 'journaled_outcomes', 'leases_taken', 'leases_lost', 'admitted', 'notices', 'refreshes',
+  'duplicate_outcomes', 'caught_up', 'journaled_outcomes', 'leases_taken', 'leases_lost', 'admitted', 'notices', 'refreshes',
   'full_refreshes', 'heartbeats_missed', 'deciding', 'evicted', 'lag_ms', 'near_duplicates',
   // NATS peer mode's figures (a sidecar serving NATS and the Port)
   'connected', 'serving', 'jetstream', 'overloaded', 'expired', 'expired_running', 'disconnects', 'reconnects', 'published', 'duplicates',

@@ -16,6 +16,7 @@ import { templateVariables, variablesKept } from '../src/optimizer/variables.js'
 const sameVariables = (base: string, candidate: string): boolean => variablesKept(base, candidate, 'same');
 import type { TermObject } from '../src/codec/terms.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
+import { requireEnv, testSchemaOf } from './helpers/pg.js';
 import { startFakeLlm } from './helpers/fakeLlm.js';
 import { MemoryLoop } from './helpers/memoryLoop.js';
 
@@ -495,6 +496,39 @@ describe('the closed loop through the op table', () => {
     expect(exp[0]!.outcomes).toBe(5);
     const rows = (await ok(pe, 'query', { kind: 'prompt_executions', prompt_id: 'p_unknown' })).rows as TermObject[];
     expect(rows.length).toBe(1);
+  }, 60_000);
+
+  it("takes the store's state when an outcome names a generation or variant another sidecar made and this one has not heard of yet", async () => {
+    // Two sidecars on one database (PostgreSQL: the suite's); B stops following A's notices, as when one is still on its way.
+    const schema = testSchemaOf(`lag-${process.pid}-${Date.now()}`);
+    const open = (): LocalEngine => {
+      const pe = localEngine({ retrainEvery: 0, dbSchema: schema, databaseUrl: requireEnv('TEST_DATABASE_URL') });
+      cleanups.push(() => pe.close());
+      return pe;
+    };
+    const [a, b] = [open(), open()];
+    await ok(a, 'choose_prompt', { experiment: 'lag', prompt: BASE, context: { model: 'm1' } });
+    await ok(b, 'choose_prompt', { experiment: 'lag', prompt: BASE, context: { model: 'm1' } });
+    const following = (await b.engine.service('experiments')) as unknown as { freshness?: { close(): Promise<void> } };
+    expect(following.freshness).toBeDefined();
+    await following.freshness!.close();
+    // A starts generation 2; its first choice is reported to B.
+    const c2 = await ok(a, 'choose_prompt', { experiment: 'lag', prompt: `${BASE} Be brief.`, context: { model: 'm1' } });
+    expect(c2.generation).toBe(2);
+    await ok(b, 'track_execution', { prompt_id: c2.prompt_id!, success: true, execution_time_ms: 1, metadata: c2.metadata! });
+    const loop = async (): Promise<TermObject> => ((await ok(b, 'stats', {})).services as TermObject).experiments as TermObject;
+    expect(await loop()).toMatchObject({ outcomes: 1, caught_up: 1, unmatched_outcomes: 0 });
+    // B's own view (it follows nobody now) serves generation 2 with the outcome counted.
+    const seen = ((await ok(b, 'experiment', { experiment: 'lag', model: 'm1' })).experiments as TermObject[])[0]!;
+    expect(seen).toMatchObject({ generation: 2, outcomes: 1 });
+    // An experiment B never served: read from the store and counted the same way.
+    const other = await ok(a, 'choose_prompt', { experiment: 'lag-other', prompt: BASE, context: { model: 'm1' } });
+    await ok(b, 'track_execution', { prompt_id: other.prompt_id!, success: false, execution_time_ms: 1, metadata: other.metadata! });
+    expect(await loop()).toMatchObject({ outcomes: 2, caught_up: 2, unmatched_outcomes: 0 });
+    // A prompt id that is no variant in the store either, an experiment nobody started: unmatched (stored, counted nowhere).
+    await ok(b, 'track_execution', { prompt_id: 'p_never_a_variant', success: true, execution_time_ms: 1, metadata: c2.metadata! });
+    await ok(b, 'track_execution', { prompt_id: c2.prompt_id!, success: true, execution_time_ms: 1, metadata: { experiment: 'nobody', model: 'm1' } });
+    expect(await loop()).toMatchObject({ outcomes: 2, caught_up: 2, unmatched_outcomes: 2 });
   }, 60_000);
 
   it('starts a new generation when the base prompt changes, keyed by model too', async () => {

@@ -49,6 +49,9 @@ async function ports(n: number, env: NodeJS.ProcessEnv, prefix = 'p'): Promise<A
 
 const sum = (v: { variants: Array<{ count: number }> }): number => v.variants.reduce((a, x) => a + x.count, 0);
 
+/** A sidecar's closed-loop figures (`stats`). */
+const loopFigures = async (p: Peer): Promise<TermObject> => ((await p.call('stats', {})).services as TermObject).experiments as TermObject;
+
 /** Every leader change recorded for the experiment (PromptEvolution entries the loop wrote). */
 async function leaderChanges(p: Peer, experiment: string, variantIds: string[]): Promise<TermObject[]> {
   const out: TermObject[] = [];
@@ -120,6 +123,10 @@ describe('one experiment, many sidecars on one PostgreSQL', () => {
     expect(sum(views[0]!)).toBe(run.sent.size);
     expect(views[0]!.outcomes).toBe(run.sent.size);
     expect(views[0]!.variants.length).toBeLessThanOrEqual(DEFAULT_POLICY.maxVariants);
+    // No outcome went unmatched because the sidecar storing it had not heard of its variant yet: that view read the store first.
+    const loops = await Promise.all(live.map(loopFigures));
+    process.stderr.write(`[fleet] outcomes whose variant a view had not heard of yet, per sidecar: ${loops.map((l) => l.caught_up).join(', ')}\n`);
+    for (const l of loops) expect(l.unmatched_outcomes).toBe(0);
 
     // One stream of proposals, however many sidecars serve.
     process.stderr.write(`[fleet] proposal requests: one sidecar ${soloLlm.requests}, three sidecars ${fleetLlm.requests}\n`);
@@ -184,6 +191,7 @@ describe('one experiment, many sidecars on one PostgreSQL', () => {
     expect(deciding.length).toBe(1);
     const consumed = stats.map((s) => Number((((s.services as TermObject).nats as TermObject).jetstream as TermObject | null)?.written ?? 0));
     expect(consumed.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(rounds);
+    for (const s of stats) expect(((s.services as TermObject).experiments as TermObject).unmatched_outcomes).toBe(0);
   }, 600_000);
 
   it('PostgreSQL stopped for 30 s mid-run, then every sidecar restarted: every experiment, variant, count and leader as before', async () => {

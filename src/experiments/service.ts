@@ -128,7 +128,10 @@ export class ExperimentService {
   private readonly provisional = new Set<string>();
   private closed = false;
   private learner: Learner | undefined;
-  readonly figures = { choices: 0, outcomes: 0, duplicate_outcomes: 0, unmatched_outcomes: 0, journaled_outcomes: 0 };
+  /** Reads of an experiment under way because an outcome named what this view lacks (catchUp), one per experiment. */
+  private readonly catchingUp = new Map<string, Promise<Experiment | undefined>>();
+  /** `caught_up`: outcomes that named an experiment, generation or variant this view had not heard of yet, matched after reading the store (catchUp). */
+  readonly figures = { choices: 0, outcomes: 0, duplicate_outcomes: 0, unmatched_outcomes: 0, caught_up: 0, journaled_outcomes: 0 };
 
   private constructor(
     private readonly deps: ExperimentServiceDeps,
@@ -266,9 +269,11 @@ export class ExperimentService {
    * Store a tracking entry; for an execution whose metadata names an
    * experiment (a closed-loop outcome) the store counts it for its variant
    * in the same statement, once per entry id, and the totals it returns go
-   * into this sidecar's view. An outcome of an experiment, generation or
-   * prompt id the loop does not know is stored like any execution and
-   * counted nowhere.
+   * into this sidecar's view; one naming what the view has not heard of yet
+   * (another sidecar served or decided it a moment ago) has the view read
+   * that experiment from the store first (catchUp). An outcome of an
+   * experiment, generation or prompt id the loop does not know is stored
+   * like any execution and counted nowhere.
    */
   async track(row: EntryRow): Promise<void> {
     const key = reportsOutcome(row) ? this.outcomeKey(row) : undefined;
@@ -281,7 +286,10 @@ export class ExperimentService {
       return;
     }
     // Counted in the store whatever the view holds; it moves this view when the experiment, generation and variant are the ones it serves.
-    const here = exp !== undefined && (key.generation ?? exp.generation) === exp.generation && exp.variants.has(promptId) ? exp : undefined;
+    let here = exp !== undefined && (key.generation ?? exp.generation) === exp.generation && exp.variants.has(promptId) ? exp : undefined;
+    // An experiment, generation or variant this view has not heard of yet (another sidecar served or decided it a moment ago): take the store's state now.
+    if (here === undefined && receipt.status === 'stored' && (exp === undefined || (key.generation ?? exp.generation) >= exp.generation))
+      here = await this.catchUp(key.experiment, key.model, key.generation, promptId);
     if (here === undefined) {
       this.figures.unmatched_outcomes++;
       return;
@@ -295,7 +303,7 @@ export class ExperimentService {
       this.provisional.add(here.key);
     }
     this.figures.outcomes++;
-    if (exp !== undefined) this.decider.poke(exp);
+    this.decider.poke(here);
     // The learner is looked up once, not a promise per outcome on the hot path.
     if (this.learner !== undefined) this.learner.noteOutcomes(1);
     else
@@ -303,6 +311,34 @@ export class ExperimentService {
         this.learner = l;
         l.noteOutcomes(1);
       }, () => undefined);
+  }
+
+  /**
+   * The experiment as the store holds it, for an outcome naming what this
+   * view lacks (the experiment, a newer generation, a variant): read once
+   * for however many such outcomes arrive together; the read comes after
+   * the outcome's commit, so its counts include it. Undefined when the store
+   * lacks it too (an experiment nobody started, an older generation, a
+   * prompt id that was never a variant) or cannot be read.
+   */
+  private async catchUp(name: string, model: string, generation: number | null, promptId: string): Promise<Experiment | undefined> {
+    const key = experimentKey(name, model);
+    let reading = this.catchingUp.get(key);
+    if (reading === undefined) {
+      reading = this.store.experiments
+        .load([{ name, model }])
+        .then(([s]) => (s === undefined ? undefined : this.view.adopt(s)))
+        .catch((err: unknown) => {
+          this.deps.log.debug({ err: (err as Error).message }, 'experiment not read after an outcome this view could not match; the next refresh does');
+          return undefined;
+        })
+        .finally(() => this.catchingUp.delete(key));
+      this.catchingUp.set(key, reading);
+    }
+    const now = await reading;
+    if (now === undefined || (generation ?? now.generation) !== now.generation || !now.variants.has(promptId)) return undefined;
+    this.figures.caught_up++;
+    return now;
   }
 
   /** The experiment an execution reports on, from its metadata (`experiment`, `model`, `generation`; without one, the current generation). */

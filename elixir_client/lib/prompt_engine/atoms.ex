@@ -12,7 +12,7 @@ defmodule PromptEngine.Atoms do
     accuracy action active admitted alias_of analytics_dropped analytics_sent api_key args at auc
     backend bad_request banned base batches breadth bucket budget busy cache cache_clear cache_get
     cache_put cache_stats cached call_llm calls cancel cancelled cancels candidates category
-    central_connected central_fallbacks central_hits checks choices choose_prompt comment
+    caught_up central_connected central_fallbacks central_hits checks choices choose_prompt comment
     common_errors completion_tokens complexity_level computed confidence confidence_level
     confidence_score conflict connected context context_signature continuous corpus cost
     cost_per_call cost_weight count created_at database db_up deciding default delay_ms depth
