@@ -152,6 +152,9 @@ interface EngineRun {
   /** The texts served, by group (in the order of `groups`). */
   served: string[][];
   figures: TermObject;
+  /** Summed over the engines: outcomes counted nowhere in a view, and outcomes a view read the store for first (it had not heard of their variant yet). */
+  unmatched: number;
+  caughtUp: number;
   pairsPerSecond: number;
   llmRequests: number;
 }
@@ -223,7 +226,16 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
   await db?.drop();
   for (const d of dataDirs) fs.rmSync(d, { recursive: true, force: true });
   const deciding = figures.find((f) => f.deciding === true) ?? figures[0]!;
-  return { scores, served: runs.map((r) => r.texts), figures: deciding, pairsPerSecond: (groups.length * ROUNDS) / seconds, llmRequests: llm.requests };
+  const summed = (k: string): number => figures.reduce((a, f) => a + Number(f[k] ?? 0), 0);
+  return {
+    scores,
+    served: runs.map((r) => r.texts),
+    figures: deciding,
+    unmatched: summed('unmatched_outcomes'),
+    caughtUp: summed('caught_up'),
+    pairsPerSecond: (groups.length * ROUNDS) / seconds,
+    llmRequests: llm.requests,
+  };
 }
 
 function baselineScores(groups: Group[], seed: number): Record<string, GroupScore[]> {
@@ -365,6 +377,7 @@ async function main(): Promise<void> {
   const perFold: string[] = [];
   const rates: number[] = [];
   const requests: Record<string, number> = {};
+  const matching: Record<string, { unmatched: number; caughtUp: number }> = {};
   for (let seed = 1; seed <= SEEDS; seed++) {
     for (const [i, heldOut] of parts.entries()) {
       if (ONLY_FOLD > 0 && i + 1 !== ONLY_FOLD) continue;
@@ -378,6 +391,7 @@ async function main(): Promise<void> {
         const run = await runEngine(groups, tasks, modelsDir, seed, opts);
         rates.push(run.pairsPerSecond);
         requests[name] = (requests[name] ?? 0) + run.llmRequests;
+        matching[name] = { unmatched: (matching[name]?.unmatched ?? 0) + run.unmatched, caughtUp: (matching[name]?.caughtUp ?? 0) + run.caughtUp };
         progress(`  ${name}: ${run.pairsPerSecond.toFixed(0)} choose+track pairs/s, ${run.llmRequests} proposal requests, ${JSON.stringify(run.figures)}`);
         results[name] = run.scores;
       }
@@ -401,6 +415,8 @@ async function main(): Promise<void> {
     `Engine throughput in this run (in-process, groups concurrent): ${Math.min(...rates).toFixed(0)}–${Math.max(...rates).toFixed(0)} choose+track pairs/s.`,
     '',
     `Proposal requests to the LLM: ${Object.entries(requests).map(([k, v]) => `${k} ${v}`).join('; ')}.`,
+    '',
+    `Outcomes summed over the engines: counted in no view (\`unmatched_outcomes\`) / matched after the engine's view read the store, its variant not heard of yet (\`caught_up\`): ${Object.entries(matching).map(([k, v]) => `${k} ${v.unmatched} / ${v.caughtUp}`).join('; ')}.`,
     '',
     '| seed | fold | held-out tasks | policy | regret median | regret mean | gain mean |',
     '|---:|---:|---|---|---:|---:|---:|',
