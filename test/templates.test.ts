@@ -153,11 +153,16 @@ describe('shipped templates', () => {
     const own = localEngine();
     try {
       const store = (name: string, content: string) => own.call('store_template', record({ template: record({ template_name: name, template_type: 'command', language: 'any', template_content: content }) }));
-      // by count
-      for (let i = 0; i < MEMORY_LIMITS.templates; i++) ok(await store(`t${i}`, `template ${i} for {{context}}`));
-      const over = await store('one_more', 'x');
+      // by count; the last room asked for by two requests at once: one is stored, the other refused (never both answered stored)
+      for (let i = 0; i < MEMORY_LIMITS.templates - 1; i++) ok(await store(`t${i}`, `template ${i} for {{context}}`));
+      const both = await Promise.all([store('last_a', 'a {{context}}'), store('last_b', 'b {{context}}')]);
+      expect(both.filter((r) => r.ok).length).toBe(1);
+      const over = both.find((r) => !r.ok)!;
       expect(over).toMatchObject({ ok: false, reason: 'bad_request' });
       expect((over as { message: string }).message).toContain(`holds ${MEMORY_LIMITS.templates.toLocaleString('en-US')} templates in memory`);
+      const renders = await Promise.all(['last_a', 'last_b'].map((t) => own.call('render_template', record({ template_id: t, variables: record({ context: 'c' }) }))));
+      expect(renders.map((r) => r.ok)).toEqual(both.map((r) => r.ok));
+      expect(await store('one_more', 'x')).toMatchObject({ ok: false, reason: 'bad_request' });
       ok(await store('t7', 'replaced {{context}}'));
       expect(ok(await own.call('render_template', record({ template_id: 't7', variables: record({ context: 'c' }) }))).prompt).toBe('replaced c');
     } finally {

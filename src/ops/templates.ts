@@ -150,8 +150,10 @@ const storeTemplate = typedOp({
     } catch (err) {
       throw new OpError('bad_request', `template.template_content: ${(err as Error).message}`);
     }
+    const noRoom = (full: string): OpError => new OpError('bad_request', `template: ${full} (replacing a stored template of the same name takes no more room)`);
+    // Refused before central_cloud stores it; checked again where it is put (another request may have filled the room meanwhile).
     const full = reg.roomFor(template);
-    if (full !== undefined) throw new OpError('bad_request', `template: ${full} (replacing a stored template of the same name takes no more room)`);
+    if (full !== undefined) throw noRoom(full);
     const cache = await engine.service('cache');
     if (reg.central?.connected) {
       try {
@@ -163,7 +165,8 @@ const storeTemplate = typedOp({
         if (err instanceof CentralCloudError && !/failed|not connected/.test(err.message)) throw new OpError('conflict', err.message);
       }
     }
-    reg.put(template);
+    const fullNow = reg.put(template);
+    if (fullNow !== undefined) throw noRoom(fullNow);
     cache.invalidateTag(`template:${template.template_name}`);
     return record({ template: templateRecord(template), stored: 'local' });
   },

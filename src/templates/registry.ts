@@ -111,15 +111,16 @@ export class TemplateRegistry {
     return undefined;
   }
 
-  /** Put a template in memory (a fetch, a local store, an update broadcast); false when MEMORY_LIMITS leave no room (it is then not held). */
-  put(t: Template): boolean {
+  /** Put a template in memory (a fetch, a local store, an update broadcast); when MEMORY_LIMITS leave no room it is not held, and the answer says why (roomFor). */
+  put(t: Template): string | undefined {
     this.missed.delete(t.template_name);
     this.renderer.check(t.template_content);
-    if (this.roomFor(t) !== undefined) return false;
+    const full = this.roomFor(t);
+    if (full !== undefined) return full;
     this.memoryChars += t.template_content.length - (this.memory.get(t.template_name)?.template_content.length ?? 0);
     this.memory.set(t.template_name, t);
     if (t.template_type === 'partial') this.renderer.setPartial(t.template_name, t.template_content);
-    return true;
+    return undefined;
   }
 
   /** Every known template (memory copies override shipped ones), sorted by name. */
