@@ -498,7 +498,7 @@ describe('the closed loop through the op table', () => {
     expect(rows.length).toBe(1);
   }, 60_000);
 
-  it("takes the store's state when an outcome names a generation or variant another sidecar made and this one has not heard of yet", async () => {
+  it("takes the store's state when an outcome names an experiment or generation another sidecar started and this one has not heard of yet", async () => {
     // Two sidecars on one database (PostgreSQL: the suite's); B stops following A's notices, as when one is still on its way.
     const schema = testSchemaOf(`lag-${process.pid}-${Date.now()}`);
     const open = (): LocalEngine => {
