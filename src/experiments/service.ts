@@ -279,7 +279,8 @@ export class ExperimentService {
     const key = reportsOutcome(row) ? this.outcomeKey(row) : undefined;
     const receipt = await this.store.write(row);
     if (key === undefined) return;
-    const exp = this.view.get(experimentKey(key.experiment, key.model));
+    const viewKey = experimentKey(key.experiment, key.model);
+    const exp = this.view.get(viewKey);
     const promptId = String(row.values[1]);
     if (receipt.status === 'duplicate') {
       this.figures.duplicate_outcomes++;
@@ -289,7 +290,7 @@ export class ExperimentService {
     let here = exp !== undefined && (key.generation ?? exp.generation) === exp.generation && exp.variants.has(promptId) ? exp : undefined;
     // An experiment, generation or variant this view has not heard of yet (another sidecar served or decided it a moment ago): take the store's state now.
     if (here === undefined && receipt.status === 'stored' && (exp === undefined || (key.generation ?? exp.generation) >= exp.generation))
-      here = await this.catchUp(key.experiment, key.model, key.generation, promptId);
+      here = await this.catchUp(viewKey, key.generation, promptId);
     if (here === undefined) {
       this.figures.unmatched_outcomes++;
       return;
@@ -321,18 +322,10 @@ export class ExperimentService {
    * lacks it too (an experiment nobody started, an older generation, a
    * prompt id that was never a variant) or cannot be read.
    */
-  private async catchUp(name: string, model: string, generation: number | null, promptId: string): Promise<Experiment | undefined> {
-    const key = experimentKey(name, model);
+  private async catchUp(key: string, generation: number | null, promptId: string): Promise<Experiment | undefined> {
     let reading = this.catchingUp.get(key);
     if (reading === undefined) {
-      reading = this.store.experiments
-        .load([{ name, model }])
-        .then(([s]) => (s === undefined ? undefined : this.view.adopt(s)))
-        .catch((err: unknown) => {
-          this.deps.log.debug({ err: (err as Error).message }, 'experiment not read after an outcome this view could not match; the next refresh does');
-          return undefined;
-        })
-        .finally(() => this.catchingUp.delete(key));
+      reading = this.reload(key).finally(() => this.catchingUp.delete(key));
       this.catchingUp.set(key, reading);
     }
     const now = await reading;
@@ -374,14 +367,15 @@ export class ExperimentService {
     for (const s of await this.store.experiments.load(stale.map((r) => ({ name: r.name, model: r.model })))) this.decider.poke(this.view.adopt(s));
   }
 
-  /** Load one experiment as the store holds it (a decision its view assumed was not written). */
-  private async reload(key: string): Promise<void> {
+  /** Load one experiment as the store holds it into the view (a decision its view assumed was not written, an outcome it could not match); undefined when the store has none or cannot be read. */
+  private async reload(key: string): Promise<Experiment | undefined> {
     const [name, model] = key.split('\u0000') as [string, string];
     try {
       const s = (await this.store.experiments.load([{ name, model }]))[0];
-      if (s !== undefined) this.view.adopt(s);
+      return s === undefined ? undefined : this.view.adopt(s);
     } catch (err) {
       this.deps.log.debug({ err: (err as Error).message }, 'experiment not reloaded; the next refresh does');
+      return undefined;
     }
   }
 
