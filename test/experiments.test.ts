@@ -17,6 +17,7 @@ const sameVariables = (base: string, candidate: string): boolean => variablesKep
 import type { TermObject } from '../src/codec/terms.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { requireEnv, testSchemaOf } from './helpers/pg.js';
+import { until } from './helpers/poll.js';
 import { startFakeLlm } from './helpers/fakeLlm.js';
 import { MemoryLoop } from './helpers/memoryLoop.js';
 
@@ -507,8 +508,13 @@ describe('the closed loop through the op table', () => {
       return pe;
     };
     const [a, b] = [open(), open()];
+    const figuresOf = async (pe: LocalEngine): Promise<TermObject> => ((await ok(pe, 'stats', {})).services as TermObject).experiments as TermObject;
+    const loop = (): Promise<TermObject> => figuresOf(b);
     await ok(a, 'choose_prompt', { experiment: 'lag', prompt: BASE, context: { model: 'm1' } });
+    // A decides before B starts: a B that took the lease would load every experiment as it took over, A's generation 2 too.
+    await until(async () => (await figuresOf(a)).deciding === true);
     await ok(b, 'choose_prompt', { experiment: 'lag', prompt: BASE, context: { model: 'm1' } });
+    expect((await loop()).deciding).toBe(false);
     const following = (await b.engine.service('experiments')) as unknown as { freshness?: { close(): Promise<void> } };
     expect(following.freshness).toBeDefined();
     await following.freshness!.close();
@@ -516,7 +522,6 @@ describe('the closed loop through the op table', () => {
     const c2 = await ok(a, 'choose_prompt', { experiment: 'lag', prompt: `${BASE} Be brief.`, context: { model: 'm1' } });
     expect(c2.generation).toBe(2);
     await ok(b, 'track_execution', { prompt_id: c2.prompt_id!, success: true, execution_time_ms: 1, metadata: c2.metadata! });
-    const loop = async (): Promise<TermObject> => ((await ok(b, 'stats', {})).services as TermObject).experiments as TermObject;
     expect(await loop()).toMatchObject({ outcomes: 1, caught_up: 1, unmatched_outcomes: 0 });
     // B's own view (it follows nobody now) serves generation 2 with the outcome counted.
     const seen = ((await ok(b, 'experiment', { experiment: 'lag', model: 'm1' })).experiments as TermObject[])[0]!;
