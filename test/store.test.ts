@@ -205,6 +205,30 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     }
   });
 
+  it('keeps nothing per batch while the writer is never idle (a window of writes always waiting)', async () => {
+    const store = await TrackingStore.open({ databaseUrl: dbUrl, dataDir: `${pe.dataDir}/sustained`, log: createLogger('silent') });
+    const writer = (store as unknown as { writer: { idle: unknown[] } }).writer;
+    try {
+      const before = store.figures.batches as number;
+      let next = 0;
+      let mostWaiting = 0;
+      // 64 writers each writing again as soon as its write is answered: the queue is never empty until the end.
+      const lane = async (): Promise<void> => {
+        while (next < 3_000) {
+          await store.track('execution', record({ prompt_id: `p_sustained_${next++ % 5}`, execution_time_ms: 1, success: true }));
+          mostWaiting = Math.max(mostWaiting, writer.idle.length);
+        }
+      };
+      await Promise.all(Array.from({ length: 64 }, lane));
+      expect((store.figures.batches as number) - before).toBeGreaterThan(40);
+      // One waiter: the flush that the first write started (before, one more for every batch committed while others waited).
+      expect(mostWaiting).toBeLessThanOrEqual(1);
+      expect(writer.idle).toHaveLength(0);
+    } finally {
+      await store.close();
+    }
+  });
+
   it('writes history snapshots in the statement that stores a batch: each once, the outcomes counted once, a snapshot alone apart', async () => {
     const store = await pe.engine.service('store');
     const [e1, f1] = [randomUUID(), randomUUID()];

@@ -147,15 +147,24 @@ export class GroupCommitWriter {
     return this.queue.length > 0 && this.inFlightBatches < this.maxInFlightNow() && (this.inFlightBatches === 0 || this.queue.length >= this.leastConcurrent());
   }
 
-  /** Start batches while there is work and room; resolves when nothing is queued or committing. */
+  /** The flush that `write` starts: batches while there is work and room; resolves when nothing is queued or committing. */
   private pump(): Promise<void> {
+    this.kick();
+    return this.flushing === undefined ? Promise.resolve() : new Promise<void>((r) => this.idle.push(r));
+  }
+
+  /**
+   * Start what may start; once nothing is queued or committing, the flush is
+   * over and whoever waits for it is answered. A committed batch calls this,
+   * never `pump`: under sustained load the writer is never idle, and a waiter
+   * per batch would pile up until it was.
+   */
+  private kick(): void {
     this.startBatches();
     if (this.queue.length === 0 && this.inFlightBatches === 0) {
       this.flushing = undefined;
       for (const f of this.idle.splice(0)) f();
-      return Promise.resolve();
     }
-    return new Promise<void>((r) => this.idle.push(r));
   }
 
   /** Batches out of what waits, while a connection is free (beside a committing batch only once `minConcurrentBatch` wait). */
@@ -170,7 +179,7 @@ export class GroupCommitWriter {
       this.inFlightBatches++;
       void this.commit(batch).finally(() => {
         this.inFlightBatches--;
-        void this.pump();
+        this.kick();
       });
     }
   }
