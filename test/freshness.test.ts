@@ -5,8 +5,11 @@
  * refresh (a refresh reads every named experiment's variants: one per notice
  * was the largest cost of a pool under load), every experiment named is
  * refreshed, within the bound; a notice that what to serve moved (a
- * decision) is followed at once.
+ * decision) is followed at once; notices that could not arrive (the
+ * listening connection reopened, the database away when the sidecar started)
+ * are caught up by a full refresh once it listens.
  */
+import net from 'node:net';
 import os from 'node:os';
 import { afterAll, describe, expect, it } from 'vitest';
 import { coalesceMs, Freshness, type RefreshRequest } from '../src/experiments/freshness.js';
@@ -80,5 +83,62 @@ describe('a sidecar following the others (PostgreSQL)', () => {
     await until(() => refreshes.length > 0, 10_000, 5);
     expect(refreshes[0]!.what === 'all' ? 'all' : [...refreshes[0]!.what].sort()).toEqual([experimentKey('counted', 'm'), experimentKey('decided', 'm')].sort());
     expect(refreshes[0]!.at - sentAt).toBeLessThan(coalesceMs(5_000) * 0.8);
+  });
+
+  it('refreshes everything once it listens again: a notice sent while its listening connection reopened is not lost', async () => {
+    const [writer, follower] = await twoStores();
+    // A bound of 20 s: the heartbeats alone would see nothing missing within this test.
+    const refreshes: RefreshRequest[] = [];
+    const freshness = new Freshness(follower, log, 20_000, async (what) => void refreshes.push(what));
+    await freshness.start();
+    cleanups.push(() => freshness.close());
+    const listener = async (): Promise<number | undefined> =>
+      (await writer.db.query(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query ILIKE 'LISTEN%'`))[0]?.pid as number | undefined;
+    const pid = await listener();
+    expect(pid).toBeDefined();
+    await writer.db.query('SELECT pg_terminate_backend($1)', [pid!]);
+    await until(async () => (await listener()) !== pid, 10_000, 10);
+    // Sent while nobody listens for the follower (it reopens its connection a second after losing it).
+    await writer.db.notify(writer.experiments.notice.channel, loopNotice('writer', [{ name: 'while-away', model: 'm' }]));
+    await until(() => refreshes.some((r) => r === 'all' || r.has(experimentKey('while-away', 'm'))), 10_000, 10);
+    expect(freshness.figures.heartbeats_missed).toBe(0);
+  });
+
+  it('keeps trying to listen when the database was away at start, and catches up once it listens', async () => {
+    const url = await freshDatabase('pe_freshness');
+    const target = new URL(url);
+    // A real PostgreSQL behind a door: closed at first (every connection dropped), then open.
+    let open = false;
+    const sockets = new Set<net.Socket>();
+    const door = net.createServer((client) => {
+      if (!open) return void client.destroy();
+      const server = net.connect(Number(target.port), target.hostname);
+      for (const s of [client, server]) {
+        sockets.add(s);
+        s.on('error', () => undefined).on('close', () => sockets.delete(s));
+      }
+      client.pipe(server).pipe(client);
+    });
+    await new Promise<void>((r) => door.listen(0, '127.0.0.1', r));
+    cleanups.push(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((r) => door.close(r));
+    });
+    const viaDoor = new URL(url);
+    viaDoor.hostname = '127.0.0.1';
+    viaDoor.port = String((door.address() as net.AddressInfo).port);
+    const writer = await TrackingStore.open({ databaseUrl: url, dataDir: `${os.tmpdir()}/pe-freshness-${process.pid}-away-writer`, instanceId: 'writer', log });
+    cleanups.push(() => writer.close());
+    const follower = await TrackingStore.open({ databaseUrl: viaDoor.toString(), dataDir: `${os.tmpdir()}/pe-freshness-${process.pid}-away`, instanceId: 'follower', log });
+    cleanups.push(() => follower.close());
+    const refreshes: RefreshRequest[] = [];
+    const freshness = new Freshness(follower, log, 20_000, async (what) => void refreshes.push(what));
+    cleanups.push(() => freshness.close());
+    await expect(freshness.start()).rejects.toThrow();
+    open = true;
+    // Listening at last: everything loaded is refreshed once, and notices are followed from then on.
+    await until(() => refreshes.includes('all'), 15_000, 10);
+    await writer.db.notify(writer.experiments.notice.channel, loopNotice('writer', [{ name: 'after-start', model: 'm' }]));
+    await until(() => refreshes.some((r) => r !== 'all' && r.has(experimentKey('after-start', 'm'))), 10_000, 10);
   });
 });
