@@ -8,7 +8,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DEFAULT_POLICY, MAX_REFILL_DOUBLINGS, type Candidate } from '../src/experiments/experiment.js';
+import { decisionChange, DEFAULT_POLICY, Experiment, MAX_REFILL_DOUBLINGS, type Candidate, type Decision } from '../src/experiments/experiment.js';
+import type { ExperimentSnapshot, VariantRow } from '../src/store/experimentRecords.js';
 import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from '../src/experiments/objective.js';
 import { promptIdOf } from '../src/optimizer/evaluators.js';
 import { templateVariables, variablesKept } from '../src/optimizer/variables.js';
@@ -477,6 +478,59 @@ describe('the closed loop through the op table', () => {
     await aborted;
     expect(requests.length).toBe(1);
   }, 50_000);
+
+  it('writes nothing of a proposal batch whose experiment an operator stopped while the LLM answered', async () => {
+    // An LLM that answers only when told to.
+    const held: http.ServerResponse[] = [];
+    const llm = http.createServer((req, res) => void req.resume().on('end', () => held.push(res)));
+    await new Promise<void>((r) => llm.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise((r) => llm.close(r)));
+    cleanups.push(() => llm.closeAllConnections());
+    const pe = localEngine({ llmUrl: `http://127.0.0.1:${(llm.address() as AddressInfo).port}/v1`, retrainEvery: 0 }, ON_POSTGRES);
+    cleanups.push(() => pe.close());
+    for (let i = 0; held.length === 0; i++) {
+      if (i > 600) throw new Error('no proposal batch was asked for');
+      await ok(pe, 'choose_prompt', { experiment: 'held', prompt: BASE });
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const stopped = ((await ok(pe, 'experiment', { experiment: 'held', action: 'stop' })).experiments as TermObject[])[0]!;
+    const proposals = ['You are a support lead. Read the ticket {ticket} and say whether it is about billing, a bug or something else.', 'Read the ticket {ticket} carefully, then label it billing, bug or other.'];
+    held[0]!.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ choices: proposals.map((content) => ({ message: { role: 'assistant', content } })) }));
+    const svc = await pe.engine.service('experiments');
+    await until(async () => (((await ok(pe, 'stats', {})).services as TermObject).experiments as TermObject).batches === 1, 30_000, 20);
+    await svc.settle();
+    // Stopped: "serve the leader, propose nothing more" (docs/closed-loop.md), in the store as in the view.
+    const ids = (e: TermObject): string[] => (e.variants as TermObject[]).map((v) => String(v.prompt_id)).sort();
+    for (const fresh of [pe, localEngine({ retrainEvery: 0, dbSchema: testSchemaOf(pe.dataDir) }, ON_POSTGRES)]) {
+      if (fresh !== pe) cleanups.push(() => fresh.close());
+      const after = ((await ok(fresh, 'experiment', { experiment: 'held' })).experiments as TermObject[])[0]!;
+      expect((after.status as { name: string }).name).toBe('stopped');
+      expect(ids(after)).toEqual(ids(stopped));
+      expect(after.proposals_made).toBe(stopped.proposals_made);
+    }
+  }, 60_000);
+
+  it('applies no decision to a variant an operator pinned, nor any to a stopped experiment, when the lock finds them so', () => {
+    const variant = (prompt_id: string): VariantRow => ({ prompt_id, text: prompt_id, origin: 'offline', prior_alpha: 1, prior_beta: 1, predicted: null, rank: null, state: 'active', ...NO_TOTALS });
+    const snap = (over: Partial<ExperimentSnapshot['row']>): ExperimentSnapshot => ({
+      row: { name: 'x', model: 'm', generation: 1, base_prompt_id: 'base', status: 'running', pinned_prompt_id: null, proposals_made: 1, leader_prompt_id: 'base', objective: DEFAULT_OBJECTIVE, outcomes_at_last_batch: 0, revision: 1, updated_at: '', ...over },
+      variants: [variant('base'), variant('a'), variant('b')],
+    });
+    const exp = Experiment.fromSnapshot(snap({}), DEFAULT_POLICY);
+    const v = (id: string) => exp.variants.get(id)!;
+    // Made on the view before the operator's action committed.
+    const decisions: Decision[] = [
+      { kind: 'leader', from: v('base'), to: v('b'), improvement: 0.1, confidence: 0.99 },
+      { kind: 'retired', variant: v('a'), against: v('b'), confidence: 0.99 },
+    ];
+    expect(decisionChange(snap({}), decisions).applied).toHaveLength(2);
+    const pinned = decisionChange(snap({ pinned_prompt_id: 'a' }), decisions);
+    expect(pinned.applied.map((d) => d.kind)).toEqual(['leader']);
+    expect(pinned.change.moves).toBeUndefined();
+    const stopped = decisionChange(snap({ status: 'stopped' }), decisions);
+    expect(stopped.applied).toEqual([]);
+    expect(stopped.change).toEqual({});
+  });
 
   it('uses the offline proposer when no LLM is configured', async () => {
     const pe = await engineWith(undefined);

@@ -28,7 +28,7 @@ import type { Lease } from '../store/db.js';
 import { abResultRow, evolutionRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
-import { decisionChange, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
+import { decisionChange, proposing, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
 import type { FallbackProposer } from '../optimizer/proposers.js';
 import { describeObjective, type Objective } from './objective.js';
 import type { LoopView } from './view.js';
@@ -218,11 +218,12 @@ export class Decider {
     const room = exp.wantsProposals();
     const chosen = room > 0 ? exp.fromReserve(room, this.vectors.of) : [];
     if (chosen.length > 0) {
-      const after = await this.writeDecisions(exp, decisions, mergeChanges(exp.admitChange(chosen), snapshot));
-      if (after !== undefined) this.figures.admitted += chosen.length;
+      // Checked against the locked state: an operator's stop or pin committed meanwhile admits nothing.
+      const after = await this.writeDecisions(exp, decisions, (s) => mergeChanges(proposing(s.row.status, s.row.pinned_prompt_id) ? exp.admitChange(chosen) : undefined, snapshot));
+      if (after !== undefined) this.figures.admitted += chosen.filter((c) => after.variants.get(c.id)?.state === 'active').length;
       return;
     }
-    if (decisions.length > 0) void this.writeDecisions(exp, decisions, snapshot);
+    if (decisions.length > 0) void this.writeDecisions(exp, decisions, () => snapshot);
     else if (snapshot !== undefined) {
       // A snapshot alone records counts and decides nothing: it goes with the next batch of writes, without the experiment's lock.
       this.deps.store.writeHistorySnapshot({ row: { name: exp.name, model: exp.model, generation: exp.generation }, h: snapshot.history[0]! }).catch((err: unknown) => {
@@ -233,10 +234,10 @@ export class Decider {
   }
 
   /** Write decisions the view assumed (with `also`, a change that goes in the same transaction); a failed write reloads the experiment. */
-  private writeDecisions(exp: Experiment, decisions: Decision[], also?: ExperimentChange): Promise<Experiment | undefined> {
+  private writeDecisions(exp: Experiment, decisions: Decision[], also: (s: ExperimentSnapshot) => ExperimentChange | undefined): Promise<Experiment | undefined> {
     const key = exp.key;
     this.decisionWrites.set(key, (this.decisionWrites.get(key) ?? 0) + 1);
-    const change = (s: ExperimentSnapshot): ExperimentChange | undefined => mergeChanges(decisions.length > 0 ? this.decisionChange(exp, s, decisions) : undefined, also);
+    const change = (s: ExperimentSnapshot): ExperimentChange | undefined => mergeChanges(decisions.length > 0 ? this.decisionChange(exp, s, decisions) : undefined, also(s));
     let result: Experiment | undefined;
     const w = this.write(exp, change, true)
       .then((after) => {
@@ -356,7 +357,8 @@ export class Decider {
     now.noteBatch(candidates.length);
     const room = Math.max(0, Math.min(this.deps.policy.poolSize - now.active.length, this.deps.policy.maxVariants - now.variants.size));
     const before = now.active.length;
-    const after = await this.write(now, () => now.batchChange(candidates, room, this.vectors.of));
+    // The store's state decides whether the batch still goes in: an operator may have stopped or pinned the experiment while the LLM answered.
+    const after = await this.write(now, (s) => (proposing(s.row.status, s.row.pinned_prompt_id) ? now.batchChange(candidates, room, this.vectors.of) : undefined));
     if (after !== undefined) this.figures.admitted += Math.max(0, after.active.length - before);
   }
 

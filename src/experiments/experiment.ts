@@ -518,7 +518,7 @@ export class Experiment {
 
   /** How many candidates the pool has room for now (0 = no proposals wanted). */
   wantsProposals(): number {
-    if (this.statusValue === 'stopped' || this.pinnedId !== undefined) return 0;
+    if (!proposing(this.statusValue, this.pinnedId ?? null)) return 0;
     const room = Math.min(this.policy.poolSize - this.active.length, this.policy.maxVariants - this.cells.size);
     if (room <= 0) return 0;
     // Admissions from the reserve wait `refillAfter` outcomes; a new batch after empty ones waits longer.
@@ -669,17 +669,22 @@ export function decisionChange(s: ExperimentSnapshot, decisions: readonly Decisi
   const state = new Map(s.variants.map((v) => [v.prompt_id, v.state]));
   const change: ExperimentChange = {};
   const applied: Decision[] = [];
+  // An operator's stop or pin that committed after the decisions were made: the loop leaves what the operator holds alone.
+  if (s.row.status === 'stopped') return { change, applied };
   for (const d of decisions) {
     if (d.kind === 'leader') {
       if (s.row.leader_prompt_id !== null && s.row.leader_prompt_id !== d.from.id) continue;
       change.fields = { leader_prompt_id: d.to.id };
     } else {
-      if (state.get(d.variant.id) !== 'active') continue;
+      if (state.get(d.variant.id) !== 'active' || d.variant.id === s.row.pinned_prompt_id) continue;
       (change.moves ??= []).push({ prompt_id: d.variant.id, from: ['active'], to: d.kind });
     }
     applied.push(d);
   }
   return { change, applied };
 }
+
+/** Whether an experiment in this state takes new candidates (stopped: nothing more; pinned: the operator serves one variant). */
+export const proposing = (status: ExperimentStatus, pinned: string | null): boolean => status !== 'stopped' && pinned === null;
 
 export const experimentKey = (name: string, model: string): string => `${name}\u0000${model}`;
