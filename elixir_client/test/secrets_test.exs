@@ -11,6 +11,7 @@ defmodule PromptEngine.SecretsTest do
   @password "Pw-7f3c-SECRET-in-url"
   @api_key "sk-live-4b1d-SECRET-key"
   @token "tok-91ae-SECRET-dashboard"
+  @inherited "inh-5c2e-SECRET-inherited"
 
   # Sees every :logger event as it is, crash reports and supervisor reports included, and
   # keeps both the raw event term and its formatted text.
@@ -39,7 +40,7 @@ defmodule PromptEngine.SecretsTest do
     :ok
   end
 
-  defp secrets, do: [@password, @api_key, @token]
+  defp secrets, do: [@password, @api_key, @token, @inherited]
 
   defp refute_secret(text, where) do
     for s <- secrets(), do: refute(text =~ s, "#{where} shows a secret (#{s}):\n#{text}")
@@ -63,7 +64,9 @@ defmodule PromptEngine.SecretsTest do
       data_dir: TestHelper.tmp_dir("pe-secrets"),
       database_url: url,
       dashboard: [port: free_port(), token: @token],
-      env: [{"LOG_LEVEL", "debug"}, {"LLM_API_KEY", @api_key}, {"NATS_URL", "nats://nats:#{@password}@127.0.0.1:1"}]
+      env: [{"LOG_LEVEL", "debug"}, {"LLM_API_KEY", @api_key}, {"NATS_URL", "nats://nats:#{@password}@127.0.0.1:1"}],
+      # a flag may carry the URL too
+      args: ["--port-fds", "--database-url", url]
     ]
 
     spec = PromptEngine.child_spec(opts)
@@ -89,6 +92,7 @@ defmodule PromptEngine.SecretsTest do
         # ... and the redacted view says what is configured
         {:status, _, _, [_, _, _, _, status_items]} = :sys.get_status(conn)
         assert inspect(status_items, limit: :infinity) =~ ":***@127.0.0.1"
+        assert inspect(status_items, limit: :infinity) =~ ~s("--database-url", "postgres://)
 
         # the sidecar killed with calls in flight: error replies, exit logs, a restart
         %{os_pid: os_pid} = PromptEngine.Connection.info(conn)
@@ -156,11 +160,19 @@ defmodule PromptEngine.SecretsTest do
     refute_secret(Enum.join(collected(), "\n"), "a :logger event")
   end
 
-  test "the sidecar's own log lines are redacted before they reach Logger" do
+  test "the sidecar's own log lines are redacted before they reach Logger, secrets it inherits from the VM's environment too" do
     exe = Path.join(System.tmp_dir!(), "pe-leaky-#{System.unique_integer([:positive])}.sh")
     launcher = Path.expand("../../port/prompt_engine", __DIR__)
     line = ~s({"level":50,"time":1,"pid":1,"msg":"cannot connect to postgres://app:#{@password}@db/app","key":"#{@api_key}"})
-    File.write!(exe, "#!/bin/sh\necho '#{line}' >&2\necho 'plain postgres://x:#{@password}@h/d' >&2\nexec '#{launcher}' \"$@\"\n")
+    # Not given to the instance: the sidecar inherits it, as it inherits DATABASE_URL or LLM_API_KEY set for the release.
+    System.put_env("PE_SECRETS_TEST_API_KEY", @inherited)
+    on_exit(fn -> System.delete_env("PE_SECRETS_TEST_API_KEY") end)
+
+    File.write!(
+      exe,
+      "#!/bin/sh\necho '#{line}' >&2\necho 'plain postgres://x:#{@password}@h/d' >&2\necho 'inherited #{@inherited} and ?password=#{@password}' >&2\nexec '#{launcher}' \"$@\"\n"
+    )
+
     File.chmod!(exe, 0o755)
     on_exit(fn -> File.rm(exe) end)
     name = TestHelper.unique_name(__MODULE__)
@@ -174,7 +186,15 @@ defmodule PromptEngine.SecretsTest do
 
         assert {:ok, _} = PromptEngine.health(name: name)
         seen = receive_until(&(&1 =~ "cannot connect to postgres://app:***@db/app"), 5_000)
-        assert Enum.any?(seen, &(&1 =~ "plain postgres://x:***@h/d")) or receive_until(&(&1 =~ "plain postgres://x:***@h/d"), 5_000) != []
+        seen = if Enum.any?(seen, &(&1 =~ "plain postgres://x:***@h/d")), do: seen, else: seen ++ receive_until(&(&1 =~ "plain postgres://x:***@h/d"), 5_000)
+
+        seen =
+          if Enum.any?(seen, &(&1 =~ "inherited *** and ?password=***")),
+            do: seen,
+            else: seen ++ receive_until(&(&1 =~ "inherited *** and ?password=***"), 5_000)
+
+        assert Enum.any?(seen, &(&1 =~ "plain postgres://x:***@h/d"))
+        assert Enum.any?(seen, &(&1 =~ "inherited *** and ?password=***"))
         refute_secret(Enum.join(seen, "\n"), "a :logger event")
       end)
 

@@ -246,9 +246,12 @@ defmodule PromptEngine.Connection do
           backoff_max: Keyword.get(opts, :backoff_max, @backoff_max),
           spawn: %{
             exe: exe,
-            args: args,
+            # Sealed like the environment: a flag may carry a URL with its password (`--database-url`).
+            args: Redact.seal(args),
             env: Redact.seal(env),
-            secrets: Redact.seal(Redact.secrets(env)),
+            # What the sidecar's log lines are masked for: its own environment and what it inherits from the VM's
+            # (where `DATABASE_URL` and `LLM_API_KEY` usually are).
+            secrets: Redact.seal(Redact.secrets(Enum.to_list(System.get_env()) ++ env)),
             capture_stderr: Keyword.get(opts, :capture_stderr, true),
             ready_timeout: Keyword.get(opts, :ready_timeout, @ready_timeout)
           }
@@ -283,7 +286,7 @@ defmodule PromptEngine.Connection do
     end
   end
 
-  defp with_stderr_capture(%{capture_stderr: false} = spawn, _instance), do: {spawn.exe, spawn.args, nil, nil}
+  defp with_stderr_capture(%{capture_stderr: false} = spawn, _instance), do: {spawn.exe, Redact.unseal(spawn.args), nil, nil}
 
   defp with_stderr_capture(spawn, instance) do
     with fifo when is_binary(fifo) <- make_fifo(),
@@ -291,11 +294,11 @@ defmodule PromptEngine.Connection do
          {:ok, relay} <- PromptEngine.LogRelay.start(fifo, instance: instance, secrets: spawn.secrets) do
       # `2<>` opens the FIFO read-write, which never blocks (a write-only open would wait for
       # cat, forever if cat is gone); `-p`: never create a regular file if the FIFO was removed.
-      {sh, ["-c", ~s([ -p "$0" ] && exec "$@" 2<>"$0"; exec "$@"), fifo, spawn.exe | spawn.args], fifo, relay}
+      {sh, ["-c", ~s([ -p "$0" ] && exec "$@" 2<>"$0"; exec "$@"), fifo, spawn.exe | Redact.unseal(spawn.args)], fifo, relay}
     else
       _ ->
         Logger.warning("prompt-engine: could not set up stderr capture (mkfifo, sh or cat missing): sidecar logs go to the VM's stderr")
-        {spawn.exe, spawn.args, nil, nil}
+        {spawn.exe, Redact.unseal(spawn.args), nil, nil}
     end
   end
 
@@ -497,7 +500,7 @@ defmodule PromptEngine.Connection do
       in_flight: map_size(s.pending),
       waiting: :queue.len(s.waiting),
       executable: s.spawn.exe,
-      args: s.spawn.args,
+      args: Enum.map(Redact.unseal(s.spawn.args), &Redact.text/1),
       env: Redact.env(Redact.unseal(s.spawn.env))
     }
   end

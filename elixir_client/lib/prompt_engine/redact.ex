@@ -12,13 +12,18 @@ defmodule PromptEngine.Redact do
   handed to `Port.open/2`). Where a readable view helps (`format_status/1`
   of a connection, `PromptEngine.Connection.info/1`), values are shown
   redacted: `postgres://app:***@db/app`, and `***` for variables whose
-  name says they are secret (`*_TOKEN`, `*_KEY`, `*PASSWORD*`, `*SECRET*`).
+  name says they are secret (`*_TOKEN`, `*_KEY`, `*PASSWORD*`, `*SECRET*`,
+  `*SEED*`: `NATS_NKEY_SEED`), and a password, token or API key given in a
+  URL's query string (`?password=...`).
 
       iex> PromptEngine.Redact.text("connecting to postgres://app:hunter2@db:5432/app")
       "connecting to postgres://app:***@db:5432/app"
   """
 
-  @secret_name ~r/(PASSWORD|SECRET|TOKEN|API_KEY|_KEY$|CREDENTIALS)/i
+  @secret_name ~r/(PASSWORD|SECRET|TOKEN|API_KEY|_KEY$|CREDENTIALS|SEED|NKEY)/i
+  # A secret in a URL's query string (`?password=...`, `&sslpassword=`, `?api-key=`, `&token=`):
+  # libpq and node-postgres take a password there too.
+  @query_secret ~r{([?&;][a-z_\-]*(?:password|passwd|pwd|secret|token|api[-_]?key|apikey)=)([^&;\s#"']+)}i
   # A URL's user information: everything between `//` and the last `@` before
   # the host ends (a password may hold `@`: URL parsers take the last one).
   @url_userinfo ~r{([a-z][a-z0-9+.\-]*://)([^\s/?#]*)@}i
@@ -55,6 +60,9 @@ defmodule PromptEngine.Redact do
 
       iex> PromptEngine.Redact.text("nats://s3cr3tTok@nats:4222 and postgres://app:p@ssw0rd@db/app")
       "nats://***@nats:4222 and postgres://app:***@db/app"
+
+      iex> PromptEngine.Redact.text("postgres://app@db/app?sslmode=require&password=hunter2 and https://llm/v1?api-key=sk-9")
+      "postgres://app@db/app?sslmode=require&password=*** and https://llm/v1?api-key=***"
   """
   @spec text(String.t(), [String.t()]) :: String.t()
   def text(text, secrets \\ []) when is_binary(text) do
@@ -65,6 +73,8 @@ defmodule PromptEngine.Redact do
           {_secret, masked} -> scheme <> masked <> "@"
         end
       end)
+
+    masked = Regex.replace(@query_secret, masked, "\\1***")
 
     Enum.reduce(secrets, masked, fn
       s, acc when is_binary(s) and byte_size(s) >= 4 -> String.replace(acc, s, "***")
@@ -105,6 +115,9 @@ defmodule PromptEngine.Redact do
 
       iex> PromptEngine.Redact.secrets([{"NATS_URL", "nats://s3cr3tTok@nats:4222"}, {"DATABASE_URL", "postgres://app:p@ssw0rd@db/app"}])
       ["s3cr3tTok", "p@ssw0rd"]
+
+      iex> PromptEngine.Redact.secrets([{"DATABASE_URL", "postgres://app@db/app?password=hunter2"}, {"NATS_NKEY_SEED", "SUAexampleseed"}])
+      ["hunter2", "SUAexampleseed"]
   """
   @spec secrets([{charlist() | String.t(), charlist() | String.t() | false | nil}]) :: [String.t()]
   def secrets(pairs) do
@@ -116,6 +129,7 @@ defmodule PromptEngine.Redact do
       {k, v} ->
         v = to_string(v)
         passwords = for [_, scheme, userinfo] <- Regex.scan(@url_userinfo, v), {pw, _masked} <- [userinfo_secret(scheme, userinfo)], do: pw
+        passwords = passwords ++ for([_, _key, value] <- Regex.scan(@query_secret, v), do: value)
         if secret_name?(to_string(k)) and v != "", do: [v | passwords], else: passwords
     end)
     |> Enum.uniq()

@@ -56,7 +56,7 @@ defmodule PromptEngine.Sidecar do
          {:ok, node} <- node(opts, exe),
          {:ok, schema} <- schema(opts) do
       data_dir = data_dir(opts)
-      args = Keyword.get(opts, :args, ["--port-fds"])
+      args = PromptEngine.Redact.unseal(Keyword.get(opts, :args, ["--port-fds"]))
 
       derived =
         [{"PROMPT_ENGINE_DATA_DIR", data_dir}] ++

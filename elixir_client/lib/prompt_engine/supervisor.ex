@@ -20,7 +20,7 @@ defmodule PromptEngine.Supervisor do
   picking costs no message. The instance's entry also records whether
   `:telemetry` was loaded when the instance started.
 
-  Secrets among the options (`database_url`, `env`, the dashboard's token)
+  Secrets among the options (`database_url`, `env`, `args`, the dashboard's token)
   are sealed (`PromptEngine.Redact`) before they reach a child spec, so no
   supervisor report or `:sys.get_state/1` shows them.
   """
@@ -29,7 +29,7 @@ defmodule PromptEngine.Supervisor do
   alias PromptEngine.{Args, Error, Redact}
 
   @defaults [pool_size: 1, timeout: 5_000, ready_timeout: 60_000, sync_start: true, max_restarts: :infinity, backoff_initial: 100, backoff_max: 10_000]
-  @secret [:database_url, :env, :dashboard]
+  @secret [:database_url, :env, :dashboard, :args]
 
   # {option, check, description of the expected type}
   @options [
