@@ -69,16 +69,23 @@ defmodule PromptEngine.PoolTest do
     end
 
     {:ok, _} = PromptEngine.track_execution([prompt_id: "p", execution_time_ms: 1, success: true, metadata: %{experiment: exp}], name: name)
+    {:ok, _} = PromptEngine.track_execution([prompt_id: "p", execution_time_ms: 1, success: true, metadata: [experiment: exp]], name: name)
 
     {:ok, _} =
       PromptEngine.track_execution(%{"prompt_id" => "p", "execution_time_ms" => 1, "success" => true, "metadata" => %{"experiment" => exp}}, name: name)
 
-    assert calls.("track_execution") == Enum.map(conns, fn c -> if c == target, do: 4, else: 0 end) |> Enum.zip_with(executions, &+/2)
+    assert calls.("track_execution") == Enum.map(conns, fn c -> if c == target, do: 5, else: 0 end) |> Enum.zip_with(executions, &+/2)
 
     ratings = calls.("track_feedback")
     {:ok, _} = PromptEngine.track_feedback(%{prompt_id: choice.prompt_id, feedback_type: :quality, rating: 1, context: choice.metadata}, name: name)
     {:ok, _} = PromptEngine.track_feedback([prompt_id: choice.prompt_id, feedback_type: :quality, rating: 1, context: %{experiment: exp}], name: name)
-    assert calls.("track_feedback") == Enum.map(conns, fn c -> if c == target, do: 2, else: 0 end) |> Enum.zip_with(ratings, &+/2)
+    {:ok, _} = PromptEngine.track_feedback([prompt_id: choice.prompt_id, feedback_type: :quality, rating: 1, context: [experiment: exp]], name: name)
+    assert calls.("track_feedback") == Enum.map(conns, fn c -> if c == target, do: 3, else: 0 end) |> Enum.zip_with(ratings, &+/2)
+
+    # and a choice asked with string keys through the generic call
+    choices = calls.("choose_prompt")
+    {:ok, _} = PromptEngine.call(:choose_prompt, %{"experiment" => exp, "prompt" => "Classify the ticket {ticket}.", "model" => "m"}, name: name)
+    assert calls.("choose_prompt") == Enum.map(conns, fn c -> if c == target, do: 1, else: 0 end) |> Enum.zip_with(choices, &+/2)
   end
 
   test "a pool on the embedded PGlite is refused at start, naming the fix" do

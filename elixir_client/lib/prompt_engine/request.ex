@@ -133,7 +133,9 @@ defmodule PromptEngine.Request do
       timeout = Keyword.get(copts, :timeout, config.timeout)
       deadline = now() + timeout
       {args, memo} = if op in @tracking, do: with_id(name, op, args), else: {args, nil}
-      result = send_request(name, op, Args.encode(args), route_key(op, args), Keyword.get(copts, :queue, false), deadline, memo != nil)
+      encoded = Args.encode(args)
+      # Routed on the encoded arguments: nested keyword lists are maps there, as the sidecar reads them.
+      result = send_request(name, op, encoded, route_key(op, encoded), Keyword.get(copts, :queue, false), deadline, memo != nil)
       remember(memo, result)
       result
     end)
@@ -244,12 +246,11 @@ defmodule PromptEngine.Request do
   end
 
   # Affinity: a choice, its outcome and the experiment's state go to the same sidecar of a
-  # pool (by experiment name); a cache key always reaches the same sidecar.
-  defp route_key(op, args) when op in [:cache_get, :cache_put], do: Map.get(args, :key)
-  defp route_key(op, args) when op in [:choose_prompt, :experiment], do: Map.get(args, :experiment) || Map.get(args, :name)
-
-  # An outcome names its experiment in an execution's metadata, a late rating in its context
-  # (the choice's metadata), under an atom or a string key.
+  # pool (by experiment name); a cache key always reaches the same sidecar. Every key under an
+  # atom or a string (as the sidecar reads it); an outcome names its experiment in an execution's
+  # metadata, a late rating in its context (the choice's metadata).
+  defp route_key(op, args) when op in [:cache_get, :cache_put], do: field(args, :key)
+  defp route_key(op, args) when op in [:choose_prompt, :experiment], do: field(args, :experiment) || field(args, :name)
   defp route_key(:track_execution, args), do: args |> field(:metadata) |> field(:experiment)
   defp route_key(:track_feedback, args), do: args |> field(:context) |> field(:experiment)
   defp route_key(_op, _args), do: nil
