@@ -46,6 +46,25 @@ defmodule PromptEngine.HandshakeTest do
     assert %{status: :ready} = PromptEngine.Connection.info(conn)
   end
 
+  test "while the sidecar starts, at most max_in_flight callers wait: the next is :overloaded at once, and those that time out leave nothing behind" do
+    {name, _} = start(slow_executable(2), sync_start: false, max_in_flight: 4)
+    [conn] = PromptEngine.Supervisor.connections(name)
+    # two that wait until the sidecar is up, two that give up first
+    lasting = for i <- 1..2, do: Task.async(fn -> PromptEngine.echo(%{i: i}, name: name, timeout: 20_000) end)
+    short = for i <- 3..4, do: Task.async(fn -> PromptEngine.echo(%{i: i}, name: name, timeout: 300) end)
+    assert PromptEngine.TestHelper.until(fn -> PromptEngine.Connection.info(conn).waiting == 4 end, 5_000)
+    assert {:error, %Error{reason: :overloaded, message: msg}} = PromptEngine.echo(%{i: 5}, name: name, timeout: 20_000)
+    assert msg =~ "4 calls already wait"
+
+    for r <- Task.await_many(short, 5_000), do: assert({:error, %Error{reason: :timeout}} = r)
+    # their room is free again: a fifth caller waits
+    assert PromptEngine.Connection.info(conn).waiting == 2
+    fifth = Task.async(fn -> PromptEngine.echo(%{i: 5}, name: name, timeout: 20_000) end)
+    assert Enum.sort(Task.await_many([fifth | lasting], 25_000)) == for(i <- [1, 2, 5], do: {:ok, %{i: i}})
+    state = :sys.get_state(conn)
+    assert state.waiting_entries == %{} and :queue.is_empty(state.waiting)
+  end
+
   test "a sidecar that never completes its handshake fails the waiting callers with a reason" do
     {name, _} = start(slow_executable(3), ready_timeout: 300, max_restarts: 0, sync_start: false)
     assert {:error, %Error{reason: :unavailable, message: msg}} = PromptEngine.health(name: name, timeout: 5_000)

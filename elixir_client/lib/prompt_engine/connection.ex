@@ -133,7 +133,11 @@ defmodule PromptEngine.Connection do
     next_id: 1,
     pending: %{},
     monitors: %{},
+    # Callers waiting for the sidecar or for a free slot, at most max_in_flight of them: their order
+    # (refs) and each one's entry by ref, so a timeout finds its caller without a scan; a ref whose
+    # caller left (timed out, failed) is skipped when the queue is drained.
     waiting: :queue.new(),
+    waiting_entries: %{},
     write_queue: :queue.new(),
     write_timer: nil,
     bad_frames: 0,
@@ -322,7 +326,7 @@ defmodule PromptEngine.Connection do
             {:noreply, start_request(state, from, op, args, timeout)}
 
           queue? ->
-            {:noreply, enqueue(state, from, op, args, timeout)}
+            enqueue(state, from, op, args, timeout)
 
           true ->
             {:reply,
@@ -333,12 +337,12 @@ defmodule PromptEngine.Connection do
 
       # Before the handshake every call waits, within its own timeout, for the sidecar.
       :starting ->
-        {:noreply, enqueue(state, from, op, args, timeout)}
+        enqueue(state, from, op, args, timeout)
 
       # A restart is scheduled: wait for it if it comes before the deadline, else say so now.
       :backoff ->
         if state.next_start_at < now_ms() + timeout,
-          do: {:noreply, enqueue(state, from, op, args, timeout)},
+          do: enqueue(state, from, op, args, timeout),
           else: {:reply, {:error, unavailable(state, op)}, state}
 
       :gave_up ->
@@ -350,7 +354,7 @@ defmodule PromptEngine.Connection do
     info =
       (state.info || %{})
       |> Map.merge(Map.take(state, @info_fields))
-      |> Map.merge(%{in_flight: map_size(state.pending), waiting: :queue.len(state.waiting)})
+      |> Map.merge(%{in_flight: map_size(state.pending), waiting: map_size(state.waiting_entries)})
 
     {:reply, info, state}
   end
@@ -434,9 +438,14 @@ defmodule PromptEngine.Connection do
   end
 
   def handle_info({:waiting_timeout, ref}, state) do
-    {expired, rest} = Enum.split_with(:queue.to_list(state.waiting), fn {r, _, _, _, _} -> r == ref end)
-    for {_, from, op, _, _} <- expired, do: GenServer.reply(from, {:error, waited_too_long(state, op)})
-    {:noreply, %{state | waiting: :queue.from_list(rest)}}
+    case Map.pop(state.waiting_entries, ref) do
+      {nil, _} ->
+        {:noreply, state}
+
+      {{from, op, _args, _deadline, _timer}, entries} ->
+        GenServer.reply(from, {:error, waited_too_long(state, op)})
+        {:noreply, %{state | waiting_entries: entries}}
+    end
   end
 
   def handle_info({:DOWN, mref, :process, _pid, _reason}, state) do
@@ -498,7 +507,7 @@ defmodule PromptEngine.Connection do
       total_restarts: s.total_restarts,
       last_exit: s.last_exit,
       in_flight: map_size(s.pending),
-      waiting: :queue.len(s.waiting),
+      waiting: map_size(s.waiting_entries),
       executable: s.spawn.exe,
       args: Enum.map(Redact.unseal(s.spawn.args), &Redact.text/1),
       env: Redact.env(Redact.unseal(s.spawn.env))
@@ -580,7 +589,7 @@ defmodule PromptEngine.Connection do
       Telemetry.sidecar(state.telemetry, :gave_up, %{}, %{instance: state.instance, index: state.index, restarts: restarts - 1, last_exit: status})
       state = %{state | status: :gave_up}
       fail_waiting(state, fn op -> unavailable(state, op) end)
-      %{state | waiting: :queue.new()}
+      %{state | waiting: :queue.new(), waiting_entries: %{}}
     else
       delay = backoff(state)
 
@@ -697,21 +706,29 @@ defmodule PromptEngine.Connection do
         {:empty, _} ->
           state
 
-        {{:value, {_ref, from, op, args, deadline}}, rest} ->
-          left = deadline - now_ms()
-          state = %{state | waiting: rest}
+        {{:value, ref}, rest} ->
+          case Map.pop(state.waiting_entries, ref) do
+            # its caller was answered already (its timeout)
+            {nil, _} ->
+              drain_waiting(%{state | waiting: rest})
 
-          cond do
-            # A caller that died while it waited is not served: its request would run for nobody.
-            caller_gone?(from) ->
-              drain_waiting(state)
+            {{from, op, args, deadline, timer}, entries} ->
+              Process.cancel_timer(timer)
+              left = deadline - now_ms()
+              state = %{state | waiting: rest, waiting_entries: entries}
 
-            left <= 0 ->
-              GenServer.reply(from, {:error, waited_too_long(state, op)})
-              drain_waiting(state)
+              cond do
+                # A caller that died while it waited is not served: its request would run for nobody.
+                caller_gone?(from) ->
+                  drain_waiting(state)
 
-            true ->
-              drain_waiting(start_request(state, from, op, args, left))
+                left <= 0 ->
+                  GenServer.reply(from, {:error, waited_too_long(state, op)})
+                  drain_waiting(state)
+
+                true ->
+                  drain_waiting(start_request(state, from, op, Redact.unseal(args), left))
+              end
           end
       end
     end
@@ -722,9 +739,14 @@ defmodule PromptEngine.Connection do
 
   # Callers whose deadline comes before the next start cannot be served: tell them now.
   defp expire_waiting_before(state, t) do
-    {expired, rest} = Enum.split_with(:queue.to_list(state.waiting), fn {_, _, _, _, deadline} -> deadline <= t end)
-    for {_, from, op, _, _} <- expired, do: GenServer.reply(from, {:error, unavailable(state, op)})
-    %{state | waiting: :queue.from_list(rest)}
+    {expired, rest} = Enum.split_with(state.waiting_entries, fn {_ref, {_, _, _, deadline, _}} -> deadline <= t end)
+
+    for {_ref, {from, op, _, _, timer}} <- expired do
+      Process.cancel_timer(timer)
+      GenServer.reply(from, {:error, unavailable(state, op)})
+    end
+
+    compact_waiting(%{state | waiting_entries: Map.new(rest)})
   end
 
   defp send_frame(state, term) do
@@ -764,7 +786,11 @@ defmodule PromptEngine.Connection do
   end
 
   defp fail_waiting(state, error_for) do
-    for {_ref, from, op, _args, _deadline} <- :queue.to_list(state.waiting), do: GenServer.reply(from, {:error, error_for.(op)})
+    for {_ref, {from, op, _args, _deadline, timer}} <- state.waiting_entries do
+      Process.cancel_timer(timer)
+      GenServer.reply(from, {:error, error_for.(op)})
+    end
+
     :ok
   end
 
@@ -797,7 +823,9 @@ defmodule PromptEngine.Connection do
                 "prompt-engine: the sidecar sent atoms this client does not know (#{Enum.join(new, ", ")}); they are passed on as strings. Regenerate PromptEngine.Atoms (npm run docs:ops)"
               )
 
-          {{:ok, term}, %{state | unknown_atoms: state.unknown_atoms + length(names), logged_atoms: Enum.into(new, state.logged_atoms)}}
+          # The names logged once are kept up to the cap: past it nothing is logged, so nothing more is kept.
+          logged = if MapSet.size(state.logged_atoms) < @max_logged_atoms, do: Enum.into(new, state.logged_atoms), else: state.logged_atoms
+          {{:ok, term}, %{state | unknown_atoms: state.unknown_atoms + length(names), logged_atoms: logged}}
 
         :error ->
           {{:error, :undecodable}, state}
@@ -811,11 +839,30 @@ defmodule PromptEngine.Connection do
   defp normalize(other, op),
     do: {:error, Error.new(:bad_reply, "the sidecar sent a reply of an unknown shape: #{inspect(other, limit: 10)}", op: op, details: other)}
 
+  # A caller waits (for the handshake, a restart or a free slot) within its timeout; at most
+  # max_in_flight callers wait, past that `:overloaded` at once. Its arguments are sealed while
+  # they wait: they may hold a secret (an LLM key given per call), and the state is printable.
   defp enqueue(state, from, op, args, timeout) do
-    deadline = now_ms() + timeout
-    ref = make_ref()
-    Process.send_after(self(), {:waiting_timeout, ref}, timeout)
-    %{state | waiting: :queue.in({ref, from, op, args, deadline}, state.waiting)}
+    if map_size(state.waiting_entries) >= state.max_in_flight do
+      {:reply,
+       {:error,
+        Error.new(:overloaded, "#{state.max_in_flight} calls already wait for this sidecar (at most max_in_flight wait, #{state.status}); try again later",
+          op: op
+        )}, state}
+    else
+      ref = make_ref()
+      timer = Process.send_after(self(), {:waiting_timeout, ref}, timeout)
+      entries = Map.put(state.waiting_entries, ref, {from, op, Redact.seal(args), now_ms() + timeout, timer})
+      {:noreply, compact_waiting(%{state | waiting: :queue.in(ref, state.waiting), waiting_entries: entries})}
+    end
+  end
+
+  # Refs whose callers left are dropped from the queue once they outnumber the callers waiting
+  # (callers timing out while the sidecar starts would otherwise grow the queue without end).
+  defp compact_waiting(state) do
+    if :queue.len(state.waiting) > 2 * map_size(state.waiting_entries) + 64,
+      do: %{state | waiting: :queue.filter(&Map.has_key?(state.waiting_entries, &1), state.waiting)},
+      else: state
   end
 
   defp waited_too_long(%{status: :starting, total_restarts: 0, ever_ready: false}, op),
