@@ -532,6 +532,22 @@ describe('the closed loop through the op table', () => {
     expect(stopped.change).toEqual({});
   });
 
+  it('takes only the counts of a snapshot older than what the view holds (two reads answered out of order)', () => {
+    const variant = (prompt_id: string, count: number): VariantRow => ({ prompt_id, text: prompt_id, origin: 'offline', prior_alpha: 1, prior_beta: 1, predicted: null, rank: null, state: 'active', ...NO_TOTALS, count, scored: count });
+    const snap = (revision: number, pinned: string | null, count: number): ExperimentSnapshot => ({
+      row: { name: 'x', model: 'm', generation: 1, base_prompt_id: 'base', status: 'running', pinned_prompt_id: pinned, proposals_made: 1, leader_prompt_id: 'base', objective: DEFAULT_OBJECTIVE, outcomes_at_last_batch: 0, revision, updated_at: '' },
+      variants: [variant('base', count), variant('a', count)],
+    });
+    const exp = Experiment.fromSnapshot(snap(5, 'a', 10), DEFAULT_POLICY);
+    // read before an operator's pin committed, answered after the read that has it
+    exp.adopt(snap(4, null, 12));
+    expect(exp.pinned).toBe('a');
+    expect(exp.revision).toBe(5);
+    expect(exp.variants.get('a')!.count).toBe(12);
+    exp.adopt(snap(6, null, 12));
+    expect(exp.pinned).toBeUndefined();
+  });
+
   it('uses the offline proposer when no LLM is configured', async () => {
     const pe = await engineWith(undefined);
     await play(pe, 30, BASE, () => 0.5);

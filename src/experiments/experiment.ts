@@ -404,10 +404,17 @@ export class Experiment {
   /**
    * Take the state the store holds for this generation: variants (new ones
    * with their texts), states, leader, status, pin, batch trigger, reserve
-   * and revision; counts only where they grew.
+   * and revision; counts only where they grew. A snapshot of an older
+   * revision than this view's gives its counts only.
    */
   adopt(s: ExperimentSnapshot): void {
     if (s.row.generation !== this.generation) return;
+    // A reading older than what this view holds (two reads of one experiment answered out of order): its
+    // counts where they grew, never its states, pin or leader, which would undo a newer change until the next notice.
+    if (s.row.revision < this.revisionValue) {
+      for (const r of s.variants) if (r.state !== 'reserve') this.recordTotals(r.prompt_id, r);
+      return;
+    }
     const reserve: Array<Candidate & { rank: number | null }> = [];
     for (const r of s.variants) {
       if (r.state === 'reserve') {
