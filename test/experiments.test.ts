@@ -8,7 +8,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { decisionChange, DEFAULT_POLICY, Experiment, MAX_REFILL_DOUBLINGS, type Candidate, type Decision } from '../src/experiments/experiment.js';
+import { decisionChange, DEFAULT_POLICY, Experiment, experimentKey, MAX_REFILL_DOUBLINGS, variantRow, type Candidate, type Decision } from '../src/experiments/experiment.js';
 import type { ExperimentSnapshot, VariantRow } from '../src/store/experimentRecords.js';
 import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from '../src/experiments/objective.js';
 import { promptIdOf } from '../src/optimizer/evaluators.js';
@@ -547,6 +547,37 @@ describe('the closed loop through the op table', () => {
     exp.adopt(snap(6, null, 12));
     expect(exp.pinned).toBeUndefined();
   });
+
+  it('adopts all the writes of one experiment that share a transaction: a decision and a batch written together both reach the view', async () => {
+    const pe = localEngine({ retrainEvery: 0 }, ON_POSTGRES);
+    cleanups.push(() => pe.close());
+    await ok(pe, 'choose_prompt', { experiment: 'together', prompt: BASE });
+    const svc = (await pe.engine.service('experiments')) as unknown as {
+      deciding: boolean;
+      settle(): Promise<void>;
+      view: { get(key: string): Experiment | undefined };
+      decider: {
+        writeDecisions(exp: Experiment, decisions: Decision[], also: (s: ExperimentSnapshot) => unknown): Promise<Experiment | undefined>;
+        write(exp: Experiment, decide: (s: ExperimentSnapshot) => unknown): Promise<Experiment | undefined>;
+      };
+    };
+    await until(() => svc.deciding, 30_000, 20);
+    await svc.settle();
+    const key = experimentKey('together', 'default');
+    const exp = svc.view.get(key)!;
+    const text = 'Sort the ticket {ticket} into billing, bug or other, and answer with that word only.';
+    const candidate: Candidate = { id: promptIdOf(text), text, origin: 'offline', predicted: null };
+    const before = exp.proposalsMade;
+    // Queued in one tick: one transaction (the decider's group commit), a decision write first.
+    const written = Promise.all([
+      svc.decider.writeDecisions(exp, [], (s) => ({ fields: { outcomes_at_last_batch: s.row.outcomes_at_last_batch } })),
+      svc.decider.write(exp, () => ({ add: [variantRow(candidate, DEFAULT_POLICY, 'active')], fields: { proposals_made: before + 1 } })),
+    ]);
+    await written;
+    const now = svc.view.get(key)!;
+    expect(now.variants.has(candidate.id)).toBe(true);
+    expect(now.proposalsMade).toBe(before + 1);
+  }, 60_000);
 
   it('uses the offline proposer when no LLM is configured', async () => {
     const pe = await engineWith(undefined);

@@ -421,7 +421,17 @@ export class Decider {
           batch.map((b) => ({ key: { name: b.exp.name, model: b.exp.model, generation: b.exp.generation }, decide: b.decide })),
           (q, rows) => store.writeEntriesIn(q, rows),
         );
-        batch.forEach((b, i) => b.resolve(this.adoptWritten(b.exp, snaps[i], b.isDecisionWrite)));
+        // Writes of one experiment in one transaction: its last snapshot holds what every one of them wrote
+        // (the earlier ones' snapshots lack what came after them, yet carry the revision after all of them).
+        const last = new Map<string, number>();
+        const decisionsHere = new Map<string, number>();
+        batch.forEach((b, i) => {
+          const k = `${b.exp.key}\u0000${b.exp.generation}`;
+          last.set(k, i);
+          if (b.isDecisionWrite) decisionsHere.set(k, (decisionsHere.get(k) ?? 0) + 1);
+        });
+        const adopted = new Map([...last].map(([k, i]) => [k, this.adoptWritten(batch[i]!.exp, snaps[i], decisionsHere.get(k) ?? 0)] as const));
+        for (const b of batch) b.resolve(adopted.get(`${b.exp.key}\u0000${b.exp.generation}`));
       } catch (err) {
         for (const b of batch) b.reject(err);
       }
@@ -429,10 +439,13 @@ export class Decider {
     this.flushing = false;
   }
 
-  /** What the store holds after a write, into the view; decisions still being written are assumed there, and not undone meanwhile. */
-  private adoptWritten(exp: Experiment, snap: ExperimentSnapshot | undefined, isDecisionWrite: boolean): Experiment | undefined {
+  /**
+   * What the store holds after a write (`written` of the experiment's decision writes in it), into the
+   * view; decisions still being written (in a later transaction) are assumed there, and not undone meanwhile.
+   */
+  private adoptWritten(exp: Experiment, snap: ExperimentSnapshot | undefined, written: number): Experiment | undefined {
     if (snap === undefined) return undefined;
-    const later = (this.decisionWrites.get(exp.key) ?? 0) - (isDecisionWrite ? 1 : 0);
+    const later = (this.decisionWrites.get(exp.key) ?? 0) - written;
     if (later > 0) {
       for (const v of snap.variants) exp.recordTotals(v.prompt_id, v);
       return exp;
