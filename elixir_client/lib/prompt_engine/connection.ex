@@ -133,6 +133,9 @@ defmodule PromptEngine.Connection do
     next_id: 1,
     pending: %{},
     monitors: %{},
+    # Ids of requests whose callers were answered (timeout, caller gone) and that the sidecar, told to cancel
+    # them, may still run: they hold a slot of its max in-flight until their (dropped) reply comes back.
+    cancelled: MapSet.new(),
     # Callers waiting for the sidecar or for a free slot, at most max_in_flight of them: their order
     # (refs) and each one's entry by ref, so a timeout finds its caller without a scan; a ref whose
     # caller left (timed out, failed) is skipped when the queue is drained.
@@ -322,7 +325,7 @@ defmodule PromptEngine.Connection do
     case state.status do
       :ready ->
         cond do
-          map_size(state.pending) < state.max_in_flight ->
+          running(state) < state.max_in_flight ->
             {:noreply, start_request(state, from, op, args, timeout)}
 
           queue? ->
@@ -331,8 +334,11 @@ defmodule PromptEngine.Connection do
           true ->
             {:reply,
              {:error,
-              Error.new(:overloaded, "#{state.max_in_flight} requests already in flight on this sidecar (max_in_flight); pass queue: true to wait", op: op)},
-             state}
+              Error.new(
+                :overloaded,
+                "#{state.max_in_flight} requests already in flight on this sidecar (max_in_flight#{cancelled_note(state)}); pass queue: true to wait",
+                op: op
+              )}, state}
         end
 
       # Before the handshake every call waits, within its own timeout, for the sidecar.
@@ -432,8 +438,8 @@ defmodule PromptEngine.Connection do
       {{from, mref, _timer, op, timeout}, pending} ->
         Process.demonitor(mref, [:flush])
         GenServer.reply(from, {:error, Error.new(:timeout, "no reply within #{timeout} ms; the request was cancelled in the sidecar", op: op)})
-        state = send_frame(%{state | pending: pending, monitors: Map.delete(state.monitors, mref)}, {:cancel, id})
-        {:noreply, drain_waiting(state)}
+        state = %{state | pending: pending, monitors: Map.delete(state.monitors, mref), cancelled: MapSet.put(state.cancelled, id)}
+        {:noreply, send_frame(state, {:cancel, id})}
     end
   end
 
@@ -456,8 +462,8 @@ defmodule PromptEngine.Connection do
       {id, monitors} ->
         {{_from, _mref, timer, _op, _timeout}, pending} = Map.pop(state.pending, id)
         Process.cancel_timer(timer)
-        state = send_frame(%{state | pending: pending, monitors: monitors}, {:cancel, id})
-        {:noreply, drain_waiting(state)}
+        state = %{state | pending: pending, monitors: monitors, cancelled: MapSet.put(state.cancelled, id)}
+        {:noreply, send_frame(state, {:cancel, id})}
     end
   end
 
@@ -561,7 +567,7 @@ defmodule PromptEngine.Connection do
     # Frames still queued for the dead sidecar are dropped: their callers were just answered,
     # and a new sidecar must not run what its caller was told failed.
     if state.write_timer, do: Process.cancel_timer(state.write_timer)
-    state = %{state | pending: %{}, monitors: %{}, write_queue: :queue.new(), write_timer: nil}
+    state = %{state | pending: %{}, monitors: %{}, cancelled: MapSet.new(), write_queue: :queue.new(), write_timer: nil}
 
     Telemetry.sidecar(state.telemetry, :exited, %{uptime: uptime}, %{
       instance: state.instance,
@@ -683,9 +689,9 @@ defmodule PromptEngine.Connection do
 
   defp complete(state, id, result) do
     case Map.pop(state.pending, id) do
-      # cancelled, timed out or caller gone: a late reply is dropped
+      # cancelled (timed out, caller gone): the late reply is dropped, and its slot in the sidecar is free
       {nil, _} ->
-        state
+        if MapSet.member?(state.cancelled, id), do: drain_waiting(%{state | cancelled: MapSet.delete(state.cancelled, id)}), else: state
 
       {{from, mref, timer, op, _timeout}, pending} ->
         Process.cancel_timer(timer)
@@ -699,7 +705,7 @@ defmodule PromptEngine.Connection do
   defp drain_waiting(%{status: status} = state) when status != :ready, do: state
 
   defp drain_waiting(state) do
-    if map_size(state.pending) >= state.max_in_flight do
+    if running(state) >= state.max_in_flight do
       state
     else
       case :queue.out(state.waiting) do
@@ -731,6 +737,16 @@ defmodule PromptEngine.Connection do
               end
           end
       end
+    end
+  end
+
+  # Requests the sidecar runs for this connection: those with a caller, and those cancelled but not answered yet.
+  defp running(state), do: map_size(state.pending) + MapSet.size(state.cancelled)
+
+  defp cancelled_note(%{cancelled: c}) do
+    case MapSet.size(c) do
+      0 -> ""
+      n -> ", #{n} of them cancelled and still finishing"
     end
   end
 
