@@ -579,6 +579,15 @@ describe('the closed loop through the op table', () => {
     expect(now.proposalsMade).toBe(before + 1);
   }, 60_000);
 
+  it('serves each request a variant of its own base when two bases open one experiment at once (a rolling deploy)', async () => {
+    const pe = localEngine({ retrainEvery: 0 }, ON_POSTGRES);
+    cleanups.push(() => pe.close());
+    const other = 'Sort the message {message} from {customer} into billing, bug or other.';
+    const [a, b] = await Promise.all([ok(pe, 'choose_prompt', { experiment: 'deploy', prompt: BASE }), ok(pe, 'choose_prompt', { experiment: 'deploy', prompt: other })]);
+    expect(sameVariables(BASE, String(a.prompt))).toBe(true);
+    expect(sameVariables(other, String(b.prompt))).toBe(true);
+  }, 60_000);
+
   it('uses the offline proposer when no LLM is configured', async () => {
     const pe = await engineWith(undefined);
     await play(pe, 30, BASE, () => 0.5);

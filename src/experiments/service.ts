@@ -188,8 +188,12 @@ export class ExperimentService {
     const key = experimentKey(req.name, req.model);
     let exp = this.view.get(key);
     // The same base text as before is the common case: compare text, hash only when it changed.
-    if (exp === undefined || exp.base.text !== req.base) exp = await this.open(key, req, exp);
-    else this.view.touch(exp);
+    if (exp === undefined || exp.base.text !== req.base) {
+      exp = await this.open(key, req, exp);
+      // Opened meanwhile for another base (a request of the app's previous release, during a rolling deploy):
+      // this request's base once more, never a variant of another base, whose variables may differ.
+      if (exp.base.text !== req.base) exp = await this.open(key, req, exp);
+    } else this.view.touch(exp);
     if (req.context !== this.contexts.get(key)) this.contexts.set(key, req.context);
     if (this.decider.deciding) {
       this.decider.serving(exp);
