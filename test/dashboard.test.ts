@@ -12,6 +12,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +23,7 @@ import { fromJson, type Json } from '../src/codec/json.js';
 import { startDashboard, type DashboardHandle } from '../src/dashboard/server.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { startFakeLlm } from './helpers/fakeLlm.js';
+import { until } from './helpers/poll.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const TOKEN = 'test-token-0123456789abcdef';
@@ -162,6 +164,13 @@ describe('the dashboard in a real browser, over the closed loop', () => {
     // The charts (uPlot, on canvas): success rate served and each variant's share of traffic, over outcomes.
     expect(await page.locator('.chart[data-chart^="success rate served"] canvas').count()).toBeGreaterThanOrEqual(1);
     expect(await page.locator('.chart[data-chart^="each variant"] canvas').count()).toBeGreaterThanOrEqual(1);
+    // Charts of earlier redraws are gone, not only out of the page: uPlot holds a window listener per chart until
+    // it is destroyed (and one of its own), so an open tab would keep every chart it ever drew.
+    const cdp = await context.newCDPSession(page);
+    const win = await cdp.send('Runtime.evaluate', { expression: 'window' });
+    const { listeners } = await cdp.send('DOMDebugger.getEventListeners', { objectId: win.result.objectId! });
+    expect(listeners.filter((l) => l.type === 'dppxchange').length).toBe((await page.locator('.uplot').count()) + 1);
+    await cdp.detach();
     expect(await page.evaluate('window.__pwned')).toBeUndefined();
     await page.screenshot({ path: path.join(shots, 'experiment.png'), fullPage: true });
     if (process.env.DASHBOARD_SCREENSHOT) await page.screenshot({ path: path.resolve(REPO_ROOT, process.env.DASHBOARD_SCREENSHOT), clip: { x: 0, y: 0, width: 1400, height: 1000 } });
@@ -363,6 +372,65 @@ describe('the dashboard over HTTP', () => {
       await new Promise((r) => setTimeout(r, 50));
     }
     b.stop();
+  });
+
+  it('shares one poller among the viewers of a page, whatever parameters it does not read', async () => {
+    const d = await startDashboard({ address: { host: '127.0.0.1', port: 0 }, call: (op, args) => pe.call(op, fromJson(args)), log: pe.engine.log });
+    cleanups.push(() => d.close());
+    const open = async (query: string): Promise<() => void> => {
+      const ctl = new AbortController();
+      const r = await fetch(`${d.url}/${query}`, { signal: ctl.signal });
+      expect(r.status).toBe(200);
+      const reader = r.body!.getReader();
+      let text = '';
+      while (!text.includes('data: ')) text += Buffer.from((await reader.read()).value!).toString();
+      return () => ctl.abort();
+    };
+    const stops = [
+      await open('experiments.events?min_count=1'),
+      await open('experiments.events?min_count=2&name=a'),
+      await open('experiment.events?name=x&model=m1&min_count=5'),
+      await open('experiment.events?model=m1&name=x'),
+    ];
+    expect(d.figures()).toMatchObject({ streams: 4, pages_watched: 2 });
+    for (const stop of stops) stop();
+  });
+
+  it('disconnects a viewer that stopped reading instead of buffering for it without end', async () => {
+    const d = await startDashboard({ address: { host: '127.0.0.1', port: 0 }, call: (op, args) => pe.call(op, fromJson(args)), log: pe.engine.log, refreshMs: 20, maxStreamBacklog: 16 * 1024 });
+    cleanups.push(() => d.close());
+    const { port } = new URL(d.url);
+    // A viewer that asks for the live page and then reads nothing.
+    const viewer = net.connect(Number(port), '127.0.0.1');
+    viewer.on('error', () => undefined);
+    await new Promise<void>((r) => viewer.once('connect', () => r()));
+    viewer.write(`GET /experiment.events?name=wide&model=m1 HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\n\r\n`);
+    viewer.pause();
+    cleanups.push(() => viewer.destroy());
+    await until(() => d.figures().streams === 1, 10_000);
+    // A long prompt makes each event of its page large (every variant's text): the socket's buffers fill sooner.
+    const wide = `${BASE} ${'Keep the answer to one word, and say nothing else about the ticket. '.repeat(200)}`;
+    // The page changes (outcomes) until the server has given up on the viewer: the socket's buffers fill, then its backlog.
+    const dropped = (): number => Number(d.figures().streams_dropped ?? 0);
+    const giveUpAt = Date.now() + 60_000;
+    for (let i = 0; dropped() === 0; i++) {
+      if (Date.now() > giveUpAt) throw new Error(`the viewer that reads nothing was never disconnected (${i} outcomes)`);
+      const c = await ok(pe, 'choose_prompt', { experiment: 'wide', prompt: wide, context: { model: 'm1' } });
+      await ok(pe, 'track_execution', { prompt_id: String(c.prompt_id), success: i % 2 === 0, execution_time_ms: 1, metadata: c.metadata as Json });
+    }
+    await until(() => d.figures().streams === 0, 10_000);
+  }, 120_000);
+
+  it('takes force from a form as from JSON', async () => {
+    const seen: Json[] = [];
+    const d = await startDashboard({ address: { host: '127.0.0.1', port: 0 }, token: TOKEN, call: (op, args) => (seen.push(args), pe.call(op, fromJson(args))), log: pe.engine.log });
+    cleanups.push(() => d.close());
+    const form = (fields: string): Promise<Response> =>
+      fetch(`${d.url}/action`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded', origin: d.url, 'sec-fetch-site': 'same-origin' }, body: `token=${TOKEN}&experiment=x&model=m1&${fields}` });
+    expect((await form('action=pin&force=true')).status).toBe(200);
+    expect(seen.at(-1)).toMatchObject({ action: 'pin', force: true });
+    expect((await form('action=unpin')).status).toBe(200);
+    expect(seen.at(-1)).not.toHaveProperty('force');
   });
 
   it('never shows the token: not in health, stats or the page data', async () => {

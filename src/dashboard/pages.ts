@@ -25,6 +25,9 @@ type Obj = { [k: string]: Json };
 export const PAGE_NAMES = ['experiments', 'experiment', 'prompts', 'models', 'health'] as const;
 export type PageName = (typeof PAGE_NAMES)[number];
 
+/** The query parameters each page reads (its live updates are shared by every viewer asking for the same ones; others are ignored). */
+export const PAGE_PARAMS: Readonly<Record<PageName, readonly string[]>> = { experiments: [], experiment: ['name', 'model'], prompts: ['min_count'], models: [], health: [] };
+
 /** A page's data, and the HTTP status its JSON is served with. */
 export interface PageResult {
   status: number;

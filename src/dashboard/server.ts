@@ -15,7 +15,9 @@
  * Live updates: one poller per page being watched (not per viewer) asks
  * the ops every `refreshMs` after the previous answer came back, and sends
  * the page's JSON to its streams only when it changed; nothing runs when
- * no page is open. Limits: `maxStreams` open streams (then 503), request
+ * no page is open. Limits: `maxStreams` open streams (then 503), a
+ * stream's unread backlog (`maxStreamBacklog`, then it is disconnected: a
+ * viewer that stopped reading is not buffered without end), request
  * bodies of 16 KiB (then 413).
  *
  * Safety (security.ts): loopback bind by default, a non-loopback bind
@@ -37,7 +39,7 @@ import { fromJson, termToJson, type Json } from '../codec/json.js';
 import { record, type TermObject } from '../codec/terms.js';
 import type { OpTable } from '../ops/index.js';
 import type { AppEngine } from '../services.js';
-import { PAGE_NAMES, Pages, type OpCall, type PageName } from './pages.js';
+import { PAGE_NAMES, PAGE_PARAMS, Pages, type OpCall, type PageName } from './pages.js';
 import { crossSite, hostAllowed, isLoopbackHost, READ_COOKIE, startRefusal, TokenCheck, TOKEN_HEADER } from './security.js';
 import { DASHBOARD_CSS, shellHtml } from './shell.js';
 
@@ -51,7 +53,11 @@ export interface DashboardOptions {
   refreshMs?: number;
   /** Open live streams at most (default 64). */
   maxStreams?: number;
+  /** Bytes a live stream may leave unread before it is disconnected (default 1 MiB). */
+  maxStreamBacklog?: number;
 }
+
+const DEFAULT_STREAM_BACKLOG = 1024 * 1024;
 
 export interface DashboardHandle {
   /** `http://host:port` (the real port when 0 was asked). */
@@ -104,7 +110,7 @@ class DashboardServer implements DashboardHandle {
   private readonly pages: Pages;
   private readonly pollers = new Map<string, Poller>();
   private readonly assets: Map<string, { file: string; type: string }>;
-  private readonly counts = { requests: 0, json: 0, actions: 0, refused: 0, streams_opened: 0 };
+  private readonly counts = { requests: 0, json: 0, actions: 0, refused: 0, streams_opened: 0, streams_dropped: 0 };
   private streamCount = 0;
   private closed = false;
   url = '';
@@ -204,10 +210,12 @@ class DashboardServer implements DashboardHandle {
   private stream(page: PageName, params: URLSearchParams, res: ServerResponse): void {
     const max = this.opts.maxStreams ?? 64;
     if (this.streamCount >= max) return sendJson(res, 503, { error: { reason: 'overloaded', message: `more than ${max} live pages open; close one (or reload later)` } });
-    const key = `${page}?${[...params.entries()].filter(([k]) => k === 'name' || k === 'model' || k === 'min_count').sort().map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&')}`;
+    // Keyed by what the page reads only: a parameter it ignores does not start a poller of its own.
+    const read = new URLSearchParams([...params.entries()].filter(([k]) => PAGE_PARAMS[page].includes(k)).sort());
+    const key = `${page}?${read.toString()}`;
     let poller = this.pollers.get(key);
     if (poller === undefined) {
-      poller = { key, page, params, streams: new Set(), last: undefined, timer: undefined, running: false };
+      poller = { key, page, params: read, streams: new Set(), last: undefined, timer: undefined, running: false };
       this.pollers.set(key, poller);
     }
     this.streamCount++;
@@ -215,8 +223,8 @@ class DashboardServer implements DashboardHandle {
     res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     res.write('retry: 2000\n\n');
     poller.streams.add(res);
-    if (poller.last !== undefined) res.write(`data: ${poller.last}\n\n`);
-    const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
+    if (poller.last !== undefined) this.send(res, `data: ${poller.last}\n\n`);
+    const heartbeat = setInterval(() => this.send(res, ': keep-alive\n\n'), 15_000);
     const p = poller;
     // The response's close: the viewer went away (or the server is closing).
     res.on('close', () => {
@@ -231,6 +239,21 @@ class DashboardServer implements DashboardHandle {
     if (!p.running && p.timer === undefined) void this.poll(p);
   }
 
+  /**
+   * One event to a viewer; a viewer that has not read what was sent before
+   * (more than `maxStreamBacklog` bytes wait: it stopped reading, or reads
+   * slower than the page changes) is disconnected instead of buffered
+   * without end. EventSource reconnects by itself and gets the page anew.
+   */
+  private send(res: ServerResponse, event: string): void {
+    if (res.writableLength > (this.opts.maxStreamBacklog ?? DEFAULT_STREAM_BACKLOG)) {
+      this.counts.streams_dropped++;
+      res.destroy();
+      return;
+    }
+    res.write(event);
+  }
+
   private async poll(p: Poller): Promise<void> {
     p.timer = undefined;
     if (this.closed || p.streams.size === 0) return;
@@ -242,7 +265,7 @@ class DashboardServer implements DashboardHandle {
       const same = p.last !== undefined && withoutStamp(p.last) === withoutStamp(text);
       if (!same) {
         p.last = text;
-        for (const s of p.streams) s.write(`data: ${text}\n\n`);
+        for (const s of p.streams) this.send(s, `data: ${text}\n\n`);
       }
     } catch (err) {
       this.opts.log.warn({ err: (err as Error).message, page: p.page }, 'dashboard live update failed');
@@ -272,7 +295,7 @@ class DashboardServer implements DashboardHandle {
     const args: { [k: string]: Json } = { action };
     for (const k of ['experiment', 'model', 'prompt_id'] as const) if (typeof body[k] === 'string' && body[k] !== '') args[k] = body[k];
     // Pinning a variant the loop retired or banned is refused unless the operator says so.
-    if (body.force === true) args.force = true;
+    if (body.force === true || body.force === 'true') args.force = true;
     const r = await this.opts.call('experiment', args);
     // Who did what, without the token and without prompt text.
     this.opts.log.info({ action, experiment: args.experiment, model: args.model, prompt_id: args.prompt_id, ok: r.ok }, 'dashboard operator action');

@@ -103,6 +103,13 @@ interface Mark {
   kind: string;
 }
 
+/**
+ * The charts on the page now. A redraw destroys them first: uPlot keeps each
+ * chart reachable (a window listener, its cursor sync) until `destroy()`, so
+ * charts only taken out of the page would pile up in an open tab.
+ */
+const drawn: UPlotT[] = [];
+
 /** A uPlot line chart in `parent`, with vertical marks (leader changes, retirements, bans). */
 function lineChart(parent: HTMLElement, title: string, xLabel: string, series: Array<{ label: string; ys: Array<number | null> }>, xs: number[], opts: { marks?: Mark[]; yMax?: number; time?: boolean; width?: number } = {}): void {
   const box = h('div', { class: 'chart', 'data-chart': title }, h('div', { class: 'title' }, title));
@@ -113,7 +120,7 @@ function lineChart(parent: HTMLElement, title: string, xLabel: string, series: A
   }
   const markColor: Record<string, string> = { leader: '#1f8a4c', retired: '#9aa0ac', banned: '#c0392b', admitted: '#2f6fdb' };
   const marks = opts.marks ?? [];
-  new uPlot(
+  const chart = new uPlot(
     {
       width: opts.width ?? 560,
       height: 220,
@@ -144,6 +151,8 @@ function lineChart(parent: HTMLElement, title: string, xLabel: string, series: A
     [xs, ...series.map((s) => s.ys)] as UPlotT.AlignedData,
     box,
   );
+  drawn.push(chart);
+  document.body.dataset.liveCharts = String(drawn.length);
   if (marks.length > 0) {
     const counts = new Map<string, number>();
     for (const m of marks) counts.set(m.kind, (counts.get(m.kind) ?? 0) + 1);
@@ -443,6 +452,8 @@ function renderPrompts(d: Obj): HTMLElement {
   const totals = obj(d.totals);
   const last = promptHistory[promptHistory.length - 1];
   if (last === undefined || last.executions !== num(totals.executions)) promptHistory.push({ t: Date.parse(text(d.generated_at)) / 1000, executions: num(totals.executions), rate: num(totals.success_rate) });
+  // At most as many points as every chart keeps (docs/dashboard.md, Limits).
+  if (promptHistory.length > 2000) promptHistory.splice(0, promptHistory.length - 2000);
   const fb = obj(d.feedback);
   const ratings = obj(fb.ratings);
   const maxRating = Math.max(1, ...Object.values(ratings).map(num));
@@ -571,6 +582,8 @@ function draw(d: Obj): void {
   }
   const y = window.scrollY;
   const t0 = performance.now();
+  for (const c of drawn.splice(0)) c.destroy();
+  document.body.dataset.liveCharts = '0';
   main.replaceChildren(render(d));
   window.scrollTo(0, y);
   renders++;
