@@ -9,7 +9,6 @@
  * listening connection reopened, the database away when the sidecar started)
  * are caught up by a full refresh once it listens.
  */
-import net from 'node:net';
 import os from 'node:os';
 import { afterAll, describe, expect, it } from 'vitest';
 import { coalesceMs, Freshness, type RefreshRequest } from '../src/experiments/freshness.js';
@@ -18,6 +17,7 @@ import { loopNotice } from '../src/store/experimentRecords.js';
 import { createLogger } from '../src/log.js';
 import { TrackingStore } from '../src/store/trackingStore.js';
 import { freshDatabase } from './helpers/pg.js';
+import { doorTo } from './helpers/door.js';
 import { until } from './helpers/poll.js';
 
 const log = createLogger('silent');
@@ -106,36 +106,18 @@ describe('a sidecar following the others (PostgreSQL)', () => {
 
   it('keeps trying to listen when the database was away at start, and catches up once it listens', async () => {
     const url = await freshDatabase('pe_freshness');
-    const target = new URL(url);
     // A real PostgreSQL behind a door: closed at first (every connection dropped), then open.
-    let open = false;
-    const sockets = new Set<net.Socket>();
-    const door = net.createServer((client) => {
-      if (!open) return void client.destroy();
-      const server = net.connect(Number(target.port), target.hostname);
-      for (const s of [client, server]) {
-        sockets.add(s);
-        s.on('error', () => undefined).on('close', () => sockets.delete(s));
-      }
-      client.pipe(server).pipe(client);
-    });
-    await new Promise<void>((r) => door.listen(0, '127.0.0.1', r));
-    cleanups.push(async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => door.close(r));
-    });
-    const viaDoor = new URL(url);
-    viaDoor.hostname = '127.0.0.1';
-    viaDoor.port = String((door.address() as net.AddressInfo).port);
+    const door = await doorTo(url);
+    cleanups.push(() => door.stop());
     const writer = await TrackingStore.open({ databaseUrl: url, dataDir: `${os.tmpdir()}/pe-freshness-${process.pid}-away-writer`, instanceId: 'writer', log });
     cleanups.push(() => writer.close());
-    const follower = await TrackingStore.open({ databaseUrl: viaDoor.toString(), dataDir: `${os.tmpdir()}/pe-freshness-${process.pid}-away`, instanceId: 'follower', log });
+    const follower = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${os.tmpdir()}/pe-freshness-${process.pid}-away`, instanceId: 'follower', log });
     cleanups.push(() => follower.close());
     const refreshes: RefreshRequest[] = [];
     const freshness = new Freshness(follower, log, 20_000, async (what) => void refreshes.push(what));
     cleanups.push(() => freshness.close());
     await expect(freshness.start()).rejects.toThrow();
-    open = true;
+    door.open();
     // Listening at last: everything loaded is refreshed once, and notices are followed from then on.
     await until(() => refreshes.includes('all'), 15_000, 10);
     await writer.db.notify(writer.experiments.notice.channel, loopNotice('writer', [{ name: 'after-start', model: 'm' }]));

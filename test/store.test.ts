@@ -13,6 +13,8 @@ import { ErlFloat, record, type Term, type TermObject } from '../src/codec/terms
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { freshDatabase, storeClient } from './helpers/pg.js';
 import { okValue } from './helpers/results.js';
+import { doorTo } from './helpers/door.js';
+import { until } from './helpers/poll.js';
 import { TrackingStore } from '../src/store/trackingStore.js';
 import { entryRow, type EntryRow } from '../src/store/entries.js';
 import { writeBatch, type StoreWrite } from '../src/store/groupCommitWriter.js';
@@ -228,6 +230,72 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
       await store.close();
     }
   });
+
+  it('survives a connection that drops while it is in use (held for the training lock, or mid-statement)', async () => {
+    if (dbUrl === undefined) return;
+    const door = await doorTo(dbUrl, { open: true });
+    const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/dropped`, schema: `pe_dropped_${process.pid}`, log: createLogger('silent') });
+    const errors: unknown[] = [];
+    const onError = (err: unknown): void => void errors.push(err);
+    process.on('uncaughtException', onError);
+    try {
+      // The lock's connection is taken from the pool and held while the work runs; the network drops meanwhile.
+      const held = await store.withTrainingLock(async () => {
+        door.close();
+        await new Promise((r) => setTimeout(r, 300));
+        return 'trained';
+      });
+      expect(held).toEqual({ locked: true, value: 'trained' });
+      // A statement in flight when its connection drops fails as the database away, nothing else.
+      door.open();
+      const slow = store.db.query('SELECT pg_sleep(5)');
+      await new Promise((r) => setTimeout(r, 500));
+      door.close();
+      await expect(slow).rejects.toMatchObject({ reason: 'unavailable' });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(errors).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onError);
+      door.open();
+      await store.close();
+      await door.stop();
+    }
+  }, 60_000);
+
+  it('keeps journaled writes while the database refuses them for now (read-only after a failover), and stores them once it takes them', async () => {
+    if (dbUrl === undefined) return; // a server to make read-only
+    const url = await freshDatabase('pe_readonly');
+    const dbName = new URL(url).pathname.slice(1);
+    const door = await doorTo(url, { open: true });
+    const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/readonly`, log: createLogger('silent') });
+    const admin = storeClient(url);
+    await admin.connect();
+    try {
+      // The database away: the writes are acknowledged from the journal.
+      door.close();
+      const ids = await Promise.all(Array.from({ length: 20 }, (_, i) => store.track('execution', record({ prompt_id: `p_ro_${i % 2}`, execution_time_ms: i, success: true }))));
+      expect(store.figures.journal_depth).toBe(20);
+      // It answers again, read-only (a standby before its promotion): every insert is refused with 25006, for a while.
+      await admin.query(`ALTER DATABASE ${dbName} SET default_transaction_read_only = on`);
+      door.open();
+      const attempts = async (): Promise<number> => Number((await admin.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()`, [dbName])).rows[0].n);
+      await until(async () => (await attempts()) > 0, 10_000);
+      // Several replays tried (the writer retries every 300 ms), none may drop what it acknowledged.
+      await new Promise((r) => setTimeout(r, 1_500));
+      expect(store.figures).toMatchObject({ journal_depth: 20, refused: 0 });
+      // Promoted: writable again (its sessions too), and the journal goes in.
+      await admin.query(`ALTER DATABASE ${dbName} RESET default_transaction_read_only`);
+      await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()', [dbName]);
+      await until(() => store.figures.journal_depth === 0, 30_000);
+      const stored = (await admin.query('SELECT id::text AS id FROM prompt_engine.prompt_executions')).rows.map((r: { id: string }) => r.id).sort();
+      expect(stored).toEqual([...ids].sort());
+      expect(store.figures.refused).toBe(0);
+    } finally {
+      await admin.end();
+      await store.close();
+      await door.stop();
+    }
+  }, 60_000);
 
   it('writes history snapshots in the statement that stores a batch: each once, the outcomes counted once, a snapshot alone apart', async () => {
     const store = await pe.engine.service('store');

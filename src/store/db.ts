@@ -139,6 +139,10 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
   const pool = new pg.Pool({ connectionString: url, options, max: opts.max ?? 6, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
   // An idle client losing its server (restart) must not crash the process.
   pool.on('error', () => undefined);
+  // Nor one in use: the pool listens only to its idle clients, and a client whose connection ends (a
+  // restart, a terminated backend, a dropped proxy) emits 'error' whatever it is doing. Its queries fail
+  // with the connection error, which is how the store sees it.
+  pool.on('connect', (client) => void client.on('error', () => undefined));
   // bigint columns (seq, test_duration) as JS numbers: they stay below 2^53 here.
   const types = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) };
   const session: SqlClient['session'] = async (inTransaction, fn) => {

@@ -219,9 +219,10 @@ export class GroupCommitWriter {
       return [];
     } catch (err) {
       if (isConnectionError(err)) return batch;
-      if (batch.length === 1) {
-        this.figures.refused++;
-        batch[0]!.reject(err);
+      // Refused for a reason no row of it causes (a read-only standby, a full disk, a lock timeout): each caller is told, no split.
+      if (batch.length === 1 || !refusedForItsData(err)) {
+        this.figures.refused += batch.length;
+        for (const p of batch) p.reject(err);
         return [];
       }
       const mid = batch.length >> 1;
@@ -266,12 +267,24 @@ export class GroupCommitWriter {
     }
   }
 
-  /** A journal batch: a row the database refuses is logged and dropped (it can never be written); a connection error stops the replay. */
+  /**
+   * A journal batch: a row the database refuses for its data is logged and
+   * dropped (it can never be written). Any other error stops the replay and
+   * keeps the journal for the next try: its writes were acknowledged, and a
+   * database that is away, read-only (a standby answering after a failover),
+   * out of disk or recreated empty refuses every row for a while, not one.
+   */
   private async replayBatch(rows: StoreWrite[]): Promise<void> {
     try {
       await writeBatch(this.db, rows, this.opts.notice);
     } catch (err) {
       if (isConnectionError(err)) throw err;
+      if (!refusedForItsData(err)) {
+        const why = (err as Error).message;
+        if (why !== this.lastReplayRefusal) this.log.warn({ err: why, code: (err as { code?: string }).code }, 'journaled writes not replayed: the database refuses them for now; kept, and tried again');
+        this.lastReplayRefusal = why;
+        throw err;
+      }
       if (rows.length === 1) {
         this.figures.refused++;
         this.log.error({ err: (err as Error).message, kind: rows[0]!.kind, id: rows[0]!.id }, 'a journaled write was refused by the database and dropped');
@@ -283,6 +296,8 @@ export class GroupCommitWriter {
     }
   }
 
+  private lastReplayRefusal: string | undefined;
+
   /** Wait for queued writes; stop recovering. Journaled entries stay for the next start. */
   async close(): Promise<void> {
     while (this.flushing !== undefined) await this.flushing;
@@ -290,6 +305,16 @@ export class GroupCommitWriter {
     this.closed = true;
     if (this.recovering !== undefined) clearTimeout(this.recovering);
   }
+}
+
+/**
+ * Whether the database refused a write for what a row holds (SQLSTATE classes 22 data exception, 23
+ * integrity constraint, 54 program limit such as an index row too large): splitting the batch finds the
+ * row, and only it fails. Anything else is about the database now, not about a row.
+ */
+function refusedForItsData(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && /^(22|23|54)/.test(code);
 }
 
 const isGeneration = (r: StoreWrite): r is GenerationEntry => r.kind === 'generation';
