@@ -57,6 +57,11 @@ describe('NATS deadlines', () => {
     // A caller still waiting gets a timeout error at its deadline, not silence; a bad deadline is a bad request.
     const late = (await requestJson(nc, 'echo', { delay_ms: 5_000, timeout_ms: 200 }, 3_000)).body as { error: { reason: string } };
     expect(late.error.reason).toBe('timeout');
+    // The header in any case (header names are case-insensitive; Gnat sends them lower-case).
+    const lower = headers();
+    lower.set('prompt-engine-timeout-ms', '200');
+    const lowerReply = await nc.request('prompt_engine.echo', JSON.stringify({ delay_ms: 5_000 }), { timeout: 3_000, headers: lower });
+    expect((JSON.parse(lowerReply.string()) as { error: { reason: string } }).error.reason).toBe('timeout');
     const bad = (await requestJson(nc, 'echo', { timeout_ms: -1 })).body as { error: { reason: string; message: string } };
     expect(bad.error).toMatchObject({ reason: 'bad_request' });
     expect(bad.error.message).toMatch(/timeout_ms/);

@@ -21,7 +21,7 @@
  * figures when the op completes, so `$SRV.STATS` tells the truth.
  */
 import { withTimeout } from './timeouts.js';
-import { Events, type NatsConnection, type Service, type ServiceMsg, type Status } from 'nats';
+import { Events, Match, type NatsConnection, type Service, type ServiceMsg, type Status } from 'nats';
 import type { Logger } from 'pino';
 import type { NatsLink } from '../nats/link.js';
 import type { TermObject } from '../codec/terms.js';
@@ -244,7 +244,8 @@ class NatsPeer implements NatsServiceHandle {
 
   /** The request's deadline in ms (header, then `timeout_ms` in the body, then the default), or an error message. */
   private deadlineOf(msg: ServiceMsg, args: TermObject): number | string {
-    const fromHeader = msg.headers?.get(DEADLINE_HEADER);
+    // Header names are case-insensitive (HTTP's convention, which NATS headers follow; Gnat and others send them lower-case).
+    const fromHeader = msg.headers?.get(DEADLINE_HEADER, Match.IgnoreCase);
     const raw: unknown = fromHeader !== undefined && fromHeader !== '' ? Number(fromHeader) : args.timeout_ms;
     if ('timeout_ms' in args) delete args.timeout_ms;
     if (raw === undefined || raw === null) return this.defaultDeadlineMs;
