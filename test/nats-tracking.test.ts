@@ -149,5 +149,22 @@ describe('tracking without JetStream', () => {
     const q = (await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: Array<{ id: string; prompt_id: string }> } };
     expect(q.ok.rows.map((r) => r.id)).toEqual([id]);
   });
-});
 
+  it('goes straight to the store when its stream cannot be made (another stream already takes its subjects)', async () => {
+    const server = await OwnNatsServer.start();
+    cleanups.push(() => server.stop());
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: 'SOMEONE_ELSES', subjects: ['prompt_engine.track.>'] });
+    const sc = new NatsSidecar({ natsUrl: server.url });
+    cleanups.push(() => sc.kill());
+    await sc.ready();
+    expect(sc.stderr).toContain('JetStream tracking stream not set up');
+    const ping = JSON.parse(Buffer.from((await nc.request('$SRV.INFO.prompt_engine', new Uint8Array(), { timeout: 3000 })).data).toString()) as { metadata: Record<string, string> };
+    expect(ping.metadata.durable_tracking).toBe('direct');
+    const id = randomUUID();
+    expect((await requestJson(nc, 'track_execution', entry(2, id))).body).toEqual({ ok: { id } });
+    expect(((await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: Array<{ id: string }> } }).ok.rows.map((r) => r.id)).toEqual([id]);
+  });
+});

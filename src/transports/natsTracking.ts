@@ -66,7 +66,7 @@ export class TrackingStream {
     private readonly opts: TrackingStreamOptions,
   ) {}
 
-  /** Ensure the stream and the durable consumer; false when the server has no JetStream. */
+  /** Ensure the stream and the durable consumer; false when the server has no JetStream, or they cannot be made. */
   async setup(): Promise<boolean> {
     let jsm: JetStreamManager;
     try {
@@ -76,7 +76,14 @@ export class TrackingStream {
       this.log.info({ err: (err as Error).message }, 'JetStream not available: tracking goes straight to the store');
       return false;
     }
-    await this.ensure(jsm);
+    try {
+      await this.ensure(jsm);
+    } catch (err) {
+      // JetStream is there but the stream or its consumer cannot be made (no permission to create them,
+      // another stream already takes these subjects): serve anyway, tracking straight to the store.
+      this.log.warn({ err: (err as Error).message, stream: this.opts.stream }, 'JetStream tracking stream not set up: tracking goes straight to the store');
+      return false;
+    }
     this.js = this.nc.jetstream({ timeout: this.opts.publishTimeoutMs });
     this.loop = this.consumeLoop();
     return true;
