@@ -94,6 +94,11 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
       ['track_ab_result', record({ test_id: 't', variant_a_prompt_id: 'a', variant_b_prompt_id: 'b', winner: 'c', confidence_level: 0.5, sample_size: 1, test_duration: 1 }), /^winner: expected one of a, b, tie/],
       ['track_ab_result', record({ test_id: 't', variant_a_prompt_id: 'a', variant_b_prompt_id: 'b', winner: 'a', confidence_level: 0.5, sample_size: 1, test_duration: 1, metrics: { x: 'high' } as unknown as Term }), /^metrics\.x: expected a number/],
       ['track_evolution', record({ original_prompt_id: 'a', evolved_prompt_id: 'b', evolution_type: 'optimization' }), /^performance_improvement: is required/],
+      // What the counting trigger could not hold: a cost whose square overflows, a name no experiment can have.
+      ['track_execution', record({ prompt_id: 'p_bad', execution_time_ms: 1, success: true, cost: new ErlFloat(1e200), metadata: { experiment: 'x', generation: '1' } as unknown as Term }), /^cost: expected a number in 0\.\.1000000000/],
+      ['track_execution', record({ prompt_id: 'p_bad', execution_time_ms: 1, success: true, metadata: { experiment: 'e'.repeat(3_000), generation: '1' } as unknown as Term }), /^metadata\.experiment: expected at most 200 characters/],
+      ['track_execution', record({ prompt_id: 'p_bad', execution_time_ms: 1, success: true, metadata: { experiment: 'x', model: 'm'.repeat(201) } as unknown as Term }), /^metadata\.model: expected at most 200 characters/],
+      ['track_feedback', record({ prompt_id: 'p_bad', feedback_type: 'quality', rating: 1, context: { experiment: 'e'.repeat(3_000) } as unknown as Term }), /^context\.experiment: expected at most 200 characters/],
     ];
     for (const [op, entry, msg] of cases) {
       const r = await pe.call(op, entry);
@@ -139,6 +144,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
 
   it('rejects bad queries naming the field', async () => {
     expect(await pe.call('query', record({ kind: 'nope' }))).toMatchObject({ ok: false, reason: 'bad_request', message: expect.stringMatching(/^kind: expected one of by_id/) });
+    for (const id of ['-'.repeat(36), 'a'.repeat(36)]) expect(await pe.call('query', record({ kind: 'by_id', id }))).toMatchObject({ ok: false, reason: 'bad_request', message: expect.stringMatching(/^id: /) });
     expect(await pe.call('query', record({ kind: 'recent_feedback', duration: 'soon' }))).toMatchObject({ ok: false, message: expect.stringMatching(/^duration:/) });
     // a window whose start is no date: bad_request naming the field, not an internal error
     expect(await pe.call('query', record({ kind: 'recent_feedback', duration: '99999999999d' }))).toMatchObject({ ok: false, reason: 'bad_request', message: 'duration: expected a window of at most 100 years' });

@@ -14,6 +14,7 @@ import { successRate, type Experiment, type Variant } from '../experiments/exper
 import { costPerCall, DEFAULT_OBJECTIVE, meanScore, type Objective } from '../experiments/objective.js';
 import { MAX_MODELS_PER_REPLY } from '../experiments/service.js';
 import { OBJECTIVE_KINDS, type HistoryRow } from '../store/experimentRecords.js';
+import { LOOP_NAME_MAX } from '../store/entries.js';
 import type { Vars } from '../templates/renderer.js';
 import { typedOp, type OpSpec } from './types.js';
 
@@ -43,9 +44,9 @@ function toObjective(o: ArgsOf<typeof OBJECTIVE_ARGS> | undefined): Objective | 
   };
 }
 
-/** An experiment's name: a string (binary) of 1..200 characters; an atom is refused (it reads like an instance name on the Elixir side). */
-function experimentName<O extends { required?: boolean; requiredWhen?: string; doc: string }>(o: O): ReturnType<typeof string<O & { min: 1; max: 200 }>> {
-  const spec = string({ ...o, min: 1 as const, max: 200 as const });
+/** An experiment's name: a string (binary) of 1..LOOP_NAME_MAX characters; an atom is refused (it reads like an instance name on the Elixir side). */
+function experimentName<O extends { required?: boolean; requiredWhen?: string; doc: string }>(o: O): ReturnType<typeof string<O & { min: 1; max: typeof LOOP_NAME_MAX }>> {
+  const spec = string({ ...o, min: 1 as const, max: LOOP_NAME_MAX });
   const read = spec.read!;
   return {
     ...spec,
@@ -53,10 +54,10 @@ function experimentName<O extends { required?: boolean; requiredWhen?: string; d
       if (typeof v !== 'string') throw badRequest(f, 'expected a string (an experiment name is a binary, not an atom)');
       return read(v, f);
     },
-  } as ReturnType<typeof string<O & { min: 1; max: 200 }>>;
+  } as ReturnType<typeof string<O & { min: 1; max: typeof LOOP_NAME_MAX }>>;
 }
 
-const MODEL = { min: 1, max: 200 } as const;
+const MODEL = { min: 1, max: LOOP_NAME_MAX } as const;
 
 /** An objective as a reply carries it. */
 const objectiveTerm = (o: Objective): TermObject =>

@@ -44,7 +44,7 @@ export interface EntryDeclaration {
   readonly refine?: (a: Record<string, unknown>) => void;
 }
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+export const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const MAX_JSON_BYTES = 64 * 1024;
 const MAX_INT4 = 2_147_483_647;
 
@@ -65,6 +65,24 @@ const requiredInt = (name: string, pg: 'int4' | 'int8', doc: string): Column => 
 const optionalNumber = (name: string, range: { min: number; max?: number }, doc: string): Column => ({ name, pg: 'float8', arg: number({ ...range, doc }) });
 const requiredNumber = (name: string, range: { min?: number; max?: number }, doc: string): Column => ({ name, pg: 'float8', arg: number({ ...range, required: true, doc }) });
 
+/** An experiment's name and its model's, in characters: what `choose_prompt` takes, and what an outcome may name. */
+export const LOOP_NAME_MAX = 200;
+/** A call's cost, at most (a typo must not swamp an experiment's sums). */
+export const MAX_COST = 1e9;
+
+/**
+ * A closed-loop outcome's (or late rating's) names, checked here as the counting trigger will key its
+ * counts by them: a name no experiment can have is refused with the field, not by the store's index.
+ */
+function loopNames(map: unknown, field: string): void {
+  const m = map as Readonly<Record<string, string>> | undefined;
+  if (m?.experiment === undefined) return;
+  for (const k of ['experiment', 'model'] as const) {
+    const v = m[k];
+    if (v !== undefined && v.length > LOOP_NAME_MAX) throw badRequest(`${field}.${k}`, `expected at most ${LOOP_NAME_MAX} characters (${k === 'experiment' ? "an experiment's name" : "an experiment's model"})`);
+  }
+}
+
 /** The five entries, declared once. */
 export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
   execution: {
@@ -83,10 +101,11 @@ export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
       optionalNumber('score', { min: 0, max: 1 }, "a graded outcome (a judge's score, stars scaled to 0..1); the closed loop's score and reward objectives use it, success when absent"),
       optionalInt('input_tokens', "the prompt's tokens on the model (cost objectives)"),
       optionalInt('output_tokens', "the answer's tokens (cost objectives)"),
-      optionalNumber('cost', { min: 0 }, 'what the call cost, in any unit the app uses consistently (cost objectives)'),
+      optionalNumber('cost', { min: 0, max: MAX_COST }, 'what the call cost, in any unit the app uses consistently (cost objectives)'),
     ],
     meta: 'metadata',
     refine: (a) => {
+      loopNames(a.metadata, 'metadata');
       if (a.success !== undefined) return;
       if (a.score === undefined) throw badRequest('success', 'is required (a boolean), or give a score');
       a.success = (a.score as number) >= 0.5;
@@ -106,6 +125,7 @@ export const ENTRIES: Readonly<Record<EntryKind, EntryDeclaration>> = {
       stringMapColumn('context', "model, task, ... (merged into the prompt's context for training); experiment, model, generation (a choice's metadata) make it a late outcome of that choice"),
     ],
     meta: 'context',
+    refine: (a) => loopNames(a.context, 'context'),
   },
   evolution: {
     title: 'PromptEvolutionEntry',
