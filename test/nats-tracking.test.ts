@@ -13,6 +13,7 @@ import type { NatsConnection } from 'nats';
 import { NatsSidecar, OwnNatsServer, natsConnect, requestEtf, requestJson, requireEnv, sleep } from './helpers/nats.js';
 import { record, float, Tuple, type TermObject } from '../src/codec/terms.js';
 import { createDatabase } from './helpers/pg.js';
+import { until } from './helpers/poll.js';
 
 const BASE_DB = requireEnv('TEST_DATABASE_URL');
 const cleanups: Array<() => Promise<void>> = [];
@@ -167,4 +168,45 @@ describe('tracking without JetStream', () => {
     expect((await requestJson(nc, 'track_execution', entry(2, id))).body).toEqual({ ok: { id } });
     expect(((await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: Array<{ id: string }> } }).ok.rows.map((r) => r.id)).toEqual([id]);
   });
+
+  it('makes its consumer again when it is deleted, and writes what waited in the stream', async () => {
+    const server = await OwnNatsServer.start();
+    cleanups.push(() => server.stop());
+    const sc = new NatsSidecar({ natsUrl: server.url });
+    cleanups.push(() => sc.kill());
+    await sc.ready();
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+    const stored = async (id: string): Promise<boolean> => ((await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: unknown[] } }).ok.rows.length === 1;
+    const first = randomUUID();
+    expect(idOf((await requestJson(nc, 'track_execution', entry(1, first))).body)).toBe(first);
+    await until(() => stored(first), 20_000, 50);
+    // An operator removes the consumer (nats consumer rm): the entries published meanwhile wait in the stream.
+    await (await nc.jetstreamManager()).consumers.delete('PROMPT_ENGINE_TRACK', 'prompt_engine_track');
+    const second = randomUUID();
+    expect(idOf((await requestJson(nc, 'track_execution', entry(2, second))).body)).toBe(second);
+    await until(() => stored(second), 30_000, 50);
+  }, 60_000);
+
+  it('gives an entry published straight to the stream without its time the time the stream took it, not when it is written', async () => {
+    const server = await OwnNatsServer.start();
+    cleanups.push(() => server.stop());
+    const first = new NatsSidecar({ natsUrl: server.url });
+    await first.ready(); // makes the stream and its consumer
+    await first.kill();
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+    const id = randomUUID();
+    const { timestamp: _none, ...untimed } = entry(3, id);
+    const publishedAt = Date.now();
+    await nc.jetstream().publish('prompt_engine.track.execution', JSON.stringify(untimed), { msgID: id });
+    // Written only later, by a sidecar that starts a few seconds after.
+    await sleep(3_000);
+    const sc = new NatsSidecar({ natsUrl: server.url });
+    cleanups.push(() => sc.kill());
+    await sc.ready();
+    let rows: Array<{ timestamp: string }> = [];
+    await until(async () => (rows = ((await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: typeof rows } }).ok.rows).length === 1, 30_000, 50);
+    expect(Math.abs(Date.parse(rows[0]!.timestamp) - publishedAt)).toBeLessThan(1_500);
+  }, 60_000);
 });

@@ -230,6 +230,11 @@ export function parseEntry(kind: EntryKind, e: TermObject): EntryRow {
   return entryRow(kind, readArgs(e, ENTRY_SCHEMAS[kind]) as Record<string, unknown>);
 }
 
+/** The column that says when an entry happened (`timestamp`, `evolution_timestamp`, ...): the time of the call when absent. */
+export function whenColumnOf(kind: EntryKind): string {
+  return ENTRIES[kind].columns.find((c) => c.pg === 'timestamptz')!.name;
+}
+
 /** The row of arguments already read by `ENTRY_SCHEMAS[kind]` (the op table reads them; `refine` makes the row). */
 export function entryRow(kind: EntryKind, a: Record<string, unknown>): EntryRow {
   const d = ENTRIES[kind];

@@ -17,7 +17,8 @@ import { randomUUID } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, headers as natsHeaders, RetentionPolicy, StorageType, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import { encode } from '../codec/etf.js';
-import { record, type Term, type TermObject } from '../codec/terms.js';
+import { isTermObject, record, type Term, type TermObject } from '../codec/terms.js';
+import { whenColumnOf, type EntryKind } from '../store/entries.js';
 import type { AppEngine } from '../services.js';
 import { InFlight } from './inFlight.js';
 import type { OpResult, OpTable } from '../ops/index.js';
@@ -145,6 +146,8 @@ export class TrackingStream {
     const given = args['id'];
     const id = typeof given === 'string' && given !== '' ? given.toLowerCase() : randomUUID();
     args['id'] = id;
+    // Absent, when it happened is the time of the call (as on the Port), not the time a consumer writes it.
+    stampIfAbsent(kind, args, Date.now());
     const h = natsHeaders();
     h.set('Content-Type', ETF_CONTENT_TYPE);
     try {
@@ -166,7 +169,8 @@ export class TrackingStream {
         const jsm = await this.nc.jetstreamManager({ timeout: 3000 });
         await this.ensure(jsm);
         const consumer = await this.js!.consumers.get(this.opts.stream, this.opts.durable);
-        this.messages = await consumer.consume({ max_messages: this.opts.concurrency });
+        // A consumer deleted under us ends the iteration (the default keeps polling for it forever): ensure() makes it again.
+        this.messages = await consumer.consume({ max_messages: this.opts.concurrency, abort_on_missing_resource: true });
         backoff = 250;
         for await (const m of this.messages) {
           if (this.stopping) {
@@ -206,6 +210,8 @@ export class TrackingStream {
       return;
     }
     const args: Term = parsed.args;
+    // An entry published straight to the stream without its time: the time the stream took it.
+    if (isTermObject(args)) stampIfAbsent(kind, args, Math.floor(m.info.timestampNanos / 1e6));
     const r = await this.table.dispatch(op, args, { signal, engine: this.engine, log: this.log, transport: 'nats' });
     if (r.ok) {
       this.figures.written++;
@@ -242,4 +248,10 @@ export class TrackingStream {
 /** What a `track_*` request answers through the stream (the same shape as the op's own reply). */
 export function trackReply(id: string): Term {
   return record({ id });
+}
+
+/** Give an entry the time it happened when it has none (`kind` is a tracking kind: the op table's durable kinds are the store's entry kinds). */
+function stampIfAbsent(kind: string, args: TermObject, ms: number): void {
+  const column = whenColumnOf(kind as EntryKind);
+  if (args[column] === undefined) args[column] = new Date(ms).toISOString();
 }
