@@ -64,4 +64,23 @@ describe('the journal', () => {
     expect(j.depth).toBe(1);
     await j.close();
   });
+
+  it('cuts a failed append off again (a disk error at its fsync): the next append and the replay keep only what was acknowledged', async () => {
+    const dir = tmp();
+    const j = new Journal(dir);
+    await j.open();
+    await j.append([row(1)]);
+    // The disk refuses once, after the bytes went out (ENOSPC, EIO at fsync): that append fails, unacknowledged.
+    const fh = (j as unknown as { fh: fs.promises.FileHandle }).fh;
+    const datasync = fh.datasync.bind(fh);
+    fh.datasync = () => {
+      fh.datasync = datasync;
+      return Promise.reject(Object.assign(new Error('no space left on device'), { code: 'ENOSPC' }));
+    };
+    await expect(j.append([row(2), row(3)])).rejects.toMatchObject({ code: 'ENOSPC' });
+    await j.append([row(4)]);
+    expect(j.depth).toBe(2);
+    expect(await replayAll(j)).toEqual([1, 4]);
+    await j.close();
+  });
 });

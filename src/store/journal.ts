@@ -74,8 +74,19 @@ export class Journal {
       const text = Buffer.from(rows.map((r) => JSON.stringify(r, (k, v: unknown) => (k === 'meta' ? undefined : v))).join('\n') + '\n');
       if (this.size + text.length > this.maxBytes)
         throw new OpError('unavailable', `the database is unreachable and the local journal holds ${this.size} bytes, its limit being ${this.maxBytes}: not written; retry once the database is back`);
-      await this.fh!.write(text);
-      await this.fh!.datasync();
+      try {
+        // Whole, or not at all: a short write (a full disk) is finished or fails, and a failed append is cut
+        // off again, so the next one does not follow a torn line the sizes here do not count.
+        for (let written = 0; written < text.length; ) {
+          const { bytesWritten } = await this.fh!.write(text, written, text.length - written);
+          if (bytesWritten === 0) throw new Error('the journal could not be written (no progress)');
+          written += bytesWritten;
+        }
+        await this.fh!.datasync();
+      } catch (err) {
+        await this.fh!.truncate(this.size).catch(() => undefined);
+        throw err;
+      }
       this.size += text.length;
       this.entries += rows.length;
     });
