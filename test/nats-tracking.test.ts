@@ -9,7 +9,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import type { NatsConnection } from 'nats';
+import { nanos, type NatsConnection } from 'nats';
 import { NatsSidecar, OwnNatsServer, natsConnect, requestEtf, requestJson, requireEnv, sleep } from './helpers/nats.js';
 import { record, float, Tuple, type TermObject } from '../src/codec/terms.js';
 import { createDatabase } from './helpers/pg.js';
@@ -208,5 +208,22 @@ describe('tracking without JetStream', () => {
     let rows: Array<{ timestamp: string }> = [];
     await until(async () => (rows = ((await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: typeof rows } }).ok.rows).length === 1, 30_000, 50);
     expect(Math.abs(Date.parse(rows[0]!.timestamp) - publishedAt)).toBeLessThan(1_500);
+  }, 60_000);
+
+  it('takes a changed ack wait at its next start: the consumer an earlier start made is updated', async () => {
+    const server = await OwnNatsServer.start();
+    cleanups.push(() => server.stop());
+    const first = new NatsSidecar({ natsUrl: server.url });
+    await first.ready();
+    await first.kill();
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+    const jsm = await nc.jetstreamManager();
+    const ackWait = async (): Promise<number | undefined> => (await jsm.consumers.info('PROMPT_ENGINE_TRACK', 'prompt_engine_track')).config.ack_wait;
+    expect(await ackWait()).toBe(nanos(10_000));
+    const second = new NatsSidecar({ natsUrl: server.url, env: { PROMPT_ENGINE_TRACK_ACK_WAIT_MS: '60000' } });
+    cleanups.push(() => second.kill());
+    await second.ready();
+    expect(await ackWait()).toBe(nanos(60_000));
   }, 60_000);
 });

@@ -220,15 +220,15 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
       const before = store.figures.batches as number;
       let next = 0;
       let mostWaiting = 0;
-      // 64 writers each writing again as soon as its write is answered: the queue is never empty until the end.
+      // 64 writers each writing again as soon as its write is answered (1,500 writes): the queue is never empty until the end.
       const lane = async (): Promise<void> => {
-        while (next < 3_000) {
+        while (next < 1_500) {
           await store.track('execution', record({ prompt_id: `p_sustained_${next++ % 5}`, execution_time_ms: 1, success: true }));
           mostWaiting = Math.max(mostWaiting, writer.idle.length);
         }
       };
       await Promise.all(Array.from({ length: 64 }, lane));
-      expect((store.figures.batches as number) - before).toBeGreaterThan(40);
+      expect((store.figures.batches as number) - before).toBeGreaterThan(20);
       // One waiter: the flush that the first write started (before, one more for every batch committed while others waited).
       expect(mostWaiting).toBeLessThanOrEqual(1);
       expect(writer.idle).toHaveLength(0);

@@ -125,7 +125,9 @@ export class TrackingStream {
       filter_subject: `${this.opts.prefix}.track.>`,
     };
     try {
-      await jsm.consumers.info(this.opts.stream, this.opts.durable);
+      const info = await jsm.consumers.info(this.opts.stream, this.opts.durable);
+      // Made by an earlier start with another ack wait (PROMPT_ENGINE_TRACK_ACK_WAIT_MS changed since): the setting wins.
+      if (info.config.ack_wait !== ccfg.ack_wait) await jsm.consumers.update(this.opts.stream, this.opts.durable, { ack_wait: ccfg.ack_wait });
     } catch {
       await jsm.consumers.add(this.opts.stream, ccfg).catch(async (err: unknown) => {
         await jsm.consumers.info(this.opts.stream, this.opts.durable).catch(() => {
