@@ -147,6 +147,18 @@ describe('shipped templates', () => {
     expect(ok(await pe.call('render_template', record({ template_id: 'nested_each', variables: record({ a: [1, 2, 3] }) }))).prompt).toBe('x'.repeat(81));
     await store('doubling_small', '{{> dbl_3}}');
     expect(ok(await pe.call('render_template', record({ template_id: 'doubling_small', variables: record({}) }))).prompt).toBe('abcdefgh'.repeat(8));
+    // The same doubling with partials defined inline ({{#*inline}}), writing nothing: 2^18 calls, no output to measure.
+    const inline = ['{{#*inline "i0"}}{{/inline}}', ...Array.from({ length: 18 }, (_, i) => `{{#*inline "i${i + 1}"}}{{> i${i}}}{{> i${i}}}{{/inline}}`), '{{> i18}}'].join('');
+    await store('inline_doubling', inline);
+    const inlined = await pe.call('render_template', record({ template_id: 'inline_doubling', variables: record({}) }));
+    expect(inlined).toMatchObject({ ok: false, reason: 'bad_request' });
+    expect((inlined as { message: string }).message).toMatch(/more than 100,000 blocks/);
+    // ... and through a partial block's {{> @partial-block}} too
+    await store('twice_block', '{{> @partial-block}}{{> @partial-block}}', 'partial');
+    await store('block_doubling', '{{#> twice_block}}'.repeat(18) + '{{/twice_block}}'.repeat(18));
+    const blocks = await pe.call('render_template', record({ template_id: 'block_doubling', variables: record({}) }));
+    expect(blocks).toMatchObject({ ok: false, reason: 'bad_request' });
+    expect((blocks as { message: string }).message).toMatch(/more than 100,000 blocks/);
   });
 
   it('holds at most MEMORY_LIMITS of stored templates: store_template past it is refused naming the limit, a replacement still fits', async () => {

@@ -40,7 +40,7 @@ export class TemplateVariablesError extends Error {
 
 export class TemplateSyntaxError extends Error {}
 
-/** What one render may do: blocks entered (an `each` iteration, an `if`/`unless`/`with` body, a partial), characters produced. */
+/** What one render may do: blocks entered (an `each` iteration, an `if`/`unless`/`with` body, a partial of any kind), characters produced. */
 export const RENDER_LIMITS = { blocks: 100_000, chars: 4_000_000 } as const;
 
 /** A render went past RENDER_LIMITS and was stopped. */
@@ -58,6 +58,18 @@ export class TemplateRenderer {
 
   constructor() {
     this.hbs.unregisterHelper('log');
+    // Every partial the render enters, however it came (registered, `{{#*inline}}`, `{{> @partial-block}}`),
+    // counted and measured as a block: this environment's own VM, its invokePartial wrapped. An inline
+    // partial calling another twice, forty deep, was 2^40 calls nothing counted.
+    const vm = (this.hbs as unknown as { VM: { invokePartial: (this: unknown, ...a: unknown[]) => unknown } }).VM;
+    const invoke = vm.invokePartial;
+    const counted = this.counted;
+    (this.hbs as unknown as { VM: unknown }).VM = {
+      ...vm,
+      invokePartial(this: unknown, ...args: unknown[]): unknown {
+        return counted((...a: unknown[]) => invoke.apply(this, a))(...args);
+      },
+    };
     // The built-in block helpers, each block they render counted and measured.
     for (const name of ['each', 'if', 'unless', 'with']) {
       const builtin = this.hbs.helpers[name] as (this: unknown, ...a: unknown[]) => unknown;
@@ -72,11 +84,11 @@ export class TemplateRenderer {
     this.hbs.registerHelper('default', (v: unknown, fallback: unknown) => (v === undefined || v === null || v === '' ? fallback : v));
   }
 
-  /** Register (or replace) a partial usable as `{{> name}}`; each inclusion counted and measured as a block. */
+  /** Register (or replace) a partial usable as `{{> name}}`; each inclusion counted and measured as a block (the VM's invokePartial). */
   setPartial(name: string, content: string): void {
     const template = this.compile(content);
     this.partials.set(name, content);
-    this.hbs.registerPartial(name, this.counted((context: unknown, options?: Handlebars.RuntimeOptions) => template(context, options)) as unknown as Handlebars.Template);
+    this.hbs.registerPartial(name, ((context: unknown, options?: Handlebars.RuntimeOptions) => template(context, options)) as unknown as Handlebars.Template);
   }
 
   /** `f` (a block's or a partial's renderer) counted against RENDER_LIMITS.blocks, its output against RENDER_LIMITS.chars. */
