@@ -161,6 +161,15 @@ describe('shipped templates', () => {
     expect((blocks as { message: string }).message).toMatch(/more than 100,000 blocks/);
   });
 
+  it("keeps a variable whose name a partial also has: only {{> name}} includes the partial", async () => {
+    const store = async (name: string, content: string, type = 'command'): Promise<void> => void ok(await pe.call('store_template', record({ template: record({ template_name: name, template_type: type, language: 'any', template_content: content }) })));
+    await store('topic', 'a partial that happens to be called topic', 'partial');
+    await store('about_topic', 'Write about {{topic}}.');
+    expect(ok(await pe.call('render_template', record({ template_id: 'about_topic', variables: record({ topic: 'cats' }) }))).prompt).toBe('Write about cats.');
+    await store('includes_topic', '{{> topic}}: {{subject}}');
+    expect(ok(await pe.call('render_template', record({ template_id: 'includes_topic', variables: record({ subject: 'dogs' }) }))).prompt).toBe('a partial that happens to be called topic: dogs');
+  });
+
   it('holds at most MEMORY_LIMITS of stored templates: store_template past it is refused naming the limit, a replacement still fits', async () => {
     const own = localEngine();
     try {

@@ -145,13 +145,15 @@ export class TemplateRenderer {
   /** Every variable a template refers to anywhere (for candidates that must keep them). */
   variablesOf(content: string): string[] {
     const out = new Set<string>();
+    // A partial's name in `{{> name}}` is no variable; the same name used as {{name}} elsewhere is one.
+    const partialNames = new Set<unknown>();
     walk(this.parse(content), (n) => {
-      if (n.type === 'PathExpression' && !(n.data as boolean) && (n.depth as number) === 0) {
+      if (n.type === 'PartialStatement' || n.type === 'PartialBlockStatement') partialNames.add(n.name);
+      else if (n.type === 'PathExpression' && !partialNames.has(n) && !(n.data as boolean) && (n.depth as number) === 0) {
         const head = (n.parts as string[])[0];
         if (head !== undefined && !BUILTINS.has(head)) out.add(head);
       }
     });
-    for (const p of this.partials.keys()) out.delete(p);
     return [...out];
   }
 
