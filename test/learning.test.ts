@@ -101,6 +101,9 @@ describe('train and score through the op table', () => {
     const [good, bad] = (after.scores as ErlFloat[]).map((x) => x.value);
     expect(good!).toBeGreaterThan(bad!);
     expect(fs.existsSync(path.join(pe.dataDir, 'models', `${String(r.model_version)}.onnx`))).toBe(true);
+    // Trained on the history alone (corpus: false): the corpus tasks the shipped model never saw are still unseen, and said so.
+    const written = await (await pe.engine.service('store')).models.load(String(r.model_version));
+    expect(written?.meta.unseen_tasks).toEqual(['sports_understanding']);
 
     // the same data again: a model no better on the same split is not promoted over it
     const again = ok(await pe.call('train', record({ min_samples: 10, epochs: 1, seed: 7 })));

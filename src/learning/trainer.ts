@@ -292,7 +292,9 @@ export async function trainFromStore(opts: {
     metrics: { ...metrics, ...(unseenNew === undefined ? {} : { unseen_spearman: unseenNew.spearman, unseen_regret: unseenNew.regret }) },
     trained_at: new Date().toISOString(),
     trained_on: replay.length > 0 ? `tracking store and ${replay.length} cells of data/multiprompt` : 'tracking store',
-    ...(unseen.length > 0 ? { unseen_tasks: unseen } : {}),
+    // Tasks of the corpus no model of this line ever trained on, carried from the serving model also when the
+    // corpus was not replayed (then this one trained on none of it): the next corpus retrain still guards on them.
+    ...((opts.serving?.meta.unseen_tasks ?? []).length > 0 ? { unseen_tasks: opts.serving!.meta.unseen_tasks } : {}),
   };
   const file = writeModel(opts.modelsDir, version, onnx, meta);
   return { meta, onnx, file, promoted, metrics, servingMetrics, unseen: unseenNew, servingUnseen: unseenServing, samples: rows.length, epochs };
