@@ -12,6 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { record, type Term, type TermObject } from '../src/codec/terms.js';
 import { freshDatabase, storeClient } from './helpers/pg.js';
 import { PortClient } from './helpers/portClient.js';
+import { doorTo } from './helpers/door.js';
 
 const clients: PortClient[] = [];
 afterEach(async () => {
@@ -111,5 +112,19 @@ describe('one model for every instance (PostgreSQL)', () => {
     const late = sidecar(url);
     await late.ready;
     expect(await version(late)).toBe(trained.model_version);
+
+    // One started while the database is away serves the shipped model, and the promoted one as soon as it can listen.
+    const door = await doorTo(url);
+    try {
+      const away = sidecar(door.url);
+      await away.ready;
+      expect(await version(away)).toBe(shipped);
+      door.open();
+      let served = '';
+      for (let i = 0; i < 300 && (served = await version(away)) !== trained.model_version; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(served).toBe(trained.model_version);
+    } finally {
+      await door.stop();
+    }
   }, 180_000);
 });

@@ -73,17 +73,31 @@ export async function servingModel(store: TrackingStore | undefined, modelsDir: 
 
 /**
  * Follow promotions announced by other instances: swap each new model in
- * (within a second of its NOTIFY) and call `onSwapped(previous, next)`.
- * Returns a stop function. On PGlite (one instance) there is nothing to follow.
+ * (within a second of its NOTIFY) and call `onSwapped(previous, next)`,
+ * with what was promoted since the serving model was read, and (the
+ * database away at start) once listening begins. Returns a stop function.
+ * On PGlite (one instance) there is nothing to follow.
  */
 export async function followPromotions(store: TrackingStore, scorer: Scorer, log: Logger, onSwapped: (previous: string, next: string) => void): Promise<() => Promise<void>> {
   let chain = Promise.resolve();
-  return store.models.onPromoted((version) => {
+  const notYet = (err: unknown): void => log.warn({ err: (err as Error).message }, 'not following promotions of other instances yet (the database is away); trying again every second');
+  return store.models.onPromoted((announced) => {
     chain = chain.then(async () => {
-      if (version === scorer.modelVersion) return;
+      if (announced === scorer.modelVersion) return;
+      let version = announced;
       try {
-        const m = await registryModel(store, version, log);
-        if (m === undefined) return;
+        let m: ServingModel | undefined;
+        if (version !== undefined) m = await registryModel(store, version, log);
+        else
+          // Catching up: the most recently promoted model this build can serve (a newer one of another feature spec is skipped).
+          for (const v of await store.models.promotedVersions()) {
+            if (v === scorer.modelVersion) return;
+            if ((m = await registryModel(store, v, log)) !== undefined) {
+              version = v;
+              break;
+            }
+          }
+        if (m === undefined || version === undefined) return;
         const previous = scorer.modelVersion;
         await scorer.replace(m.onnx, m.meta);
         log.info({ previous, version }, 'promoted model swapped in');
@@ -92,5 +106,5 @@ export async function followPromotions(store: TrackingStore, scorer: Scorer, log
         log.error({ err: (err as Error).message, version }, 'promoted model could not be loaded; serving the previous one');
       }
     });
-  });
+  }, notYet);
 }
