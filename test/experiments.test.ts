@@ -260,6 +260,25 @@ async function engineWith(llm?: string, dataDir?: string): Promise<LocalEngine> 
   return pe;
 }
 
+/**
+ * An engine (on PostgreSQL) whose LLM is a server that keeps what it is asked (`onRequest`: answer later, or
+ * never), served choices of `experiment` (from `base`) until the decider (its lease taken in the background) asks it for a batch.
+ */
+async function askingHeldLlm(experiment: string, base: string, onRequest: http.RequestListener, asked: () => boolean): Promise<LocalEngine> {
+  const llm = http.createServer(onRequest);
+  await new Promise<void>((r) => llm.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise((r) => llm.close(r)));
+  cleanups.push(() => llm.closeAllConnections());
+  const pe = localEngine({ llmUrl: `http://127.0.0.1:${(llm.address() as AddressInfo).port}/v1`, retrainEvery: 0 }, ON_POSTGRES);
+  cleanups.push(() => pe.close());
+  for (let i = 0; !asked(); i++) {
+    if (i > 600) throw new Error('no proposal batch was asked for');
+    await ok(pe, 'choose_prompt', { experiment, prompt: base });
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return pe;
+}
+
 const ok = async (pe: LocalEngine, op: string, args: TermObject): Promise<TermObject> => {
   const r = await pe.call(op, args);
   if (!r.ok) throw new Error(`${op}: ${r.reason}: ${r.message}`);
@@ -461,18 +480,7 @@ describe('the closed loop through the op table', () => {
   it('closes without waiting for a proposal batch in progress: its LLM request is aborted', async () => {
     // An LLM that never answers (the client would wait 60 s for it).
     const requests: http.IncomingMessage[] = [];
-    const hang = http.createServer((req) => void requests.push(req));
-    await new Promise<void>((r) => hang.listen(0, '127.0.0.1', r));
-    cleanups.push(() => new Promise((r) => hang.close(r)));
-    cleanups.push(() => hang.closeAllConnections());
-    const pe = localEngine({ llmUrl: `http://127.0.0.1:${(hang.address() as AddressInfo).port}/v1`, retrainEvery: 0 }, ON_POSTGRES);
-    cleanups.push(() => pe.close());
-    // Served until the decider (its lease taken in the background) asks the LLM for a batch.
-    for (let i = 0; requests.length === 0; i++) {
-      if (i > 600) throw new Error('no proposal batch was asked for');
-      await ok(pe, 'choose_prompt', { experiment: 'hang', prompt: BASE });
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const pe = await askingHeldLlm('hang', BASE, (req) => void requests.push(req), () => requests.length > 0);
     const aborted = new Promise<void>((r) => requests[0]!.socket.once('close', () => r()));
     await pe.close(); // within the test's 50 s, not after the LLM's 60 s
     await aborted;
@@ -482,17 +490,7 @@ describe('the closed loop through the op table', () => {
   it('writes nothing of a proposal batch whose experiment an operator stopped while the LLM answered', async () => {
     // An LLM that answers only when told to.
     const held: http.ServerResponse[] = [];
-    const llm = http.createServer((req, res) => void req.resume().on('end', () => held.push(res)));
-    await new Promise<void>((r) => llm.listen(0, '127.0.0.1', r));
-    cleanups.push(() => new Promise((r) => llm.close(r)));
-    cleanups.push(() => llm.closeAllConnections());
-    const pe = localEngine({ llmUrl: `http://127.0.0.1:${(llm.address() as AddressInfo).port}/v1`, retrainEvery: 0 }, ON_POSTGRES);
-    cleanups.push(() => pe.close());
-    for (let i = 0; held.length === 0; i++) {
-      if (i > 600) throw new Error('no proposal batch was asked for');
-      await ok(pe, 'choose_prompt', { experiment: 'held', prompt: BASE });
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const pe = await askingHeldLlm('held', BASE, (req, res) => void req.resume().on('end', () => held.push(res)), () => held.length > 0);
     const stopped = ((await ok(pe, 'experiment', { experiment: 'held', action: 'stop' })).experiments as TermObject[])[0]!;
     const proposals = ['You are a support lead. Read the ticket {ticket} and say whether it is about billing, a bug or something else.', 'Read the ticket {ticket} carefully, then label it billing, bug or other.'];
     held[0]!.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ choices: proposals.map((content) => ({ message: { role: 'assistant', content } })) }));
