@@ -13,7 +13,7 @@ import { connect, JSONCodec, type NatsConnection } from 'nats';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErlFloat, record, type TermObject } from '../src/codec/terms.js';
 import { REPO_ROOT } from '../src/config.js';
-import { TemplateRenderer } from '../src/templates/renderer.js';
+import { COMPILED_LIMITS, TemplateRenderer } from '../src/templates/renderer.js';
 import { MEMORY_LIMITS } from '../src/templates/registry.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { PortClient } from './helpers/portClient.js';
@@ -183,7 +183,10 @@ describe('shipped templates', () => {
       expect((over as { message: string }).message).toContain(`holds ${MEMORY_LIMITS.templates.toLocaleString('en-US')} templates in memory`);
       const renders = await Promise.all(['last_a', 'last_b'].map((t) => own.call('render_template', record({ template_id: t, variables: record({ context: 'c' }) }))));
       expect(renders.map((r) => r.ok)).toEqual(both.map((r) => r.ok));
-      expect(await store('one_more', 'x')).toMatchObject({ ok: false, reason: 'bad_request' });
+      // A template refused for want of room keeps nothing: it is not even compiled.
+      const compiled = ((await own.engine.service('templates')).renderer as unknown as { compiled: Map<string, unknown> }).compiled;
+      expect(await store('one_more', 'x {{refused_and_never_compiled}}')).toMatchObject({ ok: false, reason: 'bad_request' });
+      expect([...compiled.keys()].some((k) => k.includes('refused_and_never_compiled'))).toBe(false);
       ok(await store('t7', 'replaced {{context}}'));
       expect(ok(await own.call('render_template', record({ template_id: 't7', variables: record({ context: 'c' }) }))).prompt).toBe('replaced c');
     } finally {
@@ -202,6 +205,16 @@ describe('shipped templates', () => {
       await big.close();
     }
   }, 120_000);
+
+  it('keeps compiled templates within COMPILED_LIMITS of characters, whatever is rendered', () => {
+    const renderer = new TemplateRenderer();
+    const held = (): number => [...(renderer as unknown as { compiled: Map<string, unknown> }).compiled.keys()].reduce((n, k) => n + k.length, 0);
+    // 200 different sources of 1,000,000 characters each: 200 MB of sources if all were kept.
+    for (let i = 0; i < 200; i++) {
+      renderer.check(`${String(i).padStart(3, '0')}${'z'.repeat(999_997)}`);
+      expect(held()).toBeLessThanOrEqual(COMPILED_LIMITS.chars);
+    }
+  });
 
   it('generate_prompt keeps the NIF shape and picks templates by id, category and trigger', async () => {
     const byId = ok(await pe.call('generate_prompt', record({ context: 'plan a migration', language: 'elixir', template_id: 'system_plan_mode' })));

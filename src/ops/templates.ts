@@ -145,15 +145,16 @@ const storeTemplate = typedOp({
   refine: (a, raw) => ({ template: a.template ?? parseTemplate(raw, '') }),
   async handle({ template }, { engine }) {
     const reg = await engine.service('templates');
+    const noRoom = (full: string): OpError => new OpError('bad_request', `template: ${full} (replacing a stored template of the same name takes no more room)`);
+    // Refused before it is compiled (a refused template keeps nothing), and before central_cloud stores it;
+    // checked again where it is put (another request may have filled the room meanwhile).
+    const full = reg.roomFor(template);
+    if (full !== undefined) throw noRoom(full);
     try {
       reg.renderer.check(template.template_content);
     } catch (err) {
       throw new OpError('bad_request', `template.template_content: ${(err as Error).message}`);
     }
-    const noRoom = (full: string): OpError => new OpError('bad_request', `template: ${full} (replacing a stored template of the same name takes no more room)`);
-    // Refused before central_cloud stores it; checked again where it is put (another request may have filled the room meanwhile).
-    const full = reg.roomFor(template);
-    if (full !== undefined) throw noRoom(full);
     const cache = await engine.service('cache');
     if (reg.central?.connected) {
       try {

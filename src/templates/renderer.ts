@@ -43,6 +43,9 @@ export class TemplateSyntaxError extends Error {}
 /** What one render may do: blocks entered (an `each` iteration, an `if`/`unless`/`with` body, a partial of any kind), characters produced. */
 export const RENDER_LIMITS = { blocks: 100_000, chars: 4_000_000 } as const;
 
+/** Compiled templates kept for reuse (then the cache starts afresh): as many sources, as many characters of them. */
+export const COMPILED_LIMITS = { templates: 5_000, chars: 64 * 2 ** 20 } as const;
+
 /** A render went past RENDER_LIMITS and was stopped. */
 export class TemplateLimitError extends Error {}
 
@@ -51,6 +54,8 @@ type HbsNode = { type: string; [k: string]: unknown };
 export class TemplateRenderer {
   private readonly hbs = Handlebars.create();
   private readonly compiled = new Map<string, HandlebarsTemplateDelegate>();
+  /** Characters of the sources `compiled` holds. */
+  private compiledChars = 0;
   private readonly partials = new Map<string, string>();
 
   /** Blocks entered by the render under way (renders are synchronous: one at a time). */
@@ -207,8 +212,13 @@ export class TemplateRenderer {
     if (t === undefined) {
       this.parse(content); // syntax errors surface here, typed
       t = this.hbs.compile(content, { noEscape: true, strict: false, knownHelpersOnly: false });
-      if (this.compiled.size > 5_000) this.compiled.clear();
+      // Each compiled template keeps its source: bounded by characters as well as by count (5,000 of 1,000,000 characters was 5 GB).
+      if (this.compiled.size >= COMPILED_LIMITS.templates || this.compiledChars + content.length > COMPILED_LIMITS.chars) {
+        this.compiled.clear();
+        this.compiledChars = 0;
+      }
       this.compiled.set(content, t);
+      this.compiledChars += content.length;
     }
     return t;
   }
