@@ -206,6 +206,15 @@ describe('shipped templates', () => {
     }
   }, 120_000);
 
+  it("refuses cache_put under the engine's own key prefixes (a rendered prompt or an optimize result would be served from it)", async () => {
+    for (const key of ['prompt:sparc_specification:0123', 'optimize:abc']) {
+      const r = await pe.call('cache_put', record({ key, value: 'anything' }));
+      expect(r).toMatchObject({ ok: false, reason: 'bad_request', message: expect.stringMatching(/^key: keys starting with "(prompt|optimize):" are the engine's own/) });
+    }
+    ok(await pe.call('cache_put', record({ key: 'mine:prompt:x', value: 'kept' })));
+    expect(ok(await pe.call('cache_get', record({ key: 'mine:prompt:x' })))).toMatchObject({ found: true, value: 'kept' });
+  });
+
   it('keeps compiled templates within COMPILED_LIMITS of characters, whatever is rendered', () => {
     const renderer = new TemplateRenderer();
     const held = (): number => [...(renderer as unknown as { compiled: Map<string, unknown> }).compiled.keys()].reduce((n, k) => n + k.length, 0);

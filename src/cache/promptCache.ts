@@ -23,6 +23,9 @@ interface Entry {
 /** One value may take at most this share of the cache's bytes. */
 export const ENTRY_SHARE = 8;
 
+/** Key prefixes of the engine's own entries (rendered prompts, optimize results): `cache_put` never writes under them. */
+export const ENGINE_KEYS = { prompt: 'prompt:', optimize: 'optimize:' } as const;
+
 /**
  * An upper estimate of the memory a term holds in V8 (strings as two bytes a
  * character, object and array headers, a pointer per slot): what the cache

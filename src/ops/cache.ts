@@ -4,7 +4,7 @@
  */
 import { atom, float, record, type Term } from '../codec/terms.js';
 import { anyTerm, string } from '../contract/schema.js';
-import { ENTRY_SHARE, termBytes } from '../cache/promptCache.js';
+import { ENGINE_KEYS, ENTRY_SHARE, termBytes } from '../cache/promptCache.js';
 import { typedOp, type OpSpec } from './types.js';
 import { badRequest } from '../contract/errors.js';
 
@@ -31,9 +31,12 @@ const cachePut = typedOp({
     value: anyTerm({ required: true, doc: 'stored as it is and returned by cache_get' }),
   },
   reply: ':ok',
-  errors: { bad_request: `the value (with its key) is over the largest entry the cache takes: 1/${ENTRY_SHARE} of PROMPT_ENGINE_CACHE_BYTES (cache_stats: max_entry_bytes)` },
+  errors: { bad_request: `the value (with its key) is over the largest entry the cache takes: 1/${ENTRY_SHARE} of PROMPT_ENGINE_CACHE_BYTES (cache_stats: max_entry_bytes); or the key starts with ${Object.values(ENGINE_KEYS).join(' or ')} (the engine's own entries)` },
   examples: [{ key: 'greeting', value: { text: 'hello' } }],
   async handle({ key, value }, { engine }) {
+    // The engine's own entries are its to write: a put under their prefix would be served as a render's or an optimize's result.
+    const reserved = Object.values(ENGINE_KEYS).find((p) => key.startsWith(p));
+    if (reserved !== undefined) throw badRequest('key', `keys starting with ${JSON.stringify(reserved)} are the engine's own (${Object.values(ENGINE_KEYS).join(', ')}); choose another`);
     const cache = await engine.service('cache');
     if (!cache.put(key, value))
       throw badRequest('value', `about ${termBytes(key) + termBytes(value)} bytes in memory, over the cache's limit of ${cache.maxEntryBytes} bytes per entry (1/${ENTRY_SHARE} of PROMPT_ENGINE_CACHE_BYTES)`);

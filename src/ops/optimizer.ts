@@ -16,6 +16,7 @@ import { hashSeed, seededRandom } from '../random.js';
 import { boolean, either, integer, listOf, number, oneOf, record as recordArg, string, stringMap, type ArgsOf } from '../contract/schema.js';
 import { typedOp, type OpSpec } from './types.js';
 import { badRequest, OpError } from '../contract/errors.js';
+import { ENGINE_KEYS } from '../cache/promptCache.js';
 
 /** The keys of an `llm` map (optimize_prompt, call_llm). */
 const LLM_KEYS = {
@@ -110,7 +111,7 @@ const optimizePrompt = typedOp({
     const signature = createHash('sha256')
       .update(JSON.stringify([a.prompt, a.context, a.language ?? null, a.breadth, a.depth, a.temperature, a.devset ?? null, endpoint?.url ?? null, modelVersion]))
       .digest('hex');
-    const cacheKey = `optimize:${signature}`;
+    const cacheKey = `${ENGINE_KEYS.optimize}${signature}`;
     if (a.useCache) {
       const hit = cache.get(cacheKey);
       if (hit.found) return record({ ...(hit.value as TermObject), cached: true });

@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { OpError } from '../contract/errors.js';
-import type { PromptCache } from '../cache/promptCache.js';
+import { ENGINE_KEYS, type PromptCache } from '../cache/promptCache.js';
 import type { TemplateRegistry } from './registry.js';
 import { closest } from '../contract/schema.js';
 import { TemplateLimitError, TemplateSyntaxError, TemplateVariablesError, type Vars } from './renderer.js';
@@ -51,7 +51,7 @@ export class PromptAssembler {
 
   /** The cached prompt for (template, variables). */
   cachedRender(t: Template, vars: Vars, strict: boolean, implicit: readonly string[] = []): { prompt: string; cached: boolean } {
-    const key = `prompt:${t.template_name}:${createHash('sha256').update(t.template_content).update(JSON.stringify(vars)).update(String(strict)).update(implicit.join(',')).digest('hex')}`;
+    const key = `${ENGINE_KEYS.prompt}${t.template_name}:${createHash('sha256').update(t.template_content).update(JSON.stringify(vars)).update(String(strict)).update(implicit.join(',')).digest('hex')}`;
     const hit = this.cache.get(key);
     if (hit.found) return { prompt: String(hit.value), cached: true };
     const prompt = this.render(t, vars, strict, implicit);
