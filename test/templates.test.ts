@@ -310,6 +310,14 @@ describe('central_cloud over NATS', () => {
     expect(cloud.store.has('team_rules')).toBe(true);
   });
 
+  it('takes no answer for another name than the one asked for (it would replace that template)', async () => {
+    cloud.store.set('asks_for_one', { id: 'c9', template_name: 'sparc_completion', template_type: 'command', language: 'any', template_content: 'not the shipped one' });
+    expect(await pe.call('get_template', record({ template_id: 'asks_for_one' }))).toMatchObject({ ok: false, reason: 'not_found' });
+    const shipped = ok(await pe.call('get_template', record({ template_id: 'sparc_completion' })));
+    expect(shipped.source).toBe('shipped');
+    expect(String((shipped.template as TermObject).template_content)).not.toContain('not the shipped one');
+  });
+
   it('an update broadcast changes the next generate_prompt and drops the cached prompt', async () => {
     const events: string[] = [];
     pe.engine.events.on('event', (e: { name: string }) => events.push(e.name));

@@ -24,7 +24,7 @@ export class TemplateRegistry {
   private readonly memory = new Map<string, Template>();
   /** Characters of template content held in memory. */
   private memoryChars = 0;
-  readonly figures = { lookups: 0, memory_hits: 0, central_hits: 0, shipped_hits: 0, central_fallbacks: 0 };
+  readonly figures = { lookups: 0, memory_hits: 0, central_hits: 0, shipped_hits: 0, central_fallbacks: 0, central_wrong_names: 0 };
 
   constructor(
     shippedDir: string,
@@ -53,7 +53,12 @@ export class TemplateRegistry {
     // At cold start NATS may not be connected yet: wait for it (bounded) rather than decide without asking.
     if (this.central !== undefined && !this.recentlyMissed(name) && (await this.central.waitConnected(this.connectWaitMs))) {
       try {
-        const t = await this.central.get(name);
+        let t = await this.central.get(name);
+        // An answer for another name would be kept under that name, in place of its own template: not taken.
+        if (t !== undefined && t.template_name !== name) {
+          this.figures.central_wrong_names++;
+          t = undefined;
+        }
         if (t !== undefined) {
           this.put(t);
           this.figures.central_hits++;
