@@ -25,7 +25,7 @@ const UNDESCRIBED = [
   'max_frame_bytes', 'message', 'rss', 'heap_used', 'external', 'port', 'frames_in', 'frames_out', 'protocol_errors',
   'cancels', 'pending_input_bytes', 'pending_output_bytes', 'output_paused', 'checks', 'database', 'nats', 'detail',
   // cache and templates figures
-  'cache', 'total_entries', 'dropped', 'lookups', 'memory_hits', 'central_hits', 'shipped_hits', 'central_fallbacks',
+  'cache', 'total_entries', 'dropped', 'lookups', 'memory_hits', 'central_hits', 'shipped_hits', 'central_fallbacks', 'central_wrong_names',
   'requests', 'failures', 'analytics_sent', 'analytics_dropped', 'updates', 'central_connected', 'templates',
   // store figures and rows
   'backend', 'db_up', 'batches', 'mean_batch', 'journaled', 'replayed', 'path', 'journal_depth', 'overlap', 'kind',
@@ -42,6 +42,8 @@ const UNDESCRIBED = [
   // NATS peer mode's figures (a sidecar serving NATS and the Port)
   'connected', 'serving', 'jetstream', 'overloaded', 'expired', 'expired_running', 'disconnects', 'reconnects', 'published', 'duplicates',
   'written', 'redelivered', 'terminated', 'retried',
+  // the dashboard's figures (a sidecar serving the page)
+  'url', 'streams', 'pages_watched', 'actions_enabled', 'json', 'actions', 'streams_opened', 'streams_dropped',
   // render errors
   'missing',
   // the closed loop's states and figures
