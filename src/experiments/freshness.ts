@@ -34,8 +34,6 @@ import { experimentKey } from './experiment.js';
 const COALESCE_SHARE = 0.1;
 /** Notices that the loop's state moved arriving within this many ms share one refresh. */
 const STATE_COALESCE_MS = 10;
-/** A sidecar that could not listen at start tries again this often (as a dropped listening connection is reopened). */
-const LISTEN_RETRY_MS = 1_000;
 
 export const coalesceMs = (boundMs: number): number => Math.max(STATE_COALESCE_MS, Math.round(boundMs * COALESCE_SHARE));
 
@@ -55,8 +53,6 @@ export class Freshness {
   private confirmedAt = Date.now();
   private lastFullRefresh = 0;
   private stopListening: (() => Promise<void>) | undefined;
-  private listenRetry: NodeJS.Timeout | undefined;
-  private listenRetries = 0;
   private closed = false;
   readonly figures = { notices: 0, refreshes: 0, full_refreshes: 0, heartbeats_missed: 0 };
   /** How every notice this sidecar sends begins (its sender first: loopNotice, the counting trigger). */
@@ -73,38 +69,28 @@ export class Freshness {
 
   /**
    * Heartbeats first, then listening. When the database cannot be reached
-   * (a sidecar started during an outage), this rejects with why, and keeps
-   * trying every LISTEN_RETRY_MS meanwhile: no heartbeat comes back, so every
+   * (a sidecar started during an outage), this rejects with why, and the
+   * store keeps trying to listen meanwhile: no heartbeat comes back, so every
    * loaded experiment is refreshed once per bound until notices flow.
    */
   async start(): Promise<void> {
     const every = Math.max(10, Math.floor(this.boundMs / 2.5));
     this.heartbeat = setInterval(() => this.beat(), every);
     this.heartbeat.unref();
-    await this.listen();
-  }
-
-  private async listen(): Promise<void> {
-    if (this.closed) return;
-    try {
-      // Notices sent while the listening connection was being reopened are lost: a full refresh reads what they named.
-      const stop = await this.store.db.listen(this.store.experiments.notice.channel, (payload) => this.onNotice(payload), () => this.caughtUp('listening again'));
-      if (this.closed) return void (await stop());
-      this.stopListening = stop;
-      if (this.listenRetries > 0) this.caughtUp('listening, after the database could not be reached');
-    } catch (err) {
-      if (!this.closed) {
-        this.listenRetries++;
-        this.listenRetry = setTimeout(() => void this.listen().catch(() => undefined), LISTEN_RETRY_MS);
-        this.listenRetry.unref();
-      }
-      throw err;
-    }
+    let unreachable: unknown;
+    // Notices sent while nobody listened (the database away at start, the connection reopened) are lost: a full refresh reads what they named.
+    this.stopListening = await this.store.db.listen(
+      this.store.experiments.notice.channel,
+      (payload) => this.onNotice(payload),
+      () => this.caughtUp(),
+      (err) => (unreachable = err),
+    );
+    if (unreachable !== undefined) throw unreachable;
   }
 
   /** A full refresh now: what notices may have named while none could arrive. */
-  private caughtUp(why: string): void {
-    this.log.info({ why }, 'following other sidecars\' closed-loop changes: every loaded experiment refreshed');
+  private caughtUp(): void {
+    this.log.info('listening again to other sidecars\' closed-loop changes: every loaded experiment refreshed');
     this.dirtyAll = true;
     this.schedule(0);
   }
@@ -194,7 +180,6 @@ export class Freshness {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.heartbeat);
-    if (this.listenRetry !== undefined) clearTimeout(this.listenRetry);
     if (this.timer !== undefined) clearTimeout(this.timer);
     await this.refreshing;
     await this.stopListening?.();

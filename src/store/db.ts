@@ -95,12 +95,13 @@ export interface SqlClient {
   /** Announce `payload` on `channel` (NOTIFY); a no-op on PGlite. */
   notify(channel: string, payload: string): Promise<void>;
   /**
-   * Call `onMessage` for every NOTIFY on `channel` from any session; resolves once listening.
-   * The listening connection is reopened when it drops; notifications sent meanwhile are lost,
-   * so `onRelistened` runs after each reopening for the caller to catch up from the tables.
-   * Returns a stop function.
+   * Call `onMessage` for every NOTIFY on `channel` from any session; resolves once the first try
+   * ended: listening, or (the server unreachable) `onFirstError` told why. Never given up: the
+   * listening connection is opened again every second while the server is away, at start as after
+   * a drop; notifications sent meanwhile are lost, so `onRelistened` runs each time it opens after
+   * such a time, for the caller to catch up from the tables. Returns a stop function.
    */
-  listen(channel: string, onMessage: (payload: string) => void, onRelistened?: () => void): Promise<() => Promise<void>>;
+  listen(channel: string, onMessage: (payload: string) => void, onRelistened?: () => void, onFirstError?: (err: unknown) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
 }
 
@@ -219,15 +220,17 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
     async notify(channel, payload) {
       await pool.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((err: unknown) => Promise.reject(unreachable(err)));
     },
-    async listen(channel, onMessage, onRelistened) {
+    async listen(channel, onMessage, onRelistened, onFirstError) {
       // A connection of its own for as long as we listen (a pooled one would be handed to others);
       // reconnected every second while the server is away.
       let stopped = false;
       let client: pg.Client | undefined;
-      let opened = false;
+      /** Nobody listened for a while (the first try failed, or the connection dropped): what was sent then is lost. */
+      let missed = false;
       let retrying = false;
       const retry = (): void => {
         if (stopped || retrying) return;
+        missed = true;
         retrying = true;
         setTimeout(() => {
           retrying = false;
@@ -255,14 +258,14 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
           return;
         }
         client = c;
-        if (opened) onRelistened?.();
-        opened = true;
+        if (missed) onRelistened?.();
+        missed = false;
       };
       try {
         await start();
       } catch (err) {
-        stopped = true;
-        throw unreachable(err);
+        onFirstError?.(unreachable(err));
+        retry();
       }
       return async () => {
         stopped = true;

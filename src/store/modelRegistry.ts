@@ -27,9 +27,6 @@ export interface StoredModel {
 
 export const MODEL_CHANNEL = 'prompt_engine_model';
 
-/** A registry that could not listen for promotions (the database away at start) tries again this often. */
-const LISTEN_RETRY_MS = 1_000;
-
 export class ModelRegistry {
   constructor(
     private readonly db: SqlClient,
@@ -61,37 +58,25 @@ export class ModelRegistry {
   }
 
   /**
-   * Promotions announced by any instance (PostgreSQL only); returns a stop function. When the
-   * listening connection comes back after a drop, the latest promotion is read from the table
-   * (announcements sent meanwhile were lost) and passed on too; the caller skips its own version.
+   * Promotions announced by any instance (PostgreSQL only); returns a stop function. Each time
+   * announcements may have been missed (before listening began, while the listening connection was
+   * away) `f` gets undefined and reads the registry itself; it skips the version it serves.
    */
   onPromoted(f: (version: string | undefined) => void, onFirstError?: (err: unknown) => void): Promise<() => Promise<void>> {
     // Undefined: notices may have been missed; the caller looks at the registry for what it can serve.
     const catchUp = (): void => f(undefined);
-    // Listening from now on, and what was promoted before (since the caller read the serving model, or while
-    // the database was away at start: then listening is tried again every second, never given up).
-    let stopped = false;
-    let stopListening: (() => Promise<void>) | undefined;
-    let retry: NodeJS.Timeout | undefined;
-    const listen = async (first: boolean): Promise<void> => {
-      try {
-        const stop = await this.db.listen(MODEL_CHANNEL, f, catchUp);
-        if (stopped) return void (await stop());
-        stopListening = stop;
-        catchUp();
-      } catch (err) {
-        if (first) onFirstError?.(err);
-        if (!stopped) {
-          retry = setTimeout(() => void listen(false), LISTEN_RETRY_MS);
-          retry.unref();
-        }
-      }
-    };
-    return listen(true).then(() => async () => {
-      stopped = true;
-      if (retry !== undefined) clearTimeout(retry);
-      await stopListening?.();
-    });
+    // Listening from now on (the database away at start: once the store can listen, which it keeps trying), and what
+    // was promoted before it listened (since the caller read the serving model, or while nobody listened).
+    let unreachable = false;
+    return this.db
+      .listen(MODEL_CHANNEL, f, catchUp, (err) => {
+        unreachable = true;
+        onFirstError?.(err);
+      })
+      .then((stop) => {
+        if (!unreachable) catchUp();
+        return stop;
+      });
   }
 
   /** The most recently promoted model. */
