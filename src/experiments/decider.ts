@@ -423,15 +423,15 @@ export class Decider {
         );
         // Writes of one experiment in one transaction: its last snapshot holds what every one of them wrote
         // (the earlier ones' snapshots lack what came after them, yet carry the revision after all of them).
+        const keys = batch.map((b) => `${b.exp.key}\u0000${b.exp.generation}`);
         const last = new Map<string, number>();
         const decisionsHere = new Map<string, number>();
-        batch.forEach((b, i) => {
-          const k = `${b.exp.key}\u0000${b.exp.generation}`;
+        keys.forEach((k, i) => {
           last.set(k, i);
-          if (b.isDecisionWrite) decisionsHere.set(k, (decisionsHere.get(k) ?? 0) + 1);
+          if (batch[i]!.isDecisionWrite) decisionsHere.set(k, (decisionsHere.get(k) ?? 0) + 1);
         });
         const adopted = new Map([...last].map(([k, i]) => [k, this.adoptWritten(batch[i]!.exp, snaps[i], decisionsHere.get(k) ?? 0)] as const));
-        for (const b of batch) b.resolve(adopted.get(`${b.exp.key}\u0000${b.exp.generation}`));
+        batch.forEach((b, i) => b.resolve(adopted.get(keys[i]!)));
       } catch (err) {
         for (const b of batch) b.reject(err);
       }
