@@ -71,6 +71,24 @@ async function pageUntil(page: Page, expr: string, timeoutMs = 20_000): Promise<
   }
 }
 
+interface LiveStream {
+  status: number;
+  /** The stream up to its first event (or the refusal's body). */
+  first: string;
+  stop(): void;
+}
+
+/** A live page's event stream, read until its first event. */
+async function openStream(url: string): Promise<LiveStream> {
+  const ctl = new AbortController();
+  const r = await fetch(url, { signal: ctl.signal });
+  if (r.status !== 200) return { status: r.status, first: await r.text(), stop: () => undefined };
+  const reader = r.body!.getReader();
+  let text = '';
+  while (!text.includes('data: ')) text += Buffer.from((await reader.read()).value!).toString();
+  return { status: 200, first: text, stop: () => ctl.abort() };
+}
+
 const experimentOf = async (pe: LocalEngine): Promise<TermObject> => ((await ok(pe, 'experiment', { experiment: 'triage', model: 'm1' })).experiments as TermObject[])[0]!;
 
 describe('the dashboard in a real browser, over the closed loop', () => {
@@ -344,15 +362,7 @@ describe('the dashboard over HTTP', () => {
   it('limits live streams, and frees a viewer\'s slot when it goes away', async () => {
     const d = await startDashboard({ address: { host: '127.0.0.1', port: 0 }, call: (op, args) => pe.call(op, fromJson(args)), log: pe.engine.log, maxStreams: 2 });
     cleanups.push(() => d.close());
-    const open = async (): Promise<{ status: number; first: string; stop: () => void }> => {
-      const ctl = new AbortController();
-      const r = await fetch(`${d.url}/experiments.events`, { signal: ctl.signal });
-      if (r.status !== 200) return { status: r.status, first: await r.text(), stop: () => undefined };
-      const reader = r.body!.getReader();
-      let text = '';
-      while (!text.includes('data: ')) text += Buffer.from((await reader.read()).value!).toString();
-      return { status: 200, first: text, stop: () => ctl.abort() };
-    };
+    const open = (): Promise<LiveStream> => openStream(`${d.url}/experiments.events`);
     const a = await open();
     const b = await open();
     expect([a.status, b.status]).toEqual([200, 200]);
@@ -378,13 +388,9 @@ describe('the dashboard over HTTP', () => {
     const d = await startDashboard({ address: { host: '127.0.0.1', port: 0 }, call: (op, args) => pe.call(op, fromJson(args)), log: pe.engine.log });
     cleanups.push(() => d.close());
     const open = async (query: string): Promise<() => void> => {
-      const ctl = new AbortController();
-      const r = await fetch(`${d.url}/${query}`, { signal: ctl.signal });
-      expect(r.status).toBe(200);
-      const reader = r.body!.getReader();
-      let text = '';
-      while (!text.includes('data: ')) text += Buffer.from((await reader.read()).value!).toString();
-      return () => ctl.abort();
+      const stream = await openStream(`${d.url}/${query}`);
+      expect(stream.status).toBe(200);
+      return stream.stop;
     };
     const stops = [
       await open('experiments.events?min_count=1'),
