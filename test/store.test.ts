@@ -153,6 +153,28 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     expect(await pe.call('query', record({ kind: 'prompt_executions' }))).toMatchObject({ ok: false, message: 'prompt_id: is required (a string)' });
   });
 
+  it('keeps one query reply within 16 MiB of row text: past it, bad_request naming how many rows fit, which then answer', async () => {
+    // 300 executions of about 60 KB each (metadata's limit is 64 KiB): 18 MB, more than one reply carries.
+    const blob = 'x'.repeat(60_000);
+    await Promise.all(
+      Array.from({ length: 300 }, (_, i) =>
+        pe.call('track_execution', record({ prompt_id: 'p_big', execution_time_ms: i, success: true, timestamp: new Date(Date.parse('2026-11-21T00:00:00Z') + i * 1000).toISOString(), metadata: { blob } as unknown as Term })),
+      ),
+    ).then((rs) => rs.forEach(ok));
+    const refused = await pe.call('query', record({ kind: 'prompt_executions', prompt_id: 'p_big', limit: 1000 }));
+    expect(refused).toMatchObject({ ok: false, reason: 'bad_request', message: expect.stringMatching(/^limit: the first \d+ rows of this query hold more than 16777216 bytes, the most one reply carries: ask for at most \d+, or narrow the query$/) });
+    const fit = Number(/ask for at most (\d+)/.exec((refused as { message: string }).message)![1]);
+    // About 16 MiB / 60 KB rows fit: not a handful, not all 300.
+    expect(fit).toBeGreaterThan(250);
+    expect(fit).toBeLessThan(300);
+    const rows = ok(await pe.call('query', record({ kind: 'prompt_executions', prompt_id: 'p_big', limit: fit }))).rows as TermObject[];
+    expect(rows).toHaveLength(fit);
+    // The newest first, as without the budget, and no column of the budget's own in the rows.
+    expect(rows.slice(0, 3).map((r) => r.execution_time_ms)).toEqual([299, 298, 297]);
+    expect(Object.keys(rows[0]!).filter((k) => k.startsWith('pe_'))).toEqual([]);
+    expect(await pe.call('query', record({ kind: 'prompt_executions', prompt_id: 'p_big', limit: fit + 1 }))).toMatchObject({ ok: false, reason: 'bad_request' });
+  }, 120_000);
+
   it('applies migrations once, also when two stores open the same database', async () => {
     if (dbUrl === undefined) return; // one PGlite directory belongs to one process
     const { TrackingStore } = await import('../src/store/trackingStore.js');

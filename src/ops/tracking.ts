@@ -4,7 +4,7 @@
  */
 import { record } from '../codec/terms.js';
 import { ENTRIES, ENTRY_SCHEMAS, entryRow, UUID_RE, type EntryKind, type EntryRow } from '../store/entries.js';
-import { QUERY_KINDS, type QueryArgs, type QueryKind } from '../store/queries.js';
+import { QUERY_KINDS, QUERY_REPLY_BYTES, type QueryArgs, type QueryKind } from '../store/queries.js';
 import { aggregateRecord } from '../store/rowTerms.js';
 import type { Json } from '../codec/json.js';
 import { alias, either, integer, listOf, number, oneOf, string, type ArgSchema, type ArgsOf } from '../contract/schema.js';
@@ -48,7 +48,7 @@ const PROMPT_ID_MAX = 512;
 
 const QUERY_ARGS = {
   kind: oneOf(QUERY_KINDS, { required: true, doc: 'which query' }),
-  limit: integer({ min: 1, max: 10_000, default: 100, doc: 'at most this many rows' }),
+  limit: integer({ min: 1, max: 10_000, default: 100, doc: `at most this many rows, and at most ${QUERY_REPLY_BYTES / 1024 / 1024} MiB of their text (past it: bad_request saying how many fit)` }),
   id: string({ max: 36, pattern: { re: UUID_RE, says: 'a UUID' }, requiredWhen: 'kind by_id', doc: "the entry's id" }),
   prompt_id: string({ max: PROMPT_ID_MAX, requiredWhen: 'kind prompt_executions, evolution_history', doc: 'the prompt (recent_feedback: optional filter)' }),
   project_tech_stack: either(string({ max: 200 }), listOf(string({ max: 200 }), { max: 100 }), { requiredWhen: 'kind by_tech_stack; similar needs it or project_type', doc: STACK_DOC }),

@@ -1,8 +1,15 @@
 /**
  * The seven query kinds of the `query` op, as SQL over the tracking tables,
  * and the per-prompt aggregate they share with `prompt_stats`.
+ *
+ * A reply's rows are bounded twice: by the caller's `limit` (10,000 at most)
+ * and by `QUERY_REPLY_BYTES` of their text, counted in SQL as the rows are
+ * read (a running sum beside the LIMIT), so that 10,000 rows of 64 KiB
+ * metadata never reach this process: the rows past the budget stay in
+ * PostgreSQL and the caller is told how many fit.
  */
 import type { TermObject } from '../codec/terms.js';
+import { badRequest } from '../contract/errors.js';
 import type { Row, SqlClient, SqlParam } from './db.js';
 import { TABLES, type EntryKind } from './entries.js';
 import { aggregateRecord, toRecord } from './rowTerms.js';
@@ -36,6 +43,43 @@ export function toAggregate(r: Row): PromptAggregate {
   return { count, successes, success_rate: count === 0 ? 0 : successes / count, mean_confidence: Number(r.mean_confidence), p50_ms: Number(r.p50_ms), p95_ms: Number(r.p95_ms) };
 }
 
+/** The most text one `query` reply carries: each row counted as PostgreSQL writes it (`row::text`). */
+export const QUERY_REPLY_BYTES = 16 * 1024 * 1024;
+
+/**
+ * `SELECT t.* FROM <from> t WHERE <where> ORDER BY <orderBy> LIMIT n`, cut
+ * where the rows' text passes `budget` bytes. Each row carries its size and
+ * the running sum up to it, so PostgreSQL sends the rows within the budget
+ * and the first one past it (which tells the budget was passed) and no
+ * more; the caller gets `bad_request` naming how many rows fit, rather than
+ * a reply some rows short that looks whole.
+ */
+async function rowsWithin(
+  db: SqlClient,
+  q: { from: string; where: string; orderBy: string; params: SqlParam[]; limit: number; extra?: string },
+  budget = QUERY_REPLY_BYTES,
+): Promise<Row[]> {
+  const n = q.params.length;
+  const rows = await db.query(
+    `SELECT * FROM (
+       SELECT t.*${q.extra ?? ''}, octet_length(t::text) AS pe_row_bytes,
+              sum(octet_length(t::text)) OVER (ORDER BY ${q.orderBy} ROWS UNBOUNDED PRECEDING) AS pe_upto
+         FROM ${q.from} t WHERE ${q.where} ORDER BY ${q.orderBy} LIMIT $${n + 1}
+     ) s WHERE s.pe_upto - s.pe_row_bytes <= $${n + 2} ORDER BY s.pe_upto`,
+    [...q.params, q.limit, budget],
+  );
+  const last = rows[rows.length - 1];
+  if (last !== undefined && Number(last.pe_upto) > budget) {
+    const fit = rows.length - 1;
+    throw badRequest('limit', `the first ${rows.length} rows of this query hold more than ${budget} bytes, the most one reply carries: ask for at most ${fit}, or narrow the query`);
+  }
+  for (const r of rows) {
+    delete r.pe_row_bytes;
+    delete r.pe_upto;
+  }
+  return rows;
+}
+
 export async function runQuery(db: SqlClient, kind: QueryKind, a: QueryArgs): Promise<TermObject[]> {
   switch (kind) {
     case 'by_id': {
@@ -48,40 +92,45 @@ export async function runQuery(db: SqlClient, kind: QueryKind, a: QueryArgs): Pr
     }
     case 'similar': {
       const stack = (a.techStack ?? []).map((s) => s.toLowerCase());
-      const rows = await db.query(
-        `SELECT *, (SELECT count(*) FROM unnest(project_tech_stack) s WHERE s = ANY($1::text[]))::int AS overlap
-           FROM context_signatures
-          WHERE project_tech_stack && $1::text[] OR project_type = $2
-          ORDER BY (project_type = $2) DESC, overlap DESC, created_at DESC LIMIT $3`,
-        [stack, a.projectType ?? '', a.limit],
+      const overlap = `(SELECT count(*) FROM unnest(t.project_tech_stack) s WHERE s = ANY($1::text[]))::int`;
+      const rows = await rowsWithin(
+        db,
+        {
+          from: 'context_signatures',
+          where: `t.project_tech_stack && $1::text[] OR t.project_type = $2`,
+          orderBy: `(t.project_type = $2) DESC, ${overlap} DESC, t.created_at DESC, t.seq DESC`,
+          extra: `, ${overlap} AS overlap`,
+          params: [stack, a.projectType ?? ''],
+          limit: a.limit,
+        },
       );
       return rows.map(toRecord);
     }
     case 'by_tech_stack': {
-      const rows = await db.query(`SELECT * FROM context_signatures WHERE project_tech_stack @> $1::text[] ORDER BY created_at DESC LIMIT $2`, [
-        (a.techStack ?? []).map((s) => s.toLowerCase()),
-        a.limit,
-      ]);
+      const rows = await rowsWithin(
+        db,
+        { from: 'context_signatures', where: `t.project_tech_stack @> $1::text[]`, orderBy: `t.created_at DESC, t.seq DESC`, params: [(a.techStack ?? []).map((s) => s.toLowerCase())], limit: a.limit },
+      );
       return rows.map(toRecord);
     }
     case 'prompt_executions': {
-      const rows = await db.query(`SELECT * FROM prompt_executions WHERE prompt_id = $1 ORDER BY "timestamp" DESC, seq DESC LIMIT $2`, [a.promptId!, a.limit]);
+      const rows = await rowsWithin(db, { from: 'prompt_executions', where: `t.prompt_id = $1`, orderBy: `t."timestamp" DESC, t.seq DESC`, params: [a.promptId!], limit: a.limit });
       return rows.map(toRecord);
     }
     case 'recent_feedback': {
-      const params: SqlParam[] = [new Date(Date.now() - (a.sinceMs ?? 86_400_000)).toISOString(), a.limit];
-      let where = `"timestamp" >= $1::timestamptz`;
+      const params: SqlParam[] = [new Date(Date.now() - (a.sinceMs ?? 86_400_000)).toISOString()];
+      let where = `t."timestamp" >= $1::timestamptz`;
       if (a.promptId !== undefined) {
         params.push(a.promptId);
-        where += ` AND prompt_id = $3`;
+        where += ` AND t.prompt_id = $2`;
       }
-      const rows = await db.query(`SELECT * FROM prompt_feedback WHERE ${where} ORDER BY "timestamp" DESC, seq DESC LIMIT $2`, params);
+      const rows = await rowsWithin(db, { from: 'prompt_feedback', where, orderBy: `t."timestamp" DESC, t.seq DESC`, params, limit: a.limit });
       return rows.map(toRecord);
     }
     case 'evolution_history': {
-      const rows = await db.query(
-        `SELECT * FROM prompt_evolutions WHERE original_prompt_id = $1 OR evolved_prompt_id = $1 ORDER BY evolution_timestamp, seq LIMIT $2`,
-        [a.promptId!, a.limit],
+      const rows = await rowsWithin(
+        db,
+        { from: 'prompt_evolutions', where: `t.original_prompt_id = $1 OR t.evolved_prompt_id = $1`, orderBy: `t.evolution_timestamp, t.seq`, params: [a.promptId!], limit: a.limit },
       );
       return rows.map(toRecord);
     }
