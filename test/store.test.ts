@@ -290,6 +290,39 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     }
   }, 60_000);
 
+  it('holds the training lock as a lease: when its connection drops another instance trains, and the first one can no longer promote', async () => {
+    if (dbUrl === undefined) return; // PGlite: one process, one trainer
+    const door = await doorTo(dbUrl, { open: true });
+    const schema = `pe_trainlease_${process.pid}`;
+    const first = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/trainlease1`, schema, log: createLogger('silent') });
+    const second = await TrackingStore.open({ databaseUrl: dbUrl, dataDir: `${pe.dataDir}/trainlease2`, schema, log: createLogger('silent') });
+    try {
+      await first.models.save({ version: 'v-first', feature_spec_hash: 'h', samples: 1, metrics: {}, onnx: new Uint8Array([1]), meta: {} });
+      const outcome = await first.withTrainingLock(async (hold) => {
+        // While the first trains, the second is told so.
+        expect(await second.withTrainingLock(async () => 'trained too')).toEqual({ locked: false });
+        // The first's connections drop (its network), while the first instance lives on.
+        door.close();
+        await until(() => hold.signal.aborted, 10_000);
+        // The lock died with its connection: another instance trains now.
+        expect(await second.withTrainingLock(async () => 'trained instead')).toEqual({ locked: true, value: 'trained instead' });
+        door.open();
+        // The first's promotion, made after it lost the lease, is refused and promotes nothing.
+        return first.models.promote('v-first', hold.lease).then(
+          () => 'promoted',
+          (err: unknown) => (err as { reason?: string }).reason,
+        );
+      });
+      expect(outcome).toEqual({ locked: true, value: 'unavailable' });
+      expect(await second.models.promoted()).toBeUndefined();
+    } finally {
+      door.open();
+      await first.close();
+      await second.close();
+      await door.stop();
+    }
+  }, 60_000);
+
   it('keeps journaled writes while the database refuses them for now (read-only after a failover), and stores them once it takes them', async () => {
     if (dbUrl === undefined) return; // a server to make read-only
     const url = await freshDatabase('pe_readonly');

@@ -12,7 +12,7 @@
  */
 import type { Logger } from 'pino';
 import fs from 'node:fs';
-import type { TrackingStore } from '../store/trackingStore.js';
+import type { TrackingStore, TrainingHold } from '../store/trackingStore.js';
 import { loadCells, MULTIPROMPT_DIR, type Cell } from './corpus.js';
 import type { EmbeddingService } from './embeddings.js';
 import { servingModel } from './modelSync.js';
@@ -110,7 +110,7 @@ export class Learner {
   private async run(req: TrainRequest, signal: AbortSignal): Promise<TrainResult> {
     const store = await this.deps.store();
     // One trainer among the instances sharing the database; another takes over when it dies.
-    const r = await store.withTrainingLock(() => this.trainLocked(store, req, signal));
+    const r = await store.withTrainingLock((hold) => this.trainLocked(store, req, AbortSignal.any([signal, hold.signal]), hold));
     if (!r.locked) {
       this.figures.busy++;
       this.deps.log.info('another instance is training: skipped');
@@ -119,7 +119,7 @@ export class Learner {
     return r.value;
   }
 
-  private async trainLocked(store: TrackingStore, req: TrainRequest, signal: AbortSignal): Promise<TrainResult> {
+  private async trainLocked(store: TrackingStore, req: TrainRequest, signal: AbortSignal, hold: TrainingHold): Promise<TrainResult> {
     const t0 = Date.now();
     const scorer = await this.deps.scorer();
     const serving = await servingModel(store, this.deps.modelsDir, this.deps.log);
@@ -151,7 +151,8 @@ export class Learner {
     });
     const previousVersion = scorer.modelVersion;
     if (out.promoted) {
-      await store.models.promote(out.meta.version);
+      // Fenced: once the training lease is lost another instance may have trained and promoted meanwhile.
+      await store.models.promote(out.meta.version, hold.lease);
       await scorer.replace(out.onnx, out.meta);
       this.figures.promotions++;
     }

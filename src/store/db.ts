@@ -83,13 +83,6 @@ export interface SqlClient {
    * always grants it.
    */
   lease(key: number): Promise<Lease | undefined>;
-  /**
-   * Run `fn` holding a PostgreSQL session-level advisory lock on a connection
-   * of its own, or return `{ locked: false }` at once when another session
-   * holds it. The lock dies with its connection, so an instance that dies
-   * mid-work frees it for the next. PGlite (one process) just runs `fn`.
-   */
-  withAdvisoryLock<T>(key: number, fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }>;
   /** Bulk load of rows already in COPY's text format (one statement, so atomic on its own). */
   readonly copy: CopyIn;
   /** Announce `payload` on `channel` (NOTIFY); a no-op on PGlite. */
@@ -184,24 +177,6 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
     transaction,
     session,
     lease: (key) => pgLease(url, options, key, transaction),
-    async withAdvisoryLock(key, fn) {
-      const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
-      let broken = false;
-      try {
-        const got = (await client.query<{ ok: boolean }>('SELECT pg_try_advisory_lock($1) AS ok', [key])).rows[0]?.ok === true;
-        if (!got) return { locked: false };
-        try {
-          return { locked: true, value: await fn() };
-        } finally {
-          await client.query('SELECT pg_advisory_unlock($1)', [key]).catch((err: unknown) => (broken = isConnectionError(err)));
-        }
-      } catch (err) {
-        broken = isConnectionError(err);
-        throw unreachable(err);
-      } finally {
-        client.release(broken);
-      }
-    },
     copy: {
       minRows: 64,
       async write(table, columns, text) {
@@ -431,7 +406,6 @@ export async function openPglite(dir: string, opts: { schema: string; settings?:
     session,
     // One process owns the directory: it always holds every lease.
     lease: async () => ({ held: true, transaction, onLost: () => undefined, release: async () => undefined }),
-    withAdvisoryLock: async (_key, fn) => ({ locked: true, value: await fn() }),
     // PGlite reads COPY data from a Blob at /dev/blob: ~1.4× the rows/s of the unnest INSERT at any batch size (measured, 2–512 rows).
     copy: {
       minRows: 1,

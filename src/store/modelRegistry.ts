@@ -5,7 +5,7 @@
  * any instance sharing the database can load any model; a promotion is
  * announced on the `prompt_engine_model` channel (NOTIFY) for the others.
  */
-import type { Row, SqlClient } from './db.js';
+import type { Lease, Row, SqlClient } from './db.js';
 import { iso } from './rowTerms.js';
 
 export interface ModelRow {
@@ -42,9 +42,15 @@ export class ModelRegistry {
     );
   }
 
-  /** Mark a model promoted and tell every instance listening on the database. */
-  async promote(version: string): Promise<void> {
-    await this.db.query(`UPDATE models SET promoted = true, promoted_at = now() WHERE version = $1`, [version]);
+  /**
+   * Mark a model promoted and tell every instance listening on the database.
+   * With `lease` (the trainer's), the update is fenced: it fails, promoting
+   * nothing, once the lease is lost (another instance may be training).
+   */
+  async promote(version: string, lease?: Lease): Promise<void> {
+    const sql = `UPDATE models SET promoted = true, promoted_at = now() WHERE version = $1`;
+    if (lease !== undefined) await lease.transaction((q) => q(sql, [version]));
+    else await this.db.query(sql, [version]);
     await this.db.notify(MODEL_CHANNEL, version);
   }
 

@@ -20,6 +20,13 @@ import { ModelRegistry } from './modelRegistry.js';
 import { EmbeddingRecords } from './embeddingRecords.js';
 import { runQuery, toAggregate, type PromptAggregate, type QueryArgs, type QueryKind } from './queries.js';
 import { iso } from './rowTerms.js';
+import { OpError } from '../contract/errors.js';
+
+/** What the only trainer holds: aborted once the training lease is lost; the lease fences the promotion. */
+export interface TrainingHold {
+  readonly signal: AbortSignal;
+  readonly lease: Lease;
+}
 
 export interface ExecutionRow {
   id: string;
@@ -200,12 +207,24 @@ export class TrackingStore {
   }
 
   /**
-   * Run `fn` as the only trainer among the instances sharing this database
-   * (a PostgreSQL advisory lock held on its own connection: it dies with the
-   * instance). `{ locked: false }` at once when another instance trains.
+   * Run `fn` as the only trainer among the instances sharing this database:
+   * it holds the training lease (a PostgreSQL advisory lock on a connection
+   * of its own, kept alive every second; it dies with the instance).
+   * `{ locked: false }` at once when another instance trains. Should the
+   * lease be lost mid-training (its connection dropped: another instance
+   * may now train), `hold.signal` aborts, and `hold.lease` fences the
+   * promotion, which then fails rather than racing the new trainer.
    */
-  withTrainingLock<T>(fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }> {
-    return this.db.withAdvisoryLock(lockKey(this.db.schema, 'training'), fn);
+  async withTrainingLock<T>(fn: (hold: TrainingHold) => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }> {
+    const lease = await this.db.lease(lockKey(this.db.schema, 'training'));
+    if (lease === undefined) return { locked: false };
+    const lost = new AbortController();
+    lease.onLost(() => lost.abort(new OpError('unavailable', 'the training lease was lost (its connection to the database dropped): another instance may train now')));
+    try {
+      return { locked: true, value: await fn({ signal: lost.signal, lease }) };
+    } finally {
+      await lease.release();
+    }
   }
 
   /** Record an evolution the engine made (typed: no term readers). Resolves with its id once durable. */
