@@ -25,7 +25,7 @@ const UNDESCRIBED = [
   'max_frame_bytes', 'message', 'rss', 'heap_used', 'external', 'port', 'frames_in', 'frames_out', 'protocol_errors',
   'cancels', 'pending_input_bytes', 'pending_output_bytes', 'output_paused', 'checks', 'database', 'nats', 'detail',
   // cache and templates figures
-  'cache', 'total_entries', 'dropped', 'lookups', 'memory_hits', 'central_hits', 'shipped_hits', 'central_fallbacks', 'central_wrong_names',
+  'cache', 'total_entries', 'dropped', 'lookups', 'memory_hits', 'central_hits', 'shipped_hits', 'central_fallbacks', 'central_wrong_names', 'central_revalidations',
   'requests', 'failures', 'analytics_sent', 'analytics_dropped', 'updates', 'central_connected', 'templates',
   // store figures and rows
   'backend', 'db_up', 'batches', 'mean_batch', 'journaled', 'replayed', 'path', 'journal_depth', 'overlap', 'kind',

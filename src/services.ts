@@ -26,6 +26,7 @@ import { TrackingStore } from './store/trackingStore.js';
 import { PromptAssembler } from './templates/assembly.js';
 import { CentralCloudClient } from './templates/centralCloud.js';
 import { TemplateRegistry } from './templates/registry.js';
+import type { Template } from './templates/template.js';
 
 export type Services = {
   cache: PromptCache;
@@ -111,12 +112,18 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
       const central = link === undefined ? undefined : new CentralCloudClient(link, { timeoutMs: engine.config.centralCloudTimeoutMs, maxQueue: 1_000, flushMs: 250 });
       const registry = new TemplateRegistry(engine.config.templatesDir, central);
       const cache = await engine.service('cache');
-      central?.onUpdate((t) => {
-        registry.put(t);
+      const updated = (t: Template): void => {
         const dropped = cache.invalidateTag(`template:${t.template_name}`);
         engine.log.info({ template: t.template_name, dropped }, 'template updated by central_cloud');
         engine.emit('template_updated', record({ template_name: t.template_name, template_type: t.template_type, language: t.language, dropped }));
+      };
+      central?.onUpdate((t) => {
+        registry.put(t, 'central_cloud');
+        updated(t);
       });
+      // Broadcasts sent while NATS was down never arrive: copies from central_cloud are asked for again at their next use.
+      central?.onReconnect(() => registry.centralReconnected());
+      registry.onRevalidated = updated;
       return registry;
     },
     close: (r) => r.central?.close(),

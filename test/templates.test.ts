@@ -18,6 +18,8 @@ import { MEMORY_LIMITS } from '../src/templates/registry.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { PortClient } from './helpers/portClient.js';
 import { requireEnv } from './helpers/pg.js';
+import { doorTo } from './helpers/door.js';
+import { until } from './helpers/poll.js';
 import { okValue } from './helpers/results.js';
 
 const json = JSONCodec<Record<string, unknown>>();
@@ -168,6 +170,23 @@ describe('shipped templates', () => {
     expect(ok(await pe.call('render_template', record({ template_id: 'about_topic', variables: record({ topic: 'cats' }) }))).prompt).toBe('Write about cats.');
     await store('includes_topic', '{{> topic}}: {{subject}}');
     expect(ok(await pe.call('render_template', record({ template_id: 'includes_topic', variables: record({ subject: 'dogs' }) }))).prompt).toBe('a partial that happens to be called topic: dogs');
+  });
+
+  it("drops a cached render when a partial it reaches through another partial changes, not only one it names", async () => {
+    const store = async (name: string, content: string, type = 'command'): Promise<void> => void ok(await pe.call('store_template', record({ template: record({ template_name: name, template_type: type, language: 'any', template_content: content }) })));
+    await store('sign_off', 'Regards, v1', 'partial');
+    await store('footer', '-- {{> sign_off}}', 'partial');
+    await store('letter_body', 'Dear {{name}}', 'partial');
+    await store('letter', '{{#> letter_body}}{{/letter_body}} {{> footer}}');
+    const args = record({ template_id: 'letter', variables: record({ name: 'Ada' }) });
+    expect(ok(await pe.call('render_template', args))).toMatchObject({ prompt: 'Dear Ada -- Regards, v1', cached: false });
+    expect(ok(await pe.call('render_template', args))).toMatchObject({ prompt: 'Dear Ada -- Regards, v1', cached: true });
+    // Two levels down: letter -> footer -> sign_off.
+    await store('sign_off', 'Regards, v2', 'partial');
+    expect(ok(await pe.call('render_template', args))).toMatchObject({ prompt: 'Dear Ada -- Regards, v2', cached: false });
+    // A partial block ({{#> name}}) is a dependency too.
+    await store('letter_body', 'Hello {{name}}', 'partial');
+    expect(ok(await pe.call('render_template', args))).toMatchObject({ prompt: 'Hello Ada -- Regards, v2', cached: false });
   });
 
   it('holds at most MEMORY_LIMITS of stored templates: store_template past it is refused naming the limit, a replacement still fits', async () => {
@@ -359,6 +378,50 @@ describe('central_cloud at cold start', () => {
       await cloud.close();
     }
   }, 30_000);
+});
+
+describe('central_cloud after NATS drops and comes back', () => {
+  it('asks again for a copy it holds from central_cloud: an update broadcast while NATS was down is not missed for good', async () => {
+    const url = requireEnv('TEST_NATS_URL');
+    const cloud = await startCentralCloud(url);
+    const door = await doorTo(url, { open: true });
+    const pe = localEngine({ natsUrl: door.url });
+    try {
+      const reg = await pe.engine.service('templates');
+      await until(() => reg.centralConnected, 10_000);
+      cloud.store.set('drifting', { id: 'd1', template_name: 'drifting', template_type: 'command', language: 'any', template_content: 'Drift v1 for {{context}}' });
+      cloud.store.set('vanishing', { id: 'd2', template_name: 'vanishing', template_type: 'command', language: 'any', template_content: 'Soon gone' });
+      const args = record({ template_id: 'drifting', variables: record({ context: 'x' }) });
+      expect(ok(await pe.call('render_template', args))).toMatchObject({ prompt: 'Drift v1 for x', cached: false });
+      expect(ok(await pe.call('render_template', args))).toMatchObject({ prompt: 'Drift v1 for x', cached: true });
+      expect(ok(await pe.call('get_template', record({ template_id: 'vanishing' }))).source).toBe('central_cloud');
+
+      door.close();
+      await until(() => !reg.centralConnected, 10_000);
+      // central_cloud changes one and deletes the other; the broadcast goes to nobody this sidecar hears.
+      const v2 = { id: 'd1', template_name: 'drifting', template_type: 'command', language: 'any', template_content: 'Drift v2 for {{context}}' };
+      cloud.store.set('drifting', v2);
+      cloud.nc.publish('template.updated.command.drifting', json.encode(v2));
+      cloud.store.delete('vanishing');
+      await cloud.nc.flush();
+      // While NATS is away the held copy serves.
+      expect(ok(await pe.call('render_template', args)).prompt).toBe('Drift v1 for x');
+
+      door.open();
+      await until(() => reg.centralConnected, 30_000);
+      expect(ok(await pe.call('render_template', args))).toMatchObject({ prompt: 'Drift v2 for x', cached: false });
+      // Asked once: the next use is served from memory again, without a round trip.
+      const requests = reg.central!.figures.requests;
+      expect(ok(await pe.call('get_template', record({ template_id: 'drifting' }))).source).toBe('memory');
+      expect(reg.central!.figures.requests).toBe(requests);
+      // Gone from central_cloud: gone here too (no shipped template of that name).
+      expect(await pe.call('get_template', record({ template_id: 'vanishing' }))).toMatchObject({ ok: false, reason: 'not_found' });
+    } finally {
+      await pe.close();
+      await door.stop();
+      await cloud.close();
+    }
+  }, 60_000);
 });
 
 describe('central_cloud down or slow', () => {

@@ -159,14 +159,14 @@ const storeTemplate = typedOp({
     if (reg.central?.connected) {
       try {
         const stored = await reg.central.store(template);
-        reg.put(stored);
+        reg.put(stored, 'central_cloud');
         cache.invalidateTag(`template:${stored.template_name}`);
         return record({ template: templateRecord(stored), stored: 'central_cloud' });
       } catch (err) {
         if (err instanceof CentralCloudError && !/failed|not connected/.test(err.message)) throw new OpError('conflict', err.message);
       }
     }
-    const fullNow = reg.put(template);
+    const fullNow = reg.put(template, 'local');
     if (fullNow !== undefined) throw noRoom(fullNow);
     cache.invalidateTag(`template:${template.template_name}`);
     return record({ template: templateRecord(template), stored: 'local' });

@@ -114,6 +114,13 @@ export class CentralCloudClient {
     });
   }
 
+  /** Run `f` each time the connection comes back after a drop: broadcasts sent meanwhile were missed. */
+  onReconnect(f: () => void): void {
+    this.link.onStatus((s) => {
+      if (s.type === 'reconnect') f();
+    });
+  }
+
   close(): void {
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.flushAnalytics();

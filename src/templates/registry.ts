@@ -3,7 +3,10 @@
  * NATS is configured and connected; bounded timeout; a failure falls back,
  * never fails the call) → the shipped `templates_data/`. No network is
  * needed for the shipped templates. Updates from central_cloud replace the
- * memory copy; the caller drops prompts cached from the old version.
+ * memory copy; the caller drops prompts cached from the old version. A copy
+ * that came from central_cloud is asked for again at its first use after
+ * NATS reconnects (`centralReconnected`): an update broadcast while the
+ * connection was down never arrived.
  * Memory is bounded (MEMORY_LIMITS): a client storing templates gets an
  * answer at the limit instead of growing the sidecar.
  */
@@ -22,9 +25,15 @@ export class TemplateRegistry {
   readonly renderer = new TemplateRenderer();
   private readonly shipped = new Map<string, Template>();
   private readonly memory = new Map<string, Template>();
+  /** Names held in memory whose copy came from central_cloud (fetched, broadcast, or stored there), not a local store_template. */
+  private readonly fromCentral = new Set<string>();
+  /** Of those, the ones to ask central_cloud for again before they serve (NATS reconnected since they came), each with when to ask. */
+  private readonly unverified = new Map<string, number>();
   /** Characters of template content held in memory. */
   private memoryChars = 0;
-  readonly figures = { lookups: 0, memory_hits: 0, central_hits: 0, shipped_hits: 0, central_fallbacks: 0, central_wrong_names: 0 };
+  readonly figures = { lookups: 0, memory_hits: 0, central_hits: 0, shipped_hits: 0, central_fallbacks: 0, central_wrong_names: 0, central_revalidations: 0 };
+  /** Told of a copy from central_cloud that changed when asked for again (the caller drops what was rendered from it). */
+  onRevalidated: ((t: Template) => void) | undefined;
 
   constructor(
     shippedDir: string,
@@ -46,10 +55,11 @@ export class TemplateRegistry {
   async get(name: string): Promise<{ template: Template; source: TemplateSource } | undefined> {
     this.figures.lookups++;
     const mem = this.memory.get(name);
-    if (mem !== undefined) {
+    if (mem !== undefined && !this.dueForRevalidation(name)) {
       this.figures.memory_hits++;
       return { template: mem, source: 'memory' };
     }
+    if (mem !== undefined) return this.revalidate(name, mem);
     // At cold start NATS may not be connected yet: wait for it (bounded) rather than decide without asking.
     if (this.central !== undefined && !this.recentlyMissed(name) && (await this.central.waitConnected(this.connectWaitMs))) {
       try {
@@ -60,7 +70,7 @@ export class TemplateRegistry {
           t = undefined;
         }
         if (t !== undefined) {
-          this.put(t);
+          this.put(t, 'central_cloud');
           this.figures.central_hits++;
           return { template: t, source: 'central_cloud' };
         }
@@ -76,6 +86,66 @@ export class TemplateRegistry {
       return { template: s, source: 'shipped' };
     }
     return undefined;
+  }
+
+  /** NATS came back after a drop: every copy from central_cloud is asked for again at its next use, and every remembered miss is forgotten. */
+  centralReconnected(): void {
+    const now = Date.now();
+    for (const name of this.fromCentral) this.unverified.set(name, now);
+    this.missed.clear();
+  }
+
+  private dueForRevalidation(name: string): boolean {
+    const at = this.unverified.get(name);
+    return at !== undefined && at <= Date.now() && this.central?.connected === true;
+  }
+
+  /**
+   * Ask central_cloud again for a copy it gave before NATS dropped. Changed:
+   * the new one is held and `onRevalidated` told; gone from central_cloud:
+   * the copy is dropped and the lookup goes on as for a name never held;
+   * no answer: the held copy serves, and is asked for again after
+   * `failureTtlMs`.
+   */
+  private async revalidate(name: string, held: Template): Promise<{ template: Template; source: TemplateSource } | undefined> {
+    this.figures.central_revalidations++;
+    let fresh: Template | undefined;
+    try {
+      fresh = await this.central!.get(name);
+    } catch {
+      this.figures.central_fallbacks++;
+      this.unverified.set(name, Date.now() + this.failureTtlMs);
+      this.figures.memory_hits++;
+      return { template: held, source: 'memory' };
+    }
+    // Another request may have replaced or dropped it meanwhile: only the copy asked about is acted on.
+    if (this.memory.get(name) !== held) return this.get(name);
+    this.unverified.delete(name);
+    if (fresh === undefined || fresh.template_name !== name) {
+      if (fresh !== undefined) this.figures.central_wrong_names++;
+      this.drop(name);
+      this.onRevalidated?.(held);
+      return this.get(name);
+    }
+    if (fresh.template_content !== held.template_content || fresh.template_type !== held.template_type || fresh.language !== held.language) {
+      if (this.put(fresh, 'central_cloud') === undefined) this.onRevalidated?.(fresh);
+    }
+    this.figures.central_hits++;
+    return { template: this.memory.get(name) ?? held, source: 'central_cloud' };
+  }
+
+  private drop(name: string): void {
+    const held = this.memory.get(name);
+    if (held === undefined) return;
+    this.memory.delete(name);
+    this.memoryChars -= held.template_content.length;
+    this.fromCentral.delete(name);
+    this.unverified.delete(name);
+    if (held.template_type !== 'partial') return;
+    // `{{> name}}` goes back to the shipped partial of that name, or to none.
+    const shipped = this.shipped.get(name);
+    if (shipped?.template_type === 'partial') this.renderer.setPartial(name, shipped.template_content);
+    else this.renderer.removePartial(name);
   }
 
   /**
@@ -116,14 +186,21 @@ export class TemplateRegistry {
     return undefined;
   }
 
-  /** Put a template in memory (a fetch, a local store, an update broadcast); when MEMORY_LIMITS leave no room it is not held, and the answer says why (roomFor). */
-  put(t: Template): string | undefined {
+  /**
+   * Put a template in memory (a fetch, a local store, an update broadcast),
+   * saying where its copy came from; when MEMORY_LIMITS leave no room it is
+   * not held, and the answer says why (roomFor).
+   */
+  put(t: Template, from: 'central_cloud' | 'local'): string | undefined {
     this.missed.delete(t.template_name);
     this.renderer.check(t.template_content);
     const full = this.roomFor(t);
     if (full !== undefined) return full;
     this.memoryChars += t.template_content.length - (this.memory.get(t.template_name)?.template_content.length ?? 0);
     this.memory.set(t.template_name, t);
+    this.unverified.delete(t.template_name);
+    if (from === 'central_cloud') this.fromCentral.add(t.template_name);
+    else this.fromCentral.delete(t.template_name);
     if (t.template_type === 'partial') this.renderer.setPartial(t.template_name, t.template_content);
     return undefined;
   }
@@ -156,8 +233,8 @@ export class TemplateRegistry {
     return this.renderer.render(t.template_content, vars, { strict, implicit });
   }
 
-  /** Partials a template includes (their updates must drop prompts built from it too). */
+  /** Partials a template includes, directly or through another partial (their updates must drop prompts built from it too). */
   partialsOf(t: Template): string[] {
-    return [...t.template_content.matchAll(/\{\{>\s*([A-Za-z0-9_.:-]+)/g)].map((m) => m[1]!);
+    return [...this.renderer.partialsIncluded(t.template_content)];
   }
 }

@@ -96,6 +96,12 @@ export class TemplateRenderer {
     this.hbs.registerPartial(name, ((context: unknown, options?: Handlebars.RuntimeOptions) => template(context, options)) as unknown as Handlebars.Template);
   }
 
+  /** Forget a partial: `{{> name}}` fails to render again, as for a name never registered. */
+  removePartial(name: string): void {
+    this.partials.delete(name);
+    this.hbs.unregisterPartial(name);
+  }
+
   /** `f` (a block's or a partial's renderer) counted against RENDER_LIMITS.blocks, its output against RENDER_LIMITS.chars. */
   private readonly counted = <F>(f: F): F => {
     if (typeof f !== 'function') return f;
@@ -160,6 +166,24 @@ export class TemplateRenderer {
       }
     });
     return [...out];
+  }
+
+  /**
+   * Every partial a template includes, and those they include in turn (as
+   * registered now): a render depends on each, so a change to any of them
+   * must drop what was rendered before. A partial named by an expression
+   * (`{{> (lookup ...)}}`) is known only at render time and is not listed.
+   */
+  partialsIncluded(content: string, seen = new Set<string>()): Set<string> {
+    walk(this.parse(content), (n) => {
+      if (n.type !== 'PartialStatement' && n.type !== 'PartialBlockStatement') return;
+      const name = (n.name as HbsNode).original;
+      if (typeof name !== 'string' || seen.has(name)) return;
+      seen.add(name);
+      const partial = this.partials.get(name);
+      if (partial !== undefined) this.partialsIncluded(partial, seen);
+    });
+    return seen;
   }
 
   /** Every variable a template declares: the ones it uses anywhere, and those of the partials it includes (helpers excluded). */

@@ -13,38 +13,39 @@ defmodule PromptEngine.Atoms do
     analytics_sent api_key args at auc backend bad_request banned base batches breadth bucket budget
     busy cache cache_clear cache_get cache_put cache_stats cached call_llm calls cancel cancelled
     cancels candidates category caught_up central_connected central_fallbacks central_hits
-    central_wrong_names checks choices choose_prompt comment common_errors completion_tokens
-    complexity_level computed confidence confidence_level confidence_score conflict connected
-    context context_signature continuous corpus cost cost_per_call cost_weight count created_at
-    database db_up deciding default delay_ms depth describe detail devset disconnects doc draw
-    dropped duplicate_outcomes duplicates duration duration_ms ece echo entries epochs error errors
-    event events evicted evictions evolution_id evolution_metadata evolution_timestamp
-    evolution_type evolved_prompt_id examples execution_time_ms experiment experiments expired
-    expired_running exploring external failures false feature_spec_hash feedback_type force found
-    frames_in frames_out full_refreshes generate_prompt generation get_sparc_prompt get_template
-    groups health heap_used heartbeats_missed high history hit_rate hits holdout id improvement
-    improvement_summary in_flight input_token_cost input_tokens insufficient insufficient_data
-    internal interval invalidations jetstream journal_depth journaled journaled_outcomes json key
-    keys kind lag_ms language last_error latency_mean_ms leader leader_changes leader_id learner
-    leases_lost leases_taken limit list_templates llm llm_error load log_loss lookups low max_bytes
-    max_cost_per_call max_entries max_entry_bytes max_frame_bytes max_latency_ms_p90 max_tokens mean
-    mean_batch mean_confidence mean_ms memory memory_hits message messages metadata metric_calls
-    metrics min_count min_samples min_success_rate misses missing model model_promoted model_trained
-    model_version models name nats near_duplicates nil node_version not_found notices now objective
-    offline ok op open_args ops optimization_score optimize_prompt optimized_prompt options opts
-    origin original_prompt_id os_pid outcomes output_paused output_token_cost output_tokens
-    over_latency_share overlap overloaded p p50_ms p95_ms p_best package_id pages_watched path
-    pending_input_bytes pending_output_bytes performance_improvement pinned port posterior_mean
-    posteriors predicted previous_version project_tech_stack project_type promoted promoted_by
-    promotions prompt prompt_id prompt_ids prompt_stats prompt_tokens prompts proposals_made
-    proposals_rejected proposals_screened protocol protocol_error protocol_errors published query
-    rating ready reason reasons reconnects redelivered refreshes refused regret render_template
-    replayed reply req requests required required_when response_length retired retried revision
-    reward round rows rss running sample_size samples score score_mean scores search_templates seed
-    select_variant services serving serving_metrics serving_unseen_metrics shipped_hits
-    shutting_down signature_hash since_ms source spearman spin_ms state stats status stopped
-    store_errors store_hits store_template stored streams streams_dropped streams_opened strict
-    success success_rate successes summary tasks tech_stack temperature template template_content
+    central_revalidations central_wrong_names checks choices choose_prompt comment common_errors
+    completion_tokens complexity_level computed confidence confidence_level confidence_score
+    conflict connected context context_signature continuous corpus cost cost_per_call cost_weight
+    count created_at database db_up deciding default delay_ms depth describe detail devset
+    disconnects doc draw dropped duplicate_outcomes duplicates duration duration_ms ece echo entries
+    epochs error errors event events evicted evictions evolution_id evolution_metadata
+    evolution_timestamp evolution_type evolved_prompt_id examples execution_time_ms experiment
+    experiments expired expired_running exploring external failures false feature_spec_hash
+    feedback_type force found frames_in frames_out full_refreshes generate_prompt generation
+    get_sparc_prompt get_template groups health heap_used heartbeats_missed high history hit_rate
+    hits holdout id improvement improvement_summary in_flight input_token_cost input_tokens
+    insufficient insufficient_data internal interval invalidations jetstream journal_depth journaled
+    journaled_outcomes json key keys kind lag_ms language last_error latency_mean_ms leader
+    leader_changes leader_id learner leases_lost leases_taken limit list_templates llm llm_error
+    load log_loss lookups low max_bytes max_cost_per_call max_entries max_entry_bytes
+    max_frame_bytes max_latency_ms_p90 max_tokens mean mean_batch mean_confidence mean_ms memory
+    memory_hits message messages metadata metric_calls metrics min_count min_samples
+    min_success_rate misses missing model model_promoted model_trained model_version models name
+    nats near_duplicates nil node_version not_found notices now objective offline ok op open_args
+    ops optimization_score optimize_prompt optimized_prompt options opts origin original_prompt_id
+    os_pid outcomes output_paused output_token_cost output_tokens over_latency_share overlap
+    overloaded p p50_ms p95_ms p_best package_id pages_watched path pending_input_bytes
+    pending_output_bytes performance_improvement pinned port posterior_mean posteriors predicted
+    previous_version project_tech_stack project_type promoted promoted_by promotions prompt
+    prompt_id prompt_ids prompt_stats prompt_tokens prompts proposals_made proposals_rejected
+    proposals_screened protocol protocol_error protocol_errors published query rating ready reason
+    reasons reconnects redelivered refreshes refused regret render_template replayed reply req
+    requests required required_when response_length retired retried revision reward round rows rss
+    running sample_size samples score score_mean scores search_templates seed select_variant
+    services serving serving_metrics serving_unseen_metrics shipped_hits shutting_down
+    signature_hash since_ms source spearman spin_ms state stats status stopped store_errors
+    store_hits store_template stored streams streams_dropped streams_opened strict success
+    success_rate successes summary tasks tech_stack temperature template template_content
     template_id template_name template_type template_updated template_used templates terminated
     test_duration test_id test_timestamp text threshold timeout timeout_ms timestamp top_p
     total_bytes total_entries total_tokens track_ab_result track_context_signature track_evolution
