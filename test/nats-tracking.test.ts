@@ -14,6 +14,7 @@ import { NatsSidecar, OwnNatsServer, natsConnect, requestEtf, requestJson, requi
 import { record, float, Tuple, type TermObject } from '../src/codec/terms.js';
 import { createDatabase } from './helpers/pg.js';
 import { until } from './helpers/poll.js';
+import { redeliveryDelayMs } from '../src/transports/natsTracking.js';
 
 const BASE_DB = requireEnv('TEST_DATABASE_URL');
 const cleanups: Array<() => Promise<void>> = [];
@@ -130,6 +131,14 @@ describe('durable tracking through JetStream', () => {
     expect(js?.written).toBeGreaterThan(0);
     // The 20 retries reached the stream with ids it already had: dropped there by Nats-Msg-Id.
     expect(js?.duplicates).toBe(20);
+  });
+});
+
+describe('a tracking write that fails for now', () => {
+  it('is handed out again after a delay that doubles with each delivery, from 1 s to at most 60 s', () => {
+    expect([1, 2, 3, 4, 5, 6, 7, 8, 100].map(redeliveryDelayMs)).toEqual([1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]);
+    // A count JetStream never sends (0) is the first delivery's delay, not less.
+    expect(redeliveryDelayMs(0)).toBe(1_000);
   });
 });
 

@@ -51,6 +51,16 @@ const PERMANENT: ReadonlySet<ErrorReason> = new Set(['bad_request', 'unknown_op'
 
 const nanos = (ms: number): number => ms * 1_000_000;
 
+/**
+ * How long a write that failed for now (the store unavailable and its journal
+ * full, say) waits before JetStream hands it out again: 1 s after the first
+ * delivery, doubling with each, at most 60 s, so a long outage is not a
+ * redelivery of every pending entry every second.
+ */
+export function redeliveryDelayMs(deliveryCount: number): number {
+  return Math.min(60_000, 1_000 * 2 ** Math.min(Math.max(deliveryCount - 1, 0), 6));
+}
+
 export class TrackingStream {
   private js: JetStreamClient | undefined;
   private messages: ConsumerMessages | undefined;
@@ -228,8 +238,9 @@ export class TrackingStream {
       m.term(`${r.reason}: ${r.message}`);
     } else {
       this.figures.retried++;
-      this.log.warn({ op, reason: r.reason, message: r.message }, 'tracking write failed; redelivering');
-      m.nak(1000);
+      const delayMs = redeliveryDelayMs(m.info.deliveryCount);
+      this.log.warn({ op, reason: r.reason, message: r.message, deliveries: m.info.deliveryCount, retry_in_ms: delayMs }, 'tracking write failed; redelivering');
+      m.nak(delayMs);
     }
   }
 
