@@ -334,6 +334,9 @@ defmodule PromptEngine do
   @doc """
   Query the tracking store: `kind` is one of `:by_id, :similar, :by_tech_stack,
   :prompt_executions, :recent_feedback, :evolution_history, :high_performance`.
+  At most `limit:` rows (10,000) and 16 MiB of their text come back; past
+  that, `{:error, %PromptEngine.Error{reason: :bad_request}}` says how many
+  rows fit.
 
       {:ok, %{rows: rows}} = PromptEngine.query(:prompt_executions, prompt_id: "p1", limit: 10)
   """
