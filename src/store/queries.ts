@@ -4,7 +4,7 @@
  *
  * A reply's rows are bounded twice: by the caller's `limit` (10,000 at most)
  * and by `QUERY_REPLY_BYTES` of their text, counted in SQL as the rows are
- * read (a running sum beside the LIMIT), so that 10,000 rows of 64 KiB
+ * read (a running sum over the rows the LIMIT keeps), so that 10,000 rows of 64 KiB
  * metadata never reach this process: the rows past the budget stay in
  * PostgreSQL and the caller is told how many fit.
  */
@@ -47,25 +47,27 @@ export function toAggregate(r: Row): PromptAggregate {
 export const QUERY_REPLY_BYTES = 16 * 1024 * 1024;
 
 /**
- * `SELECT t.* FROM <from> t WHERE <where> ORDER BY <orderBy> LIMIT n`, cut
- * where the rows' text passes `budget` bytes. Each row carries its size and
- * the running sum up to it, so PostgreSQL sends the rows within the budget
- * and the first one past it (which tells the budget was passed) and no
- * more; the caller gets `bad_request` naming how many rows fit, rather than
- * a reply some rows short that looks whole.
+ * `SELECT t.* FROM <from> t WHERE <where> ORDER BY <order> LIMIT n`, cut
+ * where the rows' text passes `budget` bytes. The LIMIT is taken first (so
+ * PostgreSQL keeps its bounded top-n sort); then each of those rows carries
+ * its size and the running sum up to it, and only the rows within the
+ * budget and the first one past it (which tells the budget was passed) are
+ * sent. The caller gets `bad_request` naming how many rows fit, rather than
+ * a reply some rows short that looks whole. `order` writes the ORDER BY
+ * over a table alias (`t` inside, `s` over the limited rows).
  */
 async function rowsWithin(
   db: SqlClient,
-  q: { from: string; where: string; orderBy: string; params: SqlParam[]; limit: number; extra?: string },
+  q: { from: string; where: string; order: (alias: 't' | 's') => string; params: SqlParam[]; limit: number; extra?: string },
   budget = QUERY_REPLY_BYTES,
 ): Promise<Row[]> {
   const n = q.params.length;
   const rows = await db.query(
     `SELECT * FROM (
-       SELECT t.*${q.extra ?? ''}, octet_length(t::text) AS pe_row_bytes,
-              sum(octet_length(t::text)) OVER (ORDER BY ${q.orderBy} ROWS UNBOUNDED PRECEDING) AS pe_upto
-         FROM ${q.from} t WHERE ${q.where} ORDER BY ${q.orderBy} LIMIT $${n + 1}
-     ) s WHERE s.pe_upto - s.pe_row_bytes <= $${n + 2} ORDER BY s.pe_upto`,
+       SELECT s.*, octet_length(s::text) AS pe_row_bytes,
+              sum(octet_length(s::text)) OVER (ORDER BY ${q.order('s')} ROWS UNBOUNDED PRECEDING) AS pe_upto
+         FROM (SELECT t.*${q.extra ?? ''} FROM ${q.from} t WHERE ${q.where} ORDER BY ${q.order('t')} LIMIT $${n + 1}) s
+     ) u WHERE u.pe_upto - u.pe_row_bytes <= $${n + 2} ORDER BY u.pe_upto`,
     [...q.params, q.limit, budget],
   );
   const last = rows[rows.length - 1];
@@ -98,7 +100,7 @@ export async function runQuery(db: SqlClient, kind: QueryKind, a: QueryArgs): Pr
         {
           from: 'context_signatures',
           where: `t.project_tech_stack && $1::text[] OR t.project_type = $2`,
-          orderBy: `(t.project_type = $2) DESC, ${overlap} DESC, t.created_at DESC, t.seq DESC`,
+          order: (a) => `(${a}.project_type = $2) DESC, ${a === 't' ? overlap : 's.overlap'} DESC, ${a}.created_at DESC, ${a}.seq DESC`,
           extra: `, ${overlap} AS overlap`,
           params: [stack, a.projectType ?? ''],
           limit: a.limit,
@@ -109,12 +111,12 @@ export async function runQuery(db: SqlClient, kind: QueryKind, a: QueryArgs): Pr
     case 'by_tech_stack': {
       const rows = await rowsWithin(
         db,
-        { from: 'context_signatures', where: `t.project_tech_stack @> $1::text[]`, orderBy: `t.created_at DESC, t.seq DESC`, params: [(a.techStack ?? []).map((s) => s.toLowerCase())], limit: a.limit },
+        { from: 'context_signatures', where: `t.project_tech_stack @> $1::text[]`, order: (a) => `${a}.created_at DESC, ${a}.seq DESC`, params: [(a.techStack ?? []).map((s) => s.toLowerCase())], limit: a.limit },
       );
       return rows.map(toRecord);
     }
     case 'prompt_executions': {
-      const rows = await rowsWithin(db, { from: 'prompt_executions', where: `t.prompt_id = $1`, orderBy: `t."timestamp" DESC, t.seq DESC`, params: [a.promptId!], limit: a.limit });
+      const rows = await rowsWithin(db, { from: 'prompt_executions', where: `t.prompt_id = $1`, order: (a) => `${a}."timestamp" DESC, ${a}.seq DESC`, params: [a.promptId!], limit: a.limit });
       return rows.map(toRecord);
     }
     case 'recent_feedback': {
@@ -124,13 +126,13 @@ export async function runQuery(db: SqlClient, kind: QueryKind, a: QueryArgs): Pr
         params.push(a.promptId);
         where += ` AND t.prompt_id = $2`;
       }
-      const rows = await rowsWithin(db, { from: 'prompt_feedback', where, orderBy: `t."timestamp" DESC, t.seq DESC`, params, limit: a.limit });
+      const rows = await rowsWithin(db, { from: 'prompt_feedback', where, order: (a) => `${a}."timestamp" DESC, ${a}.seq DESC`, params, limit: a.limit });
       return rows.map(toRecord);
     }
     case 'evolution_history': {
       const rows = await rowsWithin(
         db,
-        { from: 'prompt_evolutions', where: `t.original_prompt_id = $1 OR t.evolved_prompt_id = $1`, orderBy: `t.evolution_timestamp, t.seq`, params: [a.promptId!], limit: a.limit },
+        { from: 'prompt_evolutions', where: `t.original_prompt_id = $1 OR t.evolved_prompt_id = $1`, order: (a) => `${a}.evolution_timestamp, ${a}.seq`, params: [a.promptId!], limit: a.limit },
       );
       return rows.map(toRecord);
     }
