@@ -304,8 +304,10 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
         // The first's connections drop (its network), while the first instance lives on.
         door.close();
         await until(() => hold.signal.aborted, 10_000);
-        // The lock died with its connection: another instance trains now.
-        expect(await second.withTrainingLock(async () => 'trained instead')).toEqual({ locked: true, value: 'trained instead' });
+        // The lock dies with its connection (once the server has seen it go): another instance trains now.
+        let taken: { locked: boolean } = { locked: false };
+        await until(async () => (taken = await second.withTrainingLock(async () => 'trained instead')).locked, 20_000, 100);
+        expect(taken).toEqual({ locked: true, value: 'trained instead' });
         door.open();
         // The first's promotion, made after it lost the lease, is refused and promotes nothing.
         return first.models.promote('v-first', hold.lease).then(
@@ -319,6 +321,31 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
       door.open();
       await first.close();
       await second.close();
+      await door.stop();
+    }
+  }, 60_000);
+
+  it('gives the training lease up when its connection goes silent (no reset: a partition), so that training stops and cannot promote', async () => {
+    if (dbUrl === undefined) return;
+    const door = await doorTo(dbUrl, { open: true });
+    const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/silentlease`, schema: `pe_silentlease_${process.pid}`, log: createLogger('silent') });
+    try {
+      const outcome = await store.withTrainingLock(async (hold) => {
+        door.freeze();
+        // The keep-alive goes unanswered: the lease is lost within its check's time limit, not when TCP gives up.
+        await until(() => hold.signal.aborted, 20_000, 100);
+        expect(hold.signal.reason).toMatchObject({ reason: 'unavailable' });
+        // Refused at once: the pooled connections are behind the same silence.
+        return store.models.promote('v-silent', hold.lease).then(
+          () => 'promoted',
+          (err: unknown) => (err as { reason?: string }).reason,
+        );
+      });
+      expect(outcome).toEqual({ locked: true, value: 'unavailable' });
+    } finally {
+      door.close();
+      door.open();
+      await store.close();
       await door.stop();
     }
   }, 60_000);

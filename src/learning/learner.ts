@@ -110,7 +110,10 @@ export class Learner {
   private async run(req: TrainRequest, signal: AbortSignal): Promise<TrainResult> {
     const store = await this.deps.store();
     // One trainer among the instances sharing the database; another takes over when it dies.
-    const r = await store.withTrainingLock((hold) => this.trainLocked(store, req, AbortSignal.any([signal, hold.signal]), hold));
+    const r = await store.withTrainingLock((hold) =>
+      // Stopped because the lease was lost, the caller hears why (unavailable), not that it cancelled.
+      this.trainLocked(store, req, AbortSignal.any([signal, hold.signal]), hold).catch((err: unknown) => Promise.reject(hold.signal.aborted && !signal.aborted ? hold.signal.reason : err)),
+    );
     if (!r.locked) {
       this.figures.busy++;
       this.deps.log.info('another instance is training: skipped');

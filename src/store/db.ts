@@ -261,6 +261,10 @@ function copyOn(client: pg.PoolClient, table: string, columns: readonly string[]
 }
 
 const LEASE_KEEPALIVE_MS = 1_000;
+/** A lease's check (or its release) with no answer within this is a lost connection: a silent partition sends no reset. */
+const LEASE_ANSWER_MS = 5_000;
+/** A statement node-postgres gives up on after LEASE_ANSWER_MS (its per-query `query_timeout`, which @types/pg does not declare). */
+const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text, values, query_timeout: LEASE_ANSWER_MS }) as pg.QueryConfig;
 
 /**
  * A PostgreSQL lease: its own client holding `pg_try_advisory_lock`, and a
@@ -304,7 +308,7 @@ async function pgLease(url: string, options: string, key: number, transaction: S
     if (checking) return;
     checking = true;
     void client
-      .query('SELECT 1')
+      .query(timed('SELECT 1'))
       .catch(lose)
       .finally(() => (checking = false));
   }, LEASE_KEEPALIVE_MS);
@@ -314,7 +318,8 @@ async function pgLease(url: string, options: string, key: number, transaction: S
       return held;
     },
     transaction: (fn) =>
-      transaction(async (q, copy) => {
+      // Known lost: refused at once, without waiting on the database (a silent partition would hold a pooled connection too).
+      !held ? Promise.reject(new OpError('unavailable', 'the lease was lost')) : transaction(async (q, copy) => {
         // A one-int advisory key is classid 0, objid key, objsubid 1 in pg_locks.
         const fence = await q(`SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1 AND pid = $2 AND granted`, [key, holder]);
         if (!held || fence.length === 0) {
@@ -331,8 +336,9 @@ async function pgLease(url: string, options: string, key: number, transaction: S
       if (!held) return;
       held = false;
       clearInterval(keepAlive);
-      await client.query('SELECT pg_advisory_unlock($1)', [key]).catch(() => undefined);
-      await client.end().catch(() => undefined);
+      await client.query(timed('SELECT pg_advisory_unlock($1)', [key])).catch(() => undefined);
+      // Ending waits on the server's goodbye, which a silent partition never sends.
+      await Promise.race([client.end().catch(() => undefined), new Promise((r) => setTimeout(r, LEASE_ANSWER_MS).unref())]);
     },
   };
 }

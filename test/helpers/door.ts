@@ -12,6 +12,12 @@ export interface Door {
   open(): void;
   /** Drop every connection through the door, and refuse new ones until `open`. */
   close(): void;
+  /**
+   * A silent partition: connections through the door stay open but nothing
+   * crosses it any more (no reset, no close: each side hears nothing), and
+   * new ones are refused until `close` or `stop`.
+   */
+  freeze(): void;
   stop(): Promise<void>;
 }
 
@@ -27,7 +33,10 @@ export async function doorTo(url: string, opts: { open?: boolean } = {}): Promis
       s.on('error', () => undefined).on('close', () => sockets.delete(s));
     }
     client.pipe(upstream).pipe(client);
+    pairs.add([client, upstream]);
+    client.on('close', () => pairs.forEach((p) => p[0] === client && pairs.delete(p)));
   });
+  const pairs = new Set<[net.Socket, net.Socket]>();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const via = new URL(url);
   via.hostname = '127.0.0.1';
@@ -41,6 +50,15 @@ export async function doorTo(url: string, opts: { open?: boolean } = {}): Promis
     close: () => {
       isOpen = false;
       dropAll();
+    },
+    freeze: () => {
+      isOpen = false;
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
     },
     stop: async () => {
       isOpen = false;
