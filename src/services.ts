@@ -123,7 +123,11 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
       });
       // Broadcasts sent while NATS was down never arrive: copies from central_cloud are asked for again at their next use.
       central?.onReconnect(() => registry.centralReconnected());
-      registry.onRevalidated = updated;
+      registry.onRevalidated = (name, now) => {
+        if (now !== undefined) return updated(now);
+        const dropped = cache.invalidateTag(`template:${name}`);
+        engine.log.info({ template: name, dropped }, 'template dropped: central_cloud no longer has it');
+      };
       return registry;
     },
     close: (r) => r.central?.close(),

@@ -391,6 +391,13 @@ describe('central_cloud after NATS drops and comes back', () => {
       await until(() => reg.centralConnected, 10_000);
       cloud.store.set('drifting', { id: 'd1', template_name: 'drifting', template_type: 'command', language: 'any', template_content: 'Drift v1 for {{context}}' });
       cloud.store.set('vanishing', { id: 'd2', template_name: 'vanishing', template_type: 'command', language: 'any', template_content: 'Soon gone' });
+      cloud.store.set('cloud_footer', { id: 'd3', template_name: 'cloud_footer', template_type: 'partial', language: 'any', template_content: 'Footer v1' });
+      // A partial held from central_cloud, used inside another template's render (which never looks it up).
+      expect(ok(await pe.call('get_template', record({ template_id: 'cloud_footer' }))).source).toBe('central_cloud');
+      ok(await pe.call('store_template', record({ template: record({ template_name: 'uses_footer', template_type: 'command', language: 'any', template_content: 'Body. {{> cloud_footer}}' }) })));
+      const withFooter = record({ template_id: 'uses_footer', variables: record({}) });
+      expect(ok(await pe.call('render_template', withFooter))).toMatchObject({ prompt: 'Body. Footer v1' });
+      expect(ok(await pe.call('render_template', withFooter))).toMatchObject({ prompt: 'Body. Footer v1', cached: true });
       const args = record({ template_id: 'drifting', variables: record({ context: 'x' }) });
       expect(ok(await pe.call('render_template', args))).toMatchObject({ prompt: 'Drift v1 for x', cached: false });
       expect(ok(await pe.call('render_template', args))).toMatchObject({ prompt: 'Drift v1 for x', cached: true });
@@ -403,6 +410,7 @@ describe('central_cloud after NATS drops and comes back', () => {
       cloud.store.set('drifting', v2);
       cloud.nc.publish('template.updated.command.drifting', json.encode(v2));
       cloud.store.delete('vanishing');
+      cloud.store.set('cloud_footer', { id: 'd3', template_name: 'cloud_footer', template_type: 'partial', language: 'any', template_content: 'Footer v2' });
       await cloud.nc.flush();
       // While NATS is away the held copy serves.
       expect(ok(await pe.call('render_template', args)).prompt).toBe('Drift v1 for x');
@@ -416,6 +424,8 @@ describe('central_cloud after NATS drops and comes back', () => {
       expect(reg.central!.figures.requests).toBe(requests);
       // Gone from central_cloud: gone here too (no shipped template of that name).
       expect(await pe.call('get_template', record({ template_id: 'vanishing' }))).toMatchObject({ ok: false, reason: 'not_found' });
+      // The partial is asked for without a lookup of its own, and the render that included it is not served from the cache.
+      await until(async () => String(ok(await pe.call('render_template', withFooter)).prompt) === 'Body. Footer v2', 10_000, 50);
     } finally {
       await pe.close();
       await door.stop();

@@ -76,7 +76,9 @@ export class PromptAssembler {
       if (byName !== undefined && byName.template.template_type !== 'partial') return { template: byName.template, confidence: 0.95 };
       const byType = all.filter((t) => t.template_type === c);
       const pick = byType.find((t) => t.language === lang) ?? byType[0] ?? all.find((t) => t.template_name.includes(c));
-      if (pick !== undefined) return { template: pick, confidence: 0.85 };
+      // Looked up by name, as every other choice: a copy from central_cloud is asked for again after NATS reconnected.
+      const fresh = pick === undefined ? undefined : await reg.get(pick.template_name);
+      if (pick !== undefined) return { template: fresh?.template ?? pick, confidence: 0.85 };
     }
     if (a.triggerType !== undefined) {
       const type = a.triggerType.toLowerCase();

@@ -32,8 +32,8 @@ export class TemplateRegistry {
   /** Characters of template content held in memory. */
   private memoryChars = 0;
   readonly figures = { lookups: 0, memory_hits: 0, central_hits: 0, shipped_hits: 0, central_fallbacks: 0, central_wrong_names: 0, central_revalidations: 0 };
-  /** Told of a copy from central_cloud that changed when asked for again (the caller drops what was rendered from it). */
-  onRevalidated: ((t: Template) => void) | undefined;
+  /** Told of a copy from central_cloud that changed, or is gone (undefined), when asked for again: the caller drops what was rendered from it. */
+  onRevalidated: ((name: string, now: Template | undefined) => void) | undefined;
 
   constructor(
     shippedDir: string,
@@ -88,11 +88,24 @@ export class TemplateRegistry {
     return undefined;
   }
 
-  /** NATS came back after a drop: every copy from central_cloud is asked for again at its next use, and every remembered miss is forgotten. */
+  /**
+   * NATS came back after a drop: every copy from central_cloud is asked for
+   * again at its next lookup, and every remembered miss is forgotten.
+   * Partials are asked for at once, one at a time, in the background: they
+   * are used inside other templates' renders, which never look them up.
+   */
   centralReconnected(): void {
     const now = Date.now();
     for (const name of this.fromCentral) this.unverified.set(name, now);
     this.missed.clear();
+    const partials = [...this.fromCentral].filter((name) => this.memory.get(name)?.template_type === 'partial');
+    if (partials.length === 0) return;
+    void (async () => {
+      for (const name of partials) {
+        const held = this.memory.get(name);
+        if (held !== undefined && this.dueForRevalidation(name)) await this.revalidate(name, held);
+      }
+    })();
   }
 
   private dueForRevalidation(name: string): boolean {
@@ -100,14 +113,26 @@ export class TemplateRegistry {
     return at !== undefined && at <= Date.now() && this.central?.connected === true;
   }
 
+  /** Asks of central_cloud under way, by name: lookups of one name while it is asked share the answer. */
+  private readonly revalidating = new Map<string, Promise<{ template: Template; source: TemplateSource } | undefined>>();
+
   /**
    * Ask central_cloud again for a copy it gave before NATS dropped. Changed:
    * the new one is held and `onRevalidated` told; gone from central_cloud:
-   * the copy is dropped and the lookup goes on as for a name never held;
-   * no answer: the held copy serves, and is asked for again after
-   * `failureTtlMs`.
+   * the copy is dropped, `onRevalidated` told, and the lookup goes on as
+   * for a name never held; no answer: the held copy serves, and is asked
+   * for again after `failureTtlMs`.
    */
-  private async revalidate(name: string, held: Template): Promise<{ template: Template; source: TemplateSource } | undefined> {
+  private revalidate(name: string, held: Template): Promise<{ template: Template; source: TemplateSource } | undefined> {
+    let asking = this.revalidating.get(name);
+    if (asking === undefined) {
+      asking = this.askAgain(name, held).finally(() => this.revalidating.delete(name));
+      this.revalidating.set(name, asking);
+    }
+    return asking;
+  }
+
+  private async askAgain(name: string, held: Template): Promise<{ template: Template; source: TemplateSource } | undefined> {
     this.figures.central_revalidations++;
     let fresh: Template | undefined;
     try {
@@ -120,16 +145,17 @@ export class TemplateRegistry {
     }
     // Another request may have replaced or dropped it meanwhile: only the copy asked about is acted on.
     if (this.memory.get(name) !== held) return this.get(name);
-    this.unverified.delete(name);
     if (fresh === undefined || fresh.template_name !== name) {
       if (fresh !== undefined) this.figures.central_wrong_names++;
       this.drop(name);
-      this.onRevalidated?.(held);
+      this.onRevalidated?.(name, undefined);
       return this.get(name);
     }
     if (fresh.template_content !== held.template_content || fresh.template_type !== held.template_type || fresh.language !== held.language) {
-      if (this.put(fresh, 'central_cloud') === undefined) this.onRevalidated?.(fresh);
+      // No room for the new copy: the old one serves until the next reconnect's ask, and the caller hears nothing changed.
+      if (this.put(fresh, 'central_cloud') === undefined) this.onRevalidated?.(name, fresh);
     }
+    this.unverified.delete(name);
     this.figures.central_hits++;
     return { template: this.memory.get(name) ?? held, source: 'central_cloud' };
   }
