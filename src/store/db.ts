@@ -263,6 +263,14 @@ function copyOn(client: pg.PoolClient, table: string, columns: readonly string[]
 const LEASE_KEEPALIVE_MS = 1_000;
 /** A lease's check (or its release) with no answer within this is a lost connection: a silent partition sends no reset. */
 const LEASE_ANSWER_MS = 5_000;
+/**
+ * The server's side of a lease connection probes its client after 5 s of
+ * silence, every 2 s, and gives up after 3 unanswered probes: a holder whose
+ * host died or was cut off (no reset ever comes) frees its lock for the next
+ * within about 11 s, not after the operating system's default of two hours.
+ * Per-session settings any user may set; ignored on a Unix socket.
+ */
+const LEASE_SERVER_KEEPALIVE = '-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3';
 /** A statement node-postgres gives up on after LEASE_ANSWER_MS (its per-query `query_timeout`, which @types/pg does not declare). */
 const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text, values, query_timeout: LEASE_ANSWER_MS }) as pg.QueryConfig;
 
@@ -274,7 +282,7 @@ const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text
  * `pg_locks` for the lock held by the lease's backend.
  */
 async function pgLease(url: string, options: string, key: number, transaction: SqlClient['transaction']): Promise<Lease | undefined> {
-  const client = new pg.Client({ connectionString: url, options, connectionTimeoutMillis: 2_000, keepAlive: true });
+  const client = new pg.Client({ connectionString: url, options: `${options} ${LEASE_SERVER_KEEPALIVE}`, connectionTimeoutMillis: 2_000, keepAlive: true });
   let held = false;
   const lostHandlers: Array<() => void> = [];
   let keepAlive: NodeJS.Timeout | undefined;
