@@ -394,6 +394,8 @@ describe('central_cloud after NATS drops and comes back', () => {
       cloud.store.set('cloud_footer', { id: 'd3', template_name: 'cloud_footer', template_type: 'partial', language: 'any', template_content: 'Footer v1' });
       // A partial held from central_cloud, used inside another template's render (which never looks it up).
       expect(ok(await pe.call('get_template', record({ template_id: 'cloud_footer' }))).source).toBe('central_cloud');
+      cloud.store.set('cloud_header', { id: 'd4', template_name: 'cloud_header', template_type: 'partial', language: 'any', template_content: 'Header v1' });
+      expect(ok(await pe.call('get_template', record({ template_id: 'cloud_header' }))).source).toBe('central_cloud');
       ok(await pe.call('store_template', record({ template: record({ template_name: 'uses_footer', template_type: 'command', language: 'any', template_content: 'Body. {{> cloud_footer}}' }) })));
       const withFooter = record({ template_id: 'uses_footer', variables: record({}) });
       expect(ok(await pe.call('render_template', withFooter))).toMatchObject({ prompt: 'Body. Footer v1' });
@@ -411,6 +413,8 @@ describe('central_cloud after NATS drops and comes back', () => {
       cloud.nc.publish('template.updated.command.drifting', json.encode(v2));
       cloud.store.delete('vanishing');
       cloud.store.set('cloud_footer', { id: 'd3', template_name: 'cloud_footer', template_type: 'partial', language: 'any', template_content: 'Footer v2' });
+      // ... and breaks another: an answer that does not parse is not taken (nor does it stop anything).
+      cloud.store.set('cloud_header', { id: 'd4', template_name: 'cloud_header', template_type: 'partial', language: 'any', template_content: '{{#each items}} never closed' });
       await cloud.nc.flush();
       // While NATS is away the held copy serves.
       expect(ok(await pe.call('render_template', args)).prompt).toBe('Drift v1 for x');
@@ -426,6 +430,8 @@ describe('central_cloud after NATS drops and comes back', () => {
       expect(await pe.call('get_template', record({ template_id: 'vanishing' }))).toMatchObject({ ok: false, reason: 'not_found' });
       // The partial is asked for without a lookup of its own, and the render that included it is not served from the cache.
       await until(async () => String(ok(await pe.call('render_template', withFooter)).prompt) === 'Body. Footer v2', 10_000, 50);
+      const header = ok(await pe.call('get_template', record({ template_id: 'cloud_header' })));
+      expect((header.template as TermObject).template_content).toBe('Header v1');
     } finally {
       await pe.close();
       await door.stop();

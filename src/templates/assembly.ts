@@ -76,9 +76,10 @@ export class PromptAssembler {
       if (byName !== undefined && byName.template.template_type !== 'partial') return { template: byName.template, confidence: 0.95 };
       const byType = all.filter((t) => t.template_type === c);
       const pick = byType.find((t) => t.language === lang) ?? byType[0] ?? all.find((t) => t.template_name.includes(c));
-      // Looked up by name, as every other choice: a copy from central_cloud is asked for again after NATS reconnected.
+      // Looked up by name, as every other choice: a copy from central_cloud is asked for again after NATS reconnected
+      // (and one central_cloud no longer has is not chosen).
       const fresh = pick === undefined ? undefined : await reg.get(pick.template_name);
-      if (pick !== undefined) return { template: fresh?.template ?? pick, confidence: 0.85 };
+      if (fresh !== undefined && fresh.template.template_type !== 'partial') return { template: fresh.template, confidence: 0.85 };
     }
     if (a.triggerType !== undefined) {
       const type = a.triggerType.toLowerCase();

@@ -113,23 +113,30 @@ export class TemplateRegistry {
     return at !== undefined && at <= Date.now() && this.central?.connected === true;
   }
 
-  /** Asks of central_cloud under way, by name: lookups of one name while it is asked share the answer. */
-  private readonly revalidating = new Map<string, Promise<{ template: Template; source: TemplateSource } | undefined>>();
+  /**
+   * Asks of central_cloud under way, by name, for one held copy: lookups of
+   * that copy while it is asked share the answer (a copy put meanwhile gets
+   * an ask of its own, so an answer never waits on itself).
+   */
+  private readonly revalidating = new Map<string, { held: Template; answer: Promise<{ template: Template; source: TemplateSource } | undefined> }>();
 
   /**
    * Ask central_cloud again for a copy it gave before NATS dropped. Changed:
    * the new one is held and `onRevalidated` told; gone from central_cloud:
    * the copy is dropped, `onRevalidated` told, and the lookup goes on as
-   * for a name never held; no answer: the held copy serves, and is asked
-   * for again after `failureTtlMs`.
+   * for a name never held; no answer, or one that does not parse: the held
+   * copy serves, and is asked for again after `failureTtlMs`. Never rejects.
    */
   private revalidate(name: string, held: Template): Promise<{ template: Template; source: TemplateSource } | undefined> {
-    let asking = this.revalidating.get(name);
-    if (asking === undefined) {
-      asking = this.askAgain(name, held).finally(() => this.revalidating.delete(name));
-      this.revalidating.set(name, asking);
-    }
-    return asking;
+    const asking = this.revalidating.get(name);
+    if (asking !== undefined && asking.held === held) return asking.answer;
+    const answer = this.askAgain(name, held).catch(() => ({ template: held, source: 'memory' as const }));
+    this.revalidating.set(name, { held, answer });
+    const done = (): void => {
+      if (this.revalidating.get(name)?.answer === answer) this.revalidating.delete(name);
+    };
+    void answer.then(done);
+    return answer;
   }
 
   private async askAgain(name: string, held: Template): Promise<{ template: Template; source: TemplateSource } | undefined> {
@@ -137,11 +144,13 @@ export class TemplateRegistry {
     let fresh: Template | undefined;
     try {
       fresh = await this.central!.get(name);
+      if (fresh !== undefined) this.renderer.check(fresh.template_content);
     } catch {
       this.figures.central_fallbacks++;
-      this.unverified.set(name, Date.now() + this.failureTtlMs);
+      // Only the copy asked about: another put meanwhile (a local store_template) is not central_cloud's to judge.
+      if (this.memory.get(name) === held) this.unverified.set(name, Date.now() + this.failureTtlMs);
       this.figures.memory_hits++;
-      return { template: held, source: 'memory' };
+      return { template: this.memory.get(name) ?? held, source: 'memory' };
     }
     // Another request may have replaced or dropped it meanwhile: only the copy asked about is acted on.
     if (this.memory.get(name) !== held) return this.get(name);
@@ -151,11 +160,11 @@ export class TemplateRegistry {
       this.onRevalidated?.(name, undefined);
       return this.get(name);
     }
+    this.unverified.delete(name);
     if (fresh.template_content !== held.template_content || fresh.template_type !== held.template_type || fresh.language !== held.language) {
       // No room for the new copy: the old one serves until the next reconnect's ask, and the caller hears nothing changed.
       if (this.put(fresh, 'central_cloud') === undefined) this.onRevalidated?.(name, fresh);
     }
-    this.unverified.delete(name);
     this.figures.central_hits++;
     return { template: this.memory.get(name) ?? held, source: 'central_cloud' };
   }

@@ -14,8 +14,9 @@ export interface Door {
   close(): void;
   /**
    * A silent partition: connections through the door stay open but nothing
-   * crosses it any more (no reset, no close: each side hears nothing), and
-   * new ones are refused until `close` or `stop`.
+   * crosses it any more (no reset, no close: each side hears nothing; the
+   * kernels still answer TCP keepalive probes), and new ones are refused
+   * until `open`.
    */
   freeze(): void;
   stop(): Promise<void>;
