@@ -427,6 +427,17 @@ describe('the dashboard over HTTP', () => {
     await until(() => d.figures().streams === 0, 10_000);
   }, 120_000);
 
+  it('reads fewer feedback rows when 1,000 pass one query reply (large contexts), rather than showing an error', async () => {
+    // 300 ratings of about 60 KB each: 18 MB, past the 16 MiB one query reply carries.
+    const context = { notes: 'n'.repeat(60_000) };
+    await Promise.all(Array.from({ length: 300 }, (_, i) => ok(pe, 'track_feedback', { prompt_id: 'p-large', feedback_type: 'quality', rating: 1 + (i % 5), context })));
+    const d = await start();
+    const json = (await (await fetch(`${d.url}/prompts.json`)).json()) as { errors: unknown[]; feedback: { count: number; ratings: Record<string, number> } };
+    expect(json.errors).toEqual([]);
+    expect(json.feedback.count).toBe(50);
+    expect(Object.values(json.feedback.ratings).reduce((a, b) => a + b, 0)).toBe(50);
+  }, 60_000);
+
   it('takes force from a form as from JSON', async () => {
     const seen: Json[] = [];
     const d = await startDashboard({ address: { host: '127.0.0.1', port: 0 }, token: TOKEN, call: (op, args) => (seen.push(args), pe.call(op, fromJson(args))), log: pe.engine.log });

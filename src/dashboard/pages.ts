@@ -34,6 +34,14 @@ export interface PageResult {
   data: Obj;
 }
 
+/** Feedback rows the prompts page reads (the last 7 days, the most recent first). */
+const FEEDBACK_ROWS = 1_000;
+/**
+ * ... when those pass one query reply's 16 MiB: a feedback row's text is at
+ * most about 210 KB (64 KiB of context and 10,000 characters of comment,
+ * each escaped twice over at worst), so 50 always fit.
+ */
+const FEEDBACK_ROWS_LARGE = 50;
 const obj = (v: Json | undefined): Obj => (v !== null && typeof v === 'object' && !Array.isArray(v) ? v : {});
 const arr = (v: Json | undefined): Json[] => (Array.isArray(v) ? v : []);
 const numOf = (v: Json | undefined): number => (typeof v === 'number' ? v : 0);
@@ -199,14 +207,24 @@ export class Pages {
     return out.sort((a, b) => String(obj(a).evolution_timestamp).localeCompare(String(obj(b).evolution_timestamp)));
   }
 
+  /**
+   * The last 7 days' feedback, the most recent FEEDBACK_ROWS; when their text
+   * passes what one query reply carries (large contexts), the most recent
+   * FEEDBACK_ROWS_LARGE, whose text fits whatever the contexts hold.
+   */
+  private async recentFeedback(errors: Json[]): Promise<Obj | undefined> {
+    const passed: Json[] = [];
+    const all = await this.op('query', { kind: 'recent_feedback', duration: '7d', limit: FEEDBACK_ROWS }, passed);
+    if (all !== undefined) return all;
+    if (!passed.some((e) => obj(e).reason === 'bad_request')) return void errors.push(...passed);
+    return this.op('query', { kind: 'recent_feedback', duration: '7d', limit: FEEDBACK_ROWS_LARGE }, errors);
+  }
+
   async prompts(params: URLSearchParams): Promise<PageResult> {
     const errors: Json[] = [];
     const minCount = Math.max(1, Math.min(1_000_000, Number(params.get('min_count') ?? 10) || 10));
     const limit = 10_000;
-    const [top, feedback] = await Promise.all([
-      this.op('query', { kind: 'high_performance', threshold: 0, min_count: 1, limit }, errors),
-      this.op('query', { kind: 'recent_feedback', duration: '7d', limit: 1000 }, errors),
-    ]);
+    const [top, feedback] = await Promise.all([this.op('query', { kind: 'high_performance', threshold: 0, min_count: 1, limit }, errors), this.recentFeedback(errors)]);
     const rows = arr(top?.rows).map(obj);
     const totals = rows.reduce<{ executions: number; successes: number }>((t, r) => ({ executions: t.executions + numOf(r.count), successes: t.successes + numOf(r.successes) }), { executions: 0, successes: 0 });
     const ranked = rows.filter((r) => numOf(r.count) >= minCount).map((r) => ({ ...r, interval: wilson(numOf(r.successes), numOf(r.count)) }));
