@@ -385,7 +385,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     }
   }, 60_000);
 
-  it('writes history snapshots in the statement that stores a batch: each once, the outcomes counted once, a snapshot alone apart', async () => {
+  it('writes history snapshots in the statement that stores a batch: each once (replayed too), the outcomes counted once, a snapshot alone apart', async () => {
     const store = await pe.engine.service('store');
     const [e1, f1] = [randomUUID(), randomUUID()];
     const outcome = (id: string, success: boolean): EntryRow =>
@@ -401,13 +401,18 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
         return store.db.session(inTransaction, (q, copy) => fn((...a) => (s.statements++, q(...a)), copy));
       },
     };
-    const first = await writeBatch(counted, [outcome(e1, true), snapshot('h1', 2), outcome(f1, false)]);
+    const [h1, h2, h3] = [randomUUID(), randomUUID(), randomUUID()];
+    const first = await writeBatch(counted, [outcome(e1, true), snapshot(h1, 2), outcome(f1, false)]);
     expect([first.get(e1)?.status, first.get(f1)?.status]).toEqual(['stored', 'stored']);
     expect(sessions).toEqual([{ inTransaction: false, statements: 1 }]);
     // The same outcome again, with the next snapshot: the outcome is a duplicate, the snapshot is stored.
-    const again = await writeBatch(store.db, [outcome(e1, true), snapshot('h2', 3)]);
+    const again = await writeBatch(store.db, [outcome(e1, true), snapshot(h2, 3)]);
     expect(again.get(e1)?.status).toBe('duplicate');
-    await writeBatch(store.db, [snapshot('h3', 4)]);
+    await writeBatch(store.db, [snapshot(h3, 4)]);
+    // Replayed from the journal again (the process stopped after the commit, before the journal was cleared):
+    // the snapshots are stored once, alongside outcomes or alone, as the outcomes are.
+    await writeBatch(store.db, [outcome(e1, true), snapshot(h1, 2), outcome(f1, false)]);
+    await writeBatch(store.db, [snapshot(h3, 4)]);
     const history = await store.db.query(`SELECT outcomes, variants FROM experiment_history WHERE name = 'hist' ORDER BY seq`);
     expect(history.map((r) => Number(r.outcomes))).toEqual([2, 3, 4]);
     expect(history[0]!.variants).toEqual({ p_a: 2 });

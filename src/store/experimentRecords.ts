@@ -406,7 +406,8 @@ export function applyToSnapshot(s: ExperimentSnapshot, c: ExperimentChange, afte
 
 type VariantAdd = { row: ExperimentRow; v: NonNullable<ExperimentChange['add']>[number] };
 /** A history line and the experiment generation it belongs to. */
-export type HistoryAdd = { row: ExperimentKey & { generation: number }; h: HistoryEntry };
+/** A history line to write; `entryId`, a snapshot's entry id through group commit (stored once however often it is replayed). */
+export type HistoryAdd = { row: ExperimentKey & { generation: number }; h: HistoryEntry; entryId?: string };
 
 /** experiment_variants' columns as a change writes them. */
 const VARIANT_COLUMNS: ReadonlyArray<UnnestColumn<VariantAdd>> = [
@@ -433,11 +434,12 @@ const HISTORY_COLUMNS: ReadonlyArray<UnnestColumn<HistoryAdd>> = [
   { name: 'outcomes', type: 'int8', value: (x) => x.h.outcomes },
   { name: 'successes', type: 'int8', value: (x) => x.h.successes },
   { name: 'variants', type: 'jsonb', value: (x) => (x.h.variants === null ? null : JSON.stringify(x.h.variants)) },
+  { name: 'entry_id', type: 'uuid', value: (x) => x.entryId ?? null },
 ];
 
 /** History lines as one INSERT, its array parameters numbered from `firstParam` (to go inside another statement). */
 export function historyInsert(history: readonly HistoryAdd[], firstParam = 1): { sql: string; params: SqlParam[] } {
-  return unnestInsert('experiment_history', HISTORY_COLUMNS, history, '', firstParam);
+  return unnestInsert('experiment_history', HISTORY_COLUMNS, history, 'ON CONFLICT DO NOTHING', firstParam);
 }
 
 /** History lines in one insert (a change's, or snapshots through group commit). */

@@ -334,7 +334,7 @@ export async function writeBatch(db: SqlClient, rows: readonly StoreWrite[], not
   const before: Step[] = rows.filter(isGeneration).map((r) => async (q) => {
     if ((await writeGeneration(q, r.generation)) && notice !== undefined) await q('SELECT pg_notify($1, $2)', [notice.channel, loopNotice(notice.sender, [r.generation])]);
   });
-  const history = rows.filter(isHistory).map((r) => r.history);
+  const history = rows.filter(isHistory).map((r) => ({ ...r.history, entryId: r.id }));
   // History snapshots ride in the entries' statement when there is one (a round trip, not a transaction of four).
   const alongside = history.length > 0 && entries.length > 0 ? history : undefined;
   if (history.length > 0 && alongside === undefined) before.push((q) => writeHistory(q, history));

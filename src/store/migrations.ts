@@ -422,6 +422,16 @@ END
 $$
 `,
   },
+  {
+    version: 10,
+    // A history snapshot written through group commit carries its entry's id: replayed twice from the journal
+    // (the process stopped after the commit, before the journal was cleared), it is stored once, as entries are.
+    name: 'history snapshots once',
+    sql: `
+ALTER TABLE experiment_history ADD COLUMN IF NOT EXISTS entry_id uuid;
+CREATE UNIQUE INDEX IF NOT EXISTS experiment_history_entry ON experiment_history (entry_id);
+`,
+  },
 ];
 
 /** Every table the migrations create, with a column only ours has (to tell them from an app's own table of that name). */
