@@ -19,6 +19,7 @@ import type { TermObject } from '../src/codec/terms.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { requireEnv, testSchemaOf } from './helpers/pg.js';
 import { until } from './helpers/poll.js';
+import { doorTo } from './helpers/door.js';
 import { startFakeLlm } from './helpers/fakeLlm.js';
 import { MemoryLoop } from './helpers/memoryLoop.js';
 
@@ -699,5 +700,50 @@ describe('the closed loop through the op table', () => {
     expect(after.pinned).toBe((before.leader as TermObject).prompt_id);
     const byId = (vs: TermObject[]) => Object.fromEntries(vs.map((v) => [String(v.prompt_id), [v.count, v.successes, String((v.state as { name?: string }).name)]]));
     expect(byId(after.variants as TermObject[])).toEqual(byId(before.variants as TermObject[]));
+  }, 60_000);
+});
+
+describe('after a database outage (PostgreSQL)', () => {
+  it("keeps an outcome the store counted while the view reloads the store's counts after the outage", async () => {
+    const base = 'Answer the question {question} in one word.';
+    const door = await doorTo(requireEnv('TEST_DATABASE_URL'), { open: true });
+    cleanups.push(() => door.stop());
+    const pe = localEngine({ databaseUrl: door.url, retrainEvery: 0, dbSchema: `pe_reload_${process.pid}` });
+    cleanups.push(() => pe.close());
+    const c = await ok(pe, 'choose_prompt', { experiment: 'reload', prompt: base, context: { model: 'm' } });
+    const outcome = (): Promise<TermObject> => ok(pe, 'track_execution', { prompt_id: c.prompt_id!, success: true, execution_time_ms: 1, metadata: c.metadata! });
+    for (let i = 0; i < 3; i++) await outcome();
+    const store = await pe.engine.service('store');
+    // The database goes away: the next outcome is journaled, and counted in this view only until the store has it.
+    door.close();
+    await outcome();
+    expect(store.databaseUp).toBe(false);
+    // When it is back the journal is replayed and the view reloads the store's counts. The reload is held after its
+    // read, and one more outcome is stored meanwhile: its receipt must not be undone by the reload.
+    const load = store.experiments.load.bind(store.experiments);
+    let readDone!: () => void;
+    let release!: () => void;
+    const read = new Promise<void>((r) => (readDone = r));
+    const released = new Promise<void>((r) => (release = r));
+    store.experiments.load = async (...args: Parameters<typeof load>) => {
+      const snaps = await load(...args);
+      readDone();
+      await released;
+      return snaps;
+    };
+    door.open();
+    await read;
+    await outcome();
+    store.experiments.load = load;
+    release();
+    const counted = async (): Promise<number> => {
+      const e = ((await ok(pe, 'experiment', { name: 'reload', model: 'm' })).experiments as TermObject[])[0]!;
+      return Number(((e.variants as TermObject[]).find((v) => v.prompt_id === c.prompt_id) as TermObject).count);
+    };
+    // Right after the reload (before any other refresh could correct it): all five.
+    await new Promise((r) => setImmediate(r));
+    expect(await counted()).toBe(5);
+    const rows = await store.db.query(`SELECT count FROM experiment_counts WHERE name = 'reload' AND prompt_id = $1`, [String(c.prompt_id)]);
+    expect(Number(rows[0]!.count)).toBe(5);
   }, 60_000);
 });

@@ -301,6 +301,7 @@ export class ExperimentService {
     }
     if (receipt.totals !== undefined) {
       if (receipt.totals.generation === here.generation) here.recordTotals(promptId, receipt.totals);
+      this.receiptsDuringReload?.get(here.key)?.set(promptId, receipt.totals);
     } else if (receipt.status === 'journaled') {
       // Counted here until the journal reaches the store, which then counts it once (see afterOutage).
       here.recordOutcome(promptId, outcomeDelta(row, here.objective));
@@ -383,17 +384,40 @@ export class ExperimentService {
     }
   }
 
+  /**
+   * While `afterOutage` reads the store, the newest totals each outcome's
+   * receipt gave, by experiment and variant: a receipt that lands between
+   * the read and the view's replacement is not undone by it.
+   */
+  private receiptsDuringReload: Map<string, Map<string, VariantTotals & { generation: number }>> | undefined;
+  private reloadingAfterOutage: Promise<void> = Promise.resolve();
+
   /** The journal reached the store: what this sidecar counted meanwhile is now counted there; take the store's counts. */
-  private async afterOutage(): Promise<void> {
+  private afterOutage(): Promise<void> {
+    // One reload at a time: each has the receipts of its own read.
+    this.reloadingAfterOutage = this.reloadingAfterOutage.then(() => this.reloadAfterOutage());
+    return this.reloadingAfterOutage;
+  }
+
+  private async reloadAfterOutage(): Promise<void> {
     const keys = [...this.provisional];
     this.provisional.clear();
     if (keys.length === 0) return;
+    const receipts = new Map(keys.map((k) => [k, new Map<string, VariantTotals & { generation: number }>()]));
+    this.receiptsDuringReload = receipts;
     try {
       const snaps = await this.store.experiments.load(keys.map((k) => ({ name: k.split('\u0000')[0]!, model: k.split('\u0000')[1]! })));
-      for (const s of snaps) this.view.put(Experiment.fromSnapshot(s, this.deps.policy));
+      for (const s of snaps) {
+        // Replaced, not merged: the provisional counts (some of them maybe duplicates the store counted once) go.
+        const exp = Experiment.fromSnapshot(s, this.deps.policy);
+        for (const [promptId, t] of receipts.get(exp.key) ?? []) if (t.generation === exp.generation) exp.recordTotals(promptId, t);
+        this.view.put(exp);
+      }
     } catch (err) {
       for (const k of keys) this.provisional.add(k);
       this.deps.log.warn({ err: (err as Error).message }, 'closed-loop counts not reloaded after the outage; retried at the next recovery');
+    } finally {
+      this.receiptsDuringReload = undefined;
     }
   }
 
