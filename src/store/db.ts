@@ -265,12 +265,16 @@ const LEASE_KEEPALIVE_MS = 1_000;
 const LEASE_ANSWER_MS = 5_000;
 /**
  * The server's side of a lease connection probes its client after 5 s of
- * silence, every 2 s, and gives up after 3 unanswered probes: a holder whose
- * host died or was cut off (no reset ever comes) frees its lock for the next
- * within about 11 s, not after the operating system's default of two hours.
- * Per-session settings any user may set; ignored on a Unix socket.
+ * silence, every 2 s, and gives up after 3 unanswered probes, or after 11 s
+ * of its own data unacknowledged: a holder whose host died or was cut off (no
+ * reset ever comes) frees its lock for the next within about 11 s, not after
+ * the operating system's default of two hours. Per-session settings any user
+ * may set, sent as a statement once connected rather than as startup options
+ * (a connection pooler that allows only the startup options it knows would
+ * refuse the connection); ignored on a Unix socket, and behind a proxy they
+ * probe the proxy.
  */
-const LEASE_SERVER_KEEPALIVE = '-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3';
+const LEASE_SERVER_KEEPALIVE = 'SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 11000';
 /** A statement node-postgres gives up on after LEASE_ANSWER_MS (its per-query `query_timeout`, which @types/pg does not declare). */
 const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text, values, query_timeout: LEASE_ANSWER_MS }) as pg.QueryConfig;
 
@@ -282,7 +286,7 @@ const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text
  * `pg_locks` for the lock held by the lease's backend.
  */
 async function pgLease(url: string, options: string, key: number, transaction: SqlClient['transaction']): Promise<Lease | undefined> {
-  const client = new pg.Client({ connectionString: url, options: `${options} ${LEASE_SERVER_KEEPALIVE}`, connectionTimeoutMillis: 2_000, keepAlive: true });
+  const client = new pg.Client({ connectionString: url, options, connectionTimeoutMillis: 2_000, keepAlive: true });
   let held = false;
   const lostHandlers: Array<() => void> = [];
   let keepAlive: NodeJS.Timeout | undefined;
@@ -301,6 +305,8 @@ async function pgLease(url: string, options: string, key: number, transaction: S
     await client.end().catch(() => undefined);
     throw unreachable(err);
   }
+  // Best effort: a server that refuses them still gives a lease, freed when its TCP gives up.
+  await client.query(LEASE_SERVER_KEEPALIVE).catch(() => undefined);
   const got = await client.query<{ ok: boolean; pid: number }>('SELECT pg_try_advisory_lock($1) AS ok, pg_backend_pid() AS pid', [key]).then(
     (r) => r.rows[0],
     (err: unknown) => Promise.reject(unreachable(err)),

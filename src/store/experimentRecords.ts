@@ -439,7 +439,7 @@ const HISTORY_COLUMNS: ReadonlyArray<UnnestColumn<HistoryAdd>> = [
 
 /** History lines as one INSERT, its array parameters numbered from `firstParam` (to go inside another statement). */
 export function historyInsert(history: readonly HistoryAdd[], firstParam = 1): { sql: string; params: SqlParam[] } {
-  return unnestInsert('experiment_history', HISTORY_COLUMNS, history, 'ON CONFLICT DO NOTHING', firstParam);
+  return unnestInsert('experiment_history', HISTORY_COLUMNS, history, 'ON CONFLICT (entry_id) DO NOTHING', firstParam);
 }
 
 /** History lines in one insert (a change's, or snapshots through group commit). */
