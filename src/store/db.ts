@@ -305,8 +305,6 @@ async function pgLease(url: string, options: string, key: number, transaction: S
     await client.end().catch(() => undefined);
     throw unreachable(err);
   }
-  // Best effort: a server that refuses them still gives a lease, freed when its TCP gives up.
-  await client.query(LEASE_SERVER_KEEPALIVE).catch(() => undefined);
   const got = await client.query<{ ok: boolean; pid: number }>('SELECT pg_try_advisory_lock($1) AS ok, pg_backend_pid() AS pid', [key]).then(
     (r) => r.rows[0],
     (err: unknown) => Promise.reject(unreachable(err)),
@@ -315,6 +313,8 @@ async function pgLease(url: string, options: string, key: number, transaction: S
     await client.end().catch(() => undefined);
     return undefined;
   }
+  // Only once held (the others try every second). Best effort: a server that refuses them still gives a lease, freed when its TCP gives up.
+  await client.query(timed(LEASE_SERVER_KEEPALIVE)).catch(() => undefined);
   held = true;
   const holder = got.pid;
   let checking = false;
