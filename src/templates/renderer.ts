@@ -56,6 +56,8 @@ export class TemplateRenderer {
   private readonly compiled = new Map<string, HandlebarsTemplateDelegate>();
   /** Characters of the sources `compiled` holds. */
   private compiledChars = 0;
+  /** Each source's own partial names (partialNamesIn), kept within COMPILED_LIMITS as `compiled` is, and cleared with it. */
+  private readonly partialNames = new Map<string, string[]>();
   private readonly partials = new Map<string, string>();
 
   /** Blocks entered by the render under way (renders are synchronous: one at a time). */
@@ -175,15 +177,29 @@ export class TemplateRenderer {
    * (`{{> (lookup ...)}}`) is known only at render time and is not listed.
    */
   partialsIncluded(content: string, seen = new Set<string>()): Set<string> {
-    walk(this.parse(content), (n) => {
-      if (n.type !== 'PartialStatement' && n.type !== 'PartialBlockStatement') return;
-      const name = (n.name as HbsNode).original;
-      if (typeof name !== 'string' || seen.has(name)) return;
+    for (const name of this.partialNamesIn(content)) {
+      if (seen.has(name)) continue;
       seen.add(name);
       const partial = this.partials.get(name);
       if (partial !== undefined) this.partialsIncluded(partial, seen);
-    });
+    }
     return seen;
+  }
+
+  /** The partials a source names itself, parsed once per source (asked at every render the prompt cache misses). */
+  private partialNamesIn(content: string): string[] {
+    let names = this.partialNames.get(content);
+    if (names === undefined) {
+      const found: string[] = [];
+      walk(this.parse(content), (n) => {
+        if (n.type !== 'PartialStatement' && n.type !== 'PartialBlockStatement') return;
+        const name = (n.name as HbsNode).original;
+        if (typeof name === 'string') found.push(name);
+      });
+      if (this.partialNames.size >= COMPILED_LIMITS.templates) this.partialNames.clear();
+      this.partialNames.set(content, (names = found));
+    }
+    return names;
   }
 
   /** Every variable a template declares: the ones it uses anywhere, and those of the partials it includes (helpers excluded). */
@@ -239,6 +255,7 @@ export class TemplateRenderer {
       // Each compiled template keeps its source: bounded by characters as well as by count (5,000 of 1,000,000 characters was 5 GB).
       if (this.compiled.size >= COMPILED_LIMITS.templates || this.compiledChars + content.length > COMPILED_LIMITS.chars) {
         this.compiled.clear();
+        this.partialNames.clear();
         this.compiledChars = 0;
       }
       this.compiled.set(content, t);
