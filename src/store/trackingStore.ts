@@ -216,7 +216,7 @@ export class TrackingStore {
    * promotion, which then fails rather than racing the new trainer.
    */
   async withTrainingLock<T>(fn: (hold: TrainingHold) => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }> {
-    const lease = await this.db.lease(lockKey(this.db.schema, 'training'));
+    const lease = await this.lease('training');
     if (lease === undefined) return { locked: false };
     const lost = new AbortController();
     lease.onLost(() => lost.abort(new OpError('unavailable', 'the training lease was lost (its connection to the database dropped): another instance may train now')));
