@@ -85,6 +85,8 @@ export class Freshness {
       () => this.caughtUp(),
       (err) => (unreachable = err),
     );
+    // Closed while the first try ran: close() found nothing to stop yet.
+    if (this.closed) await this.stopListening();
     if (unreachable !== undefined) throw unreachable;
   }
 
