@@ -50,6 +50,8 @@ describe('shipped templates', () => {
     pe = localEngine();
   });
   afterAll(() => pe.close());
+  /** store_template of `content` under `name` (a command unless `type` says otherwise), which must succeed. */
+  const store = async (name: string, content: string, type = 'command'): Promise<void> => void ok(await pe.call('store_template', record({ template: record({ template_name: name, template_type: type, language: 'any', template_content: content }) })));
 
   it('ship the required set in central_cloud PromptTemplate shape', () => {
     const names = files.map((f) => (JSON.parse(fs.readFileSync(path.join(dir, f), 'utf8')) as { template_name: string }).template_name);
@@ -131,7 +133,6 @@ describe('shipped templates', () => {
   });
 
   it("stops a render past RENDER_LIMITS (nested each over @root, partials that double) with bad_request, and keeps serving", async () => {
-    const store = async (name: string, content: string, type = 'command'): Promise<void> => void ok(await pe.call('store_template', record({ template: record({ template_name: name, template_type: type, language: 'any', template_content: content }) })));
     // 1000^4 iterations: hours of one thread if nothing counted them
     await store('nested_each', '{{#each a}}{{#each @root.a}}{{#each @root.a}}{{#each @root.a}}x{{/each}}{{/each}}{{/each}}{{/each}}');
     const list = Array.from({ length: 1000 }, (_, i) => i);
@@ -164,7 +165,6 @@ describe('shipped templates', () => {
   });
 
   it("keeps a variable whose name a partial also has: only {{> name}} includes the partial", async () => {
-    const store = async (name: string, content: string, type = 'command'): Promise<void> => void ok(await pe.call('store_template', record({ template: record({ template_name: name, template_type: type, language: 'any', template_content: content }) })));
     await store('topic', 'a partial that happens to be called topic', 'partial');
     await store('about_topic', 'Write about {{topic}}.');
     expect(ok(await pe.call('render_template', record({ template_id: 'about_topic', variables: record({ topic: 'cats' }) }))).prompt).toBe('Write about cats.');
@@ -173,7 +173,6 @@ describe('shipped templates', () => {
   });
 
   it("drops a cached render when a partial it reaches through another partial changes, not only one it names", async () => {
-    const store = async (name: string, content: string, type = 'command'): Promise<void> => void ok(await pe.call('store_template', record({ template: record({ template_name: name, template_type: type, language: 'any', template_content: content }) })));
     await store('sign_off', 'Regards, v1', 'partial');
     await store('footer', '-- {{> sign_off}}', 'partial');
     await store('letter_body', 'Dear {{name}}', 'partial');

@@ -34,8 +34,9 @@ export async function doorTo(url: string, opts: { open?: boolean } = {}): Promis
       s.on('error', () => undefined).on('close', () => sockets.delete(s));
     }
     client.pipe(upstream).pipe(client);
-    pairs.add([client, upstream]);
-    client.on('close', () => pairs.forEach((p) => p[0] === client && pairs.delete(p)));
+    const pair: [net.Socket, net.Socket] = [client, upstream];
+    pairs.add(pair);
+    client.on('close', () => pairs.delete(pair));
   });
   const pairs = new Set<[net.Socket, net.Socket]>();
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
