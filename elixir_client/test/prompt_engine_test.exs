@@ -92,6 +92,16 @@ defmodule PromptEngineTest do
     end
 
     @tag engine_opts: [max_in_flight: 1]
+    test "a queued call that starts late and then times out names the caller's own timeout", %{name: name} do
+      first = Task.async(fn -> PromptEngine.echo(%{delay_ms: 200}, name: name) end)
+      Process.sleep(50)
+      # waits about 150 ms for the slot, then runs with what is left of its 600 ms
+      assert {:error, %PromptEngine.Error{reason: :timeout, message: msg}} = PromptEngine.echo(%{delay_ms: 2_000}, name: name, queue: true, timeout: 600)
+      assert msg =~ "no reply within 600 ms"
+      assert {:ok, _} = Task.await(first)
+    end
+
+    @tag engine_opts: [max_in_flight: 1]
     test "a queued caller that dies while it waits: its request is never sent", %{name: name} do
       [conn] = PromptEngine.Supervisor.connections(name)
 

@@ -448,7 +448,7 @@ defmodule PromptEngine.Connection do
       {nil, _} ->
         {:noreply, state}
 
-      {{from, op, _args, _deadline, _timer}, entries} ->
+      {{from, op, _args, _deadline, _timer, _timeout}, entries} ->
         GenServer.reply(from, {:error, waited_too_long(state, op)})
         {:noreply, %{state | waiting_entries: entries}}
     end
@@ -679,10 +679,13 @@ defmodule PromptEngine.Connection do
 
   # -- requests -------------------------------------------------------------
 
-  defp start_request(state, {pid, _} = from, op, args, timeout) do
+  # `left` is what remains of the caller's `timeout` (less after waiting for a slot or a start):
+  # the request gets `left`, and a timeout's message names the caller's own `timeout`.
+  defp start_request(state, {pid, _} = from, op, args, left, timeout \\ nil) do
     id = state.next_id
     mref = Process.monitor(pid)
-    timer = Process.send_after(self(), {:request_timeout, id}, timeout)
+    timer = Process.send_after(self(), {:request_timeout, id}, left)
+    timeout = timeout || left
     state = %{state | next_id: id + 1, pending: Map.put(state.pending, id, {from, mref, timer, op, timeout}), monitors: Map.put(state.monitors, mref, id)}
     send_frame(state, {:req, id, op, args})
   end
@@ -718,7 +721,7 @@ defmodule PromptEngine.Connection do
             {nil, _} ->
               drain_waiting(%{state | waiting: rest})
 
-            {{from, op, args, deadline, timer}, entries} ->
+            {{from, op, args, deadline, timer, timeout}, entries} ->
               Process.cancel_timer(timer)
               left = deadline - now_ms()
               state = %{state | waiting: rest, waiting_entries: entries}
@@ -733,7 +736,7 @@ defmodule PromptEngine.Connection do
                   drain_waiting(state)
 
                 true ->
-                  drain_waiting(start_request(state, from, op, Redact.unseal(args), left))
+                  drain_waiting(start_request(state, from, op, Redact.unseal(args), left, timeout))
               end
           end
       end
@@ -755,9 +758,9 @@ defmodule PromptEngine.Connection do
 
   # Callers whose deadline comes before the next start cannot be served: tell them now.
   defp expire_waiting_before(state, t) do
-    {expired, rest} = Enum.split_with(state.waiting_entries, fn {_ref, {_, _, _, deadline, _}} -> deadline <= t end)
+    {expired, rest} = Enum.split_with(state.waiting_entries, fn {_ref, {_, _, _, deadline, _, _}} -> deadline <= t end)
 
-    for {_ref, {from, op, _, _, timer}} <- expired do
+    for {_ref, {from, op, _, _, timer, _}} <- expired do
       Process.cancel_timer(timer)
       GenServer.reply(from, {:error, unavailable(state, op)})
     end
@@ -802,7 +805,7 @@ defmodule PromptEngine.Connection do
   end
 
   defp fail_waiting(state, error_for) do
-    for {_ref, {from, op, _args, _deadline, timer}} <- state.waiting_entries do
+    for {_ref, {from, op, _args, _deadline, timer, _timeout}} <- state.waiting_entries do
       Process.cancel_timer(timer)
       GenServer.reply(from, {:error, error_for.(op)})
     end
@@ -868,7 +871,7 @@ defmodule PromptEngine.Connection do
     else
       ref = make_ref()
       timer = Process.send_after(self(), {:waiting_timeout, ref}, timeout)
-      entries = Map.put(state.waiting_entries, ref, {from, op, Redact.seal(args), now_ms() + timeout, timer})
+      entries = Map.put(state.waiting_entries, ref, {from, op, Redact.seal(args), now_ms() + timeout, timer, timeout})
       {:noreply, compact_waiting(%{state | waiting: :queue.in(ref, state.waiting), waiting_entries: entries})}
     end
   end
