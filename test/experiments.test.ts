@@ -21,6 +21,7 @@ import { requireEnv, testSchemaOf } from './helpers/pg.js';
 import { until } from './helpers/poll.js';
 import { doorTo } from './helpers/door.js';
 import { startFakeLlm } from './helpers/fakeLlm.js';
+import { rowsFromHistory } from '../src/learning/trainer.js';
 import { MemoryLoop } from './helpers/memoryLoop.js';
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
@@ -654,6 +655,44 @@ describe('the closed loop through the op table', () => {
     expect(other.generation).toBe(1);
     const bad = await pe.call('choose_prompt', { experiment: 'triage' });
     expect(bad).toMatchObject({ ok: false, reason: 'bad_request' });
+  }, 60_000);
+
+  it("trains on the loop's outcomes as its counts, one row per variant and model, and reads one by one only the executions that carry a text", async () => {
+    const llm = await startFakeLlm(() => ['Sort the ticket {ticket} into billing, bug or other.', 'You are a support lead. Classify {ticket}.']);
+    cleanups.push(() => llm.close());
+    const pe = await engineWith(llm.url);
+    await play(pe, 300, BASE, (t) => (t.startsWith('Sort') ? 0.8 : 0.4));
+    const text = (id: string, prompt: string, success: boolean, extra: Record<string, string> = {}): Promise<TermObject> =>
+      ok(pe, 'track_execution', { prompt_id: id, success, execution_time_ms: 1, metadata: { prompt, task: 'triage-text', model: 'm1', ...extra } });
+    await text('text-1', 'Say which team owns {ticket}.', true);
+    // An outcome of the loop that also carries its text: counted by the loop, so read as its variant's counts only.
+    const c = await ok(pe, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
+    await text(String(c.prompt_id), String(c.prompt), true, c.metadata as Record<string, string>);
+    await text('text-2', 'Route {ticket} to billing, bug or other.', false);
+    const store = await pe.engine.service('store');
+
+    const executions = await store.trainingExecutions();
+    expect(executions.map((e) => e.prompt_id)).toEqual(['text-1', 'text-2']);
+    expect((await store.trainingExecutions({ limit: 1 })).map((e) => e.prompt_id)).toEqual(['text-2']); // the newest
+    const loop = await store.experiments.outcomesByVariant();
+    const rows = rowsFromHistory(executions, [], 0.2, await store.experiments.variantTexts(), loop);
+    // Each of the 301 outcomes once, in the row of its variant (checked against every execution stored).
+    const stored = await store.db.query(`SELECT prompt_id, success FROM prompt_executions WHERE metadata ? 'experiment'`);
+    expect(stored).toHaveLength(301);
+    const byVariant = new Map<string, { n: number; k: number }>();
+    for (const r of stored) {
+      const v = byVariant.get(String(r.prompt_id)) ?? { n: 0, k: 0 };
+      byVariant.set(String(r.prompt_id), { n: v.n + 1, k: v.k + (r.success ? 1 : 0) });
+    }
+    const loopRows = rows.filter((r) => r.context.task === 'triage');
+    expect(loopRows).toHaveLength(byVariant.size);
+    expect(rows).toHaveLength(2 + byVariant.size);
+    const texts = await store.experiments.variantTexts();
+    for (const [id, v] of byVariant) {
+      const row = loopRows.find((r) => r.prompt === texts.get(id)!.text)!;
+      expect(row).toMatchObject({ w: v.n, context: { model: 'm1', task: 'triage' } });
+      expect(row.y * row.w).toBeCloseTo(v.k, 9);
+    }
   }, 60_000);
 
   it('retrains the scorer by itself every R outcomes, in the background, while choices keep being served', async () => {

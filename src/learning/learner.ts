@@ -17,7 +17,8 @@ import { loadCells, MULTIPROMPT_DIR, type Cell } from './corpus.js';
 import type { EmbeddingService } from './embeddings.js';
 import { servingModel } from './modelSync.js';
 import type { Scorer } from './scorer.js';
-import { trainFromStore, type HeldOutMetrics, type UnseenMetrics } from './trainer.js';
+import type { HeldOutMetrics, UnseenMetrics } from './heldOut.js';
+import { trainFromStore } from './trainer.js';
 
 export interface TrainRequest {
   minSamples: number;

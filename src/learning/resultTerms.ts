@@ -7,7 +7,7 @@
  */
 import { float, record, type TermObject } from '../codec/terms.js';
 import type { TrainResult } from './learner.js';
-import type { HeldOutMetrics, UnseenMetrics } from './trainer.js';
+import type { HeldOutMetrics, UnseenMetrics } from './heldOut.js';
 
 const metricsRecord = (m: HeldOutMetrics): TermObject =>
   record({ auc: float(m.auc), log_loss: float(m.log_loss), accuracy: float(m.accuracy), ece: float(m.ece), spearman: float(m.spearman), examples: m.examples });

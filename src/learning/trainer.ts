@@ -21,12 +21,12 @@ import type { Logger } from 'pino';
 import { REPO_ROOT } from '../config.js';
 import type { ExecutionRow, FeedbackRow, TrackingStore } from '../store/trackingStore.js';
 import { FEATURE_SPEC, specHash } from './features.js';
-import { auc, ece, logLoss, spearman, top1Regret, type Weighted } from './metrics.js';
-import { predictAll, type MlpWeights } from './mlp.js';
+import type { HeldOutMetrics, UnseenMetrics } from './heldOut.js';
 import type { RankerOptions } from './ranker.js';
-import { exportOnnx, readOnnxWeights } from './onnx.js';
+import { exportOnnx } from './onnx.js';
 import { writeModel, type ModelMeta } from './modelFile.js';
-import { rowFeatures, type TrainRow } from './trainWorker.js';
+import type { TrainRow } from './trainRows.js';
+import type { TrainRequest, TrainResult } from './trainWorker.js';
 import type { Cell } from './corpus.js';
 import { EMBED_MAX_TEXTS } from './embeddings.js';
 import type { Embed } from './scorer.js';
@@ -40,25 +40,29 @@ export interface VariantText {
   model: string;
 }
 
-/** Executions → training rows. An aggregated cell (metadata n, successes) is one row of weight n. */
-export function rowsFromHistory(executions: ExecutionRow[], feedback: FeedbackRow[], holdoutFraction: number, variantTexts: ReadonlyMap<string, VariantText> = new Map()): TrainRow[] {
+/**
+ * Executions, the loop's counts and feedback → training rows. An execution carries its prompt's text
+ * (metadata `prompt`); an aggregated cell (metadata n, successes) is one row of weight n. The closed
+ * loop's outcomes carry no text: they come as their variant's counts (`loopOutcomes`, one row per
+ * (variant, model), weighted by its outcomes), the text from `variantTexts`.
+ */
+export function rowsFromHistory(
+  executions: ExecutionRow[],
+  feedback: FeedbackRow[],
+  holdoutFraction: number,
+  variantTexts: ReadonlyMap<string, VariantText> = new Map(),
+  loopOutcomes: ReadonlyArray<LoopOutcomes> = [],
+): TrainRow[] {
   const rows: TrainRow[] = [];
   const textOf = new Map<string, { prompt: string; context: Record<string, string> }>();
-  const holdout = (promptId: string): boolean => parseInt(createHash('sha256').update(`holdout:${promptId}`).digest('hex').slice(0, 8), 16) / 0xffffffff < holdoutFraction;
-  // Closed-loop outcomes carry no text: one row per (variant, model), weighted by its outcomes.
-  const loop = new Map<string, { prompt: string; context: Record<string, string>; k: number; n: number; id: string }>();
+  // One hash a prompt id, not one an execution (executions of one prompt share their split).
+  const split = new Map<string, boolean>();
+  const holdout = (promptId: string): boolean => {
+    let h = split.get(promptId);
+    if (h === undefined) split.set(promptId, (h = parseInt(createHash('sha256').update(`holdout:${promptId}`).digest('hex').slice(0, 8), 16) / 0xffffffff < holdoutFraction));
+    return h;
+  };
   for (const e of executions) {
-    const experiment = e.metadata.experiment;
-    const known = experiment !== undefined && e.metadata.prompt === undefined ? variantTexts.get(e.prompt_id) : undefined;
-    if (known !== undefined && experiment !== undefined) {
-      const model = e.metadata.model ?? known.model;
-      const key = `${e.prompt_id}\u0000${model}`;
-      const agg = loop.get(key) ?? { prompt: known.text, context: { model, task: experiment }, k: 0, n: 0, id: e.prompt_id };
-      loop.set(key, agg);
-      agg.n++;
-      if (e.success) agg.k++;
-      continue;
-    }
     const prompt = e.metadata.prompt;
     if (prompt === undefined || prompt === '') continue;
     const context: Record<string, string> = {};
@@ -69,9 +73,12 @@ export function rowsFromHistory(executions: ExecutionRow[], feedback: FeedbackRo
     const aggregated = Number.isFinite(n) && n > 0 && Number.isFinite(k) && k >= 0 && k <= n;
     rows.push({ prompt, context, y: aggregated ? k / n : e.success ? 1 : 0, w: aggregated ? n : 1, holdout: holdout(e.prompt_id) });
   }
-  for (const a of loop.values()) {
-    textOf.set(a.id, { prompt: a.prompt, context: a.context });
-    rows.push({ prompt: a.prompt, context: a.context, y: a.k / a.n, w: a.n, holdout: holdout(a.id) });
+  for (const o of loopOutcomes) {
+    const known = variantTexts.get(o.prompt_id);
+    if (known === undefined || !(o.n > 0)) continue;
+    const context = { model: o.model, task: o.experiment };
+    textOf.set(o.prompt_id, { prompt: known.text, context });
+    rows.push({ prompt: known.text, context, y: Math.min(1, Math.max(0, o.successes / o.n)), w: o.n, holdout: holdout(o.prompt_id) });
   }
   for (const f of feedback) {
     const known = textOf.get(f.prompt_id);
@@ -79,6 +86,15 @@ export function rowsFromHistory(executions: ExecutionRow[], feedback: FeedbackRo
     rows.push({ prompt: known.prompt, context: { ...known.context, ...pick(f.context) }, y: Math.min(1, Math.max(0, f.rating / 5)), w: 1, holdout: holdout(f.prompt_id) });
   }
   return rows;
+}
+
+/** One variant's outcomes under one model, as the closed loop counted them. */
+export interface LoopOutcomes {
+  prompt_id: string;
+  model: string;
+  experiment: string;
+  n: number;
+  successes: number;
 }
 
 function pick(ctx: Record<string, string>): Record<string, string> {
@@ -92,21 +108,22 @@ export function workerFile(): string {
   return path.join(REPO_ROOT, 'dist', 'src', 'learning', 'trainWorker.js');
 }
 
-export function trainInWorker(rows: TrainRow[], options: TrainRequestOptions, signal: AbortSignal, log: Logger): Promise<{ weights: MlpWeights; epochs: number }> {
+/** Train and measure in a worker thread (trainWorker.ts); the signal terminates it. */
+export function trainInWorker(req: TrainRequest, signal: AbortSignal, log: Logger): Promise<TrainResult> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(workerFile(), { workerData: { rows, options } });
+    const worker = new Worker(workerFile(), { workerData: req });
     const onAbort = (): void => {
       void worker.terminate();
       reject(Object.assign(new Error('training was cancelled'), { name: 'AbortError' }));
     };
     signal.addEventListener('abort', onAbort, { once: true });
-    worker.on('message', (m: { type: string; epoch?: number; trainLoss?: number; valLoss?: number; weights?: MlpWeights; epochs?: number }) => {
+    worker.on('message', (m: { type: string; epoch?: number; trainLoss?: number; valLoss?: number; result?: TrainResult }) => {
       if (m.type === 'epoch') {
         // Progress is a log record at info (never a raw stderr line: the Elixir client's log relay would take it for a warning).
         log.info({ epoch: m.epoch, trainLoss: m.trainLoss, valLoss: m.valLoss }, 'training epoch');
       } else if (m.type === 'done') {
         signal.removeEventListener('abort', onAbort);
-        resolve({ weights: m.weights!, epochs: m.epochs! });
+        resolve(m.result!);
         void worker.terminate();
       }
     });
@@ -118,44 +135,6 @@ export function trainInWorker(rows: TrainRow[], options: TrainRequestOptions, si
 }
 
 export type TrainRequestOptions = Omit<RankerOptions, 'onEpoch' | 'shouldStop'>;
-
-export interface HeldOutMetrics {
-  auc: number;
-  log_loss: number;
-  accuracy: number;
-  ece: number;
-  spearman: number;
-  examples: number;
-}
-
-/** Metrics of a model on the held-out rows; Spearman is averaged over (task, model) groups that have 3+ prompts. */
-export function heldOutMetrics(w: MlpWeights, rows: TrainRow[]): HeldOutMetrics {
-  const held = rows.filter((r) => r.holdout);
-  const p = predictAll(w, held.map(rowFeatures));
-  const ws: Weighted[] = held.map((r, i) => ({ p: p[i]!, y: r.y, w: r.w }));
-  let correct = 0;
-  let total = 0;
-  for (const x of ws) {
-    correct += x.w * (x.p >= 0.5 ? x.y : 1 - x.y);
-    total += x.w;
-  }
-  const groups = new Map<string, Array<[number, number]>>();
-  held.forEach((r, i) => {
-    const key = `${r.context.task ?? ''}|${r.context.model ?? ''}`;
-    let g = groups.get(key);
-    if (g === undefined) groups.set(key, (g = []));
-    g.push([p[i]!, r.y]);
-  });
-  const sps = [...groups.values()].filter((g) => g.length >= 3).map((g) => spearman(g.map((x) => x[0]), g.map((x) => x[1])));
-  return {
-    auc: auc(ws),
-    log_loss: logLoss(ws),
-    accuracy: total === 0 ? 0 : correct / total,
-    ece: ece(ws),
-    spearman: sps.length === 0 ? 0 : sps.reduce((a, b) => a + b, 0) / sps.length,
-    examples: held.length,
-  };
-}
 
 export interface TrainOutcome {
   meta: ModelMeta;
@@ -193,33 +172,6 @@ export function corpusRows(cells: readonly Cell[], unseen: readonly string[], pe
   );
 }
 
-/** Ranking on corpus tasks a model never saw: mean Spearman and top-1 regret over their (task, model) groups. */
-export interface UnseenMetrics {
-  tasks: string[];
-  groups: number;
-  spearman: number;
-  regret: number;
-}
-
-export function unseenMetrics(w: MlpWeights, rows: TrainRow[], tasks: string[]): UnseenMetrics {
-  const p = predictAll(w, rows.map(rowFeatures));
-  const groups = new Map<string, Array<[number, number]>>();
-  rows.forEach((r, i) => {
-    const k = `${r.context.task}|${r.context.model}`;
-    let g = groups.get(k);
-    if (g === undefined) groups.set(k, (g = []));
-    g.push([p[i]!, r.y]);
-  });
-  const ranked = [...groups.values()].filter((g) => g.length >= 3 && new Set(g.map((x) => x[1])).size > 1);
-  const mean = (xs: number[]): number => (xs.length === 0 ? 0 : xs.reduce((a, b) => a + b, 0) / xs.length);
-  return {
-    tasks,
-    groups: ranked.length,
-    spearman: mean(ranked.map((g) => spearman(g.map((x) => x[0]), g.map((x) => x[1])))),
-    regret: mean(ranked.map((g) => top1Regret(g.map((x) => x[0]), g.map((x) => x[1])))),
-  };
-}
-
 /** Fill in the embeddings of every row's prompt and base (the embedding service caches them). */
 export async function attachEmbeddings(rows: TrainRow[], embed: Embed | undefined): Promise<void> {
   if (embed === undefined || FEATURE_SPEC.embedding === undefined) return;
@@ -249,8 +201,13 @@ export async function trainFromStore(opts: {
   /** The shipped corpus to replay beside the history (absent: history only). */
   corpus?: readonly Cell[];
 }): Promise<TrainOutcome | { insufficient: number }> {
-  const [executions, feedback, texts] = await Promise.all([opts.store.trainingExecutions(), opts.store.trainingFeedback(), opts.store.experiments.variantTexts()]);
-  const history = rowsFromHistory(executions, feedback, opts.holdout, texts);
+  const [executions, feedback, texts, loopOutcomes] = await Promise.all([
+    opts.store.trainingExecutions(),
+    opts.store.trainingFeedback(),
+    opts.store.experiments.variantTexts(),
+    opts.store.experiments.outcomesByVariant(),
+  ]);
+  const history = rowsFromHistory(executions, feedback, opts.holdout, texts, loopOutcomes);
   if (history.length < opts.minSamples || !history.some((r) => r.holdout) || history.every((r) => r.holdout)) return { insufficient: history.length };
   const servingFits = opts.serving !== undefined && opts.serving.meta.feature_spec_hash === specHash(FEATURE_SPEC);
   const unseen = opts.corpus === undefined ? [] : (opts.serving?.meta.unseen_tasks ?? []);
@@ -265,20 +222,20 @@ export async function trainFromStore(opts: {
   });
   cancelled.catch(() => undefined);
   await Promise.race([attachEmbeddings([...rows, ...guard], opts.embed), cancelled]);
-  opts.log.info({ examples: rows.length, history: history.length, held_out: history.filter((r) => r.holdout).length, replayed: replay.length }, 'training data');
-  const { weights, epochs } = await trainInWorker(rows, opts.options, opts.signal, opts.log);
-  const metrics = heldOutMetrics(weights, history);
-  let servingMetrics: HeldOutMetrics | undefined;
-  let unseenNew: UnseenMetrics | undefined;
-  let unseenServing: UnseenMetrics | undefined;
-  if (servingFits) {
-    const servingWeights = readOnnxWeights(opts.serving!.onnx);
-    servingMetrics = heldOutMetrics(servingWeights, history);
-    if (guard.length > 0) {
-      unseenNew = unseenMetrics(weights, guard, unseen);
-      unseenServing = unseenMetrics(servingWeights, guard, unseen);
-    }
-  }
+  opts.log.info({ examples: rows.length, history: history.length, held_out: history.filter((r) => r.holdout).length, replayed: replay.length, loop_variants: loopOutcomes.length }, 'training data');
+  // Trained and measured (the new model, and the serving one on the same split) in the worker: off the event loop.
+  const trained = await trainInWorker(
+    {
+      rows,
+      history: history.length,
+      options: opts.options,
+      ...(servingFits ? { serving: opts.serving!.onnx } : {}),
+      ...(guard.length > 0 ? { unseen: { tasks: unseen, rows: guard } } : {}),
+    },
+    opts.signal,
+    opts.log,
+  );
+  const { weights, epochs, metrics, servingMetrics, unseen: unseenNew, servingUnseen: unseenServing } = trained;
   // No worse than what serves now on the same held-out split, and on the corpus tasks neither model saw.
   const promoted =
     servingMetrics === undefined || (metrics.log_loss <= servingMetrics.log_loss + 1e-9 && (unseenNew === undefined || unseenNew.spearman >= unseenServing!.spearman - 1e-9));

@@ -382,6 +382,20 @@ export class ExperimentRecords {
   }
 
   /** The text of a prompt any experiment has tried (the trainer's fallback when an execution carries no text). */
+  /**
+   * The loop's outcomes for the trainer: its counts (experiment_counts) summed over generations, one row
+   * per (variant, model), in a fixed order, at most `limit` (default 1,000,000); n > 0. As many rows as
+   * variants, however many outcomes they count: the trainer never reads the outcomes one by one.
+   */
+  async outcomesByVariant(opts: { limit?: number } = {}): Promise<Array<{ prompt_id: string; model: string; experiment: string; n: number; successes: number }>> {
+    const rows = await this.db.query(
+      `SELECT prompt_id, model, min(name) AS name, sum(count)::float8 AS n, sum(successes)::float8 AS successes
+         FROM experiment_counts GROUP BY prompt_id, model HAVING sum(count) > 0 ORDER BY prompt_id, model LIMIT $1`,
+      [opts.limit ?? 1_000_000],
+    );
+    return rows.map((r) => ({ prompt_id: String(r.prompt_id), model: String(r.model), experiment: String(r.name), n: Number(r.n), successes: Number(r.successes) }));
+  }
+
   async variantTexts(): Promise<Map<string, { text: string; experiment: string; model: string }>> {
     const rows = await this.db.query(`SELECT DISTINCT ON (prompt_id) prompt_id, text, name, model FROM experiment_variants WHERE state <> 'reserve' ORDER BY prompt_id, seq`);
     return new Map(rows.map((r) => [String(r.prompt_id), { text: String(r.text), experiment: String(r.name), model: String(r.model) }]));

@@ -432,6 +432,15 @@ ALTER TABLE experiment_history ADD COLUMN IF NOT EXISTS entry_id uuid;
 CREATE UNIQUE INDEX IF NOT EXISTS experiment_history_entry ON experiment_history (entry_id);
 `,
   },
+  {
+    version: 11,
+    // The trainer reads the executions that carry a prompt's text, newest first (TrackingStore.trainingExecutions):
+    // by this index it reads only those, however many closed-loop outcomes (which carry none) the table holds.
+    name: 'executions with a text',
+    sql: `
+CREATE INDEX IF NOT EXISTS prompt_executions_with_text ON prompt_executions (seq) WHERE metadata ? 'prompt'
+`,
+  },
 ];
 
 /** Every table the migrations create, with a column only ours has (to tell them from an app's own table of that name). */

@@ -28,6 +28,9 @@ export interface TrainingHold {
   readonly lease: Lease;
 }
 
+/** At most this many executions with a text are read for one training (the newest). */
+export const TRAINING_EXECUTIONS = 1_000_000;
+
 export interface ExecutionRow {
   id: string;
   prompt_id: string;
@@ -282,12 +285,22 @@ export class TrackingStore {
     return new Map(rows.map((r) => [String(r.prompt_id), toAggregate(r)]));
   }
 
-  /** Executions for the trainer (oldest first), at most `limit`. */
+  /**
+   * The executions the trainer learns a text from: those whose metadata carries the prompt's text, the
+   * newest `limit` (default TRAINING_EXECUTIONS), oldest first. An outcome of the closed loop carries
+   * none: the trainer reads it as its variant's counts (ExperimentRecords.outcomesByVariant), so an
+   * outcome of a known variant is left out here even when it carries a text (it is counted there).
+   * Read through an index of these rows alone: the loop's outcomes, however many, cost nothing here.
+   */
   async trainingExecutions(opts: { limit?: number } = {}): Promise<ExecutionRow[]> {
     const rows = await this.db.query(
-      `SELECT id, prompt_id, success, confidence_score, execution_time_ms, context_signature, "timestamp", metadata FROM prompt_executions ORDER BY seq LIMIT $1`,
-      [opts.limit ?? 5_000_000],
+      `SELECT id, prompt_id, success, confidence_score, execution_time_ms, context_signature, "timestamp", metadata FROM prompt_executions x
+        WHERE metadata ? 'prompt' AND metadata->>'prompt' <> ''
+          AND NOT (metadata ? 'experiment' AND EXISTS (SELECT 1 FROM experiment_variants v WHERE v.prompt_id = x.prompt_id AND v.state <> 'reserve'))
+        ORDER BY seq DESC LIMIT $1`,
+      [opts.limit ?? TRAINING_EXECUTIONS],
     );
+    rows.reverse();
     return rows.map((r) => ({
       id: String(r.id),
       prompt_id: String(r.prompt_id),
