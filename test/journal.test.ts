@@ -65,6 +65,64 @@ describe('the journal', () => {
     await j.close();
   });
 
+  it('counts only what is left to replay against its limit: the database back and gone again mid-replay, the file is compacted to the rest, in order', async () => {
+    const dir = tmp();
+    const j = new Journal(dir, 50_000);
+    await j.open();
+    let kept = 0;
+    for (; ; kept++) {
+      try {
+        await j.append([row(kept)]);
+      } catch {
+        break;
+      }
+    }
+    // The database comes back for 20 rows, then goes away again.
+    const seen: number[] = [];
+    await expect(
+      j.replay(async (rows) => {
+        if (seen.length >= 20) throw new Error('connection terminated');
+        seen.push(...rows.map((r) => (r as unknown as { i: number }).i));
+      }, 10),
+    ).rejects.toThrow('connection terminated');
+    expect(j.depth).toBe(kept - 20);
+    // Room for as many as were replayed: the file holds what is left, and never more than the limit.
+    for (let i = 0; i < 20; i++) await j.append([row(1000 + i)]);
+    expect(fs.statSync(path.join(dir, 'journal.ndjson')).size).toBeLessThanOrEqual(50_000);
+    await expect(j.append([row(2000, 5000)])).rejects.toMatchObject({ reason: 'unavailable' });
+    expect(j.depth).toBe(kept);
+    expect(await replayAll(j)).toEqual([...Array.from({ length: kept - 20 }, (_, i) => 20 + i), ...Array.from({ length: 20 }, (_, i) => 1000 + i)]);
+    await j.close();
+    // A restart finds the compacted journal whole (nothing left to replay).
+    const again = new Journal(dir, 50_000);
+    await again.open();
+    expect(again.depth).toBe(0);
+    await again.close();
+  });
+
+  it('compacts under a replay that is inserting a piece: that piece and the rest replay once each, in order', async () => {
+    const j = new Journal(tmp(), 50_000);
+    await j.open();
+    let kept = 0;
+    for (; ; kept++) {
+      try {
+        await j.append([row(kept)]);
+      } catch {
+        break;
+      }
+    }
+    const seen: number[] = [];
+    let chunks = 0;
+    await j.replay(async (rows) => {
+      // While the third piece is being inserted, a write comes that only fits once the two before are compacted away.
+      if (++chunks === 3) await j.append([row(5000)]);
+      seen.push(...rows.map((r) => (r as unknown as { i: number }).i));
+    }, 10);
+    expect(seen).toEqual([...Array.from({ length: kept }, (_, i) => i), 5000]);
+    expect(j.depth).toBe(0);
+    await j.close();
+  });
+
   it('cuts a failed append off again (a disk error at its fsync): the next append and the replay keep only what was acknowledged', async () => {
     const dir = tmp();
     const j = new Journal(dir);

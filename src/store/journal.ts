@@ -8,7 +8,11 @@
  * Bounded: at most JOURNAL_MAX_BYTES on disk (past it, writes are refused
  * with `unavailable` until the database is back and the journal replayed),
  * and read in pieces of READ_BYTES (opening and replaying a large journal
- * never holds it in memory as one string).
+ * never holds it in memory as one string). What was replayed does not count
+ * against the limit: a write that would pass it while part of the file is
+ * replayed (the database came back and went away again mid-replay) first
+ * compacts the file to what is left to replay (a copy, fsync'd, renamed over
+ * the journal, so a crash leaves one whole journal or the other).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -39,8 +43,14 @@ export class Journal {
     this.file = path.join(dir, 'journal.ndjson');
   }
 
+  private get compactFile(): string {
+    return `${this.file}.compact`;
+  }
+
   /** Open the file and count what an earlier process left in it (read in pieces). */
   async open(): Promise<void> {
+    // A compaction cut off before its rename: the journal itself is whole.
+    await fs.promises.rm(this.compactFile, { force: true });
     this.fh = await fs.promises.open(this.file, 'a+');
     const size = (await this.fh.stat()).size;
     let entries = 0;
@@ -72,6 +82,7 @@ export class Journal {
     return this.serial(async () => {
       // An execution's parsed `meta` is left out: its values hold the same metadata as JSON text.
       const text = Buffer.from(rows.map((r) => JSON.stringify(r, (k, v: unknown) => (k === 'meta' ? undefined : v))).join('\n') + '\n');
+      if (this.size + text.length > this.maxBytes && this.replayedBytes > 0) await this.compact();
       if (this.size + text.length > this.maxBytes)
         throw new OpError('unavailable', `the database is unreachable and the local journal holds ${this.size} bytes, its limit being ${this.maxBytes}: not written; retry once the database is back`);
       try {
@@ -134,6 +145,39 @@ export class Journal {
         total += chunk.length;
       }
     }
+  }
+
+  /**
+   * Rewrite the file as what is left to replay. Runs inside `serial`: a replay
+   * step that has read a piece and is inserting it meanwhile finds that piece
+   * at the start of the new file, and its offsets (replayedBytes, counted from
+   * the piece on) stay right.
+   */
+  private async compact(): Promise<void> {
+    const out = await fs.promises.open(this.compactFile, 'w');
+    try {
+      const buf = Buffer.alloc(Math.min(READ_BYTES, Math.max(1, this.size - this.replayedBytes)));
+      for (let at = this.replayedBytes; at < this.size; ) {
+        const { bytesRead } = await this.fh!.read(buf, 0, Math.min(buf.length, this.size - at), at);
+        if (bytesRead === 0) throw new Error('the journal could not be compacted: it ended early');
+        for (let written = 0; written < bytesRead; ) written += (await out.write(buf, written, bytesRead - written)).bytesWritten;
+        at += bytesRead;
+      }
+      await out.datasync();
+    } catch (err) {
+      await out.close().catch(() => undefined);
+      await fs.promises.rm(this.compactFile, { force: true });
+      throw err;
+    }
+    await out.close();
+    await fs.promises.rename(this.compactFile, this.file);
+    const dir = await fs.promises.open(path.dirname(this.file), 'r');
+    await dir.sync().finally(() => dir.close());
+    await this.fh!.close();
+    this.fh = await fs.promises.open(this.file, 'a+');
+    this.size -= this.replayedBytes;
+    this.entries -= this.replayedEntries;
+    this.replayedBytes = this.replayedEntries = 0;
   }
 
   async close(): Promise<void> {
