@@ -350,6 +350,32 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     }
   }, 60_000);
 
+  it('journals the tracking writes a silent database does not answer (no reset: a partition), and stores each once when it is back', async () => {
+    if (dbUrl === undefined) return; // a server behind a door
+    const door = await doorTo(dbUrl, { open: true });
+    const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/silentwrite`, schema: `pe_silentwrite_${process.pid}`, log: createLogger('silent') });
+    try {
+      const first = await store.track('execution', record({ prompt_id: 'p_silent', execution_time_ms: 1, success: true }));
+      door.freeze();
+      // Before, these waited on the frozen pooled connection for as long as the partition lasted.
+      const writes = Promise.all(Array.from({ length: 5 }, (_, i) => store.track('execution', record({ prompt_id: 'p_silent', execution_time_ms: i, success: true }))));
+      const answered = await Promise.race([writes, new Promise<'still waiting'>((r) => setTimeout(() => r('still waiting'), 30_000))]);
+      expect(answered).not.toBe('still waiting');
+      expect(store.figures).toMatchObject({ journal_depth: 5, db_up: false });
+      // The network back (the frozen connections end): the journal goes in, each write once.
+      door.close();
+      door.open();
+      await until(() => store.figures.journal_depth === 0, 30_000);
+      const stored = (await store.db.query(`SELECT id::text AS id FROM prompt_executions WHERE prompt_id = 'p_silent'`)).map((r) => String(r.id)).sort();
+      expect(stored).toEqual([first, ...(answered as string[])].sort());
+    } finally {
+      door.close();
+      door.open();
+      await store.close();
+      await door.stop();
+    }
+  }, 90_000);
+
   it('keeps journaled writes while the database refuses them for now (read-only after a failover), and stores them once it takes them', async () => {
     if (dbUrl === undefined) return; // a server to make read-only
     const url = await freshDatabase('pe_readonly');

@@ -76,7 +76,7 @@ export interface SqlClient {
    * with the text of every notice its statements raised (the closed loop's
    * counting trigger answers the writer this way, in the same round trip).
    */
-  session<T>(transaction: boolean, fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<{ value: T; notices: string[] }>;
+  session<T>(transaction: boolean, fn: (q: Query, copy: CopyInTransaction) => Promise<T>, opts?: SessionOptions): Promise<{ value: T; notices: string[] }>;
   /**
    * Hold the advisory lock `key` until released or the process dies, or
    * undefined at once when another session holds it. PGlite (one process)
@@ -96,6 +96,16 @@ export interface SqlClient {
    */
   listen(channel: string, onMessage: (payload: string) => void, onRelistened?: () => void, onFirstError?: (err: unknown) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
+}
+
+export interface SessionOptions {
+  /**
+   * PostgreSQL: the most the whole session may take. Past it its connection is cut (no reset comes through
+   * a silent network, and a frozen pooled connection would hold the work until TCP gives up, hours later),
+   * and the session fails as `unavailable` (code ETIMEDOUT), as if the database had gone away. A
+   * transaction cut at its COMMIT may have committed: what runs under a time limit must be idempotent.
+   */
+  timeoutMs?: number;
 }
 
 /** COPY of rows already in COPY's text format, inside a transaction. */
@@ -139,12 +149,21 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
   pool.on('connect', (client) => void client.on('error', () => undefined));
   // bigint columns (seq, test_duration) as JS numbers: they stay below 2^53 here.
   const types = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) };
-  const session: SqlClient['session'] = async (inTransaction, fn) => {
+  const session: SqlClient['session'] = async (inTransaction, fn, sessionOpts = {}) => {
     const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
     const notices: string[] = [];
     const onNotice = (n: { message?: string }): number => notices.push(n.message ?? '');
     client.on('notice', onNotice);
     let broken = false;
+    const limit = sessionOpts.timeoutMs;
+    // Cutting the socket fails every statement waiting on it with this error (pg hands it to them).
+    const timer =
+      limit === undefined
+        ? undefined
+        : setTimeout(() => {
+            const why = Object.assign(new Error(`the database did not answer within ${limit} ms (a silent network?): connection cut`), { code: 'ETIMEDOUT' });
+            (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream?.destroy(why);
+          }, limit);
     try {
       if (inTransaction) await client.query('BEGIN');
       const value = await fn(
@@ -158,6 +177,7 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
       if (!broken && inTransaction) await client.query('ROLLBACK').catch(() => undefined);
       throw unreachable(err);
     } finally {
+      clearTimeout(timer);
       client.off('notice', onNotice);
       client.release(broken);
     }

@@ -24,7 +24,7 @@
  * are written.
  */
 import type { Logger } from 'pino';
-import type { Query, SqlClient, SqlParam } from './db.js';
+import type { Query, SessionOptions, SqlClient, SqlParam } from './db.js';
 import { isConnectionError, unnestInsert } from './db.js';
 import { TABLES, type EntryKind, type EntryRow } from './entries.js';
 import { historyInsert, loopNotice, writeGeneration, writeHistory, type GenerationWrite, type HistoryAdd, type VariantTotals } from './experimentRecords.js';
@@ -74,6 +74,13 @@ export interface WriterFigures {
   db_up: boolean;
 }
 
+/**
+ * How long a batch may go unanswered by PostgreSQL before it is taken for away: a silent network
+ * (no reset) would otherwise hold every write on its connection until TCP gives up, hours later.
+ * Under the default request deadline (5 s), so that its callers are answered from the journal.
+ */
+export const WRITE_ANSWER_MS = 4_000;
+
 /** Where the closed loop announces what a batch changed (NOTIFY), and as whom. */
 export interface LoopNoticeTarget {
   channel: string;
@@ -96,8 +103,21 @@ export class GroupCommitWriter {
     private readonly db: SqlClient,
     private readonly journal: Journal,
     private readonly log: Logger,
-    private readonly opts: { maxBatch: number; recoverEveryMs: number; maxInFlight?: number; minConcurrentBatch?: number; onRecovered?: () => Promise<void>; notice?: LoopNoticeTarget } = { maxBatch: 500, recoverEveryMs: 500 },
-  ) {}
+    private readonly opts: {
+      maxBatch: number;
+      recoverEveryMs: number;
+      maxInFlight?: number;
+      minConcurrentBatch?: number;
+      onRecovered?: () => Promise<void>;
+      notice?: LoopNoticeTarget;
+      /** How long a batch, a replayed one or the recovery's probe may go unanswered (default WRITE_ANSWER_MS). */
+      answerWithinMs?: number;
+    } = { maxBatch: 500, recoverEveryMs: 500 },
+  ) {
+    this.answerWithin = { timeoutMs: opts.answerWithinMs ?? WRITE_ANSWER_MS };
+  }
+  /** Past it a write's connection is cut and the batch journaled (idempotent by entry id, so a batch that did commit is skipped at replay). */
+  private readonly answerWithin: SessionOptions;
 
   /** Resolves when the row is committed (or durably journaled). */
   write(row: StoreWrite): Promise<WriteReceipt> {
@@ -212,7 +232,7 @@ export class GroupCommitWriter {
    */
   private async writeIsolated(batch: Pending[]): Promise<Pending[]> {
     try {
-      const receipts = await writeBatch(this.db, batch.map((p) => p.row), this.opts.notice);
+      const receipts = await writeBatch(this.db, batch.map((p) => p.row), this.opts.notice, this.answerWithin);
       this.figures.batches++;
       this.figures.rows += batch.length;
       for (const p of batch) p.resolve(receipts.get(p.row.id) ?? STORED);
@@ -250,7 +270,7 @@ export class GroupCommitWriter {
   /** Probe the database; when it answers, replay the journal, then write directly again. */
   private async recover(): Promise<void> {
     try {
-      await this.db.query('SELECT 1');
+      await this.db.session(false, (q) => q('SELECT 1'), this.answerWithin);
       await this.opts.onRecovered?.();
       const n = await this.journal.replay((rows) => this.replayBatch(rows), this.opts.maxBatch);
       this.figures.replayed += n;
@@ -276,7 +296,7 @@ export class GroupCommitWriter {
    */
   private async replayBatch(rows: StoreWrite[]): Promise<void> {
     try {
-      await writeBatch(this.db, rows, this.opts.notice);
+      await writeBatch(this.db, rows, this.opts.notice, this.answerWithin);
     } catch (err) {
       if (isConnectionError(err)) throw err;
       if (!refusedForItsData(err)) {
@@ -329,7 +349,7 @@ const isHistory = (r: StoreWrite): r is HistorySnapshotEntry => r.kind === 'hist
  * variants' totals (a notice read with the reply): a receipt carries them,
  * or says `duplicate` for an id already stored.
  */
-export async function writeBatch(db: SqlClient, rows: readonly StoreWrite[], notice?: LoopNoticeTarget): Promise<Map<string, WriteReceipt>> {
+export async function writeBatch(db: SqlClient, rows: readonly StoreWrite[], notice?: LoopNoticeTarget, session?: SessionOptions): Promise<Map<string, WriteReceipt>> {
   const entries = rows.filter((r): r is EntryRow => !isGeneration(r) && !isHistory(r));
   const before: Step[] = rows.filter(isGeneration).map((r) => async (q) => {
     if ((await writeGeneration(q, r.generation)) && notice !== undefined) await q('SELECT pg_notify($1, $2)', [notice.channel, loopNotice(notice.sender, [r.generation])]);
@@ -338,7 +358,7 @@ export async function writeBatch(db: SqlClient, rows: readonly StoreWrite[], not
   // History snapshots ride in the entries' statement when there is one (a round trip, not a transaction of four).
   const alongside = history.length > 0 && entries.length > 0 ? history : undefined;
   if (history.length > 0 && alongside === undefined) before.push((q) => writeHistory(q, history));
-  const { stored, notices } = await insertRows(db, entries, before, alongside);
+  const { stored, notices } = await insertRows(db, entries, before, alongside, session);
   return receiptsOf(entries, stored, notices);
 }
 
@@ -358,11 +378,17 @@ type Step = (q: Query, stored: Set<string>) => Promise<void>;
  * INSERT, which skips the duplicate. Returns the ids stored now (undefined:
  * all of them) and the notices the statements raised.
  */
-export async function insertRows(db: SqlClient, rows: EntryRow[], before: Step[] = [], history?: readonly HistoryAdd[]): Promise<{ stored: ReadonlySet<string> | undefined; notices: string[] }> {
+export async function insertRows(
+  db: SqlClient,
+  rows: EntryRow[],
+  before: Step[] = [],
+  history?: readonly HistoryAdd[],
+  session?: SessionOptions,
+): Promise<{ stored: ReadonlySet<string> | undefined; notices: string[] }> {
   const kind = rows[0]?.kind;
   if (before.length === 0 && history === undefined && kind !== undefined && rows.length >= db.copy.minRows && TABLES[kind].arrayTypes !== undefined && rows.every((r) => r.kind === kind)) {
     try {
-      const { notices } = await db.session(false, (_q, copy) => copy(TABLES[kind].table, TABLES[kind].columns, copyText(rows)));
+      const { notices } = await db.session(false, (_q, copy) => copy(TABLES[kind].table, TABLES[kind].columns, copyText(rows)), session);
       return { stored: undefined, notices };
     } catch (err) {
       if ((err as { code?: string }).code !== '23505') throw err;
@@ -371,11 +397,15 @@ export async function insertRows(db: SqlClient, rows: EntryRow[], before: Step[]
   const steps = [...before, ...statementsOf(rows, history)];
   if (steps.length === 0) return { stored: new Set(), notices: [] };
   // One statement is atomic on its own: one round trip instead of BEGIN, the statement, COMMIT.
-  const { value, notices } = await db.session(steps.length > 1, async (q) => {
-    const stored = new Set<string>();
-    for (const step of steps) await step(q, stored);
-    return stored;
-  });
+  const { value, notices } = await db.session(
+    steps.length > 1,
+    async (q) => {
+      const stored = new Set<string>();
+      for (const step of steps) await step(q, stored);
+      return stored;
+    },
+    session,
+  );
   return { stored: value, notices };
 }
 
