@@ -37,11 +37,12 @@ export interface TrainResult {
 }
 
 export function trainAndMeasure(req: TrainRequest, onEpoch: (e: { epoch: number; trainLoss: number; valLoss: number }) => void): TrainResult {
+  // First: a serving model that cannot be read fails the training before it runs, not after.
+  const serving = req.serving === undefined ? undefined : readOnnxWeights(req.serving);
   const train = req.rows.filter((r) => !r.holdout);
   const result = trainRanker(rowExamples(train), { ...SHIPPED_OPTIONS, ...req.options, onEpoch }, train.map((r) => r.context));
   const history = req.rows.slice(0, req.history);
   const guard = req.unseen !== undefined && req.unseen.rows.length > 0 ? req.unseen : undefined;
-  const serving = req.serving === undefined ? undefined : readOnnxWeights(req.serving);
   return {
     weights: result.weights,
     epochs: Math.max(...result.epochs),

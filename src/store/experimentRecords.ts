@@ -381,11 +381,13 @@ export class ExperimentRecords {
     }));
   }
 
-  /** The text of a prompt any experiment has tried (the trainer's fallback when an execution carries no text). */
   /**
    * The loop's outcomes for the trainer: its counts (experiment_counts) summed over generations, one row
-   * per (variant, model), in a fixed order, at most `limit` (default 1,000,000); n > 0. As many rows as
-   * variants, however many outcomes they count: the trainer never reads the outcomes one by one.
+   * per (variant, model), n > 0, at most `limit` (default 1,000,000, in the order of their prompt ids). As
+   * many rows as variants, however many outcomes they count: the trainer never reads them one by one. An
+   * outcome the counting trigger could not place (no generation in its metadata, and no experiment of
+   * its name and model) is in no count, and so not learnt from. One variant in several experiments is
+   * learnt under the first of their names.
    */
   async outcomesByVariant(opts: { limit?: number } = {}): Promise<Array<{ prompt_id: string; model: string; experiment: string; n: number; successes: number }>> {
     const rows = await this.db.query(
@@ -396,6 +398,7 @@ export class ExperimentRecords {
     return rows.map((r) => ({ prompt_id: String(r.prompt_id), model: String(r.model), experiment: String(r.name), n: Number(r.n), successes: Number(r.successes) }));
   }
 
+  /** The text of each variant any experiment has tried (not a reserve): what the trainer learns the loop's outcomes as. */
   async variantTexts(): Promise<Map<string, { text: string; experiment: string; model: string }>> {
     const rows = await this.db.query(`SELECT DISTINCT ON (prompt_id) prompt_id, text, name, model FROM experiment_variants WHERE state <> 'reserve' ORDER BY prompt_id, seq`);
     return new Map(rows.map((r) => [String(r.prompt_id), { text: String(r.text), experiment: String(r.name), model: String(r.model) }]));

@@ -288,15 +288,19 @@ export class TrackingStore {
   /**
    * The executions the trainer learns a text from: those whose metadata carries the prompt's text, the
    * newest `limit` (default TRAINING_EXECUTIONS), oldest first. An outcome of the closed loop carries
-   * none: the trainer reads it as its variant's counts (ExperimentRecords.outcomesByVariant), so an
-   * outcome of a known variant is left out here even when it carries a text (it is counted there).
-   * Read through an index of these rows alone: the loop's outcomes, however many, cost nothing here.
+   * none: the trainer reads it as its variant's counts (ExperimentRecords.outcomesByVariant). So an
+   * outcome the loop counted (the counting trigger found its generation: EXECUTIONS_BY_VARIANT) for a
+   * variant it knows is left out here even when it carries a text: it is learnt once, in its variant's row.
+   * Read through an index of the rows with a text: the loop's outcomes, which carry none, cost nothing here.
    */
   async trainingExecutions(opts: { limit?: number } = {}): Promise<ExecutionRow[]> {
     const rows = await this.db.query(
       `SELECT id, prompt_id, success, confidence_score, execution_time_ms, context_signature, "timestamp", metadata FROM prompt_executions x
         WHERE metadata ? 'prompt' AND metadata->>'prompt' <> ''
-          AND NOT (metadata ? 'experiment' AND EXISTS (SELECT 1 FROM experiment_variants v WHERE v.prompt_id = x.prompt_id AND v.state <> 'reserve'))
+          AND NOT (metadata ? 'experiment'
+                   AND (coalesce(metadata->>'generation', '') ~ '^[0-9]{1,9}$'
+                        OR EXISTS (SELECT 1 FROM experiments e WHERE e.name = x.metadata->>'experiment' AND e.model = coalesce(x.metadata->>'model', 'default')))
+                   AND EXISTS (SELECT 1 FROM experiment_variants v WHERE v.prompt_id = x.prompt_id AND v.state <> 'reserve'))
         ORDER BY seq DESC LIMIT $1`,
       [opts.limit ?? TRAINING_EXECUTIONS],
     );
