@@ -160,10 +160,7 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
     const timer =
       limit === undefined
         ? undefined
-        : setTimeout(() => {
-            const why = Object.assign(new Error(`the database did not answer within ${limit} ms (a silent network?): connection cut`), { code: 'ETIMEDOUT' });
-            (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream?.destroy(why);
-          }, limit);
+        : setTimeout(() => cut(client, Object.assign(new Error(`the database did not answer within ${limit} ms (a silent network?): connection cut`), { code: 'ETIMEDOUT' })), limit);
     try {
       if (inTransaction) await client.query('BEGIN');
       const value = await fn(
@@ -299,6 +296,16 @@ const LEASE_SERVER_KEEPALIVE = 'SET tcp_keepalives_idle = 5; SET tcp_keepalives_
 const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text, values, query_timeout: LEASE_ANSWER_MS }) as pg.QueryConfig;
 
 /**
+ * Close a client's socket at once, without the goodbye `end()` waits for (which a silent network never
+ * answers, leaving the socket half-open until the operating system gives up on it). The server sees the
+ * connection close as it would after `end()`; its statements in flight fail with `err`. node-postgres has
+ * no public way to do this: its connection's stream is reached by name.
+ */
+function cut(client: pg.Client | pg.PoolClient, err?: Error): void {
+  (client as unknown as { connection?: { stream?: { destroy(err?: Error): void } } }).connection?.stream?.destroy(err);
+}
+
+/**
  * A PostgreSQL lease: its own client holding `pg_try_advisory_lock`, and a
  * keep-alive query every second, so a connection that died quietly (the
  * server restarted, the network went) is noticed and the lease given up.
@@ -314,7 +321,8 @@ async function pgLease(url: string, options: string, key: number, transaction: S
     if (!held) return;
     held = false;
     clearInterval(keepAlive);
-    client.end().catch(() => undefined);
+    // Lost: no goodbye to wait for (the network may be silent); the server frees the lock when it sees the close.
+    cut(client);
     for (const f of lostHandlers.splice(0)) f();
   };
   client.on('error', lose);
@@ -371,8 +379,9 @@ async function pgLease(url: string, options: string, key: number, transaction: S
       held = false;
       clearInterval(keepAlive);
       await client.query(timed('SELECT pg_advisory_unlock($1)', [key])).catch(() => undefined);
-      // Ending waits on the server's goodbye, which a silent partition never sends.
-      await Promise.race([client.end().catch(() => undefined), new Promise((r) => setTimeout(r, LEASE_ANSWER_MS).unref())]);
+      // Ending waits on the server's goodbye, which a silent partition never sends: then the socket is cut.
+      const ended = await Promise.race([client.end().then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), LEASE_ANSWER_MS).unref())]);
+      if (!ended) cut(client);
     },
   };
 }
