@@ -22,6 +22,17 @@ async function replayAll(j: Journal): Promise<number[]> {
   return seen;
 }
 
+/** Append rows 0, 1, ... until the journal refuses one; how many it took. */
+async function fillToLimit(j: Journal): Promise<number> {
+  for (let kept = 0; ; kept++) {
+    try {
+      await j.append([row(kept)]);
+    } catch {
+      return kept;
+    }
+  }
+}
+
 describe('the journal', () => {
   it('replays a journal larger than one read (20 MB, and one line of 9 MB) whole and in order, after a restart that drops a torn append', async () => {
     const dir = tmp();
@@ -69,14 +80,7 @@ describe('the journal', () => {
     const dir = tmp();
     const j = new Journal(dir, 50_000);
     await j.open();
-    let kept = 0;
-    for (; ; kept++) {
-      try {
-        await j.append([row(kept)]);
-      } catch {
-        break;
-      }
-    }
+    const kept = await fillToLimit(j);
     // The database comes back for 20 rows, then goes away again.
     const seen: number[] = [];
     await expect(
@@ -103,14 +107,7 @@ describe('the journal', () => {
   it('compacts under a replay that is inserting a piece: that piece and the rest replay once each, in order', async () => {
     const j = new Journal(tmp(), 50_000);
     await j.open();
-    let kept = 0;
-    for (; ; kept++) {
-      try {
-        await j.append([row(kept)]);
-      } catch {
-        break;
-      }
-    }
+    const kept = await fillToLimit(j);
     const seen: number[] = [];
     let chunks = 0;
     await j.replay(async (rows) => {
