@@ -146,7 +146,11 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
   // Nor one in use: the pool listens only to its idle clients, and a client whose connection ends (a
   // restart, a terminated backend, a dropped proxy) emits 'error' whatever it is doing. Its queries fail
   // with the connection error, which is how the store sees it.
-  pool.on('connect', (client) => void client.on('error', () => undefined));
+  // Queued before the statement the connection was made for (a client runs its statements in order).
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+    client.query(SERVER_KEEPALIVE).catch(() => undefined);
+  });
   // bigint columns (seq, test_duration) as JS numbers: they stay below 2^53 here.
   const types = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) };
   const session: SqlClient['session'] = async (inTransaction, fn, sessionOpts = {}) => {
@@ -281,17 +285,19 @@ const LEASE_KEEPALIVE_MS = 1_000;
 /** A lease's check (or its release) with no answer within this is a lost connection: a silent partition sends no reset. */
 const LEASE_ANSWER_MS = 5_000;
 /**
- * The server's side of a lease connection probes its client after 5 s of
- * silence, every 2 s, and gives up after 3 unanswered probes, or after 11 s
- * of its own data unacknowledged: a holder whose host died or was cut off (no
- * reset ever comes) frees its lock for the next within about 11 s, not after
- * the operating system's default of two hours. Per-session settings any user
- * may set, sent as a statement once connected rather than as startup options
- * (a connection pooler that allows only the startup options it knows would
- * refuse the connection); ignored on a Unix socket, and behind a proxy they
- * probe the proxy.
+ * The server's side of each of our connections (the pool's and a lease's)
+ * probes its client after 5 s of silence, every 2 s, and gives up after 3
+ * unanswered probes, or after 11 s of its own data unacknowledged: a session
+ * whose client died or was cut off (no reset ever comes: a silent network, or
+ * a write this side cut for want of an answer) ends within about 11 s, with
+ * its locks (a lease's advisory lock, a cut transaction's row locks), not
+ * after the operating system's default of two hours. Per-session settings any
+ * user may set, sent as a statement once connected rather than as startup
+ * options (a connection pooler that allows only the startup options it knows
+ * would refuse the connection); best effort, ignored on a Unix socket, and
+ * behind a proxy they probe the proxy.
  */
-const LEASE_SERVER_KEEPALIVE = 'SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 11000';
+const SERVER_KEEPALIVE = 'SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 11000';
 /** A statement node-postgres gives up on after LEASE_ANSWER_MS (its per-query `query_timeout`, which @types/pg does not declare). */
 const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text, values, query_timeout: LEASE_ANSWER_MS }) as pg.QueryConfig;
 
@@ -342,7 +348,7 @@ async function pgLease(url: string, options: string, key: number, transaction: S
     return undefined;
   }
   // Only once held (the others try every second). Best effort: a server that refuses them still gives a lease, freed when its TCP gives up.
-  await client.query(timed(LEASE_SERVER_KEEPALIVE)).catch(() => undefined);
+  await client.query(timed(SERVER_KEEPALIVE)).catch(() => undefined);
   held = true;
   const holder = got.pid;
   let checking = false;

@@ -77,9 +77,17 @@ export interface WriterFigures {
 /**
  * How long a batch may go unanswered by PostgreSQL before it is taken for away: a silent network
  * (no reset) would otherwise hold every write on its connection until TCP gives up, hours later.
- * Under the default request deadline (5 s), so that its callers are answered from the journal.
+ * A batch carrying more than a MiB gets a second more for each (`answerWithin`): large and slow
+ * is not gone.
  */
 export const WRITE_ANSWER_MS = 4_000;
+
+/** A batch's time limit: `baseMs`, and 1 s more for each MiB of text it carries. */
+function answerWithin(rows: readonly StoreWrite[], baseMs: number): SessionOptions {
+  let chars = 0;
+  for (const r of rows) if (!isGeneration(r) && !isHistory(r)) for (const v of r.values) if (typeof v === 'string') chars += v.length;
+  return { timeoutMs: baseMs + Math.floor(chars / 2 ** 20) * 1_000 };
+}
 
 /** Where the closed loop announces what a batch changed (NOTIFY), and as whom. */
 export interface LoopNoticeTarget {
@@ -114,10 +122,10 @@ export class GroupCommitWriter {
       answerWithinMs?: number;
     } = { maxBatch: 500, recoverEveryMs: 500 },
   ) {
-    this.answerWithin = { timeoutMs: opts.answerWithinMs ?? WRITE_ANSWER_MS };
+    this.answerWithinMs = opts.answerWithinMs ?? WRITE_ANSWER_MS;
   }
-  /** Past it a write's connection is cut and the batch journaled (idempotent by entry id, so a batch that did commit is skipped at replay). */
-  private readonly answerWithin: SessionOptions;
+  /** Past it (and its batch's allowance for size) a write's connection is cut and the batch journaled (idempotent by entry id, so a batch that did commit is skipped at replay). */
+  private readonly answerWithinMs: number;
 
   /** Resolves when the row is committed (or durably journaled). */
   write(row: StoreWrite): Promise<WriteReceipt> {
@@ -232,7 +240,8 @@ export class GroupCommitWriter {
    */
   private async writeIsolated(batch: Pending[]): Promise<Pending[]> {
     try {
-      const receipts = await writeBatch(this.db, batch.map((p) => p.row), this.opts.notice, this.answerWithin);
+      const rows = batch.map((p) => p.row);
+      const receipts = await writeBatch(this.db, rows, this.opts.notice, answerWithin(rows, this.answerWithinMs));
       this.figures.batches++;
       this.figures.rows += batch.length;
       for (const p of batch) p.resolve(receipts.get(p.row.id) ?? STORED);
@@ -270,7 +279,7 @@ export class GroupCommitWriter {
   /** Probe the database; when it answers, replay the journal, then write directly again. */
   private async recover(): Promise<void> {
     try {
-      await this.db.session(false, (q) => q('SELECT 1'), this.answerWithin);
+      await this.db.session(false, (q) => q('SELECT 1'), { timeoutMs: this.answerWithinMs });
       await this.opts.onRecovered?.();
       const n = await this.journal.replay((rows) => this.replayBatch(rows), this.opts.maxBatch);
       this.figures.replayed += n;
@@ -296,7 +305,7 @@ export class GroupCommitWriter {
    */
   private async replayBatch(rows: StoreWrite[]): Promise<void> {
     try {
-      await writeBatch(this.db, rows, this.opts.notice, this.answerWithin);
+      await writeBatch(this.db, rows, this.opts.notice, answerWithin(rows, this.answerWithinMs));
     } catch (err) {
       if (isConnectionError(err)) throw err;
       if (!refusedForItsData(err)) {

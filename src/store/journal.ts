@@ -154,30 +154,42 @@ export class Journal {
    * the piece on) stay right.
    */
   private async compact(): Promise<void> {
-    const out = await fs.promises.open(this.compactFile, 'w');
+    // Opened for appending from the start: once renamed over the journal this handle is the journal's,
+    // so nothing needs opening after the rename (a failure there would leave appends going to the old,
+    // unlinked file).
+    // O_APPEND, as the journal's own handle: every append lands at the end, also after a truncate.
+    await fs.promises.rm(this.compactFile, { force: true });
+    const out = await fs.promises.open(this.compactFile, 'a+');
     try {
       const buf = Buffer.alloc(Math.min(READ_BYTES, Math.max(1, this.size - this.replayedBytes)));
       for (let at = this.replayedBytes; at < this.size; ) {
         const { bytesRead } = await this.fh!.read(buf, 0, Math.min(buf.length, this.size - at), at);
         if (bytesRead === 0) throw new Error('the journal could not be compacted: it ended early');
-        for (let written = 0; written < bytesRead; ) written += (await out.write(buf, written, bytesRead - written)).bytesWritten;
+        for (let written = 0; written < bytesRead; ) {
+          const { bytesWritten } = await out.write(buf, written, bytesRead - written);
+          if (bytesWritten === 0) throw new Error('the journal could not be compacted (no progress)');
+          written += bytesWritten;
+        }
         at += bytesRead;
       }
       await out.datasync();
+      await fs.promises.rename(this.compactFile, this.file);
     } catch (err) {
       await out.close().catch(() => undefined);
       await fs.promises.rm(this.compactFile, { force: true });
-      throw err;
+      // The journal as it was: the write that wanted the room is refused as one past the limit would be.
+      throw new OpError('unavailable', `the database is unreachable and the local journal could not make room (${(err as Error).message}): not written; retry once the database is back`);
     }
-    await out.close();
-    await fs.promises.rename(this.compactFile, this.file);
-    const dir = await fs.promises.open(path.dirname(this.file), 'r');
-    await dir.sync().finally(() => dir.close());
-    await this.fh!.close();
-    this.fh = await fs.promises.open(this.file, 'a+');
+    const old = this.fh!;
+    this.fh = out;
     this.size -= this.replayedBytes;
     this.entries -= this.replayedEntries;
     this.replayedBytes = this.replayedEntries = 0;
+    await old.close().catch(() => undefined);
+    // The rename itself made durable; should that fail, the new file still serves (and a crash before it comes back either file whole).
+    const dir = await fs.promises.open(path.dirname(this.file), 'r').catch(() => undefined);
+    await dir?.sync().catch(() => undefined);
+    await dir?.close().catch(() => undefined);
   }
 
   async close(): Promise<void> {
