@@ -139,18 +139,17 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
   const options = sessionSettings(opts.schema, opts.settings ?? {})
     .map(([k, v]) => `-c ${k}=${v}`)
     .join(' ');
-  // Group commit takes up to 3; the closed loop's decisions, refreshes and reads the rest.
-  const pool = new pg.Pool({ connectionString: url, options, max: opts.max ?? 6, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
+  // Group commit takes up to 3; the closed loop's decisions, refreshes and reads the rest. Its connections
+  // also start with the server's probes of them (SERVER_KEEPALIVE; as startup options: a statement sent on
+  // 'connect' would run beside the first one the pool sends, which node-postgres warns of on stderr).
+  const poolOptions = `${options} ${SERVER_KEEPALIVE_OPTIONS}`;
+  const pool = new pg.Pool({ connectionString: url, options: poolOptions, max: opts.max ?? 6, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
   // An idle client losing its server (restart) must not crash the process.
   pool.on('error', () => undefined);
   // Nor one in use: the pool listens only to its idle clients, and a client whose connection ends (a
   // restart, a terminated backend, a dropped proxy) emits 'error' whatever it is doing. Its queries fail
   // with the connection error, which is how the store sees it.
-  // Queued before the statement the connection was made for (a client runs its statements in order).
-  pool.on('connect', (client) => {
-    client.on('error', () => undefined);
-    client.query(SERVER_KEEPALIVE).catch(() => undefined);
-  });
+  pool.on('connect', (client) => void client.on('error', () => undefined));
   // bigint columns (seq, test_duration) as JS numbers: they stay below 2^53 here.
   const types = { getTypeParser: (oid: number, format?: 'text' | 'binary') => (oid === 20 ? (v: string) => Number(v) : pg.types.getTypeParser(oid, format)) };
   const session: SqlClient['session'] = async (inTransaction, fn, sessionOpts = {}) => {
@@ -292,12 +291,21 @@ const LEASE_ANSWER_MS = 5_000;
  * a write this side cut for want of an answer) ends within about 11 s, with
  * its locks (a lease's advisory lock, a cut transaction's row locks), not
  * after the operating system's default of two hours. Per-session settings any
- * user may set, sent as a statement once connected rather than as startup
- * options (a connection pooler that allows only the startup options it knows
- * would refuse the connection); best effort, ignored on a Unix socket, and
+ * user may set: the pool's connections start with them (startup options,
+ * beside the schema's); the lease, whose connection was opened before,
+ * sets them by a statement once it holds its lock. Ignored on a Unix socket;
  * behind a proxy they probe the proxy.
  */
-const SERVER_KEEPALIVE = 'SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3; SET tcp_user_timeout = 11000';
+const SERVER_PROBES: ReadonlyArray<[string, number]> = [
+  ['tcp_keepalives_idle', 5],
+  ['tcp_keepalives_interval', 2],
+  ['tcp_keepalives_count', 3],
+  ['tcp_user_timeout', 11_000],
+];
+/** The lease sets them by a statement once it holds its lock (best effort: a server that refuses them still gives a lease). */
+const SERVER_KEEPALIVE = SERVER_PROBES.map(([k, v]) => `SET ${k} = ${v}`).join('; ');
+/** The pool's connections start with them. */
+const SERVER_KEEPALIVE_OPTIONS = SERVER_PROBES.map(([k, v]) => `-c ${k}=${v}`).join(' ');
 /** A statement node-postgres gives up on after LEASE_ANSWER_MS (its per-query `query_timeout`, which @types/pg does not declare). */
 const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text, values, query_timeout: LEASE_ANSWER_MS }) as pg.QueryConfig;
 

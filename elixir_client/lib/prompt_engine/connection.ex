@@ -172,17 +172,20 @@ defmodule PromptEngine.Connection do
   def request(conn, op, args, opts \\ []) when is_atom(op) and is_map(args) do
     timeout = Keyword.get(opts, :timeout, @default_timeout)
     queue? = Keyword.get(opts, :queue, false)
+    # What a timeout's message names: the caller's own timeout, of which `timeout` may be what was left
+    # when it got here (PromptEngine.call counts the deadline from its own start). Internal.
+    given = Keyword.get(opts, :caller_timeout, timeout)
 
     case PromptEngine.Args.timeout_problem(timeout) do
-      nil -> call(conn, op, args, timeout, queue?)
+      nil -> call(conn, op, args, timeout, queue?, given)
       problem -> {:error, Error.new(:bad_request, problem, op: op)}
     end
   end
 
-  defp call(conn, op, args, timeout, queue?) do
+  defp call(conn, op, args, timeout, queue?, given) do
     try do
       # The deadline lives in the connection; this is only a backstop for a wedged process.
-      GenServer.call(conn, {:request, op, args, timeout, queue?}, timeout + 5_000)
+      GenServer.call(conn, {:request, op, args, timeout, queue?, given}, timeout + 5_000)
     catch
       :exit, {:timeout, _} ->
         {:error, Error.new(:timeout, "no reply from the connection within #{timeout + 5_000} ms", op: op)}
@@ -321,15 +324,15 @@ defmodule PromptEngine.Connection do
   end
 
   @impl true
-  def handle_call({:request, op, args, timeout, queue?}, from, state) do
+  def handle_call({:request, op, args, timeout, queue?, given}, from, state) do
     case state.status do
       :ready ->
         cond do
           running(state) < state.max_in_flight ->
-            {:noreply, start_request(state, from, op, args, timeout)}
+            {:noreply, start_request(state, from, op, args, timeout, given)}
 
           queue? ->
-            enqueue(state, from, op, args, timeout)
+            enqueue(state, from, op, args, timeout, given)
 
           true ->
             {:reply,
@@ -343,12 +346,12 @@ defmodule PromptEngine.Connection do
 
       # Before the handshake every call waits, within its own timeout, for the sidecar.
       :starting ->
-        enqueue(state, from, op, args, timeout)
+        enqueue(state, from, op, args, timeout, given)
 
       # A restart is scheduled: wait for it if it comes before the deadline, else say so now.
       :backoff ->
         if state.next_start_at < now_ms() + timeout,
-          do: enqueue(state, from, op, args, timeout),
+          do: enqueue(state, from, op, args, timeout, given),
           else: {:reply, {:error, unavailable(state, op)}, state}
 
       :gave_up ->
@@ -681,11 +684,10 @@ defmodule PromptEngine.Connection do
 
   # `left` is what remains of the caller's `timeout` (less after waiting for a slot or a start):
   # the request gets `left`, and a timeout's message names the caller's own `timeout`.
-  defp start_request(state, {pid, _} = from, op, args, left, timeout \\ nil) do
+  defp start_request(state, {pid, _} = from, op, args, left, timeout) do
     id = state.next_id
     mref = Process.monitor(pid)
     timer = Process.send_after(self(), {:request_timeout, id}, left)
-    timeout = timeout || left
     state = %{state | next_id: id + 1, pending: Map.put(state.pending, id, {from, mref, timer, op, timeout}), monitors: Map.put(state.monitors, mref, id)}
     send_frame(state, {:req, id, op, args})
   end
@@ -861,7 +863,7 @@ defmodule PromptEngine.Connection do
   # A caller waits (for the handshake, a restart or a free slot) within its timeout; at most
   # max_in_flight callers wait, past that `:overloaded` at once. Its arguments are sealed while
   # they wait: they may hold a secret (an LLM key given per call), and the state is printable.
-  defp enqueue(state, from, op, args, timeout) do
+  defp enqueue(state, from, op, args, timeout, given) do
     if map_size(state.waiting_entries) >= state.max_in_flight do
       {:reply,
        {:error,
@@ -871,7 +873,7 @@ defmodule PromptEngine.Connection do
     else
       ref = make_ref()
       timer = Process.send_after(self(), {:waiting_timeout, ref}, timeout)
-      entries = Map.put(state.waiting_entries, ref, {from, op, Redact.seal(args), now_ms() + timeout, timer, timeout})
+      entries = Map.put(state.waiting_entries, ref, {from, op, Redact.seal(args), now_ms() + timeout, timer, given})
       {:noreply, compact_waiting(%{state | waiting: :queue.in(ref, state.waiting), waiting_entries: entries})}
     end
   end

@@ -135,7 +135,7 @@ defmodule PromptEngine.Request do
       {args, memo} = if op in @tracking, do: with_id(name, op, args), else: {args, nil}
       encoded = Args.encode(args)
       # Routed on the encoded arguments: nested keyword lists are maps there, as the sidecar reads them.
-      result = send_request(name, op, encoded, route_key(op, encoded), Keyword.get(copts, :queue, false), deadline, memo != nil)
+      result = send_request(name, op, encoded, route_key(op, encoded), Keyword.get(copts, :queue, false), {deadline, timeout}, memo != nil)
       remember(memo, result)
       result
     end)
@@ -151,7 +151,7 @@ defmodule PromptEngine.Request do
         deadline = now() + timeout
 
         PromptEngine.Supervisor.connections(name)
-        |> Enum.map(fn conn -> Task.async(fn -> send_to(name, conn, op, %{}, false, deadline, false) end) end)
+        |> Enum.map(fn conn -> Task.async(fn -> send_to(name, conn, op, %{}, false, {deadline, timeout}, false) end) end)
         |> Task.await_many(timeout + 6_000)
         |> combine.()
       end)
@@ -202,19 +202,20 @@ defmodule PromptEngine.Request do
 
   # -- sending ------------------------------------------------------------------
 
-  defp send_request(name, op, args, route_key, queue?, deadline, retry_exited?) do
-    send_to(name, PromptEngine.Supervisor.pick(name, route_key), op, args, queue?, deadline, retry_exited?)
+  defp send_request(name, op, args, route_key, queue?, by, retry_exited?) do
+    send_to(name, PromptEngine.Supervisor.pick(name, route_key), op, args, queue?, by, retry_exited?)
   end
 
-  defp send_to(name, conn, op, args, queue?, deadline, retry_exited?) do
+  # `by`: {deadline, the caller's timeout} (a timeout's message names the caller's own, not what is left).
+  defp send_to(name, conn, op, args, queue?, {deadline, timeout} = by, retry_exited?) do
     left = max(deadline - now(), 0)
 
-    case Connection.request(conn, op, args, timeout: left, queue: queue?) do
+    case Connection.request(conn, op, args, timeout: left, queue: queue?, caller_timeout: timeout) do
       # The sidecar died with the request in flight; it may or may not have stored it. The
       # entry's id makes sending it again safe: the connection answers once a new sidecar is
       # up, or at once with the truth when none will be within the deadline.
       {:error, %Error{reason: :sidecar_exited}} = error ->
-        if retry_exited? and deadline - now() > 0, do: send_to(name, conn, op, args, queue?, deadline, retry_exited?), else: error
+        if retry_exited? and deadline - now() > 0, do: send_to(name, conn, op, args, queue?, by, retry_exited?), else: error
 
       # The connection process ended with the request: sent again only when its id makes that safe.
       {:error, %Error{details: :connection_crashed}} = error ->
@@ -222,7 +223,7 @@ defmodule PromptEngine.Request do
           do:
             (
               Process.sleep(20)
-              send_to(name, conn, op, args, queue?, deadline, retry_exited?)
+              send_to(name, conn, op, args, queue?, by, retry_exited?)
             ),
           else: error
 
@@ -237,7 +238,7 @@ defmodule PromptEngine.Request do
 
           true ->
             Process.sleep(20)
-            send_to(name, conn, op, args, queue?, deadline, retry_exited?)
+            send_to(name, conn, op, args, queue?, by, retry_exited?)
         end
 
       other ->
