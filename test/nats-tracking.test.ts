@@ -178,6 +178,26 @@ describe('tracking without JetStream', () => {
     expect(((await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: Array<{ id: string }> } }).ok.rows.map((r) => r.id)).toEqual([id]);
   });
 
+  it('answers a track within a short deadline when its stream does not ack: the direct write gets the deadline\'s second half', async () => {
+    const server = await OwnNatsServer.start();
+    cleanups.push(() => server.stop());
+    const sc = new NatsSidecar({ natsUrl: server.url });
+    cleanups.push(() => sc.kill());
+    await sc.ready();
+    const nc = await natsConnect(server.url);
+    cleanups.push(() => nc.close());
+    // The stream is gone and cannot be made again (another stream takes part of its subjects); a subscriber
+    // that never answers takes the publishes, so JetStream's ack never comes (no "no responders" either).
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.delete('PROMPT_ENGINE_TRACK');
+    await jsm.streams.add({ name: 'SOMEONE_ELSES', subjects: ['prompt_engine.track.feedback'] });
+    nc.subscribe('prompt_engine.track.execution');
+    const id = randomUUID();
+    // Before, the publish waited its own 5 s, and the caller's 2 s deadline passed first: `timeout`.
+    expect((await requestJson(nc, 'track_execution', { ...entry(3, id), timeout_ms: 2_000 })).body).toEqual({ ok: { id } });
+    expect(((await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: Array<{ id: string }> } }).ok.rows.map((r) => r.id)).toEqual([id]);
+  }, 60_000);
+
   it('makes its consumer again when it is deleted, and writes what waited in the stream', async () => {
     const server = await OwnNatsServer.start();
     cleanups.push(() => server.stop());

@@ -220,7 +220,7 @@ class NatsPeer implements NatsServiceHandle {
       if (this.tracking !== undefined && this.table.durableKindOf(op) !== undefined) {
         const bad = this.table.check(op, parsed.args);
         if (bad !== undefined) return Promise.resolve(bad);
-        return this.tracking.publish(op, parsed.args as TermObject, c.signal);
+        return this.tracking.publish(op, parsed.args as TermObject, c.signal, deadline);
       }
       // The signal is made only for an op that reads it (an AbortController per request: BENCHMARKS.md, Hot-path goals).
       return this.table.dispatch(op, parsed.args, new RequestContext(c, this.engine, this.log, 'nats'));

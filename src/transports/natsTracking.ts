@@ -151,8 +151,12 @@ export class TrackingStream {
    * Publish one entry; resolves with the op's reply once the stream has it.
    * `args` must already be valid for `op`. Falls back to the direct op path
    * when the stream cannot be reached (the store dedupes by id either way).
+   * The stream's ack is awaited for at most half the request's deadline
+   * (`deadlineMs`, and at most `publishTimeoutMs`): a stream that does not
+   * answer leaves the other half to the direct write, so the caller is
+   * answered rather than timed out.
    */
-  async publish(op: string, args: TermObject, signal: AbortSignal): Promise<OpResult> {
+  async publish(op: string, args: TermObject, signal: AbortSignal, deadlineMs = this.opts.publishTimeoutMs * 2): Promise<OpResult> {
     const kind = this.table.durableKindOf(op)!;
     // The same id the op would answer with (the store keeps UUIDs lower-case).
     const given = args['id'];
@@ -163,7 +167,8 @@ export class TrackingStream {
     const h = natsHeaders();
     h.set('Content-Type', ETF_CONTENT_TYPE);
     try {
-      const ack = await this.js!.publish(`${this.opts.prefix}.track.${kind}`, encode(args), { msgID: id, headers: h, timeout: this.opts.publishTimeoutMs });
+      const timeout = Math.max(1, Math.min(this.opts.publishTimeoutMs, Math.floor(deadlineMs / 2)));
+      const ack = await this.js!.publish(`${this.opts.prefix}.track.${kind}`, encode(args), { msgID: id, headers: h, timeout });
       this.figures.published++;
       if (ack.duplicate) this.figures.duplicates++;
       return { ok: true, value: trackReply(id) };
