@@ -1,10 +1,12 @@
 /**
- * Training from the tracking store: executions (and feedback on prompts
- * whose text is known) become weighted examples, a worker thread trains the
- * ranker (ranker.ts: pairwise within each (task, model) group, calibrated to
- * P(success)) on the rows not held out, the new model is measured on the
- * held-out split beside the serving model, stored (file + registry row), and
- * promoted only when it is no worse on that same split.
+ * Training from the tracking store: executions that carry a text, the
+ * closed loop's counts (one row per variant and model) and feedback on
+ * prompts whose text is known become weighted examples; a worker thread
+ * trains the ranker (ranker.ts: pairwise within each (task, model) group,
+ * calibrated to P(success)) on the rows not held out and measures the new
+ * model on the held-out split beside the serving model (trainWorker.ts); the
+ * model is stored (file + registry row) and promoted only when it is no
+ * worse on that same split.
  *
  * So that retraining does not forget what the shipped model knew, the
  * shipped corpus (data/multiprompt, when present) trains beside the history:
