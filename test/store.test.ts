@@ -357,7 +357,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     try {
       const first = await store.track('execution', record({ prompt_id: 'p_silent', execution_time_ms: 1, success: true }));
       // Each pooled connection has the server probe it: a session cut this side ends there, with its locks, within seconds.
-      expect(await store.db.query('SHOW tcp_user_timeout')).toEqual([{ tcp_user_timeout: '11000' }]);
+      expect(await store.db.query('SHOW tcp_keepalives_idle')).toEqual([{ tcp_keepalives_idle: '5' }]);
       door.freeze();
       // Before, these waited on the frozen pooled connection for as long as the partition lasted.
       const writes = Promise.all(Array.from({ length: 5 }, (_, i) => store.track('execution', record({ prompt_id: 'p_silent', execution_time_ms: i, success: true }))));

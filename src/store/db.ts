@@ -291,10 +291,11 @@ const LEASE_ANSWER_MS = 5_000;
  * a write this side cut for want of an answer) ends within about 11 s, with
  * its locks (a lease's advisory lock, a cut transaction's row locks), not
  * after the operating system's default of two hours. Per-session settings any
- * user may set: the pool's connections start with them (startup options,
- * beside the schema's); the lease, whose connection was opened before,
- * sets them by a statement once it holds its lock. Ignored on a Unix socket;
- * behind a proxy they probe the proxy.
+ * user may set: the pool's connections start with the keepalives (startup
+ * options, beside the schema's: an idle session, as one cut in its
+ * transaction is, ends within about 11 s); the lease, whose connection was
+ * opened before, sets all four by a statement once it holds its lock.
+ * Ignored on a Unix socket; behind a proxy they probe the proxy.
  */
 const SERVER_PROBES: ReadonlyArray<[string, number]> = [
   ['tcp_keepalives_idle', 5],
@@ -304,8 +305,14 @@ const SERVER_PROBES: ReadonlyArray<[string, number]> = [
 ];
 /** The lease sets them by a statement once it holds its lock (best effort: a server that refuses them still gives a lease). */
 const SERVER_KEEPALIVE = SERVER_PROBES.map(([k, v]) => `SET ${k} = ${v}`).join('; ');
-/** The pool's connections start with them. */
-const SERVER_KEEPALIVE_OPTIONS = SERVER_PROBES.map(([k, v]) => `-c ${k}=${v}`).join(' ');
+/**
+ * The pool's connections start with the keepalives (every supported server knows them). Not with
+ * tcp_user_timeout: a server before PostgreSQL 12 refuses a connection whose startup names a setting it
+ * lacks, and a statement would run beside the pool's first one (node-postgres warns of that on stderr).
+ */
+const SERVER_KEEPALIVE_OPTIONS = SERVER_PROBES.filter(([k]) => k !== 'tcp_user_timeout')
+  .map(([k, v]) => `-c ${k}=${v}`)
+  .join(' ');
 /** A statement node-postgres gives up on after LEASE_ANSWER_MS (its per-query `query_timeout`, which @types/pg does not declare). */
 const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text, values, query_timeout: LEASE_ANSWER_MS }) as pg.QueryConfig;
 
