@@ -54,6 +54,18 @@ async function jsPending(nc: NatsConnection): Promise<number> {
   return ci.num_pending + ci.num_ack_pending;
 }
 
+/** A nats-server of its own with one sidecar on it (default settings); a client connection to it. All stopped after the file. */
+async function oneSidecar(): Promise<NatsConnection> {
+  const server = await OwnNatsServer.start();
+  cleanups.push(() => server.stop());
+  const sc = new NatsSidecar({ natsUrl: server.url });
+  cleanups.push(() => sc.kill());
+  await sc.ready();
+  const nc = await natsConnect(server.url);
+  cleanups.push(() => nc.close());
+  return nc;
+}
+
 describe('durable tracking through JetStream', () => {
   it('no acknowledged entry is lost or duplicated when a sidecar is killed with SIGKILL mid-load and clients retry', async () => {
     const server = await OwnNatsServer.start();
@@ -179,13 +191,7 @@ describe('tracking without JetStream', () => {
   });
 
   it('answers a track within a short deadline when its stream does not ack: the direct write gets the deadline\'s second half', async () => {
-    const server = await OwnNatsServer.start();
-    cleanups.push(() => server.stop());
-    const sc = new NatsSidecar({ natsUrl: server.url });
-    cleanups.push(() => sc.kill());
-    await sc.ready();
-    const nc = await natsConnect(server.url);
-    cleanups.push(() => nc.close());
+    const nc = await oneSidecar();
     // The stream is gone and cannot be made again (another stream takes part of its subjects); a subscriber
     // that never answers takes the publishes, so JetStream's ack never comes (no "no responders" either).
     const jsm = await nc.jetstreamManager();
@@ -199,13 +205,7 @@ describe('tracking without JetStream', () => {
   }, 60_000);
 
   it('makes its consumer again when it is deleted, and writes what waited in the stream', async () => {
-    const server = await OwnNatsServer.start();
-    cleanups.push(() => server.stop());
-    const sc = new NatsSidecar({ natsUrl: server.url });
-    cleanups.push(() => sc.kill());
-    await sc.ready();
-    const nc = await natsConnect(server.url);
-    cleanups.push(() => nc.close());
+    const nc = await oneSidecar();
     const stored = async (id: string): Promise<boolean> => ((await requestJson(nc, 'query', { kind: 'by_id', id })).body as { ok: { rows: unknown[] } }).ok.rows.length === 1;
     const first = randomUUID();
     expect(idOf((await requestJson(nc, 'track_execution', entry(1, first))).body)).toBe(first);
