@@ -154,10 +154,9 @@ export class Journal {
    * the piece on) stay right.
    */
   private async compact(): Promise<void> {
-    // Opened for appending from the start: once renamed over the journal this handle is the journal's,
-    // so nothing needs opening after the rename (a failure there would leave appends going to the old,
-    // unlinked file).
-    // O_APPEND, as the journal's own handle: every append lands at the end, also after a truncate.
+    // The new file's handle is the journal's once the rename is done: nothing is opened after the rename
+    // (a failure there would leave appends going to the old, unlinked file). O_APPEND, as the journal's
+    // own handle: every append lands at the end, also after a truncate.
     await fs.promises.rm(this.compactFile, { force: true });
     const out = await fs.promises.open(this.compactFile, 'a+');
     try {
