@@ -23,6 +23,7 @@ import { ErlFloat, Tuple, record, type Term, type TermObject } from '../src/code
 import { createDatabase } from '../test/helpers/pg.js';
 import { PortClient } from '../test/helpers/portClient.js';
 import { holdsWithin } from '../test/helpers/poll.js';
+import { alternateRounds } from './rounds.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-loop-'));
 const progress = (m: string): void => void process.stderr.write(`[bench:loop-port] ${m}\n`);
@@ -94,18 +95,7 @@ async function run(root: string): Promise<Run> {
   }
 }
 
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const baseline = process.env.BENCH_BASELINE;
-const runs: Run[] = [];
-const baseRuns: Run[] = [];
-for (let i = 0; i < rounds; i++) {
-  progress(`round ${i + 1}/${rounds} (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`);
-  runs.push(await run(REPO_ROOT));
-  if (baseline !== undefined) {
-    progress(`round ${i + 1}/${rounds}, baseline ${baseline}`);
-    baseRuns.push(await run(baseline));
-  }
-}
+const { rounds, baseline, runs, baseRuns } = await alternateRounds(run, progress, process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite', 3);
 const rs = runs.map((r) => r.figures);
 const best = (k: number, max = false): number => (max ? Math.max(...rs.map((r) => r[k]!)) : Math.min(...rs.map((r) => r[k]!)));
 const [eP50, eP99, cP50, cP99, rate, echoRate] = [best(0), best(1), best(2), best(3), best(4, true), best(5, true)];

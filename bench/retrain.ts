@@ -16,10 +16,10 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { REPO_ROOT } from '../src/config.js';
 import { record, type Term, type TermObject } from '../src/codec/terms.js';
 import { createDatabase } from '../test/helpers/pg.js';
 import { PortClient } from '../test/helpers/portClient.js';
+import { alternateRounds } from './rounds.js';
 
 const progress = (m: string): void => void process.stderr.write(`[bench:retrain] ${m}\n`);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'pe-bench-retrain-'));
@@ -113,18 +113,7 @@ async function run(root: string): Promise<Run> {
   }
 }
 
-const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
-const baseline = process.env.BENCH_BASELINE;
-const runs: Run[] = [];
-const baseRuns: Run[] = [];
-for (let i = 0; i < rounds; i++) {
-  progress(`round ${i + 1}/${rounds} (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'}), ${OUTCOMES} outcomes, ${TEXTS} executions with a text`);
-  runs.push(await run(REPO_ROOT));
-  if (baseline !== undefined) {
-    progress(`round ${i + 1}/${rounds}, baseline ${baseline}`);
-    baseRuns.push(await run(baseline));
-  }
-}
+const { rounds, baseline, runs, baseRuns } = await alternateRounds(run, progress, `${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'}, ${OUTCOMES} outcomes, ${TEXTS} executions with a text`, 2);
 const f = (n: number, d = 1): string => n.toFixed(d);
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);

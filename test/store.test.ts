@@ -13,7 +13,7 @@ import { ErlFloat, record, type Term, type TermObject } from '../src/codec/terms
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { freshDatabase, storeClient } from './helpers/pg.js';
 import { okValue } from './helpers/results.js';
-import { doorTo } from './helpers/door.js';
+import { doorTo, type Door } from './helpers/door.js';
 import { until } from './helpers/poll.js';
 import { TrackingStore } from '../src/store/trackingStore.js';
 import { entryRow, type EntryRow } from '../src/store/entries.js';
@@ -43,6 +43,21 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
   afterAll(async () => {
     await pe.close();
   });
+
+  /** `fn` with a store of its own (schema `pe_<name>_<pid>`) reaching the test PostgreSQL through an open door; closed after. */
+  async function behindDoor<T>(name: string, fn: (store: TrackingStore, door: Door) => Promise<T>): Promise<T> {
+    const door = await doorTo(dbUrl!, { open: true });
+    const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/${name}`, schema: `pe_${name}_${process.pid}`, log: createLogger('silent') });
+    try {
+      return await fn(store, door);
+    } finally {
+      // A frozen door's connections end, so the store closes at once.
+      door.close();
+      door.open();
+      await store.close();
+      await door.stop();
+    }
+  }
 
   it('tracks each entry type and answers with its id', async () => {
     const at = Date.parse('2026-11-20T10:00:00Z');
@@ -327,9 +342,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
 
   it('gives the training lease up when its connection goes silent (no reset: a partition), so that training stops and cannot promote', async () => {
     if (dbUrl === undefined) return;
-    const door = await doorTo(dbUrl, { open: true });
-    const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/silentlease`, schema: `pe_silentlease_${process.pid}`, log: createLogger('silent') });
-    try {
+    await behindDoor('silentlease', async (store, door) => {
       const outcome = await store.withTrainingLock(async (hold) => {
         door.freeze();
         // The keep-alive goes unanswered: the lease is lost within its check's time limit, not when TCP gives up.
@@ -342,19 +355,12 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
         );
       });
       expect(outcome).toEqual({ locked: true, value: 'unavailable' });
-    } finally {
-      door.close();
-      door.open();
-      await store.close();
-      await door.stop();
-    }
+    });
   }, 60_000);
 
   it('journals the tracking writes a silent database does not answer (no reset: a partition), and stores each once when it is back', async () => {
     if (dbUrl === undefined) return; // a server behind a door
-    const door = await doorTo(dbUrl, { open: true });
-    const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/silentwrite`, schema: `pe_silentwrite_${process.pid}`, log: createLogger('silent') });
-    try {
+    await behindDoor('silentwrite', async (store, door) => {
       const first = await store.track('execution', record({ prompt_id: 'p_silent', execution_time_ms: 1, success: true }));
       // Each pooled connection has the server probe it: a session cut this side ends there, with its locks, within seconds.
       expect(await store.db.query('SHOW tcp_keepalives_idle')).toEqual([{ tcp_keepalives_idle: '5' }]);
@@ -370,12 +376,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
       await until(() => store.figures.journal_depth === 0, 30_000);
       const stored = (await store.db.query(`SELECT id::text AS id FROM prompt_executions WHERE prompt_id = 'p_silent'`)).map((r) => String(r.id)).sort();
       expect(stored).toEqual([first, ...(answered as string[])].sort());
-    } finally {
-      door.close();
-      door.open();
-      await store.close();
-      await door.stop();
-    }
+    });
   }, 90_000);
 
   it('keeps journaled writes while the database refuses them for now (read-only after a failover), and stores them once it takes them', async () => {
