@@ -194,9 +194,13 @@ describe('tracking without JetStream', () => {
     const nc = await oneSidecar();
     // The stream is gone and cannot be made again (another stream takes part of its subjects); a subscriber
     // that never answers takes the publishes, so JetStream's ack never comes (no "no responders" either).
+    // The sidecar makes its stream again when it finds it gone, which can come between the delete and the add:
+    // delete again until the other stream is in.
     const jsm = await nc.jetstreamManager();
-    await jsm.streams.delete('PROMPT_ENGINE_TRACK');
-    await jsm.streams.add({ name: 'SOMEONE_ELSES', subjects: ['prompt_engine.track.feedback'] });
+    await until(async () => {
+      await jsm.streams.delete('PROMPT_ENGINE_TRACK').catch(() => false);
+      return jsm.streams.add({ name: 'SOMEONE_ELSES', subjects: ['prompt_engine.track.feedback'] }).then(() => true, () => false);
+    }, 20_000, 20);
     nc.subscribe('prompt_engine.track.execution');
     const id = randomUUID();
     // Before, the publish waited its own 5 s, and the caller's 2 s deadline passed first: `timeout`.
