@@ -45,9 +45,9 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
   });
 
   /** `fn` with a store of its own (schema `pe_<name>_<pid>`) reaching the test PostgreSQL through an open door; closed after. */
-  async function behindDoor<T>(name: string, fn: (store: TrackingStore, door: Door) => Promise<T>): Promise<T> {
+  async function behindDoor<T>(name: string, fn: (store: TrackingStore, door: Door) => Promise<T>, opts: { readAnswerMs?: number } = {}): Promise<T> {
     const door = await doorTo(dbUrl!, { open: true });
-    const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/${name}`, schema: `pe_${name}_${process.pid}`, log: createLogger('silent') });
+    const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/${name}`, schema: `pe_${name}_${process.pid}`, log: createLogger('silent'), ...opts });
     try {
       return await fn(store, door);
     } finally {
@@ -378,6 +378,28 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
       expect(stored).toEqual([first, ...(answered as string[])].sort());
     });
   }, 90_000);
+
+  it('cuts a statement a silent database does not answer within its read limit, so that the pool serves again once the database does', async () => {
+    if (dbUrl === undefined) return; // a server behind a door
+    await behindDoor(
+      'silentread',
+      async (store, door) => {
+        // Every pooled connection open (more statements at once than the pool holds), then silent.
+        await Promise.all(Array.from({ length: 8 }, () => store.db.query('SELECT pg_sleep(0.2)')));
+        door.freeze();
+        const reads = Promise.all(Array.from({ length: 8 }, () => store.db.query('SELECT 1').then(() => 'answered', (err: unknown) => (err as { reason?: string }).reason)));
+        // The database answers again at the same address; the frozen connections stay silent (their host gone).
+        door.open();
+        // Before, the statements on frozen connections waited until TCP gave up (a quarter of an hour), with the pool full.
+        const answered = await Promise.race([reads, new Promise<'still waiting'>((r) => setTimeout(() => r('still waiting'), 20_000))]);
+        expect(answered).toEqual(Array(8).fill('unavailable'));
+        expect(await store.db.query('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+        await store.track('execution', record({ prompt_id: 'p_silent_read', execution_time_ms: 1, success: true }));
+        expect(store.figures).toMatchObject({ journal_depth: 0, db_up: true });
+      },
+      { readAnswerMs: 3_000 },
+    );
+  }, 60_000);
 
   it('keeps journaled writes while the database refuses them for now (read-only after a failover), and stores them once it takes them', async () => {
     if (dbUrl === undefined) return; // a server to make read-only

@@ -68,7 +68,12 @@ export interface SqlClient {
   readonly backend: 'postgres' | 'pglite';
   /** The schema every table lives in. */
   readonly schema: string;
-  query<R extends Row = Row>(sql: string, params?: SqlParam[], prepared?: string): Promise<R[]>;
+  /**
+   * One statement on a pooled connection. PostgreSQL: under a time limit, `opts.timeoutMs` or the
+   * client's read limit (`readAnswerMs`, default READ_ANSWER_MS): past it the connection is cut and the
+   * statement fails as `unavailable`, as a session's does.
+   */
+  query<R extends Row = Row>(sql: string, params?: SqlParam[], prepared?: string, opts?: SessionOptions): Promise<R[]>;
   /** Run `fn` in one transaction (one connection); `copy` loads rows in COPY's text format inside it. */
   transaction<T>(fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<T>;
   /**
@@ -108,6 +113,15 @@ export interface SessionOptions {
   timeoutMs?: number;
 }
 
+/**
+ * How long a plain statement (`query`) may go unanswered on PostgreSQL before its connection is cut.
+ * Without a limit, statements waiting through a silent network (a partition, a host gone) hold their
+ * pooled connections until TCP gives up, a quarter of an hour later; with the pool full, the tracking
+ * writer's probe finds no connection, and writes stay journaled even once the database answers again.
+ * Generous: a statement this slow is past every caller's deadline; the trainer's reads give their own.
+ */
+export const READ_ANSWER_MS = 60_000;
+
 /** COPY of rows already in COPY's text format, inside a transaction. */
 export type CopyInTransaction = (table: string, columns: readonly string[], text: string) => Promise<void>;
 
@@ -133,7 +147,7 @@ function sessionSettings(schema: string, settings: Readonly<Record<string, strin
   return [['search_path', schema], ['client_min_messages', 'notice'], ...Object.entries(settings)];
 }
 
-export async function openPostgres(url: string, opts: { max?: number; schema: string; settings?: Readonly<Record<string, string>> }): Promise<SqlClient> {
+export async function openPostgres(url: string, opts: { max?: number; schema: string; settings?: Readonly<Record<string, string>>; readAnswerMs?: number }): Promise<SqlClient> {
   if (!SCHEMA_RE.test(opts.schema)) throw new Error(`schema ${JSON.stringify(opts.schema)}: expected a lower-case SQL identifier (letters, digits, _)`);
   // Every connection (pool, listener, lease) starts with them (startup options, no round trip).
   const options = sessionSettings(opts.schema, opts.settings ?? {})
@@ -186,13 +200,9 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
   return {
     backend: 'postgres',
     schema: opts.schema,
-    async query<R extends Row>(sql: string, params: SqlParam[] = [], prepared?: string) {
-      try {
-        const r = await pool.query<R>({ name: prepared, text: sql, values: params, types });
-        return r.rows;
-      } catch (err) {
-        throw unreachable(err);
-      }
+    async query<R extends Row>(sql: string, params: SqlParam[] = [], prepared?: string, queryOpts: SessionOptions = {}) {
+      const timeoutMs = queryOpts.timeoutMs ?? opts.readAnswerMs ?? READ_ANSWER_MS;
+      return (await session(false, (q) => q(sql, params, prepared), { timeoutMs })).value as R[];
     },
     transaction,
     session,

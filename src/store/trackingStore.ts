@@ -30,6 +30,8 @@ export interface TrainingHold {
 
 /** At most this many executions with a text are read for one training (the newest). */
 export const TRAINING_EXECUTIONS = 1_000_000;
+/** The trainer's reads (up to a million rows each) may take longer than a statement's read limit (READ_ANSWER_MS): this long. */
+const TRAINING_READ = { timeoutMs: 600_000 };
 
 export interface ExecutionRow {
   id: string;
@@ -103,12 +105,12 @@ export class TrackingStore {
   }
 
   /** Open the backend, migrate, and replay what an earlier process left in the journal. */
-  static async open(opts: { databaseUrl?: string; dataDir: string; schema?: string; instanceId?: string; log: Logger }): Promise<TrackingStore> {
+  static async open(opts: { databaseUrl?: string; dataDir: string; schema?: string; instanceId?: string; log: Logger; readAnswerMs?: number }): Promise<TrackingStore> {
     const schema = opts.schema ?? DEFAULT_SCHEMA;
     const instanceId = opts.instanceId ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
     // Read by the counting trigger: where to announce counted outcomes, and as whom.
     const settings = { 'prompt_engine.loop_channel': loopChannel(schema), 'prompt_engine.instance': instanceId };
-    const db = opts.databaseUrl ? await openPostgres(opts.databaseUrl, { schema, settings }) : await openPglite(path.join(opts.dataDir, 'pglite'), { schema, settings });
+    const db = opts.databaseUrl ? await openPostgres(opts.databaseUrl, { schema, settings, ...(opts.readAnswerMs === undefined ? {} : { readAnswerMs: opts.readAnswerMs }) }) : await openPglite(path.join(opts.dataDir, 'pglite'), { schema, settings });
     const journal = new Journal(path.join(opts.dataDir, 'journal'));
     await journal.open();
     const store = new TrackingStore(db, journal, opts.log, instanceId);
@@ -303,6 +305,8 @@ export class TrackingStore {
                    AND EXISTS (SELECT 1 FROM experiment_variants v WHERE v.prompt_id = x.prompt_id AND v.state <> 'reserve'))
         ORDER BY seq DESC LIMIT $1`,
       [opts.limit ?? TRAINING_EXECUTIONS],
+      undefined,
+      TRAINING_READ,
     );
     rows.reverse();
     return rows.map((r) => ({
@@ -318,7 +322,7 @@ export class TrackingStore {
   }
 
   async trainingFeedback(opts: { limit?: number } = {}): Promise<FeedbackRow[]> {
-    const rows = await this.db.query(`SELECT prompt_id, feedback_type, rating, "timestamp", context FROM prompt_feedback ORDER BY seq LIMIT $1`, [opts.limit ?? 1_000_000]);
+    const rows = await this.db.query(`SELECT prompt_id, feedback_type, rating, "timestamp", context FROM prompt_feedback ORDER BY seq LIMIT $1`, [opts.limit ?? 1_000_000], undefined, TRAINING_READ);
     return rows.map((r) => ({ prompt_id: String(r.prompt_id), feedback_type: String(r.feedback_type), rating: Number(r.rating), timestamp: iso(r.timestamp), context: (r.context ?? {}) as Record<string, string> }));
   }
 
