@@ -3,8 +3,10 @@
  * the codec (vs erlang_js and JSON), the Port (vs a C and a bare Node echo port),
  * NATS (vs a bare nats.js responder), tracking writes (vs raw COPY / per-row
  * INSERT), and the closed loop's choose_prompt + track_execution through the
- * Port (vs echo), on PostgreSQL and on PGlite, and the same with the dashboard open (vs without). One after another, so they do
- * not compete for the 2 cores; each table also goes to bench/results/<name>.md.
+ * Port (vs echo), on PostgreSQL and on PGlite, and the same with the dashboard open (vs without);
+ * the pairs' rate at saturation on PostgreSQL (several numbers in flight, in steady state), beside a
+ * baseline checkout when BENCH_BASELINE names one. One after another, so they do not compete for
+ * the 2 cores; each table also goes to bench/results/<name>.md.
  *   npm run bench        (= build, then scripts/with-services.sh node dist/bench/run.js)
  */
 import { execFileSync } from 'node:child_process';
@@ -23,6 +25,7 @@ const runs: Array<{ name: string; script: string; env?: NodeJS.ProcessEnv }> = [
   { name: 'store', script: 'store.js' },
   { name: 'loop-port-postgres', script: 'loopPort.js', env: { DATABASE_URL: process.env.TEST_DATABASE_URL ?? '' } },
   { name: 'loop-port-pglite', script: 'loopPort.js', env: { DATABASE_URL: '' } },
+  { name: 'loop-saturation-postgres', script: 'loopSaturation.js', env: { DATABASE_URL: process.env.TEST_DATABASE_URL ?? '' } },
   { name: 'dashboard', script: 'dashboard.js' },
 ];
 const only = process.argv.slice(2);
