@@ -1,10 +1,10 @@
 /**
- * The closed loop's hot path at saturation: choose_prompt + track_execution
+ * The closed loop's hot path with more in flight: choose_prompt + track_execution
  * pairs per second through one Port sidecar, in steady state (200,000 untimed
  * pairs, then 200,000 timed), at several numbers of pairs in flight
  * (BENCH_WINDOWS, default 256,512,1024,2048), each with the time a pair takes
  * (its choice sent to its track answered) and what each process spends on it.
- * A throughput is a figure at saturation: loopPort.ts measures 256 in flight
+ * A sidecar's most pairs/s may need more in flight than loopPort.ts's 256
  * after a short warm-up, where the machine still idles (BENCHMARKS.md). Each
  * run gets a fresh sidecar and a database of its own; with
  * BENCH_BASELINE=<another checkout, built> its sidecar runs in alternate

@@ -4,7 +4,7 @@
  * NATS (vs a bare nats.js responder), tracking writes (vs raw COPY / per-row
  * INSERT), and the closed loop's choose_prompt + track_execution through the
  * Port (vs echo), on PostgreSQL and on PGlite, and the same with the dashboard open (vs without);
- * the pairs' rate at saturation on PostgreSQL (several numbers in flight, in steady state), beside a
+ * the pairs' rate on PostgreSQL at several numbers in flight, in steady state, beside a
  * baseline checkout when BENCH_BASELINE names one. One after another, so they do not compete for
  * the 2 cores; each table also goes to bench/results/<name>.md.
  *   npm run bench        (= build, then scripts/with-services.sh node dist/bench/run.js)

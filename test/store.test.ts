@@ -384,15 +384,17 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     await behindDoor(
       'silentread',
       async (store, door) => {
-        // Every pooled connection open (more statements at once than the pool holds), then silent.
-        await Promise.all(Array.from({ length: 8 }, () => store.db.query('SELECT pg_sleep(0.2)')));
+        // The pool's six connections open, then silent.
+        await Promise.all(Array.from({ length: 6 }, () => store.db.query('SELECT pg_sleep(0.2)')));
         door.freeze();
-        const reads = Promise.all(Array.from({ length: 8 }, () => store.db.query('SELECT 1').then(() => 'answered', (err: unknown) => (err as { reason?: string }).reason)));
+        // Statements and NOTIFYs (the closed loop's heartbeat sends one a few times a second), one on each frozen connection.
+        const reason = (p: Promise<unknown>): Promise<string | undefined> => p.then(() => 'answered', (err: unknown) => (err as { reason?: string }).reason);
+        const stuck = Promise.all(Array.from({ length: 6 }, (_, i) => reason(i % 2 === 0 ? store.db.query('SELECT 1') : store.db.notify('pe_silent', 'hb'))));
         // The database answers again at the same address; the frozen connections stay silent (their host gone).
         door.open();
-        // Before, the statements on frozen connections waited until TCP gave up (a quarter of an hour), with the pool full.
-        const answered = await Promise.race([reads, new Promise<'still waiting'>((r) => setTimeout(() => r('still waiting'), 20_000))]);
-        expect(answered).toEqual(Array(8).fill('unavailable'));
+        // Before, they waited until TCP gave up (a quarter of an hour), with the pool full.
+        const answered = await Promise.race([stuck, new Promise<'still waiting'>((r) => setTimeout(() => r('still waiting'), 20_000))]);
+        expect(answered).toEqual(Array(6).fill('unavailable'));
         expect(await store.db.query('SELECT 1 AS one')).toEqual([{ one: 1 }]);
         await store.track('execution', record({ prompt_id: 'p_silent_read', execution_time_ms: 1, success: true }));
         expect(store.figures).toMatchObject({ journal_depth: 0, db_up: true });

@@ -110,12 +110,19 @@ export class Freshness {
       this.dirtyAll = true;
       this.schedule(0);
     }
+    // One heartbeat unanswered at a time: through a silent network each would hold a pooled connection until cut.
+    if (this.beating) return;
     const seq = ++this.seq;
     this.sentAt.set(seq, now);
     if (this.sentAt.size > 100) this.sentAt.delete(seq - 100);
     const { channel, sender } = this.store.experiments.notice;
-    this.store.db.notify(channel, JSON.stringify({ s: sender, hb: seq } satisfies LoopNotice)).catch(() => undefined);
+    this.beating = true;
+    this.store.db
+      .notify(channel, JSON.stringify({ s: sender, hb: seq } satisfies LoopNotice))
+      .catch(() => undefined)
+      .finally(() => (this.beating = false));
   }
+  private beating = false;
 
   private onNotice(payload: string): void {
     // This sidecar's own changes (one per batch it writes) are in its view already: not even parsed.

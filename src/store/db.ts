@@ -121,6 +121,10 @@ export interface SessionOptions {
  * Generous: a statement this slow is past every caller's deadline; the trainer's reads give their own.
  */
 export const READ_ANSWER_MS = 60_000;
+/** The trainer's reads (a million rows each at most) may take this long instead: `query`'s options for them. */
+export const TRAINING_READ: SessionOptions = { timeoutMs: 600_000 };
+/** A NOTIFY (the closed loop's heartbeat, a few times a second) is small: unanswered this long, its connection is cut. */
+const NOTIFY_ANSWER_MS = 4_000;
 
 /** COPY of rows already in COPY's text format, inside a transaction. */
 export type CopyInTransaction = (table: string, columns: readonly string[], text: string) => Promise<void>;
@@ -223,7 +227,7 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
       },
     },
     async notify(channel, payload) {
-      await pool.query('SELECT pg_notify($1, $2)', [channel, payload]).catch((err: unknown) => Promise.reject(unreachable(err)));
+      await session(false, (q) => q('SELECT pg_notify($1, $2)', [channel, payload]), { timeoutMs: NOTIFY_ANSWER_MS });
     },
     async listen(channel, onMessage, onRelistened, onFirstError) {
       // A connection of its own for as long as we listen (a pooled one would be handed to others);

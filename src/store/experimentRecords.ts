@@ -12,7 +12,7 @@
  * NOTIFY channel, so every sidecar's view follows within its bound.
  */
 import type { EntryRow } from './entries.js';
-import { unnestInsert, type Query, type Row, type SqlClient, type SqlParam, type UnnestColumn } from './db.js';
+import { TRAINING_READ, unnestInsert, type Query, type Row, type SqlClient, type SqlParam, type UnnestColumn } from './db.js';
 
 export type VariantOrigin = 'base' | 'offline' | 'llm';
 /** `reserve`: screened, not yet served; `active`: served; `retired`/`banned`: no longer served. */
@@ -394,13 +394,15 @@ export class ExperimentRecords {
       `SELECT prompt_id, model, min(name) AS name, sum(count)::float8 AS n, sum(successes)::float8 AS successes
          FROM experiment_counts GROUP BY prompt_id, model HAVING sum(count) > 0 ORDER BY prompt_id, model LIMIT $1`,
       [opts.limit ?? 1_000_000],
+      undefined,
+      TRAINING_READ,
     );
     return rows.map((r) => ({ prompt_id: String(r.prompt_id), model: String(r.model), experiment: String(r.name), n: Number(r.n), successes: Number(r.successes) }));
   }
 
   /** The text of each variant any experiment has tried (not a reserve): what the trainer learns the loop's outcomes as. */
   async variantTexts(): Promise<Map<string, { text: string; experiment: string; model: string }>> {
-    const rows = await this.db.query(`SELECT DISTINCT ON (prompt_id) prompt_id, text, name, model FROM experiment_variants WHERE state <> 'reserve' ORDER BY prompt_id, seq`);
+    const rows = await this.db.query(`SELECT DISTINCT ON (prompt_id) prompt_id, text, name, model FROM experiment_variants WHERE state <> 'reserve' ORDER BY prompt_id, seq`, [], undefined, TRAINING_READ);
     return new Map(rows.map((r) => [String(r.prompt_id), { text: String(r.text), experiment: String(r.name), model: String(r.model) }]));
   }
 }

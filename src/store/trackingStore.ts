@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { float, record, type TermObject } from '../codec/terms.js';
-import { openPglite, openPostgres, isConnectionError, type Lease, type Query, type SqlClient } from './db.js';
+import { openPglite, openPostgres, isConnectionError, TRAINING_READ, type Lease, type Query, type SqlClient } from './db.js';
 import { abResultRow, evolutionRow, parseEntry, type AbResultInput, type EntryKind, type EntryRow, type EvolutionInput } from './entries.js';
 import { GroupCommitWriter, insertRowsIn, type StoreWrite, type WriteReceipt } from './groupCommitWriter.js';
 import { Journal } from './journal.js';
@@ -30,8 +30,6 @@ export interface TrainingHold {
 
 /** At most this many executions with a text are read for one training (the newest). */
 export const TRAINING_EXECUTIONS = 1_000_000;
-/** The trainer's reads (up to a million rows each) may take longer than a statement's read limit (READ_ANSWER_MS): this long. */
-const TRAINING_READ = { timeoutMs: 600_000 };
 
 export interface ExecutionRow {
   id: string;
@@ -132,7 +130,8 @@ export class TrackingStore {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs)));
     try {
-      return await Promise.race([this.db.query('SELECT 1').then(() => undefined), late]);
+      // Its connection is cut at the same limit: a frozen one is not held until the read limit.
+      return await Promise.race([this.db.query('SELECT 1', [], undefined, { timeoutMs }).then(() => undefined), late]);
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
     } finally {
