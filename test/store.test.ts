@@ -45,7 +45,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
   });
 
   /** `fn` with a store of its own (schema `pe_<name>_<pid>`) reaching the test PostgreSQL through an open door; closed after. */
-  async function behindDoor<T>(name: string, fn: (store: TrackingStore, door: Door) => Promise<T>, opts: { readAnswerMs?: number } = {}): Promise<T> {
+  async function behindDoor<T>(name: string, fn: (store: TrackingStore, door: Door) => Promise<T>, opts: { poolAnswerMs?: number } = {}): Promise<T> {
     const door = await doorTo(dbUrl!, { open: true });
     const store = await TrackingStore.open({ databaseUrl: door.url, dataDir: `${pe.dataDir}/${name}`, schema: `pe_${name}_${process.pid}`, log: createLogger('silent'), ...opts });
     try {
@@ -379,7 +379,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     });
   }, 90_000);
 
-  it('cuts a statement a silent database does not answer within its read limit, so that the pool serves again once the database does', async () => {
+  it('cuts a statement, a NOTIFY or a transaction a silent database does not answer within its limit, so that the pool serves again once the database does', async () => {
     if (dbUrl === undefined) return; // a server behind a door
     await behindDoor(
       'silentread',
@@ -387,9 +387,11 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
         // The pool's six connections open, then silent.
         await Promise.all(Array.from({ length: 6 }, () => store.db.query('SELECT pg_sleep(0.2)')));
         door.freeze();
-        // Statements and NOTIFYs (the closed loop's heartbeat sends one a few times a second), one on each frozen connection.
+        // Statements, NOTIFYs (the closed loop's heartbeat sends one a few times a second) and transactions (the
+        // loop's decisions, an operator's action), one on each frozen connection.
         const reason = (p: Promise<unknown>): Promise<string | undefined> => p.then(() => 'answered', (err: unknown) => (err as { reason?: string }).reason);
-        const stuck = Promise.all(Array.from({ length: 6 }, (_, i) => reason(i % 2 === 0 ? store.db.query('SELECT 1') : store.db.notify('pe_silent', 'hb'))));
+        const work = [() => store.db.query('SELECT 1'), () => store.db.notify('pe_silent', 'hb'), () => store.db.transaction((q) => q('SELECT 1'))];
+        const stuck = Promise.all(Array.from({ length: 6 }, (_, i) => reason(work[i % 3]!())));
         // The database answers again at the same address; the frozen connections stay silent (their host gone).
         door.open();
         // Before, they waited until TCP gave up (a quarter of an hour), with the pool full.
@@ -399,7 +401,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
         await store.track('execution', record({ prompt_id: 'p_silent_read', execution_time_ms: 1, success: true }));
         expect(store.figures).toMatchObject({ journal_depth: 0, db_up: true });
       },
-      { readAnswerMs: 3_000 },
+      { poolAnswerMs: 3_000 },
     );
   }, 60_000);
 

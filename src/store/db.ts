@@ -70,12 +70,15 @@ export interface SqlClient {
   readonly schema: string;
   /**
    * One statement on a pooled connection. PostgreSQL: under a time limit, `opts.timeoutMs` or the
-   * client's read limit (`readAnswerMs`, default READ_ANSWER_MS): past it the connection is cut and the
+   * client's (`poolAnswerMs`, default POOL_ANSWER_MS): past it the connection is cut and the
    * statement fails as `unavailable`, as a session's does.
    */
   query<R extends Row = Row>(sql: string, params?: SqlParam[], prepared?: string, opts?: SessionOptions): Promise<R[]>;
-  /** Run `fn` in one transaction (one connection); `copy` loads rows in COPY's text format inside it. */
-  transaction<T>(fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<T>;
+  /**
+   * Run `fn` in one transaction (one connection); `copy` loads rows in COPY's text format inside it.
+   * PostgreSQL: under the same time limit as `query` (a transaction cut at its COMMIT may have committed).
+   */
+  transaction<T>(fn: (q: Query, copy: CopyInTransaction) => Promise<T>, opts?: SessionOptions): Promise<T>;
   /**
    * Run `fn` on one connection (in one transaction when `transaction`),
    * with the text of every notice its statements raised (the closed loop's
@@ -114,15 +117,18 @@ export interface SessionOptions {
 }
 
 /**
- * How long a plain statement (`query`) may go unanswered on PostgreSQL before its connection is cut.
- * Without a limit, statements waiting through a silent network (a partition, a host gone) hold their
- * pooled connections until TCP gives up, a quarter of an hour later; with the pool full, the tracking
- * writer's probe finds no connection, and writes stay journaled even once the database answers again.
- * Generous: a statement this slow is past every caller's deadline; the trainer's reads give their own.
+ * How long a plain statement (`query`) or a transaction may go unanswered on PostgreSQL before its
+ * connection is cut. Without a limit, work waiting through a silent network (a partition, a host gone)
+ * holds its pooled connection until TCP gives up, a quarter of an hour later; with the pool full, the
+ * tracking writer's probe finds no connection, and writes stay journaled even once the database answers
+ * again. Generous: work this slow is past every caller's deadline; the trainer's reads and the
+ * migrations give their own.
  */
-export const READ_ANSWER_MS = 60_000;
+export const POOL_ANSWER_MS = 60_000;
 /** The trainer's reads (a million rows each at most) may take this long instead: `query`'s options for them. */
 export const TRAINING_READ: SessionOptions = { timeoutMs: 600_000 };
+/** A migration (an index built over a large table) may take this long. */
+export const MIGRATION_WORK: SessionOptions = { timeoutMs: 3_600_000 };
 /** A NOTIFY (the closed loop's heartbeat, a few times a second) is small: unanswered this long, its connection is cut. */
 const NOTIFY_ANSWER_MS = 4_000;
 
@@ -151,7 +157,7 @@ function sessionSettings(schema: string, settings: Readonly<Record<string, strin
   return [['search_path', schema], ['client_min_messages', 'notice'], ...Object.entries(settings)];
 }
 
-export async function openPostgres(url: string, opts: { max?: number; schema: string; settings?: Readonly<Record<string, string>>; readAnswerMs?: number }): Promise<SqlClient> {
+export async function openPostgres(url: string, opts: { max?: number; schema: string; settings?: Readonly<Record<string, string>>; poolAnswerMs?: number }): Promise<SqlClient> {
   if (!SCHEMA_RE.test(opts.schema)) throw new Error(`schema ${JSON.stringify(opts.schema)}: expected a lower-case SQL identifier (letters, digits, _)`);
   // Every connection (pool, listener, lease) starts with them (startup options, no round trip).
   const options = sessionSettings(opts.schema, opts.settings ?? {})
@@ -200,13 +206,13 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
       client.release(broken);
     }
   };
-  const transaction: SqlClient['transaction'] = async (fn) => (await session(true, fn)).value;
+  const poolLimit = (given: SessionOptions): SessionOptions => ({ timeoutMs: given.timeoutMs ?? opts.poolAnswerMs ?? POOL_ANSWER_MS });
+  const transaction: SqlClient['transaction'] = async (fn, txOpts = {}) => (await session(true, fn, poolLimit(txOpts))).value;
   return {
     backend: 'postgres',
     schema: opts.schema,
     async query<R extends Row>(sql: string, params: SqlParam[] = [], prepared?: string, queryOpts: SessionOptions = {}) {
-      const timeoutMs = queryOpts.timeoutMs ?? opts.readAnswerMs ?? READ_ANSWER_MS;
-      return (await session(false, (q) => q(sql, params, prepared), { timeoutMs })).value as R[];
+      return (await session(false, (q) => q(sql, params, prepared), poolLimit(queryOpts))).value as R[];
     },
     transaction,
     session,

@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { float, record, type TermObject } from '../codec/terms.js';
-import { openPglite, openPostgres, isConnectionError, TRAINING_READ, type Lease, type Query, type SqlClient } from './db.js';
+import { openPglite, openPostgres, isConnectionError, MIGRATION_WORK, TRAINING_READ, type Lease, type Query, type SqlClient } from './db.js';
 import { abResultRow, evolutionRow, parseEntry, type AbResultInput, type EntryKind, type EntryRow, type EvolutionInput } from './entries.js';
 import { GroupCommitWriter, insertRowsIn, type StoreWrite, type WriteReceipt } from './groupCommitWriter.js';
 import { Journal } from './journal.js';
@@ -103,12 +103,12 @@ export class TrackingStore {
   }
 
   /** Open the backend, migrate, and replay what an earlier process left in the journal. */
-  static async open(opts: { databaseUrl?: string; dataDir: string; schema?: string; instanceId?: string; log: Logger; readAnswerMs?: number }): Promise<TrackingStore> {
+  static async open(opts: { databaseUrl?: string; dataDir: string; schema?: string; instanceId?: string; log: Logger; poolAnswerMs?: number }): Promise<TrackingStore> {
     const schema = opts.schema ?? DEFAULT_SCHEMA;
     const instanceId = opts.instanceId ?? `${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
     // Read by the counting trigger: where to announce counted outcomes, and as whom.
     const settings = { 'prompt_engine.loop_channel': loopChannel(schema), 'prompt_engine.instance': instanceId };
-    const db = opts.databaseUrl ? await openPostgres(opts.databaseUrl, { schema, settings, ...(opts.readAnswerMs === undefined ? {} : { readAnswerMs: opts.readAnswerMs }) }) : await openPglite(path.join(opts.dataDir, 'pglite'), { schema, settings });
+    const db = opts.databaseUrl ? await openPostgres(opts.databaseUrl, { schema, settings, ...(opts.poolAnswerMs === undefined ? {} : { poolAnswerMs: opts.poolAnswerMs }) }) : await openPglite(path.join(opts.dataDir, 'pglite'), { schema, settings });
     const journal = new Journal(path.join(opts.dataDir, 'journal'));
     await journal.open();
     const store = new TrackingStore(db, journal, opts.log, instanceId);
@@ -169,7 +169,7 @@ export class TrackingStore {
         for (const stmt of splitStatements(m.sql)) await q(stmt);
         await q(`INSERT INTO ${schema}.schema_migrations (version, name) VALUES ($1, $2)`, [m.version, m.name]);
       }
-    });
+    }, MIGRATION_WORK);
     this.migrated = true;
   }
 
