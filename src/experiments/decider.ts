@@ -358,7 +358,11 @@ export class Decider {
     const room = Math.max(0, Math.min(this.deps.policy.poolSize - now.active.length, this.deps.policy.maxVariants - now.variants.size));
     const before = now.active.length;
     // The store's state decides whether the batch still goes in: an operator may have stopped or pinned the experiment while the LLM answered.
-    const after = await this.write(now, (s) => (proposing(s.row.status, s.row.pinned_prompt_id) ? now.batchChange(candidates, room, this.vectors.of) : undefined));
+    const after = await this.write(now, (s) => (proposing(s.row.status, s.row.pinned_prompt_id) ? now.batchChange(candidates, room, this.vectors.of) : undefined)).catch((err: unknown) => {
+      // Cut at its COMMIT, the batch may be in the store all the same: the view reads what is there.
+      this.deps.reload(exp.key);
+      throw err;
+    });
     if (after !== undefined) this.figures.admitted += Math.max(0, after.active.length - before);
   }
 

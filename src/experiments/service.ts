@@ -454,12 +454,18 @@ export class ExperimentService {
    * refused.
    */
   async act(exp: Experiment, action: OperatorAction, opts: { promptId?: string; force?: boolean; objective?: Objective } = {}): Promise<Experiment> {
-    const snap = await this.store.experiments.change(
-      (fn) => this.store.db.transaction(fn),
-      { name: exp.name, model: exp.model },
-      (s) => operatorChange(s, action, opts),
-      (q, rows) => this.store.writeEntriesIn(q, rows),
-    );
+    const snap = await this.store.experiments
+      .change(
+        (fn) => this.store.db.transaction(fn),
+        { name: exp.name, model: exp.model },
+        (s) => operatorChange(s, action, opts),
+        (q, rows) => this.store.writeEntriesIn(q, rows),
+      )
+      .catch((err: unknown) => {
+        // Cut at its COMMIT, the action may be in the store all the same: the view reads what is there.
+        void this.reload(exp.key);
+        throw err;
+      });
     if (snap === undefined) throw new OpError('not_found', `no experiment named ${JSON.stringify(exp.name)} for model ${JSON.stringify(exp.model)}`);
     const after = this.view.adopt(snap);
     this.decider.poke(after);

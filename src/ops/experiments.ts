@@ -225,7 +225,7 @@ const experiment = typedOp({
     not_found: 'no experiment of that name (and model), or prompt_id is not one of its variants',
     bad_request: `an experiment that runs for more than ${MAX_MODELS_PER_REPLY} models, asked without model:`,
     conflict: 'pin of a variant the loop retired or banned, without force: true',
-    unavailable: 'the database is unreachable (actions are written before they apply)',
+    unavailable: 'the database is unreachable or did not answer in time (actions are written before they apply; one cut at its commit may have been applied: ask again without the action)',
   },
   examples: [{}, { experiment: 'ticket_triage' }, { experiment: 'ticket_triage', model: 'gpt-4o-mini', action: 'pin', prompt_id: 'p-1' }, { experiment: 'ticket_triage', action: 'objective', objective: { kind: 'reward', cost_weight: 2, max_latency_ms_p90: 2000 } }],
   refine: (a: ArgsOf<typeof EXPERIMENT_ARGS>) => {

@@ -117,8 +117,8 @@ export interface SessionOptions {
 }
 
 /**
- * How long a plain statement (`query`) or a transaction may go unanswered on PostgreSQL before its
- * connection is cut. Without a limit, work waiting through a silent network (a partition, a host gone)
+ * How long a plain statement (`query`) or a transaction may take on PostgreSQL (a wait for a lock
+ * included) before its connection is cut. Without a limit, work waiting through a silent network (a partition, a host gone)
  * holds its pooled connection until TCP gives up, a quarter of an hour later; with the pool full, the
  * tracking writer's probe finds no connection, and writes stay journaled even once the database answers
  * again. Generous: work this slow is past every caller's deadline; the trainer's reads and the
@@ -220,16 +220,7 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
     copy: {
       minRows: 64,
       async write(table, columns, text) {
-        const client = await pool.connect().catch((err: unknown) => Promise.reject(unreachable(err)));
-        let broken = false;
-        try {
-          await copyOn(client, table, columns, text);
-        } catch (err) {
-          broken = isConnectionError(err);
-          throw unreachable(err);
-        } finally {
-          client.release(broken);
-        }
+        await session(false, (_q, copy) => copy(table, columns, text), poolLimit({}));
       },
     },
     async notify(channel, payload) {

@@ -5,7 +5,7 @@
  * any instance sharing the database can load any model; a promotion is
  * announced on the `prompt_engine_model` channel (NOTIFY) for the others.
  */
-import type { Lease, Row, SqlClient } from './db.js';
+import type { Lease, Query, Row, SqlClient } from './db.js';
 import { iso } from './rowTerms.js';
 
 export interface ModelRow {
@@ -43,15 +43,20 @@ export class ModelRegistry {
   }
 
   /**
-   * Mark a model promoted and tell every instance listening on the database.
-   * With `lease` (the trainer's), the update is fenced: it fails, promoting
-   * nothing, once the lease is lost (another instance may be training).
+   * Mark a model promoted and tell every instance listening on the database,
+   * in one transaction: the NOTIFY goes out at its commit, so a promotion
+   * that committed is announced even when its caller was told it failed (cut
+   * at its COMMIT). With `lease` (the trainer's), the update is fenced: it
+   * fails, promoting nothing, once the lease is lost (another instance may be
+   * training).
    */
   async promote(version: string, lease?: Lease): Promise<void> {
-    const sql = `UPDATE models SET promoted = true, promoted_at = now() WHERE version = $1`;
-    if (lease !== undefined) await lease.transaction((q) => q(sql, [version]));
-    else await this.db.query(sql, [version]);
-    await this.db.notify(MODEL_CHANNEL, version);
+    const promoteAndAnnounce = async (q: Query): Promise<void> => {
+      await q(`UPDATE models SET promoted = true, promoted_at = now() WHERE version = $1`, [version]);
+      await q('SELECT pg_notify($1, $2)', [MODEL_CHANNEL, version]);
+    };
+    if (lease !== undefined) await lease.transaction(promoteAndAnnounce);
+    else await this.db.transaction(promoteAndAnnounce);
   }
 
   /** A model's bytes and metadata (from the table; from its file for rows written before the bytes moved in). */

@@ -130,7 +130,7 @@ export class TrackingStore {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs)));
     try {
-      // Its connection is cut at the same limit: a frozen one is not held until the read limit.
+      // Its connection is cut at the same limit: a frozen one is not held until the pool's (POOL_ANSWER_MS).
       return await Promise.race([this.db.query('SELECT 1', [], undefined, { timeoutMs }).then(() => undefined), late]);
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
@@ -156,6 +156,12 @@ export class TrackingStore {
    */
   async migrate(): Promise<void> {
     if (this.migrated) return;
+    // Every start but a new version's first finds nothing to do: known by a read under the pool's time limit, not
+    // by the migrations' transaction and its hour (a connection frozen then would hold the writer's recovery as long).
+    if (await this.upToDate()) {
+      this.migrated = true;
+      return;
+    }
     const schema = this.db.schema;
     await this.db.transaction(async (q) => {
       await q('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
@@ -171,6 +177,16 @@ export class TrackingStore {
       }
     }, MIGRATION_WORK);
     this.migrated = true;
+  }
+
+  /** Whether every migration of this version is applied (false when the store's bookkeeping is not there yet). */
+  private async upToDate(): Promise<boolean> {
+    const bookkeeping = `${this.db.schema}.schema_migrations`;
+    // Looked for first: a statement on a table that is not there would leave an ERROR in the server's log at every first start.
+    const [present] = await this.db.query('SELECT to_regclass($1) IS NOT NULL AS present', [bookkeeping]);
+    if (present?.present !== true) return false;
+    const [applied] = await this.db.query(`SELECT count(*)::int AS n FROM ${bookkeeping} WHERE version = ANY($1::int[])`, [MIGRATIONS.map((m) => m.version)]);
+    return Number(applied?.n) === MIGRATIONS.length;
   }
 
   /** Validate and write one entry; resolves with its id once it is committed (or journaled). */
