@@ -15,7 +15,8 @@ import { promptIdOf } from '../src/optimizer/evaluators.js';
 import { templateVariables, variablesKept } from '../src/optimizer/variables.js';
 
 const sameVariables = (base: string, candidate: string): boolean => variablesKept(base, candidate, 'same');
-import type { TermObject } from '../src/codec/terms.js';
+import type { Atom, TermObject } from '../src/codec/terms.js';
+import { unreachable } from '../src/store/db.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { requireEnv, testSchemaOf } from './helpers/pg.js';
 import { until } from './helpers/poll.js';
@@ -401,6 +402,23 @@ describe('the closed loop through the op table', () => {
     const c = await ok(pe, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
     expect(c.generation).toBe(before.generation);
   }, 120_000);
+
+  it('reads an experiment again after an operator action failed, since one cut at its commit may have been applied', async () => {
+    const pe = await engineWith();
+    await ok(pe, 'choose_prompt', { experiment: 'cut_action', prompt: BASE, context: { model: 'm1' } });
+    const records = (await pe.engine.service('store')).experiments;
+    const change = records.change.bind(records);
+    // The action commits; then its connection is cut before the answer comes (the pool's time limit past).
+    records.change = (async (...a: Parameters<typeof change>) => {
+      await change(...a);
+      throw unreachable(Object.assign(new Error('the database did not answer within 60000 ms (a silent network?): connection cut'), { code: 'ETIMEDOUT' }));
+    }) as typeof change;
+    expect(await pe.call('experiment', { experiment: 'cut_action', model: 'm1', action: 'stop' })).toMatchObject({ ok: false, reason: 'unavailable' });
+    records.change = change;
+    // Before, this sidecar went on serving it as running (it skips its own notices, and its heartbeat said it was fresh).
+    const status = async (): Promise<string> => (((await ok(pe, 'experiment', { experiment: 'cut_action', model: 'm1' })).experiments as TermObject[])[0]!.status as Atom).name;
+    await until(async () => (await status()) === 'stopped', 5_000, 20);
+  }, 60_000);
 
   it('an experiment asked without model: at most 100 models in one reply; past that, name the model', async () => {
     const pe = localEngine({ retrainEvery: 0 }, ON_POSTGRES);
