@@ -420,6 +420,26 @@ describe('the closed loop through the op table', () => {
     await until(async () => (await status()) === 'stopped', 5_000, 20);
   }, 60_000);
 
+  it('reads an experiment again after its proposal batch failed to be written, since one cut at its commit may be in the store', async () => {
+    const pe = await engineWith();
+    const records = (await pe.engine.service('store')).experiments;
+    const changeMany = records.changeMany.bind(records);
+    let cuts = 0;
+    // The decider's first write (the first batch of proposals) commits; then its connection is cut before the answer comes.
+    records.changeMany = (async (...a: Parameters<typeof changeMany>) => {
+      const snaps = await changeMany(...a);
+      if (cuts++ > 0) return snaps;
+      throw unreachable(Object.assign(new Error('the database did not answer within 60000 ms (a silent network?): connection cut'), { code: 'ETIMEDOUT' }));
+    }) as typeof changeMany;
+    await ok(pe, 'choose_prompt', { experiment: 'cut_batch', prompt: BASE, context: { model: 'm1' } });
+    expect(cuts).toBeGreaterThan(0);
+    const stored = (await records.load([{ name: 'cut_batch', model: 'm1' }]))[0]!.variants.filter((v) => v.state === 'active').length;
+    expect(stored).toBeGreaterThan(1);
+    // Before, this sidecar served the base alone: the admitted variants were in the store, not in its view.
+    const active = async (): Promise<number> => Number(((await ok(pe, 'experiment', { experiment: 'cut_batch', model: 'm1' })).experiments as TermObject[])[0]!.active);
+    await until(async () => (await active()) === stored, 5_000, 20);
+  }, 60_000);
+
   it('an experiment asked without model: at most 100 models in one reply; past that, name the model', async () => {
     const pe = localEngine({ retrainEvery: 0 }, ON_POSTGRES);
     cleanups.push(() => pe.close());
