@@ -18,7 +18,7 @@ import { until } from './helpers/poll.js';
 import { TrackingStore } from '../src/store/trackingStore.js';
 import { entryRow, type EntryRow } from '../src/store/entries.js';
 import { writeBatch, type StoreWrite } from '../src/store/groupCommitWriter.js';
-import type { SqlClient } from '../src/store/db.js';
+import { unreachable, type Lease, type SqlClient } from '../src/store/db.js';
 import { createLogger } from '../src/log.js';
 
 const results: Record<string, unknown> = {};
@@ -338,6 +338,33 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
       await second.close();
       await door.stop();
     }
+  }, 60_000);
+
+  it('announces a promotion that committed even when its trainer was told it failed (cut at its COMMIT)', async () => {
+    if (dbUrl === undefined) return; // PGlite: one instance, nobody to tell
+    await behindDoor('cutpromote', async (store) => {
+      await store.models.save({ version: 'v-cut', feature_spec_hash: 'h', samples: 1, metrics: {}, onnx: new Uint8Array([1]), meta: {} });
+      const heard: Array<string | undefined> = [];
+      const stop = await store.models.onPromoted((v) => void heard.push(v));
+      try {
+        // A lease whose transaction commits, then loses its answer (the pool's time limit past).
+        const cutLease: Lease = {
+          held: true,
+          transaction: async (fn) => {
+            await store.db.transaction(fn);
+            throw unreachable(Object.assign(new Error('the database did not answer within 60000 ms (a silent network?): connection cut'), { code: 'ETIMEDOUT' }));
+          },
+          onLost: () => undefined,
+          release: async () => undefined,
+        };
+        await expect(store.models.promote('v-cut', cutLease)).rejects.toMatchObject({ reason: 'unavailable' });
+        expect(await store.models.promotedVersions()).toEqual(['v-cut']);
+        // Before, the NOTIFY came after the transaction, and never went out: every other instance kept the old model.
+        await until(() => heard.includes('v-cut'), 5_000, 20);
+      } finally {
+        await stop();
+      }
+    });
   }, 60_000);
 
   it('gives the training lease up when its connection goes silent (no reset: a partition), so that training stops and cannot promote', async () => {
