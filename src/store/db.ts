@@ -118,11 +118,11 @@ export interface SessionOptions {
 
 /**
  * How long a plain statement (`query`) or a transaction may take on PostgreSQL (a wait for a lock
- * included) before its connection is cut. Without a limit, work waiting through a silent network (a partition, a host gone)
- * holds its pooled connection until TCP gives up, a quarter of an hour later; with the pool full, the
- * tracking writer's probe finds no connection, and writes stay journaled even once the database answers
- * again. Generous: work this slow is past every caller's deadline; the trainer's reads and the
- * migrations give their own.
+ * included) before its connection is cut. Without a limit, work waiting through a silent network (a
+ * partition, a host gone) holds its pooled connection until TCP gives up, a quarter of an hour later;
+ * with the pool full, the tracking writer's probe finds no connection, and writes stay journaled even
+ * once the database answers again. Generous: work this slow is past every caller's deadline; the
+ * trainer's reads and the migrations give their own.
  */
 export const POOL_ANSWER_MS = 60_000;
 /** The trainer's reads (a million rows each at most) may take this long instead: `query`'s options for them. */
