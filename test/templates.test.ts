@@ -243,6 +243,16 @@ describe('shipped templates', () => {
     }
   });
 
+  it('keeps the partial names it remembers by source within COMPILED_LIMITS of characters, whatever is asked', () => {
+    const renderer = new TemplateRenderer();
+    const held = (): number => [...(renderer as unknown as { partialNames: Map<string, unknown> }).partialNames.keys()].reduce((n, k) => n + k.length, 0);
+    // 200 different sources of 1,000,000 characters each (asked for their partials, as the prompt cache does at a miss).
+    for (let i = 0; i < 200; i++) {
+      renderer.partialsIncluded(`${String(i).padStart(3, '0')}{{> p}}${'z'.repeat(999_990)}`);
+      expect(held()).toBeLessThanOrEqual(COMPILED_LIMITS.chars);
+    }
+  });
+
   it('generate_prompt keeps the NIF shape and picks templates by id, category and trigger', async () => {
     const byId = ok(await pe.call('generate_prompt', record({ context: 'plan a migration', language: 'elixir', template_id: 'system_plan_mode' })));
     expect(byId).toMatchObject({ template_used: 'system_plan_mode' });

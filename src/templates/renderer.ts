@@ -58,6 +58,8 @@ export class TemplateRenderer {
   private compiledChars = 0;
   /** Each source's own partial names (partialNamesIn), kept within COMPILED_LIMITS as `compiled` is, and cleared with it. */
   private readonly partialNames = new Map<string, string[]>();
+  /** Characters of the sources `partialNames` is keyed by. */
+  private partialNamesChars = 0;
   private readonly partials = new Map<string, string>();
 
   /** Blocks entered by the render under way (renders are synchronous: one at a time). */
@@ -196,10 +198,17 @@ export class TemplateRenderer {
         const name = (n.name as HbsNode).original;
         if (typeof name === 'string') found.push(name);
       });
-      if (this.partialNames.size >= COMPILED_LIMITS.templates) this.partialNames.clear();
+      // Keyed by the source: bounded by characters as well as by count, as `compiled` is.
+      if (this.partialNames.size >= COMPILED_LIMITS.templates || this.partialNamesChars + content.length > COMPILED_LIMITS.chars) this.forgetPartialNames();
       this.partialNames.set(content, (names = found));
+      this.partialNamesChars += content.length;
     }
     return names;
+  }
+
+  private forgetPartialNames(): void {
+    this.partialNames.clear();
+    this.partialNamesChars = 0;
   }
 
   /** Every variable a template declares: the ones it uses anywhere, and those of the partials it includes (helpers excluded). */
@@ -255,7 +264,7 @@ export class TemplateRenderer {
       // Each compiled template keeps its source: bounded by characters as well as by count (5,000 of 1,000,000 characters was 5 GB).
       if (this.compiled.size >= COMPILED_LIMITS.templates || this.compiledChars + content.length > COMPILED_LIMITS.chars) {
         this.compiled.clear();
-        this.partialNames.clear();
+        this.forgetPartialNames();
         this.compiledChars = 0;
       }
       this.compiled.set(content, t);
