@@ -24,7 +24,7 @@ import { unstorable } from '../contract/args.js';
 import { ShuttingDownError } from '../engine.js';
 import type { Scorer } from '../learning/scorer.js';
 import { promptIdOf } from '../optimizer/evaluators.js';
-import type { Lease } from '../store/db.js';
+import { isUnavailable, type Lease } from '../store/db.js';
 import { abResultRow, evolutionRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
@@ -359,8 +359,8 @@ export class Decider {
     const before = now.active.length;
     // The store's state decides whether the batch still goes in: an operator may have stopped or pinned the experiment while the LLM answered.
     const after = await this.write(now, (s) => (proposing(s.row.status, s.row.pinned_prompt_id) ? now.batchChange(candidates, room, this.vectors.of) : undefined)).catch((err: unknown) => {
-      // Cut at its COMMIT, the batch may be in the store all the same: the view reads what is there.
-      this.deps.reload(exp.key);
+      // Cut at its COMMIT, the batch may be in the store all the same: the view reads what is there (once).
+      if (isUnavailable(err)) this.deps.reload(exp.key);
       throw err;
     });
     if (after !== undefined) this.figures.admitted += Math.max(0, after.active.length - before);

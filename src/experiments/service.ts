@@ -23,7 +23,7 @@ import { promptIdOf } from '../optimizer/evaluators.js';
 import { TABLES, type EntryRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot, HistoryRow } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
-import { isConnectionError } from '../store/db.js';
+import { isUnavailable } from '../store/db.js';
 import { Decider } from './decider.js';
 import { Experiment, experimentKey, priorOf, type Candidate, type LoopPolicy, type Variant } from './experiment.js';
 import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from './objective.js';
@@ -237,7 +237,7 @@ export class ExperimentService {
         stored = (await this.store.experiments.load([{ name: req.name, model: req.model }]))[0];
       } catch (err) {
         // The database is away: serve the base of a generation this sidecar starts, written to the journal.
-        if (!isConnectionError(err) && !(err instanceof OpError && err.reason === 'unavailable')) throw err;
+        if (!isUnavailable(err)) throw err;
       }
       if (stored !== undefined && stored.row.base_prompt_id === baseId) return this.view.adopt(stored);
     } else if (held.base.id === baseId) return held;
@@ -462,8 +462,8 @@ export class ExperimentService {
         (q, rows) => this.store.writeEntriesIn(q, rows),
       )
       .catch((err: unknown) => {
-        // Cut at its COMMIT, the action may be in the store all the same: the view reads what is there.
-        void this.reload(exp.key);
+        // Cut at its COMMIT, the action may be in the store all the same: the view reads what is there (once).
+        if (isUnavailable(err)) void this.reload(exp.key);
         throw err;
       });
     if (snap === undefined) throw new OpError('not_found', `no experiment named ${JSON.stringify(exp.name)} for model ${JSON.stringify(exp.model)}`);

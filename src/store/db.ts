@@ -516,6 +516,11 @@ export function unreachable(err: unknown): unknown {
   return Object.assign(new OpError('unavailable', `database unreachable: ${why}`), { code: e.code, cause: err });
 }
 
+/** Whether `err` says the database was away or did not answer in time (raw, or as `unavailable`): work that failed so may have committed. */
+export function isUnavailable(err: unknown): boolean {
+  return isConnectionError(err) || (err instanceof OpError && err.reason === 'unavailable');
+}
+
 /** Errors that mean "the database is not reachable right now" (as opposed to a bad statement). */
 export function isConnectionError(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
