@@ -73,7 +73,7 @@ export interface SqlClient {
    * client's (`poolAnswerMs`, default POOL_ANSWER_MS): past it the connection is cut and the
    * statement fails as `unavailable`, as a session's does.
    */
-  query<R extends Row = Row>(sql: string, params?: SqlParam[], prepared?: string, opts?: SessionOptions): Promise<R[]>;
+  query<R extends Row = Row>(sql: string, params?: SqlParam[], opts?: SessionOptions): Promise<R[]>;
   /**
    * Run `fn` in one transaction (one connection); `copy` loads rows in COPY's text format inside it.
    * PostgreSQL: under the same time limit as `query` (a transaction cut at its COMMIT may have committed).
@@ -211,8 +211,8 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
   return {
     backend: 'postgres',
     schema: opts.schema,
-    async query<R extends Row>(sql: string, params: SqlParam[] = [], prepared?: string, queryOpts: SessionOptions = {}) {
-      return (await session(false, (q) => q(sql, params, prepared), poolLimit(queryOpts))).value as R[];
+    async query<R extends Row>(sql: string, params: SqlParam[] = [], queryOpts: SessionOptions = {}) {
+      return (await session(false, (q) => q(sql, params), poolLimit(queryOpts))).value as R[];
     },
     transaction,
     session,

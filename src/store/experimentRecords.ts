@@ -214,14 +214,14 @@ export class ExperimentRecords {
   /** Experiments with every variant of their current generation (texts included). `keys` absent: the `limit` most recently changed. */
   async load(keys?: readonly ExperimentKey[], limit = 10_000): Promise<ExperimentSnapshot[]> {
     await this.migrate();
-    const rows = await this.select(this.db.query.bind(this.db), true, keys, limit, false);
+    const rows = await this.select((sql, params) => this.db.query(sql, params), true, keys, limit, false);
     return rows.map((r) => ({ row: toExperiment(r), variants: (r.variants as Row[]).map(toVariant) }));
   }
 
   /** Rows and counts only (what a view refreshes). */
   async counts(keys?: readonly ExperimentKey[], limit = 10_000): Promise<ExperimentCounts[]> {
     await this.migrate();
-    const rows = await this.select(this.db.query.bind(this.db), false, keys, limit, false);
+    const rows = await this.select((sql, params) => this.db.query(sql, params), false, keys, limit, false);
     return rows.map((r) => ({ row: toExperiment(r), counts: (r.variants as Row[]).map(toCounts) }));
   }
 
@@ -394,7 +394,6 @@ export class ExperimentRecords {
       `SELECT prompt_id, model, min(name) AS name, sum(count)::float8 AS n, sum(successes)::float8 AS successes
          FROM experiment_counts GROUP BY prompt_id, model HAVING sum(count) > 0 ORDER BY prompt_id, model LIMIT $1`,
       [opts.limit ?? 1_000_000],
-      undefined,
       TRAINING_READ,
     );
     return rows.map((r) => ({ prompt_id: String(r.prompt_id), model: String(r.model), experiment: String(r.name), n: Number(r.n), successes: Number(r.successes) }));
@@ -402,7 +401,7 @@ export class ExperimentRecords {
 
   /** The text of each variant any experiment has tried (not a reserve): what the trainer learns the loop's outcomes as. */
   async variantTexts(): Promise<Map<string, { text: string; experiment: string; model: string }>> {
-    const rows = await this.db.query(`SELECT DISTINCT ON (prompt_id) prompt_id, text, name, model FROM experiment_variants WHERE state <> 'reserve' ORDER BY prompt_id, seq`, [], undefined, TRAINING_READ);
+    const rows = await this.db.query(`SELECT DISTINCT ON (prompt_id) prompt_id, text, name, model FROM experiment_variants WHERE state <> 'reserve' ORDER BY prompt_id, seq`, [], TRAINING_READ);
     return new Map(rows.map((r) => [String(r.prompt_id), { text: String(r.text), experiment: String(r.name), model: String(r.model) }]));
   }
 }

@@ -279,7 +279,7 @@ export class GroupCommitWriter {
   /** Probe the database; when it answers, replay the journal, then write directly again. */
   private async recover(): Promise<void> {
     try {
-      await this.db.session(false, (q) => q('SELECT 1'), { timeoutMs: this.answerWithinMs });
+      await this.db.query('SELECT 1', [], { timeoutMs: this.answerWithinMs });
       await this.opts.onRecovered?.();
       const n = await this.journal.replay((rows) => this.replayBatch(rows), this.opts.maxBatch);
       this.figures.replayed += n;

@@ -131,7 +131,7 @@ export class TrackingStore {
     const late = new Promise<string>((resolve) => (timer = setTimeout(() => resolve(`no answer within ${timeoutMs} ms`), timeoutMs)));
     try {
       // Its connection is cut at the same limit: a frozen one is not held until the pool's (POOL_ANSWER_MS).
-      return await Promise.race([this.db.query('SELECT 1', [], undefined, { timeoutMs }).then(() => undefined), late]);
+      return await Promise.race([this.db.query('SELECT 1', [], { timeoutMs }).then(() => undefined), late]);
     } catch (err) {
       return err instanceof Error ? err.message : String(err);
     } finally {
@@ -320,7 +320,6 @@ export class TrackingStore {
                    AND EXISTS (SELECT 1 FROM experiment_variants v WHERE v.prompt_id = x.prompt_id AND v.state <> 'reserve'))
         ORDER BY seq DESC LIMIT $1`,
       [opts.limit ?? TRAINING_EXECUTIONS],
-      undefined,
       TRAINING_READ,
     );
     rows.reverse();
@@ -337,7 +336,7 @@ export class TrackingStore {
   }
 
   async trainingFeedback(opts: { limit?: number } = {}): Promise<FeedbackRow[]> {
-    const rows = await this.db.query(`SELECT prompt_id, feedback_type, rating, "timestamp", context FROM prompt_feedback ORDER BY seq LIMIT $1`, [opts.limit ?? 1_000_000], undefined, TRAINING_READ);
+    const rows = await this.db.query(`SELECT prompt_id, feedback_type, rating, "timestamp", context FROM prompt_feedback ORDER BY seq LIMIT $1`, [opts.limit ?? 1_000_000], TRAINING_READ);
     return rows.map((r) => ({ prompt_id: String(r.prompt_id), feedback_type: String(r.feedback_type), rating: Number(r.rating), timestamp: iso(r.timestamp), context: (r.context ?? {}) as Record<string, string> }));
   }
 
