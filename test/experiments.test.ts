@@ -16,7 +16,7 @@ import { templateVariables, variablesKept } from '../src/optimizer/variables.js'
 
 const sameVariables = (base: string, candidate: string): boolean => variablesKept(base, candidate, 'same');
 import type { Atom, TermObject } from '../src/codec/terms.js';
-import { unreachable } from '../src/store/db.js';
+import { POOL_ANSWER_MS, unanswered, unreachable } from '../src/store/db.js';
 import { localEngine, type LocalEngine } from './helpers/engine.js';
 import { requireEnv, testSchemaOf } from './helpers/pg.js';
 import { until } from './helpers/poll.js';
@@ -411,7 +411,7 @@ describe('the closed loop through the op table', () => {
     // The action commits; then its connection is cut before the answer comes (the pool's time limit past).
     records.change = (async (...a: Parameters<typeof change>) => {
       await change(...a);
-      throw unreachable(Object.assign(new Error('the database did not answer within 60000 ms (a silent network?): connection cut'), { code: 'ETIMEDOUT' }));
+      throw unreachable(unanswered(POOL_ANSWER_MS));
     }) as typeof change;
     expect(await pe.call('experiment', { experiment: 'cut_action', model: 'm1', action: 'stop' })).toMatchObject({ ok: false, reason: 'unavailable' });
     records.change = change;
@@ -429,7 +429,7 @@ describe('the closed loop through the op table', () => {
     records.changeMany = (async (...a: Parameters<typeof changeMany>) => {
       const snaps = await changeMany(...a);
       if (cuts++ > 0) return snaps;
-      throw unreachable(Object.assign(new Error('the database did not answer within 60000 ms (a silent network?): connection cut'), { code: 'ETIMEDOUT' }));
+      throw unreachable(unanswered(POOL_ANSWER_MS));
     }) as typeof changeMany;
     await ok(pe, 'choose_prompt', { experiment: 'cut_batch', prompt: BASE, context: { model: 'm1' } });
     expect(cuts).toBeGreaterThan(0);

@@ -18,7 +18,7 @@ import { until } from './helpers/poll.js';
 import { TrackingStore } from '../src/store/trackingStore.js';
 import { entryRow, type EntryRow } from '../src/store/entries.js';
 import { writeBatch, type StoreWrite } from '../src/store/groupCommitWriter.js';
-import { unreachable, type Lease, type SqlClient } from '../src/store/db.js';
+import { POOL_ANSWER_MS, unanswered, unreachable, type Lease, type SqlClient } from '../src/store/db.js';
 import { createLogger } from '../src/log.js';
 
 const results: Record<string, unknown> = {};
@@ -352,7 +352,7 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
           held: true,
           transaction: async (fn) => {
             await store.db.transaction(fn);
-            throw unreachable(Object.assign(new Error('the database did not answer within 60000 ms (a silent network?): connection cut'), { code: 'ETIMEDOUT' }));
+            throw unreachable(unanswered(POOL_ANSWER_MS));
           },
           onLost: () => undefined,
           release: async () => undefined,

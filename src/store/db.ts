@@ -184,10 +184,7 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
     let broken = false;
     const limit = sessionOpts.timeoutMs;
     // Cutting the socket fails every statement waiting on it with this error (pg hands it to them).
-    const timer =
-      limit === undefined
-        ? undefined
-        : setTimeout(() => cut(client, Object.assign(new Error(`the database did not answer within ${limit} ms (a silent network?): connection cut`), { code: 'ETIMEDOUT' })), limit);
+    const timer = limit === undefined ? undefined : setTimeout(() => cut(client, unanswered(limit)), limit);
     try {
       if (inTransaction) await client.query('BEGIN');
       const value = await fn(
@@ -326,6 +323,11 @@ const SERVER_KEEPALIVE_OPTIONS = SERVER_PROBES.filter(([k]) => k !== 'tcp_user_t
   .join(' ');
 /** A statement node-postgres gives up on after LEASE_ANSWER_MS (its per-query `query_timeout`, which @types/pg does not declare). */
 const timed = (text: string, values: SqlParam[] = []): pg.QueryConfig => ({ text, values, query_timeout: LEASE_ANSWER_MS }) as pg.QueryConfig;
+
+/** Why a session's connection was cut at its time limit (a connection error: the work is `unavailable`, and may have committed). */
+export function unanswered(limitMs: number): Error {
+  return Object.assign(new Error(`the database did not answer within ${limitMs} ms (a silent network?): connection cut`), { code: 'ETIMEDOUT' });
+}
 
 /**
  * Close a client's socket at once, without the goodbye `end()` waits for (which a silent network never
