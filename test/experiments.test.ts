@@ -440,6 +440,29 @@ describe('the closed loop through the op table', () => {
     await until(async () => (await active()) === stored, 5_000, 20);
   }, 60_000);
 
+  it('admits no more than the pool and the cap hold in the store, when the view a batch was ranked on missed a write', async () => {
+    const pe = await engineWith();
+    const records = (await pe.engine.service('store')).experiments;
+    const changeMany = records.changeMany.bind(records);
+    const others = Array.from({ length: DEFAULT_POLICY.poolSize - 1 }, (_, i) => variantRow(cand(`Variant ${i}: label the ticket {ticket} as billing, bug or other.`), DEFAULT_POLICY, 'active', null));
+    let first = true;
+    // Just before the decider's first write (its first batch, ranked on a view holding the base alone), a write
+    // this view never sees fills the pool: as a takeover whose first read failed, or a view one notice behind.
+    records.changeMany = (async (...a: Parameters<typeof changeMany>) => {
+      if (first) {
+        first = false;
+        await changeMany(a[0], [{ key: a[1][0]!.key, decide: () => ({ add: others }) }], a[2]);
+      }
+      return changeMany(...a);
+    }) as typeof changeMany;
+    await ok(pe, 'choose_prompt', { experiment: 'cap_held', prompt: BASE, context: { model: 'm1' } });
+    expect(first).toBe(false);
+    const stored = (await records.load([{ name: 'cap_held', model: 'm1' }]))[0]!.variants;
+    expect(stored.some((v) => v.state === 'reserve')).toBe(true); // the batch was written, into the reserve
+    // Before, the batch admitted the room its view saw (7 more): 15 served at once in a pool of 8.
+    expect(stored.filter((v) => v.state === 'active').length).toBe(DEFAULT_POLICY.poolSize);
+  }, 60_000);
+
   it('an experiment asked without model: at most 100 models in one reply; past that, name the model', async () => {
     const pe = localEngine({ retrainEvery: 0 }, ON_POSTGRES);
     cleanups.push(() => pe.close());

@@ -28,7 +28,7 @@ import { isUnavailable, type Lease } from '../store/db.js';
 import { abResultRow, evolutionRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
-import { decisionChange, proposing, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
+import { decisionChange, poolRoom, proposing, roomIn, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
 import type { FallbackProposer } from '../optimizer/proposers.js';
 import { describeObjective, type Objective } from './objective.js';
 import type { LoopView } from './view.js';
@@ -218,8 +218,8 @@ export class Decider {
     const room = exp.wantsProposals();
     const chosen = room > 0 ? exp.fromReserve(room, this.vectors.of) : [];
     if (chosen.length > 0) {
-      // Checked against the locked state: an operator's stop or pin committed meanwhile admits nothing.
-      const after = await this.writeDecisions(exp, decisions, (s) => mergeChanges(proposing(s.row.status, s.row.pinned_prompt_id) ? exp.admitChange(chosen) : undefined, snapshot));
+      // Checked against the locked state: an operator's stop or pin committed meanwhile admits nothing, and no more than the pool's room there.
+      const after = await this.writeDecisions(exp, decisions, (s) => mergeChanges(proposing(s.row.status, s.row.pinned_prompt_id) ? admitting(exp, chosen, roomIn(this.deps.policy, s)) : undefined, snapshot));
       if (after !== undefined) this.figures.admitted += chosen.filter((c) => after.variants.get(c.id)?.state === 'active').length;
       return;
     }
@@ -355,10 +355,11 @@ export class Decider {
     const now = this.deps.view.get(exp.key);
     if (now === undefined || now.generation !== exp.generation) return; // a new generation started meanwhile
     now.noteBatch(candidates.length);
-    const room = Math.max(0, Math.min(this.deps.policy.poolSize - now.active.length, this.deps.policy.maxVariants - now.variants.size));
+    const room = poolRoom(this.deps.policy, now.active.length, now.variants.size);
     const before = now.active.length;
-    // The store's state decides whether the batch still goes in: an operator may have stopped or pinned the experiment while the LLM answered.
-    const after = await this.write(now, (s) => (proposing(s.row.status, s.row.pinned_prompt_id) ? now.batchChange(candidates, room, this.vectors.of) : undefined)).catch((err: unknown) => {
+    // The store's state decides whether the batch still goes in (an operator may have stopped or pinned the experiment while the LLM answered)
+    // and how many of it the pool takes (the cap per generation holds even when this view missed a write).
+    const after = await this.write(now, (s) => (proposing(s.row.status, s.row.pinned_prompt_id) ? now.batchChange(candidates, Math.min(room, roomIn(this.deps.policy, s)), this.vectors.of) : undefined)).catch((err: unknown) => {
       // Cut at its COMMIT, the batch may be in the store all the same: the view reads what is there (once).
       if (isUnavailable(err)) this.deps.reload(exp.key);
       throw err;
@@ -488,6 +489,11 @@ const costsTokens = (o: Objective): boolean => o.kind === 'reward' && o.cost_wei
 
 /** An instruction's tokens, estimated (about four characters a token: no tokenizer of the app's model ships here). */
 export const tokensOf = (text: string): number => Math.ceil(text.length / 4);
+
+/** The admission of candidates of the reserve, no more than `room` of them (none: no change). */
+function admitting(exp: Experiment, chosen: readonly Candidate[], room: number): ExperimentChange | undefined {
+  return room > 0 ? exp.admitChange(chosen.slice(0, room)) : undefined;
+}
 
 /** Two changes as one (fields of the second win). */
 function mergeChanges(a: ExperimentChange | undefined, b: ExperimentChange | undefined): ExperimentChange | undefined {

@@ -526,7 +526,7 @@ export class Experiment {
   /** How many candidates the pool has room for now (0 = no proposals wanted). */
   wantsProposals(): number {
     if (!proposing(this.statusValue, this.pinnedId ?? null)) return 0;
-    const room = Math.min(this.policy.poolSize - this.active.length, this.policy.maxVariants - this.cells.size);
+    const room = poolRoom(this.policy, this.active.length, this.cells.size);
     if (room <= 0) return 0;
     // Admissions from the reserve wait `refillAfter` outcomes; a new batch after empty ones waits longer.
     const wait = this.reserveList.length > 0 ? this.policy.refillAfter : this.policy.refillAfter * 2 ** this.emptyBatches;
@@ -693,5 +693,13 @@ export function decisionChange(s: ExperimentSnapshot, decisions: readonly Decisi
 
 /** Whether an experiment in this state takes new candidates (stopped: nothing more; pinned: the operator serves one variant). */
 export const proposing = (status: ExperimentStatus, pinned: string | null): boolean => status !== 'stopped' && pinned === null;
+
+/** How many more variants the pool takes: `active` served now, `variants` of the generation outside the reserve (the cap per generation). */
+export const poolRoom = (policy: Pick<LoopPolicy, 'poolSize' | 'maxVariants'>, active: number, variants: number): number =>
+  Math.max(0, Math.min(policy.poolSize - active, policy.maxVariants - variants));
+
+/** The room in the store's locked state: what a write may admit, whatever the view it was prepared on held. */
+export const roomIn = (policy: Pick<LoopPolicy, 'poolSize' | 'maxVariants'>, s: { variants: ReadonlyArray<{ state: string }> }): number =>
+  poolRoom(policy, s.variants.filter((v) => v.state === 'active').length, s.variants.filter((v) => v.state !== 'reserve').length);
 
 export const experimentKey = (name: string, model: string): string => `${name}\u0000${model}`;
