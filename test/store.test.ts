@@ -432,6 +432,52 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
     );
   }, 60_000);
 
+  it('ends on the server a statement whose connection was cut at its limit (a lock wait does not run on), and runs a session given a longer limit past the pool\'s', async () => {
+    if (dbUrl === undefined) return; // a server whose sessions we can watch
+    await behindDoor(
+      'cutwait',
+      async (store) => {
+        const admin = new pg.Client({ connectionString: dbUrl });
+        const watcher = new pg.Client({ connectionString: dbUrl });
+        await Promise.all([admin.connect(), watcher.connect()]);
+        try {
+          await store.db.query('CREATE TABLE held (id int)');
+          await admin.query('BEGIN');
+          await admin.query(`LOCK TABLE ${store.db.schema}.held`);
+          const reason = (p: Promise<unknown>): Promise<string | undefined> => p.then(() => 'answered', (err: unknown) => (err as { reason?: string }).reason);
+          expect(await reason(store.db.query('SELECT count(*) /* pe_cut_wait */ FROM held'))).toBe('unavailable');
+          // Before, its backend went on waiting for the lock (holding what it held) as long as the lock was held.
+          // (Read outside the lock's transaction: inside one, pg_stat_activity's states stay as first read.)
+          const waiting = async (): Promise<number> => Number((await watcher.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%pe_cut_wait */%' AND pid <> pg_backend_pid()`)).rows[0].n);
+          await until(async () => (await waiting()) === 0, 10_000);
+          await admin.query('ROLLBACK');
+          // Longer than the pool's limit (1.5 s, so 2.5 s on the server) when a session says so: a statement, a transaction.
+          expect(await store.db.query('SELECT 1 AS slept FROM pg_sleep(3)', [], { timeoutMs: 8_000 })).toEqual([{ slept: 1 }]);
+          await store.db.transaction((q) => q('SELECT pg_sleep(3)'), { timeoutMs: 8_000 });
+          // Each connection went back to the pool with the pool's limit: six at once are all of them.
+          let release!: () => void;
+          const held = new Promise<void>((r) => (release = r));
+          let shown = 0;
+          const limits = Promise.all(
+            Array.from({ length: 6 }, () =>
+              store.db.transaction(async (q) => {
+                const [row] = await q('SHOW statement_timeout');
+                if (++shown === 6) release();
+                await held;
+                return String(row!.statement_timeout);
+              }),
+            ),
+          );
+          expect(await limits).toEqual(Array(6).fill('2500ms'));
+          expect(await reason(store.db.query('SELECT pg_sleep(3)'))).toBe('unavailable');
+        } finally {
+          await Promise.all([admin.end(), watcher.end()]);
+        }
+      },
+      { poolAnswerMs: 1_500 },
+    );
+  }, 60_000);
+
   it('keeps journaled writes while the database refuses them for now (read-only after a failover), and stores them once it takes them', async () => {
     if (dbUrl === undefined) return; // a server to make read-only
     const url = await freshDatabase('pe_readonly');

@@ -110,8 +110,9 @@ export interface SessionOptions {
   /**
    * PostgreSQL: the most the whole session may take. Past it its connection is cut (no reset comes through
    * a silent network, and a frozen pooled connection would hold the work until TCP gives up, hours later),
-   * and the session fails as `unavailable` (code ETIMEDOUT), as if the database had gone away. A
-   * transaction cut at its COMMIT may have committed: what runs under a time limit must be idempotent.
+   * and the session fails as `unavailable` (code ETIMEDOUT), as if the database had gone away; the
+   * server ends its statement a second later (`statement_timeout`). A transaction cut at its COMMIT
+   * may have committed: what runs under a time limit must be idempotent.
    */
   timeoutMs?: number;
 }
@@ -131,6 +132,14 @@ export const TRAINING_READ: SessionOptions = { timeoutMs: 600_000 };
 export const MIGRATION_WORK: SessionOptions = { timeoutMs: 3_600_000 };
 /** A NOTIFY (the closed loop's heartbeat, a few times a second) is small: unanswered this long, its connection is cut. */
 const NOTIFY_ANSWER_MS = 4_000;
+/**
+ * The server's own end to a statement (`statement_timeout`): this long after the session's limit, so
+ * our cut comes first and the caller sees `unavailable`. A connection we cut is not noticed by a
+ * backend busy with a statement (it reads its socket only between statements): a statement waiting
+ * on a lock, or slow on a loaded server, would otherwise run on, holding its locks, long after its
+ * caller had given up and written again.
+ */
+const SERVER_STATEMENT_MARGIN_MS = 1_000;
 
 /** COPY of rows already in COPY's text format, inside a transaction. */
 export type CopyInTransaction = (table: string, columns: readonly string[], text: string) => Promise<void>;
@@ -166,7 +175,11 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
   // Group commit takes up to 3; the closed loop's decisions, refreshes and reads the rest. Its connections
   // also start with the server's probes of them (SERVER_KEEPALIVE; as startup options: a statement sent on
   // 'connect' would run beside the first one the pool sends, which node-postgres warns of on stderr).
-  const poolOptions = `${options} ${SERVER_KEEPALIVE_OPTIONS}`;
+  // Every statement on them ends on the server by the pool's limit (and a margin); a session with a longer limit
+  // (the trainer's reads, the migrations) raises it for itself.
+  const poolAnswerMs = opts.poolAnswerMs ?? POOL_ANSWER_MS;
+  const serverStatementMs = poolAnswerMs + SERVER_STATEMENT_MARGIN_MS;
+  const poolOptions = `${options} ${SERVER_KEEPALIVE_OPTIONS} -c statement_timeout=${serverStatementMs}`;
   const pool = new pg.Pool({ connectionString: url, options: poolOptions, max: opts.max ?? 6, connectionTimeoutMillis: 2_000, idleTimeoutMillis: 30_000 });
   // An idle client losing its server (restart) must not crash the process.
   pool.on('error', () => undefined);
@@ -185,8 +198,15 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
     const limit = sessionOpts.timeoutMs;
     // Cutting the socket fails every statement waiting on it with this error (pg hands it to them).
     const timer = limit === undefined ? undefined : setTimeout(() => cut(client, unanswered(limit)), limit);
+    // Longer than the connection's own statement_timeout: raised for this session (SET LOCAL ends with the transaction; SET is reset below).
+    const longer = limit !== undefined && limit + SERVER_STATEMENT_MARGIN_MS > serverStatementMs ? `statement_timeout = ${limit + SERVER_STATEMENT_MARGIN_MS}` : undefined;
+    let resetAfter = false;
     try {
       if (inTransaction) await client.query('BEGIN');
+      if (longer !== undefined) {
+        await client.query(inTransaction ? `SET LOCAL ${longer}` : `SET ${longer}`);
+        resetAfter = !inTransaction;
+      }
       const value = await fn(
         async (sql, params = [], prepared) => (await client.query({ name: prepared, text: sql, values: params, types })).rows as Row[],
         (table, columns, text) => copyOn(client, table, columns, text),
@@ -198,12 +218,14 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
       if (!broken && inTransaction) await client.query('ROLLBACK').catch(() => undefined);
       throw unreachable(err);
     } finally {
+      // Back to the pool's limit before the connection goes back (one that cannot be reset is not reused).
+      if (resetAfter && !broken) await client.query('RESET statement_timeout').catch(() => (broken = true));
       clearTimeout(timer);
       client.off('notice', onNotice);
       client.release(broken);
     }
   };
-  const poolLimit = (given: SessionOptions): SessionOptions => ({ timeoutMs: given.timeoutMs ?? opts.poolAnswerMs ?? POOL_ANSWER_MS });
+  const poolLimit = (given: SessionOptions): SessionOptions => ({ timeoutMs: given.timeoutMs ?? poolAnswerMs });
   const transaction: SqlClient['transaction'] = async (fn, txOpts = {}) => (await session(true, fn, poolLimit(txOpts))).value;
   return {
     backend: 'postgres',
