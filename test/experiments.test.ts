@@ -640,6 +640,46 @@ describe('the closed loop through the op table', () => {
     expect(now.proposalsMade).toBe(before + 1);
   }, 60_000);
 
+  it('keeps a decision it is writing when the experiment is read again meanwhile (a reload, a refresh): never serves a retired variant again for a while', async () => {
+    const pe = await engineWith();
+    await ok(pe, 'choose_prompt', { experiment: 'assumed', prompt: BASE });
+    const svc = (await pe.engine.service('experiments')) as unknown as {
+      deciding: boolean;
+      settle(): Promise<void>;
+      view: { get(key: string): Experiment | undefined };
+      reload(key: string): Promise<Experiment | undefined>;
+      decider: { writeDecisions(exp: Experiment, decisions: Decision[], also: (s: ExperimentSnapshot) => unknown): Promise<Experiment | undefined> };
+    };
+    await until(() => svc.deciding, 30_000, 20);
+    await svc.settle();
+    const key = experimentKey('assumed', 'default');
+    const exp = svc.view.get(key)!;
+    const retiring = [...exp.variants.values()].find((v) => v.state === 'active' && v.id !== exp.base.id)!;
+    expect(retiring).toBeDefined();
+    // The decider's write of a retirement held before its transaction, as the view assumes it (as the decider's step does).
+    const records = (await pe.engine.service('store')).experiments;
+    const changeMany = records.changeMany.bind(records);
+    let go!: () => void;
+    const gate = new Promise<void>((r) => (go = r));
+    cleanups.push(() => go());
+    records.changeMany = (async (...a: Parameters<typeof changeMany>) => {
+      await gate;
+      return changeMany(...a);
+    }) as typeof changeMany;
+    const decision: Decision = { kind: 'retired', variant: retiring, against: exp.base, confidence: 0.99 };
+    exp.assume([decision]);
+    const written = svc.decider.writeDecisions(exp, [decision], () => undefined);
+    // Read again meanwhile (after a failed write or action, an outcome naming what the view lacks): the store does not have it yet.
+    await svc.reload(key);
+    // Before, the read put it back in the pool until the write landed.
+    expect(svc.view.get(key)!.variants.get(retiring.id)!.state).toBe('retired');
+    go();
+    await written;
+    records.changeMany = changeMany;
+    expect(svc.view.get(key)!.variants.get(retiring.id)!.state).toBe('retired');
+    expect((await records.load([{ name: 'assumed', model: 'default' }]))[0]!.variants.find((v) => v.prompt_id === retiring.id)!.state).toBe('retired');
+  }, 60_000);
+
   it('serves each request a variant of its own base when two bases open one experiment at once (a rolling deploy)', async () => {
     const pe = localEngine({ retrainEvery: 0 }, ON_POSTGRES);
     cleanups.push(() => pe.close());

@@ -28,7 +28,7 @@ import { isUnavailable, type Lease } from '../store/db.js';
 import { abResultRow, evolutionRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
-import { decisionChange, poolRoom, proposing, roomIn, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
+import { decisionChange, experimentKey, poolRoom, proposing, roomIn, successRate, type Candidate, type Decision, type Experiment, type LoopPolicy } from './experiment.js';
 import type { FallbackProposer } from '../optimizer/proposers.js';
 import { describeObjective, type Objective } from './objective.js';
 import type { LoopView } from './view.js';
@@ -456,6 +456,19 @@ export class Decider {
       return exp;
     }
     return this.deps.view.adopt(snap);
+  }
+
+  /**
+   * A snapshot read outside this decider's writes (a reload, a refresh) into the view. While decisions
+   * of its experiment are being written, its counts only: the view assumes those decisions, which the
+   * store lacks until they commit, and their write's own snapshot brings the rest (else a retired
+   * variant would be served again until then).
+   */
+  adoptRead(snap: ExperimentSnapshot): Experiment {
+    const held = this.deps.view.get(experimentKey(snap.row.name, snap.row.model));
+    if (held === undefined || held.generation !== snap.row.generation || !this.decisionWrites.has(held.key)) return this.deps.view.adopt(snap);
+    for (const v of snap.variants) held.recordTotals(v.prompt_id, v);
+    return held;
   }
 
   /** Wait for the work in progress and the decisions being written. */

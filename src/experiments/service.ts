@@ -369,7 +369,7 @@ export class ExperimentService {
       else if (r.moved) this.decider.poke(exp);
     }
     if (stale.length === 0) return;
-    for (const s of await this.store.experiments.load(stale.map((r) => ({ name: r.name, model: r.model })))) this.decider.poke(this.view.adopt(s));
+    for (const s of await this.store.experiments.load(stale.map((r) => ({ name: r.name, model: r.model })))) this.decider.poke(this.decider.adoptRead(s));
   }
 
   /** Load one experiment as the store holds it into the view (a decision its view assumed was not written, an outcome it could not match); undefined when the store has none or cannot be read. */
@@ -377,7 +377,7 @@ export class ExperimentService {
     const [name, model] = key.split('\u0000') as [string, string];
     try {
       const s = (await this.store.experiments.load([{ name, model }]))[0];
-      return s === undefined ? undefined : this.view.adopt(s);
+      return s === undefined ? undefined : this.decider.adoptRead(s);
     } catch (err) {
       this.deps.log.debug({ err: (err as Error).message }, 'experiment not reloaded; the next refresh does');
       return undefined;
