@@ -420,6 +420,29 @@ describe('the closed loop through the op table', () => {
     await until(async () => (await status()) === 'stopped', 5_000, 20);
   }, 60_000);
 
+  it('applies a reset sent again after unavailable once, when it names its generation (one cut at its commit was applied)', async () => {
+    const pe = await engineWith();
+    await ok(pe, 'choose_prompt', { experiment: 'cut_reset', prompt: BASE, context: { model: 'm1' } });
+    const generation = async (): Promise<number> => Number(((await ok(pe, 'experiment', { experiment: 'cut_reset', model: 'm1' })).experiments as TermObject[])[0]!.generation);
+    const g = await generation();
+    const records = (await pe.engine.service('store')).experiments;
+    const change = records.change.bind(records);
+    records.change = (async (...a: Parameters<typeof change>) => {
+      await change(...a);
+      throw unreachable(unanswered(POOL_ANSWER_MS));
+    }) as typeof change;
+    const reset = { experiment: 'cut_reset', model: 'm1', action: 'reset', generation: g };
+    expect(await pe.call('experiment', reset)).toMatchObject({ ok: false, reason: 'unavailable' });
+    records.change = change;
+    // The retry: refused, the generation the first try started kept (without generation:, a second one would start).
+    expect(await pe.call('experiment', reset)).toMatchObject({ ok: false, reason: 'conflict', message: expect.stringMatching(new RegExp(`^generation: cut_reset \\(m1\\) is at generation ${g + 1}, not ${g}`)) });
+    expect(await generation()).toBe(g + 1);
+    // Named right, it applies; any action may name it; without an action it is refused.
+    expect(Number(((await ok(pe, 'experiment', { ...reset, generation: g + 1 })).experiments as TermObject[])[0]!.generation)).toBe(g + 2);
+    expect(await pe.call('experiment', { experiment: 'cut_reset', model: 'm1', action: 'stop', generation: g })).toMatchObject({ ok: false, reason: 'conflict' });
+    expect(await pe.call('experiment', { experiment: 'cut_reset', model: 'm1', generation: g + 2 })).toMatchObject({ ok: false, reason: 'bad_request', message: expect.stringMatching(/^generation: only goes with an action/) });
+  }, 60_000);
+
   it('reads an experiment again after its proposal batch failed to be written, since one cut at its commit may be in the store', async () => {
     const pe = await engineWith();
     const records = (await pe.engine.service('store')).experiments;

@@ -474,7 +474,10 @@ defmodule PromptEngine do
   @doc """
   A closed-loop experiment (its name: a string; `nil` lists every
   experiment in brief): variants, outcomes, posteriors, P(best), leader.
-  Options: `:model`, `:action` (`:pin`, `:unpin`, `:reset`, `:stop`, `:resume`), `:prompt_id`.
+  Options: `:model`, `:action` (`:pin`, `:unpin`, `:reset`, `:stop`, `:resume`, `:objective`),
+  `:prompt_id`, `:force`, `:objective`, `:generation` (act only while the experiment is at
+  this generation, else `:conflict`: a `:reset` retried after `:unavailable` never starts
+  two generations), `:history`.
 
       {:ok, %{experiments: [exp]}} = PromptEngine.experiment("ticket_triage")
       exp.improvement

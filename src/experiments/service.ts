@@ -453,7 +453,7 @@ export class ExperimentService {
    * with `force`; a prompt id that is not a variant of the generation is
    * refused.
    */
-  async act(exp: Experiment, action: OperatorAction, opts: { promptId?: string; force?: boolean; objective?: Objective } = {}): Promise<Experiment> {
+  async act(exp: Experiment, action: OperatorAction, opts: OperatorOptions = {}): Promise<Experiment> {
     const snap = await this.store.experiments
       .change(
         (fn) => this.store.db.transaction(fn),
@@ -511,7 +511,18 @@ export class ExperimentService {
 }
 
 /** What an operator's action changes, checked against the locked state (throws when it does not apply). */
-export function operatorChange(s: ExperimentSnapshot, action: OperatorAction, opts: { promptId?: string; force?: boolean; objective?: Objective }): ExperimentChange {
+/** What an operator's action may say besides its kind: the variant to pin, `force` for a retired or banned one, the new objective, the generation it is meant for. */
+export interface OperatorOptions {
+  promptId?: string;
+  force?: boolean;
+  objective?: Objective;
+  /** Applied only while the experiment is at this generation (else `conflict`): a retried reset starts one generation, not two. */
+  generation?: number;
+}
+
+export function operatorChange(s: ExperimentSnapshot, action: OperatorAction, opts: OperatorOptions): ExperimentChange {
+  if (opts.generation !== undefined && opts.generation !== s.row.generation)
+    throw new OpError('conflict', `generation: ${s.row.name} (${s.row.model}) is at generation ${s.row.generation}, not ${opts.generation}: a reset or a new objective started another since; ask again without the action`);
   const variant = (id: string) => {
     const v = s.variants.find((x) => x.prompt_id === id && x.state !== 'reserve');
     if (v === undefined) throw new OpError('not_found', `prompt_id: ${id} is not a variant of ${s.row.name} (${s.row.model}), generation ${s.row.generation}`);

@@ -8,7 +8,7 @@
  */
 import { atom, float, newMap, record, type Term, type TermObject } from '../codec/terms.js';
 import { termToJson } from '../codec/json.js';
-import { alias, boolean, number, oneOf, record as recordArg, string, stringMap, variables, type ArgsOf } from '../contract/schema.js';
+import { alias, boolean, integer, number, oneOf, record as recordArg, string, stringMap, variables, type ArgsOf } from '../contract/schema.js';
 import { badRequest } from '../contract/errors.js';
 import { successRate, type Experiment, type Variant } from '../experiments/experiment.js';
 import { costPerCall, DEFAULT_OBJECTIVE, meanScore, type Objective } from '../experiments/objective.js';
@@ -213,6 +213,11 @@ const EXPERIMENT_ARGS = {
   objective: recordArg(OBJECTIVE_ARGS, { requiredWhen: 'with action objective', doc: 'the new objective' }),
   prompt_id: string({ min: 1, max: 200, doc: 'the variant to pin (default: the leader)' }),
   force: boolean({ default: false, doc: 'pin a variant the loop retired or banned anyway' }),
+  generation: integer({
+    min: 1,
+    max: 999_999_999,
+    doc: "with an action: apply it only while the experiment is at this generation (the one a reply showed), else conflict. A reset or a new objective retried after unavailable then never starts two generations",
+  }),
   history: boolean({ default: false, doc: "add each experiment's history: snapshots of its counts (history) and its decisions (events)" }),
 };
 
@@ -224,16 +229,17 @@ const experiment = typedOp({
   errors: {
     not_found: 'no experiment of that name (and model), or prompt_id is not one of its variants',
     bad_request: `an experiment that runs for more than ${MAX_MODELS_PER_REPLY} models, asked without model:`,
-    conflict: 'pin of a variant the loop retired or banned, without force: true',
-    unavailable: 'the database is unreachable or did not answer in time (actions are written before they apply; one cut at its commit may have been applied: ask again without the action)',
+    conflict: 'pin of a variant the loop retired or banned, without force: true; an action whose generation: the experiment is no longer at',
+    unavailable: 'the database is unreachable or did not answer in time (actions are written before they apply; one cut at its commit may have been applied: ask again without the action, or send it again with generation:)',
   },
-  examples: [{}, { experiment: 'ticket_triage' }, { experiment: 'ticket_triage', model: 'gpt-4o-mini', action: 'pin', prompt_id: 'p-1' }, { experiment: 'ticket_triage', action: 'objective', objective: { kind: 'reward', cost_weight: 2, max_latency_ms_p90: 2000 } }],
+  examples: [{}, { experiment: 'ticket_triage' }, { experiment: 'ticket_triage', model: 'gpt-4o-mini', action: 'pin', prompt_id: 'p-1' }, { experiment: 'ticket_triage', action: 'reset', generation: 3 }, { experiment: 'ticket_triage', action: 'objective', objective: { kind: 'reward', cost_weight: 2, max_latency_ms_p90: 2000 } }],
   refine: (a: ArgsOf<typeof EXPERIMENT_ARGS>) => {
     if (a.action !== undefined && a.experiment === undefined) throw badRequest('experiment', 'is required with an action');
     if (a.prompt_id !== undefined && a.action === undefined) throw badRequest('prompt_id', 'only goes with an action');
+    if (a.generation !== undefined && a.action === undefined) throw badRequest('generation', 'only goes with an action');
     const objective = toObjective(a.objective);
     if ((objective === undefined) !== (a.action !== 'objective')) throw badRequest('objective', 'goes with action objective, and only with it');
-    return { name: a.experiment, model: a.model, action: a.action, promptId: a.prompt_id, force: a.force, history: a.history, objective };
+    return { name: a.experiment, model: a.model, action: a.action, promptId: a.prompt_id, force: a.force, generation: a.generation, history: a.history, objective };
   },
   async handle(a, { engine }) {
     const svc = await engine.service('experiments');
@@ -241,7 +247,7 @@ const experiment = typedOp({
     let exps = await svc.get(a.name, a.model);
     if (a.action !== undefined) {
       if (exps.length > 1 && a.model === undefined) throw badRequest('model', `experiment ${a.name} runs for ${exps.length} models: say which (${exps.map((e) => e.model).join(', ')})`);
-      exps = [await svc.act(exps[0]!, a.action, { promptId: a.promptId, force: a.force, objective: a.objective })];
+      exps = [await svc.act(exps[0]!, a.action, { promptId: a.promptId, force: a.force, objective: a.objective, generation: a.generation })];
     }
     if (!a.history) return record({ experiments: exps.map((e) => describe(e, true)) });
     const withHistory = await Promise.all(exps.map(async (e) => ({ e, h: historyTerms(await svc.history(e)) })));

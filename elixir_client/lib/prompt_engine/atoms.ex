@@ -65,7 +65,7 @@ defmodule PromptEngine.Atoms do
     choose_prompt: {~w(context experiment model objective prompt template_id variables)a, false, [objective: ~w(cost_weight input_token_cost kind max_cost_per_call max_latency_ms_p90 output_token_cost)a]},
     describe: {~w(op)a, false, []},
     echo: {~w(delay_ms spin_ms)a, true, []},
-    experiment: {~w(action experiment force history model name objective prompt_id)a, false, [objective: ~w(cost_weight input_token_cost kind max_cost_per_call max_latency_ms_p90 output_token_cost)a]},
+    experiment: {~w(action experiment force generation history model name objective prompt_id)a, false, [objective: ~w(cost_weight input_token_cost kind max_cost_per_call max_latency_ms_p90 output_token_cost)a]},
     generate_prompt: {~w(category context language strict template_id trigger_type trigger_value)a, false, []},
     get_sparc_prompt: {~w(name strict variables)a, false, []},
     get_template: {~w(template_id)a, false, []},
