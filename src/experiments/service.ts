@@ -510,7 +510,6 @@ export class ExperimentService {
   }
 }
 
-/** What an operator's action changes, checked against the locked state (throws when it does not apply). */
 /** What an operator's action may say besides its kind: the variant to pin, `force` for a retired or banned one, the new objective, the generation it is meant for. */
 export interface OperatorOptions {
   promptId?: string;
@@ -520,6 +519,7 @@ export interface OperatorOptions {
   generation?: number;
 }
 
+/** What an operator's action changes, checked against the locked state (throws when it does not apply). */
 export function operatorChange(s: ExperimentSnapshot, action: OperatorAction, opts: OperatorOptions): ExperimentChange {
   if (opts.generation !== undefined && opts.generation !== s.row.generation)
     throw new OpError('conflict', `generation: ${s.row.name} (${s.row.model}) is at generation ${s.row.generation}, not ${opts.generation}: a reset or a new objective started another since; ask again without the action`);
