@@ -5,10 +5,11 @@
  * PostgreSQL advisory lock on a connection of its own, `loop-decider` in
  * the store's schema); the others try to take it every `retryMs` and one
  * does within that when the holder dies (its connection closes with it).
- * Its decisions are written through the lease's connection, each in a
- * transaction that locks the experiment's row and checks the decision
- * still holds against what it finds there (a variant still active, the
- * leader still the one it replaces, the generation still current), so a
+ * Its decisions are written on pooled connections, each in a transaction
+ * that first checks the lease's lock is still held, then locks the
+ * experiment's row and checks the decision still holds against what it
+ * finds there (a variant still active, the leader still the one it
+ * replaces, the generation still current), so a
  * decider that lost its lease, or decided on a stale view, changes
  * nothing. It adopts what the store then holds; the others follow through
  * their refreshes. So there is one stream of LLM requests per experiment,

@@ -56,7 +56,7 @@ export function unnestInsert<R>(table: string, columns: ReadonlyArray<UnnestColu
  * not, instead of racing the new holder.
  */
 export interface Lease {
-  /** Run `fn` in a transaction on the lease's connection (one at a time); rejects once the lease is lost. */
+  /** Run `fn` in a transaction on a pooled connection, fenced by a look at the lease's lock (`pg_locks`); rejects once the lease is lost. */
   transaction<T>(fn: (q: Query, copy: CopyInTransaction) => Promise<T>): Promise<T>;
   readonly held: boolean;
   /** `f` runs once, when the lease is lost (its connection died or stopped answering). */
