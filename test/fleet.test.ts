@@ -149,8 +149,8 @@ describe('one experiment, many sidecars on one PostgreSQL', () => {
           const row = ((await other.call('query', { kind: 'by_id', id })).rows as TermObject[])[0]!;
           await other.call('track_execution', { id, prompt_id: row.prompt_id, success: row.success, execution_time_ms: 1, metadata: row.metadata });
           duplicate = { id, peer: other };
-          // Past the staleness bound, every view still counts it once.
-          await new Promise((r) => setTimeout(r, 600));
+          // Past the staleness bound (1 s: a count of it twice would show by then), every view still counts it once.
+          await new Promise((r) => setTimeout(r, 1_100));
           for (const v of await agreed(live, 'fleet', MODEL, () => true, 0)) expect(sum(v)).toBe(d.sent.size);
         }
         if (i === 1_500) {
