@@ -288,6 +288,19 @@ const ok = async (pe: LocalEngine, op: string, args: TermObject): Promise<TermOb
   return r.value as TermObject;
 };
 
+/** An operator's action (the store's `change`) made to commit and then fail as a connection cut at its time limit does, until the returned undo. */
+async function cutAfterCommit(pe: LocalEngine): Promise<() => void> {
+  const records = (await pe.engine.service('store')).experiments;
+  const change = records.change.bind(records);
+  records.change = (async (...a: Parameters<typeof change>) => {
+    await change(...a);
+    throw unreachable(unanswered(POOL_ANSWER_MS));
+  }) as typeof change;
+  return () => {
+    records.change = change;
+  };
+}
+
 async function play(pe: LocalEngine, rounds: number, base: string, rate: (text: string) => number, model = 'm1'): Promise<string[]> {
   const served: string[] = [];
   for (let i = 0; i < rounds; i++) {
@@ -406,15 +419,9 @@ describe('the closed loop through the op table', () => {
   it('reads an experiment again after an operator action failed, since one cut at its commit may have been applied', async () => {
     const pe = await engineWith();
     await ok(pe, 'choose_prompt', { experiment: 'cut_action', prompt: BASE, context: { model: 'm1' } });
-    const records = (await pe.engine.service('store')).experiments;
-    const change = records.change.bind(records);
-    // The action commits; then its connection is cut before the answer comes (the pool's time limit past).
-    records.change = (async (...a: Parameters<typeof change>) => {
-      await change(...a);
-      throw unreachable(unanswered(POOL_ANSWER_MS));
-    }) as typeof change;
+    const restore = await cutAfterCommit(pe);
     expect(await pe.call('experiment', { experiment: 'cut_action', model: 'm1', action: 'stop' })).toMatchObject({ ok: false, reason: 'unavailable' });
-    records.change = change;
+    restore();
     // Before, this sidecar went on serving it as running (it skips its own notices, and its heartbeat said it was fresh).
     const status = async (): Promise<string> => (((await ok(pe, 'experiment', { experiment: 'cut_action', model: 'm1' })).experiments as TermObject[])[0]!.status as Atom).name;
     await until(async () => (await status()) === 'stopped', 5_000, 20);
@@ -425,15 +432,10 @@ describe('the closed loop through the op table', () => {
     await ok(pe, 'choose_prompt', { experiment: 'cut_reset', prompt: BASE, context: { model: 'm1' } });
     const generation = async (): Promise<number> => Number(((await ok(pe, 'experiment', { experiment: 'cut_reset', model: 'm1' })).experiments as TermObject[])[0]!.generation);
     const g = await generation();
-    const records = (await pe.engine.service('store')).experiments;
-    const change = records.change.bind(records);
-    records.change = (async (...a: Parameters<typeof change>) => {
-      await change(...a);
-      throw unreachable(unanswered(POOL_ANSWER_MS));
-    }) as typeof change;
+    const restore = await cutAfterCommit(pe);
     const reset = { experiment: 'cut_reset', model: 'm1', action: 'reset', generation: g };
     expect(await pe.call('experiment', reset)).toMatchObject({ ok: false, reason: 'unavailable' });
-    records.change = change;
+    restore();
     // The retry: refused, the generation the first try started kept (without generation:, a second one would start).
     expect(await pe.call('experiment', reset)).toMatchObject({ ok: false, reason: 'conflict', message: expect.stringMatching(new RegExp(`^generation: cut_reset \\(m1\\) is at generation ${g + 1}, not ${g}`)) });
     expect(await generation()).toBe(g + 1);
