@@ -97,21 +97,32 @@ async function expectLeaderChain(p: Peer, experiment: string, view: ExperimentVi
 }
 
 /**
- * `n` outcomes sent to `victim` without waiting for their answers, then `victim` killed with -9 (some stored,
- * some not, some answered): each sent again with its id through `retry`, as a client retries one it got no
- * answer to. Their ids join `d.sent`. Returns how many were answered before the kill.
+ * `n` outcomes sent to `victim` without waiting for their answers, then `victim` killed with -9 once the first
+ * is answered (the rest stored or not, answered or not): each sent again with its id through `retry`, as a
+ * client retries one it got no answer to. Their ids join `d.sent`. Returns when it was killed, and for the log
+ * how many were answered before the kill and how many the store had before they were sent again.
  */
-async function killWithOutcomesInFlight(victim: Peer, chooser: Peer, retry: Peer, experiment: string, d: Drive, rnd: () => number, n = 20): Promise<number> {
+async function killWithOutcomesInFlight(victim: Peer, chooser: Peer, retry: Peer, experiment: string, d: Drive, rnd: () => number, n = 20): Promise<{ killedAt: number; log: string }> {
   const choices = await Promise.all(Array.from({ length: n }, () => chooser.call('choose_prompt', { experiment, prompt: W.task.base.text, context: { model: MODEL } })));
   const entries = choices.map((c) => ({ id: randomUUID(), prompt_id: c.prompt_id, success: rnd() < accuracyOf(W.group, String(c.prompt)), execution_time_ms: 1, metadata: c.metadata }));
   let answered = 0;
-  // Not awaited: the victim dies with them (an answer lost, or a NATS request left to time out).
-  for (const e of entries) void victim.call('track_execution', e).then(() => answered++, () => undefined);
+  // Not awaited: the victim dies with them (an answer lost, or a NATS request left to time out). The first goes
+  // alone, the rest a moment later (a batch of their own while the first commits); killed once the first is
+  // answered, so that the rest are being read, written or answered as it dies.
+  const send = (e: (typeof entries)[number]): void => void victim.call('track_execution', e).then(() => answered++, () => undefined);
+  send(entries[0]!);
+  await new Promise((r) => setTimeout(r, 1));
+  for (const e of entries.slice(1)) send(e);
+  for (const t0 = Date.now(); answered < 1 && Date.now() - t0 < 10_000; ) await new Promise((r) => setTimeout(r, 1));
   await victim.kill();
+  const killedAt = Date.now();
   const before = answered;
+  // How many the store had from the victim (answered or not) before they are sent again.
+  let stored = 0;
+  for (const e of entries) stored += ((await retry.call('query', { kind: 'by_id', id: e.id })).rows as TermObject[]).length;
   for (const e of entries) await retry.call('track_execution', e);
   for (const e of entries) d.sent.add(e.id);
-  return before;
+  return { killedAt, log: `${before} of ${n} answered, ${stored} stored` };
 }
 
 describe('one experiment, many sidecars on one PostgreSQL', () => {
@@ -134,7 +145,7 @@ describe('one experiment, many sidecars on one PostgreSQL', () => {
     let killed: Peer | undefined;
     let takeoverMs = -1;
     let duplicate: { id: string; peer: Peer } | undefined;
-    let inFlightAnswered = -1;
+    let inFlight = '';
     let reportedTo: Peer | undefined;
     const run = await drive(W, 'fleet', ROUNDS, rnd, {
       choose: (i) => live[i % live.length]!,
@@ -158,16 +169,17 @@ describe('one experiment, many sidecars on one PostgreSQL', () => {
           expect(killed).toBeDefined();
           // Killed with outcomes on their way to it: each sent again to a survivor counts once, none is lost.
           const survivors = live.filter((p) => p !== killed);
-          inFlightAnswered = await killWithOutcomesInFlight(killed!, survivors[0]!, survivors[1]!, 'fleet', d, rnd);
+          const k = await killWithOutcomesInFlight(killed!, survivors[0]!, survivors[1]!, 'fleet', d, rnd);
+          inFlight = k.log;
           live = survivors;
-          const t0 = Date.now();
+          const t0 = k.killedAt;
           while ((await deciderOf(live)) === undefined && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
           takeoverMs = Date.now() - t0;
         }
       },
     });
     expect(duplicate).toBeDefined();
-    process.stderr.write(`[fleet] another sidecar decided ${takeoverMs} ms after the decider was killed; ${inFlightAnswered} of 20 outcomes sent to it answered before\n`);
+    process.stderr.write(`[fleet] another sidecar decided ${takeoverMs} ms after the decider was killed; of the outcomes on their way to it then, ${inFlight} before they were sent again\n`);
     expect(takeoverMs).toBeGreaterThanOrEqual(0);
     expect(takeoverMs).toBeLessThan(5_000);
 
@@ -227,7 +239,7 @@ describe('one experiment, many sidecars on one PostgreSQL', () => {
     const rnd = seededRandom(hashSeed('nats'));
     const through = peers[0]!; // `call` goes through NATS: any instance of the queue group answers
     let takeoverMs = -1;
-    let inFlightAnswered = -1;
+    let inFlight = '';
     const run = await drive(W, 'queue', ROUNDS, rnd, {
       choose: () => through,
       report: () => through,
@@ -245,14 +257,15 @@ describe('one experiment, many sidecars on one PostgreSQL', () => {
           const victim = peers.find((p) => p.direct === direct);
           expect(victim).toBeDefined();
           peers = peers.filter((p) => p !== victim);
-          inFlightAnswered = await killWithOutcomesInFlight(victim!, through, through, 'queue', d, rnd);
-          const t0 = Date.now();
+          const k = await killWithOutcomesInFlight(victim!, through, through, 'queue', d, rnd);
+          inFlight = k.log;
+          const t0 = k.killedAt;
           while ((await deciderOf(peers.map((p) => p.direct))) === undefined && Date.now() - t0 < 10_000) await new Promise((r) => setTimeout(r, 50));
           takeoverMs = Date.now() - t0;
         }
       },
     });
-    process.stderr.write(`[fleet] NATS: another instance decided ${takeoverMs} ms after the decider was killed; ${inFlightAnswered} of 20 outcomes sent then answered before the kill\n`);
+    process.stderr.write(`[fleet] NATS: another instance decided ${takeoverMs} ms after the decider was killed; of the outcomes on their way then, ${inFlight} before they were sent again\n`);
     expect(takeoverMs).toBeGreaterThanOrEqual(0);
     expect(takeoverMs).toBeLessThan(5_000);
     // Each instance, asked through its own Port, holds the same state, every outcome counted once (the ones the
