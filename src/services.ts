@@ -183,6 +183,7 @@ export const SERVICE_DEFINITIONS: ServiceDefinitions<Services> = {
         maxExperiments: c.loopMaxExperiments,
         stalenessMs: c.loopStalenessMs,
         leaseRetryMs: c.loopLeaseRetryMs,
+        dataDir: c.dataDir,
       });
     },
     close: (x) => x.close(),

@@ -5,7 +5,10 @@
  * endpoint that is down or answers garbage (offline fallback, serving goes
  * on), no LLM at all, and outcomes that match no experiment.
  */
+import fs from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decisionChange, DEFAULT_POLICY, Experiment, experimentKey, MAX_REFILL_DOUBLINGS, variantRow, type Candidate, type Decision } from '../src/experiments/experiment.js';
@@ -871,6 +874,38 @@ describe('the closed loop through the op table', () => {
 });
 
 describe('after a database outage (PostgreSQL)', () => {
+  it('serves what was decided when restarted while the database is away (what it last read, kept in its data directory), and the store once it answers', async () => {
+    const door = await doorTo(requireEnv('TEST_DATABASE_URL'), { open: true });
+    cleanups.push(() => door.stop());
+    const config = { databaseUrl: door.url, retrainEvery: 0, loopAwaitProposals: true, dbSchema: `pe_known_${process.pid}`, dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'pe-known-')) };
+    const first = localEngine(config);
+    cleanups.push(() => first.close());
+    const BASE = 'Label the ticket {ticket} as billing, bug or other.';
+    await play(first, 60, BASE, (t) => (t === BASE ? 0.3 : 0.6));
+    const state = async (pe: LocalEngine): Promise<{ generation: number; active: string[]; leader: string }> => {
+      const e = ((await ok(pe, 'experiment', { experiment: 'triage', model: 'm1' })).experiments as TermObject[])[0]!;
+      const variants = e.variants as TermObject[];
+      return { generation: Number(e.generation), active: variants.filter((v) => (v.state as Atom).name === 'active').map((v) => String(v.prompt_id)).sort(), leader: String((e.leader as TermObject).prompt_id) };
+    };
+    await (await first.engine.service('experiments')).settle(); // its last decisions written
+    const before = await state(first);
+    expect(before.active.length).toBeGreaterThan(1);
+    await first.close();
+    // The database away, the sidecar restarted on the same data directory.
+    door.close();
+    const second = localEngine(config);
+    cleanups.push(() => second.close());
+    const served = new Set<string>();
+    for (let i = 0; i < 60; i++) served.add(String((await ok(second, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } })).prompt_id));
+    // Before, the base alone (a generation of its own, journaled): now the variants that were served before.
+    expect(served.size).toBeGreaterThan(1);
+    for (const id of served) expect(before.active).toContain(id);
+    // Back: the store's state, as before the outage (no generation of its own started by the restarted sidecar).
+    door.open();
+    await until(async () => (await second.call('experiment', { experiment: 'triage', model: 'm1' })).ok, 30_000, 100);
+    expect(await state(second)).toMatchObject({ generation: before.generation, leader: before.leader });
+  }, 120_000);
+
   it("keeps an outcome the store counted while the view reloads the store's counts after the outage", async () => {
     const base = 'Answer the question {question} in one word.';
     const door = await doorTo(requireEnv('TEST_DATABASE_URL'), { open: true });

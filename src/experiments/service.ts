@@ -30,6 +30,7 @@ import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from
 import { Freshness, type RefreshRequest } from './freshness.js';
 import type { FallbackProposer } from '../optimizer/proposers.js';
 import { LoopView } from './view.js';
+import { LastKnown } from './lastKnown.js';
 
 export interface ChooseRequest {
   name: string;
@@ -69,6 +70,8 @@ export interface ExperimentServiceDeps {
   stalenessMs: number;
   /** How often a sidecar that does not decide tries to take the decider's lease (ms). */
   leaseRetryMs: number;
+  /** The sidecar's data directory: what was last read of each experiment is kept there (absent: not kept). */
+  dataDir?: string;
 }
 
 export type OperatorAction = 'pin' | 'unpin' | 'reset' | 'stop' | 'resume' | 'objective';
@@ -120,6 +123,8 @@ export class ExperimentService {
   private readonly view: LoopView;
   private readonly decider: Decider;
   private freshness: Freshness | undefined;
+  /** What was last read of each experiment, on disk: served by a sidecar restarted while the database is away (PostgreSQL only). */
+  private lastKnown: LastKnown | undefined;
   /** First uses under way (a new experiment or base is written once however many callers ask at once). */
   private readonly opening = new Map<string, Promise<Experiment>>();
   /** The last caller context per experiment (the proposer may use it). */
@@ -147,6 +152,7 @@ export class ExperimentService {
         this.provisional.delete(key);
         this.decider.forget(key);
       },
+      (s) => this.lastKnown?.remember(s),
     );
     this.decider = new Decider({
       store,
@@ -168,6 +174,7 @@ export class ExperimentService {
     const store = await deps.store();
     const svc = new ExperimentService(deps, store);
     if (store.backend === 'postgres') {
+      if (deps.dataDir !== undefined) svc.lastKnown = await LastKnown.open(deps.dataDir, store.db.schema, deps.maxExperiments, deps.log);
       svc.freshness = new Freshness(store, deps.log, deps.stalenessMs, (what) => svc.refresh(what));
       await svc.freshness.start().catch((err: unknown) => deps.log.warn({ err: (err as Error).message }, 'not following other sidecars\' closed-loop changes yet; refreshing by the clock'));
     }
@@ -236,8 +243,16 @@ export class ExperimentService {
       try {
         stored = (await this.store.experiments.load([{ name: req.name, model: req.model }]))[0];
       } catch (err) {
-        // The database is away: serve the base of a generation this sidecar starts, written to the journal.
         if (!isUnavailable(err)) throw err;
+        // The database is away: what this sidecar last read of it (its variants, states and leader), for this base;
+        // else the base of a generation this sidecar starts, written to the journal. Either is replaced by the store's
+        // state once it answers (provisional: read again after the outage).
+        const known = this.lastKnown?.recall(req.name, req.model);
+        if (known !== undefined && known.row.base_prompt_id === baseId) {
+          const exp = this.view.adopt(known);
+          this.provisional.add(exp.key);
+          return exp;
+        }
       }
       if (stored !== undefined && stored.row.base_prompt_id === baseId) return this.view.adopt(stored);
     } else if (held.base.id === baseId) return held;
@@ -507,6 +522,7 @@ export class ExperimentService {
     await Promise.allSettled([...this.opening.values()]);
     await this.freshness?.close();
     await this.decider.close();
+    await this.lastKnown?.close();
   }
 }
 

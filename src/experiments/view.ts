@@ -20,6 +20,8 @@ export class LoopView {
     private readonly pinnedInMemory: (key: string) => boolean = () => false,
     /** Told when an experiment leaves the view (dropped or evicted): what is kept beside it per experiment goes too. */
     private readonly forgotten: (key: string) => void = () => undefined,
+    /** Told of every snapshot from the store the view takes (what was last read of it is kept on disk). */
+    private readonly adopted: (s: ExperimentSnapshot) => void = () => undefined,
   ) {}
 
   get size(): number {
@@ -64,11 +66,12 @@ export class LoopView {
   adopt(s: ExperimentSnapshot): Experiment {
     const key = experimentKey(s.row.name, s.row.model);
     const held = this.byKey.get(key);
+    if (held !== undefined && held.generation > s.row.generation) return held;
+    this.adopted(s);
     if (held !== undefined && held.generation === s.row.generation) {
       held.adopt(s);
       return held;
     }
-    if (held !== undefined && held.generation > s.row.generation) return held;
     return this.put(Experiment.fromSnapshot(s, this.policy));
   }
 

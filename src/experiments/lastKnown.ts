@@ -1,0 +1,142 @@
+/**
+ * What this sidecar last read from the store of each experiment it serves,
+ * kept in its data directory, so that a sidecar restarted while the
+ * database is away serves what was decided (the variants, their states,
+ * the leader, a pin) rather than the base alone. Read only when the store
+ * cannot be: the store stays the truth, and the view takes the store's
+ * state as soon as it answers (the outage's reload, the full refresh a
+ * sidecar makes once it can listen).
+ *
+ * Written whole at most once a second while something changed (a copy,
+ * fsync'd, renamed over the file: a crash leaves one whole file or the
+ * other), and on close. Bounded: the `maxExperiments` most recently read
+ * (the view's own bound), and LAST_KNOWN_MAX_BYTES on disk (past it the
+ * least recently read are left out). A file from another version, or one
+ * that cannot be read, is ignored (logged): what it would have served, the
+ * store serves once it is back.
+ *
+ * By hand, not a library: one JSON file written atomically is a few lines
+ * of `fs`; an embedded database for it would be a second store.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { ExperimentSnapshot } from '../store/experimentRecords.js';
+import { experimentKey } from './experiment.js';
+
+/** The most the file holds. */
+export const LAST_KNOWN_MAX_BYTES = 64 * 2 ** 20;
+/** How long a change waits before the file is written (changes meanwhile share the write). */
+const WRITE_AFTER_MS = 1_000;
+/** The file's layout; another is ignored. */
+const VERSION = 1;
+
+export class LastKnown {
+  /** By key, least recently read first. */
+  private readonly byKey = new Map<string, ExperimentSnapshot>();
+  private timer: NodeJS.Timeout | undefined;
+  private writing: Promise<void> = Promise.resolve();
+  private dirty = false;
+
+  private constructor(
+    private readonly file: string,
+    private readonly maxExperiments: number,
+    private readonly log: Logger,
+    private readonly maxBytes: number,
+  ) {}
+
+  /** The file for `schema` in `dir` (created when first written), with what an earlier process left in it. */
+  static async open(dir: string, schema: string, maxExperiments: number, log: Logger, maxBytes = LAST_KNOWN_MAX_BYTES): Promise<LastKnown> {
+    const known = new LastKnown(path.join(dir, 'loop', `${schema}.json`), maxExperiments, log, maxBytes);
+    await known.read();
+    return known;
+  }
+
+  private async read(): Promise<void> {
+    let text: string;
+    try {
+      text = await fs.promises.readFile(this.file, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: (err as Error).message }, 'closed-loop state kept from before not read');
+      return;
+    }
+    try {
+      const doc = JSON.parse(text) as { version?: unknown; experiments?: unknown };
+      if (doc.version !== VERSION || !Array.isArray(doc.experiments)) throw new Error(`version ${String(doc.version)}, expected ${VERSION}`);
+      for (const s of doc.experiments as ExperimentSnapshot[]) {
+        if (typeof s?.row?.name !== 'string' || typeof s.row.model !== 'string' || !Array.isArray(s.variants)) throw new Error('an experiment without its name, model or variants');
+        this.byKey.set(experimentKey(s.row.name, s.row.model), s);
+      }
+    } catch (err) {
+      this.byKey.clear();
+      this.log.warn({ err: (err as Error).message }, 'closed-loop state kept from before ignored');
+    }
+  }
+
+  /** A snapshot read from (or written to) the store; an older one of the same generation than the one kept changes nothing. */
+  remember(s: ExperimentSnapshot): void {
+    const key = experimentKey(s.row.name, s.row.model);
+    const kept = this.byKey.get(key);
+    if (kept !== undefined && kept.row.generation === s.row.generation && kept.row.revision > s.row.revision) return;
+    this.byKey.delete(key);
+    this.byKey.set(key, s);
+    for (const k of this.byKey.keys()) {
+      if (this.byKey.size <= this.maxExperiments) break;
+      this.byKey.delete(k);
+    }
+    this.dirty = true;
+    this.timer ??= setTimeout(() => {
+      this.timer = undefined;
+      void this.flush();
+    }, WRITE_AFTER_MS).unref();
+  }
+
+  /** What was last read of an experiment, if anything. */
+  recall(name: string, model: string): ExperimentSnapshot | undefined {
+    return this.byKey.get(experimentKey(name, model));
+  }
+
+  /** Write the file now if something changed (one write at a time). */
+  flush(): Promise<void> {
+    this.writing = this.writing.then(async () => {
+      if (!this.dirty) return;
+      this.dirty = false;
+      try {
+        await this.write();
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'closed-loop state not kept on disk');
+      }
+    });
+    return this.writing;
+  }
+
+  private async write(): Promise<void> {
+    // The most recently read first, as many as fit.
+    const parts: string[] = [];
+    let bytes = 0;
+    for (const s of [...this.byKey.values()].reverse()) {
+      const part = JSON.stringify(s);
+      bytes += Buffer.byteLength(part) + 1;
+      if (bytes > this.maxBytes) break;
+      parts.push(part);
+    }
+    const text = `{"version":${VERSION},"experiments":[${parts.reverse().join(',')}]}\n`;
+    await fs.promises.mkdir(path.dirname(this.file), { recursive: true });
+    const tmp = `${this.file}.tmp`;
+    const fh = await fs.promises.open(tmp, 'w');
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.promises.rename(tmp, this.file);
+  }
+
+  /** Stop: what changed since the last write is written. */
+  async close(): Promise<void> {
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.flush();
+  }
+}
