@@ -7,7 +7,7 @@
  * state as soon as it answers (the outage's reload, the full refresh a
  * sidecar makes once it can listen).
  *
- * Written whole at most once a second while something changed (a copy,
+ * Written whole at most every 5 s while something changed (a copy,
  * fsync'd, renamed over the file: a crash leaves one whole file or the
  * other), and on close. Bounded: the `maxExperiments` most recently read
  * (the view's own bound), and LAST_KNOWN_MAX_BYTES on disk (past it the
@@ -27,7 +27,7 @@ import { experimentKey } from './experiment.js';
 /** The most the file holds. */
 export const LAST_KNOWN_MAX_BYTES = 64 * 2 ** 20;
 /** How long a change waits before the file is written (changes meanwhile share the write). */
-const WRITE_AFTER_MS = 1_000;
+const WRITE_AFTER_MS = 5_000;
 /** The file's layout; another is ignored. */
 const VERSION = 1;
 
