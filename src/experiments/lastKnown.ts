@@ -30,10 +30,21 @@ export const LAST_KNOWN_MAX_BYTES = 64 * 2 ** 20;
 const WRITE_AFTER_MS = 5_000;
 /** The file's layout; another is ignored. */
 const VERSION = 1;
+/** About how much of the file goes to the disk at once. */
+const WRITE_PIECE_CHARS = 2 ** 20;
+
+const kept = (s: ExperimentSnapshot): Kept => ({ generation: s.row.generation, revision: s.row.revision, json: JSON.stringify(s) });
+
+/** One experiment as last read: serialized once, when read (a later write of the file only joins them). */
+interface Kept {
+  generation: number;
+  revision: number;
+  json: string;
+}
 
 export class LastKnown {
   /** By key, least recently read first. */
-  private readonly byKey = new Map<string, ExperimentSnapshot>();
+  private readonly byKey = new Map<string, Kept>();
   private timer: NodeJS.Timeout | undefined;
   private writing: Promise<void> = Promise.resolve();
   private dirty = false;
@@ -65,7 +76,7 @@ export class LastKnown {
       if (doc.version !== VERSION || !Array.isArray(doc.experiments)) throw new Error(`version ${String(doc.version)}, expected ${VERSION}`);
       for (const s of doc.experiments as ExperimentSnapshot[]) {
         if (typeof s?.row?.name !== 'string' || typeof s.row.model !== 'string' || !Array.isArray(s.variants)) throw new Error('an experiment without its name, model or variants');
-        this.byKey.set(experimentKey(s.row.name, s.row.model), s);
+        this.byKey.set(experimentKey(s.row.name, s.row.model), kept(s));
       }
     } catch (err) {
       this.byKey.clear();
@@ -76,10 +87,10 @@ export class LastKnown {
   /** A snapshot read from (or written to) the store; an older one of the same generation than the one kept changes nothing. */
   remember(s: ExperimentSnapshot): void {
     const key = experimentKey(s.row.name, s.row.model);
-    const kept = this.byKey.get(key);
-    if (kept !== undefined && kept.row.generation === s.row.generation && kept.row.revision > s.row.revision) return;
+    const held = this.byKey.get(key);
+    if (held !== undefined && held.generation === s.row.generation && held.revision > s.row.revision) return;
     this.byKey.delete(key);
-    this.byKey.set(key, s);
+    this.byKey.set(key, kept(s));
     for (const k of this.byKey.keys()) {
       if (this.byKey.size <= this.maxExperiments) break;
       this.byKey.delete(k);
@@ -93,7 +104,8 @@ export class LastKnown {
 
   /** What was last read of an experiment, if anything. */
   recall(name: string, model: string): ExperimentSnapshot | undefined {
-    return this.byKey.get(experimentKey(name, model));
+    const held = this.byKey.get(experimentKey(name, model));
+    return held === undefined ? undefined : (JSON.parse(held.json) as ExperimentSnapshot);
   }
 
   /** Write the file now if something changed (one write at a time). */
@@ -111,21 +123,26 @@ export class LastKnown {
   }
 
   private async write(): Promise<void> {
-    // The most recently read first, as many as fit.
+    // The most recently read first, as many as fit; written in pieces (no one string of the whole file).
     const parts: string[] = [];
     let bytes = 0;
-    for (const s of [...this.byKey.values()].reverse()) {
-      const part = JSON.stringify(s);
-      bytes += Buffer.byteLength(part) + 1;
+    for (const k of [...this.byKey.values()].reverse()) {
+      bytes += Buffer.byteLength(k.json) + 1;
       if (bytes > this.maxBytes) break;
-      parts.push(part);
+      parts.push(k.json);
     }
-    const text = `{"version":${VERSION},"experiments":[${parts.reverse().join(',')}]}\n`;
+    parts.reverse();
     await fs.promises.mkdir(path.dirname(this.file), { recursive: true });
     const tmp = `${this.file}.tmp`;
     const fh = await fs.promises.open(tmp, 'w');
     try {
-      await fh.writeFile(text);
+      await fh.write(`{"version":${VERSION},"experiments":[`);
+      for (let i = 0; i < parts.length; ) {
+        let piece = '';
+        for (; i < parts.length && piece.length < WRITE_PIECE_CHARS; i++) piece += (i > 0 ? ',' : '') + parts[i]!;
+        await fh.write(piece);
+      }
+      await fh.write(']}\n');
       await fh.sync();
     } finally {
       await fh.close();
