@@ -906,6 +906,44 @@ describe('after a database outage (PostgreSQL)', () => {
     expect(await state(second)).toMatchObject({ generation: before.generation, leader: before.leader });
   }, 120_000);
 
+  it('reads the store again until it answers when it served an experiment from its last read (a connection refused while the database is up)', async () => {
+    // The decider stays up (so nothing the serving sidecar does is written and adopted back); the serving one has a data directory of its own.
+    const decider = localEngine({ retrainEvery: 0, loopAwaitProposals: true }, ON_POSTGRES);
+    cleanups.push(() => decider.close());
+    const BASE = 'Label the ticket {ticket} as billing, bug or other.';
+    await play(decider, 60, BASE, (t) => (t === BASE ? 0.3 : 0.6));
+    await (await decider.engine.service('experiments')).settle();
+    const serving = { retrainEvery: 0, dbSchema: testSchemaOf(decider.dataDir), dataDir: fs.mkdtempSync(path.join(os.tmpdir(), 'pe-known-')) };
+    const once = localEngine(serving, ON_POSTGRES);
+    await ok(once, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
+    await once.close();
+    // While it is down the store moves (an operator's pin; its notice went to sidecars that served the experiment then).
+    const store = await decider.engine.service('store');
+    const stored = (await store.experiments.load([{ name: 'triage', model: 'm1' }]))[0]!;
+    const pin = stored.variants.find((v) => v.state === 'active' && v.prompt_id !== stored.row.leader_prompt_id)!.prompt_id;
+    await store.db.query(`UPDATE experiments SET pinned_prompt_id = $1, revision = revision + 1 WHERE name = 'triage' AND model = 'm1'`, [pin]);
+    const again = localEngine(serving, ON_POSTGRES);
+    cleanups.push(() => again.close());
+    // Up and following the others (listening, its heartbeats coming back) before it holds the experiment...
+    await ok(again, 'choose_prompt', { experiment: 'other', prompt: BASE, context: { model: 'm1' } });
+    const loopFigures = async (): Promise<TermObject> => ((await ok(again, 'stats', {})).services as TermObject).experiments as TermObject;
+    await until(async () => Number((await loopFigures()).lag_ms) < 500, 10_000, 20);
+    // ...its first read of the experiment refused, as a server at max_connections refuses (53300): served from its last read.
+    const own = await again.engine.service('store');
+    const load = own.experiments.load.bind(own.experiments);
+    own.experiments.load = () => Promise.reject(unreachable(Object.assign(new Error('sorry, too many clients already'), { code: '53300' })));
+    const choice = await ok(again, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
+    own.experiments.load = load;
+    expect(Number((choice.metadata as TermObject).generation)).toBe(stored.row.generation);
+    // Before, that copy (without the pin) served on: no tracking write failed, so no outage was seen to end, and no notice named it.
+    const pinned = async (): Promise<boolean> => {
+      for (let i = 0; i < 10; i++) if (String((await ok(again, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } })).prompt_id) !== pin) return false;
+      return true;
+    };
+    await until(pinned, 10_000, 50);
+    expect((await loopFigures()).full_refreshes).toBe(0); // not by a refresh of everything: by the read it asked for
+  }, 120_000);
+
   it("keeps an outcome the store counted while the view reloads the store's counts after the outage", async () => {
     const base = 'Answer the question {question} in one word.';
     const door = await doorTo(requireEnv('TEST_DATABASE_URL'), { open: true });

@@ -45,7 +45,25 @@ describe('what was last read of each experiment, on disk', () => {
     expect(k.recall('e', 'm')!.row.revision).toBe(5);
     k.remember(snap('e', 1, 'Answer {q} now.', 2));
     expect(k.recall('e', 'm')!.row.generation).toBe(2);
+    k.remember(snap('e', 9)); // the older generation, read late
+    expect(k.recall('e', 'm')!.row.generation).toBe(2);
     await k.close();
+  });
+
+  it('writes again after a write failed, and nothing after it was closed', async () => {
+    const d = dir();
+    const k = await LastKnown.open(d, 'pe', 10, log);
+    // Where its directory goes, a file: the write fails (as on a full or read-only disk) and the sidecar goes on.
+    fs.writeFileSync(path.join(d, 'loop'), '');
+    k.remember(snap('e1'));
+    await k.flush();
+    fs.rmSync(path.join(d, 'loop'));
+    await k.flush();
+    expect((await LastKnown.open(d, 'pe', 10, log)).recall('e1', 'm')).toBeDefined();
+    await k.close();
+    k.remember(snap('late'));
+    await k.flush();
+    expect((await LastKnown.open(d, 'pe', 10, log)).recall('late', 'm')).toBeUndefined();
   });
 
   it('writes at most its bytes on disk, the most recently read first', async () => {
@@ -62,9 +80,14 @@ describe('what was last read of each experiment, on disk', () => {
 
   it('ignores a file it cannot read (cut short, another version) and starts empty', async () => {
     const d = dir();
-    fs.mkdirSync(path.join(d, 'loop'));
-    for (const text of ['{"version":1,"experiments":[{"row":', '{"version":99,"experiments":[]}', '{"version":1,"experiments":[{"variants":[]}]}']) {
-      fs.writeFileSync(path.join(d, 'loop', 'pe.json'), text);
+    const first = await LastKnown.open(d, 'pe', 10, log);
+    first.remember(snap('e'));
+    await first.close();
+    const file = path.join(d, 'loop', 'pe.json');
+    const whole = fs.readFileSync(file, 'utf8');
+    const version = (JSON.parse(whole) as { version: string }).version;
+    for (const text of [whole.slice(0, whole.length >> 1), whole.replace(JSON.stringify(version), '"0/1"'), `{"version":${JSON.stringify(version)},"experiments":[{"variants":[]}]}`]) {
+      fs.writeFileSync(file, text);
       const k = await LastKnown.open(d, 'pe', 10, log);
       expect(k.recall('e', 'm')).toBeUndefined();
       k.remember(snap('e'));

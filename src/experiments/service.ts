@@ -131,6 +131,8 @@ export class ExperimentService {
   private readonly contexts = new Map<string, Record<string, string>>();
   /** Experiments whose view counts outcomes the store has not counted yet (journaled while the database was away). */
   private readonly provisional = new Set<string>();
+  /** Experiments served from what was last read of them, each with its next read of the store. */
+  private readonly fromFile = new Map<string, NodeJS.Timeout>();
   private closed = false;
   private learner: Learner | undefined;
   /** Reads of an experiment under way because an outcome named what this view lacks (catchUp), one per experiment. */
@@ -249,8 +251,9 @@ export class ExperimentService {
         // state once it answers (provisional: read again after the outage).
         const known = this.lastKnown?.recall(req.name, req.model);
         if (known !== undefined && known.row.base_prompt_id === baseId) {
-          const exp = this.view.adopt(known);
+          const exp = this.view.put(Experiment.fromSnapshot(known, this.deps.policy));
           this.provisional.add(exp.key);
+          this.readFromStoreSoon(exp.key);
           return exp;
         }
       }
@@ -400,6 +403,30 @@ export class ExperimentService {
   }
 
   /**
+   * An experiment served from what was last read of it (the store could not be read): read from the store
+   * every staleness bound until it answers, then replaced by what it holds (dropped when it holds nothing:
+   * a database recreated, another one under the same schema). Read failures this serves through need not
+   * be an outage the tracking writes see (a server refusing new connections), so no recovery would come.
+   */
+  private readFromStoreSoon(key: string): void {
+    if (this.fromFile.has(key)) return;
+    const timer = setTimeout(() => {
+      this.fromFile.delete(key);
+      if (this.closed || this.view.get(key) === undefined) return;
+      const [name, model] = key.split('\u0000') as [string, string];
+      this.store.experiments.load([{ name, model }]).then(
+        ([s]) => {
+          if (this.closed) return;
+          if (s === undefined) this.view.drop(key);
+          else this.decider.poke(this.view.put(Experiment.fromSnapshot(s, this.deps.policy)));
+        },
+        () => this.readFromStoreSoon(key),
+      );
+    }, this.deps.stalenessMs).unref();
+    this.fromFile.set(key, timer);
+  }
+
+  /**
    * While `afterOutage` reads the store, the newest totals each outcome's
    * receipt gave, by experiment and variant: a receipt that lands between
    * the read and the view's replacement is not undone by it.
@@ -519,6 +546,8 @@ export class ExperimentService {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    for (const t of this.fromFile.values()) clearTimeout(t);
+    this.fromFile.clear();
     await Promise.allSettled([...this.opening.values()]);
     await this.freshness?.close();
     await this.decider.close();
