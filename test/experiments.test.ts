@@ -941,7 +941,6 @@ describe('after a database outage (PostgreSQL)', () => {
       return true;
     };
     await until(pinned, 10_000, 50);
-    expect((await loopFigures()).full_refreshes).toBe(0); // not by a refresh of everything: by the read it asked for
   }, 120_000);
 
   it("keeps an outcome the store counted while the view reloads the store's counts after the outage", async () => {

@@ -113,6 +113,11 @@ export class Decider {
     return this.busy.has(key);
   }
 
+  /** Whether decisions of the experiment are being written (the view assumes them; the store lacks them yet). */
+  writingDecisions(key: string): boolean {
+    return this.decisionWrites.has(key);
+  }
+
   /** Try to take the lease now, and again every `retryMs` while another holds it; resolves once the first try ended. */
   start(): Promise<void> {
     return this.acquire();
@@ -219,8 +224,10 @@ export class Decider {
     const room = exp.wantsProposals();
     const chosen = room > 0 ? exp.fromReserve(room, this.vectors.of) : [];
     if (chosen.length > 0) {
-      // Checked against the locked state: an operator's stop or pin committed meanwhile admits nothing, and no more than the pool's room there.
-      const after = await this.writeDecisions(exp, decisions, (s) => mergeChanges(proposing(s.row.status, s.row.pinned_prompt_id) ? admitting(exp, chosen, roomIn(this.deps.policy, s)) : undefined, snapshot));
+      // Checked against the locked state: an operator's stop or pin committed meanwhile admits nothing, and no more than the pool's room
+      // there once this write's own retirements and bans are out (the decisions that still hold against it).
+      const freed = (s: ExperimentSnapshot): number => decisionChange(s, decisions).applied.filter((d) => d.kind !== 'leader').length;
+      const after = await this.writeDecisions(exp, decisions, (s) => mergeChanges(proposing(s.row.status, s.row.pinned_prompt_id) ? admitting(exp, chosen, roomIn(this.deps.policy, s, freed(s))) : undefined, snapshot));
       if (after !== undefined) this.figures.admitted += chosen.filter((c) => after.variants.get(c.id)?.state === 'active').length;
       return;
     }
@@ -467,7 +474,7 @@ export class Decider {
    */
   adoptRead(snap: ExperimentSnapshot): Experiment {
     const held = this.deps.view.get(experimentKey(snap.row.name, snap.row.model));
-    if (held === undefined || held.generation !== snap.row.generation || !this.decisionWrites.has(held.key)) return this.deps.view.adopt(snap);
+    if (held === undefined || held.generation !== snap.row.generation || !this.writingDecisions(held.key)) return this.deps.view.adopt(snap);
     for (const v of snap.variants) held.recordTotals(v.prompt_id, v);
     return held;
   }

@@ -698,8 +698,11 @@ export const proposing = (status: ExperimentStatus, pinned: string | null): bool
 export const poolRoom = (policy: Pick<LoopPolicy, 'poolSize' | 'maxVariants'>, active: number, variants: number): number =>
   Math.max(0, Math.min(policy.poolSize - active, policy.maxVariants - variants));
 
-/** The room in the store's locked state: what a write may admit, whatever the view it was prepared on held. */
-export const roomIn = (policy: Pick<LoopPolicy, 'poolSize' | 'maxVariants'>, s: { variants: ReadonlyArray<{ state: string }> }): number =>
-  poolRoom(policy, s.variants.filter((v) => v.state === 'active').length, s.variants.filter((v) => v.state !== 'reserve').length);
+/**
+ * The room in the store's locked state: what a write may admit, whatever the view it was prepared on held;
+ * `freed`: the variants the same write takes out of the pool (its retirements and bans).
+ */
+export const roomIn = (policy: Pick<LoopPolicy, 'poolSize' | 'maxVariants'>, s: { variants: ReadonlyArray<{ state: string }> }, freed = 0): number =>
+  poolRoom(policy, s.variants.filter((v) => v.state === 'active').length - freed, s.variants.filter((v) => v.state !== 'reserve').length);
 
 export const experimentKey = (name: string, model: string): string => `${name}\u0000${model}`;

@@ -416,8 +416,12 @@ export class ExperimentService {
       const [name, model] = key.split('\u0000') as [string, string];
       this.store.experiments.load([{ name, model }]).then(
         ([s]) => {
-          if (this.closed) return;
+          const held = this.view.get(key);
+          if (this.closed || held === undefined) return;
           if (s === undefined) this.view.drop(key);
+          // A generation this sidecar started meanwhile (journaled, not yet in the store) stays; decisions it is writing stay assumed.
+          else if (held.generation > s.row.generation) return;
+          else if (this.decider.writingDecisions(key)) this.decider.adoptRead(s);
           else this.decider.poke(this.view.put(Experiment.fromSnapshot(s, this.deps.policy)));
         },
         () => this.readFromStoreSoon(key),

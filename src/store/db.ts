@@ -111,8 +111,9 @@ export interface SessionOptions {
    * PostgreSQL: the most the whole session may take. Past it its connection is cut (no reset comes through
    * a silent network, and a frozen pooled connection would hold the work until TCP gives up, hours later),
    * and the session fails as `unavailable` (code ETIMEDOUT), as if the database had gone away; the
-   * server ends its statement a second later (`statement_timeout`). A transaction cut at its COMMIT
-   * may have committed: what runs under a time limit must be idempotent.
+   * server ends its statement by then and a second (`statement_timeout`: the session's limit when it
+   * is longer than the pool's, else the pool's, so a cut 4 s write may run on there up to 61 s). A
+   * transaction cut at its COMMIT may have committed: what runs under a time limit must be idempotent.
    */
   timeoutMs?: number;
 }
@@ -533,6 +534,8 @@ export async function openPglite(dir: string, opts: { schema: string; settings?:
  * `isConnectionError` still recognises it (the group-commit writer journals on it).
  */
 export function unreachable(err: unknown): unknown {
+  // Our own limit, as the server applies it (statement_timeout): reached only when our cut came late (a busy event loop).
+  if (isStatementTimeout(err)) return Object.assign(new OpError('unavailable', 'the database did not finish the statement within its time limit'), { code: '57014', cause: err });
   if (err instanceof OpError || !isConnectionError(err)) return err;
   const e = err as Error & { code?: string };
   // Node's AggregateError (every address of a host refused) has an empty message: its code says it.
@@ -542,7 +545,12 @@ export function unreachable(err: unknown): unknown {
 
 /** Whether `err` says the database was away or did not answer in time (raw, or as `unavailable`): work that failed so may have committed. */
 export function isUnavailable(err: unknown): boolean {
-  return isConnectionError(err) || (err instanceof OpError && err.reason === 'unavailable');
+  return isConnectionError(err) || isStatementTimeout(err) || (err instanceof OpError && err.reason === 'unavailable');
+}
+
+/** The server ended a statement at the session's `statement_timeout` (SQLSTATE 57014; not a cancel asked by hand). */
+function isStatementTimeout(err: unknown): boolean {
+  return err instanceof Error && !(err instanceof OpError) && (err as { code?: string }).code === '57014' && /statement timeout/i.test(err.message);
 }
 
 /** Errors that mean "the database is not reachable right now" (as opposed to a bad statement). */
