@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decisionChange, DEFAULT_POLICY, Experiment, experimentKey, MAX_REFILL_DOUBLINGS, variantRow, type Candidate, type Decision } from '../src/experiments/experiment.js';
-import type { ExperimentSnapshot, VariantRow } from '../src/store/experimentRecords.js';
+import type { ExperimentChange, ExperimentSnapshot, VariantRow } from '../src/store/experimentRecords.js';
 import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from '../src/experiments/objective.js';
 import { promptIdOf } from '../src/optimizer/evaluators.js';
 import { templateVariables, variablesKept } from '../src/optimizer/variables.js';
@@ -490,6 +490,39 @@ describe('the closed loop through the op table', () => {
     // Before, the batch admitted the room its view saw (7 more): 15 served at once in a pool of 8.
     expect(stored.filter((v) => v.state === 'active').length).toBe(DEFAULT_POLICY.poolSize);
   }, 60_000);
+
+  it('admits a candidate of the reserve in the write that retires a variant of a full pool, not one write later', async () => {
+    const pe = localEngine({ loopAwaitProposals: true, retrainEvery: 0, loopPolicy: { refillAfter: 0 } }, ON_POSTGRES);
+    cleanups.push(() => pe.close());
+    const records = (await pe.engine.service('store')).experiments;
+    const changeMany = records.changeMany.bind(records);
+    // Every change the decider writes, with the locked state it was decided on.
+    const written: Array<{ s: ExperimentSnapshot; c: ExperimentChange }> = [];
+    records.changeMany = ((tx, items, writeEntries) =>
+      changeMany(
+        tx,
+        items.map((i) => ({
+          ...i,
+          decide: (s: ExperimentSnapshot) => {
+            const c = i.decide(s);
+            if (c !== undefined) written.push({ s, c });
+            return c;
+          },
+        })),
+        writeEntries,
+      )) as typeof changeMany;
+    await play(pe, 400, BASE, (t) => (t === BASE ? 0.5 : Number.parseInt(promptIdOf(t).slice(-2), 16) % 2 === 0 ? 0.9 : 0.1));
+    await (await pe.engine.service('experiments')).settle();
+    const retiringAtFullPool = written.filter(
+      ({ s, c }) =>
+        (c.moves ?? []).some((m) => m.to === 'retired' || m.to === 'banned') &&
+        s.variants.filter((v) => v.state === 'active').length === DEFAULT_POLICY.poolSize &&
+        s.variants.some((v) => v.state === 'reserve'),
+    );
+    expect(retiringAtFullPool.length).toBeGreaterThan(0);
+    // Before, the room was counted before the write's own retirement: none, so the admission waited for the next write.
+    for (const { c } of retiringAtFullPool) expect((c.moves ?? []).filter((m) => m.to === 'active').length).toBeGreaterThan(0);
+  }, 120_000);
 
   it('an experiment asked without model: at most 100 models in one reply; past that, name the model', async () => {
     const pe = localEngine({ retrainEvery: 0 }, ON_POSTGRES);
