@@ -116,6 +116,8 @@ export function outcomeDelta(row: EntryRow, objective: Objective): VariantTotals
 }
 
 const MAX_PROMPT_CHARS = 100_000;
+/** How long an operator's action that failed as `unavailable` waits for its read of the store before answering. */
+const ACT_RELOAD_WAIT_MS = 2_000;
 /** The most models of one experiment name one `experiment` reply carries (each with every variant's text). */
 export const MAX_MODELS_PER_REPLY = 100;
 
@@ -507,9 +509,14 @@ export class ExperimentService {
         (s) => operatorChange(s, action, opts),
         (q, rows) => this.store.writeEntriesIn(q, rows),
       )
-      .catch((err: unknown) => {
-        // Cut at its COMMIT, the action may be in the store all the same: the view reads what is there (once).
-        if (isUnavailable(err)) void this.reload(exp.key);
+      .catch(async (err: unknown) => {
+        // Cut at its COMMIT, the action may be in the store all the same: the view reads what is there (once), before the
+        // caller hears `unavailable` (an `experiment` asked right after shows it), unless the read takes long (the network silent).
+        if (isUnavailable(err)) {
+          let waited: NodeJS.Timeout | undefined;
+          await Promise.race([this.reload(exp.key), new Promise((r) => (waited = setTimeout(r, ACT_RELOAD_WAIT_MS)))]);
+          clearTimeout(waited);
+        }
         throw err;
       });
     if (snap === undefined) throw new OpError('not_found', `no experiment named ${JSON.stringify(exp.name)} for model ${JSON.stringify(exp.model)}`);
