@@ -39,7 +39,7 @@
 import { betaOf, pBestBy, sampleBeta, sampleNormal, thompsonPick, type Beta } from '../optimizer/bandit.js';
 import { hashSeed, seededRandom } from '../random.js';
 import { cosine, meaningKernel, neighbourEstimate, NEIGHBOUR_DEFAULTS } from '../learning/embeddings.js';
-import type { ExperimentChange, ExperimentCounts, ExperimentSnapshot, ExperimentStatus, HistoryEntry, VariantOrigin, VariantRow, VariantState } from '../store/experimentRecords.js';
+import type { ExperimentChange, ExperimentCounts, ExperimentKey, ExperimentSnapshot, ExperimentStatus, HistoryEntry, VariantOrigin, VariantRow, VariantState } from '../store/experimentRecords.js';
 import { brokenConstraint, DEFAULT_OBJECTIVE, estimate, measuredValue, NO_TOTALS, pGreater, smoothedRate, TOTALS_KEYS, type Estimate, type Objective, type VariantTotals } from './objective.js';
 
 export interface LoopPolicy {
@@ -706,3 +706,9 @@ export const roomIn = (policy: Pick<LoopPolicy, 'poolSize' | 'maxVariants'>, s: 
   poolRoom(policy, s.variants.filter((v) => v.state === 'active').length - freed, s.variants.filter((v) => v.state !== 'reserve').length);
 
 export const experimentKey = (name: string, model: string): string => `${name}\u0000${model}`;
+
+/** The name and model an `experimentKey` was made of. */
+export function keyParts(key: string): ExperimentKey {
+  const [name, model] = key.split('\u0000') as [string, string];
+  return { name, model };
+}

@@ -25,7 +25,7 @@ import type { ExperimentChange, ExperimentSnapshot, HistoryRow } from '../store/
 import type { TrackingStore } from '../store/trackingStore.js';
 import { isUnavailable } from '../store/db.js';
 import { Decider } from './decider.js';
-import { Experiment, experimentKey, priorOf, type Candidate, type LoopPolicy, type Variant } from './experiment.js';
+import { Experiment, experimentKey, keyParts, priorOf, type Candidate, type LoopPolicy, type Variant } from './experiment.js';
 import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from './objective.js';
 import { Freshness, type RefreshRequest } from './freshness.js';
 import type { FallbackProposer } from '../optimizer/proposers.js';
@@ -372,11 +372,7 @@ export class ExperimentService {
     const deciding = this.decider.deciding;
     const keys = what === 'all' ? this.view.keys() : [...what].filter((k) => deciding || this.view.get(k) !== undefined);
     if (keys.length === 0) return;
-    const asKeys = keys.map((k) => {
-      const [name, model] = k.split('\u0000') as [string, string];
-      return { name, model };
-    });
-    const counts = await this.store.experiments.counts(asKeys);
+    const counts = await this.store.experiments.counts(keys.map(keyParts));
     const stale: Array<{ name: string; model: string }> = [];
     for (const c of counts) {
       const exp = this.view.get(experimentKey(c.row.name, c.row.model));
@@ -394,9 +390,8 @@ export class ExperimentService {
 
   /** Load one experiment as the store holds it into the view (a decision its view assumed was not written, an outcome it could not match); undefined when the store has none or cannot be read. */
   private async reload(key: string): Promise<Experiment | undefined> {
-    const [name, model] = key.split('\u0000') as [string, string];
     try {
-      const s = (await this.store.experiments.load([{ name, model }]))[0];
+      const s = (await this.store.experiments.load([keyParts(key)]))[0];
       return s === undefined ? undefined : this.decider.adoptRead(s);
     } catch (err) {
       this.deps.log.debug({ err: (err as Error).message }, 'experiment not reloaded; the next refresh does');
@@ -415,8 +410,7 @@ export class ExperimentService {
     const timer = setTimeout(() => {
       this.fromFile.delete(key);
       if (this.closed || this.view.get(key) === undefined) return;
-      const [name, model] = key.split('\u0000') as [string, string];
-      this.store.experiments.load([{ name, model }]).then(
+      this.store.experiments.load([keyParts(key)]).then(
         ([s]) => {
           const held = this.view.get(key);
           if (this.closed || held === undefined) return;
@@ -454,7 +448,7 @@ export class ExperimentService {
     const receipts = new Map(keys.map((k) => [k, new Map<string, VariantTotals & { generation: number }>()]));
     this.receiptsDuringReload = receipts;
     try {
-      const snaps = await this.store.experiments.load(keys.map((k) => ({ name: k.split('\u0000')[0]!, model: k.split('\u0000')[1]! })));
+      const snaps = await this.store.experiments.load(keys.map(keyParts));
       for (const s of snaps) {
         // Replaced, not merged: the provisional counts (some of them maybe duplicates the store counted once) go.
         const exp = Experiment.fromSnapshot(s, this.deps.policy);
