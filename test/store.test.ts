@@ -22,6 +22,8 @@ import { POOL_ANSWER_MS, unanswered, unreachable, type Lease, type SqlClient } f
 import { createLogger } from '../src/log.js';
 
 const results: Record<string, unknown> = {};
+/** How a piece of work on the store ended: 'answered', or the reason it failed with. */
+const reason = (p: Promise<unknown>): Promise<string | undefined> => p.then(() => 'answered', (err: unknown) => (err as { reason?: string }).reason);
 const ok = okValue;
 const plain = (t: unknown): unknown => JSON.parse(JSON.stringify(t, (_k, v: unknown) => (v instanceof ErlFloat ? v.value : typeof v === 'bigint' ? String(v) : v)));
 const ids = {
@@ -416,7 +418,6 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
         door.freeze();
         // Statements, NOTIFYs (the closed loop's heartbeat sends one a few times a second) and transactions (the
         // loop's decisions, an operator's action), one on each frozen connection.
-        const reason = (p: Promise<unknown>): Promise<string | undefined> => p.then(() => 'answered', (err: unknown) => (err as { reason?: string }).reason);
         const work = [() => store.db.query('SELECT 1'), () => store.db.notify('pe_silent', 'hb'), () => store.db.transaction((q) => q('SELECT 1'))];
         const stuck = Promise.all(Array.from({ length: 6 }, (_, i) => reason(work[i % 3]!())));
         // The database answers again at the same address; the frozen connections stay silent (their host gone).
@@ -444,7 +445,6 @@ describe.each(['pglite', 'postgres'])('tracking store on %s', (backend) => {
           await store.db.query('CREATE TABLE held (id int)');
           await admin.query('BEGIN');
           await admin.query(`LOCK TABLE ${store.db.schema}.held`);
-          const reason = (p: Promise<unknown>): Promise<string | undefined> => p.then(() => 'answered', (err: unknown) => (err as { reason?: string }).reason);
           expect(await reason(store.db.query('SELECT count(*) /* pe_cut_wait */ FROM held'))).toBe('unavailable');
           // Before, its backend went on waiting for the lock (holding what it held) as long as the lock was held.
           // (Read outside the lock's transaction: inside one, pg_stat_activity's states stay as first read.)
