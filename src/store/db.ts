@@ -12,8 +12,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
-import { from as copyFrom } from 'pg-copy-streams';
 import { OpError } from '../contract/errors.js';
+import { CopyInQuery } from './copyInQuery.js';
 
 export type SqlParam = string | number | boolean | null | Uint8Array | string[] | Array<string | number | boolean | null>;
 export type Row = Record<string, unknown>;
@@ -304,10 +304,7 @@ export async function openPostgres(url: string, opts: { max?: number; schema: st
 
 function copyOn(client: pg.PoolClient, table: string, columns: readonly string[], text: string): Promise<void> {
   return new Promise<void>((resolve, reject) => {
-    const stream = client.query(copyFrom(copySql(table, columns, 'STDIN')));
-    stream.on('finish', resolve);
-    stream.on('error', reject);
-    stream.end(text);
+    client.query(new CopyInQuery(copySql(table, columns, 'STDIN'), Buffer.from(text, 'utf8'), (err) => (err === undefined ? resolve() : reject(err))));
   });
 }
 
