@@ -1,0 +1,67 @@
+/**
+ * COPY's statement and its rows sent in one write (src/store/copyInQuery.ts),
+ * against a real PostgreSQL, on a pool of one connection so every step runs
+ * on the connection the one before it left: a COPY the server refuses before
+ * it starts or in the middle of its rows leaves that connection answering the
+ * next statement (the rows sent after the refusal are dropped by the server,
+ * none is taken for a statement of its own), and rows of every size arrive
+ * whole.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openPostgres, type SqlClient } from '../src/store/db.js';
+import { freshDatabase } from './helpers/pg.js';
+
+describe('COPY in one write (PostgreSQL)', () => {
+  let db: SqlClient;
+  const copy = (columns: readonly string[], text: string, table = 'copied'): Promise<unknown> =>
+    db.session(false, (_q, c) => c(table, columns, text)).then((r) => r.value);
+  const count = async (): Promise<number> => Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM copied'))[0]!.n);
+
+  beforeAll(async () => {
+    db = await openPostgres(await freshDatabase('pe_copy_in'), { schema: 'copy_in', max: 1 });
+    await db.query('CREATE SCHEMA IF NOT EXISTS copy_in');
+    await db.query('CREATE TABLE copied (n integer NOT NULL, t text)');
+  });
+  afterAll(async () => {
+    await db?.close();
+  });
+
+  it('stores the rows, and answers the next statement on the same connection', async () => {
+    await copy(['n', 't'], '1\tone\n2\t\\N\n3\ttab\\there\n');
+    expect(await db.query('SELECT n, t FROM copied ORDER BY n')).toEqual([
+      { n: 1, t: 'one' },
+      { n: 2, t: null },
+      { n: 3, t: 'tab\there' },
+    ]);
+  });
+
+  it('fails a COPY refused in the middle of its rows with the server\'s error, stores none of them, and the connection serves on', async () => {
+    const before = await count();
+    // The third row cannot be an integer: the server refuses it after taking two.
+    await expect(copy(['n', 't'], '10\ta\n11\tb\nnot a number\tc\n12\td\n')).rejects.toMatchObject({ code: '22P02' });
+    expect(await count()).toBe(before);
+    await copy(['n', 't'], '13\te\n');
+    expect(await count()).toBe(before + 1);
+  });
+
+  it('fails a COPY refused before it starts (no such column, no such table), and the connection serves on: the rows sent with it are dropped by the server', async () => {
+    const before = await count();
+    await expect(copy(['n', 'missing'], '1\t2\n')).rejects.toMatchObject({ code: '42703' });
+    await expect(copy(['n'], '1\n', 'no_such_table')).rejects.toMatchObject({ code: '42P01' });
+    expect(await count()).toBe(before);
+    expect(await db.query<{ one: number }>('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+  });
+
+  it('sends rows far larger than a socket takes at once, whole and in order', async () => {
+    const before = await count();
+    const rows = 40_000;
+    const pad = 'x'.repeat(200);
+    let text = '';
+    for (let i = 0; i < rows; i++) text += `${100_000 + i}\t${pad}${i}\n`;
+    expect(text.length).toBeGreaterThan(8 * 1024 * 1024);
+    await copy(['n', 't'], text);
+    expect(await count()).toBe(before + rows);
+    const [last] = await db.query<{ n: number; t: string }>('SELECT n, t FROM copied ORDER BY n DESC LIMIT 1');
+    expect(last).toEqual({ n: 100_000 + rows - 1, t: `${pad}${rows - 1}` });
+  });
+});
