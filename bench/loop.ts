@@ -226,6 +226,7 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
   await db?.drop();
   for (const d of dataDirs) fs.rmSync(d, { recursive: true, force: true });
   const deciding = figures.find((f) => f.deciding === true) ?? figures[0]!;
+  if (figures.length > 1) progress(`  each engine's full refreshes / heartbeats missed / refreshes: ${figures.map((f) => `${String(f.full_refreshes)} / ${String(f.heartbeats_missed)} / ${String(f.refreshes)}`).join('; ')}`);
   const summed = (k: string): number => figures.reduce((a, f) => a + Number(f[k] ?? 0), 0);
   return {
     scores,
