@@ -12,7 +12,10 @@
  * once: a backend that refuses the COPY before or during it answers
  * ErrorResponse then ReadyForQuery, and drops the CopyData and CopyDone that
  * follow ("any subsequent CopyData, CopyDone, or CopyFail messages issued by
- * the frontend will simply be dropped", the protocol's COPY flow).
+ * the frontend will simply be dropped", the protocol's COPY flow; the
+ * server's main loop reads and ignores them). That is PostgreSQL's own
+ * behaviour: a proxy or another server speaking its protocol in between
+ * must forward them as PostgreSQL would take them.
  */
 import type { Connection, Submittable } from 'pg';
 
@@ -30,18 +33,24 @@ export class CopyInQuery implements Submittable {
     private readonly done: (err?: Error) => void,
   ) {}
 
-  submit(connection: Connection): void {
+  /** Returns an error (pg hands it to `handleError`) instead of writing to a connection that can no longer take it. */
+  submit(connection: Connection): Error | undefined {
     const stream = connection.stream;
-    // One write(2) for the three messages.
-    stream.cork();
-    connection.query(this.sql);
+    if (!stream.writable) return new Error('the connection to PostgreSQL cannot be written to');
     const header = Buffer.allocUnsafe(5);
     header[0] = COPY_DATA;
     header.writeUInt32BE(this.data.length + 4, 1);
-    stream.write(header);
-    stream.write(this.data);
-    stream.write(COPY_DONE);
-    stream.uncork();
+    // The three messages leave together (one writev), never a part of them left corked.
+    stream.cork();
+    try {
+      connection.query(this.sql);
+      stream.write(header);
+      stream.write(this.data);
+      stream.write(COPY_DONE);
+    } finally {
+      stream.uncork();
+    }
+    return undefined;
   }
 
   /** The data has gone already. */
