@@ -226,8 +226,10 @@ export class Decider {
     if (chosen.length > 0) {
       // Checked against the locked state: an operator's stop or pin committed meanwhile admits nothing, and no more than the pool's room
       // there once this write's own retirements and bans are out (the decisions that still hold against it).
-      const freed = (s: ExperimentSnapshot): number => decisionChange(s, decisions).applied.filter((d) => d.kind !== 'leader').length;
-      const after = await this.writeDecisions(exp, decisions, (s) => mergeChanges(proposing(s.row.status, s.row.pinned_prompt_id) ? admitting(exp, chosen, roomIn(this.deps.policy, s, freed(s))) : undefined, snapshot));
+      const freed = (applied: readonly Decision[]): number => applied.filter((d) => d.kind !== 'leader').length;
+      const after = await this.writeDecisions(exp, decisions, (s, applied) =>
+        mergeChanges(proposing(s.row.status, s.row.pinned_prompt_id) ? admitting(exp, chosen, roomIn(this.deps.policy, s, freed(applied))) : undefined, snapshot),
+      );
       if (after !== undefined) this.figures.admitted += chosen.filter((c) => after.variants.get(c.id)?.state === 'active').length;
       return;
     }
@@ -241,11 +243,21 @@ export class Decider {
     if (room > 0) await this.batch(exp);
   }
 
-  /** Write decisions the view assumed (with `also`, a change that goes in the same transaction); a failed write reloads the experiment. */
-  private writeDecisions(exp: Experiment, decisions: Decision[], also: (s: ExperimentSnapshot) => ExperimentChange | undefined): Promise<Experiment | undefined> {
+  /**
+   * Write decisions the view assumed (with `also`, a change that goes in the same transaction, told which of
+   * the decisions still hold against the locked state); a failed write reloads the experiment.
+   */
+  private writeDecisions(
+    exp: Experiment,
+    decisions: Decision[],
+    also: (s: ExperimentSnapshot, applied: readonly Decision[]) => ExperimentChange | undefined,
+  ): Promise<Experiment | undefined> {
     const key = exp.key;
     this.decisionWrites.set(key, (this.decisionWrites.get(key) ?? 0) + 1);
-    const change = (s: ExperimentSnapshot): ExperimentChange | undefined => mergeChanges(decisions.length > 0 ? this.decisionChange(exp, s, decisions) : undefined, also(s));
+    const change = (s: ExperimentSnapshot): ExperimentChange | undefined => {
+      const decided = this.decisionChange(exp, s, decisions);
+      return mergeChanges(decided.change, also(s, decided.applied));
+    };
     let result: Experiment | undefined;
     const w = this.write(exp, change, true)
       .then((after) => {
@@ -267,10 +279,10 @@ export class Decider {
     return w.then(() => result);
   }
 
-  /** The decisions that still hold against the locked state, with the entries that record them. */
-  private decisionChange(exp: Experiment, s: ExperimentSnapshot, decisions: Decision[]): ExperimentChange | undefined {
+  /** The decisions that still hold against the locked state (`applied`), as a change with the entries that record them. */
+  private decisionChange(exp: Experiment, s: ExperimentSnapshot, decisions: Decision[]): { change: ExperimentChange | undefined; applied: Decision[] } {
     const { change, applied } = decisionChange(s, decisions);
-    if (applied.length === 0) return undefined;
+    if (applied.length === 0) return { change: undefined, applied };
     change.history = applied.map((d) => exp.historyEntry(d.kind, d.kind === 'leader' ? d.to.id : d.variant.id));
     change.entries = applied.map((d) => {
       if (d.kind === 'leader') {
@@ -307,7 +319,7 @@ export class Decider {
         metrics: { a_rate: successRate(d.against), a_count: d.against.count, b_rate: successRate(d.variant), b_count: d.variant.count, banned: d.kind === 'banned' ? 1 : 0 },
       });
     });
-    return change;
+    return { change, applied };
   }
 
   /** Ask the proposer for a batch, keep what keeps the variables, screen it with the scorer, and write it. */
