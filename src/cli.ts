@@ -14,7 +14,7 @@ import tty from 'node:tty';
 import { fileURLToPath } from 'node:url';
 import { configFromFlags } from './config.js';
 import { createEngine, type AppEngine } from './services.js';
-import { withTimeout } from './transports/timeouts.js';
+import { withTimeout } from './timeouts.js';
 import { createLogger, type Logger } from './log.js';
 import { createOpTable } from './ops/index.js';
 import type { OpSpec } from './ops/types.js';

@@ -10,7 +10,7 @@
  */
 import { configFromFlags } from './config.js';
 import { createEngine } from './services.js';
-import { withTimeout } from './transports/timeouts.js';
+import { withTimeout } from './timeouts.js';
 import { createLogger } from './log.js';
 import { createOpTable } from './ops/index.js';
 import { startNatsService } from './transports/natsService.js';

@@ -2,7 +2,7 @@
  * The layering of src/, checked on every run: no import runs up a layer,
  * and the services do not import each other in a circle. Layers, bottom to
  * top (the README's layout table shows the same):
- *   0 core       codec/, config, log, random, version, engine (the typed container)
+ *   0 core       codec/, config, log, random, timeouts, version, engine (the typed container)
  *   1 contract   contract/ (errors, argument readers)
  *   2 services   store/, cache/, nats/, learning/, templates/, optimizer/, experiments/, services.ts (composition)
  *   3 ops        ops/
@@ -27,7 +27,7 @@ function room(file: string): string {
 }
 
 const LAYER: Record<string, number> = {
-  codec: 0, config: 0, log: 0, random: 0, version: 0, engine: 0,
+  codec: 0, config: 0, log: 0, random: 0, timeouts: 0, version: 0, engine: 0,
   contract: 1,
   store: 2, cache: 2, nats: 2, learning: 2, templates: 2, optimizer: 2, experiments: 2, services: 2,
   ops: 3,

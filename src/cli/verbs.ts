@@ -15,7 +15,7 @@ import { createLogger } from '../log.js';
 import { createOpTable } from '../ops/index.js';
 import { describeOps, opsMarkdown, type ArgDescription } from '../ops/describe.js';
 import { createEngine } from '../services.js';
-import { withTimeout } from '../transports/timeouts.js';
+import { withTimeout } from '../timeouts.js';
 import { pairs, UsageError, type FlagSpec, type FlagValue, type ParsedArgs, type VerbGrammar } from './args.js';
 import { cellText, render, table, type Column } from './table.js';
 import { trainProgress } from './progress.js';

@@ -24,6 +24,7 @@ import { TABLES, type EntryRow } from '../store/entries.js';
 import type { ExperimentChange, ExperimentSnapshot, HistoryRow } from '../store/experimentRecords.js';
 import type { TrackingStore } from '../store/trackingStore.js';
 import { isUnavailable } from '../store/db.js';
+import { withTimeout } from '../timeouts.js';
 import { Decider } from './decider.js';
 import { Experiment, experimentKey, keyParts, priorOf, type Candidate, type LoopPolicy, type Variant } from './experiment.js';
 import { DEFAULT_OBJECTIVE, NO_TOTALS, type Objective, type VariantTotals } from './objective.js';
@@ -506,11 +507,7 @@ export class ExperimentService {
       .catch(async (err: unknown) => {
         // Cut at its COMMIT, the action may be in the store all the same: the view reads what is there (once), before the
         // caller hears `unavailable` (an `experiment` asked right after shows it), unless the read takes long (the network silent).
-        if (isUnavailable(err)) {
-          let waited: NodeJS.Timeout | undefined;
-          await Promise.race([this.reload(exp.key), new Promise((r) => (waited = setTimeout(r, ACT_RELOAD_WAIT_MS)))]);
-          clearTimeout(waited);
-        }
+        if (isUnavailable(err)) await withTimeout(this.reload(exp.key), ACT_RELOAD_WAIT_MS).catch(() => undefined);
         throw err;
       });
     if (snap === undefined) throw new OpError('not_found', `no experiment named ${JSON.stringify(exp.name)} for model ${JSON.stringify(exp.model)}`);

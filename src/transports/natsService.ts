@@ -20,7 +20,7 @@
  * request's latency and its error to the library's own per-endpoint
  * figures when the op completes, so `$SRV.STATS` tells the truth.
  */
-import { withTimeout } from './timeouts.js';
+import { withTimeout } from '../timeouts.js';
 import { Events, Match, type NatsConnection, type Service, type ServiceMsg, type Status } from 'nats';
 import type { Logger } from 'pino';
 import type { NatsLink } from '../nats/link.js';

@@ -11,7 +11,7 @@
 import net from 'node:net';
 import fs from 'node:fs';
 import type { Logger } from 'pino';
-import { withTimeout } from './timeouts.js';
+import { withTimeout } from '../timeouts.js';
 import { decode, encode, EtfError, type DecodeOptions } from '../codec/etf.js';
 import { Atom, atom, record, tuple, Tuple, type Term, type TermObject } from '../codec/terms.js';
 import type { EngineEvent } from '../engine.js';
