@@ -18,7 +18,11 @@
  * Fleet mode (`--sidecars N`): N engines share one PostgreSQL (a fresh
  * database per run on DATABASE_URL or TEST_DATABASE_URL); choices go to
  * them round-robin and each outcome to a random one; one engine alone on
- * PostgreSQL runs beside it on the same groups and draws.
+ * PostgreSQL runs beside it on the same groups and draws. The fleet runs
+ * twice: with every engine's view caught up with the decider's work before
+ * it serves (the simulation's clock stopped for all while the decider
+ * works, as it is for one engine alone; EngineOptions.caughtUp), and with
+ * the other engines serving meanwhile.
  *
  * Nested leave-tasks-out (`--nested`): the loop's policy constants are
  * chosen honestly. Every constant set of a small grid runs on every fold;
@@ -159,13 +163,30 @@ interface EngineRun {
   llmRequests: number;
 }
 
+interface EngineOptions {
+  sidecars: number;
+  postgres: boolean;
+  /**
+   * Fleet mode: before an engine serves a choice, the deciding engine takes the store's counts of that
+   * experiment, its work (the decisions they lead to, a proposal batch) ends, and the serving engine takes
+   * the store's state: the simulation's clock stops for every engine while the decider works, as it stops
+   * for one engine alone (PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS). What a deployment does when an experiment's
+   * choices come further apart than the staleness bound. Without it, engines serve and decide on what they
+   * last heard: in-process, rounds of an experiment come tens of times a second, several within one
+   * refresh window, and rounds go on while the decider works, which one engine alone never serves.
+   */
+  caughtUp?: boolean;
+  policy?: PolicyOverrides;
+  graded?: 'reward' | 'success';
+}
+
 /**
  * The engine on every group: `sidecars` engines (PostgreSQL when more than
  * one, or when `postgres`), choices round-robin, each outcome to a random
  * engine (its own draws, so the success draws are the same whatever the
  * routing).
  */
-async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number, opts: { sidecars: number; postgres: boolean; policy?: PolicyOverrides; graded?: 'reward' | 'success' }): Promise<EngineRun> {
+async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed: number, opts: EngineOptions): Promise<EngineRun> {
   const llm = await startFakeParaphraser(tasks);
   const db = opts.postgres ? await createDatabase(PG_URL, 'pe_bench_loop') : undefined;
   const dataDirs: string[] = [];
@@ -185,7 +206,15 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
     if (!r.ok) throw new Error(`${op}: {${r.reason}, ${r.message}}`);
     return r.value as TermObject;
   };
-  for (const e of engines) await e.service('experiments');
+  const services = await Promise.all(engines.map((e) => e.service('experiments')));
+  // Before an engine serves, the decider decides on the store's counts and its work reaches the serving engine's view (EngineOptions.caughtUp).
+  const catchUp = async (i: number, name: string, model: string): Promise<void> => {
+    const decider = services.find((s) => s.deciding);
+    if (!opts.caughtUp || decider === undefined) return;
+    await decider.readNow(name, model);
+    await decider.quiet(name, model);
+    if (decider !== services[i]) await services[i]!.readNow(name, model);
+  };
   let done = 0;
   const t0 = performance.now();
   const ticker = setInterval(() => progress(`  ${done}/${groups.length * ROUNDS} rounds`), 5000);
@@ -197,6 +226,7 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
       const served: number[] = [];
       const texts: string[] = [];
       for (let r = 0; r < ROUNDS; r++) {
+        await catchUp(r % engines.length, g.task.name, g.model);
         const c = await call(engines[r % engines.length]!, 'choose_prompt', { experiment: g.task.name, prompt: g.task.base.text, context: { model: g.model }, ...objective });
         const text = String(c.prompt);
         const acc = accuracyOf(g, text);
@@ -386,8 +416,14 @@ async function main(): Promise<void> {
       const groups = heldOut.flatMap(groupsOf);
       progress(`fold ${i + 1}/${parts.length} (seed ${seed}): ${heldOut.map((t) => t.name).join(', ')} — ${groups.length} groups × ${ROUNDS} rounds`);
       const results: Record<string, GroupScore[]> = baselineScores(groups, seed);
-      const engineRuns: Array<[string, { sidecars: number; postgres: boolean }]> =
-        SIDECARS > 1 ? [['engine, 1 sidecar (PostgreSQL)', { sidecars: 1, postgres: true }], [`engine, ${SIDECARS} sidecars (PostgreSQL)`, { sidecars: SIDECARS, postgres: true }]] : [['engine', { sidecars: 1, postgres: false }]];
+      const engineRuns: Array<[string, EngineOptions]> =
+        SIDECARS > 1
+          ? [
+              ['engine, 1 sidecar (PostgreSQL)', { sidecars: 1, postgres: true }],
+              [`engine, ${SIDECARS} sidecars (PostgreSQL)`, { sidecars: SIDECARS, postgres: true, caughtUp: true }],
+              [`engine, ${SIDECARS} sidecars, serving while the decider works`, { sidecars: SIDECARS, postgres: true }],
+            ]
+          : [['engine', { sidecars: 1, postgres: false }]];
       for (const [name, opts] of engineRuns) {
         const run = await runEngine(groups, tasks, modelsDir, seed, opts);
         rates.push(run.pairsPerSecond);
@@ -404,7 +440,7 @@ async function main(): Promise<void> {
     }
   }
   const lines = [
-    `Closed loop on data/multiprompt: ${Object.values(all)[0]!.length / SEEDS} (task, model) groups × ${ROUNDS} rounds, ${parts.length} leave-tasks-out folds, ${SEEDS} seed(s); engine through the op table in-process (${SIDECARS > 1 ? `PostgreSQL, 1 and ${SIDECARS} engines sharing it, each outcome to a random engine` : 'PGlite'}, fake paraphrasing LLM, fold scorer, retrain every ${RETRAIN_EVERY} outcomes); ${os.cpus().length} cores.`,
+    `Closed loop on data/multiprompt: ${Object.values(all)[0]!.length / SEEDS} (task, model) groups × ${ROUNDS} rounds, ${parts.length} leave-tasks-out folds, ${SEEDS} seed(s); engine through the op table in-process (${SIDECARS > 1 ? `PostgreSQL, 1 and ${SIDECARS} engines sharing it, each outcome to a random engine; in the first fleet row each engine takes the store's state and the decider's work before it serves, in the second it serves what it last heard` : 'PGlite'}, fake paraphrasing LLM, fold scorer, retrain every ${RETRAIN_EVERY} outcomes); ${os.cpus().length} cores.`,
     '',
     '| policy | last-100 regret, median | last-100 regret, mean | gain, mean | gain, median |',
     '|---|---:|---:|---:|---:|',

@@ -809,6 +809,38 @@ describe('the closed loop through the op table', () => {
     expect(await loop()).toMatchObject({ outcomes: 2, caught_up: 2, unmatched_outcomes: 2 });
   }, 60_000);
 
+  it("catches a sidecar up with the decider's work before it serves, for fleet simulations (quiet, readNow)", async () => {
+    const schema = testSchemaOf(`quiet-${process.pid}-${Date.now()}`);
+    const open = (): LocalEngine => {
+      const pe = localEngine({ retrainEvery: 0, dbSchema: schema, databaseUrl: requireEnv('TEST_DATABASE_URL') });
+      cleanups.push(() => pe.close());
+      return pe;
+    };
+    const [a, b] = [open(), open()];
+    await ok(a, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
+    const [decider, follower] = await Promise.all([a.engine.service('experiments'), b.engine.service('experiments')]);
+    await until(() => decider.deciding);
+    await ok(b, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
+    expect(follower.deciding).toBe(false);
+    // B hears nothing from A from now on: only readNow moves its view.
+    await (follower as unknown as { freshness: { close(): Promise<void> } }).freshness.close();
+    const seen = async (pe: LocalEngine): Promise<{ revision: number; leader: string; outcomes: number; variants: string[] }> => {
+      const e = ((await ok(pe, 'experiment', { experiment: 'triage', model: 'm1' })).experiments as TermObject[])[0]!;
+      const variants = (e.variants as TermObject[]).map((v) => `${String(v.prompt_id)}:${String(v.state)}:${String(v.count)}`).sort();
+      return { revision: Number(e.revision), leader: String((e.leader as TermObject).prompt_id), outcomes: Number(e.outcomes), variants };
+    };
+    const before = await seen(b);
+    // A serves and counts until its decisions and proposals have moved the experiment well past what B read.
+    await play(a, 60, BASE, (t) => (t === BASE ? 0.2 : 0.6));
+    await decider.quiet('triage', 'm1');
+    const atA = await seen(a);
+    expect(atA.revision).toBeGreaterThan(before.revision);
+    expect(atA.variants.length).toBeGreaterThan(before.variants.length);
+    expect(await seen(b)).toEqual(before);
+    await follower.readNow('triage', 'm1');
+    expect(await seen(b)).toEqual(atA);
+  }, 60_000);
+
   it('starts a new generation when the base prompt changes, keyed by model too', async () => {
     const pe = await engineWith(undefined);
     await play(pe, 5, BASE, () => 0.5);

@@ -208,6 +208,19 @@ export class Decider {
   }
 
   /**
+   * Until nothing is in progress for an experiment: its work (which, ending, may start more) and the writes of
+   * decisions it serves as assumed. Replayable fleet simulations wait on it before another sidecar serves.
+   */
+  async quiet(key: string): Promise<void> {
+    for (;;) {
+      const work = this.busy.get(key);
+      if (work !== undefined) await work;
+      else if (this.decisionWrites.has(key)) await Promise.allSettled([...this.writing]);
+      else return;
+    }
+  }
+
+  /**
    * Decisions are served at once (assumed in the view) and written behind;
    * candidates enter the pool only once written. When a decision makes room
    * for a candidate of the reserve, both go in one write.

@@ -230,6 +230,22 @@ export class ExperimentService {
     };
   }
 
+  /**
+   * Replayable fleet simulations (several sidecars in one process, the bench's fleet mode): wait until this
+   * sidecar has nothing of the experiment's in progress (a proposal batch, decisions being written).
+   */
+  quiet(name: string, model: string): Promise<void> {
+    return this.decider.quiet(experimentKey(name, model));
+  }
+
+  /**
+   * Replayable fleet simulations: take the store's state of the experiment now, as a notice of another
+   * sidecar's outcomes or decisions would bring it (its counts; every variant when its revision moved).
+   */
+  readNow(name: string, model: string): Promise<void> {
+    return this.refresh(new Set([experimentKey(name, model)]));
+  }
+
   /** First use here (load it from the store, or start it), or a new base prompt (a new generation). */
   private open(key: string, req: ChooseRequest, held: Experiment | undefined): Promise<Experiment> {
     let p = this.opening.get(key);
