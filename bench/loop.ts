@@ -171,9 +171,10 @@ interface EngineOptions {
    * experiment, its work (the decisions they lead to, a proposal batch) ends, and the serving engine takes
    * the store's state: the simulation's clock stops for every engine while the decider works, as it stops
    * for one engine alone (PROMPT_ENGINE_LOOP_AWAIT_PROPOSALS). What a deployment does when an experiment's
-   * choices come further apart than the staleness bound. Without it, engines serve and decide on what they
-   * last heard: in-process, rounds of an experiment come tens of times a second, several within one
-   * refresh window, and rounds go on while the decider works, which one engine alone never serves.
+   * choices come further apart than a refresh of the counts (a tenth of the staleness bound) and the
+   * decider's work take. Without it, engines serve and decide on what they last heard: in-process, rounds
+   * of an experiment come tens of times a second, several within one refresh window, and rounds go on
+   * while the decider works, which one engine alone never serves.
    */
   caughtUp?: boolean;
   policy?: PolicyOverrides;
@@ -208,9 +209,14 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
   };
   const services = await Promise.all(engines.map((e) => e.service('experiments')));
   // Before an engine serves, the decider decides on the store's counts and its work reaches the serving engine's view (EngineOptions.caughtUp).
+  let undecided = 0;
   const catchUp = async (i: number, name: string, model: string): Promise<void> => {
+    if (!opts.caughtUp) return;
     const decider = services.find((s) => s.deciding);
-    if (!opts.caughtUp || decider === undefined) return;
+    if (decider === undefined) {
+      undecided++; // no engine held the lease: this round served without catching up (printed at the end)
+      return;
+    }
     await decider.readNow(name, model);
     await decider.quiet(name, model);
     if (decider !== services[i]) await services[i]!.readNow(name, model);
@@ -257,6 +263,7 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
   for (const d of dataDirs) fs.rmSync(d, { recursive: true, force: true });
   const deciding = figures.find((f) => f.deciding === true) ?? figures[0]!;
   if (figures.length > 1) progress(`  each engine's full refreshes / heartbeats missed / refreshes: ${figures.map((f) => `${String(f.full_refreshes)} / ${String(f.heartbeats_missed)} / ${String(f.refreshes)}`).join('; ')}`);
+  if (opts.caughtUp) progress(`  rounds served while no engine decided (not caught up): ${undecided}`);
   const summed = (k: string): number => figures.reduce((a, f) => a + Number(f[k] ?? 0), 0);
   return {
     scores,
@@ -420,8 +427,8 @@ async function main(): Promise<void> {
         SIDECARS > 1
           ? [
               ['engine, 1 sidecar (PostgreSQL)', { sidecars: 1, postgres: true }],
-              [`engine, ${SIDECARS} sidecars (PostgreSQL)`, { sidecars: SIDECARS, postgres: true, caughtUp: true }],
-              [`engine, ${SIDECARS} sidecars, serving while the decider works`, { sidecars: SIDECARS, postgres: true }],
+              [`engine, ${SIDECARS} sidecars, caught up before each choice`, { sidecars: SIDECARS, postgres: true, caughtUp: true }],
+              [`engine, ${SIDECARS} sidecars, serving meanwhile`, { sidecars: SIDECARS, postgres: true }],
             ]
           : [['engine', { sidecars: 1, postgres: false }]];
       for (const [name, opts] of engineRuns) {
@@ -440,7 +447,7 @@ async function main(): Promise<void> {
     }
   }
   const lines = [
-    `Closed loop on data/multiprompt: ${Object.values(all)[0]!.length / SEEDS} (task, model) groups × ${ROUNDS} rounds, ${parts.length} leave-tasks-out folds, ${SEEDS} seed(s); engine through the op table in-process (${SIDECARS > 1 ? `PostgreSQL, 1 and ${SIDECARS} engines sharing it, each outcome to a random engine; in the first fleet row each engine takes the store's state and the decider's work before it serves, in the second it serves what it last heard` : 'PGlite'}, fake paraphrasing LLM, fold scorer, retrain every ${RETRAIN_EVERY} outcomes); ${os.cpus().length} cores.`,
+    `Closed loop on data/multiprompt: ${Object.values(all)[0]!.length / SEEDS} (task, model) groups × ${ROUNDS} rounds, ${parts.length} leave-tasks-out folds, ${SEEDS} seed(s); engine through the op table in-process (${SIDECARS > 1 ? `PostgreSQL, 1 and ${SIDECARS} engines sharing it, each outcome to a random engine [caught up: each engine takes the store's state and the decider's work before it serves; serving meanwhile: it serves what it last heard]` : 'PGlite'}, fake paraphrasing LLM, fold scorer, retrain every ${RETRAIN_EVERY} outcomes); ${os.cpus().length} cores.`,
     '',
     '| policy | last-100 regret, median | last-100 regret, mean | gain, mean | gain, median |',
     '|---|---:|---:|---:|---:|',

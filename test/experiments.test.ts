@@ -818,9 +818,11 @@ describe('the closed loop through the op table', () => {
     };
     const [a, b] = [open(), open()];
     await ok(a, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
-    const [decider, follower] = await Promise.all([a.engine.service('experiments'), b.engine.service('experiments')]);
+    const decider = await a.engine.service('experiments');
+    // A decides before B starts (B's service would try for the lease as it starts).
     await until(() => decider.deciding);
     await ok(b, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
+    const follower = await b.engine.service('experiments');
     expect(follower.deciding).toBe(false);
     // B hears nothing from A from now on: only readNow moves its view.
     await (follower as unknown as { freshness: { close(): Promise<void> } }).freshness.close();

@@ -209,7 +209,7 @@ export class Decider {
 
   /**
    * Until nothing is in progress for an experiment: its work (which, ending, may start more) and the writes of
-   * decisions it serves as assumed. Replayable fleet simulations wait on it before another sidecar serves.
+   * decisions it serves as assumed. Fleet simulations wait on it before another sidecar serves.
    */
   async quiet(key: string): Promise<void> {
     for (;;) {

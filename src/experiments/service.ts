@@ -231,7 +231,7 @@ export class ExperimentService {
   }
 
   /**
-   * Replayable fleet simulations (several sidecars in one process, the bench's fleet mode): wait until this
+   * Fleet simulations (several sidecars in one process, the bench's fleet mode): wait until this
    * sidecar has nothing of the experiment's in progress (a proposal batch, decisions being written).
    */
   quiet(name: string, model: string): Promise<void> {
@@ -239,7 +239,7 @@ export class ExperimentService {
   }
 
   /**
-   * Replayable fleet simulations: take the store's state of the experiment now, as a notice of another
+   * Fleet simulations: take the store's state of the experiment now, as a notice of another
    * sidecar's outcomes or decisions would bring it (its counts; every variant when its revision moved).
    */
   readNow(name: string, model: string): Promise<void> {
