@@ -304,6 +304,17 @@ async function cutAfterCommit(pe: LocalEngine): Promise<() => void> {
   };
 }
 
+/** Two sidecars on one database (PostgreSQL: the suite's), in a schema of their own. */
+function twoSidecars(prefix: string): [LocalEngine, LocalEngine] {
+  const schema = testSchemaOf(`${prefix}-${process.pid}-${Date.now()}`);
+  const open = (): LocalEngine => {
+    const pe = localEngine({ retrainEvery: 0, dbSchema: schema, databaseUrl: requireEnv('TEST_DATABASE_URL') });
+    cleanups.push(() => pe.close());
+    return pe;
+  };
+  return [open(), open()];
+}
+
 async function play(pe: LocalEngine, rounds: number, base: string, rate: (text: string) => number, model = 'm1'): Promise<string[]> {
   const served: string[] = [];
   for (let i = 0; i < rounds; i++) {
@@ -774,13 +785,7 @@ describe('the closed loop through the op table', () => {
 
   it("takes the store's state when an outcome names an experiment or generation another sidecar started and this one has not heard of yet", async () => {
     // Two sidecars on one database (PostgreSQL: the suite's); B stops following A's notices, as when one is still on its way.
-    const schema = testSchemaOf(`lag-${process.pid}-${Date.now()}`);
-    const open = (): LocalEngine => {
-      const pe = localEngine({ retrainEvery: 0, dbSchema: schema, databaseUrl: requireEnv('TEST_DATABASE_URL') });
-      cleanups.push(() => pe.close());
-      return pe;
-    };
-    const [a, b] = [open(), open()];
+    const [a, b] = twoSidecars('lag');
     const figuresOf = async (pe: LocalEngine): Promise<TermObject> => ((await ok(pe, 'stats', {})).services as TermObject).experiments as TermObject;
     const loop = (): Promise<TermObject> => figuresOf(b);
     await ok(a, 'choose_prompt', { experiment: 'lag', prompt: BASE, context: { model: 'm1' } });
@@ -810,13 +815,7 @@ describe('the closed loop through the op table', () => {
   }, 60_000);
 
   it("catches a sidecar up with the decider's work before it serves, for fleet simulations (quiet, readNow)", async () => {
-    const schema = testSchemaOf(`quiet-${process.pid}-${Date.now()}`);
-    const open = (): LocalEngine => {
-      const pe = localEngine({ retrainEvery: 0, dbSchema: schema, databaseUrl: requireEnv('TEST_DATABASE_URL') });
-      cleanups.push(() => pe.close());
-      return pe;
-    };
-    const [a, b] = [open(), open()];
+    const [a, b] = twoSidecars('quiet');
     await ok(a, 'choose_prompt', { experiment: 'triage', prompt: BASE, context: { model: 'm1' } });
     const decider = await a.engine.service('experiments');
     // A decides before B starts (B's service would try for the lease as it starts).
