@@ -19,10 +19,11 @@
  * database per run on DATABASE_URL or TEST_DATABASE_URL); choices go to
  * them round-robin and each outcome to a random one; one engine alone on
  * PostgreSQL runs beside it on the same groups and draws. The fleet runs
- * twice: with every engine's view caught up with the decider's work before
- * it serves (the simulation's clock stopped for all while the decider
- * works, as it is for one engine alone; EngineOptions.caughtUp), and with
- * the other engines serving meanwhile.
+ * twice: with every engine caught up with the store's counts and the
+ * decider's work before it serves (the simulation's clock stopped for all
+ * while the decider works, as it is for one engine alone;
+ * EngineOptions.caughtUp), and with each engine serving on what it last
+ * heard meanwhile.
  *
  * Nested leave-tasks-out (`--nested`): the loop's policy constants are
  * chosen honestly. Every constant set of a small grid runs on every fold;

@@ -836,7 +836,7 @@ describe('the closed loop through the op table', () => {
     await decider.quiet('triage', 'm1');
     const atA = await seen(a);
     expect(atA.revision).toBeGreaterThan(before.revision);
-    expect(atA.variants.length).toBeGreaterThan(before.variants.length);
+    expect(atA.variants).not.toEqual(before.variants);
     expect(await seen(b)).toEqual(before);
     await follower.readNow('triage', 'm1');
     expect(await seen(b)).toEqual(atA);
