@@ -25,6 +25,10 @@
  * EngineOptions.caughtUp), and with each engine serving on what it last
  * heard meanwhile.
  *
+ * `--pace R` spaces each group's rounds at least 1/R s apart (default:
+ * as fast as the engine serves, tens of rounds a second per group, so
+ * several of one experiment's rounds fall within one refresh window).
+ *
  * Nested leave-tasks-out (`--nested`): the loop's policy constants are
  * chosen honestly. Every constant set of a small grid runs on every fold;
  * for each fold, the set with the lowest median last-100 regret on the
@@ -46,7 +50,7 @@
  *   npm run bench:loop [-- --rounds 1000 --folds 4 --tasks a,b --retrain-every 0 --seeds 1]
  *   npm run bench:loop -- --graded [--price 0.003]
  *   npm run bench:loop -- --nested [--grid 'priorStrength=1,2,4;retireBelow=0.15,0.25']
- *   bash scripts/with-services.sh npm run bench:loop -- --sidecars 3
+ *   bash scripts/with-services.sh npm run bench:loop -- --sidecars 3 [--pace 5 --fold 3]
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -81,6 +85,8 @@ const SEEDS = Number(flag('seeds', '1'));
 const ONLY = flag('tasks', '');
 const ONLY_FOLD = Number(flag('fold', '0'));
 const SIDECARS = Number(flag('sidecars', '1'));
+/** At most this many rounds a second per group (0: as fast as the engine serves); a deployment's pace, so that staleness counts in its rounds. */
+const PACE = Number(flag('pace', '0'));
 const NESTED = argv.includes('--nested');
 const GRID = flag('grid', '');
 const GRADED = argv.includes('--graded');
@@ -232,7 +238,12 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
       const route = seededRandom(hashSeed(`route|${seed}|${g.task.name}|${g.model}`));
       const served: number[] = [];
       const texts: string[] = [];
+      const start = performance.now();
       for (let r = 0; r < ROUNDS; r++) {
+        if (PACE > 0) {
+          const wait = start + (r * 1000) / PACE - performance.now();
+          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        }
         await catchUp(r % engines.length, g.task.name, g.model);
         const c = await call(engines[r % engines.length]!, 'choose_prompt', { experiment: g.task.name, prompt: g.task.base.text, context: { model: g.model }, ...objective });
         const text = String(c.prompt);
@@ -448,7 +459,7 @@ async function main(): Promise<void> {
     }
   }
   const lines = [
-    `Closed loop on data/multiprompt: ${Object.values(all)[0]!.length / SEEDS} (task, model) groups × ${ROUNDS} rounds, ${parts.length} leave-tasks-out folds, ${SEEDS} seed(s); engine through the op table in-process (${SIDECARS > 1 ? `PostgreSQL, 1 and ${SIDECARS} engines sharing it, each outcome to a random engine [caught up: each engine takes the store's state and the decider's work before it serves; serving meanwhile: it serves what it last heard]` : 'PGlite'}, fake paraphrasing LLM, fold scorer, retrain every ${RETRAIN_EVERY} outcomes); ${os.cpus().length} cores.`,
+    `Closed loop on data/multiprompt: ${Object.values(all)[0]!.length / SEEDS} (task, model) groups × ${ROUNDS} rounds, ${parts.length} leave-tasks-out folds, ${SEEDS} seed(s); engine through the op table in-process (${SIDECARS > 1 ? `PostgreSQL, 1 and ${SIDECARS} engines sharing it, each outcome to a random engine [caught up: each engine takes the store's state and the decider's work before it serves; serving meanwhile: it serves what it last heard]` : 'PGlite'}, fake paraphrasing LLM, fold scorer, retrain every ${RETRAIN_EVERY} outcomes${PACE > 0 ? `, at most ${PACE} rounds a second per group` : ''}); ${os.cpus().length} cores.`,
     '',
     '| policy | last-100 regret, median | last-100 regret, mean | gain, mean | gain, median |',
     '|---|---:|---:|---:|---:|',
