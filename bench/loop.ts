@@ -55,6 +55,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { createHash } from 'node:crypto';
 import type { TermObject } from '../src/codec/terms.js';
 import { loadConfig, REPO_ROOT, type EngineConfig } from '../src/config.js';
@@ -242,10 +243,11 @@ async function runEngine(groups: Group[], tasks: Task[], modelsDir: string, seed
       for (let r = 0; r < ROUNDS; r++) {
         if (PACE > 0) {
           const wait = start + (r * 1000) / PACE - performance.now();
-          if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+          if (wait > 0) await sleep(wait);
         }
-        await catchUp(r % engines.length, g.task.name, g.model);
-        const c = await call(engines[r % engines.length]!, 'choose_prompt', { experiment: g.task.name, prompt: g.task.base.text, context: { model: g.model }, ...objective });
+        const chooser = r % engines.length;
+        await catchUp(chooser, g.task.name, g.model);
+        const c = await call(engines[chooser]!, 'choose_prompt', { experiment: g.task.name, prompt: g.task.base.text, context: { model: g.model }, ...objective });
         const text = String(c.prompt);
         const acc = accuracyOf(g, text);
         served.push(acc);
