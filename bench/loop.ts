@@ -27,7 +27,8 @@
  *
  * `--pace R` spaces each group's rounds at least 1/R s apart (default:
  * as fast as the engine serves, tens of rounds a second per group, so
- * several of one experiment's rounds fall within one refresh window).
+ * several of one experiment's rounds fall within one refresh window); a
+ * paced run's table goes to its own file (`loop-fleet-3-pace-5.md`).
  *
  * Nested leave-tasks-out (`--nested`): the loop's policy constants are
  * chosen honestly. Every constant set of a small grid runs on every fold;
@@ -480,7 +481,9 @@ async function main(): Promise<void> {
     '|---:|---:|---|---|---:|---:|---:|',
     ...perFold,
   ];
-  report(lines, ONLY === '' && ONLY_FOLD === 0 ? (SIDECARS > 1 ? `loop-fleet-${SIDECARS}.md` : 'loop.md') : undefined);
+  // A paced run is a result of its own: it never overwrites the full-speed one.
+  const paced = PACE > 0 ? `-pace-${PACE}` : '';
+  report(lines, ONLY === '' && ONLY_FOLD === 0 ? (SIDECARS > 1 ? `loop-fleet-${SIDECARS}${paced}.md` : `loop${paced}.md`) : undefined);
 }
 
 await main();
